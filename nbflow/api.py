@@ -1,0 +1,316 @@
+"""The one service facade: the CLI, the notebook magics and the server call these.
+
+Each function takes plain arguments, opens the store from the settings (or uses the one
+given) and returns plain data or small dataclasses; no printing here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbflow import params as nbparams
+from nbflow.config import Settings, get_settings
+from nbflow.dag import Pipeline
+from nbflow.engine import Listener, RunEngine
+from nbflow.exceptions import NbflowError, UnknownTaskError
+from nbflow.executors import get_executor
+from nbflow.loader import load_pipeline
+from nbflow.render import render, to_dot
+from nbflow.states import FINISHED, RunState, TaskState
+from nbflow.store import Store
+
+_stores: dict[str, Store] = {}
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The store of the configured database (created and upgraded on first use)."""
+    settings = settings or get_settings()
+    store = _stores.get(settings.db_url)
+    if store is None or store.settings != settings:
+        store = _stores[settings.db_url] = Store(settings=settings)
+    return store
+
+
+@dataclass
+class RunResult:
+    """How a run ended: its id, state and task instance rows."""
+
+    run_id: int
+    pipeline: str
+    state: RunState
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run succeeded."""
+        return self.state is RunState.SUCCESS
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        """One task instance row."""
+        for row in self.tasks:
+            if row["task_id"] == task_id:
+                return row
+        raise KeyError(task_id)
+
+
+def _only_subset(pipeline: Pipeline, only: Iterable[str] | None) -> list[str]:
+    order = pipeline.order()
+    if not only:
+        return order
+    wanted = list(dict.fromkeys(only))
+    for tid in wanted:
+        if tid not in pipeline.tasks:
+            raise UnknownTaskError(pipeline.name, tid, pipeline.tasks, where="--only")
+    return [tid for tid in order if tid in wanted]
+
+
+def create_run(
+    pipeline: Pipeline,
+    *,
+    params: Mapping[str, Any] | None = None,
+    only: Iterable[str] | None = None,
+    trigger: str = "manual",
+    executor: str | None = None,
+    store: Store | None = None,
+) -> int:
+    """Validate parameters and the task selection, record the pipeline version and a queued run."""
+    store = store or open_store()
+    resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
+    selected = _only_subset(pipeline, only)
+    external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
+    missing = sorted(u for u in external if store.latest_success(pipeline.name, u) is None)
+    if missing:
+        raise NbflowError(
+            f"--only needs the output of {', '.join(missing)}, which never succeeded in pipeline '{pipeline.name}'",
+            hint=f"run them first or add them: --only {' '.join([*missing, *selected])}",
+        )
+    definition, fingerprint = pipeline.definition(), pipeline.fingerprint()
+    prints = {t["id"]: t["fingerprint"] for t in definition["tasks"]}
+    tasks = [
+        {
+            "task_id": tid,
+            "kind": pipeline.tasks[tid].kind,
+            "queue": pipeline.tasks[tid].queue,
+            "max_tries": pipeline.tasks[tid].retries + 1,
+            "fingerprint": prints[tid],
+        }
+        for tid in selected
+    ]
+
+    def write(tx: Any) -> int:
+        version = tx.upsert_pipeline(definition, fingerprint)
+        return tx.create_run(
+            pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks, executor=executor
+        )
+
+    return store.write(write, what="create run")
+
+
+def drive_run(
+    pipeline: Pipeline,
+    run_id: int,
+    *,
+    executor: str | None = None,
+    parallelism: int | None = None,
+    listeners: Sequence[Listener] = (),
+    store: Store | None = None,
+    on_start: Any = None,
+) -> RunResult:
+    """Execute a queued run through the engine on the chosen executor until it ends."""
+    store = store or open_store()
+    settings = store.settings
+    name = executor or settings.executor
+    with get_executor(name, parallelism=parallelism) as ex:
+        if on_start is not None:
+            on_start(ex)
+        state = RunEngine(store, pipeline, run_id, ex, settings=settings, listeners=listeners).run()
+    return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    params: Mapping[str, Any] | None = None,
+    only: Iterable[str] | None = None,
+    executor: str | None = None,
+    parallelism: int | None = None,
+    trigger: str = "manual",
+    listeners: Sequence[Listener] = (),
+    store: Store | None = None,
+    on_start: Any = None,
+) -> RunResult:
+    """Create a run of ``pipeline`` and drive it to its end."""
+    store = store or open_store()
+    name = executor or store.settings.executor
+    run_id = create_run(pipeline, params=params, only=only, trigger=trigger, executor=name, store=store)
+    return drive_run(
+        pipeline, run_id, executor=name, parallelism=parallelism, listeners=listeners, store=store, on_start=on_start
+    )
+
+
+def run_file(path: str | os.PathLike[str], *, pipeline_name: str | None = None, **kwargs: Any) -> RunResult:
+    """Load a pipeline file and run it (see :func:`run_pipeline`)."""
+    return run_pipeline(load_pipeline(path, pipeline_name), **kwargs)
+
+
+def rerun(
+    run_id: int,
+    *,
+    tasks: Iterable[str] | None = None,
+    executor: str | None = None,
+    parallelism: int | None = None,
+    listeners: Sequence[Listener] = (),
+    store: Store | None = None,
+) -> RunResult:
+    """Clear tasks of a finished run (default: those not successful) and drive it again.
+
+    The pipeline is loaded again from its file, so a fixed notebook or function is used;
+    successful tasks keep their outputs and are not run again.
+    """
+    store = store or open_store()
+    run = store.get_run(run_id)
+    row = store.get_pipeline(run["pipeline"])
+    if not row or not row["file"]:
+        raise NbflowError(f"run {run_id}: pipeline '{run['pipeline']}' has no file to load it from")
+    pipeline = load_pipeline(row["file"], run["pipeline"])
+    if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
+        raise NbflowError(f"run {run_id} is {run['state']}; only a finished run can be re-run")
+    tis = {r["task_id"]: r for r in store.task_instances(run_id)}
+    if tasks is None:
+        chosen = [tid for tid, r in tis.items() if r["state"] != TaskState.SUCCESS.value]
+    else:
+        chosen = list(tasks)
+        for tid in chosen:
+            if tid not in tis:
+                raise UnknownTaskError(run["pipeline"], tid, tis, where=f"run {run_id}")
+    down = pipeline.downstream_map()
+    closure, stack = set(), list(chosen)
+    while stack:  # everything downstream of a cleared task must run again too
+        tid = stack.pop()
+        if tid in closure or tid not in tis:
+            continue
+        closure.add(tid)
+        stack.extend(down.get(tid, ()))
+
+    def write(tx: Any) -> None:
+        tx.clear_tasks(run_id, sorted(closure))
+        tx.set_run_state(run_id, RunState.QUEUED)
+
+    store.write(write, what="clear tasks")
+    return drive_run(pipeline, run_id, executor=executor, parallelism=parallelism, listeners=listeners, store=store)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def list_runs(pipeline: str | None = None, *, limit: int = 20, store: Store | None = None) -> list[dict[str, Any]]:
+    """Newest runs first, with their task counts by state."""
+    store = store or open_store()
+    out = []
+    for run in store.list_runs(pipeline, limit=limit):
+        counts: dict[str, int] = {}
+        for ti in store.task_instances(run["id"]):
+            counts[ti["state"]] = counts.get(ti["state"], 0) + 1
+        out.append({**dict(run), "task_counts": counts})
+    return out
+
+
+def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
+    """A run, its task instances, attempts and artifacts."""
+    store = store or open_store()
+    return {
+        "run": dict(store.get_run(run_id)),
+        "tasks": [dict(r) for r in store.task_instances(run_id)],
+        "attempts": [dict(r) for r in store.attempts(run_id)],
+        "artifacts": [dict(r) for r in store.artifacts(run_id)],
+    }
+
+
+def read_log(run_id: int, task_id: str, *, try_number: int | None = None, store: Store | None = None) -> str:
+    """The log text of one attempt (default: the latest) of a task."""
+    store = store or open_store()
+    run = store.get_run(run_id)
+    attempts = store.attempts(run_id, task_id)
+    if not attempts:
+        known = [r["task_id"] for r in store.task_instances(run_id)]
+        if task_id not in known:
+            raise UnknownTaskError(run["pipeline"], task_id, known, where=f"run {run_id}")
+        return ""
+    if try_number is None:
+        attempt = attempts[-1]
+    else:
+        matching = [a for a in attempts if a["try_number"] == try_number]
+        if not matching:
+            raise NbflowError(
+                f"task '{task_id}' of run {run_id} has no try {try_number}",
+                hint=f"tries: {', '.join(str(a['try_number']) for a in attempts)}",
+            )
+        attempt = matching[0]
+    uri = attempt["log_uri"] or _default_log(store.settings, run["pipeline"], run_id, task_id, attempt["try_number"])
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if not fs.exists(path):
+        return ""
+    with fs.open(path, "r", encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
+def _default_log(settings: Settings, pipeline: str, run_id: int, task_id: str, try_number: int) -> str:
+    from nbflow.artifacts import attempt_dir
+
+    return f"{attempt_dir(settings.artifact_root, pipeline, run_id, task_id, try_number)}/log.txt"
+
+
+def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any:
+    """The value a successful task of a run produced (as downstream tasks saw it)."""
+    from nbflow.artifacts import UpstreamOutput
+    from nbflow.tasks import get_kind
+
+    store = store or open_store()
+    ti = next((r for r in store.task_instances(run_id) if r["task_id"] == task_id), None)
+    if ti is None or ti["state"] != TaskState.SUCCESS.value:
+        raise NbflowError(f"task '{task_id}' of run {run_id} has no successful output")
+    refs = [
+        {"name": a["name"], "uri": a["uri"], "type": a["type"], "size": a["size"]}
+        for a in store.artifacts(run_id, task_id, ti["try_number"])
+    ]
+    return UpstreamOutput(get_kind(ti["kind"]).value_style, refs).value()
+
+
+def dag_picture(
+    pipeline: Pipeline | Mapping[str, Any], *, run_id: int | None = None, fmt: str = "svg", store: Store | None = None
+) -> bytes | str:
+    """The DAG as DOT text (``fmt="dot"``) or rendered bytes, coloured by a run's states."""
+    definition = pipeline.definition() if isinstance(pipeline, Pipeline) else pipeline
+    states = None
+    if run_id is not None:
+        store = store or open_store()
+        states = {r["task_id"]: r["state"] for r in store.task_instances(run_id)}
+    dot = to_dot(definition, states)
+    return dot if fmt == "dot" else render(dot, fmt)
+
+
+def unfinished(states: Iterable[str]) -> bool:
+    """Whether any of the states is not final."""
+    return any(TaskState(s) not in FINISHED for s in states)
+
+
+__all__ = [
+    "RunResult",
+    "create_run",
+    "dag_picture",
+    "drive_run",
+    "list_runs",
+    "load_output",
+    "open_store",
+    "read_log",
+    "rerun",
+    "run_details",
+    "run_file",
+    "run_pipeline",
+]

@@ -1,0 +1,214 @@
+"""Values that flow between tasks, stored under one fsspec root.
+
+Layout of one attempt under the root (a local folder or any fsspec URL)::
+
+    {root}/{pipeline}/run-{run_id}/{task_id}/try-{n}/
+        log.txt               the task's stdout/stderr
+        output.ipynb          the executed notebook (notebook tasks)
+        artifacts/NAME.json   a JSON value that round-trips exactly
+        artifacts/NAME.pkl    anything else, cloudpickled
+        artifacts/_manifest.json   what a notebook's kernel saved
+
+Inside a task, :func:`save` publishes a named value and :func:`load` resolves an
+upstream value that arrived as a reference (or returns a plain value unchanged), so
+a notebook works the same whether it is run by nbflow or by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import fsspec
+
+REF_PREFIX = "nbflow-artifact:"
+MANIFEST = "_manifest.json"
+#: Largest JSON value (bytes) passed to a notebook as a literal parameter instead of a reference.
+INLINE_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where one stored value lives: ``uri`` (fsspec URL or path) and ``type`` (json|pickle)."""
+
+    name: str
+    uri: str
+    type: str
+    size: int
+
+    def to_param(self) -> str:
+        """The string form a notebook receives as a parameter; :func:`load` resolves it."""
+        return f"{REF_PREFIX}{self.type}:{self.uri}"
+
+    @classmethod
+    def from_param(cls, text: str) -> ArtifactRef:
+        """Parse :meth:`to_param` output."""
+        kind, _, uri = text[len(REF_PREFIX) :].partition(":")
+        return cls(name=uri.rsplit("/", 1)[-1].rsplit(".", 1)[0], uri=uri, type=kind, size=-1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-data form (for result records and the store)."""
+        return asdict(self)
+
+
+def join(root: str, *parts: str) -> str:
+    """Join path parts under an fsspec root."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def attempt_dir(root: str, pipeline: str, run_id: int, task_id: str, try_number: int) -> str:
+    """Folder of one attempt's log, output notebook and artifacts."""
+    return join(root, pipeline, f"run-{run_id}", task_id, f"try-{try_number}")
+
+
+def _json_roundtrips(value: Any) -> bytes | None:
+    try:
+        data = json.dumps(value, allow_nan=True).encode()
+    except (TypeError, ValueError):
+        return None
+    return data if json.loads(data) == value else None
+
+
+def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
+    """Store ``value`` as ``folder/NAME.json`` when JSON round-trips it, else as a pickle."""
+    if not name or "/" in name or name.startswith("_"):
+        raise ValueError(f"artifact name {name!r} must be non-empty, without '/', not starting with '_'")
+    data = _json_roundtrips(value)
+    kind = "json"
+    if data is None:
+        import cloudpickle
+
+        data, kind = cloudpickle.dumps(value), "pickle"
+    uri = join(folder, f"{name}.{'json' if kind == 'json' else 'pkl'}")
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        fh.write(data)
+    return ArtifactRef(name=name, uri=uri, type=kind, size=len(data))
+
+
+def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:
+    """Load a stored value."""
+    if isinstance(ref, dict):
+        ref = ArtifactRef(**ref)
+    with fsspec.open(ref.uri, "rb") as fh:
+        data = fh.read()
+    if ref.type == "json":
+        return json.loads(data)
+    import cloudpickle
+
+    return cloudpickle.loads(data)
+
+
+def read_manifest(folder: str) -> list[ArtifactRef]:
+    """Artifacts a notebook kernel saved into ``folder`` (the last save of a name wins)."""
+    fs, path = fsspec.core.url_to_fs(join(folder, MANIFEST))
+    if not fs.exists(path):
+        return []
+    with fs.open(path, "r") as fh:
+        refs = {d["name"]: ArtifactRef(**d) for d in json.load(fh)}
+    return list(refs.values())
+
+
+class UpstreamOutput:
+    """What one upstream task produced, as seen by a downstream task on a worker.
+
+    ``style`` is the upstream kind's ``value_style``: "single" (its value is the artifact
+    named "return", or None), "dict" (all its artifacts by name) or "none".
+    """
+
+    def __init__(self, style: str, refs: list[ArtifactRef] | list[dict[str, Any]]):
+        self.style = style
+        self.refs = {r.name: r for r in (x if isinstance(x, ArtifactRef) else ArtifactRef(**x) for x in refs)}
+
+    def value(self) -> Any:
+        """The upstream value, fully loaded."""
+        if self.style == "single":
+            ref = self.refs.get("return")
+            return read_value(ref) if ref else None
+        if self.style == "dict":
+            return {name: read_value(ref) for name, ref in self.refs.items()}
+        return None
+
+    def parameter(self, key: str | None = None) -> Any:
+        """The value as a notebook parameter: small JSON values literally, others as references."""
+        if self.style == "dict":
+            if key is None:
+                return {name: _as_param(ref) for name, ref in self.refs.items()}
+            if key not in self.refs:
+                raise KeyError(f"no artifact named {key!r}; saved: {', '.join(self.refs) or '(none)'}")
+            return _as_param(self.refs[key])
+        if self.style == "single" and "return" in self.refs:
+            ref = self.refs["return"]
+            if key is None:
+                return _as_param(ref)
+            return read_value(ref)[key]
+        if key is not None:
+            raise KeyError(f"upstream value is None; cannot take key {key!r}")
+        return None
+
+
+def _as_param(ref: ArtifactRef) -> Any:
+    if ref.type == "json" and 0 <= ref.size <= INLINE_LIMIT:
+        return read_value(ref)
+    return ref.to_param()
+
+
+# --- the task context: where save() writes ---------------------------------------------
+
+_local = threading.local()
+_process_context: dict[str, Any] | None = None
+
+
+def bind(**context: Any) -> None:
+    """Bind the current task's context (``artifact_dir``, ``run_id``, ``task_id`` ...).
+
+    Workers bind per thread; the hidden first cell of a notebook run binds per kernel.
+    """
+    global _process_context
+    if context.pop("process_wide", False):
+        _process_context = context
+    else:
+        _local.context = context
+
+
+def unbind() -> None:
+    """Forget this thread's task context."""
+    _local.context = None
+
+
+def current_context() -> dict[str, Any] | None:
+    """The bound task context, or None outside a task."""
+    return getattr(_local, "context", None) or _process_context
+
+
+def save(name: str, value: Any) -> Any:
+    """Publish ``value`` under ``name`` for downstream tasks; returns ``value``.
+
+    Outside an nbflow run (a notebook opened by hand) this stores nothing, so the same
+    notebook runs interactively unchanged.
+    """
+    ctx = current_context()
+    if ctx is None:
+        return value
+    ref = write_value(ctx["artifact_dir"], name, value)
+    saved = ctx.setdefault("saved", [])
+    saved.append(ref)
+    if ctx.get("manifest", False):
+        fs, path = fsspec.core.url_to_fs(join(ctx["artifact_dir"], MANIFEST))
+        with fs.open(path, "w") as fh:
+            json.dump([r.as_dict() for r in saved], fh)
+    return value
+
+
+def load(value: Any) -> Any:
+    """Resolve an upstream value: references are loaded, dicts of them too, plain values pass."""
+    if isinstance(value, str) and value.startswith(REF_PREFIX):
+        return read_value(ArtifactRef.from_param(value))
+    if isinstance(value, ArtifactRef):
+        return read_value(value)
+    if isinstance(value, dict):
+        return {k: load(v) for k, v in value.items()}
+    return value

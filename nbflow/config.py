@@ -1,0 +1,122 @@
+"""One settings object: documented defaults, ``NBFLOW_*`` environment variables,
+and ``[tool.nbflow]`` in the ``pyproject.toml`` of the working directory.
+
+Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
+
+| setting          | env var                 | default                              |
+|------------------|-------------------------|--------------------------------------|
+| home             | NBFLOW_HOME             | ``./.nbflow``                        |
+| db_url           | NBFLOW_DB_URL           | ``sqlite:///{home}/nbflow.db``       |
+| artifact_root    | NBFLOW_ARTIFACT_ROOT    | ``{home}/runs`` (any fsspec URL)     |
+| executor         | NBFLOW_EXECUTOR         | ``local``                            |
+| parallelism      | NBFLOW_PARALLELISM      | number of CPUs                       |
+| kill_grace       | NBFLOW_KILL_GRACE       | ``5`` seconds from SIGTERM to SIGKILL|
+| db_retries       | NBFLOW_DB_RETRIES       | ``8`` retries of a locked database   |
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from nbflow.exceptions import NbflowError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """nbflow's settings; build with :func:`get_settings`."""
+
+    home: Path
+    db_url: str
+    artifact_root: str
+    executor: str = "local"
+    parallelism: int = max(1, os.cpu_count() or 1)
+    kill_grace: float = 5.0
+    db_retries: int = 8
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+_ENV = {
+    "home": "NBFLOW_HOME",
+    "db_url": "NBFLOW_DB_URL",
+    "artifact_root": "NBFLOW_ARTIFACT_ROOT",
+    "executor": "NBFLOW_EXECUTOR",
+    "parallelism": "NBFLOW_PARALLELISM",
+    "kill_grace": "NBFLOW_KILL_GRACE",
+    "db_retries": "NBFLOW_DB_RETRIES",
+}
+
+
+def _pyproject_table(cwd: Path) -> dict[str, Any]:
+    path = cwd / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise NbflowError(f"cannot read [tool.nbflow]: {exc}", where=str(path)) from exc
+    table = data.get("tool", {}).get("nbflow", {})
+    unknown = set(table) - set(_ENV)
+    if unknown:
+        raise NbflowError(
+            f"unknown [tool.nbflow] keys: {', '.join(sorted(unknown))}",
+            where=str(path),
+            hint=f"known keys: {', '.join(_ENV)}",
+        )
+    return table
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except (TypeError, ValueError) as exc:
+        raise NbflowError(f"setting '{name}' must be a number, got {raw!r}", where=source) from exc
+    return raw
+
+
+def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment and ``pyproject.toml`` (no caching)."""
+    cwd = Path(cwd or os.getcwd())
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, raw in _pyproject_table(cwd).items():
+        values[name] = _coerce(name, raw, str(cwd / "pyproject.toml"))
+    for name, var in _ENV.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var], f"${var}")
+    home = Path(values.pop("home", cwd / ".nbflow")).expanduser()
+    if not home.is_absolute():
+        home = (cwd / home).resolve()
+    db_url = values.pop("db_url", None) or f"sqlite:///{home / 'nbflow.db'}"
+    artifact_root = str(values.pop("artifact_root", None) or home / "runs")
+    if "://" not in artifact_root and not Path(artifact_root).is_absolute():
+        artifact_root = str((cwd / artifact_root).resolve())
+    return Settings(home=home, db_url=db_url, artifact_root=artifact_root, **values)
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once; :func:`reset_settings` forgets them."""
+    global _cached
+    if _cached is None:
+        _cached = load_settings()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and long-lived kernels that change ``NBFLOW_*``)."""
+    global _cached
+    _cached = None

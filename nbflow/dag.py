@@ -1,0 +1,539 @@
+"""The pipeline model: tasks, edges, validation and fingerprints. Pure; no I/O but hashing.
+
+A :class:`Pipeline` is a set of :class:`Task` objects keyed by id plus, on each task, the
+ids of its upstream tasks. Edges come from data (passing one task's handle to another)
+and from ordering (``a >> b``). Graph algorithms are small functions over plain
+``{task_id: set(upstream_ids)}`` mappings:
+
+* :func:`toposort` -- Kahn's algorithm; ties are broken by definition order so the order is
+  stable and readable.
+* :func:`find_cycle` -- depth-first search with a colour per node (white/grey/black); the
+  first back edge to a grey node closes a cycle, returned as ``[a, b, c, a]`` in edge order.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, UnknownTaskError
+
+TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed", "always")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_NBFLOW_DIR = os.path.dirname(os.path.abspath(__file__))
+
+_active: contextvars.ContextVar[tuple[Pipeline, ...]] = contextvars.ContextVar("nbflow_pipelines", default=())
+
+
+def caller_site() -> tuple[str, int]:
+    """(file, line) of the first stack frame outside the nbflow package: the user's code."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_NBFLOW_DIR):
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - only when nbflow calls itself at top level
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def _site(site: tuple[str, int]) -> str:
+    return f"{site[0]}:{site[1]}"
+
+
+def check_name(kind: str, name: str, where: str | None = None) -> str:
+    """Validate a pipeline or task name (letters, digits, ``_ . -``)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DefinitionError(
+            f"invalid {kind} name {name!r}",
+            where=where,
+            hint="use letters, digits, '_', '.' or '-', starting with a letter, digit or '_'",
+        )
+    return name
+
+
+def current_pipeline() -> Pipeline | None:
+    """The innermost pipeline of an active ``with Pipeline(...)`` block, if any."""
+    stack = _active.get()
+    return stack[-1] if stack else None
+
+
+# --- references resolved at run time -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    """The value of an upstream task (or one key of it), resolved when the task runs."""
+
+    task_id: str
+    key: str | None = None
+
+    def __getitem__(self, key: str) -> OutputRef:
+        if self.key is not None:
+            raise DefinitionError(f"cannot index {self} twice; index the value inside the task")
+        return OutputRef(self.task_id, key)
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A pipeline parameter, resolved to the run's value when the task runs."""
+
+    name: str
+
+
+class ParamsView(Mapping[str, ParamRef]):
+    """``pipeline.params``: read-only; ``params["alpha"]`` / ``params.alpha`` give a :class:`ParamRef`."""
+
+    def __init__(self, pipeline: Pipeline):
+        self._pipeline = pipeline
+
+    def __getitem__(self, name: str) -> ParamRef:
+        if name not in self._pipeline.param_defaults:
+            raise DefinitionError(
+                f"pipeline '{self._pipeline.name}' declares no parameter '{name}'",
+                hint=f"declared: {', '.join(self._pipeline.param_defaults) or '(none)'}; add it to Pipeline(params=...)",
+            )
+        return ParamRef(name)
+
+    def __getattr__(self, name: str) -> ParamRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pipeline.param_defaults)
+
+    def __len__(self) -> int:
+        return len(self._pipeline.param_defaults)
+
+
+def find_refs(value: Any) -> Iterator[OutputRef | ParamRef]:
+    """Every reference inside ``value`` (lists, tuples, sets and dict values are searched)."""
+    if isinstance(value, (OutputRef, ParamRef)):
+        yield value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from find_refs(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from find_refs(item)
+
+
+def to_refs(value: Any) -> Any:
+    """Replace task handles inside ``value`` by :class:`OutputRef` (so tasks pickle small)."""
+    if isinstance(value, Task):
+        return OutputRef(value.task_id)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_refs(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_refs(v) for k, v in value.items()}
+    return value
+
+
+def resolve_refs(value: Any, outputs: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    """Replace references inside ``value`` by upstream outputs and run parameters."""
+    if isinstance(value, OutputRef):
+        out = outputs[value.task_id]
+        if value.key is None:
+            return out
+        try:
+            return out[value.key]
+        except (KeyError, TypeError, IndexError) as exc:
+            raise KeyError(f"output of task '{value.task_id}' has no key {value.key!r}") from exc
+    if isinstance(value, ParamRef):
+        return params[value.name]
+    if isinstance(value, (list, tuple)):
+        return type(value)(resolve_refs(v, outputs, params) for v in value)
+    if isinstance(value, dict):
+        return {k: resolve_refs(v, outputs, params) for k, v in value.items()}
+    return value
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+_UNSET: Any = object()
+
+#: Per-task options a pipeline's ``default_args`` may set, with their defaults.
+TASK_OPTIONS: dict[str, Any] = {
+    "retries": 0,
+    "retry_delay": 0.0,
+    "retry_backoff": False,
+    "max_retry_delay": 3600.0,
+    "timeout": None,
+    "queue": "default",
+    "trigger_rule": "all_success",
+}
+
+
+def _seconds(name: str, value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise DefinitionError(f"{name} must be a number of seconds >= 0 or a timedelta, got {value!r}", where=where)
+    return float(value)
+
+
+class Task:
+    """A node of a pipeline. Kinds (python, notebook, shell) subclass it in ``nbflow.tasks``.
+
+    Calling a task factory inside ``with Pipeline(...)`` returns the task itself, which acts
+    as a handle: pass it to another task to send its value there, index it
+    (``handle["key"]``) to send one key, or order tasks with ``a >> b``.
+    """
+
+    kind: str = "task"
+    #: How downstream tasks see this task's value: "single" (the "return" artifact),
+    #: "dict" (all saved artifacts by name) or "none".
+    value_style: str = "single"
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        pipeline: Pipeline | None = None,
+        site: tuple[str, int] | None = None,
+        explicit_id: bool = True,
+        **options: Any,
+    ):
+        self.site = site or caller_site()
+        where = _site(self.site)
+        pipeline = pipeline or current_pipeline()
+        if pipeline is None:
+            raise DefinitionError(
+                f"task '{task_id}' is created outside a pipeline",
+                where=where,
+                hint="create tasks inside `with Pipeline('name') as pipeline:`",
+            )
+        unknown = set(options) - set(TASK_OPTIONS)
+        if unknown:
+            raise DefinitionError(
+                f"unknown task option(s) {', '.join(sorted(unknown))} for task '{task_id}'",
+                where=where,
+                hint=f"known options: {', '.join(TASK_OPTIONS)}",
+            )
+        merged = {**TASK_OPTIONS, **pipeline.default_args}
+        merged.update({k: v for k, v in options.items() if v is not _UNSET})
+        self.retries = int(merged["retries"])
+        if self.retries < 0:
+            raise DefinitionError(f"retries must be >= 0 for task '{task_id}'", where=where)
+        self.retry_delay = _seconds("retry_delay", merged["retry_delay"], where) or 0.0
+        self.retry_backoff = bool(merged["retry_backoff"])
+        self.max_retry_delay = _seconds("max_retry_delay", merged["max_retry_delay"], where) or 0.0
+        self.timeout = _seconds("timeout", merged["timeout"], where)
+        self.queue = str(merged["queue"])
+        self.trigger_rule = merged["trigger_rule"]
+        if self.trigger_rule not in TRIGGER_RULES:
+            raise DefinitionError(
+                f"unknown trigger_rule {self.trigger_rule!r} for task '{task_id}'",
+                where=where,
+                hint=f"use one of {', '.join(TRIGGER_RULES)}",
+            )
+        self.pipeline_name = pipeline.name
+        self.upstream_ids: set[str] = set()
+        self.task_id = pipeline._add(self, check_name("task", task_id, where), explicit_id)
+        self._pipeline = pipeline
+        self._link_refs()
+
+    # -- what kinds provide ------------------------------------------------------------
+    def references(self) -> Iterable[OutputRef | ParamRef]:
+        """References this task's inputs hold (kinds override)."""
+        return ()
+
+    def code_fingerprint(self) -> str:
+        """A hash of what this task runs, without upstream (kinds override)."""
+        return ""
+
+    def label(self) -> str:
+        """Short text for pictures: the kind and what it runs."""
+        return self.kind
+
+    # -- graph helpers -----------------------------------------------------------------
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline this task belongs to (not pickled with the task)."""
+        return self._pipeline
+
+    def _link_refs(self) -> None:
+        for ref in self.references():
+            if isinstance(ref, OutputRef):
+                self.upstream_ids.add(ref.task_id)
+
+    def set_upstream(self, *others: Task | Iterable[Task]) -> None:
+        """Make this task run after ``others`` (no data passed)."""
+        for other in _flatten(others):
+            if not isinstance(other, Task):
+                raise DefinitionError(f"cannot order task '{self.task_id}' after {other!r}: not a task")
+            if other.pipeline_name != self.pipeline_name:
+                raise DefinitionError(
+                    f"task '{other.task_id}' (pipeline '{other.pipeline_name}') and task "
+                    f"'{self.task_id}' (pipeline '{self.pipeline_name}') are in different pipelines"
+                )
+            self.upstream_ids.add(other.task_id)
+
+    def __rshift__(self, other: Task | list[Task]) -> Task | list[Task]:
+        for o in _flatten([other]):
+            o.set_upstream(self)
+        return other
+
+    def __lshift__(self, other: Task | list[Task]) -> Task | list[Task]:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: list[Task]) -> Task:
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: list[Task]) -> list[Task]:
+        for o in _flatten([other]):
+            o.set_upstream(self)
+        return other
+
+    def __getitem__(self, key: str) -> OutputRef:
+        return OutputRef(self.task_id, key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pipeline"] = None  # workers get one task, not the whole pipeline
+        return state
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.pipeline_name}.{self.task_id}>"
+
+
+def _flatten(items: Iterable[Any]) -> Iterator[Any]:
+    for item in items:
+        if isinstance(item, (list, tuple, set)):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+# --- graph algorithms over {task_id: upstream ids} -------------------------------------------
+
+
+def toposort(upstream: Mapping[str, Iterable[str]]) -> list[str]:
+    """Task ids so that every task comes after its upstream; raises ValueError on a cycle."""
+    ups = {t: set(u) for t, u in upstream.items()}
+    children: dict[str, list[str]] = {t: [] for t in ups}
+    for t, us in ups.items():
+        for u in us:
+            children[u].append(t)
+    remaining = {t: len(us) for t, us in ups.items()}
+    ready = [t for t in ups if remaining[t] == 0]
+    order: list[str] = []
+    while ready:
+        t = ready.pop(0)
+        order.append(t)
+        for c in children[t]:
+            remaining[c] -= 1
+            if remaining[c] == 0:
+                ready.append(c)
+    if len(order) != len(ups):
+        raise ValueError(f"cycle: {find_cycle(ups)}")
+    return order
+
+
+def find_cycle(upstream: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One cycle as ``[a, b, c, a]`` (a runs before b ...), or None when the graph is a DAG."""
+    children: dict[str, list[str]] = {t: [] for t in upstream}
+    for t, us in upstream.items():
+        for u in us:
+            children.setdefault(u, []).append(t)
+    color = dict.fromkeys(children, 0)  # 0 white, 1 grey (on the path), 2 black
+    for start in children:
+        if color[start]:
+            continue
+        path, stack = [start], [iter(children[start])]
+        color[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                color[path.pop()] = 2
+                stack.pop()
+            elif color[nxt] == 1:
+                return path[path.index(nxt) :] + [nxt]
+            elif color[nxt] == 0:
+                color[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(children[nxt]))
+    return None
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+
+class Pipeline:
+    """A named DAG of tasks with parameters, default task options and a schedule.
+
+    Use as a context manager; tasks created inside the block join it, and the graph is
+    validated when the block ends::
+
+        with Pipeline("ml_chain", schedule="0 3 * * *", params={"alpha": 1.0}) as pipeline:
+            ...
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        schedule: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        default_args: Mapping[str, Any] | None = None,
+        description: str = "",
+        tags: Iterable[str] = (),
+    ):
+        self.site = caller_site()
+        self.where = _site(self.site)
+        self.name = check_name("pipeline", name, self.where)
+        file = self.site[0]
+        self.file = os.path.abspath(file) if os.path.isfile(file) else None
+        self.base_dir = Path(self.file).parent if self.file else Path.cwd()
+        self.schedule = schedule
+        if schedule is not None:
+            from nbflow.schedule import validate_cron
+
+            validate_cron(schedule, pipeline=name, where=self.where)
+        self.param_defaults: dict[str, Any] = dict(params or {})
+        for pname in self.param_defaults:
+            check_name("parameter", pname, self.where)
+        self.default_args = dict(default_args or {})
+        unknown = set(self.default_args) - set(TASK_OPTIONS)
+        if unknown:
+            raise DefinitionError(
+                f"unknown default_args key(s) {', '.join(sorted(unknown))} in pipeline '{name}'",
+                where=self.where,
+                hint=f"known: {', '.join(TASK_OPTIONS)}",
+            )
+        self.description = description
+        self.tags = list(tags)
+        self.tasks: dict[str, Task] = {}
+        self._token: contextvars.Token | None = None
+
+    # -- context --------------------------------------------------------------------------
+    def __enter__(self) -> Pipeline:
+        self._token = _active.set(_active.get() + (self,))
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self._token is not None:
+            _active.reset(self._token)
+            self._token = None
+        if exc_type is None:
+            self.validate()
+
+    # -- building ---------------------------------------------------------------------------
+    def _add(self, task: Task, task_id: str, explicit: bool) -> str:
+        if task_id in self.tasks:
+            if explicit:
+                raise DuplicateTaskError(self.name, task_id, _site(self.tasks[task_id].site), _site(task.site))
+            n = 1
+            while f"{task_id}__{n}" in self.tasks:
+                n += 1
+            task_id = f"{task_id}__{n}"
+        self.tasks[task_id] = task
+        return task_id
+
+    @property
+    def params(self) -> ParamsView:
+        """References to this pipeline's parameters: ``pipeline.params.alpha``."""
+        return ParamsView(self)
+
+    # -- graph -----------------------------------------------------------------------------
+    def upstream_map(self) -> dict[str, set[str]]:
+        """``{task_id: upstream ids}`` for every task."""
+        return {tid: set(t.upstream_ids) for tid, t in self.tasks.items()}
+
+    def downstream_map(self) -> dict[str, set[str]]:
+        """``{task_id: downstream ids}`` for every task."""
+        down: dict[str, set[str]] = {tid: set() for tid in self.tasks}
+        for tid, t in self.tasks.items():
+            for u in t.upstream_ids:
+                down[u].add(tid)
+        return down
+
+    def order(self) -> list[str]:
+        """Task ids in a stable topological order."""
+        return toposort(self.upstream_map())
+
+    def task(self, task_id: str) -> Task:
+        """The task with that id (UnknownTaskError naming the known ones otherwise)."""
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise UnknownTaskError(self.name, task_id, self.tasks) from None
+
+    def validate(self) -> None:
+        """Check edges point at known tasks and the graph has no cycle."""
+        for tid, t in self.tasks.items():
+            for u in t.upstream_ids:
+                if u not in self.tasks:
+                    raise UnknownTaskError(self.name, u, self.tasks, where=_site(t.site))
+        for ref_task in self.tasks.values():
+            for ref in ref_task.references():
+                if isinstance(ref, ParamRef) and ref.name not in self.param_defaults:
+                    raise DefinitionError(
+                        f"task '{ref_task.task_id}' uses parameter '{ref.name}' that pipeline '{self.name}' does not declare",
+                        where=_site(ref_task.site),
+                        hint=f"declared: {', '.join(self.param_defaults) or '(none)'}",
+                    )
+        cycle = find_cycle(self.upstream_map())
+        if cycle:
+            raise DagCycleError(self.name, cycle, where=self.where)
+
+    # -- fingerprints and plain data ---------------------------------------------------------
+    def task_fingerprints(self) -> dict[str, str]:
+        """Per task: hash of its code, options and its upstream tasks' fingerprints."""
+        prints: dict[str, str] = {}
+        for tid in self.order():
+            t = self.tasks[tid]
+            h = hashlib.sha256()
+            for part in (t.kind, t.code_fingerprint(), repr(t.retries), repr(t.timeout), t.trigger_rule, t.queue):
+                h.update(part.encode())
+                h.update(b"\0")
+            for u in sorted(t.upstream_ids):
+                h.update(f"{u}={prints[u]}".encode())
+            prints[tid] = h.hexdigest()[:16]
+        return prints
+
+    def fingerprint(self) -> str:
+        """Hash of every task fingerprint, the parameters' defaults and the schedule."""
+        h = hashlib.sha256(repr(sorted(self.task_fingerprints().items())).encode())
+        h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
+        h.update(repr(self.schedule).encode())
+        return h.hexdigest()[:16]
+
+    def definition(self) -> dict[str, Any]:
+        """Plain, JSON-able description of the pipeline (stored with each version)."""
+        prints = self.task_fingerprints()
+        return {
+            "name": self.name,
+            "file": self.file,
+            "schedule": self.schedule,
+            "description": self.description,
+            "params": {k: repr(v) for k, v in self.param_defaults.items()},
+            "tasks": [
+                {
+                    "id": tid,
+                    "kind": t.kind,
+                    "label": t.label(),
+                    "upstream": sorted(t.upstream_ids),
+                    "queue": t.queue,
+                    "retries": t.retries,
+                    "timeout": t.timeout,
+                    "trigger_rule": t.trigger_rule,
+                    "fingerprint": prints[tid],
+                    "where": _site(t.site),
+                }
+                for tid, t in ((tid, self.tasks[tid]) for tid in self.order())
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r}: {len(self.tasks)} tasks>"

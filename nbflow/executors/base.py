@@ -1,0 +1,76 @@
+"""The executor interface: submit work items, then poll for events about them.
+
+An executor never touches the metadata database. The engine submits
+:class:`~nbflow.worker.WorkItem` objects and calls :meth:`Executor.poll`, which blocks
+until at least one :class:`Event` is available (or the timeout passes):
+
+* ``started``  -- a worker began the attempt (host and pid known);
+* ``finished`` -- the attempt ended; ``result`` is the worker's record;
+* ``lost``     -- the attempt will never report (worker died, cancelled); ``reason`` says why.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from nbflow.worker import AttemptResult, WorkItem
+
+
+@dataclass
+class Event:
+    """Something an executor observed about one attempt."""
+
+    kind: str  # "started" | "finished" | "lost"
+    key: str
+    at: float
+    hostname: str | None = None
+    pid: int | None = None
+    result: AttemptResult | None = None
+    reason: str | None = None
+    message: str = ""
+
+
+class Executor(ABC):
+    """Runs work items somewhere; subclasses register under the ``nbflow.executors`` entry point."""
+
+    name = "base"
+
+    def __init__(self, parallelism: int | None = None, **options: Any):
+        self.parallelism = parallelism
+        self.options = options
+
+    def start(self) -> None:
+        """Acquire resources (processes, clusters). Called once before the first submit."""
+
+    @abstractmethod
+    def submit(self, item: WorkItem) -> None:
+        """Hand over one attempt; returns at once."""
+
+    @abstractmethod
+    def poll(self, timeout: float | None) -> list[Event]:
+        """Events since the last call; waits up to ``timeout`` seconds (None: until one arrives)."""
+
+    def cancel(self, key: str) -> None:
+        """Stop one attempt (kill its kernel or process); a ``lost`` event follows."""
+
+    def shutdown(self) -> None:
+        """Release resources; running attempts are stopped."""
+
+    def describe(self) -> str:
+        """One line for progress output."""
+        return self.name
+
+    def __enter__(self) -> Executor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+def now() -> float:
+    """Wall-clock seconds (the time base of events)."""
+    return time.time()

@@ -1,0 +1,49 @@
+"""``inline``: run attempts one at a time in this process and thread (debugging, tests)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from nbflow.executors.base import Event, Executor, now
+from nbflow.worker import HOSTNAME, WorkItem, run_work_item
+
+
+class InlineExecutor(Executor):
+    """Runs each attempt inside :meth:`poll`: first reports it started, then runs it."""
+
+    name = "inline"
+
+    def __init__(self, parallelism: int | None = None, **options: object):
+        super().__init__(1, **options)
+        self._queue: deque[WorkItem] = deque()
+        self._started: WorkItem | None = None
+
+    def submit(self, item: WorkItem) -> None:
+        """Queue the attempt; it runs during a later :meth:`poll`."""
+        self._queue.append(item)
+
+    def poll(self, timeout: float | None) -> list[Event]:
+        """Report the next attempt as started, or run the started one and report its end."""
+        if self._started is not None:
+            item, self._started = self._started, None
+            result = run_work_item(item)
+            return [Event("finished", item.key, result.ended_at, result.hostname, result.pid, result=result)]
+        if self._queue:
+            self._started = self._queue.popleft()
+            return [Event("started", self._started.key, now(), HOSTNAME, os.getpid())]
+        if timeout:
+            import time
+
+            time.sleep(timeout)
+        return []
+
+    def cancel(self, key: str) -> None:
+        """Drop a queued attempt (a running inline attempt cannot be interrupted)."""
+        for item in list(self._queue):
+            if item.key == key:
+                self._queue.remove(item)
+
+    def describe(self) -> str:
+        """``inline (in this process)``."""
+        return "inline (in this process)"

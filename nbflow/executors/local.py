@@ -1,0 +1,270 @@
+"""``local``: a pool of worker processes on this machine, ``parallelism`` at most.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its processes dies (a
+task that segfaults, a cancelled notebook whose worker is killed) the whole pool breaks
+and every other running task is lost. Here each worker is a spawned process talking to
+the executor over its own pipe; a dead worker costs only its own attempt (reported as a
+``lost`` event with reason ``worker_lost`` or ``cancelled``) and is replaced.
+
+Protocol on a worker's pipe (pickled tuples): executor -> worker: a packed WorkItem;
+worker -> executor: ``("started", key, at, host, pid)`` then ``("finished", key, result)``.
+A reader thread waits on all pipes at once and turns messages into events; finished
+workers take the next queued item immediately, so a child starts without a polling delay.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from nbflow.config import get_settings
+from nbflow.executors.base import Event, Executor, now
+from nbflow.worker import HOSTNAME, WorkItem, run_work_item
+
+
+def _kill_children_and_exit(signum: int, _frame: Any) -> None:
+    """SIGTERM in a worker: kill what it started (kernels, shells), then exit."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(children, timeout=5)
+    os._exit(128 + signum)
+
+
+def _worker_main(conn: Connection) -> None:
+    """Entry point of a worker process: run items until the pipe closes."""
+    signal.signal(signal.SIGTERM, _kill_children_and_exit)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        if not data:  # the executor is shutting down
+            return
+        item: WorkItem = pickle.loads(data)
+        conn.send_bytes(pickle.dumps(("started", item.key, time.time(), HOSTNAME, os.getpid())))
+        result = run_work_item(item)
+        conn.send_bytes(pickle.dumps(("finished", item.key, result)))
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    item: WorkItem | None = None
+
+
+class LocalExecutor(Executor):
+    """Runs attempts in up to ``parallelism`` worker processes (default: the CPU count)."""
+
+    name = "local"
+
+    def __init__(self, parallelism: int | None = None, **options: Any):
+        super().__init__(parallelism or get_settings().parallelism, **options)
+        self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))
+        self._mp = multiprocessing.get_context("spawn")
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._lock = threading.RLock()
+        self._workers: dict[Connection, _Worker] = {}
+        self._pending: deque[WorkItem] = deque()
+        self._cancelling: set[str] = set()
+        self._closing = False
+        self._reader: threading.Thread | None = None
+        self._wake_r, self._wake_w = self._mp.Pipe(duplex=False)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the reader thread (workers are spawned on demand)."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read_loop, name="nbflow-local-reader", daemon=True)
+            self._reader.start()
+
+    def shutdown(self) -> None:
+        """Stop idle workers, kill busy ones, wait for all to exit."""
+        with self._lock:
+            self._closing = True
+            self._pending.clear()
+            workers = list(self._workers.values())
+            for w in workers:
+                if w.item is not None:
+                    self._terminate(w)
+                else:
+                    try:
+                        w.conn.send_bytes(b"")
+                    except OSError:
+                        pass
+        self._wake()
+        if self._reader is not None:
+            self._reader.join(self.kill_grace + 10)
+        for w in workers:
+            w.process.join(5)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(5)
+
+    def describe(self) -> str:
+        """``local (N worker processes)``."""
+        return f"local ({self.parallelism} worker processes)"
+
+    # -- submitting -------------------------------------------------------------------------
+    def submit(self, item: WorkItem) -> None:
+        """Queue an attempt; an idle (or new) worker takes it at once."""
+        if self._reader is None:
+            self.start()
+        with self._lock:
+            self._pending.append(item.pack())
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        # Called with the lock held, from the engine thread or the reader thread.
+        while self._pending and not self._closing:
+            idle = next((w for w in self._workers.values() if w.item is None), None)
+            if idle is None:
+                if len(self._workers) >= self.parallelism:
+                    return
+                idle = self._spawn()
+            item = self._pending.popleft()
+            idle.item = item
+            try:
+                idle.conn.send_bytes(pickle.dumps(item))
+            except OSError:  # died while idle; the reader reports it and we retry the item
+                idle.item = None
+                self._pending.appendleft(item)
+                self._forget(idle)
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._mp.Pipe()
+        proc = self._mp.Process(target=_worker_main, args=(child,), name="nbflow-worker", daemon=True)
+        proc.start()
+        child.close()
+        worker = _Worker(proc, parent)
+        self._workers[parent] = worker
+        self._wake()
+        return worker
+
+    def _forget(self, worker: _Worker) -> None:
+        self._workers.pop(worker.conn, None)
+        try:
+            worker.conn.close()
+        except OSError:
+            pass
+
+    # -- events ---------------------------------------------------------------------------------
+    def poll(self, timeout: float | None) -> list[Event]:
+        """Wait up to ``timeout`` for an event, then return all that are ready."""
+        try:
+            events = [self._events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send_bytes(b"")
+        except OSError:
+            pass
+
+    def _read_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing and not self._workers:
+                    return
+                conns: list[Any] = [*self._workers, self._wake_r]
+            for conn in wait(conns):
+                if conn is self._wake_r:
+                    self._wake_r.recv_bytes()
+                    continue
+                with self._lock:
+                    worker = self._workers.get(conn)
+                if worker is None:
+                    continue
+                try:
+                    message = pickle.loads(conn.recv_bytes())
+                except (EOFError, OSError):
+                    self._on_exit(worker)
+                    continue
+                self._on_message(worker, message)
+
+    def _on_message(self, worker: _Worker, message: tuple) -> None:
+        if message[0] == "started":
+            _, key, at, host, pid = message
+            self._events.put(Event("started", key, at, host, pid))
+            return
+        _, key, result = message
+        with self._lock:
+            worker.item = None
+            self._cancelling.discard(key)
+            self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
+            self._dispatch()
+
+    def _on_exit(self, worker: _Worker) -> None:
+        worker.process.join(5)
+        code = worker.process.exitcode
+        with self._lock:
+            self._forget(worker)
+            item, worker.item = worker.item, None
+            if item is not None:
+                cancelled = item.key in self._cancelling
+                self._cancelling.discard(item.key)
+                how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+                self._events.put(
+                    Event(
+                        "lost",
+                        item.key,
+                        now(),
+                        HOSTNAME,
+                        worker.process.pid,
+                        reason="cancelled" if cancelled else "worker_lost",
+                        message=f"worker process {worker.process.pid} ended ({how}) while running the task",
+                    )
+                )
+            self._dispatch()
+
+    # -- cancelling -------------------------------------------------------------------------------
+    def cancel(self, key: str) -> None:
+        """Drop a queued attempt, or terminate the worker running it (kills its kernel/shell)."""
+        with self._lock:
+            for item in list(self._pending):
+                if item.key == key:
+                    self._pending.remove(item)
+                    self._events.put(Event("lost", key, now(), reason="cancelled", message="cancelled before it started"))
+                    return
+            for worker in self._workers.values():
+                if worker.item is not None and worker.item.key == key:
+                    self._cancelling.add(key)
+                    self._terminate(worker)
+                    return
+
+    def _terminate(self, worker: _Worker) -> None:
+        proc = worker.process
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+        def _kill_later() -> None:
+            if proc.is_alive():
+                proc.kill()
+
+        timer = threading.Timer(self.kill_grace + 1, _kill_later)
+        timer.daemon = True
+        timer.start()

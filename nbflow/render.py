@@ -1,0 +1,75 @@
+"""Graphviz pictures of a pipeline, nodes coloured by task state.
+
+:func:`to_dot` builds DOT text from a pipeline definition (``Pipeline.definition()`` or
+the one stored with a version) and optional ``{task_id: state}``; :func:`render` turns it
+into SVG/PNG bytes with the ``dot`` program (Debian package ``graphviz``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nbflow.exceptions import NbflowError
+
+#: fill colour per state (also used by the JupyterLab extension and widgets).
+STATE_COLORS = {
+    None: "#ffffff",
+    "pending": "#f5f5f5",
+    "queued": "#d0d7e2",
+    "running": "#8fd3ff",
+    "up_for_retry": "#ffd27f",
+    "success": "#8fdb8f",
+    "failed": "#ff8a80",
+    "upstream_failed": "#ffb74d",
+    "skipped": "#e0e0e0",
+    "cancelled": "#bdbdbd",
+}
+KIND_SHAPES = {"python": "box", "notebook": "note", "shell": "cds", "sensor": "hexagon", "cell": "component"}
+
+
+def _q(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_dot(definition: Mapping[str, Any], states: Mapping[str, str] | None = None) -> str:
+    """DOT text: one node per task (id, kind label, state), one edge per dependency."""
+    states = states or {}
+    lines = [
+        f"digraph {_q(definition['name'])} {{",
+        "  rankdir=LR;",
+        '  node [style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=1.2];',
+        '  edge [color="#555555", arrowsize=0.7];',
+    ]
+    for t in definition["tasks"]:
+        state = states.get(t["id"])
+        label = t["id"] + "\\n" + t.get("label", t["kind"]).replace('"', "'")
+        if state:
+            label += f"\\n[{state}]"
+        shape = KIND_SHAPES.get(t["kind"], "box")
+        style = '"filled"' if shape in ("note", "cds", "component", "hexagon") else '"rounded,filled"'
+        lines.append(
+            f'  {_q(t["id"])} [label="{label}", shape={shape}, style={style}, '
+            f'fillcolor="{STATE_COLORS.get(state, "#ffffff")}", class={_q("nbflow-" + (state or "none"))}, '
+            f'id={_q("task-" + t["id"])}];'
+        )
+    for t in definition["tasks"]:
+        for up in t["upstream"]:
+            lines.append(f"  {_q(up)} -> {_q(t['id'])};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(dot: str, fmt: str = "svg") -> bytes:
+    """Render DOT text with graphviz's ``dot`` (svg, png, pdf ...)."""
+    import graphviz
+
+    try:
+        return graphviz.Source(dot).pipe(format=fmt)
+    except graphviz.ExecutableNotFound as exc:
+        raise NbflowError(
+            "graphviz's 'dot' program is not installed",
+            hint="install it: apt-get install graphviz (Debian/Ubuntu), brew install graphviz (macOS)",
+        ) from exc
+    except graphviz.backend.CalledProcessError as exc:
+        raise NbflowError(f"graphviz could not render the DAG as {fmt}: {exc.stderr!r}") from exc

@@ -1,0 +1,114 @@
+"""Task and run states, and the one transition table every state write obeys.
+
+The store (``nbflow.store``) turns each transition into a compare-and-set
+``UPDATE ... WHERE state IN (sources)``; nothing else writes a state. A task
+instance moves like this::
+
+    pending -> queued -> running -> success
+                  |         |  \\-> failed
+                  |         \\---> up_for_retry -> queued (next try)
+                  \\-> (a fast task may report its end before its start)
+    pending -> upstream_failed | skipped       (decided by trigger rules)
+    any unfinished -> cancelled                 (run cancelled)
+    finished -> pending                         (cleared for a re-run)
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class TaskState(str, Enum):
+    """State of one task instance in one run."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    UP_FOR_RETRY = "up_for_retry"
+    SUCCESS = "success"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunState(str, Enum):
+    """State of one pipeline run."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+T = TaskState
+R = RunState
+
+FINISHED: frozenset[TaskState] = frozenset({T.SUCCESS, T.FAILED, T.UPSTREAM_FAILED, T.SKIPPED, T.CANCELLED})
+UNFINISHED: frozenset[TaskState] = frozenset(set(TaskState) - FINISHED)
+#: States whose work may still be in flight on an executor (a restarted driver adopts or resets them).
+ADOPTABLE: frozenset[TaskState] = frozenset({T.QUEUED, T.RUNNING})
+#: Finished states that count as "failed" for trigger rules and run outcome.
+FAILED_STATES: frozenset[TaskState] = frozenset({T.FAILED, T.UPSTREAM_FAILED})
+
+#: to_state -> states it may be entered from.
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    T.PENDING: frozenset(FINISHED | {T.UP_FOR_RETRY}),  # clear / re-run
+    T.QUEUED: frozenset({T.PENDING, T.UP_FOR_RETRY}),
+    T.RUNNING: frozenset({T.QUEUED}),
+    T.UP_FOR_RETRY: frozenset({T.QUEUED, T.RUNNING}),
+    T.SUCCESS: frozenset({T.QUEUED, T.RUNNING}),
+    T.FAILED: frozenset({T.QUEUED, T.RUNNING, T.UP_FOR_RETRY}),
+    T.UPSTREAM_FAILED: frozenset({T.PENDING}),
+    T.SKIPPED: frozenset({T.PENDING}),
+    T.CANCELLED: frozenset(UNFINISHED),
+}
+
+RUN_FINISHED: frozenset[RunState] = frozenset({R.SUCCESS, R.FAILED, R.CANCELLED})
+
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    R.QUEUED: frozenset(RUN_FINISHED),  # a re-run of a finished run
+    R.RUNNING: frozenset({R.QUEUED, R.RUNNING}),
+    R.SUCCESS: frozenset({R.RUNNING}),
+    R.FAILED: frozenset({R.QUEUED, R.RUNNING}),
+    R.CANCELLED: frozenset({R.QUEUED, R.RUNNING}),
+}
+
+
+def task_sources(to_state: TaskState) -> frozenset[TaskState]:
+    """States a task instance may move to ``to_state`` from."""
+    return TASK_TRANSITIONS[TaskState(to_state)]
+
+
+def run_sources(to_state: RunState) -> frozenset[RunState]:
+    """States a run may move to ``to_state`` from."""
+    return RUN_TRANSITIONS[RunState(to_state)]
+
+
+def can_transition(from_state: TaskState, to_state: TaskState) -> bool:
+    """Whether the task state machine allows ``from_state -> to_state``."""
+    return TaskState(from_state) in TASK_TRANSITIONS[TaskState(to_state)]
+
+
+#: Why an attempt ended the way it did (stored on the attempt row).
+REASONS = (
+    "cell_error",
+    "cell_timeout",
+    "task_timeout",
+    "kernel_died",
+    "kernel_start_failed",
+    "exception",
+    "exit_code",
+    "fail_now",
+    "worker_lost",
+    "killed_worker",
+    "cancelled",
+    "input_missing",
+)

@@ -1,0 +1,173 @@
+"""Tables of the metadata database (SQLAlchemy 2 declarative).
+
+The schema is created and changed only by Alembic migrations in ``migrations/``; a test
+checks that these models and the migrated schema agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of nbflow's tables."""
+
+
+class PipelineRow(Base):
+    """A pipeline by name: where it is defined, its schedule, its latest version."""
+
+    __tablename__ = "pipelines"
+    name: Mapped[str] = mapped_column(String(250), primary_key=True)
+    file: Mapped[str | None] = mapped_column(Text)
+    schedule: Mapped[str | None] = mapped_column(String(250))
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    latest_version_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PipelineVersionRow(Base):
+    """One distinct definition of a pipeline (fingerprint of code + params)."""
+
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (UniqueConstraint("pipeline", "fingerprint", name="uq_pipeline_versions_fingerprint"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(250), ForeignKey("pipelines.name", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RunRow(Base):
+    """One run of a pipeline version."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("pipeline", "logical_date", name="uq_runs_logical_date"),
+        Index("ix_runs_pipeline_id", "pipeline", "id"),
+        Index("ix_runs_state", "state"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(250), ForeignKey("pipelines.name", ondelete="CASCADE"))
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("pipeline_versions.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(20))
+    trigger: Mapped[str] = mapped_column(String(20))
+    logical_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    params: Mapped[dict] = mapped_column(JSON)
+    executor: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class TaskInstanceRow(Base):
+    """The current state of one task in one run (one row; attempts are separate)."""
+
+    __tablename__ = "task_instances"
+    __table_args__ = (
+        UniqueConstraint("run_id", "task_id", name="uq_task_instances_run_task"),
+        Index("ix_task_instances_state", "state"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(String(250))
+    kind: Mapped[str] = mapped_column(String(50))
+    state: Mapped[str] = mapped_column(String(20))
+    try_number: Mapped[int] = mapped_column(Integer, default=0)
+    max_tries: Mapped[int] = mapped_column(Integer, default=1)
+    queue: Mapped[str] = mapped_column(String(100), default="default")
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    hostname: Mapped[str | None] = mapped_column(String(250))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    executor_key: Mapped[str | None] = mapped_column(String(500))
+    start_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    log_uri: Mapped[str | None] = mapped_column(Text)
+    output_uri: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(String(50))
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskAttemptRow(Base):
+    """One attempt (try) of a task instance: where it ran and how it ended."""
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "task_id", "try_number", name="uq_task_attempts_try"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(String(250))
+    try_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    executor_key: Mapped[str | None] = mapped_column(String(500))
+    hostname: Mapped[str | None] = mapped_column(String(250))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(50))
+    message: Mapped[str | None] = mapped_column(Text)
+    ename: Mapped[str | None] = mapped_column(String(250))
+    evalue: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    cell_index: Mapped[int | None] = mapped_column(Integer)
+    exec_count: Mapped[int | None] = mapped_column(Integer)
+    log_uri: Mapped[str | None] = mapped_column(Text)
+    output_uri: Mapped[str | None] = mapped_column(Text)
+
+
+class ArtifactRow(Base):
+    """A value a task attempt stored (its return value, or what a notebook saved)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_run_task", "run_id", "task_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(String(250))
+    try_number: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(250))
+    uri: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(20))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+pipelines = PipelineRow.__table__
+pipeline_versions = PipelineVersionRow.__table__
+runs = RunRow.__table__
+task_instances = TaskInstanceRow.__table__
+task_attempts = TaskAttemptRow.__table__
+artifacts = ArtifactRow.__table__

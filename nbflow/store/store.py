@@ -1,0 +1,299 @@
+"""The metadata store: the only code that writes nbflow's tables.
+
+Writes happen in :meth:`Store.write`, one transaction per call, retried as a whole on a
+transient error. Every state change is a compare-and-set checked against the transition
+table of :mod:`nbflow.states`: ``UPDATE ... WHERE state IN (allowed sources) [AND
+try_number = ?]``. A write that matches no row (a duplicate report, a task cancelled
+meanwhile) changes nothing, is logged, and returns False; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+
+from nbflow.config import Settings, get_settings
+from nbflow.exceptions import RunNotFoundError
+from nbflow.states import RunState, TaskState, run_sources, task_sources
+from nbflow.store import orm
+from nbflow.store.orm import utcnow
+from nbflow.store.session import ensure_schema, get_engine, retrying
+
+log = logging.getLogger("nbflow.store")
+T = TypeVar("T")
+
+P, V, R, TI, A, ART = (
+    orm.pipelines,
+    orm.pipeline_versions,
+    orm.runs,
+    orm.task_instances,
+    orm.task_attempts,
+    orm.artifacts,
+)
+
+
+class Tx:
+    """Write operations inside one transaction (get one from :meth:`Store.write`)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # -- pipelines -----------------------------------------------------------------------
+    def upsert_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
+        """Record a pipeline and, when its fingerprint is new, a version; returns the version id."""
+        name, now = definition["name"], utcnow()
+        row = self.conn.execute(select(P.c.name).where(P.c.name == name)).first()
+        fields = {"file": definition.get("file"), "schedule": definition.get("schedule"), "updated_at": now}
+        fields["description"] = definition.get("description") or ""
+        if row is None:
+            self.conn.execute(insert(P).values(name=name, is_paused=False, created_at=now, **fields))
+        version_id = self.conn.execute(
+            select(V.c.id).where(V.c.pipeline == name, V.c.fingerprint == fingerprint)
+        ).scalar()
+        if version_id is None:
+            version_id = self.conn.execute(
+                insert(V).values(pipeline=name, fingerprint=fingerprint, definition=definition, created_at=now)
+            ).inserted_primary_key[0]
+        self.conn.execute(update(P).where(P.c.name == name).values(latest_version_id=version_id, **fields))
+        return int(version_id)
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        pipeline: str,
+        version_id: int | None,
+        params: dict[str, Any],
+        trigger: str,
+        tasks: Sequence[dict[str, Any]],
+        executor: str | None = None,
+        logical_date: datetime | None = None,
+    ) -> int:
+        """Insert a queued run and one pending task instance per entry of ``tasks``.
+
+        Each entry has ``task_id``, ``kind``, ``queue``, ``max_tries``, ``fingerprint``.
+        """
+        now = utcnow()
+        run_id = self.conn.execute(
+            insert(R).values(
+                pipeline=pipeline,
+                version_id=version_id,
+                state=RunState.QUEUED.value,
+                trigger=trigger,
+                logical_date=logical_date,
+                params=params,
+                executor=executor,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        if tasks:
+            self.conn.execute(
+                insert(TI),
+                [
+                    {
+                        "run_id": run_id,
+                        "task_id": t["task_id"],
+                        "kind": t["kind"],
+                        "queue": t.get("queue", "default"),
+                        "max_tries": t.get("max_tries", 1),
+                        "fingerprint": t.get("fingerprint"),
+                        "state": t.get("state", TaskState.PENDING.value),
+                        "try_number": 0,
+                        "updated_at": now,
+                    }
+                    for t in tasks
+                ],
+            )
+        return int(run_id)
+
+    def set_run_state(self, run_id: int, to: RunState, **fields: Any) -> bool:
+        """Compare-and-set a run's state; sets ``started_at``/``ended_at`` as fitting."""
+        to = RunState(to)
+        now = utcnow()
+        if to is RunState.RUNNING:
+            fields.setdefault("started_at", now)
+        elif to in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED):
+            fields.setdefault("ended_at", now)
+        elif to is RunState.QUEUED:
+            fields.setdefault("ended_at", None)
+        sources = [s.value for s in run_sources(to)]
+        res = self.conn.execute(
+            update(R).where(R.c.id == run_id, R.c.state.in_(sources)).values(state=to.value, **fields)
+        )
+        if res.rowcount != 1:
+            log.info("run %s -> %s ignored: not in %s", run_id, to.value, sources)
+            return False
+        return True
+
+    # -- task instances ------------------------------------------------------------------
+    def set_task_state(
+        self, run_id: int, task_id: str, to: TaskState, *, expect_try: int | None = None, **fields: Any
+    ) -> bool:
+        """Compare-and-set one task instance's state (and other columns in the same write).
+
+        ``expect_try`` additionally requires the row to be at that try number, so a late
+        report of an older attempt changes nothing.
+        """
+        to = TaskState(to)
+        sources = [s.value for s in task_sources(to)]
+        stmt = update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.state.in_(sources))
+        if expect_try is not None:
+            stmt = stmt.where(TI.c.try_number == expect_try)
+        res = self.conn.execute(stmt.values(state=to.value, updated_at=utcnow(), **fields))
+        if res.rowcount != 1:
+            log.info("task %s/%s -> %s ignored: not in %s (try %s)", run_id, task_id, to.value, sources, expect_try)
+            return False
+        return True
+
+    def queue_attempt(self, run_id: int, task_id: str, try_number: int, executor_key: str, queued_at: datetime) -> bool:
+        """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row."""
+        ok = self.set_task_state(
+            run_id,
+            task_id,
+            TaskState.QUEUED,
+            expect_try=try_number - 1,
+            try_number=try_number,
+            executor_key=executor_key,
+            next_retry_at=None,
+        )
+        if ok:
+            self.conn.execute(
+                insert(A).values(
+                    run_id=run_id,
+                    task_id=task_id,
+                    try_number=try_number,
+                    state=TaskState.QUEUED.value,
+                    executor_key=executor_key,
+                    queued_at=queued_at,
+                )
+            )
+        return ok
+
+    def update_attempt(self, run_id: int, task_id: str, try_number: int, **fields: Any) -> None:
+        """Set columns of one attempt row."""
+        self.conn.execute(
+            update(A).where(A.c.run_id == run_id, A.c.task_id == task_id, A.c.try_number == try_number).values(**fields)
+        )
+
+    def add_artifacts(self, run_id: int, task_id: str, try_number: int, refs: Iterable[dict[str, Any]]) -> None:
+        """Record artifacts an attempt stored."""
+        rows = [
+            {"run_id": run_id, "task_id": task_id, "try_number": try_number, "created_at": utcnow(), **ref}
+            for ref in refs
+        ]
+        if rows:
+            self.conn.execute(insert(ART), rows)
+
+    def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
+        """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
+        cleared = []
+        for task_id in task_ids:
+            if self.set_task_state(
+                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None
+            ):
+                cleared.append(task_id)
+        return cleared
+
+
+class Store:
+    """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
+
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None, upgrade: bool = True):
+        self.settings = settings or get_settings()
+        self.url = url or self.settings.db_url
+        self.engine: Engine = get_engine(self.url)
+        if upgrade:
+            ensure_schema(self.engine)
+
+    def write(self, fn: Callable[[Tx], T], *, what: str = "database write") -> T:
+        """Run ``fn(tx)`` in one write transaction, retried as a whole on transient errors."""
+
+        def attempt() -> T:
+            with self.engine.connect().execution_options(nbflow_write=True) as conn:
+                with conn.begin():
+                    return fn(Tx(conn))
+
+        return retrying(attempt, what=what, retries=self.settings.db_retries)
+
+    def _all(self, stmt: Any) -> list[RowMapping]:
+        def attempt() -> list[RowMapping]:
+            with self.engine.connect() as conn:
+                return list(conn.execute(stmt).mappings())
+
+        return retrying(attempt, what="database read", retries=self.settings.db_retries)
+
+    # -- reads -----------------------------------------------------------------------------
+    def list_pipelines(self) -> list[RowMapping]:
+        """All pipelines, by name."""
+        return self._all(select(P).order_by(P.c.name))
+
+    def get_pipeline(self, name: str) -> RowMapping | None:
+        """One pipeline row, or None."""
+        rows = self._all(select(P).where(P.c.name == name))
+        return rows[0] if rows else None
+
+    def get_version(self, version_id: int) -> RowMapping | None:
+        """One pipeline version (with its stored definition), or None."""
+        rows = self._all(select(V).where(V.c.id == version_id))
+        return rows[0] if rows else None
+
+    def get_run(self, run_id: int) -> RowMapping:
+        """One run; :class:`RunNotFoundError` when there is none."""
+        rows = self._all(select(R).where(R.c.id == run_id))
+        if not rows:
+            raise RunNotFoundError(f"no run with id {run_id}", hint="`nbflow runs` lists the runs")
+        return rows[0]
+
+    def list_runs(
+        self, pipeline: str | None = None, *, state: str | None = None, limit: int = 20, offset: int = 0
+    ) -> list[RowMapping]:
+        """Runs, newest first."""
+        stmt = select(R).order_by(R.c.id.desc()).limit(limit).offset(offset)
+        if pipeline:
+            stmt = stmt.where(R.c.pipeline == pipeline)
+        if state:
+            stmt = stmt.where(R.c.state == state)
+        return self._all(stmt)
+
+    def task_instances(self, run_id: int) -> list[RowMapping]:
+        """A run's task instances, in creation order."""
+        return self._all(select(TI).where(TI.c.run_id == run_id).order_by(TI.c.id))
+
+    def attempts(self, run_id: int, task_id: str | None = None) -> list[RowMapping]:
+        """A run's attempts (of one task), in order."""
+        stmt = select(A).where(A.c.run_id == run_id).order_by(A.c.task_id, A.c.try_number)
+        if task_id is not None:
+            stmt = stmt.where(A.c.task_id == task_id)
+        return self._all(stmt)
+
+    def artifacts(self, run_id: int, task_id: str | None = None, try_number: int | None = None) -> list[RowMapping]:
+        """Artifacts of a run (of one task, of one try)."""
+        stmt = select(ART).where(ART.c.run_id == run_id).order_by(ART.c.id)
+        if task_id is not None:
+            stmt = stmt.where(ART.c.task_id == task_id)
+        if try_number is not None:
+            stmt = stmt.where(ART.c.try_number == try_number)
+        return self._all(stmt)
+
+    def latest_success(self, pipeline: str, task_id: str) -> RowMapping | None:
+        """The newest successful task instance of ``task_id`` in any run of ``pipeline``."""
+        stmt = (
+            select(TI)
+            .join(R, R.c.id == TI.c.run_id)
+            .where(R.c.pipeline == pipeline, TI.c.task_id == task_id, TI.c.state == TaskState.SUCCESS.value)
+            .order_by(TI.c.run_id.desc())
+            .limit(1)
+        )
+        rows = self._all(stmt)
+        return rows[0] if rows else None
+
+    def count_runs(self, pipeline: str | None = None) -> int:
+        """How many runs there are (of one pipeline)."""
+        stmt = select(func.count().label("n")).select_from(R)
+        if pipeline:
+            stmt = stmt.where(R.c.pipeline == pipeline)
+        return int(self._all(stmt)[0]["n"])

@@ -1,0 +1,219 @@
+"""``notebook(...)``: a papermill-parameterized notebook as a task.
+
+The notebook receives ``parameters`` and ``inputs`` (upstream values) through papermill's
+injected-parameters cell. Small JSON values arrive literally; anything else arrives as a
+reference string that ``nbflow.load(x)`` turns into the value (``load`` returns plain
+values unchanged, so the notebook also runs by hand). Pipeline parameters whose names the
+notebook's ``parameters`` cell declares are passed too, unless given explicitly.
+
+What the notebook publishes with ``nbflow.save(name, value)`` becomes its value for
+downstream tasks: a dict ``{name: value}``; ``handle["name"]`` passes one entry.
+
+Everything is checked when the pipeline is defined: the file exists, its kernel exists,
+every passed name is declared by the ``parameters`` cell, and literal values have the
+declared types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nbflow import params as nbparams
+from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, to_refs
+from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
+from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+
+PARAMS_CELL_MODES = ("strict", "inject_top")
+
+
+class NotebookTask(BaseTask):
+    """One execution of a notebook with papermill, in this worker process."""
+
+    kind = "notebook"
+    value_style = "dict"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        kernel_name: str | None = None,
+        cell_timeout: float | None = None,
+        params_cell: str = "strict",
+        **options: Any,
+    ):
+        site = caller_site()
+        try:
+            self._check(path, name, parameters, inputs, kernel_name, params_cell)
+        except NbflowError as exc:
+            exc.where = exc.where or f"{site[0]}:{site[1]}"
+            raise
+        self.cell_timeout = cell_timeout
+        self.params_cell = params_cell
+        super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
+
+    def _check(self, path, name, parameters, inputs, kernel_name, params_cell) -> None:  # noqa: ANN001
+        pipeline = current_pipeline()
+        base = pipeline.base_dir if pipeline else Path.cwd()
+        self.path = str((base / path).resolve())
+        site_name = name or Path(path).stem
+        if params_cell not in PARAMS_CELL_MODES:
+            raise DefinitionError(
+                f"params_cell must be one of {', '.join(PARAMS_CELL_MODES)}, got {params_cell!r} (task '{site_name}')"
+            )
+        if not os.path.isfile(self.path):
+            raise NotebookNotFoundError(
+                f"notebook '{path}' of task '{site_name}' not found (looked for {self.path})",
+                hint="paths are relative to the pipeline file's folder",
+            )
+        self.parameters = to_refs(dict(parameters or {}))
+        self.inputs = to_refs(dict(inputs or {}))
+        clash = set(self.parameters) & set(self.inputs)
+        if clash:
+            raise DefinitionError(
+                f"task '{site_name}' passes {', '.join(sorted(clash))} both as parameters and inputs",
+                hint="pass each name once",
+            )
+        self.kernel_name = kernel_name or nbparams.check_kernel(self.path)
+        given = {**self.parameters, **self.inputs}
+        deferred = [k for k, v in given.items() if isinstance(v, Task) or any(True for _ in find_refs(v))]
+        if params_cell == "strict":
+            nbparams.check_notebook_parameters(
+                self.path,
+                given,
+                task_id=site_name,
+                pipeline=pipeline.name if pipeline else "?",
+                deferred=deferred,
+            )
+            declared = nbparams.inspect_parameters(self.path)
+            if pipeline is not None:
+                for pname in pipeline.param_defaults:
+                    if pname in declared and pname not in given:
+                        self.parameters[pname] = ParamRef(pname)
+
+    def references(self) -> list[OutputRef | ParamRef]:
+        """References among parameters and inputs."""
+        return [*find_refs(self.parameters), *find_refs(self.inputs)]
+
+    def code_fingerprint(self) -> str:
+        """Hash of the notebook file's bytes and the passed parameters."""
+        with open(self.path, "rb") as fh:
+            content = hashlib.sha256(fh.read()).hexdigest()
+        return hashlib.sha256(repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()).hexdigest()
+
+    def label(self) -> str:
+        """``notebook: file.ipynb``."""
+        return f"notebook: {os.path.basename(self.path)}"
+
+    def _resolve(self, value: Any, ctx: AttemptContext) -> Any:
+        if isinstance(value, OutputRef):
+            return ctx.upstream[value.task_id].parameter(value.key)
+        if isinstance(value, ParamRef):
+            return ctx.params[value.name]
+        if isinstance(value, (list, tuple)):
+            return [self._resolve(v, ctx) for v in value]
+        if isinstance(value, dict):
+            return {k: self._resolve(v, ctx) for k, v in value.items()}
+        return value
+
+    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+        """Execute the notebook; collect what it saved; describe a failure by cell."""
+        from nbflow.artifacts import read_manifest
+        from nbflow.tasks.nbrun import run_notebook
+
+        try:
+            values = {k: self._resolve(v, ctx) for k, v in {**self.parameters, **self.inputs}.items()}
+        except Exception as exc:
+            out = Outcome.from_exception(exc)
+            out.reason = "input_missing"
+            return out
+        output_path = f"{ctx.attempt_dir}/output.ipynb"
+        os.makedirs(ctx.attempt_dir, exist_ok=True)
+        bind_args = {
+            "artifact_dir": ctx.artifact_dir,
+            "pipeline": ctx.pipeline,
+            "run_id": ctx.run_id,
+            "task_id": ctx.task_id,
+            "try_number": ctx.try_number,
+        }
+        context_source = (
+            "# nbflow: where nbflow.save() writes in this run\n"
+            "import nbflow as _nbflow\n"
+            f"_nbflow.artifacts.bind(process_wide=True, manifest=True, **{json.dumps(bind_args)})"
+        )
+        result = run_notebook(
+            self.path,
+            output_path,
+            parameters=values,
+            context_source=context_source,
+            kernel_name=self.kernel_name,
+            cell_timeout=self.cell_timeout,
+            timeout=self.timeout,
+            log_path=ctx.log_path,
+            cwd=os.path.dirname(self.path),
+            kill_grace=ctx.kill_grace,
+        )
+        artifacts = read_manifest(ctx.artifact_dir)
+        if result.ok:
+            return Outcome(ok=True, artifacts=artifacts, output_uri=output_path)
+        reason = "fail_now" if result.ename == "FailNow" else result.reason
+        return Outcome(
+            ok=False,
+            artifacts=artifacts,
+            reason=reason,
+            message=result.message,
+            ename=result.ename,
+            evalue=result.evalue,
+            traceback=result.traceback,
+            cell_index=result.cell_index,
+            exec_count=result.exec_count,
+            output_uri=output_path,
+        )
+
+
+def notebook(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    kernel_name: str | None = None,
+    cell_timeout: float | None = None,
+    params_cell: str = "strict",
+    retries: int = _UNSET,
+    retry_delay: float = _UNSET,
+    retry_backoff: bool = _UNSET,
+    max_retry_delay: float = _UNSET,
+    timeout: float | None = _UNSET,
+    queue: str = _UNSET,
+    trigger_rule: str = _UNSET,
+) -> NotebookTask:
+    """Add a notebook task to the current pipeline and return its handle.
+
+    ``parameters``: literal values or ``pipeline.params.x``; ``inputs``: upstream handles
+    (or ``handle["name"]``). ``timeout`` bounds the whole notebook (its kernel is killed),
+    ``cell_timeout`` each cell. ``params_cell="inject_top"`` allows a notebook without a
+    ``parameters`` cell (nothing is checked then, as in plain papermill).
+    """
+    return NotebookTask(
+        path,
+        name=name,
+        parameters=parameters,
+        inputs=inputs,
+        kernel_name=kernel_name,
+        cell_timeout=cell_timeout,
+        params_cell=params_cell,
+        retries=retries,
+        retry_delay=retry_delay,
+        retry_backoff=retry_backoff,
+        max_retry_delay=max_retry_delay,
+        timeout=timeout,
+        queue=queue,
+        trigger_rule=trigger_rule,
+    )

@@ -1,0 +1,218 @@
+"""``@task``: Python functions as tasks, TaskFlow style.
+
+Inside ``with Pipeline(...)``, calling a decorated function does not run it: it adds a
+task whose arguments may be other tasks' handles (their values arrive at run time) and
+returns the new task's handle. Outside a pipeline the call runs the plain function, so
+the same code is testable in a notebook cell.
+
+A function that declares a ``params`` argument (not passed in the call) receives the
+run's parameters as a dict. With ``timeout=`` the function runs in a forked child
+process that is killed when time is up.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
+from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+
+
+class PythonTask(BaseTask):
+    """One call of a Python function; its return value is the task's value."""
+
+    kind = "python"
+    value_style = "single"
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str | None = None, **options: Any):
+        self.fn = fn
+        self.args = to_refs(tuple(args))
+        self.kwargs = to_refs(dict(kwargs))
+        self.wants_params = "params" in _parameters(fn) and "params" not in kwargs
+        super().__init__(name or fn.__name__, explicit_id=name is not None, **options)
+
+    def references(self) -> list[OutputRef | ParamRef]:
+        """References among the call's arguments."""
+        return [*find_refs(self.args), *find_refs(self.kwargs)]
+
+    def code_fingerprint(self) -> str:
+        """Hash of the function's source (or bytecode) and the call's arguments."""
+        try:
+            code = inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            code = repr(getattr(self.fn, "__code__", self.fn))
+        return hashlib.sha256(repr((code, self.args, sorted(self.kwargs.items()))).encode()).hexdigest()
+
+    def label(self) -> str:
+        """``python: module.function``."""
+        return f"python: {getattr(self.fn, '__qualname__', self.fn)}"
+
+    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+        """Call the function with upstream values in place of handles."""
+        outputs = _LazyOutputs(ctx)
+        try:
+            args = resolve_refs(self.args, outputs, ctx.params)
+            kwargs = resolve_refs(self.kwargs, outputs, ctx.params)
+        except Exception as exc:  # a missing key in an upstream value, an unreadable artifact
+            out = Outcome.from_exception(exc)
+            out.reason = "input_missing"
+            return out
+        if self.wants_params:
+            kwargs["params"] = dict(ctx.params)
+        if self.timeout is not None:
+            return _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace)
+        try:
+            return Outcome(ok=True, value=self.fn(*args, **kwargs))
+        except Exception as exc:
+            return Outcome.from_exception(exc, skip_frames=1)
+
+
+class _LazyOutputs(dict):
+    """Upstream values loaded on first use."""
+
+    def __init__(self, ctx: AttemptContext):
+        super().__init__()
+        self._ctx = ctx
+
+    def __missing__(self, task_id: str) -> Any:
+        value = self[task_id] = self._ctx.upstream[task_id].value()
+        return value
+
+
+def _parameters(fn: Callable[..., Any]) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+# --- timeouts: run in a forked child and kill it when time is up -------------------------------
+
+
+def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    import cloudpickle
+
+    os.setsid()  # its own process group, so subprocesses it starts die with it
+    try:
+        payload = ("ok", fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        payload = ("err", Outcome.from_exception(exc, skip_frames=1))
+    try:
+        data = cloudpickle.dumps(payload)
+    except Exception as exc:  # an unpicklable return value
+        data = cloudpickle.dumps(("err", Outcome.from_exception(exc)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    conn.send_bytes(data)
+    conn.close()
+    os._exit(0)
+
+
+def _call_in_child(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float, grace: float) -> Outcome:
+    import cloudpickle
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mp = multiprocessing.get_context("fork")
+    recv, send = mp.Pipe(duplex=False)
+    proc = mp.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout):
+            try:
+                status, value = cloudpickle.loads(recv.recv_bytes())
+            except EOFError:
+                proc.join()
+                return Outcome(
+                    ok=False,
+                    reason="exception",
+                    message=f"task process died with exit code {proc.exitcode}",
+                    ename="ProcessDied",
+                    evalue=str(proc.exitcode),
+                )
+            proc.join()
+            return Outcome(ok=True, value=value) if status == "ok" else value
+        _kill_child(proc, grace)
+        return Outcome(
+            ok=False,
+            reason="task_timeout",
+            message=f"task exceeded timeout={timeout:g}s and was killed",
+            ename="TimeoutError",
+            evalue=f"timeout={timeout:g}s",
+        )
+    finally:
+        recv.close()
+        if proc.is_alive():
+            _kill_child(proc, grace)
+
+
+def _kill_child(proc: multiprocessing.process.BaseProcess, grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        proc.join(wait)
+        if not proc.is_alive():
+            return
+
+
+# --- the decorator -----------------------------------------------------------------------------
+
+
+class TaskFactory:
+    """What ``@task`` returns: call it inside a pipeline to add a task, outside to run the function."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.options = options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_pipeline() is None:
+            return self.fn(*args, **kwargs)
+        return PythonTask(self.fn, args, kwargs, **self.options)
+
+    def options_(self, **options: Any) -> TaskFactory:
+        """A copy with other options (``name=``, ``retries=`` ...) for one call site."""
+        return TaskFactory(self.fn, {**self.options, **options})
+
+    def __repr__(self) -> str:
+        return f"<nbflow task factory {self.fn.__qualname__}>"
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    retries: int = _UNSET,
+    retry_delay: float = _UNSET,
+    retry_backoff: bool = _UNSET,
+    max_retry_delay: float = _UNSET,
+    timeout: float | None = _UNSET,
+    queue: str = _UNSET,
+    trigger_rule: str = _UNSET,
+) -> Any:
+    """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
+    options = {
+        "name": name,
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "retry_backoff": retry_backoff,
+        "max_retry_delay": max_retry_delay,
+        "timeout": timeout,
+        "queue": queue,
+        "trigger_rule": trigger_rule,
+    }
+    if fn is not None:
+        return TaskFactory(fn, options)
+    return lambda f: TaskFactory(f, options)

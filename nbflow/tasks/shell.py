@@ -1,0 +1,125 @@
+"""``shell(...)``: a command run by bash, output captured to the task log."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nbflow.dag import _UNSET, current_pipeline
+from nbflow.tasks.base import AttemptContext, BaseTask, Outcome, kill_process_group
+
+
+class ShellTask(BaseTask):
+    """A shell command. It fails when the command exits non-zero; it has no value.
+
+    The command runs in the pipeline file's folder (or ``cwd``) in its own process
+    group, with ``NBFLOW_RUN_ID``, ``NBFLOW_TASK_ID``, ``NBFLOW_ARTIFACT_DIR`` and one
+    ``NBFLOW_PARAM_<NAME>`` per run parameter in its environment. On timeout the whole
+    group is terminated, then killed.
+    """
+
+    kind = "shell"
+    value_style = "none"
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ):
+        if not isinstance(command, str) or not command.strip():
+            from nbflow.exceptions import DefinitionError
+
+            raise DefinitionError(f"shell task needs a non-empty command string, got {command!r}")
+        self.command = command
+        self.env = dict(env or {})
+        pipeline = current_pipeline()
+        base = pipeline.base_dir if pipeline else Path.cwd()
+        self.cwd = str((base / cwd) if cwd else base)
+        super().__init__(name or "shell", explicit_id=name is not None, **options)
+
+    def code_fingerprint(self) -> str:
+        """Hash of the command and its extra environment."""
+        return hashlib.sha256(repr((self.command, sorted(self.env.items()))).encode()).hexdigest()
+
+    def label(self) -> str:
+        """``shell: <command>`` shortened."""
+        cmd = self.command if len(self.command) <= 40 else self.command[:37] + "..."
+        return f"shell: {cmd}"
+
+    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+        """Run the command, stream its output into the log, enforce the timeout."""
+        env = {**os.environ, **ctx.env(), **self.env}
+        os.makedirs(os.path.dirname(ctx.log_path), exist_ok=True)
+        with open(ctx.log_path, "ab") as log:
+            log.write(f"nbflow: $ {self.command}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                ["/bin/bash", "-c", self.command],
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                code = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                kill_process_group(proc, ctx.kill_grace)
+                return Outcome(
+                    ok=False,
+                    reason="task_timeout",
+                    message=f"command exceeded timeout={self.timeout:g}s and was killed",
+                    ename="TimeoutError",
+                    evalue=self.command,
+                )
+            except BaseException:
+                kill_process_group(proc, ctx.kill_grace)
+                raise
+        if code != 0:
+            return Outcome(
+                ok=False,
+                reason="exit_code",
+                message=f"command exited with code {code}: {self.command}",
+                ename="CalledProcessError",
+                evalue=f"exit code {code}",
+            )
+        return Outcome(ok=True)
+
+
+def shell(
+    command: str,
+    *,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    retries: int = _UNSET,
+    retry_delay: float = _UNSET,
+    retry_backoff: bool = _UNSET,
+    max_retry_delay: float = _UNSET,
+    timeout: float | None = _UNSET,
+    queue: str = _UNSET,
+    trigger_rule: str = _UNSET,
+) -> ShellTask:
+    """Add a shell command task to the current pipeline and return its handle."""
+    return ShellTask(
+        command,
+        name=name,
+        env=env,
+        cwd=cwd,
+        retries=retries,
+        retry_delay=retry_delay,
+        retry_backoff=retry_backoff,
+        max_retry_delay=max_retry_delay,
+        timeout=timeout,
+        queue=queue,
+        trigger_rule=trigger_rule,
+    )

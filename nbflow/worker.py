@@ -1,0 +1,246 @@
+"""Run ONE attempt of one task, on whatever machine, and return a small result record.
+
+The worker needs the task (pickled by value when it crosses a process), the upstream
+artifacts' references, the run's parameters and the artifact root; never the metadata
+database. It writes the log, the output notebook and the artifacts under the attempt's
+folder (see :mod:`nbflow.artifacts`) and returns an :class:`AttemptResult`.
+
+Output of ``print`` in Python tasks goes to the task's log through a stdout/stderr router
+that sends each thread's writes to the log of the task that thread is running; other
+threads write where they always did.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbflow import artifacts
+from nbflow.artifacts import UpstreamOutput, attempt_dir, write_value
+from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+
+HOSTNAME = socket.gethostname()
+
+
+@dataclass
+class WorkItem:
+    """One attempt to run: what the engine hands an executor."""
+
+    key: str
+    pipeline: str
+    run_id: int
+    task_id: str
+    try_number: int
+    task: BaseTask | None
+    upstream: dict[str, tuple[str, list[dict[str, Any]]]]
+    params: dict[str, Any]
+    artifact_root: str
+    kill_grace: float = 5.0
+    sys_path: list[str] = field(default_factory=list)
+    payload: bytes | None = None
+
+    def pack(self) -> WorkItem:
+        """A copy whose task is cloudpickled (for another process or machine)."""
+        import cloudpickle
+
+        if self.payload is not None:
+            return self
+        return WorkItem(**{**self.__dict__, "task": None, "payload": cloudpickle.dumps(self.task)})
+
+    def unpack(self) -> BaseTask:
+        """The task, unpickled on the worker (after adding the pipeline's folder to sys.path)."""
+        if self.task is None:
+            import cloudpickle
+
+            for path in self.sys_path:
+                if path not in sys.path:
+                    sys.path.insert(0, path)
+            self.task = cloudpickle.loads(self.payload)
+        return self.task
+
+
+@dataclass
+class AttemptResult:
+    """How one attempt ended: small, picklable, the only thing a worker sends back."""
+
+    key: str
+    run_id: int
+    task_id: str
+    try_number: int
+    ok: bool
+    reason: str | None
+    message: str
+    ename: str | None
+    evalue: str | None
+    traceback: str | None
+    cell_index: int | None
+    exec_count: int | None
+    artifacts: list[dict[str, Any]]
+    log_uri: str
+    output_uri: str | None
+    hostname: str
+    pid: int
+    started_at: float
+    ended_at: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds the attempt ran."""
+        return self.ended_at - self.started_at
+
+
+def attempt_paths(item: WorkItem) -> tuple[str, str]:
+    """(attempt folder, log path) of a work item."""
+    folder = attempt_dir(item.artifact_root, item.pipeline, item.run_id, item.task_id, item.try_number)
+    return folder, f"{folder}/log.txt"
+
+
+def run_work_item(item: WorkItem) -> AttemptResult:
+    """Execute one attempt and describe it; exceptions of the task never escape."""
+    started = time.time()
+    folder, log_path = attempt_paths(item)
+    ctx = AttemptContext(
+        pipeline=item.pipeline,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        try_number=item.try_number,
+        attempt_dir=folder,
+        log_path=log_path,
+        params=item.params,
+        upstream={tid: UpstreamOutput(style, refs) for tid, (style, refs) in item.upstream.items()},
+        kill_grace=item.kill_grace,
+    )
+    saved: list[artifacts.ArtifactRef] = []
+    with capture_output(log_path):
+        artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
+        try:
+            task = item.unpack()
+            outcome = task.execute(ctx)
+        except Exception as exc:  # unpickling or a kind's own bug: still a result, never a crash
+            outcome = Outcome.from_exception(exc)
+        finally:
+            saved = list((artifacts.current_context() or {}).get("saved", []))
+            artifacts.unbind()
+        refs = [r.as_dict() for r in [*saved, *outcome.artifacts]]
+        if outcome.ok and outcome.value is not None:
+            try:
+                refs.append(write_value(ctx.artifact_dir, "return", outcome.value).as_dict())
+            except Exception as exc:
+                outcome = Outcome.from_exception(exc)
+                outcome.message = f"cannot store the return value: {outcome.message}"
+        if not outcome.ok and outcome.traceback and outcome.reason not in ("cell_error",):
+            sys.stderr.write(outcome.traceback)
+    return AttemptResult(
+        key=item.key,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        try_number=item.try_number,
+        ok=outcome.ok,
+        reason=outcome.reason,
+        message=outcome.message,
+        ename=outcome.ename,
+        evalue=outcome.evalue,
+        traceback=outcome.traceback,
+        cell_index=outcome.cell_index,
+        exec_count=outcome.exec_count,
+        artifacts=refs,
+        log_uri=log_path,
+        output_uri=outcome.output_uri,
+        hostname=HOSTNAME,
+        pid=os.getpid(),
+        started_at=started,
+        ended_at=time.time(),
+    )
+
+
+# --- log capture -------------------------------------------------------------------------------
+
+
+class _LazyLog(io.TextIOBase):
+    """A log file opened on the first write (most no-op tasks print nothing)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fh: io.TextIOWrapper | None = None
+
+    def write(self, text: str) -> int:
+        if self._fh is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+        return self._fh.write(text)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class _Router(io.TextIOBase):
+    """A stand-in for sys.stdout/stderr that routes each thread's writes to its task log."""
+
+    def __init__(self, original: Any):
+        self.original = original
+        self.targets: dict[int, _LazyLog] = {}
+
+    def _target(self) -> Any:
+        return self.targets.get(threading.get_ident(), self.original)
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        target = self._target()
+        if target is not None:
+            target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.original.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.original, "encoding", "utf-8")
+
+
+_install_lock = threading.Lock()
+
+
+def _routers() -> tuple[_Router, _Router]:
+    with _install_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+    return sys.stdout, sys.stderr  # type: ignore[return-value]
+
+
+class capture_output:  # noqa: N801 - used like a function
+    """Within the block, this thread's stdout and stderr go to ``log_path``."""
+
+    def __init__(self, log_path: str):
+        self.log = _LazyLog(log_path)
+
+    def __enter__(self) -> _LazyLog:
+        self.routers = _routers()
+        ident = threading.get_ident()
+        for router in self.routers:
+            router.targets[ident] = self.log
+        return self.log
+
+    def __exit__(self, *exc: Any) -> None:
+        ident = threading.get_ident()
+        for router in self.routers:
+            router.targets.pop(ident, None)
+        self.log.close()
