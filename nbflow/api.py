@@ -17,7 +17,7 @@ from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
 from nbflow.engine import Listener, RunEngine
 from nbflow.exceptions import NbflowError, UnknownTaskError
-from nbflow.executors import get_executor
+from nbflow.executors import executor_class, get_executor
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, RunState, TaskState
@@ -79,6 +79,8 @@ def create_run(
 ) -> int:
     """Validate parameters and the task selection, record the pipeline version and a queued run."""
     store = store or open_store()
+    if executor is not None:
+        executor_class(executor)  # an unknown name fails before anything is written
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)

@@ -27,14 +27,18 @@ def known_executors() -> dict[str, str]:
     return found
 
 
-def get_executor(name: str, **options: Any) -> Executor:
-    """Instantiate the executor registered as ``name``; fails naming the known ones."""
+def executor_class(name: str) -> type[Executor]:
+    """The executor class registered as ``name``; fails naming the known ones."""
     known = known_executors()
     if name not in known:
         raise ExecutorNotFoundError(f"No executor named '{name}'; known: {', '.join(sorted(known))}")
     module, _, attr = known[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls(**options)
+    return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["Event", "Executor", "get_executor", "known_executors"]
+def get_executor(name: str, **options: Any) -> Executor:
+    """Instantiate the executor registered as ``name``."""
+    return executor_class(name)(**options)
+
+
+__all__ = ["Event", "Executor", "executor_class", "get_executor", "known_executors"]

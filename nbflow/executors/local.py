@@ -45,10 +45,18 @@ def _kill_children_and_exit(signum: int, _frame: Any) -> None:
     os._exit(128 + signum)
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit (killing what we started) when the driving process is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    _kill_children_and_exit(signal.SIGTERM, None)
+
+
 def _worker_main(conn: Connection) -> None:
     """Entry point of a worker process: run items until the pipe closes."""
     signal.signal(signal.SIGTERM, _kill_children_and_exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     while True:
         try:
             data = conn.recv_bytes()
@@ -149,7 +157,8 @@ class LocalExecutor(Executor):
 
     def _spawn(self) -> _Worker:
         parent, child = self._mp.Pipe()
-        proc = self._mp.Process(target=_worker_main, args=(child,), name="nbflow-worker", daemon=True)
+        # not daemonic: tasks may start processes of their own (multiprocessing, timeouts)
+        proc = self._mp.Process(target=_worker_main, args=(child,), name="nbflow-worker", daemon=False)
         proc.start()
         child.close()
         worker = _Worker(proc, parent)

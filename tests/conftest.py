@@ -1,0 +1,90 @@
+"""Shared fixtures: an isolated NBFLOW_HOME per test, PostgreSQL when reachable, pipeline files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbflow import api
+from nbflow.config import reset_settings
+from nbflow.store.session import dispose_engines
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+PG_URL = os.environ.get("NBFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _reset() -> None:
+    reset_settings()
+    api._stores.clear()
+    dispose_engines()
+
+
+@pytest.fixture
+def nbflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh NBFLOW_HOME (SQLite database and artifact root) for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("NBFLOW_HOME", str(home))
+    for var in ("NBFLOW_DB_URL", "NBFLOW_ARTIFACT_ROOT", "NBFLOW_EXECUTOR", "NBFLOW_PARALLELISM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NBFLOW_KILL_GRACE", "2")
+    _reset()
+    yield home
+    _reset()
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_url(monkeypatch: pytest.MonkeyPatch, nbflow_home: Path) -> Iterator[str]:
+    """A PostgreSQL URL with a fresh schema of its own; skips when no server is reachable."""
+    if not _pg_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (start it: pg_ctlcluster ... main start)")
+    import sqlalchemy as sa
+
+    schema = f"nbflow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    monkeypatch.setenv("NBFLOW_DB_URL", url)
+    _reset()
+    yield url
+    _reset()
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path):
+    """Write a pipeline file (dedented source) into a fresh folder and return its path."""
+
+    def write(source: str, name: str = "pipeline.py", folder: str = "pipelines") -> Path:
+        path = tmp_path / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,48 @@
+"""A local worker process that dies mid-task costs one try; the run goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbflow import api
+from nbflow.loader import load_pipeline
+
+pytestmark = pytest.mark.faults
+
+DIES = """
+import os, signal
+from pathlib import Path
+from nbflow import Pipeline, task
+
+MARK = Path(__file__).parent / "died_once"
+
+with Pipeline("dies") as pipeline:
+    @task(retries=1)
+    def dies_first():
+        if not MARK.exists():
+            MARK.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)   # the worker process itself dies
+        return "survived"
+
+    @task
+    def sibling():
+        return "unaffected"
+
+    @task
+    def after(x, y):
+        return x + " " + y
+
+    after(dies_first(), sibling())
+"""
+
+
+def test_killed_worker_is_retried_on_a_new_worker(nbflow_home, write_pipeline):
+    result = api.run_pipeline(load_pipeline(write_pipeline(DIES)), executor="local", parallelism=2)
+    assert result.ok, result.tasks
+    assert api.load_output(result.run_id, "after") == "survived unaffected"
+    attempts = [a for a in api.run_details(result.run_id)["attempts"] if a["task_id"] == "dies_first"]
+    assert [a["state"] for a in attempts] == ["up_for_retry", "success"]
+    assert attempts[0]["reason"] == "worker_lost" and "SIGKILL" in attempts[0]["message"]
+    assert attempts[0]["pid"] != attempts[1]["pid"]
+    successes = [t for t in result.tasks if t["state"] == "success"]
+    assert len(successes) == 3  # exactly one success per task

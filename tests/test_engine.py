@@ -1,0 +1,259 @@
+"""The run engine: data passing, retries, trigger rules, upstream failures, re-runs, --only."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbflow import api
+from nbflow.engine import decide, retry_delay
+from nbflow.exceptions import NbflowError, ParameterError, UnknownTaskError
+from nbflow.loader import load_pipeline
+from nbflow.states import TaskState as T
+
+CHAIN = """
+from pathlib import Path
+from nbflow import Pipeline, task, shell, FailNow
+
+HERE = Path(__file__).parent
+
+with Pipeline("chain", params={"n": 3, "fail": ""}) as pipeline:
+    @task
+    def numbers(params):
+        print("making", params["n"], "numbers")
+        return list(range(params["n"]))
+
+    @task
+    def total(xs):
+        return {"sum": sum(xs), "count": len(xs)}
+
+    @task
+    def describe(stats, xs, scale=1):
+        return f"{stats['sum'] * scale} over {len(xs)}"
+
+    xs = numbers()
+    stats = total(xs)
+    text = describe(stats, xs, scale=pipeline.params.n)
+"""
+
+
+def rows(result):
+    return {t["task_id"]: t for t in result.tasks}
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_values_flow_downstream(nbflow_home, write_pipeline, executor):
+    p = load_pipeline(write_pipeline(CHAIN))
+    result = api.run_pipeline(p, params={"n": "4"}, executor=executor)
+    assert result.ok, result.tasks
+    assert api.load_output(result.run_id, "describe") == "24 over 4"
+    assert api.load_output(result.run_id, "total") == {"sum": 6, "count": 4}
+    assert "making 4 numbers" in api.read_log(result.run_id, "numbers")
+    details = api.run_details(result.run_id)
+    assert details["run"]["params"] == {"n": 4, "fail": ""}  # "4" was converted to the default's type
+    assert {a["task_id"] for a in details["artifacts"]} == {"numbers", "total", "describe"}
+    assert all(a["state"] == "success" and a["start_date"] and a["hostname"] for a in details["attempts"])
+    assert all(t["duration"] is not None and t["try_number"] == 1 for t in details["tasks"])
+
+
+def test_unknown_parameter_is_refused_before_any_write(nbflow_home, write_pipeline):
+    p = load_pipeline(write_pipeline(CHAIN))
+    with pytest.raises(ParameterError) as info:
+        api.run_pipeline(p, params={"m": "1"}, executor="inline")
+    assert "'m'" in str(info.value) and "n" in str(info.value)
+    with pytest.raises(ParameterError, match="n"):
+        api.run_pipeline(p, params={"n": "many"}, executor="inline")
+    assert api.list_runs() == []
+
+
+FLAKY = """
+from pathlib import Path
+from nbflow import Pipeline, task, FailNow
+
+COUNTER = Path(__file__).parent / "tries.txt"
+
+with Pipeline("flaky") as pipeline:
+    @task(retries=2, retry_delay=0.3)
+    def flaky():
+        COUNTER.write_text(COUNTER.read_text() + "x" if COUNTER.exists() else "x")
+        if len(COUNTER.read_text()) < 2:
+            raise ValueError("first try fails")
+        return "ok"
+
+    @task(retries=3)
+    def hopeless():
+        raise FailNow("no point retrying")
+
+    flaky()
+    hopeless()
+"""
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_retry_then_success_and_failnow(nbflow_home, write_pipeline, executor):
+    p = load_pipeline(write_pipeline(FLAKY))
+    result = api.run_pipeline(p, executor=executor)
+    tis = rows(result)
+    assert tis["flaky"]["state"] == "success" and tis["flaky"]["try_number"] == 2
+    assert tis["hopeless"]["state"] == "failed" and tis["hopeless"]["try_number"] == 1
+    assert tis["hopeless"]["reason"] == "fail_now"
+    assert result.state.value == "failed"
+    attempts = api.run_details(result.run_id)["attempts"]
+    flaky = [a for a in attempts if a["task_id"] == "flaky"]
+    assert [a["state"] for a in flaky] == ["up_for_retry", "success"]
+    assert flaky[0]["ename"] == "ValueError" and "first try fails" in flaky[0]["evalue"]
+    assert "Traceback" in flaky[0]["traceback"]
+    gap = (flaky[1]["queued_at"] - flaky[0]["end_date"]).total_seconds()
+    assert gap >= 0.25  # retry_delay respected (no busy retry)
+    assert len([a for a in attempts if a["task_id"] == "hopeless"]) == 1
+
+
+def test_retry_delay_backoff_is_capped():
+    class Opts:
+        retry_delay, retry_backoff, max_retry_delay = 10.0, True, 25.0
+
+    assert [retry_delay(Opts, n) for n in (1, 2, 3)] == [10.0, 20.0, 25.0]
+    Opts.retry_backoff = False
+    assert retry_delay(Opts, 3) == 10.0
+
+
+def test_trigger_rules():
+    S, F, U, K = T.SUCCESS, T.FAILED, T.UPSTREAM_FAILED, T.SKIPPED
+    assert decide("all_success", [S, S]) is None
+    assert decide("all_success", [S, F]) is U
+    assert decide("all_success", [S, K]) is K
+    assert decide("all_done", [F, U]) is None
+    assert decide("one_failed", [S, S]) is K and decide("one_failed", [S, U]) is None
+    assert decide("one_success", [F, S]) is None and decide("one_success", [F, F]) is U
+    assert decide("none_failed", [S, K]) is None and decide("none_failed", [S, F]) is U
+    assert decide("all_failed", [F, U]) is None and decide("all_failed", [F, S]) is K
+    assert decide("always", []) is None
+
+
+BRANCHES = """
+from nbflow import Pipeline, task, shell
+
+with Pipeline("branches") as pipeline:
+    @task
+    def bad():
+        raise RuntimeError("broken input")
+
+    @task
+    def after_bad(x):
+        return x
+
+    @task
+    def further(x):
+        return x
+
+    @task
+    def good():
+        return 1
+
+    cleanup = shell("echo cleaning", name="cleanup", trigger_rule="all_done")
+    alert = shell("echo alert", name="alert", trigger_rule="one_failed")
+    ok_only = shell("echo fine", name="ok_only", trigger_rule="none_failed")
+    b = bad()
+    a = after_bad(b)
+    f = further(a)
+    g = good()
+    [f, g] >> cleanup
+    [b, g] >> alert
+    g >> ok_only
+"""
+
+
+def test_upstream_failed_propagates_and_trigger_rules_run(nbflow_home, write_pipeline):
+    result = api.run_pipeline(load_pipeline(write_pipeline(BRANCHES)), executor="inline")
+    states = {t: r["state"] for t, r in rows(result).items()}
+    assert states == {
+        "bad": "failed",
+        "after_bad": "upstream_failed",
+        "further": "upstream_failed",
+        "good": "success",
+        "cleanup": "success",
+        "alert": "success",
+        "ok_only": "success",
+    }
+    assert "upstream failed: bad" in rows(result)["after_bad"]["error"]
+    # leaves are cleanup, alert, ok_only: all succeeded, so the run succeeds (Airflow's leaf rule)
+    assert result.state.value == "success"
+    assert "cleaning" in api.read_log(result.run_id, "cleanup")
+
+
+RERUN = """
+from pathlib import Path
+from nbflow import Pipeline, task
+
+HERE = Path(__file__).parent
+
+with Pipeline("rerun") as pipeline:
+    @task
+    def first():
+        with open(HERE / "first.log", "a") as fh:
+            fh.write("ran\\n")
+        return 10
+
+    @task
+    def second(x):
+        if not (HERE / "fixed").exists():
+            raise ValueError("not fixed yet")
+        return x + 1
+
+    @task
+    def third(y):
+        return y * 2
+
+    third(second(first()))
+"""
+
+
+def test_rerun_after_failure_runs_only_what_failed(nbflow_home, write_pipeline):
+    path = write_pipeline(RERUN)
+    result = api.run_pipeline(load_pipeline(path), executor="inline")
+    assert result.state.value == "failed"
+    assert [rows(result)[t]["state"] for t in ("first", "second", "third")] == ["success", "failed", "upstream_failed"]
+    (path.parent / "fixed").write_text("yes")
+    again = api.rerun(result.run_id, executor="inline")
+    assert again.run_id == result.run_id and again.ok
+    assert api.load_output(result.run_id, "third") == 22
+    assert (path.parent / "first.log").read_text() == "ran\n"  # the successful task was not run again
+    tis = rows(again)
+    assert tis["second"]["try_number"] == 2 and tis["first"]["try_number"] == 1
+    with pytest.raises(UnknownTaskError):
+        api.rerun(result.run_id, tasks=["nope"], executor="inline")
+
+
+def test_only_uses_upstream_outputs_of_the_last_success(nbflow_home, write_pipeline):
+    path = write_pipeline(RERUN)
+    p = load_pipeline(path)
+    with pytest.raises(NbflowError, match="never succeeded"):
+        api.run_pipeline(p, only=["third"], executor="inline")
+    assert api.list_runs() == []
+    (path.parent / "fixed").write_text("yes")
+    api.run_pipeline(p, executor="inline")
+    only = api.run_pipeline(p, only=["third"], executor="inline")
+    assert only.ok and [t["task_id"] for t in only.tasks] == ["third"]
+    assert api.load_output(only.run_id, "third") == 22
+    with pytest.raises(UnknownTaskError, match="known tasks: first, second, third"):
+        api.run_pipeline(p, only=["fourth"], executor="inline")
+
+
+def test_orphaned_attempts_of_a_dead_driver_are_retried(nbflow_home, write_pipeline):
+    """A run whose driver died with a task 'running' is resumed: that try counts as lost."""
+    from datetime import datetime, timezone
+
+    path = write_pipeline(RERUN.replace("@task\n    def second", "@task(retries=1)\n    def second"))
+    (path.parent / "fixed").write_text("yes")
+    p = load_pipeline(path)
+    store = api.open_store()
+    run_id = api.create_run(p, executor="inline", store=store)
+    now = datetime.now(timezone.utc)
+    store.write(lambda tx: tx.queue_attempt(run_id, "first", 1, "k", now))
+    store.write(lambda tx: tx.set_task_state(run_id, "first", T.RUNNING))
+    result = api.drive_run(p, run_id, executor="inline", store=store)
+    tis = rows(result)
+    # 'first' had no retries left: the lost try fails it; its children are upstream_failed
+    assert tis["first"]["state"] == "failed" and tis["first"]["reason"] == "worker_lost"
+    assert tis["second"]["state"] == "upstream_failed"
+    attempt = api.run_details(run_id)["attempts"][0]
+    assert attempt["reason"] == "worker_lost" and attempt["state"] == "failed"

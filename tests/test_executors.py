@@ -1,0 +1,83 @@
+"""Executors: the registry, parallelism on `local`, shell and python tasks in worker processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbflow import api
+from nbflow.exceptions import ExecutorNotFoundError
+from nbflow.executors import get_executor, known_executors
+from nbflow.loader import load_pipeline
+
+
+def test_registry_fails_loudly_naming_known_executors():
+    assert {"inline", "local"} <= set(known_executors())
+    with pytest.raises(ExecutorNotFoundError, match="No executor named 'dask2'; known: .*inline.*local"):
+        get_executor("dask2")
+
+
+PARALLEL = """
+import time, json
+from pathlib import Path
+from nbflow import Pipeline, task
+
+OUT = Path(__file__).parent / "spans"
+
+with Pipeline("parallel") as pipeline:
+    @task
+    def branch(name):
+        start = time.time()
+        time.sleep(1.0)
+        OUT.mkdir(exist_ok=True)
+        (OUT / name).write_text(json.dumps([start, time.time()]))
+        return name
+
+    @task
+    def join(a, b):
+        return a + b
+
+    join(branch("left"), branch("right"))
+"""
+
+
+def test_independent_branches_overlap_on_local(nbflow_home, write_pipeline):
+    import json
+
+    path = write_pipeline(PARALLEL)
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=2)
+    assert result.ok and api.load_output(result.run_id, "join") == "leftright"
+    (s1, e1), (s2, e2) = (json.loads((path.parent / "spans" / n).read_text()) for n in ("left", "right"))
+    assert max(s1, s2) < min(e1, e2), "the two 1 s branches did not run at the same time"
+    hosts = {t["pid"] for t in result.tasks if t["task_id"].startswith("branch")}
+    assert len(hosts) == 2  # two different worker processes
+
+
+def test_parallelism_one_serialises(nbflow_home, write_pipeline):
+    import json
+
+    path = write_pipeline(PARALLEL)
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
+    assert result.ok
+    (s1, e1), (s2, e2) = sorted(json.loads((path.parent / "spans" / n).read_text()) for n in ("left", "right"))
+    assert s2 >= e1 - 0.01
+
+
+SHELL = """
+from nbflow import Pipeline, shell
+
+with Pipeline("shells", params={"greeting": "hi"}) as pipeline:
+    ok = shell("echo $NBFLOW_PARAM_GREETING from $NBFLOW_TASK_ID; echo to-stderr >&2", name="ok")
+    bad = shell("echo about to fail; exit 3", name="bad")
+    ok >> bad
+"""
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_shell_output_is_logged_and_exit_code_fails(nbflow_home, write_pipeline, executor):
+    result = api.run_pipeline(load_pipeline(write_pipeline(SHELL)), params={"greeting": "hello"}, executor=executor)
+    tis = {t["task_id"]: t for t in result.tasks}
+    log = api.read_log(result.run_id, "ok")
+    assert "hello from ok" in log and "to-stderr" in log
+    assert tis["bad"]["state"] == "failed" and tis["bad"]["reason"] == "exit_code"
+    assert "exited with code 3" in tis["bad"]["error"]
+    assert "about to fail" in api.read_log(result.run_id, "bad")
