@@ -123,14 +123,21 @@ class UpstreamOutput:
         self.style = style
         self.refs = {r.name: r for r in (x if isinstance(x, ArtifactRef) else ArtifactRef(**x) for x in refs)}
 
-    def value(self) -> Any:
-        """The upstream value, fully loaded."""
-        if self.style == "single":
-            ref = self.refs.get("return")
-            return read_value(ref) if ref else None
+    def value(self, key: str | None = None) -> Any:
+        """The upstream value, or one key of it (for "dict" style only that artifact is read)."""
         if self.style == "dict":
-            return {name: read_value(ref) for name, ref in self.refs.items()}
-        return None
+            if key is None:
+                return {name: read_value(ref) for name, ref in self.refs.items()}
+            if key not in self.refs:
+                raise KeyError(f"no artifact named {key!r}; saved: {', '.join(self.refs) or '(none)'}")
+            return read_value(self.refs[key])
+        whole = read_value(self.refs["return"]) if self.style == "single" and "return" in self.refs else None
+        if key is None:
+            return whole
+        try:
+            return whole[key]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise KeyError(f"upstream value {type(whole).__name__} has no key {key!r}") from exc
 
     def parameter(self, key: str | None = None) -> Any:
         """The value as a notebook parameter: small JSON values literally, others as references."""

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,11 @@ class ParamRef:
     name: str
 
 
-class ParamsView(Mapping[str, ParamRef]):
-    """``pipeline.params``: read-only; ``params["alpha"]`` / ``params.alpha`` give a :class:`ParamRef`."""
+class ParamsView:
+    """``pipeline.params``: ``params["alpha"]`` or ``params.alpha`` give a :class:`ParamRef`.
+
+    Deliberately not a Mapping, so a parameter may be named ``keys`` or ``items``.
+    """
 
     def __init__(self, pipeline: Pipeline):
         self._pipeline = pipeline
@@ -110,6 +113,9 @@ class ParamsView(Mapping[str, ParamRef]):
 
     def __len__(self) -> int:
         return len(self._pipeline.param_defaults)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pipeline.param_defaults
 
 
 def find_refs(value: Any) -> Iterator[OutputRef | ParamRef]:
@@ -135,22 +141,16 @@ def to_refs(value: Any) -> Any:
     return value
 
 
-def resolve_refs(value: Any, outputs: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Replace references inside ``value`` by upstream outputs and run parameters."""
+def resolve_refs(value: Any, output: Callable[[OutputRef], Any], params: Mapping[str, Any]) -> Any:
+    """Replace references inside ``value``: ``output(ref)`` gives an upstream value, ``params`` the run's."""
     if isinstance(value, OutputRef):
-        out = outputs[value.task_id]
-        if value.key is None:
-            return out
-        try:
-            return out[value.key]
-        except (KeyError, TypeError, IndexError) as exc:
-            raise KeyError(f"output of task '{value.task_id}' has no key {value.key!r}") from exc
+        return output(value)
     if isinstance(value, ParamRef):
         return params[value.name]
     if isinstance(value, (list, tuple)):
-        return type(value)(resolve_refs(v, outputs, params) for v in value)
+        return type(value)(resolve_refs(v, output, params) for v in value)
     if isinstance(value, dict):
-        return {k: resolve_refs(v, outputs, params) for k, v in value.items()}
+        return {k: resolve_refs(v, output, params) for k, v in value.items()}
     return value
 
 

@@ -81,3 +81,22 @@ def test_shell_output_is_logged_and_exit_code_fails(nbflow_home, write_pipeline,
     assert tis["bad"]["state"] == "failed" and tis["bad"]["reason"] == "exit_code"
     assert "exited with code 3" in tis["bad"]["error"]
     assert "about to fail" in api.read_log(result.run_id, "bad")
+
+
+def test_local_executor_works_from_a_script_without_main_guard(tmp_path, write_pipeline):
+    """Workers are not started with multiprocessing's spawn, which would re-run the script."""
+    import os
+    import subprocess
+    import sys
+
+    path = write_pipeline(PARALLEL)
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "from nbflow import api\n"
+        f"result = api.run_file({str(path)!r}, executor='local', parallelism=2)\n"
+        "print('STATE', result.state.value, api.load_output(result.run_id, 'join'))\n"
+    )
+    env = {**os.environ, "NBFLOW_HOME": str(tmp_path / "home")}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "STATE success leftright" in res.stdout

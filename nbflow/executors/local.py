@@ -6,6 +6,11 @@ and every other running task is lost. Here each worker is a spawned process talk
 the executor over its own pipe; a dead worker costs only its own attempt (reported as a
 ``lost`` event with reason ``worker_lost`` or ``cancelled``) and is replaced.
 
+Workers are started as ``python -m nbflow.executors.local FD`` with one end of a socket
+pair, not with multiprocessing's spawn: spawn re-imports the caller's ``__main__``, which
+breaks scripts without an ``if __name__ == "__main__"`` guard. The caller's ``sys.path`` is
+passed along so functions pickled by reference still import.
+
 Protocol on a worker's pipe (pickled tuples): executor -> worker: a packed WorkItem;
 worker -> executor: ``("started", key, at, host, pid)`` then ``("finished", key, result)``.
 A reader thread waits on all pipes at once and turns messages into events; finished
@@ -14,11 +19,14 @@ workers take the next queued item immediately, so a child starts without a polli
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import pickle
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -72,9 +80,13 @@ def _worker_main(conn: Connection) -> None:
 
 @dataclass
 class _Worker:
-    process: multiprocessing.process.BaseProcess
+    process: subprocess.Popen
     conn: Connection
     item: WorkItem | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
 class LocalExecutor(Executor):
@@ -85,7 +97,6 @@ class LocalExecutor(Executor):
     def __init__(self, parallelism: int | None = None, **options: Any):
         super().__init__(parallelism or get_settings().parallelism, **options)
         self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))
-        self._mp = multiprocessing.get_context("spawn")
         self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.RLock()
         self._workers: dict[Connection, _Worker] = {}
@@ -93,7 +104,8 @@ class LocalExecutor(Executor):
         self._cancelling: set[str] = set()
         self._closing = False
         self._reader: threading.Thread | None = None
-        self._wake_r, self._wake_w = self._mp.Pipe(duplex=False)
+        r, w = socket.socketpair()
+        self._wake_r, self._wake_w = Connection(r.detach()), Connection(w.detach())
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,10 +132,11 @@ class LocalExecutor(Executor):
         if self._reader is not None:
             self._reader.join(self.kill_grace + 10)
         for w in workers:
-            w.process.join(5)
-            if w.process.is_alive():
+            try:
+                w.process.wait(5)
+            except subprocess.TimeoutExpired:
                 w.process.kill()
-                w.process.join(5)
+                w.process.wait(5)
 
     def describe(self) -> str:
         """``local (N worker processes)``."""
@@ -156,11 +169,16 @@ class LocalExecutor(Executor):
                 self._forget(idle)
 
     def _spawn(self) -> _Worker:
-        parent, child = self._mp.Pipe()
-        # not daemonic: tasks may start processes of their own (multiprocessing, timeouts)
-        proc = self._mp.Process(target=_worker_main, args=(child,), name="nbflow-worker", daemon=False)
-        proc.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "NBFLOW_WORKER_SYS_PATH": json.dumps(sys.path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbflow.executors.local", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        theirs.close()
+        parent = Connection(ours.detach())
         worker = _Worker(proc, parent)
         self._workers[parent] = worker
         self._wake()
@@ -226,8 +244,10 @@ class LocalExecutor(Executor):
             self._dispatch()
 
     def _on_exit(self, worker: _Worker) -> None:
-        worker.process.join(5)
-        code = worker.process.exitcode
+        try:
+            code = worker.process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
         with self._lock:
             self._forget(worker)
             item, worker.item = worker.item, None
@@ -241,9 +261,9 @@ class LocalExecutor(Executor):
                         item.key,
                         now(),
                         HOSTNAME,
-                        worker.process.pid,
+                        worker.pid,
                         reason="cancelled" if cancelled else "worker_lost",
-                        message=f"worker process {worker.process.pid} ended ({how}) while running the task",
+                        message=f"worker process {worker.pid} ended ({how}) while running the task",
                     )
                 )
             self._dispatch()
@@ -266,14 +286,21 @@ class LocalExecutor(Executor):
     def _terminate(self, worker: _Worker) -> None:
         proc = worker.process
         try:
-            os.kill(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         except ProcessLookupError:
             return
 
         def _kill_later() -> None:
-            if proc.is_alive():
+            if proc.poll() is None:
                 proc.kill()
 
         timer = threading.Timer(self.kill_grace + 1, _kill_later)
         timer.daemon = True
         timer.start()
+
+
+if __name__ == "__main__":  # a worker process: python -m nbflow.executors.local FD
+    for entry in reversed(json.loads(os.environ.pop("NBFLOW_WORKER_SYS_PATH", "[]"))):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    _worker_main(Connection(int(sys.argv[1])))

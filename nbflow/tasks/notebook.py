@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow import params as nbparams
-from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, to_refs
+from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, resolve_refs, to_refs
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
 
@@ -111,24 +111,15 @@ class NotebookTask(BaseTask):
         """``notebook: file.ipynb``."""
         return f"notebook: {os.path.basename(self.path)}"
 
-    def _resolve(self, value: Any, ctx: AttemptContext) -> Any:
-        if isinstance(value, OutputRef):
-            return ctx.upstream[value.task_id].parameter(value.key)
-        if isinstance(value, ParamRef):
-            return ctx.params[value.name]
-        if isinstance(value, (list, tuple)):
-            return [self._resolve(v, ctx) for v in value]
-        if isinstance(value, dict):
-            return {k: self._resolve(v, ctx) for k, v in value.items()}
-        return value
-
     def run_attempt(self, ctx: AttemptContext) -> Outcome:
         """Execute the notebook; collect what it saved; describe a failure by cell."""
         from nbflow.artifacts import read_manifest
         from nbflow.tasks.nbrun import run_notebook
 
         try:
-            values = {k: self._resolve(v, ctx) for k, v in {**self.parameters, **self.inputs}.items()}
+            values = resolve_refs(
+                {**self.parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
+            )
         except Exception as exc:
             out = Outcome.from_exception(exc)
             out.reason = "input_missing"

@@ -57,10 +57,16 @@ class PythonTask(BaseTask):
 
     def run_attempt(self, ctx: AttemptContext) -> Outcome:
         """Call the function with upstream values in place of handles."""
-        outputs = _LazyOutputs(ctx)
+        loaded: dict[tuple[str, str | None], Any] = {}
+
+        def output(ref: OutputRef) -> Any:
+            if (ref.task_id, ref.key) not in loaded:
+                loaded[ref.task_id, ref.key] = ctx.upstream[ref.task_id].value(ref.key)
+            return loaded[ref.task_id, ref.key]
+
         try:
-            args = resolve_refs(self.args, outputs, ctx.params)
-            kwargs = resolve_refs(self.kwargs, outputs, ctx.params)
+            args = resolve_refs(self.args, output, ctx.params)
+            kwargs = resolve_refs(self.kwargs, output, ctx.params)
         except Exception as exc:  # a missing key in an upstream value, an unreadable artifact
             out = Outcome.from_exception(exc)
             out.reason = "input_missing"
@@ -73,18 +79,6 @@ class PythonTask(BaseTask):
             return Outcome(ok=True, value=self.fn(*args, **kwargs))
         except Exception as exc:
             return Outcome.from_exception(exc, skip_frames=1)
-
-
-class _LazyOutputs(dict):
-    """Upstream values loaded on first use."""
-
-    def __init__(self, ctx: AttemptContext):
-        super().__init__()
-        self._ctx = ctx
-
-    def __missing__(self, task_id: str) -> Any:
-        value = self[task_id] = self._ctx.upstream[task_id].value()
-        return value
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:

@@ -1,0 +1,472 @@
+"""Run ONE notebook attempt in this process with papermill, and say exactly how it ended.
+
+papermill executes the notebook (the kernel is a subprocess as usual) through a small papermill
+engine registered as ``"nbflow"``: nbclient plus three per-attempt additions:
+
+- an optional *context cell* (tagged ``nbflow-context``, source hidden) inserted right after
+  papermill's injected-parameters cell, or after the ``parameters`` cell, or at the top;
+- nbclient hooks that record the cell being run and whether the kernel became ready;
+- a per-call ``AsyncKernelManager`` subclass that records the kernel's process, so that two
+  attempts in two threads of one process never see each other's kernel.
+
+What papermill leaves to the caller is done here:
+
+- a whole-task ``timeout`` (nbclient's timeout is per cell): a watchdog thread sends SIGTERM to
+  the kernel's process group (jupyter_client starts kernels in a new session, so pgid == pid),
+  then SIGKILL after ``kill_grace``; the attempt ends as ``task_timeout``;
+- the failure reason (``cell_error``, ``cell_timeout``, ``task_timeout``, ``kernel_died``,
+  ``kernel_start_failed``) with the failing cell's index in the *source* notebook;
+- after a timeout, kernel death or start failure papermill writes no banner and marks cells it
+  never ran as completed; the output notebook is rewritten with a banner, a marker before the
+  failing cell and the later cells back to ``pending``;
+- no kernel process (or process of its group) is left alive, whatever happened.
+
+Notebook failures are returned as a :class:`NotebookOutcome`, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+
+from nbflow.exceptions import NotebookNotFoundError
+
+__all__ = ["NotebookOutcome", "run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
+
+ENGINE_NAME = "nbflow"
+CONTEXT_TAG = "nbflow-context"
+INJECTED_TAG = "injected-parameters"
+BANNER_TAG, MARKER_TAG = "nbflow-error-banner", "nbflow-error-marker"
+# papermill drops cells tagged like its own error banner when it runs a notebook again.
+_PM_MARKER_TAG = "papermill-error-cell-tag"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_STYLE = (  # papermill's banner style, so both kinds of failure look alike
+    'style="color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;"'
+)
+_TITLES = {
+    "cell_timeout": "A cell timed out",
+    "task_timeout": "The task timed out",
+    "kernel_died": "The kernel died",
+    "kernel_start_failed": "The kernel failed to start",
+}
+
+
+@dataclass
+class NotebookOutcome:
+    """How one notebook attempt ended."""
+
+    ok: bool
+    # None, or cell_error | cell_timeout | task_timeout | kernel_died | kernel_start_failed
+    reason: str | None
+    message: str  # one line for humans
+    cell_index: int | None  # failing cell in the SOURCE notebook (injected cells not counted)
+    exec_count: int | None
+    ename: str | None
+    evalue: str | None
+    traceback: str | None  # plain text, ANSI escapes stripped
+    output_path: str
+    kernel_pid: int | None
+    duration: float
+    stopped_early: bool = False  # the notebook ended itself with sys.exit(0) (papermill: success)
+
+
+class _Attempt:
+    """Per-call state shared by the engine hooks, the kernel manager and the watchdog."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log  # open log file: the kernel process's own stdout/stderr go there too
+        self.nb: nbformat.NotebookNode | None = None  # the executed notebook (papermill's object)
+        self.source_map: list[int | None] = []  # executed cell index -> source cell index
+        self.kernel_name: str | None = None
+        self.kernel_argv: list[str] | None = None
+        self.kernel_ready = False
+        self.running: int | None = None  # executed index of the code cell in flight
+        self.last_started: int | None = None
+        self.process: Any = None  # the kernel's subprocess.Popen
+        self.pgid: int | None = None
+        self.timed_out = False
+        self.alive_at_shutdown = False  # then its exit status is nbclient's doing, not a cause
+
+    def on_notebook_start(self, **_: Any) -> None:
+        self.kernel_ready = True
+
+    def on_cell_start(self, cell: Any, cell_index: int, **_: Any) -> None:
+        self.last_started = cell_index
+        # nbclient calls this for markdown and empty cells too; they cannot hang or fail.
+        runs_code = cell.get("cell_type") == "code" and cell.get("source", "").strip()
+        self.running = cell_index if runs_code else None
+
+    def on_cell_executed(self, **_: Any) -> None:
+        self.running = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def source_index(self, executed: int | None) -> int | None:
+        if executed is None or executed >= len(self.source_map):
+            return None
+        return self.source_map[executed]
+
+    def cell_name(self, executed: int | None) -> str:
+        idx = self.source_index(executed)
+        if idx is not None:
+            return f"cell {idx}"
+        if self.nb is None or executed is None or executed >= len(self.nb.cells):
+            return "the notebook"
+        tags = _tags(self.nb.cells[executed])
+        return "the nbflow context cell" if CONTEXT_TAG in tags else "the injected parameters cell"
+
+    def kernel_manager_class(self) -> type[AsyncKernelManager]:
+        """A subclass bound to this attempt: records the kernel process it starts."""
+        attempt = self
+
+        class _AttemptKernelManager(AsyncKernelManager):
+            async def start_kernel(self, **kw: Any) -> None:
+                if attempt.log is not None:  # e.g. a kernel's crash message before it is ready
+                    kw.setdefault("stdout", attempt.log)
+                    kw.setdefault("stderr", attempt.log)
+                try:
+                    attempt.kernel_argv = list(self.kernel_spec.argv) if self.kernel_spec else None
+                    await super().start_kernel(**kw)
+                finally:
+                    prov = self.provisioner
+                    if prov is not None and getattr(prov, "process", None) is not None:
+                        attempt.pgid = getattr(prov, "pgid", None) or prov.process.pid
+                        attempt.process = prov.process
+
+            async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+                if attempt.process is not None and attempt.process.poll() is None:
+                    attempt.alive_at_shutdown = True
+                await super().shutdown_kernel(now=now, restart=restart)
+
+        return _AttemptKernelManager
+
+
+class NbflowEngine(NBClientEngine):
+    """papermill's nbclient engine plus nbflow's context cell and per-attempt hooks."""
+
+    @classmethod
+    def execute_notebook(cls, nb: nbformat.NotebookNode, kernel_name: str, **kwargs: Any) -> Any:
+        """Insert the context cell, bind hooks to the attempt, then run as nbclient would."""
+        attempt: _Attempt | None = kwargs.pop("nbflow_attempt", None)
+        context: str | None = kwargs.pop("nbflow_context", None)
+        if attempt is not None:
+            # A context cell left in a re-executed output notebook must not run twice.
+            nb.cells = [c for c in nb.cells if CONTEXT_TAG not in _tags(c)]
+            if context is not None:
+                cell = nbformat.v4.new_code_cell(context)
+                cell.metadata.update(tags=[CONTEXT_TAG], jupyter={"source_hidden": True})
+                nb.cells.insert(_context_position(nb), cell)
+            attempt.nb, attempt.kernel_name = nb, kernel_name
+            attempt.source_map = _source_map(nb)
+            kwargs.update(
+                on_notebook_start=attempt.on_notebook_start,
+                on_cell_start=attempt.on_cell_start,
+                on_cell_executed=attempt.on_cell_executed,
+                kernel_manager_class=attempt.kernel_manager_class(),
+            )
+        return super().execute_notebook(nb, kernel_name, **kwargs)
+
+
+papermill_engines.register(ENGINE_NAME, NbflowEngine)
+
+
+def _tags(cell: nbformat.NotebookNode) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _context_position(nb: nbformat.NotebookNode) -> int:
+    for tag in (INJECTED_TAG, "parameters"):
+        for i, cell in enumerate(nb.cells):
+            if tag in _tags(cell):
+                return i + 1
+    return 0
+
+
+def _source_map(nb: nbformat.NotebookNode) -> list[int | None]:
+    mapping: list[int | None] = []
+    n = 0
+    for cell in nb.cells:
+        injected = bool({INJECTED_TAG, CONTEXT_TAG} & set(_tags(cell)))
+        mapping.append(None if injected else n)
+        n += not injected
+    return mapping
+
+
+def _signal_group(pgid: int | None, sig: int) -> None:
+    if pgid is not None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _watchdog(attempt: _Attempt, timeout: float, grace: float, stop: threading.Event) -> None:
+    if stop.wait(timeout):
+        return
+    attempt.timed_out = True
+    # The deadline may fall while the kernel is still being launched: wait for its process.
+    while attempt.process is None and not stop.wait(0.05):
+        pass
+    if attempt.process is None:
+        return
+    _signal_group(attempt.pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while attempt.process.poll() is None and time.monotonic() < deadline:
+        if stop.wait(0.05):
+            return  # the run thread is done; its cleanup SIGKILLs the group
+    _signal_group(attempt.pgid, signal.SIGKILL)
+
+
+def _reap(attempt: _Attempt) -> None:
+    """Leave no process of the kernel's group alive, and reap the kernel itself."""
+    if attempt.process is None:
+        return
+    # Also kills what the kernel started in its session (pgid == kernel pid).
+    _signal_group(attempt.pgid, signal.SIGKILL)
+    try:
+        attempt.process.wait(timeout=10)
+    except Exception:  # noqa: BLE001 - nothing more can be done; the pid is reported
+        pass
+
+
+def _exit_description(proc: Any) -> str:
+    code = proc.poll() if proc is not None else None
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        names = {s.value: s.name for s in signal.Signals}
+        return f"signal {names.get(-code, -code)}"
+    return f"exit code {code}"
+
+
+def _escape_template(path: str) -> str:
+    # papermill formats paths with str.format (its path templates); nbflow's paths are final.
+    return path.replace("{", "{{").replace("}", "}}")
+
+
+def run_notebook(
+    input_path: str,
+    output_path: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    context_source: str | None = None,
+    kernel_name: str | None = None,
+    cell_timeout: float | None = None,
+    timeout: float | None = None,
+    log_path: str | None = None,
+    cwd: str | None = None,
+    startup_timeout: float = 60.0,
+    kill_grace: float = 5.0,
+) -> NotebookOutcome:
+    """Execute one notebook attempt with papermill in this process and return its outcome.
+
+    The output notebook is always written and no kernel process is left alive. Only programmer
+    errors raise: a missing ``input_path`` raises NotebookNotFoundError, an unreadable notebook
+    nbformat's error.
+    """
+    src = Path(input_path).expanduser().resolve()
+    if not src.is_file():
+        raise NotebookNotFoundError(
+            f"notebook {input_path} does not exist", where=str(input_path),
+            hint="check the notebook path of the task",
+        )
+    out = Path(output_path).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = str(Path(cwd).expanduser().resolve()) if cwd else str(src.parent)
+    started = time.monotonic()
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
+    attempt = _Attempt(log)
+    try:
+        if log:
+            shown = json.dumps(parameters or {}, sort_keys=True, default=repr)
+            log.write(f"nbflow: executing {src} with parameters {shown}\n")
+            log.flush()
+        stop = threading.Event()
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Thread(
+                target=_watchdog, args=(attempt, timeout, kill_grace, stop),
+                name=f"nbflow-watchdog-{src.name}", daemon=True,
+            )
+            watchdog.start()
+        error: Exception | None = None
+        try:
+            papermill.execute_notebook(
+                _escape_template(str(src)),
+                _escape_template(str(out)),
+                parameters=parameters or None,
+                engine_name=ENGINE_NAME,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+                stdout_file=log,
+                stderr_file=log,
+                # nbclient's startup_timeout is an Integer trait: round up.
+                start_timeout=max(1, math.ceil(startup_timeout)),
+                # Not papermill's cwd=, which os.chdir()s the whole process (unsafe with threads):
+                # nbclient starts the kernel in resources["metadata"]["path"].
+                resources={"metadata": {"path": workdir}},
+                # nbclient's timeout is an Integer trait too; timeout_func keeps fractions.
+                timeout_func=(lambda _cell: cell_timeout) if cell_timeout else None,
+                nbflow_attempt=attempt,
+                nbflow_context=context_source,
+            )
+        except Exception as exc:  # noqa: BLE001 - classified below; unknown ones re-raised
+            error = exc
+        finally:
+            stop.set()
+            if watchdog is not None:
+                watchdog.join(timeout=kill_grace + 5)
+            _reap(attempt)
+        outcome = _classify(attempt, error, str(out), cell_timeout, timeout, started)
+        if outcome is None:
+            raise error  # type: ignore[misc]  # not a notebook failure: a bug or a bad file
+        if not outcome.ok and outcome.reason != "cell_error":
+            _mark_failure(out, src, attempt, outcome)
+        if log:
+            log.write(f"nbflow: {'succeeded' if outcome.ok else 'failed'}: {outcome.message}\n")
+            if outcome.reason == "cell_error" and outcome.traceback:
+                log.write(outcome.traceback + "\n")
+        return outcome
+    finally:
+        if log:
+            log.close()
+
+
+def _classify(
+    attempt: _Attempt, error: Exception | None, output_path: str,
+    cell_timeout: float | None, timeout: float | None, started: float,
+) -> NotebookOutcome | None:
+    """Map papermill's result to an outcome; None for an error nbflow cannot explain."""
+
+    def outcome(reason: str | None, message: str, ename: str | None = None, **kw: Any) -> Any:
+        fields = dict(cell_index=attempt.source_index(cell), exec_count=exec_count, ename=ename,
+                      evalue=message if ename else None, traceback=text or None)
+        fields.update(kw)
+        return NotebookOutcome(ok=reason is None, reason=reason, message=message,
+                               output_path=output_path, kernel_pid=attempt.pid,
+                               duration=time.monotonic() - started, **fields)
+
+    cell = attempt.running
+    exec_count = None
+    if attempt.nb is not None and cell is not None:
+        exec_count = attempt.nb.cells[cell].get("execution_count")
+    during = f" during {attempt.cell_name(cell)}" if cell is not None else ""
+    if error is None:
+        cell, exec_count, text = None, None, ""
+        stopped = _stopped_early_cell(attempt)
+        if stopped is None:
+            return outcome(None, "notebook completed")
+        msg = f"notebook stopped early: sys.exit(0) in {attempt.cell_name(stopped)}"
+        return outcome(None, msg, stopped_early=True)
+    text = _ANSI.sub("", str(error)).strip()
+    if attempt.timed_out:
+        msg = f"task exceeded timeout={timeout:g}s{during}; kernel killed"
+        return outcome("task_timeout", msg, "TaskTimeout")
+    if isinstance(error, PapermillExecutionError):
+        msg = f"{attempt.cell_name(error.cell_index)} raised {error.ename}: {error.evalue}"
+        tb = "\n".join(_ANSI.sub("", line) for line in (error.traceback or []))
+        return outcome("cell_error", msg.strip().rstrip(":").splitlines()[0], error.ename,
+                       cell_index=attempt.source_index(error.cell_index),
+                       exec_count=error.exec_count, evalue=error.evalue, traceback=tb)
+    if isinstance(error, CellTimeoutError):
+        limit = f"cell_timeout={cell_timeout:g}s" if cell_timeout else "the IOPub timeout"
+        msg = f"{attempt.cell_name(cell)} exceeded {limit}"
+        return outcome("cell_timeout", msg, "CellTimeoutError")
+    if not attempt.kernel_ready and (attempt.nb is not None or "kernel" in text.lower()):
+        # (papermill's "No kernel name found in notebook" comes before the engine runs;
+        # other errors before the engine, like an unreadable notebook, are re-raised.)
+        first = text.splitlines()[0] if text else type(error).__name__
+        details = [f"argv: {' '.join(attempt.kernel_argv)}"] if attempt.kernel_argv else []
+        if attempt.process is not None and not attempt.alive_at_shutdown:
+            details.append(_exit_description(attempt.process))
+        suffix = f" ({', '.join(details)})" if details else ""
+        msg = (f"kernel '{attempt.kernel_name}' failed to start: {first}{suffix}"
+               if attempt.kernel_name else f"no kernel to start: {first}")
+        return outcome("kernel_start_failed", msg, type(error).__name__,
+                       cell_index=None, exec_count=None, evalue=first)
+    proc = attempt.process
+    if isinstance(error, DeadKernelError) or (proc is not None and proc.poll() is not None):
+        msg = f"kernel died{during} ({_exit_description(proc)})"
+        return outcome("kernel_died", msg, "DeadKernelError")
+    return None
+
+
+def _stopped_early_cell(attempt: _Attempt) -> int | None:
+    for i, cell in enumerate(attempt.nb.cells if attempt.nb is not None else []):
+        if any(o.get("ename") == "SystemExit" for o in cell.get("outputs", [])):
+            return i
+    return None
+
+
+def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: NotebookOutcome) -> None:
+    """Rewrite the output notebook after a failure papermill writes no banner for.
+
+    Adds a red banner at the top, a marker (an anchor) before the failing cell plus an error
+    output on it, and resets cells that never ran to ``pending`` (papermill marks them
+    ``completed``).
+    """
+    if attempt.nb is not None:
+        nb = attempt.nb  # the executed notebook papermill saved, injected cells included
+    else:  # papermill failed before executing (e.g. no kernel name): start from the source
+        nb = nbformat.read(str(out if out.is_file() else src), as_version=4)
+    started = attempt.kernel_ready and attempt.nb is not None
+    failing = attempt.running if started else None
+    if failing is not None:
+        first_pending = failing + 1
+    elif started and attempt.last_started is not None:
+        first_pending = attempt.last_started + 1
+    else:
+        first_pending = 0
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata.setdefault("papermill", {})
+        if i == failing:
+            meta.update(status="failed", exception=True)
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename=outcome.ename or "Error", evalue=outcome.message,
+                traceback=[f"nbflow: {outcome.message}"],
+            ))
+        elif i >= first_pending:
+            meta.update(status="pending", start_time=None, end_time=None, duration=None,
+                        exception=None)
+            if cell.cell_type == "code":
+                cell.execution_count, cell.outputs = None, []
+    link = ""
+    if failing is not None:
+        link = f' at <a href="#nbflow-error-cell">{attempt.cell_name(failing)}</a>'
+        marker = nbformat.v4.new_markdown_cell(
+            f'<span id="nbflow-error-cell" {_STYLE}>nbflow stopped execution here: '
+            f"{outcome.message}</span>"
+        )
+        marker.metadata["tags"] = [MARKER_TAG, _PM_MARKER_TAG]
+        nb.cells.insert(failing, marker)
+    title = _TITLES.get(outcome.reason or "", "Execution failed")
+    banner = nbformat.v4.new_markdown_cell(
+        f"<span {_STYLE}>{title}{link}: {outcome.message}</span>"
+    )
+    banner.metadata["tags"] = [BANNER_TAG, _PM_MARKER_TAG]
+    nb.cells.insert(0, banner)
+    nb.metadata.setdefault("papermill", {})["exception"] = True
+    nb.metadata["nbflow"] = {
+        "reason": outcome.reason, "message": outcome.message, "cell_index": outcome.cell_index,
+    }
+    nbformat.write(nb, str(out))
