@@ -52,7 +52,9 @@ class NotebookTask(BaseTask):
         try:
             self._check(path, name, parameters, inputs, kernel_name, params_cell)
         except NbflowError as exc:
-            exc.where = exc.where or f"{site[0]}:{site[1]}"
+            here = f"{site[0]}:{site[1]}"
+            if not (exc.where or "").startswith(site[0]):
+                exc.where = f"{here} ({exc.where})" if exc.where else here
             raise
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
