@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only when a notebook is read
+    import nbformat
 
 from nbflow.exceptions import DefinitionError, NotebookNotFoundError, ParameterError
 
@@ -76,6 +79,8 @@ def _read_notebook(path: Path) -> nbformat.NotebookNode:
             f"notebook {path} does not exist", hint="check the path (relative paths are resolved "
             "against the pipeline file's folder)"
         )
+    import nbformat
+
     return nbformat.read(str(path), as_version=4)
 
 

@@ -257,3 +257,18 @@ def test_orphaned_attempts_of_a_dead_driver_are_retried(nbflow_home, write_pipel
     assert tis["second"]["state"] == "upstream_failed"
     attempt = api.run_details(run_id)["attempts"][0]
     assert attempt["reason"] == "worker_lost" and attempt["state"] == "failed"
+
+
+@pytest.mark.postgres
+def test_a_run_on_postgres_records_the_same_rows(pg_url, write_pipeline):
+    p = load_pipeline(write_pipeline(FLAKY))
+    result = api.run_pipeline(p, executor="local")
+    store = api.open_store()
+    assert store.engine.dialect.name == "postgresql"
+    tis = rows(result)
+    assert tis["flaky"]["state"] == "success" and tis["flaky"]["try_number"] == 2
+    assert tis["hopeless"]["state"] == "failed" and tis["hopeless"]["reason"] == "fail_now"
+    details = api.run_details(result.run_id)
+    assert [a["state"] for a in details["attempts"] if a["task_id"] == "flaky"] == ["up_for_retry", "success"]
+    assert details["run"]["state"] == "failed" and details["run"]["ended_at"] is not None
+    assert api.load_output(result.run_id, "flaky") == "ok"

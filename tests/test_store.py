@@ -15,7 +15,7 @@ from nbflow import states
 from nbflow.states import RunState, TaskState
 from nbflow.store import Store
 from nbflow.store.orm import Base
-from nbflow.store.session import get_engine, retrying, schema_revisions
+from nbflow.store.session import SCHEMA_HEAD, get_engine, retrying, schema_revisions
 
 TABLES = {"pipelines", "pipeline_versions", "runs", "task_instances", "task_attempts", "artifacts", "alembic_version"}
 
@@ -47,7 +47,7 @@ def _check_fresh_database(store: Store) -> None:
     insp = sa.inspect(store.engine)
     assert TABLES <= set(insp.get_table_names())
     current, head = schema_revisions(store.engine)
-    assert current == head == "0001"
+    assert current == head == SCHEMA_HEAD
 
 
 def _check_models_match_migrations(store: Store) -> None:

@@ -29,6 +29,9 @@ log = logging.getLogger("nbflow.store")
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration's revision (a test checks it against the migrations folder). Knowing
+#: it lets a process skip loading Alembic when the database is already current.
+SCHEMA_HEAD = "0001"
 SQLITE_BUSY_MS = 30_000
 
 _engines: dict[str, Engine] = {}
@@ -116,11 +119,27 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     return current, head
 
 
+def _current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError as _DBAPIError
+
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except _DBAPIError as exc:
+        if is_transient(exc):
+            raise
+        return None  # no table yet: a new database
+
+
 def ensure_schema(engine: Engine) -> None:
     """Upgrade once per process per database (new databases are created here)."""
     if str(engine.url) in _upgraded:
         return
     try:
+        if retrying(lambda: _current_revision(engine), what="schema check") == SCHEMA_HEAD:
+            _upgraded.add(str(engine.url))
+            return
         retrying(lambda: upgrade(engine), what="schema upgrade")
     except DBAPIError as exc:
         raise StoreError(

@@ -1,0 +1,61 @@
+"""``python -m benchmarks --quick`` runs end to end and reports every row (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXPECTED_ROWS = {
+    "wide-inline",
+    "wide-local",
+    "wide-sql",
+    "chain-inline",
+    "chain-local",
+    "chain-sql",
+    "flat-wide-100",
+    "flat-wide-1000",
+    "flatness",
+    "fixed-cost-warm",
+    "fixed-cost-cold",
+    "notebook",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quick_benchmarks_print_a_table_and_write_json(tmp_path):
+    out = tmp_path / "tmp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-fail", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout
+    assert "benchmark" in table and "verdict" in table, table
+    for name in EXPECTED_ROWS:
+        assert f"\n{name} " in table, f"row {name} missing from the table:\n{table}"
+    assert "Prefect 3" in table  # the reference footer
+
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    rows = {r["name"]: r for r in data["rows"]}
+    assert set(rows) == EXPECTED_ROWS, sorted(rows)
+    for name, row in rows.items():
+        assert row["verdict"] in {"PASS", "FAIL", "info"}, (name, row)
+        for key in ("nbflow", "baseline", "result"):
+            value = row[key]
+            assert isinstance(value, (int, float)) and math.isfinite(value), (name, key, value)
+        assert row["compares"] and row["unit"] and row["result_unit"], (name, row)
+        assert (row["verdict"] == "info") == (row["target"] == ""), (name, row)
+    assert data["failed"] == sorted(data["failed"], key=[r["name"] for r in data["rows"]].index)
+    assert set(data["failed"]) == {n for n, r in rows.items() if r["verdict"] == "FAIL"}
