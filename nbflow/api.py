@@ -126,10 +126,19 @@ def drive_run(
     store = store or open_store()
     settings = store.settings
     name = executor or settings.executor
-    with get_executor(name, parallelism=parallelism) as ex:
+    ex = get_executor(name, parallelism=parallelism)
+    try:
+        ex.start()
+    except Exception as exc:
+        note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
+        store.write(lambda tx: tx.set_run_state(run_id, RunState.FAILED, note=note), what="run failed to start")
+        raise NbflowError(f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+    try:
         if on_start is not None:
             on_start(ex)
         state = RunEngine(store, pipeline, run_id, ex, settings=settings, listeners=listeners).run()
+    finally:
+        ex.shutdown()
     return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
 
 
@@ -206,6 +215,28 @@ def rerun(
     return drive_run(pipeline, run_id, executor=executor, parallelism=parallelism, listeners=listeners, store=store)
 
 
+def cancel_run(run_id: int, *, why: str = "cancelled by request", store: Store | None = None) -> list[str]:
+    """Cancel a queued or running run; returns the tasks that were still unfinished.
+
+    The run and its unfinished tasks are marked ``cancelled`` at once; the process driving
+    the run notices within ``cancel_poll`` seconds and kills what is in flight (notebook
+    kernels, shell commands, Dask futures).
+    """
+    store = store or open_store()
+    run = store.get_run(run_id)
+    if run["state"] not in (RunState.QUEUED.value, RunState.RUNNING.value):
+        raise NbflowError(f"run {run_id} is {run['state']}; only a queued or running run can be cancelled")
+    open_tasks = [r["task_id"] for r in store.task_instances(run_id) if TaskState(r["state"]) not in FINISHED]
+
+    def write(tx: Any) -> None:
+        tx.set_run_state(run_id, RunState.CANCELLED, note=why)
+        for tid in open_tasks:
+            tx.set_task_state(run_id, tid, TaskState.CANCELLED, reason="cancelled", error=why)
+
+    store.write(write, what="cancel run")
+    return open_tasks
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -232,8 +263,10 @@ def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
     }
 
 
-def read_log(run_id: int, task_id: str, *, try_number: int | None = None, store: Store | None = None) -> str:
-    """The log text of one attempt (default: the latest) of a task."""
+def read_log(
+    run_id: int, task_id: str, *, try_number: int | None = None, offset: int = 0, store: Store | None = None
+) -> str:
+    """The log text of one attempt (default: the latest) of a task, from byte ``offset`` on."""
     store = store or open_store()
     run = store.get_run(run_id)
     attempts = store.attempts(run_id, task_id)
@@ -258,8 +291,9 @@ def read_log(run_id: int, task_id: str, *, try_number: int | None = None, store:
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         return ""
-    with fs.open(path, "r", encoding="utf-8", errors="replace") as fh:
-        return fh.read()
+    with fs.open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode("utf-8", errors="replace")
 
 
 def _default_log(settings: Settings, pipeline: str, run_id: int, task_id: str, try_number: int) -> str:
@@ -297,13 +331,18 @@ def dag_picture(
     return dot if fmt == "dot" else render(dot, fmt)
 
 
-def unfinished(states: Iterable[str]) -> bool:
-    """Whether any of the states is not final."""
-    return any(TaskState(s) not in FINISHED for s in states)
+def task_finished(run_id: int, task_id: str, *, store: Store | None = None) -> bool:
+    """Whether a task of a run has reached a final state (for following its log)."""
+    store = store or open_store()
+    for row in store.task_instances(run_id):
+        if row["task_id"] == task_id:
+            return TaskState(row["state"]) in FINISHED
+    raise UnknownTaskError(store.get_run(run_id)["pipeline"], task_id, [], where=f"run {run_id}")
 
 
 __all__ = [
     "RunResult",
+    "cancel_run",
     "create_run",
     "dag_picture",
     "drive_run",
@@ -315,4 +354,5 @@ __all__ = [
     "run_details",
     "run_file",
     "run_pipeline",
+    "task_finished",
 ]

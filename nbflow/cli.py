@@ -237,9 +237,51 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
-    text = api.read_log(args.run, args.task, try_number=args.try_number)
-    out.write(text if text else f"(task '{args.task}' of run {args.run} wrote no log output)\n")
+    if not args.follow:
+        text = api.read_log(args.run, args.task, try_number=args.try_number)
+        out.write(text if text else f"(task '{args.task}' of run {args.run} wrote no log output)\n")
+        return 0
+    offset = 0
+    while True:  # tail the log until the task has finished and nothing new arrives
+        finished = api.task_finished(args.run, args.task)
+        chunk = api.read_log(args.run, args.task, try_number=args.try_number, offset=offset)
+        if chunk:
+            out.write(chunk)
+            out.flush()
+            offset += len(chunk.encode("utf-8"))
+        elif finished:
+            return 0
+        else:
+            time.sleep(args.interval)
+
+
+def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
+    from nbflow import api
+
+    stopped = api.cancel_run(args.run)
+    out.write(f"run {args.run} cancelled; {len(stopped)} unfinished task(s) stopped: {', '.join(stopped) or '-'}\n")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
+    """Replace this process with a Dask worker that advertises nbflow queues as resources."""
+    import os
+
+    from nbflow.executors.dask import queue_resource
+
+    queues = args.queue or ["default"]
+    resources = [f"{queue_resource(q)}={args.nthreads}" for q in queues] + list(args.resources or [])
+    argv = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler, "--nthreads", str(args.nthreads)]
+    argv += ["--resources", " ".join(resources)]
+    if args.name:
+        argv += ["--name", args.name]
+    if args.nworkers:
+        argv += ["--nworkers", str(args.nworkers)]
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    out.write(f"nbflow worker: serving queues {', '.join(queues)} for {args.scheduler}\n")
+    out.flush()
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
 
 
 def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
@@ -270,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def executor_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--executor", "-e", help="where tasks run: inline (this process), local (worker processes; default)")
-        p.add_argument("--parallelism", "-j", type=int, help="worker processes for the local executor (default: CPUs)")
+        p.add_argument("--executor", "-e", help="where tasks run: inline (this process), local (worker processes), dask (a Dask cluster; default)")
+        p.add_argument("--parallelism", "-j", type=int, help="worker processes of the local executor / local Dask cluster (default: CPUs)")
+        p.add_argument("--dask-address", metavar="tcp://HOST:8786", help="use this Dask scheduler instead of starting a local cluster (or NBFLOW_DASK_ADDRESS)")
         p.add_argument("--verbose", "-v", action="store_true", help="also show queued tasks and hosts")
 
     p = sub.add_parser(
@@ -314,7 +357,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=int, help="run id")
     p.add_argument("task", help="task id")
     p.add_argument("--try", dest="try_number", type=int, help="which try (default: the latest)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the task finishes")
+    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run", description="Mark run RUN and its unfinished tasks cancelled. The process driving the run notices within seconds and kills running notebook kernels, shell commands and Dask tasks.")
+    p.add_argument("run", type=int, help="run id")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "worker",
+        help="start a Dask worker that serves nbflow queues",
+        description="A thin wrapper around `dask worker`: queue Q is advertised as the Dask resource queue-Q, so tasks with queue='Q' run only on workers that serve it.",
+        epilog="example: nbflow worker --scheduler tcp://10.0.0.5:8786 --queue gpu --queue default --nthreads 1 --resources GPU=1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scheduler", required=True, help="address of the Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--queue", "-q", action="append", help="a queue to serve (repeatable; default: default)")
+    p.add_argument("--nthreads", type=int, default=1, help="tasks this worker runs at once (default 1)")
+    p.add_argument("--nworkers", type=int, help="worker processes to start (default 1)")
+    p.add_argument("--name", help="worker name (shown in `nbflow tasks`)")
+    p.add_argument("--resources", action="append", metavar="NAME=AMOUNT", help="extra resources, e.g. GPU=1 (repeatable)")
+    p.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="manage the metadata database").add_subparsers(dest="db_command", metavar="SUBCOMMAND")
     db.required = True
@@ -327,6 +391,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``nbflow`` console script; returns the exit code."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    if getattr(args, "dask_address", None):
+        import os
+
+        from nbflow.config import reset_settings
+
+        os.environ["NBFLOW_DASK_ADDRESS"] = args.dask_address
+        reset_settings()
+        args.executor = args.executor or "dask"
     try:
         return args.func(args, out)
     except NbflowError as exc:

@@ -12,6 +12,8 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | parallelism      | NBFLOW_PARALLELISM      | number of CPUs                       |
 | kill_grace       | NBFLOW_KILL_GRACE       | ``5`` seconds from SIGTERM to SIGKILL|
 | db_retries       | NBFLOW_DB_RETRIES       | ``8`` retries of a locked database   |
+| cancel_poll      | NBFLOW_CANCEL_POLL      | ``2`` s between checks for a cancel  |
+| dask_address     | NBFLOW_DASK_ADDRESS     | none: start a local Dask cluster     |
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Settings:
     parallelism: int = max(1, os.cpu_count() or 1)
     kill_grace: float = 5.0
     db_retries: int = 8
+    cancel_poll: float = 2.0
+    dask_address: str | None = None
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -50,6 +54,8 @@ _ENV = {
     "parallelism": "NBFLOW_PARALLELISM",
     "kill_grace": "NBFLOW_KILL_GRACE",
     "db_retries": "NBFLOW_DB_RETRIES",
+    "cancel_poll": "NBFLOW_CANCEL_POLL",
+    "dask_address": "NBFLOW_DASK_ADDRESS",
 }
 
 

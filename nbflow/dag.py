@@ -167,6 +167,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "timeout": None,
     "queue": "default",
     "trigger_rule": "all_success",
+    "resources": None,
 }
 
 
@@ -227,7 +228,15 @@ class Task:
         self.retry_backoff = bool(merged["retry_backoff"])
         self.max_retry_delay = _seconds("max_retry_delay", merged["max_retry_delay"], where) or 0.0
         self.timeout = _seconds("timeout", merged["timeout"], where)
-        self.queue = str(merged["queue"])
+        self.queue = check_name("queue", str(merged["queue"]), where)
+        self.resources = dict(merged["resources"] or {})
+        for rname, amount in self.resources.items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
+                raise DefinitionError(
+                    f"resource {rname!r} of task '{task_id}' needs a positive amount, got {amount!r}",
+                    where=where,
+                    hint='e.g. resources={"GPU": 1, "MEM": 8e9}',
+                )
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(

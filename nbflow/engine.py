@@ -36,7 +36,8 @@ from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.executors.base import Event, Executor
-from nbflow.states import FAILED_STATES, FINISHED, RunState, TaskState
+from nbflow.artifacts import attempt_dir
+from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
 from nbflow.worker import AttemptResult, WorkItem
 
@@ -135,19 +136,32 @@ class RunEngine:
         self._ops: list[tuple[Callable[[Tx], bool], str | None]] = []
         self._notes: list[TaskEvent] = []
         self._submits: list[WorkItem] = []
+        self.lost_tries: dict[str, int] = {}
 
     # -- public ---------------------------------------------------------------------------
     def run(self) -> RunState:
-        """Drive the run to its end and return its final state (Ctrl-C cancels it)."""
+        """Drive the run to its end and return its final state (Ctrl-C cancels it).
+
+        Every ``settings.cancel_poll`` seconds the run's row is read: a run cancelled from
+        elsewhere (``nbflow cancel``, the web UI) stops here, killing what is in flight.
+        """
         self._load()
         self._op(lambda tx: tx.set_run_state(self.run_id, RunState.RUNNING))
         try:
             events: list[Event] = []
+            checked = self.clock()
             while True:
                 self._step(events)
                 if self._unfinished == 0:
                     break
-                events = self.executor.poll(self._poll_timeout())
+                timeout = self._poll_timeout()
+                poll = self.settings.cancel_poll if timeout is None else min(timeout, self.settings.cancel_poll)
+                events = self.executor.poll(poll)
+                if self.clock() - checked >= self.settings.cancel_poll:
+                    checked = self.clock()
+                    if self.store.get_run(self.run_id)["state"] == RunState.CANCELLED.value:
+                        self.cancel("cancelled by request")
+                        return RunState.CANCELLED
         except KeyboardInterrupt:
             self.cancel("interrupted")
             raise
@@ -173,7 +187,9 @@ class RunEngine:
                 raise UnknownTaskError(
                     self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}"
                 )
-            self.tis[row["task_id"]] = _TI(row["task_id"], T(row["state"]), row["try_number"], row["max_tries"])
+            self.tis[row["task_id"]] = _TI(
+                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
+            )
         in_run = set(self.tis)
         self.children = {tid: [] for tid in in_run}
         for tid in self.pipeline.order():
@@ -184,7 +200,11 @@ class RunEngine:
         self._load_outputs(in_run)
         now = self.clock()
         for ti in self.tis.values():
-            if ti.state in (T.QUEUED, T.RUNNING):  # left behind by a driver that died
+            if ti.state in ADOPTABLE:  # left behind by a driver that stopped
+                folder = attempt_dir(self.settings.artifact_root, self.pipeline.name, self.run_id, ti.task_id, ti.try_number)
+                if ti.key and self.executor.adopt(ti.key, folder):
+                    self.by_key[ti.key] = ti.task_id
+                    continue
                 self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
         # counters from scratch (the resets above already adjusted them partially)
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
@@ -309,7 +329,10 @@ class RunEngine:
                 params=self.params,
                 artifact_root=self.settings.artifact_root,
                 kill_grace=self.settings.kill_grace,
+                queue=task.queue,
+                resources=task.resources,
                 sys_path=[str(self.pipeline.base_dir)],
+                durable_result=self.executor.durable_results,
             )
         )
 
@@ -320,12 +343,18 @@ class RunEngine:
         if ti is None or ti.key != event.key:
             log.info("ignoring %s event for %s: not the current attempt", event.kind, event.key)
             return
-        if event.kind == "started":
+        if event.kind == "note":
+            run_id, note = self.run_id, event.message
+            self._op(lambda tx: tx.set_task_note(run_id, tid, note))
+            self._note(ti, note)
+        elif event.kind == "started":
             if ti.state is not T.QUEUED:
                 return
             ti.started_at = event.at
             started, try_number = _dt(event.at), ti.try_number
-            self._set(ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid)
+            self._set(
+                ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid, note=None
+            )
             run_id = self.run_id
             self._op(
                 lambda tx: tx.update_attempt(
@@ -336,9 +365,14 @@ class RunEngine:
         elif event.kind == "finished":
             self._apply_result(ti, event.result)
         else:  # lost
+            if event.reason in (None, "worker_lost"):
+                self.lost_tries[ti.task_id] = self.lost_tries.get(ti.task_id, 0) + 1
             self._fail_attempt(ti, event.reason or "worker_lost", event.message, event.at)
 
     def _apply_result(self, ti: _TI, res: AttemptResult) -> None:
+        if res.reason == "cancelled":
+            self._fail_attempt(ti, "cancelled", res.message, res.ended_at)
+            return
         if res.ok:
             self.outputs[ti.task_id] = res.artifacts
         fields = {
@@ -405,6 +439,10 @@ class RunEngine:
                 **fields,
             )
             return T.UP_FOR_RETRY.value
+        if reason == "worker_lost" and self.lost_tries.get(ti.task_id) == ti.try_number:
+            # every try died with its worker: the task itself likely kills workers (Dask's KilledWorker)
+            reason = "killed_worker"
+            error = f"the worker died during each of {ti.try_number} tries; last: {error}"
         self._set(ti, T.FAILED, expect_try=ti.try_number, reason=reason, error=error, **fields)
         return T.FAILED.value
 

@@ -12,8 +12,10 @@ threads write where they always did.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import signal
 import socket
 import sys
 import threading
@@ -42,8 +44,13 @@ class WorkItem:
     params: dict[str, Any]
     artifact_root: str
     kill_grace: float = 5.0
+    queue: str = "default"
+    resources: dict[str, float] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
     payload: bytes | None = None
+    #: Also write the result record to ``result.json`` in the attempt folder, so a driver
+    #: restarted while the attempt ran can still learn how it ended.
+    durable_result: bool = False
 
     def pack(self) -> WorkItem:
         """A copy whose task is cloudpickled (for another process or machine)."""
@@ -101,8 +108,112 @@ def attempt_paths(item: WorkItem) -> tuple[str, str]:
     return folder, f"{folder}/log.txt"
 
 
+# --- attempts running in this process, so they can be cancelled from another thread ----------
+
+_running: dict[str, set[int]] = {}
+_cancelled: set[str] = set()
+_running_lock = threading.Lock()
+
+
+def kill_attempt(key: str, grace: float = 5.0) -> bool:
+    """Kill the process groups (kernel, shell, timeout child) of a running attempt.
+
+    SIGTERM now, SIGKILL after ``grace`` seconds (from a background thread, so a caller on
+    an event loop is not blocked). Returns whether the attempt was running here; its
+    result then reports ``cancelled``.
+    """
+    with _running_lock:
+        if key not in _running:
+            return False
+        _cancelled.add(key)
+        groups = set(_running[key])
+    _signal_groups(groups, signal.SIGTERM)
+
+    def finish() -> None:
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_alive(p) for p in groups):
+            time.sleep(0.05)
+        _signal_groups(groups, signal.SIGKILL)
+
+    threading.Thread(target=finish, name=f"nbflow-kill-{key}", daemon=True).start()
+    return True
+
+
+def _signal_groups(groups: set[int], sig: int) -> None:
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            try:
+                os.kill(pgid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def running_attempts() -> list[str]:
+    """Keys of the attempts running in this process."""
+    with _running_lock:
+        return list(_running)
+
+
 def run_work_item(item: WorkItem) -> AttemptResult:
     """Execute one attempt and describe it; exceptions of the task never escape."""
+    with _running_lock:
+        _running[item.key] = set()
+    try:
+        result = _run(item)
+    finally:
+        with _running_lock:
+            _running.pop(item.key, None)
+            cancelled = item.key in _cancelled
+            _cancelled.discard(item.key)
+    if cancelled:
+        result.ok, result.reason, result.message = False, "cancelled", f"cancelled ({result.message or 'killed'})"
+    if item.durable_result:
+        write_result(result, attempt_paths(item)[0])
+    return result
+
+
+def _register(key: str) -> Any:
+    def register(pgid: int) -> None:
+        with _running_lock:
+            if key in _running:
+                _running[key].add(pgid)
+
+    return register
+
+
+def write_result(result: AttemptResult, folder: str) -> None:
+    """Store a result record as ``result.json`` in the attempt folder."""
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{folder}/result.json.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(dataclasses.asdict(result), fh)
+    os.replace(tmp, f"{folder}/result.json")
+
+
+def read_result(folder: str) -> AttemptResult | None:
+    """The result record a worker stored for an attempt, if any."""
+    import json
+
+    try:
+        with open(f"{folder}/result.json") as fh:
+            return AttemptResult(**json.load(fh))
+    except FileNotFoundError:
+        return None
+
+
+def _run(item: WorkItem) -> AttemptResult:
     started = time.time()
     folder, log_path = attempt_paths(item)
     ctx = AttemptContext(
@@ -115,6 +226,7 @@ def run_work_item(item: WorkItem) -> AttemptResult:
         params=item.params,
         upstream={tid: UpstreamOutput(style, refs) for tid, (style, refs) in item.upstream.items()},
         kill_grace=item.kill_grace,
+        register_process=_register(item.key),
     )
     saved: list[artifacts.ArtifactRef] = []
     with capture_output(log_path):
@@ -172,7 +284,8 @@ class _LazyLog(io.TextIOBase):
     def write(self, text: str) -> int:
         if self._fh is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            # line-buffered, so `nbflow logs --follow` sees lines as they are printed
+            self._fh = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
         return self._fh.write(text)
 
     def flush(self) -> None:

@@ -62,6 +62,7 @@ def _check_models_match_migrations(store: Store) -> None:
 def test_new_sqlite_database_is_migrated_and_matches_models(nbflow_home):
     store = Store()
     assert (nbflow_home / "nbflow.db").exists()
+    assert "note" in {c["name"] for c in sa.inspect(store.engine).get_columns("task_instances")}
     _check_fresh_database(store)
     _check_models_match_migrations(store)
     with store.engine.connect() as conn:
@@ -183,3 +184,21 @@ def test_failed_transaction_leaves_no_partial_writes(nbflow_home):
 def test_engines_are_shared_per_url(nbflow_home):
     a, b = Store(), Store()
     assert a.engine is b.engine is get_engine(a.url)
+
+
+def test_upgrade_from_an_older_schema_keeps_data(nbflow_home):
+    """A database at revision 0001 (with a run in it) is migrated to the head on open."""
+    from alembic import command
+
+    from nbflow.store.session import _upgraded, alembic_config, dispose_engines
+
+    url = f"sqlite:///{nbflow_home / 'old.db'}"
+    engine = get_engine(url)
+    command.upgrade(alembic_config(engine), "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO pipelines (name, description, is_paused, created_at, updated_at) VALUES ('old', '', 0, '2026-01-01', '2026-01-01')")
+    dispose_engines()
+    assert str(engine.url) not in _upgraded
+    store = Store(url)
+    assert schema_revisions(store.engine)[0] == SCHEMA_HEAD
+    assert store.get_pipeline("old")["name"] == "old"

@@ -1,6 +1,7 @@
 """Executors, registered under the entry-point group ``nbflow.executors``.
 
-Built in: ``inline`` (this process), ``local`` (a pool of worker processes). A plugin adds
+Built in: ``inline`` (this process), ``local`` (a pool of worker processes), ``dask`` (a
+Dask cluster, embedded or remote). A plugin adds
 one by subclassing :class:`nbflow.executors.base.Executor` and declaring an entry point.
 """
 
@@ -16,6 +17,7 @@ from nbflow.executors.base import Event, Executor
 _BUILTIN = {
     "inline": "nbflow.executors.inline:InlineExecutor",
     "local": "nbflow.executors.local:LocalExecutor",
+    "dask": "nbflow.executors.dask:DaskExecutor",
 }
 
 

@@ -6,7 +6,9 @@ until at least one :class:`Event` is available (or the timeout passes):
 
 * ``started``  -- a worker began the attempt (host and pid known);
 * ``finished`` -- the attempt ended; ``result`` is the worker's record;
-* ``lost``     -- the attempt will never report (worker died, cancelled); ``reason`` says why.
+* ``lost``     -- the attempt will never report (worker died, cancelled); ``reason`` says why;
+* ``note``     -- something worth showing about a waiting attempt (``message``), e.g. that
+  no worker serves its queue.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class Executor(ABC):
     """Runs work items somewhere; subclasses register under the ``nbflow.executors`` entry point."""
 
     name = "base"
+    #: Whether workers should also write each result to the attempt folder (executors whose
+    #: work survives the driver, so a restarted driver can adopt it).
+    durable_results = False
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         self.parallelism = parallelism
@@ -52,6 +57,10 @@ class Executor(ABC):
     @abstractmethod
     def poll(self, timeout: float | None) -> list[Event]:
         """Events since the last call; waits up to ``timeout`` seconds (None: until one arrives)."""
+
+    def adopt(self, key: str, attempt_folder: str) -> bool:
+        """Re-attach to an attempt a previous driver submitted; True if its events will follow."""
+        return False
 
     def cancel(self, key: str) -> None:
         """Stop one attempt (kill its kernel or process); a ``lost`` event follows."""

@@ -119,6 +119,7 @@ class TaskInstanceRow(Base):
     output_uri: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(String(50))
     error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

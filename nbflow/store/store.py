@@ -173,6 +173,13 @@ class Tx:
             )
         return ok
 
+    def set_task_note(self, run_id: int, task_id: str, note: str | None) -> bool:
+        """Say why a task waits (shown by `nbflow tasks`); not a state change."""
+        self.conn.execute(
+            update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id).values(note=note, updated_at=utcnow())
+        )
+        return True
+
     def update_attempt(self, run_id: int, task_id: str, try_number: int, **fields: Any) -> None:
         """Set columns of one attempt row."""
         self.conn.execute(

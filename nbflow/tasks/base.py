@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,9 @@ class AttemptContext:
     params: dict[str, Any]
     upstream: dict[str, UpstreamOutput]
     kill_grace: float = 5.0
+    #: Called with the process-group id of every process the attempt starts (kernel, shell,
+    #: timeout child), so that cancelling the attempt can kill them from another thread.
+    register_process: Callable[[int], None] = field(default=lambda pgid: None, repr=False)
 
     @property
     def artifact_dir(self) -> str:
@@ -50,6 +55,21 @@ class AttemptContext:
         for name, value in self.params.items():
             env[f"NBFLOW_PARAM_{name.upper().replace('-', '_').replace('.', '_')}"] = str(value)
         return env
+
+    def kernel_context_source(self) -> str:
+        """Source of the hidden cell that makes ``nbflow.save()`` in a kernel write to this attempt."""
+        bind_args = {
+            "artifact_dir": self.artifact_dir,
+            "pipeline": self.pipeline,
+            "run_id": self.run_id,
+            "task_id": self.task_id,
+            "try_number": self.try_number,
+        }
+        return (
+            "# nbflow: where nbflow.save() writes in this run\n"
+            "import nbflow as _nbflow\n"
+            f"_nbflow.artifacts.bind(process_wide=True, manifest=True, **{json.dumps(bind_args)})"
+        )
 
 
 @dataclass

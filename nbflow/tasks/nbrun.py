@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import nbformat
@@ -98,6 +99,7 @@ class _Attempt:
         self.running: int | None = None  # executed index of the code cell in flight
         self.last_started: int | None = None
         self.process: Any = None  # the kernel's subprocess.Popen
+        self.on_kernel_start: Callable[[int], None] | None = None
         self.pgid: int | None = None
         self.timed_out = False
         self.alive_at_shutdown = False  # then its exit status is nbclient's doing, not a cause
@@ -149,6 +151,8 @@ class _Attempt:
                     if prov is not None and getattr(prov, "process", None) is not None:
                         attempt.pgid = getattr(prov, "pgid", None) or prov.process.pid
                         attempt.process = prov.process
+                        if attempt.on_kernel_start is not None:
+                            attempt.on_kernel_start(attempt.pgid)
 
             async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
                 if attempt.process is not None and attempt.process.poll() is None:
@@ -274,12 +278,14 @@ def run_notebook(
     cwd: str | None = None,
     startup_timeout: float = 60.0,
     kill_grace: float = 5.0,
+    on_kernel_start: Callable[[int], None] | None = None,
 ) -> NotebookOutcome:
     """Execute one notebook attempt with papermill in this process and return its outcome.
 
     The output notebook is always written and no kernel process is left alive. Only programmer
     errors raise: a missing ``input_path`` raises NotebookNotFoundError, an unreadable notebook
-    nbformat's error.
+    nbformat's error. ``on_kernel_start(pgid)`` is called once the kernel's process group
+    is known (so a canceller elsewhere can kill it).
     """
     src = Path(input_path).expanduser().resolve()
     if not src.is_file():
@@ -295,6 +301,7 @@ def run_notebook(
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
     attempt = _Attempt(log)
+    attempt.on_kernel_start = on_kernel_start
     try:
         if log:
             shown = json.dumps(parameters or {}, sort_keys=True, default=repr)

@@ -17,7 +17,6 @@ declared types.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -128,29 +127,18 @@ class NotebookTask(BaseTask):
             return out
         output_path = f"{ctx.attempt_dir}/output.ipynb"
         os.makedirs(ctx.attempt_dir, exist_ok=True)
-        bind_args = {
-            "artifact_dir": ctx.artifact_dir,
-            "pipeline": ctx.pipeline,
-            "run_id": ctx.run_id,
-            "task_id": ctx.task_id,
-            "try_number": ctx.try_number,
-        }
-        context_source = (
-            "# nbflow: where nbflow.save() writes in this run\n"
-            "import nbflow as _nbflow\n"
-            f"_nbflow.artifacts.bind(process_wide=True, manifest=True, **{json.dumps(bind_args)})"
-        )
         result = run_notebook(
             self.path,
             output_path,
             parameters=values,
-            context_source=context_source,
+            context_source=ctx.kernel_context_source(),
             kernel_name=self.kernel_name,
             cell_timeout=self.cell_timeout,
             timeout=self.timeout,
             log_path=ctx.log_path,
             cwd=os.path.dirname(self.path),
             kill_grace=ctx.kill_grace,
+            on_kernel_start=ctx.register_process,
         )
         artifacts = read_manifest(ctx.artifact_dir)
         if result.ok:
@@ -186,6 +174,7 @@ def notebook(
     timeout: float | None = _UNSET,
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
+    resources: dict[str, float] | None = _UNSET,
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
@@ -209,4 +198,5 @@ def notebook(
         timeout=timeout,
         queue=queue,
         trigger_rule=trigger_rule,
+        resources=resources,
     )

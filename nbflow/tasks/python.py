@@ -74,7 +74,7 @@ class PythonTask(BaseTask):
         if self.wants_params:
             kwargs["params"] = dict(ctx.params)
         if self.timeout is not None:
-            return _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace)
+            return _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
         try:
             return Outcome(ok=True, value=self.fn(*args, **kwargs))
         except Exception as exc:
@@ -110,7 +110,9 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
     os._exit(0)
 
 
-def _call_in_child(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float, grace: float) -> Outcome:
+def _call_in_child(
+    fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float, grace: float, register: Callable[[int], None]
+) -> Outcome:
     import cloudpickle
 
     sys.stdout.flush()
@@ -119,6 +121,7 @@ def _call_in_child(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: f
     recv, send = mp.Pipe(duplex=False)
     proc = mp.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
     proc.start()
+    register(proc.pid)  # the child calls setsid(): its pid is its process group
     send.close()
     try:
         if recv.poll(timeout):
@@ -195,6 +198,7 @@ def task(
     timeout: float | None = _UNSET,
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
+    resources: dict[str, float] | None = _UNSET,
 ) -> Any:
     """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
     options = {
@@ -206,6 +210,7 @@ def task(
         "timeout": timeout,
         "queue": queue,
         "trigger_rule": trigger_rule,
+        "resources": resources,
     }
     if fn is not None:
         return TaskFactory(fn, options)

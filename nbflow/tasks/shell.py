@@ -70,6 +70,7 @@ class ShellTask(BaseTask):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            ctx.register_process(proc.pid)
             try:
                 code = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -108,6 +109,7 @@ def shell(
     timeout: float | None = _UNSET,
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
+    resources: dict[str, float] | None = _UNSET,
 ) -> ShellTask:
     """Add a shell command task to the current pipeline and return its handle."""
     return ShellTask(
@@ -122,4 +124,5 @@ def shell(
         timeout=timeout,
         queue=queue,
         trigger_rule=trigger_rule,
+        resources=resources,
     )

@@ -1,0 +1,283 @@
+"""The dask executor against a real `dask scheduler` and `nbflow worker` subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nbflow import api
+from nbflow.loader import load_pipeline
+from tests.conftest import NOTEBOOKS, pid_alive
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A scheduler plus named `nbflow worker` processes."""
+
+    def __init__(self, tmp: Path):
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._start(
+            "scheduler",
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+        )
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def worker(self, name: str, *queues: str) -> None:
+        argv = [sys.executable, "-m", "nbflow", "worker", "--scheduler", self.address, "--name", name]
+        for q in queues:
+            argv += ["--queue", q]
+        self._start(name, argv)
+
+    def wait_for(self, n: int) -> dict[str, dict]:
+        from distributed import Client
+
+        with Client(self.address, timeout="20s") as client:
+            client.wait_for_workers(n, timeout=60)
+            return {w["name"]: {"address": addr, **w} for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+
+@pytest.fixture
+def cluster(tmp_path, nbflow_home, monkeypatch):
+    c = Cluster(tmp_path)
+    c.worker("cpu1", "default")
+    c.worker("cpu2", "default")
+    c.worker("gpu1", "gpu", "default")
+    try:
+        c.workers = c.wait_for(3)
+        monkeypatch.setenv("NBFLOW_DASK_ADDRESS", c.address)
+        from nbflow.config import reset_settings
+
+        reset_settings()
+        api._stores.clear()
+        yield c
+    finally:
+        c.close()
+
+
+FAN = """
+import os, time
+from nbflow import Pipeline, task
+
+with Pipeline("fan") as pipeline:
+    @task
+    def part(i):
+        time.sleep(0.5)
+        return {"i": i, "pid": os.getpid()}
+
+    @task(queue="gpu", resources={"GPU": 0} if False else None)
+    def on_gpu():
+        return os.getpid()
+
+    @task
+    def combine(*parts):
+        return sorted(p["i"] for p in parts)
+
+    combine(*[part(i) for i in range(6)])
+    on_gpu()
+"""
+
+
+def test_fan_out_uses_several_workers_and_routes_queues(cluster, write_pipeline):
+    result = api.run_pipeline(load_pipeline(write_pipeline(FAN)), executor="dask")
+    assert result.ok, [(t["task_id"], t["state"], t["error"]) for t in result.tasks]
+    assert api.load_output(result.run_id, "combine") == list(range(6))
+    hosts = {t["hostname"] for t in result.tasks if t["task_id"].startswith("part")}
+    assert len(hosts) > 1, "the fan-out ran on one worker only"
+    assert result.task("on_gpu")["hostname"] == cluster.workers["gpu1"]["address"]
+    assert sum(t["state"] == "success" for t in result.tasks) == len(result.tasks)
+
+
+KILLED = """
+import os, time
+from pathlib import Path
+from nbflow import Pipeline, task
+
+HERE = Path(__file__).parent
+
+with Pipeline("killed") as pipeline:
+    @task(retries=1)
+    def victim():
+        marker = HERE / "worker.pid"
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(30)
+        return "done"
+
+    victim()
+"""
+
+
+@pytest.mark.faults
+def test_worker_killed_mid_task_is_a_new_try_on_another_worker(cluster, write_pipeline):
+    path = write_pipeline(KILLED)
+    marker = path.parent / "worker.pid"
+
+    def killer():
+        for _ in range(300):
+            if marker.exists() and marker.read_text():
+                os.kill(int(marker.read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    result = api.run_pipeline(load_pipeline(path), executor="dask")
+    thread.join()
+    assert result.ok, result.tasks
+    attempts = api.run_details(result.run_id)["attempts"]
+    assert [a["state"] for a in attempts] == ["up_for_retry", "success"]
+    assert attempts[0]["reason"] == "worker_lost" and "KilledWorker" in attempts[0]["message"]
+    assert attempts[0]["executor_key"] != attempts[1]["executor_key"]
+    assert [t["state"] for t in result.tasks] == ["success"]
+
+
+NO_WORKER = """
+from nbflow import Pipeline, task
+
+with Pipeline("tpu") as pipeline:
+    @task(queue="tpu")
+    def needs_tpu():
+        return 1
+
+    needs_tpu()
+"""
+
+
+def test_task_whose_queue_no_worker_serves_waits_and_says_why(cluster, write_pipeline):
+    pipeline = load_pipeline(write_pipeline(NO_WORKER))
+    store = api.open_store()
+    run_id = api.create_run(pipeline, executor="dask", store=store)
+    done: dict = {}
+    driver = threading.Thread(target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store)))
+    driver.start()
+    note = None
+    for _ in range(150):
+        note = store.task_instances(run_id)[0]["note"]
+        if note:
+            break
+        time.sleep(0.1)
+    assert note and "no worker serves queue 'tpu'" in note and "nbflow worker" in note
+    assert store.task_instances(run_id)[0]["state"] == "queued"
+    api.cancel_run(run_id, store=store)
+    driver.join(30)
+    assert not driver.is_alive()
+    assert done["r"].state.value == "cancelled"
+
+
+def _kernels() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if "ipykernel" in " ".join(p.info["cmdline"] or [])}
+
+
+NOTEBOOKS_PIPE = """
+from nbflow import Pipeline, notebook
+
+with Pipeline("remote_nb") as pipeline:
+    notebook({ok!r}, parameters={{"alpha": 2.0}})
+    notebook({slow!r}, parameters={{"seconds": 60}})
+"""
+
+
+@pytest.mark.faults
+def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipeline):
+    path = write_pipeline(NOTEBOOKS_PIPE.format(ok=str(NOTEBOOKS / "params_ok.ipynb"), slow=str(NOTEBOOKS / "sleeps.ipynb")))
+    pipeline = load_pipeline(path)
+    store = api.open_store()
+    before = _kernels()
+    run_id = api.create_run(pipeline, executor="dask", store=store)
+    done: dict = {}
+    driver = threading.Thread(target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store)))
+    driver.start()
+    states = {}
+    for _ in range(300):
+        states = {r["task_id"]: r["state"] for r in store.task_instances(run_id)}
+        if states.get("params_ok") == "success" and states.get("sleeps") == "running" and _kernels() - before:
+            break
+        time.sleep(0.1)
+    assert states == {"params_ok": "success", "sleeps": "running"}, states
+    row = {r["task_id"]: r for r in store.task_instances(run_id)}["params_ok"]
+    assert Path(row["output_uri"]).is_file() and str(row["output_uri"]).startswith(str(api.open_store().settings.artifact_root))
+    time.sleep(1.0)  # let the slow notebook's kernel start its sleeping cell
+    api.cancel_run(run_id, store=store)
+    driver.join(60)
+    assert done["r"].state.value == "cancelled"
+    deadline = time.time() + 15
+    while time.time() < deadline and (_kernels() - before):
+        time.sleep(0.2)
+    assert not (_kernels() - before), "the cancelled notebook's kernel is still alive"
+
+
+ADOPT = """
+import time
+from nbflow import Pipeline, task
+
+with Pipeline("adopt") as pipeline:
+    @task
+    def long():
+        time.sleep(4)
+        return "finished"
+
+    long()
+"""
+
+
+@pytest.mark.faults
+def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_home):
+    path = write_pipeline(ADOPT)
+    env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
+    driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, start_new_session=True)
+    store = api.open_store()
+    for _ in range(200):
+        runs = store.list_runs()
+        if runs and store.task_instances(runs[0]["id"])[0]["state"] == "running":
+            break
+        time.sleep(0.1)
+    run_id = runs[0]["id"]
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; the cluster keeps the task
+    driver.wait()
+    result = api.drive_run(load_pipeline(path), run_id, executor="dask", store=store)
+    assert result.ok and api.load_output(run_id, "long") == "finished"
+    attempts = api.run_details(run_id)["attempts"]
+    assert len(attempts) == 1 and attempts[0]["state"] == "success"  # adopted, not started twice
+
+
+def test_embedded_local_cluster_and_dashboard_link(tmp_path, write_pipeline):
+    path = write_pipeline(FAN.replace('queue="gpu", ', ""))
+    env = {k: v for k, v in os.environ.items() if k != "NBFLOW_DASK_ADDRESS"}
+    env["NBFLOW_HOME"] = str(tmp_path / "home")
+    res = subprocess.run(
+        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask", "-j", "2"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "local Dask cluster, 2 workers, dashboard http://127.0.0.1:" in res.stdout
+    assert "run 1 of fan: success" in res.stdout
+    assert not any(pid_alive(p.pid) for p in psutil.Process().children(recursive=True) if "distributed" in " ".join(p.cmdline()))
