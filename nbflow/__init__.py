@@ -7,6 +7,9 @@ Authoring API::
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one. ``raise nbflow.FailNow(...)`` fails a task
 without retries. Names are imported lazily so ``import nbflow`` stays cheap in kernels.
+
+In Jupyter: ``%load_ext nbflow`` (see ``%nbflow?``); ``pipeline.run()`` runs a pipeline with a
+live view and a pipeline displays as its DAG.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ _LAZY = {
     "NbflowError": "nbflow.exceptions",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, "__version__", "load_ipython_extension"]
 
 
 def __getattr__(name: str) -> Any:
@@ -42,3 +45,41 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext nbflow``: the ``%nbflow`` magics (IPython is imported only now)."""
+    from nbflow.jupyter import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """``%unload_ext nbflow``."""
+    from nbflow.jupyter import unload_ipython_extension as unload
+
+    unload(shell)
+
+
+# The package root wires what the layers cannot: ``Pipeline.run`` and a pipeline's notebook
+# picture live on ``nbflow.dag.Pipeline`` but are implemented above it (jupyter, render);
+# dag only holds hooks. The implementations are imported on first use, not here.
+def _run_hook(pipeline: Any, params: Any = None, **options: Any) -> Any:
+    from nbflow.jupyter.runs import run_pipeline
+
+    return run_pipeline(pipeline, params, **options)
+
+
+def _picture_hook(pipeline: Any) -> dict[str, Any]:
+    from nbflow.render import render, to_dot
+
+    try:
+        return {"image/svg+xml": render(to_dot(pipeline.definition())).decode()}
+    except NbflowError:  # no graphviz `dot`: the text form is shown
+        return {}
+
+
+from nbflow import dag as _dag  # noqa: E402 - pure and cheap; needed to install the hooks
+from nbflow.exceptions import NbflowError  # noqa: E402
+
+_dag.HOOKS.update(run=_run_hook, picture=_picture_hook)

@@ -8,7 +8,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | home             | NBFLOW_HOME             | ``./.nbflow``                        |
 | db_url           | NBFLOW_DB_URL           | ``sqlite:///{home}/nbflow.db``       |
 | artifact_root    | NBFLOW_ARTIFACT_ROOT    | ``{home}/runs`` (any fsspec URL)     |
-| executor         | NBFLOW_EXECUTOR         | ``local``                            |
+| executor         | NBFLOW_EXECUTOR         | ``dask`` (a local cluster unless an address is set) |
 | parallelism      | NBFLOW_PARALLELISM      | number of CPUs                       |
 | kill_grace       | NBFLOW_KILL_GRACE       | ``5`` seconds from SIGTERM to SIGKILL|
 | db_retries       | NBFLOW_DB_RETRIES       | ``8`` retries of a locked database   |
@@ -34,7 +34,7 @@ class Settings:
     home: Path
     db_url: str
     artifact_root: str
-    executor: str = "local"
+    executor: str = "dask"
     parallelism: int = max(1, os.cpu_count() or 1)
     kill_grace: float = 5.0
     db_retries: int = 8

@@ -544,5 +544,28 @@ class Pipeline:
             ],
         }
 
+    # -- in a notebook: run and draw through hooks the layers above install (see HOOKS) ----
+    def run(self, params: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Run now through the engine and store (live view in a notebook); returns the run.
+
+        Options: ``only=[task ...]``, ``executor=``, ``parallelism=``, ``live=``; see
+        :func:`nbflow.jupyter.runs.run_pipeline`.
+        """
+        return _hook("run")(self, params, **options)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"text/plain": repr(self), **_hook("picture")(self)}
+
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r}: {len(self.tasks)} tasks>"
+
+
+#: What ``Pipeline.run`` ("run") and a pipeline's notebook picture ("picture") call. dag must
+#: not import the layers that implement them (api, render); the package root installs them.
+HOOKS: dict[str, Callable[..., Any]] = {}
+
+
+def _hook(name: str) -> Callable[..., Any]:
+    if name not in HOOKS:
+        raise DefinitionError(f"nothing is installed to {name} pipelines", hint="import nbflow (its __init__ installs it)")
+    return HOOKS[name]

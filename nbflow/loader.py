@@ -1,4 +1,4 @@
-"""Load pipelines from ``.py`` files.
+"""Load pipelines from ``.py`` files (and notebooks of cell tasks, see :mod:`nbflow.tasks.cellspec`).
 
 Each file is imported as its own module (named after its path, never clashing with
 another file's), with its folder on ``sys.path`` so it can import its neighbours, and
@@ -35,9 +35,16 @@ def load_file(path: str | Path) -> dict[str, Pipeline]:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise PipelineNotFoundError(f"no pipeline file {path}", hint="pass the path of a .py file that defines a Pipeline")
+    if path.suffix == ".ipynb":  # a notebook of cell tasks (nbflow.tasks.cellspec); no kernel is started
+        from nbflow.tasks.cellspec import load_notebook
+
+        pipeline = load_notebook(path)
+        return {pipeline.name: pipeline}
     if path.suffix != ".py":
         raise PipelineLoadError(
-            f"cannot load pipelines from a '{path.suffix}' file", where=str(path), hint="pass a .py pipeline file"
+            f"cannot load pipelines from a '{path.suffix}' file",
+            where=str(path),
+            hint="pass a .py pipeline file or a notebook of cell tasks (.ipynb)",
         )
     name = _module_name(path)
     spec = importlib.util.spec_from_file_location(name, path)

@@ -22,7 +22,12 @@ def test_import_layers_are_kept():
 
 def test_no_module_of_the_package_is_huge():
     """DESIGN.md: no module over ~400 lines without a reason (the reason goes in this list)."""
-    allowed = {"nbflow/tasks/nbrun.py": 520, "nbflow/params.py": 460, "nbflow/engine.py": 460, "nbflow/dag.py": 560}
+    allowed = {
+        "nbflow/tasks/nbrun.py": 520,  # papermill's failure modes, one per branch, each documented
+        "nbflow/params.py": 460,  # papermill's parameter inspection gaps, patched with ast
+        "nbflow/engine.py": 520,  # the run driver: one cohesive state machine over events
+        "nbflow/dag.py": 580,  # Pipeline + Task + references: the whole authoring model
+    }
     for path in (ROOT / "nbflow").rglob("*.py"):
         rel = path.relative_to(ROOT).as_posix()
         lines = len(path.read_text().splitlines())

@@ -45,7 +45,7 @@ def test_run_success_shows_progress_summary_and_records_everything(tmp_path, wri
     res = nbflow("run", str(path), "-p", "n=7", home=home)
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "run 1 of cli_demo (3 tasks) on local" in out
+    assert "run 1 of cli_demo (3 tasks) on dask (local Dask cluster" in out
     assert "started (try 1)" in out and "done in" in out
     assert "task" in out and "state" in out and "tries" in out and "duration" in out
     assert "run 1 of cli_demo: success" in out

@@ -281,3 +281,43 @@ def test_embedded_local_cluster_and_dashboard_link(tmp_path, write_pipeline):
     assert "local Dask cluster, 2 workers, dashboard http://127.0.0.1:" in res.stdout
     assert "run 1 of fan: success" in res.stdout
     assert not any(pid_alive(p.pid) for p in psutil.Process().children(recursive=True) if "distributed" in " ".join(p.cmdline()))
+
+
+FOLLOW = """
+import time
+from nbflow import Pipeline, task, shell
+
+with Pipeline("follow") as pipeline:
+    shell("for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done", name="talk")
+
+    @task(timeout=1)
+    def too_slow():
+        time.sleep(30)
+
+    too_slow()
+"""
+
+
+def test_logs_follow_streams_while_running_and_timeouts_work_on_workers(cluster, write_pipeline, nbflow_home):
+    path = write_pipeline(FOLLOW)
+    env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
+    driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, stdout=subprocess.DEVNULL)
+    store = api.open_store()
+    for _ in range(200):
+        runs = store.list_runs()
+        if runs and any(r["state"] == "running" for r in store.task_instances(runs[0]["id"])):
+            break
+        time.sleep(0.1)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "logs", str(runs[0]["id"]), "talk", "--follow"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    first = follower.stdout.readline()
+    got_first_at = time.time()
+    rest = follower.stdout.read()
+    follower.wait(30)
+    driver.wait(60)
+    assert "line" in first or "nbflow: $" in first
+    assert "line 6" in rest and time.time() - got_first_at > 1.0, "the log arrived only at the end"
+    tis = {r["task_id"]: r for r in store.task_instances(runs[0]["id"])}
+    assert tis["talk"]["state"] == "success"
+    assert tis["too_slow"]["state"] == "failed" and tis["too_slow"]["reason"] == "task_timeout"

@@ -1,8 +1,9 @@
 """Task kinds, registered under the entry-point group ``nbflow.task_kinds``.
 
 Built in: ``python`` (``@task``), ``notebook`` (``notebook(...)``), ``shell``
-(``shell(...)``). A plugin adds a kind by subclassing :class:`nbflow.tasks.base.BaseTask`
-and declaring an entry point.
+(``shell(...)``), ``cell`` (notebook cells: ``%%nbflow task`` or ``nbflow:task=NAME`` tags).
+A plugin adds a kind by subclassing :class:`nbflow.tasks.base.BaseTask` and declaring an
+entry point.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ _BUILTIN = {
     "python": "nbflow.tasks.python:PythonTask",
     "notebook": "nbflow.tasks.notebook:NotebookTask",
     "shell": "nbflow.tasks.shell:ShellTask",
+    "cell": "nbflow.tasks.cell:CellTask",
 }
 
 

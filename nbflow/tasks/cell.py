@@ -123,7 +123,9 @@ class CellTask(BaseTask):
         if result.ok:
             return Outcome(ok=True, artifacts=artifacts, output_uri=output_path)
         where, index = self._where(result.cell_index)
-        if result.reason == "cell_error":
+        if result.reason == "cell_error" and result.cell_index == len(self.setup) + 1 and result.ename == "NameError":
+            message = str(result.evalue)  # "cell 5 did not define model (named in --outputs)"
+        elif result.reason == "cell_error":
             message = f"{where} raised {result.ename}: {result.evalue}"
         else:  # timeouts and kernel deaths name the tiny notebook's cell: name the user's
             message = re.sub(r"\bcell (\d+)\b", lambda m: self._where(int(m.group(1)))[0], result.message)
@@ -162,6 +164,7 @@ class CellTask(BaseTask):
                 " + ' (named in --outputs)')",
                 "import nbflow as _nbflow",
                 *(f"_nbflow.save({n!r}, {n})" for n in names),
+                "del _nbflow_missing  # (a statement last: the saved values are not displayed)",
             ]
         )
 
