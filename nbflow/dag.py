@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, UnknownTaskError
+from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
+from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
 
 TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed", "always")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -168,6 +169,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "queue": "default",
     "trigger_rule": "all_success",
     "resources": None,
+    "pool": None,
+    "pool_slots": 1,
+    "on_failure": None,
+    "on_success": None,
 }
 
 
@@ -229,6 +234,14 @@ class Task:
         self.max_retry_delay = _seconds("max_retry_delay", merged["max_retry_delay"], where) or 0.0
         self.timeout = _seconds("timeout", merged["timeout"], where)
         self.queue = check_name("queue", str(merged["queue"]), where)
+        self.pool = None if merged["pool"] is None else check_name("pool", str(merged["pool"]), where)
+        self.pool_slots = int(merged["pool_slots"])
+        if self.pool_slots < 1:
+            raise DefinitionError(f"pool_slots of task '{task_id}' must be >= 1", where=where)
+        self.on_failure, self.on_success = merged["on_failure"], merged["on_success"]
+        for label in ("on_failure", "on_success"):
+            if getattr(self, label) is not None and not callable(getattr(self, label)):
+                raise DefinitionError(f"{label} of task '{task_id}' must be callable", where=where)
         self.resources = dict(merged["resources"] or {})
         for rname, amount in self.resources.items():
             if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
@@ -316,6 +329,16 @@ class Task:
         return f"<{type(self).__name__} {self.pipeline_name}.{self.task_id}>"
 
 
+def _jsonable(value: Any) -> Any:
+    import json
+
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _flatten(items: Iterable[Any]) -> Iterator[Any]:
     for item in items:
         if isinstance(item, (list, tuple, set)):
@@ -397,6 +420,14 @@ class Pipeline:
         default_args: Mapping[str, Any] | None = None,
         description: str = "",
         tags: Iterable[str] = (),
+        start_date: Any = None,
+        end_date: Any = None,
+        timezone: str = "UTC",
+        catchup: bool = False,
+        max_active_runs: int = 16,
+        max_active_tasks: int | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
     ):
         self.site = caller_site()
         self.where = _site(self.site)
@@ -405,10 +436,23 @@ class Pipeline:
         self.file = os.path.abspath(file) if os.path.isfile(file) else None
         self.base_dir = Path(self.file).parent if self.file else Path.cwd()
         self.schedule = schedule
-        if schedule is not None:
-            from nbflow.schedule import validate_cron
-
-            validate_cron(schedule, pipeline=name, where=self.where)
+        self.cron = validate_cron(schedule, pipeline=name, where=self.where) if schedule is not None else None
+        self.timezone = timezone
+        tz = get_timezone(timezone, pipeline=name, where=self.where)
+        self.start_date = parse_date(start_date, pipeline=name, field="start_date", tz=tz, where=self.where)
+        self.end_date = parse_date(end_date, pipeline=name, field="end_date", tz=tz, where=self.where)
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ScheduleError(
+                f"pipeline '{name}' ends ({self.end_date:%Y-%m-%d %H:%M}) before it starts ({self.start_date:%Y-%m-%d %H:%M})",
+                where=self.where,
+            )
+        self.catchup = bool(catchup)
+        for label, value in (("max_active_runs", max_active_runs), ("max_active_tasks", max_active_tasks)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise DefinitionError(f"{label} of pipeline '{name}' must be a whole number >= 1, got {value!r}", where=self.where)
+        self.max_active_runs = max_active_runs
+        self.max_active_tasks = max_active_tasks
+        self.on_failure, self.on_success = on_failure, on_success
         self.param_defaults: dict[str, Any] = dict(params or {})
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
@@ -448,6 +492,12 @@ class Pipeline:
             task_id = f"{task_id}__{n}"
         self.tasks[task_id] = task
         return task_id
+
+    def timetable(self) -> Schedule | None:
+        """The pipeline's schedule as a :class:`~nbflow.schedule.Schedule` (None if unscheduled)."""
+        if self.cron is None:
+            return None
+        return Schedule(self.cron, get_timezone(self.timezone, pipeline=self.name), self.start_date, self.end_date)
 
     @property
     def params(self) -> ParamsView:
@@ -515,7 +565,7 @@ class Pipeline:
         """Hash of every task fingerprint, the parameters' defaults and the schedule."""
         h = hashlib.sha256(repr(sorted(self.task_fingerprints().items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
-        h.update(repr(self.schedule).encode())
+        h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
         return h.hexdigest()[:16]
 
     def definition(self) -> dict[str, Any]:
@@ -526,7 +576,13 @@ class Pipeline:
             "file": self.file,
             "schedule": self.schedule,
             "description": self.description,
-            "params": {k: repr(v) for k, v in self.param_defaults.items()},
+            "params": {k: _jsonable(v) for k, v in self.param_defaults.items()},
+            "timezone": self.timezone,
+            "start_date": self.start_date.isoformat() if self.start_date else None,
+            "end_date": self.end_date.isoformat() if self.end_date else None,
+            "catchup": self.catchup,
+            "max_active_runs": self.max_active_runs,
+            "max_active_tasks": self.max_active_tasks,
             "tasks": [
                 {
                     "id": tid,
@@ -534,6 +590,8 @@ class Pipeline:
                     "label": t.label(),
                     "upstream": sorted(t.upstream_ids),
                     "queue": t.queue,
+                    "pool": t.pool,
+                    "pool_slots": t.pool_slots,
                     "retries": t.retries,
                     "timeout": t.timeout,
                     "trigger_rule": t.trigger_rule,

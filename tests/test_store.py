@@ -17,7 +17,10 @@ from nbflow.store import Store
 from nbflow.store.orm import Base
 from nbflow.store.session import SCHEMA_HEAD, get_engine, retrying, schema_revisions
 
-TABLES = {"pipelines", "pipeline_versions", "runs", "task_instances", "task_attempts", "artifacts", "alembic_version"}
+TABLES = {
+    "pipelines", "pipeline_versions", "runs", "task_instances", "task_attempts", "artifacts", "alembic_version",
+    "jobs", "import_errors", "pools",
+}
 
 
 def _new_run(store: Store, tasks=("a", "b")) -> int:

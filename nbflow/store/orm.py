@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -51,7 +51,16 @@ class PipelineRow(Base):
     schedule: Mapped[str | None] = mapped_column(String(250))
     description: Mapped[str] = mapped_column(Text, default="")
     is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     latest_version_id: Mapped[int | None] = mapped_column(Integer)
+    start_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    catchup: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    max_active_runs: Mapped[int] = mapped_column(Integer, default=16, server_default="16")
+    max_active_tasks: Mapped[int | None] = mapped_column(Integer)
+    #: the scheduler's pointer: logical date of the next scheduled run to create
+    next_logical_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -85,6 +94,10 @@ class RunRow(Base):
     logical_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
     params: Mapped[dict] = mapped_column(JSON)
     executor: Mapped[str | None] = mapped_column(String(50))
+    data_interval_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the job (scheduler or runner process) driving the run
+    driver_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -98,6 +111,7 @@ class TaskInstanceRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "task_id", name="uq_task_instances_run_task"),
         Index("ix_task_instances_state", "state"),
+        Index("ix_task_instances_pool_state", "pool", "state"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -107,6 +121,8 @@ class TaskInstanceRow(Base):
     try_number: Mapped[int] = mapped_column(Integer, default=0)
     max_tries: Mapped[int] = mapped_column(Integer, default=1)
     queue: Mapped[str] = mapped_column(String(100), default="default")
+    pool: Mapped[str | None] = mapped_column(String(100))
+    pool_slots: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     hostname: Mapped[str | None] = mapped_column(String(250))
     pid: Mapped[int | None] = mapped_column(Integer)
@@ -166,9 +182,46 @@ class ArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class JobRow(Base):
+    """A process that drives runs (a scheduler, or an `nbflow run`): its heartbeat lease."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_kind_state", "kind", "state"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    hostname: Mapped[str] = mapped_column(String(250))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportErrorRow(Base):
+    """A pipeline file of the DAG folder that failed to load, with where and why."""
+
+    __tablename__ = "import_errors"
+    filename: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    location: Mapped[str] = mapped_column(String(1100))
+    error: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PoolRow(Base):
+    """A named pool of slots that limits how many tasks run at once, across runs and schedulers."""
+
+    __tablename__ = "pools"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
 pipelines = PipelineRow.__table__
 pipeline_versions = PipelineVersionRow.__table__
 runs = RunRow.__table__
 task_instances = TaskInstanceRow.__table__
 task_attempts = TaskAttemptRow.__table__
 artifacts = ArtifactRow.__table__
+jobs = JobRow.__table__
+import_errors = ImportErrorRow.__table__
+pools = PoolRow.__table__

@@ -175,6 +175,10 @@ def notebook(
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
     resources: dict[str, float] | None = _UNSET,
+    pool: str | None = _UNSET,
+    pool_slots: int = _UNSET,
+    on_failure: Any = _UNSET,
+    on_success: Any = _UNSET,
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
@@ -199,4 +203,8 @@ def notebook(
         queue=queue,
         trigger_rule=trigger_rule,
         resources=resources,
+        pool=pool,
+        pool_slots=pool_slots,
+        on_failure=on_failure,
+        on_success=on_success,
     )

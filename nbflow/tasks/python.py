@@ -199,6 +199,10 @@ def task(
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
     resources: dict[str, float] | None = _UNSET,
+    pool: str | None = _UNSET,
+    pool_slots: int = _UNSET,
+    on_failure: Any = _UNSET,
+    on_success: Any = _UNSET,
 ) -> Any:
     """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
     options = {
@@ -211,6 +215,10 @@ def task(
         "queue": queue,
         "trigger_rule": trigger_rule,
         "resources": resources,
+        "pool": pool,
+        "pool_slots": pool_slots,
+        "on_failure": on_failure,
+        "on_success": on_success,
     }
     if fn is not None:
         return TaskFactory(fn, options)

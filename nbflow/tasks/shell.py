@@ -110,6 +110,10 @@ def shell(
     queue: str = _UNSET,
     trigger_rule: str = _UNSET,
     resources: dict[str, float] | None = _UNSET,
+    pool: str | None = _UNSET,
+    pool_slots: int = _UNSET,
+    on_failure: Any = _UNSET,
+    on_success: Any = _UNSET,
 ) -> ShellTask:
     """Add a shell command task to the current pipeline and return its handle."""
     return ShellTask(
@@ -125,4 +129,8 @@ def shell(
         queue=queue,
         trigger_rule=trigger_rule,
         resources=resources,
+        pool=pool,
+        pool_slots=pool_slots,
+        on_failure=on_failure,
+        on_success=on_success,
     )
