@@ -17,6 +17,7 @@ a notebook works the same whether it is run by nbflow or by hand.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -82,18 +83,27 @@ def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
 
         data, kind = cloudpickle.dumps(value), "pickle"
     uri = join(folder, f"{name}.{'json' if kind == 'json' else 'pkl'}")
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(path, "wb") as fh:
-        fh.write(data)
+    if _is_local(uri):  # plain file I/O: fsspec's overhead is most of a small write
+        os.makedirs(folder, exist_ok=True)
+        with open(uri, "wb") as fh:
+            fh.write(data)
+    else:
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.makedirs(fs._parent(path), exist_ok=True)
+        with fs.open(path, "wb") as fh:
+            fh.write(data)
     return ArtifactRef(name=name, uri=uri, type=kind, size=len(data))
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
 
 
 def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:
     """Load a stored value."""
     if isinstance(ref, dict):
         ref = ArtifactRef(**ref)
-    with fsspec.open(ref.uri, "rb") as fh:
+    with (open(ref.uri, "rb") if _is_local(ref.uri) else fsspec.open(ref.uri, "rb")) as fh:
         data = fh.read()
     if ref.type == "json":
         return json.loads(data)

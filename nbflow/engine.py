@@ -1,25 +1,27 @@
-"""Drive one run to its end: readiness, trigger rules, retries, state writes.
+"""Drive one run: readiness, trigger rules, pools, retries, sensors, state writes.
 
 The algorithm, over plain in-memory records mirrored to the store:
 
 1. Each task instance keeps the number of its upstream tasks (within the run) that have
-   not finished. Tasks at zero are *decided* in definition order: its trigger rule over
-   the upstream states says run it, mark it ``upstream_failed``, or ``skipped``. Deciding
-   a task finished (not run) decrements its children in turn.
-2. Tasks to run are queued (compare-and-set ``pending|up_for_retry -> queued`` plus an
-   attempt row) and handed to the executor.
-3. The engine blocks in ``executor.poll`` until events arrive (or the next retry is due):
-   no fixed sleep, so a finished task's children are queued in the same step.
-4. Each step's writes (events applied, decisions, queued attempts) go to the store in one
-   transaction. In-memory state is updated first; a compare-and-set that matches no row
-   (someone else changed the task) is reconciled from the store.
-5. A failed attempt goes to ``up_for_retry`` while tries remain (delay
-   ``retry_delay * 2**(try-1)`` with backoff, capped by ``max_retry_delay``), else to
-   ``failed``; ``FailNow`` fails at once. The run ends when every task has finished:
-   ``failed`` when a leaf task failed or had an upstream failure, else ``success``.
+   not finished. Tasks at zero are *decided* in definition order by their trigger rule
+   (:func:`nbflow.rules.decide`): run it, or mark it ``upstream_failed``/``skipped``, which
+   in turn decrements its children. Total work is proportional to the edges: the cost per
+   task does not grow with the size of the run.
+2. A task to run is queued: compare-and-set ``pending|up_for_retry -> queued`` plus an
+   attempt row, in the same transaction that checks its pool and the pipeline's
+   ``max_active_tasks`` against every queued/running task in the database (so replicas
+   never exceed them). A task that does not fit is parked, with a note, and tried again
+   next step. Queued tasks go to the executor; sensors are poked by this process instead.
+3. The driver waits in ``executor.poll`` until events arrive or something is due (a retry,
+   a poke): no fixed sleep, so a finished task's children are queued in the same step.
+4. Each step's writes go to the store in one transaction. In-memory state changes first;
+   a compare-and-set that matches no row (someone else changed the task) is reconciled.
+5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
+   ``FailNow`` fails at once. Callbacks run after their state change is committed. The
+   run ends when every task finished (:func:`nbflow.rules.run_outcome`).
 
-The CLI, the notebook magics and (later) the scheduler all drive runs through
-:class:`RunEngine`; there is no second path.
+:meth:`RunEngine.run` drives one run alone (CLI, magics). The scheduler drives many runs
+over one executor with :meth:`start`, :meth:`step`, :meth:`wakeup_in` and :meth:`finish`.
 """
 
 from __future__ import annotations
@@ -28,21 +30,26 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from nbflow.config import Settings, get_settings
+from nbflow.artifacts import attempt_dir
+from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.executors.base import Event, Executor
-from nbflow.artifacts import attempt_dir
+from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
+from nbflow.tasks.sensor import SensorContext
 from nbflow.worker import AttemptResult, WorkItem
 
 log = logging.getLogger("nbflow.engine")
 T = TaskState
+CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
+PARK_RECHECK = 0.5  # seconds between checks of a full pool
 
 
 @dataclass
@@ -71,38 +78,9 @@ class _TI:
     waiting: int = 0  # upstream tasks in this run not finished yet
     next_retry_at: float | None = None
     key: str | None = None
-    started_at: float | None = None
-
-
-def retry_delay(task: Any, try_number: int) -> float:
-    """Seconds to wait after failed try ``try_number`` (1-based) before the next one."""
-    delay = float(task.retry_delay)
-    if task.retry_backoff:
-        delay *= 2 ** (try_number - 1)
-    return min(delay, float(task.max_retry_delay)) if task.max_retry_delay else delay
-
-
-def decide(rule: str, states: Iterable[TaskState]) -> TaskState | None:
-    """Trigger rule over finished upstream states: None to run, else the state to set."""
-    states = list(states)
-    failed = sum(s in FAILED_STATES for s in states)
-    skipped = sum(s is T.SKIPPED for s in states)
-    success = sum(s is T.SUCCESS for s in states)
-    if rule == "all_success":
-        return T.UPSTREAM_FAILED if failed else (T.SKIPPED if skipped else None)
-    if rule == "all_failed":
-        return None if failed == len(states) else T.SKIPPED
-    if rule in ("all_done", "always"):
-        return None
-    if rule == "one_success":
-        if success or not states:
-            return None
-        return T.SKIPPED if skipped == len(states) else T.UPSTREAM_FAILED
-    if rule == "one_failed":
-        return None if failed else T.SKIPPED
-    if rule == "none_failed":
-        return T.UPSTREAM_FAILED if failed else None
-    raise NbflowError(f"unknown trigger rule {rule!r}")
+    first_poke: float | None = None  # sensors
+    next_poke: float | None = None
+    poke: Future | None = None
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -122,50 +100,118 @@ class RunEngine:
         settings: Settings | None = None,
         listeners: Iterable[Listener] = (),
         clock: Callable[[], float] = time.time,
+        driver_id: int | None = None,
     ):
         self.store, self.pipeline, self.run_id, self.executor = store, pipeline, run_id, executor
         self.settings = settings or store.settings
         self.listeners = list(listeners)
         self.clock = clock
+        self.driver_id = driver_id
         self.tis: dict[str, _TI] = {}
         self.children: dict[str, list[str]] = {}
         self.outputs: dict[str, list[dict[str, Any]]] = {}
         self.by_key: dict[str, str] = {}
+        self.lost_tries: dict[str, int] = {}
+        self.state: RunState | None = None
         self._undecided: deque[str] = deque()
+        self._retrying: dict[str, float] = {}  # task -> when its next try is due
+        self._parked: dict[str, TaskState] = {}  # task -> state to return to (pool full)
+        self._parked_from: dict[str, TaskState] = {}  # task -> state it was queued from
+        self._poking: set[str] = set()
+        self._pokers: ThreadPoolExecutor | None = None
         self._unfinished = 0
-        self._ops: list[tuple[Callable[[Tx], bool], str | None]] = []
+        self._ops: list[tuple[Callable[[Tx], Any], str | None]] = []
         self._notes: list[TaskEvent] = []
         self._submits: list[WorkItem] = []
-        self.lost_tries: dict[str, int] = {}
+        self._callbacks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 
-    # -- public ---------------------------------------------------------------------------
-    def run(self) -> RunState:
+    # -- driving one run alone --------------------------------------------------------------
+    def run(self, heartbeat: Callable[[], None] | None = None) -> RunState:
         """Drive the run to its end and return its final state (Ctrl-C cancels it).
 
-        Every ``settings.cancel_poll`` seconds the run's row is read: a run cancelled from
-        elsewhere (``nbflow cancel``, the web UI) stops here, killing what is in flight.
+        Every ``settings.cancel_poll`` seconds the run's row is read (a run cancelled from
+        elsewhere stops here, killing what is in flight) and ``heartbeat`` is called.
         """
-        self._load()
-        self._op(lambda tx: tx.set_run_state(self.run_id, RunState.RUNNING))
+        self.start()
         try:
-            events: list[Event] = []
             checked = self.clock()
-            while True:
-                self._step(events)
-                if self._unfinished == 0:
-                    break
-                timeout = self._poll_timeout()
-                poll = self.settings.cancel_poll if timeout is None else min(timeout, self.settings.cancel_poll)
-                events = self.executor.poll(poll)
+            while not self.done:
+                wait = self.wakeup_in()
+                if wait is None and not self.by_key:
+                    raise NbflowError(f"run {self.run_id} has unfinished tasks but nothing in flight (engine bug)")
+                poll = self.settings.cancel_poll if wait is None else min(wait, self.settings.cancel_poll)
+                self.step(self.executor.poll(poll))
                 if self.clock() - checked >= self.settings.cancel_poll:
                     checked = self.clock()
+                    if heartbeat is not None:
+                        heartbeat()
                     if self.store.get_run(self.run_id)["state"] == RunState.CANCELLED.value:
                         self.cancel("cancelled by request")
                         return RunState.CANCELLED
         except KeyboardInterrupt:
             self.cancel("interrupted")
             raise
-        return self._finish()
+        return self.finish()
+
+    # -- driving many runs (the scheduler) -----------------------------------------------------
+    def start(self) -> None:
+        """Load the run, adopt or reset attempts left in flight, mark it running, take a first step."""
+        self._load()
+        fields = {"driver_id": self.driver_id} if self.driver_id is not None else {}
+        self._op(lambda tx: tx.set_run_state(self.run_id, RunState.RUNNING, **fields))
+        self.step([])
+
+    @property
+    def done(self) -> bool:
+        """Whether every task of the run has finished."""
+        return self._unfinished == 0
+
+    def owns(self, key: str) -> bool:
+        """Whether an executor event key belongs to this run."""
+        return key in self.by_key
+
+    def step(self, events: list[Event]) -> None:
+        """Apply events, decide and queue what is ready, poke sensors; one transaction."""
+        now = self.clock()
+        for event in events:
+            self._apply(event)
+        self._collect_pokes(now)
+        for tid, back in list(self._parked.items()):
+            del self._parked[tid]
+            if back is T.PENDING:
+                self._undecided.append(tid)
+            else:
+                self._retrying[tid] = now
+        self._decide_ready(now)
+        for tid, due in list(self._retrying.items()):
+            if due <= now:
+                del self._retrying[tid]
+                self._queue(self.tis[tid], now)
+        self._start_pokes(now)
+        self._flush()
+
+    def wakeup_in(self) -> float | None:
+        """Seconds until something time-based is due (None: only executor events matter)."""
+        now = self.clock()
+        due = list(self._retrying.values())
+        due += [ti.next_poke for ti in self.tis.values() if ti.next_poke is not None and ti.poke is None]
+        if self._parked:
+            due.append(now + PARK_RECHECK)
+        if any(ti.poke is not None for ti in self.tis.values()):
+            due.append(now + 0.05)
+        return max(0.0, min(due) - now) if due else None
+
+    def finish(self) -> RunState:
+        """Write the run's final state, call the pipeline's callback, release resources."""
+        leaves = [tid for tid in self.tis if not self.children.get(tid)]
+        final = run_outcome({tid: ti.state for tid, ti in self.tis.items()}, leaves)
+        self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
+        self.state = final
+        callback = self.pipeline.on_success if final is RunState.SUCCESS else self.pipeline.on_failure
+        if callback is not None and final is not RunState.CANCELLED:
+            _call_back(callback, {"pipeline": self.pipeline.name, "run_id": self.run_id, "state": final.value})
+        self._close()
+        return final
 
     def cancel(self, why: str = "cancelled") -> None:
         """Stop everything in flight and mark unfinished tasks and the run cancelled."""
@@ -176,23 +222,34 @@ class RunEngine:
                 self._set(ti, T.CANCELLED, reason="cancelled", error=why)
         self._op(lambda tx: tx.set_run_state(self.run_id, RunState.CANCELLED, note=why))
         self._flush()
+        self.state = RunState.CANCELLED
+        self._close()
+
+    def _close(self) -> None:
+        if self._pokers is not None:
+            self._pokers.shutdown(wait=False, cancel_futures=True)
+            self._pokers = None
 
     # -- loading --------------------------------------------------------------------------
     def _load(self) -> None:
         run = self.store.get_run(self.run_id)
         self.params = dict(run["params"])
-        rows = self.store.task_instances(self.run_id)
-        for row in rows:
+        self.context = {
+            "run_id": self.run_id,
+            "logical_date": run["logical_date"],
+            "data_interval_start": run["data_interval_start"],
+            "data_interval_end": run["data_interval_end"],
+        }
+        for row in self.store.task_instances(self.run_id):
             if row["task_id"] not in self.pipeline.tasks:
-                raise UnknownTaskError(
-                    self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}"
-                )
+                raise UnknownTaskError(self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}")
             self.tis[row["task_id"]] = _TI(
                 row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
             )
         in_run = set(self.tis)
         self.children = {tid: [] for tid in in_run}
-        for tid in self.pipeline.order():
+        order = self.pipeline.order()
+        for tid in order:
             if tid in in_run:
                 for up in self.pipeline.tasks[tid].upstream_ids:
                     if up in in_run:
@@ -201,15 +258,13 @@ class RunEngine:
         now = self.clock()
         for ti in self.tis.values():
             if ti.state in ADOPTABLE:  # left behind by a driver that stopped
-                folder = attempt_dir(self.settings.artifact_root, self.pipeline.name, self.run_id, ti.task_id, ti.try_number)
-                if ti.key and self.executor.adopt(ti.key, folder):
-                    self.by_key[ti.key] = ti.task_id
-                    continue
-                self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
+                self._adopt_or_reset(ti, now)
+            elif ti.state is T.UP_FOR_RETRY:
+                self._retrying[ti.task_id] = now
         # counters from scratch (the resets above already adjusted them partially)
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
         self._undecided.clear()
-        for tid in self.pipeline.order():
+        for tid in order:
             ti = self.tis.get(tid)
             if ti is None:
                 continue
@@ -217,6 +272,17 @@ class RunEngine:
             ti.waiting = sum(self.tis[u].state not in FINISHED for u in ups)
             if ti.state is T.PENDING and ti.waiting == 0:
                 self._undecided.append(tid)
+
+    def _adopt_or_reset(self, ti: _TI, now: float) -> None:
+        task = self.pipeline.tasks[ti.task_id]
+        if getattr(task, "runs_on_driver", False):  # a sensor: just keep poking
+            ti.first_poke, ti.next_poke = now, now
+            return
+        folder = attempt_dir(self.settings.artifact_root, self.pipeline.name, self.run_id, ti.task_id, ti.try_number)
+        if ti.key and self.executor.adopt(ti.key, folder):
+            self.by_key[ti.key] = ti.task_id
+            return
+        self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
 
     def _load_outputs(self, in_run: set[str]) -> None:
         """Artifacts of tasks already successful in this run, and of upstreams outside it."""
@@ -236,32 +302,33 @@ class RunEngine:
                 )
             self.outputs[up] = [_ref(a) for a in self.store.artifacts(row["run_id"], up, row["try_number"])]
 
-    # -- one step ---------------------------------------------------------------------------
-    def _step(self, events: list[Event]) -> None:
-        now = self.clock()
-        for event in events:
-            self._apply(event)
-        self._decide_ready(now)
-        self._queue_due_retries(now)
-        self._flush()
-
+    # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
         ops, self._ops = self._ops, []
         submits, self._submits = self._submits, []
         notes, self._notes = self._notes, []
+        callbacks, self._callbacks = self._callbacks, []
         if ops:
             results = self.store.write(lambda tx: [op(tx) for op, _ in ops], what=f"run {self.run_id} state update")
-            stale = {tid for ok, (_, tid) in zip(results, ops) if ok is False and tid is not None}
+            parked = {tid for res, (_, tid) in zip(results, ops) if isinstance(res, str)}
+            stale = {tid for res, (_, tid) in zip(results, ops) if res is False and tid is not None} - parked
+            for res, (_, tid) in zip(results, ops):
+                if isinstance(res, str):
+                    self._park(tid, res)
             if stale:
                 self._reconcile(stale)
-                submits = [s for s in submits if s.task_id not in stale]
+            drop = parked | stale
+            submits = [s for s in submits if s.task_id not in drop]
+            notes = [n for n in notes if not (n.task_id in parked and n.state is T.QUEUED)]
         for item in submits:
             self.executor.submit(item)
         for note in notes:
             for listener in self.listeners:
                 listener(note)
+        for fn, ctx in callbacks:
+            _call_back(fn, ctx)
 
-    def _op(self, fn: Callable[[Tx], bool], task_id: str | None = None) -> None:
+    def _op(self, fn: Callable[[Tx], Any], task_id: str | None = None) -> None:
         self._ops.append((fn, task_id))
 
     def _note(self, ti: _TI, message: str = "", duration: float | None = None, hostname: str | None = None) -> None:
@@ -277,8 +344,15 @@ class RunEngine:
         run_id, tid = self.run_id, ti.task_id
         self._op(lambda tx: tx.set_task_state(run_id, tid, to, expect_try=expect_try, **fields), tid)
         self._note(ti, fields.get("error") or "", fields.get("duration"), fields.get("hostname"))
+        task = self.pipeline.tasks[tid]
+        callback = task.on_success if to is T.SUCCESS else task.on_failure if to is T.FAILED else None
+        if callback is not None:
+            ctx = {"pipeline": self.pipeline.name, "run_id": run_id, "task_id": tid, "state": to.value}
+            self._callbacks.append((callback, {**ctx, "try_number": ti.try_number, "error": fields.get("error")}))
         if to in FINISHED and not was_finished:
             self._unfinished -= 1
+            ti.next_poke = None
+            self._retrying.pop(tid, None)
             if ti.key:
                 self.by_key.pop(ti.key, None)
             for child in self.children.get(tid, ()):
@@ -287,6 +361,7 @@ class RunEngine:
                 if c.waiting == 0 and c.state is T.PENDING:
                     self._undecided.append(child)
 
+    # -- deciding and queueing --------------------------------------------------------------
     def _decide_ready(self, now: float) -> None:
         while self._undecided:
             tid = self._undecided.popleft()
@@ -294,8 +369,7 @@ class RunEngine:
             if ti.state is not T.PENDING:
                 continue
             task = self.pipeline.tasks[tid]
-            ups = [self.tis[u].state for u in task.upstream_ids if u in self.tis]
-            verdict = decide(task.trigger_rule, ups)
+            verdict = decide(task.trigger_rule, [self.tis[u].state for u in task.upstream_ids if u in self.tis])
             if verdict is None:
                 self._queue(ti, now)
             else:
@@ -303,20 +377,23 @@ class RunEngine:
                 why = f"upstream failed: {', '.join(sorted(failed))}" if failed else f"trigger rule {task.trigger_rule}"
                 self._set(ti, verdict, error=why, end_date=_dt(now))
 
-    def _queue_due_retries(self, now: float) -> None:
-        for ti in self.tis.values():
-            if ti.state is T.UP_FOR_RETRY and ti.next_retry_at is not None and ti.next_retry_at <= now:
-                self._queue(ti, now)
-
     def _queue(self, ti: _TI, now: float) -> None:
         task = self.pipeline.tasks[ti.task_id]
         ti.try_number += 1
+        back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
         key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}"
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
-        self.by_key[key] = tid
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now)), tid)
+        self._parked_from[tid] = back
+        limits = {"pool": task.pool, "pool_slots": task.pool_slots}
+        if self.pipeline.max_active_tasks:
+            limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
+        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), **limits), tid)
         self._note(ti)
+        if getattr(task, "runs_on_driver", False):
+            ti.first_poke, ti.next_poke = now, now
+            return
+        self.by_key[key] = tid
         self._submits.append(
             WorkItem(
                 key=key,
@@ -327,6 +404,7 @@ class RunEngine:
                 task=task,
                 upstream={u: (self.pipeline.tasks[u].value_style, self.outputs.get(u, [])) for u in task.upstream_ids},
                 params=self.params,
+                context=self.context,
                 artifact_root=self.settings.artifact_root,
                 kill_grace=self.settings.kill_grace,
                 queue=task.queue,
@@ -334,6 +412,78 @@ class RunEngine:
                 sys_path=[str(self.pipeline.base_dir)],
                 durable_result=self.executor.durable_results,
             )
+        )
+
+    def _park(self, tid: str, why: str) -> None:
+        """Undo a queueing the store refused (pool or max_active_tasks full); retry next step."""
+        ti = self.tis[tid]
+        self.by_key.pop(ti.key or "", None)
+        ti.try_number -= 1
+        ti.state = self._parked_from.get(tid, T.PENDING)
+        ti.key = ti.next_poke = ti.first_poke = None
+        self._parked[tid] = ti.state
+        self._op(lambda tx: tx.set_task_note(self.run_id, tid, why))
+
+    # -- sensors ---------------------------------------------------------------------------------
+    def _start_pokes(self, now: float) -> None:
+        for ti in self.tis.values():
+            if ti.next_poke is None or ti.poke is not None or ti.next_poke > now or ti.state in FINISHED:
+                continue
+            if ti.state is T.QUEUED:
+                self._set(ti, T.RUNNING, expect_try=ti.try_number, start_date=_dt(now), hostname="(driver)")
+            if self._pokers is None:
+                self._pokers = ThreadPoolExecutor(4, thread_name_prefix=f"nbflow-poke-{self.run_id}")
+            ti.poke = self._pokers.submit(self.pipeline.tasks[ti.task_id].poke, self._sensor_context())
+
+    def _sensor_context(self) -> SensorContext:
+        def run_state(pipeline: str, logical_date: datetime | None) -> str | None:
+            row = self.store.run_for_date(pipeline, logical_date)
+            return row["state"] if row else None
+
+        return SensorContext(
+            pipeline=self.pipeline.name,
+            run_id=self.run_id,
+            params=self.params,
+            logical_date=self.context["logical_date"],
+            data_interval_start=self.context["data_interval_start"],
+            data_interval_end=self.context["data_interval_end"],
+            run_state=run_state,
+        )
+
+    def _collect_pokes(self, now: float) -> None:
+        for ti in self.tis.values():
+            if ti.poke is None or not ti.poke.done():
+                continue
+            future, ti.poke = ti.poke, None
+            task = self.pipeline.tasks[ti.task_id]
+            result = self._sensor_result(ti, task, future, now)
+            if result is not None:
+                self._apply_result(ti, result)
+                ti.next_poke = ti.first_poke = None
+            else:
+                ti.next_poke = now + task.poke_interval
+
+    def _sensor_result(self, ti: _TI, task: Any, future: Future, now: float) -> AttemptResult | None:
+        """The attempt's result when the poke ends it, None to poke again later."""
+        base = {"ename": None, "evalue": None, "traceback": None, "cell_index": None, "exec_count": None}
+        outcome: dict[str, Any]
+        try:
+            ok = future.result()
+        except Exception as exc:  # the condition itself failed: a failed try
+            outcome = {"ok": False, "reason": "exception", "message": f"{type(exc).__name__}: {exc}", **base}
+            outcome.update(ename=type(exc).__name__, evalue=str(exc))
+        else:
+            if ok:
+                outcome = {"ok": True, "reason": None, "message": "", **base}
+            elif task.timeout is not None and now - (ti.first_poke or now) >= task.timeout:
+                msg = f"sensor timed out after {task.timeout:g}s: condition {task.label()[8:]} never became true"
+                outcome = {"ok": False, "reason": "sensor_timeout", "message": msg, **base}
+            else:
+                return None
+        return AttemptResult(
+            key=ti.key or "", run_id=self.run_id, task_id=ti.task_id, try_number=ti.try_number, artifacts=[],
+            log_uri="", output_uri=None, hostname="(driver)", pid=0, started_at=ti.first_poke or now, ended_at=now,
+            **outcome,
         )
 
     # -- events ------------------------------------------------------------------------------
@@ -350,17 +500,12 @@ class RunEngine:
         elif event.kind == "started":
             if ti.state is not T.QUEUED:
                 return
-            ti.started_at = event.at
-            started, try_number = _dt(event.at), ti.try_number
-            self._set(
-                ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid, note=None
-            )
-            run_id = self.run_id
+            started, try_number, run_id = _dt(event.at), ti.try_number, self.run_id
+            self._set(ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid, note=None)
             self._op(
                 lambda tx: tx.update_attempt(
                     run_id, tid, try_number, state="running", start_date=started, hostname=event.hostname, pid=event.pid
                 )
-                or True
             )
         elif event.kind == "finished":
             self._apply_result(ti, event.result)
@@ -378,7 +523,7 @@ class RunEngine:
         fields = {
             "end_date": _dt(res.ended_at),
             "duration": res.duration,
-            "log_uri": res.log_uri,
+            "log_uri": res.log_uri or None,
             "output_uri": res.output_uri,
             "hostname": res.hostname,
             "pid": res.pid,
@@ -393,19 +538,17 @@ class RunEngine:
             "traceback": res.traceback,
             "cell_index": res.cell_index,
             "exec_count": res.exec_count,
-            **fields,
+            **{k: v for k, v in fields.items() if k != "duration"},
         }
-        attempt.pop("duration")
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
         artifacts = list(res.artifacts)
 
-        def record(tx: Tx, state: str) -> bool:
+        def record(tx: Tx, state: str) -> None:
             tx.update_attempt(run_id, tid, try_number, state=state, **attempt)
             tx.add_artifacts(run_id, tid, try_number, artifacts)
-            return True
 
         if res.ok:
-            self._set(ti, T.SUCCESS, expect_try=try_number, start_date=start, reason=None, error=None, **fields)
+            self._set(ti, T.SUCCESS, expect_try=try_number, start_date=start, reason=None, error=None, note=None, **fields)
             self._op(lambda tx: record(tx, "success"))
         else:
             state = self._after_failure(ti, res.reason, res.message, res.ended_at, start_date=start, **fields)
@@ -421,7 +564,6 @@ class RunEngine:
             state = self._after_failure(ti, reason, message, at, end_date=_dt(at))
         self._op(
             lambda tx: tx.update_attempt(run_id, tid, try_number, state=state, reason=reason, message=message, end_date=_dt(at))
-            or True
         )
 
     def _after_failure(self, ti: _TI, reason: str | None, message: str, at: float, **fields: Any) -> str:
@@ -429,14 +571,10 @@ class RunEngine:
         error = message or reason or "failed"
         if reason != "fail_now" and ti.try_number < ti.max_tries:
             ti.next_retry_at = at + retry_delay(task, ti.try_number)
+            self._retrying[ti.task_id] = ti.next_retry_at
             self._set(
-                ti,
-                T.UP_FOR_RETRY,
-                expect_try=ti.try_number,
-                reason=reason,
-                error=error,
-                next_retry_at=_dt(ti.next_retry_at),
-                **fields,
+                ti, T.UP_FOR_RETRY, expect_try=ti.try_number, reason=reason, error=error,
+                next_retry_at=_dt(ti.next_retry_at), **fields,
             )
             return T.UP_FOR_RETRY.value
         if reason == "worker_lost" and self.lost_tries.get(ti.task_id) == ti.try_number:
@@ -459,25 +597,12 @@ class RunEngine:
             if ti.state in FINISHED and not was_finished:
                 self._unfinished -= 1
 
-    def _poll_timeout(self) -> float | None:
-        due = [ti.next_retry_at for ti in self.tis.values() if ti.state is T.UP_FOR_RETRY and ti.next_retry_at]
-        if due:
-            return max(0.0, min(due) - self.clock())
-        if not self.by_key:
-            raise NbflowError(f"run {self.run_id} has unfinished tasks but nothing in flight (engine bug)")
-        return None
 
-    def _finish(self) -> RunState:
-        states = {tid: ti.state for tid, ti in self.tis.items()}
-        leaves = [tid for tid in states if not self.children.get(tid)]
-        if any(s is T.CANCELLED for s in states.values()):
-            final = RunState.CANCELLED
-        elif any(states[tid] in FAILED_STATES for tid in leaves):
-            final = RunState.FAILED
-        else:
-            final = RunState.SUCCESS
-        self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
-        return final
+def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:
+    try:
+        fn(ctx)
+    except Exception:  # a notification must never break the run
+        log.exception("callback %r failed for %s", fn, ctx)
 
 
 def _ref(row: Any) -> dict[str, Any]:

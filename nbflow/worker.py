@@ -43,6 +43,7 @@ class WorkItem:
     upstream: dict[str, tuple[str, list[dict[str, Any]]]]
     params: dict[str, Any]
     artifact_root: str
+    context: dict[str, Any] = field(default_factory=dict)
     kill_grace: float = 5.0
     queue: str = "default"
     resources: dict[str, float] = field(default_factory=dict)
@@ -224,6 +225,7 @@ def _run(item: WorkItem) -> AttemptResult:
         attempt_dir=folder,
         log_path=log_path,
         params=item.params,
+        run_context=item.context,
         upstream={tid: UpstreamOutput(style, refs) for tid, (style, refs) in item.upstream.items()},
         kill_grace=item.kill_grace,
         register_process=_register(item.key),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbflow import api
-from nbflow.engine import decide, retry_delay
+from nbflow.rules import decide, retry_delay
 from nbflow.exceptions import NbflowError, ParameterError, UnknownTaskError
 from nbflow.loader import load_pipeline
 from nbflow.states import TaskState as T

@@ -7,6 +7,7 @@ one by subclassing :class:`nbflow.executors.base.Executor` and declaring an entr
 
 from __future__ import annotations
 
+import functools
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -21,8 +22,9 @@ _BUILTIN = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def known_executors() -> dict[str, str]:
-    """Executor name -> ``module:Class`` (built-in ones and entry points)."""
+    """Executor name -> ``module:Class`` (built-in ones and entry points; read once)."""
     found = dict(_BUILTIN)
     for ep in entry_points(group="nbflow.executors"):
         found[ep.name] = ep.value
@@ -31,7 +33,7 @@ def known_executors() -> dict[str, str]:
 
 def executor_class(name: str) -> type[Executor]:
     """The executor class registered as ``name``; fails naming the known ones."""
-    known = known_executors()
+    known = _BUILTIN if name in _BUILTIN else known_executors()
     if name not in known:
         raise ExecutorNotFoundError(f"No executor named '{name}'; known: {', '.join(sorted(known))}")
     module, _, attr = known[name].partition(":")

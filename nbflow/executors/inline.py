@@ -24,19 +24,24 @@ class InlineExecutor(Executor):
         self._queue.append(item)
 
     def poll(self, timeout: float | None) -> list[Event]:
-        """Report the next attempt as started, or run the started one and report its end."""
+        """Run the started attempt and report its end together with the next one's start.
+
+        Pairing them keeps the store's view honest (the next task is reported running just
+        before it runs) at one write transaction per task.
+        """
+        events = []
         if self._started is not None:
             item, self._started = self._started, None
             result = run_work_item(item)
-            return [Event("finished", item.key, result.ended_at, result.hostname, result.pid, result=result)]
+            events.append(Event("finished", item.key, result.ended_at, result.hostname, result.pid, result=result))
         if self._queue:
             self._started = self._queue.popleft()
-            return [Event("started", self._started.key, now(), HOSTNAME, os.getpid())]
-        if timeout:
+            events.append(Event("started", self._started.key, now(), HOSTNAME, os.getpid()))
+        if not events and timeout:
             import time
 
             time.sleep(timeout)
-        return []
+        return events
 
     def cancel(self, key: str) -> None:
         """Drop a queued attempt (a running inline attempt cannot be interrupted)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, select, update
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
@@ -26,14 +26,49 @@ from nbflow.store.session import ensure_schema, get_engine, retrying
 log = logging.getLogger("nbflow.store")
 T = TypeVar("T")
 
-P, V, R, TI, A, ART = (
+P, V, R, TI, A, ART, POOL = (
     orm.pipelines,
     orm.pipeline_versions,
     orm.runs,
     orm.task_instances,
     orm.task_attempts,
     orm.artifacts,
+    orm.pools,
 )
+_ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
+_INSERT_ATTEMPT = insert(A)
+
+# Hot-path statements are built once per shape and cached: building and cache-keying a
+# fresh UPDATE costs more than executing it on SQLite.
+_statements: dict[tuple, Any] = {}
+
+
+def _cas_statement(to: TaskState, columns: tuple[str, ...], with_try: bool) -> Any:
+    key = ("cas", to, columns, with_try)
+    stmt = _statements.get(key)
+    if stmt is None:
+        sources = [s.value for s in task_sources(to)]
+        stmt = update(TI).where(
+            TI.c.run_id == bindparam("w_run_id"), TI.c.task_id == bindparam("w_task_id"), TI.c.state.in_(sources)
+        )
+        if with_try:
+            stmt = stmt.where(TI.c.try_number == bindparam("w_try"))
+        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in (*columns, "updated_at")}
+        values["state"] = to.value
+        stmt = _statements[key] = stmt.values(values)
+    return stmt
+
+
+def _attempt_statement(columns: tuple[str, ...]) -> Any:
+    key = ("attempt", columns)
+    stmt = _statements.get(key)
+    if stmt is None:
+        stmt = _statements[key] = (
+            update(A)
+            .where(A.c.run_id == bindparam("w_run_id"), A.c.task_id == bindparam("w_task_id"), A.c.try_number == bindparam("w_try"))
+            .values({c: bindparam(f"v_{c}") for c in columns})
+        )
+    return stmt
 
 
 class Tx:
@@ -139,18 +174,54 @@ class Tx:
         report of an older attempt changes nothing.
         """
         to = TaskState(to)
-        sources = [s.value for s in task_sources(to)]
-        stmt = update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.state.in_(sources))
-        if expect_try is not None:
-            stmt = stmt.where(TI.c.try_number == expect_try)
-        res = self.conn.execute(stmt.values(state=to.value, updated_at=utcnow(), **fields))
+        stmt = _cas_statement(to, tuple(sorted(fields)), expect_try is not None)
+        values = {f"v_{k}": v for k, v in fields.items()}
+        res = self.conn.execute(
+            stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": expect_try, "v_updated_at": utcnow(), **values}
+        )
         if res.rowcount != 1:
-            log.info("task %s/%s -> %s ignored: not in %s (try %s)", run_id, task_id, to.value, sources, expect_try)
+            log.info("task %s/%s -> %s ignored: state or try changed (try %s)", run_id, task_id, to.value, expect_try)
             return False
         return True
 
-    def queue_attempt(self, run_id: int, task_id: str, try_number: int, executor_key: str, queued_at: datetime) -> bool:
-        """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row."""
+    def queue_attempt(
+        self,
+        run_id: int,
+        task_id: str,
+        try_number: int,
+        executor_key: str,
+        queued_at: datetime,
+        *,
+        pool: str | None = None,
+        pool_slots: int = 1,
+        pipeline_limit: tuple[str, int] | None = None,
+    ) -> bool | str:
+        """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row.
+
+        With ``pool`` (or ``pipeline_limit`` = (pipeline, max_active_tasks)) the occupied
+        slots of every queued/running task in the database are counted first, under a row
+        lock of the pool (pipeline) so concurrent schedulers see each other's writes; when
+        it does not fit, nothing is written and the reason is returned as a string.
+        """
+        if pool is not None:
+            slots = self.conn.execute(select(POOL.c.slots).where(POOL.c.name == pool).with_for_update()).scalar()
+            if slots is None:
+                return f"waiting: pool '{pool}' does not exist (create it: nbflow pools set {pool} SLOTS)"
+            used = self.conn.execute(
+                select(func.coalesce(func.sum(TI.c.pool_slots), 0)).where(TI.c.pool == pool, TI.c.state.in_(_ACTIVE))
+            ).scalar()
+            if used + pool_slots > slots:
+                return f"waiting for a slot in pool '{pool}' ({used} of {slots} in use)"
+        if pipeline_limit is not None:
+            name, limit = pipeline_limit
+            self.conn.execute(select(P.c.name).where(P.c.name == name).with_for_update()).first()
+            active = self.conn.execute(
+                select(func.count()).select_from(TI.join(R, R.c.id == TI.c.run_id)).where(
+                    R.c.pipeline == name, TI.c.state.in_(_ACTIVE)
+                )
+            ).scalar()
+            if active >= limit:
+                return f"waiting: pipeline '{name}' already runs {active} tasks (max_active_tasks={limit})"
         ok = self.set_task_state(
             run_id,
             task_id,
@@ -159,17 +230,21 @@ class Tx:
             try_number=try_number,
             executor_key=executor_key,
             next_retry_at=None,
+            pool=pool,
+            pool_slots=pool_slots,
+            note=None,
         )
         if ok:
             self.conn.execute(
-                insert(A).values(
-                    run_id=run_id,
-                    task_id=task_id,
-                    try_number=try_number,
-                    state=TaskState.QUEUED.value,
-                    executor_key=executor_key,
-                    queued_at=queued_at,
-                )
+                _INSERT_ATTEMPT,
+                {
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "try_number": try_number,
+                    "state": TaskState.QUEUED.value,
+                    "executor_key": executor_key,
+                    "queued_at": queued_at,
+                },
             )
         return ok
 
@@ -182,8 +257,9 @@ class Tx:
 
     def update_attempt(self, run_id: int, task_id: str, try_number: int, **fields: Any) -> None:
         """Set columns of one attempt row."""
+        stmt = _attempt_statement(tuple(sorted(fields)))
         self.conn.execute(
-            update(A).where(A.c.run_id == run_id, A.c.task_id == task_id, A.c.try_number == try_number).values(**fields)
+            stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": try_number, **{f"v_{k}": v for k, v in fields.items()}}
         )
 
     def add_artifacts(self, run_id: int, task_id: str, try_number: int, refs: Iterable[dict[str, Any]]) -> None:
@@ -295,6 +371,14 @@ class Store:
             .order_by(TI.c.run_id.desc())
             .limit(1)
         )
+        rows = self._all(stmt)
+        return rows[0] if rows else None
+
+    def run_for_date(self, pipeline: str, logical_date: datetime | None) -> RowMapping | None:
+        """The run of ``pipeline`` for ``logical_date`` (the newest, if the date is None)."""
+        stmt = select(R).where(R.c.pipeline == pipeline).order_by(R.c.id.desc()).limit(1)
+        if logical_date is not None:
+            stmt = stmt.where(R.c.logical_date == logical_date)
         rows = self._all(stmt)
         return rows[0] if rows else None
 

@@ -21,6 +21,11 @@ from nbflow.dag import Task
 from nbflow.exceptions import FailNow
 
 
+#: Names a task may declare (a function argument, a notebook parameter) to receive the run's
+#: id, logical date and data interval.
+CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
+
+
 @dataclass
 class AttemptContext:
     """Everything one attempt needs, none of it tied to the metadata database."""
@@ -33,6 +38,8 @@ class AttemptContext:
     log_path: str
     params: dict[str, Any]
     upstream: dict[str, UpstreamOutput]
+    #: run_id, logical_date, data_interval_start, data_interval_end (datetimes or None)
+    run_context: dict[str, Any] = field(default_factory=dict)
     kill_grace: float = 5.0
     #: Called with the process-group id of every process the attempt starts (kernel, shell,
     #: timeout child), so that cancelling the attempt can kill them from another thread.

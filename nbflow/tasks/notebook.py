@@ -4,7 +4,8 @@ The notebook receives ``parameters`` and ``inputs`` (upstream values) through pa
 injected-parameters cell. Small JSON values arrive literally; anything else arrives as a
 reference string that ``nbflow.load(x)`` turns into the value (``load`` returns plain
 values unchanged, so the notebook also runs by hand). Pipeline parameters whose names the
-notebook's ``parameters`` cell declares are passed too, unless given explicitly.
+notebook's ``parameters`` cell declares are passed too, unless given explicitly, and so are ``run_id``, ``logical_date``,
+``data_interval_start`` and ``data_interval_end`` (ISO strings) when declared.
 
 What the notebook publishes with ``nbflow.save(name, value)`` becomes its value for
 downstream tasks: a dict ``{name: value}``; ``handle["name"]`` passes one entry.
@@ -24,7 +25,7 @@ from typing import Any
 from nbflow import params as nbparams
 from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, resolve_refs, to_refs
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask, Outcome
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 
@@ -82,6 +83,7 @@ class NotebookTask(BaseTask):
                 hint="pass each name once",
             )
         self.kernel_name = kernel_name or nbparams.check_kernel(self.path)
+        self.context_params: list[str] = []
         given = {**self.parameters, **self.inputs}
         deferred = [k for k, v in given.items() if isinstance(v, Task) or any(True for _ in find_refs(v))]
         if params_cell == "strict":
@@ -93,6 +95,7 @@ class NotebookTask(BaseTask):
                 deferred=deferred,
             )
             declared = nbparams.inspect_parameters(self.path)
+            self.context_params = [n for n in CONTEXT_NAMES if n in declared and n not in given]
             if pipeline is not None:
                 for pname in pipeline.param_defaults:
                     if pname in declared and pname not in given:
@@ -125,6 +128,9 @@ class NotebookTask(BaseTask):
             out = Outcome.from_exception(exc)
             out.reason = "input_missing"
             return out
+        for name in self.context_params:  # dates as ISO strings: parameters are literals
+            value = ctx.run_context.get(name)
+            values[name] = value.isoformat() if hasattr(value, "isoformat") else value
         output_path = f"{ctx.attempt_dir}/output.ipynb"
         os.makedirs(ctx.attempt_dir, exist_ok=True)
         result = run_notebook(

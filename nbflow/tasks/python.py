@@ -6,7 +6,9 @@ returns the new task's handle. Outside a pipeline the call runs the plain functi
 the same code is testable in a notebook cell.
 
 A function that declares a ``params`` argument (not passed in the call) receives the
-run's parameters as a dict. With ``timeout=`` the function runs in a forked child
+run's parameters as a dict; ``logical_date``, ``data_interval_start``,
+``data_interval_end`` and ``run_id`` arguments receive the run's dates (aware datetimes)
+and id. With ``timeout=`` the function runs in a forked child
 process that is killed when time is up.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask, Outcome
 
 
 class PythonTask(BaseTask):
@@ -36,7 +38,9 @@ class PythonTask(BaseTask):
         self.fn = fn
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
-        self.wants_params = "params" in _parameters(fn) and "params" not in kwargs
+        declared = _parameters(fn)
+        self.wants_params = "params" in declared and "params" not in kwargs
+        self.context_args = [n for n in CONTEXT_NAMES if n in declared and n not in kwargs]
         super().__init__(name or fn.__name__, explicit_id=name is not None, **options)
 
     def references(self) -> list[OutputRef | ParamRef]:
@@ -73,6 +77,8 @@ class PythonTask(BaseTask):
             return out
         if self.wants_params:
             kwargs["params"] = dict(ctx.params)
+        for name in self.context_args:
+            kwargs[name] = ctx.run_context.get(name)
         if self.timeout is not None:
             return _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
         try:

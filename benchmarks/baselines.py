@@ -1,0 +1,104 @@
+"""Baselines measured in the same run as nbflow: a plain loop, a plain process pool, bare SQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import funcs
+
+
+def pool_wide(n: int, workers: int = 2) -> float:
+    """Seconds to run ``n`` no-ops through a fresh ``ProcessPoolExecutor`` (submit all, then wait).
+
+    The pool uses the ``spawn`` start method, as nbflow's ``local`` executor does, and its
+    start-up and shutdown are timed, as nbflow's are.
+    """
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(funcs.noop) for _ in range(n)]
+        for f in futures:
+            f.result()
+    return time.perf_counter() - t0
+
+
+def pool_chain(n: int, workers: int = 2) -> float:
+    """Seconds to run the chain through a fresh pool: submit one step, wait for it, submit the next."""
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        x = pool.submit(funcs.start).result()
+        for _ in range(1, n):
+            x = pool.submit(funcs.step, x).result()
+    assert x == n - 1
+    return time.perf_counter() - t0
+
+
+def bare_sql(n: int, path: Path, *, tuned: bool = True) -> float:
+    """Seconds to write ``n`` tasks' state changes the naive way with SQLAlchemy Core.
+
+    Per task, each its own committed transaction: insert the task instance row; update it
+    to ``queued`` and insert an attempt row; update it to ``running``; update it to
+    ``success``. That is 4 commits (5 statements) per task. ``tuned`` applies the pragmas
+    nbflow uses (WAL journal, ``synchronous=NORMAL``); otherwise SQLite's defaults.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    if tuned:
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    meta = sa.MetaData()
+    ti = sa.Table(
+        "task_instances",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("task_id", sa.String(250), nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("try_number", sa.Integer, nullable=False),
+        sa.Column("start_date", sa.DateTime),
+        sa.Column("end_date", sa.DateTime),
+        sa.Column("updated_at", sa.DateTime),
+        sa.UniqueConstraint("run_id", "task_id"),
+    )
+    attempts = sa.Table(
+        "task_attempts",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("run_id", sa.Integer, nullable=False),
+        sa.Column("task_id", sa.String(250), nullable=False),
+        sa.Column("try_number", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("queued_at", sa.DateTime),
+    )
+    meta.create_all(engine)
+    with engine.connect():  # open the pooled connection (and the pragmas) before timing
+        pass
+    now = lambda: datetime.now(timezone.utc)  # noqa: E731
+    t0 = time.perf_counter()
+    for i in range(n):
+        tid = f"t{i}"
+        key = (ti.c.run_id == 1) & (ti.c.task_id == tid)
+        with engine.begin() as conn:
+            conn.execute(sa.insert(ti).values(run_id=1, task_id=tid, state="pending", try_number=0, updated_at=now()))
+        with engine.begin() as conn:
+            conn.execute(sa.update(ti).where(key, ti.c.state == "pending").values(state="queued", try_number=1))
+            conn.execute(
+                sa.insert(attempts).values(run_id=1, task_id=tid, try_number=1, state="queued", queued_at=now())
+            )
+        with engine.begin() as conn:
+            conn.execute(sa.update(ti).where(key, ti.c.state == "queued").values(state="running", start_date=now()))
+        with engine.begin() as conn:
+            conn.execute(sa.update(ti).where(key, ti.c.state == "running").values(state="success", end_date=now()))
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return elapsed

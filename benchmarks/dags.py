@@ -1,0 +1,53 @@
+"""The benchmark pipelines, built programmatically from :mod:`benchmarks.funcs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbflow import Pipeline, notebook, task
+
+from benchmarks import funcs
+
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+TRIVIAL = NOTEBOOKS / "trivial.ipynb"
+
+
+def wide(n: int, name: str | None = None) -> Pipeline:
+    """``n`` independent no-op tasks (explicit ids ``t0`` ... so no renaming cost)."""
+    with Pipeline(name or f"bench_wide_{n}") as pipeline:
+        noop = task(funcs.noop)
+        for i in range(n):
+            noop.options_(name=f"t{i}")()
+    return pipeline
+
+
+def chain(n: int, name: str | None = None) -> Pipeline:
+    """``n`` tasks, each taking the previous one's value (``start`` then ``n - 1`` steps)."""
+    with Pipeline(name or f"bench_chain_{n}") as pipeline:
+        handle = task(funcs.start, name="t0")()
+        step = task(funcs.step)
+        for i in range(1, n):
+            handle = step.options_(name=f"t{i}")(handle)
+    return pipeline
+
+
+def trivial_notebook(name: str = "bench_notebook") -> Pipeline:
+    """One notebook task running ``notebooks/trivial.ipynb`` with ``x=1``."""
+    with Pipeline(name) as pipeline:
+        notebook(str(TRIVIAL), name="trivial", parameters={"x": 1})
+    return pipeline
+
+
+def plain_wide(n: int) -> None:
+    """The wide DAG's work in a plain loop."""
+    noop = funcs.noop
+    for _ in range(n):
+        noop()
+
+
+def plain_chain(n: int) -> int:
+    """The chain's work in a plain loop."""
+    x = funcs.start()
+    for _ in range(1, n):
+        x = funcs.step(x)
+    return x
