@@ -14,6 +14,10 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | db_retries       | NBFLOW_DB_RETRIES       | ``8`` retries of a locked database   |
 | cancel_poll      | NBFLOW_CANCEL_POLL      | ``2`` s between checks for a cancel  |
 | dask_address     | NBFLOW_DASK_ADDRESS     | none: start a local Dask cluster     |
+| dags_folder      | NBFLOW_DAGS_FOLDER      | ``./pipelines``                      |
+| import_timeout   | NBFLOW_IMPORT_TIMEOUT   | ``30`` s to import one pipeline file |
+| heartbeat        | NBFLOW_HEARTBEAT        | ``2`` s between scheduler heartbeats |
+| orphan_timeout   | NBFLOW_ORPHAN_TIMEOUT   | ``30`` s without heartbeat: a driver is dead |
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class Settings:
     db_retries: int = 8
     cancel_poll: float = 2.0
     dask_address: str | None = None
+    dags_folder: str = "pipelines"
+    import_timeout: float = 30.0
+    heartbeat: float = 2.0
+    orphan_timeout: float = 30.0
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -56,6 +64,10 @@ _ENV = {
     "db_retries": "NBFLOW_DB_RETRIES",
     "cancel_poll": "NBFLOW_CANCEL_POLL",
     "dask_address": "NBFLOW_DASK_ADDRESS",
+    "dags_folder": "NBFLOW_DAGS_FOLDER",
+    "import_timeout": "NBFLOW_IMPORT_TIMEOUT",
+    "heartbeat": "NBFLOW_HEARTBEAT",
+    "orphan_timeout": "NBFLOW_ORPHAN_TIMEOUT",
 }
 
 
@@ -106,6 +118,7 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
         home = (cwd / home).resolve()
     db_url = values.pop("db_url", None) or f"sqlite:///{home / 'nbflow.db'}"
     artifact_root = str(values.pop("artifact_root", None) or home / "runs")
+    values["dags_folder"] = str((cwd / values.get("dags_folder", "pipelines")).resolve())
     if "://" not in artifact_root and not Path(artifact_root).is_absolute():
         artifact_root = str((cwd / artifact_root).resolve())
     return Settings(home=home, db_url=db_url, artifact_root=artifact_root, **values)

@@ -50,6 +50,7 @@ log = logging.getLogger("nbflow.engine")
 T = TaskState
 CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
 PARK_RECHECK = 0.5  # seconds between checks of a full pool
+MAX_INFRA_RETRIES = 3  # extra tries for attempts lost because their driver died
 
 
 @dataclass
@@ -282,6 +283,12 @@ class RunEngine:
         if ti.key and self.executor.adopt(ti.key, folder):
             self.by_key[ti.key] = ti.task_id
             return
+        # The driver died, not the task: this lost try does not count against the task's
+        # retries (up to MAX_INFRA_RETRIES extra tries), like Airflow's infra retries.
+        if ti.max_tries - (task.retries + 1) < MAX_INFRA_RETRIES:
+            ti.max_tries += 1
+            run_id, tid, tries = self.run_id, ti.task_id, ti.max_tries
+            self._op(lambda tx: tx.set_max_tries(run_id, tid, tries))
         self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
 
     def _load_outputs(self, in_run: set[str]) -> None:

@@ -96,3 +96,110 @@ def load_pipeline(path: str | Path, name: str | None = None) -> Pipeline:
             f"{path} defines no pipeline '{name}'", hint=f"it defines: {', '.join(sorted(found))}"
         )
     return found[name]
+
+
+# --- the DAG folder --------------------------------------------------------------------------
+
+_PROBE = """
+import json, sys
+from nbflow.exceptions import NbflowError
+from nbflow.loader import load_file
+try:
+    names = sorted(load_file(sys.argv[1]))
+    print(json.dumps({"ok": names}))
+except NbflowError as exc:
+    print(json.dumps({"where": exc.where or sys.argv[1], "error": str(exc)}))
+"""
+
+
+def _is_candidate(path: Path) -> bool:
+    """Like Airflow's safe mode: only files that mention nbflow are pipeline files."""
+    if any(part.startswith((".", "_")) for part in path.parts[-1:]) or "__pycache__" in path.parts:
+        return False
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return "nbflow" in text and ("Pipeline" in text or path.suffix == ".ipynb")
+
+
+class FolderLoader:
+    """Loads every pipeline file of a folder; one broken or hanging file never stops the rest.
+
+    A file that changed since the last :meth:`load` (mtime or size) is first imported in
+    a throw-away subprocess with a time limit (``import_timeout``), so a file that hangs on
+    import is killed and recorded as an error; if that succeeds it is imported here. A file
+    that fails keeps its last healthy pipelines in :attr:`pipelines` (their active runs can
+    still be driven) but is listed in :attr:`errors` and must not be scheduled.
+    """
+
+    def __init__(self, folder: str | Path, import_timeout: float = 30.0):
+        self.folder = Path(folder).expanduser().resolve()
+        self.import_timeout = import_timeout
+        self._stamps: dict[Path, tuple[int, int]] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.files: dict[str, Path] = {}  # pipeline name -> file
+        self.errors: dict[str, tuple[str, str]] = {}  # file -> (location, message)
+
+    def load(self) -> bool:
+        """Re-read changed, new and removed files; returns whether anything changed."""
+        if not self.folder.is_dir():
+            raise PipelineNotFoundError(
+                f"DAG folder {self.folder} does not exist", hint="create it or set NBFLOW_DAGS_FOLDER"
+            )
+        seen = {p for p in sorted(self.folder.rglob("*")) if p.suffix in (".py", ".ipynb") and p.is_file() and _is_candidate(p)}
+        changed = False
+        for gone in set(self._stamps) - seen:
+            changed = True
+            del self._stamps[gone]
+            self.errors.pop(str(gone), None)
+            for name in [n for n, f in self.files.items() if f == gone]:
+                del self.files[name], self.pipelines[name]
+        for path in sorted(seen):
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if self._stamps.get(path) == stamp:
+                continue
+            changed = True
+            self._stamps[path] = stamp
+            self._load_one(path)
+        return changed
+
+    def _load_one(self, path: Path) -> None:
+        import json
+        import subprocess
+
+        self.errors.pop(str(path), None)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=self.import_timeout
+            )
+            report = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else None
+            if report is None:
+                tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+                report = {"where": str(path), "error": f"{path}: import crashed ({tail[0]})"}
+        except subprocess.TimeoutExpired:
+            report = {"where": str(path), "error": f"{path}: import took longer than {self.import_timeout:g}s and was killed"}
+        if "error" in report:
+            self.errors[str(path)] = (report["where"], report["error"])
+            return
+        try:
+            found = load_file(path)
+        except NbflowError as exc:
+            self.errors[str(path)] = (exc.where or str(path), str(exc))
+            return
+        for name, pipeline in found.items():
+            other = self.files.get(name)
+            if other is not None and other != path and str(other) not in self.errors:
+                self.errors[str(path)] = (
+                    f"{pipeline.where}",
+                    f"{pipeline.where}: pipeline '{name}' is also defined in {other}; pipeline names must be unique",
+                )
+                continue
+            self.pipelines[name], self.files[name] = pipeline, path
+        for name in [n for n, f in self.files.items() if f == path and n not in found]:
+            del self.files[name], self.pipelines[name]
+
+    def broken(self, name: str) -> bool:
+        """Whether the file defining pipeline ``name`` currently fails to load."""
+        return name in self.files and str(self.files[name]) in self.errors

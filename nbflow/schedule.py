@@ -1,6 +1,7 @@
 """Cron schedules (croniter): validation, logical dates and data intervals.
 
-Semantics follow Airflow 2: a scheduled run with logical date ``L`` covers the data
+A sixth field (croniter's seconds, e.g. ``* * * * * */10`` for every 10 s) is accepted for
+short test schedules. Semantics follow Airflow 2: a scheduled run with logical date ``L`` covers the data
 interval ``[L, next_tick(L))`` and is created once that interval has ended. Ticks are
 computed in the pipeline's time zone (so ``30 2 * * *`` in ``Europe/Berlin`` is 02:30
 Berlin time all year) and stored in UTC.
@@ -45,7 +46,7 @@ def validate_cron(expr: str, *, pipeline: str, where: str | None = None) -> str:
         raise ScheduleError(f"pipeline '{pipeline}' has an empty or non-string schedule {expr!r}", where=where)
     cron = normalize(expr)
     problem = None
-    if len(cron.split()) != 5:
+    if len(cron.split()) not in (5, 6):
         problem = f"expected 5 fields (minute hour day month weekday), got {len(cron.split())}"
     else:
         try:

@@ -21,6 +21,7 @@ from nbflow.exceptions import RunNotFoundError
 from nbflow.states import RunState, TaskState, run_sources, task_sources
 from nbflow.store import orm
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
 
 log = logging.getLogger("nbflow.store")
@@ -71,7 +72,7 @@ def _attempt_statement(columns: tuple[str, ...]) -> Any:
     return stmt
 
 
-class Tx:
+class Tx(SchedulingTx):
     """Write operations inside one transaction (get one from :meth:`Store.write`)."""
 
     def __init__(self, conn: Connection):
@@ -107,6 +108,7 @@ class Tx:
         tasks: Sequence[dict[str, Any]],
         executor: str | None = None,
         logical_date: datetime | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
     ) -> int:
         """Insert a queued run and one pending task instance per entry of ``tasks``.
 
@@ -120,6 +122,8 @@ class Tx:
                 state=RunState.QUEUED.value,
                 trigger=trigger,
                 logical_date=logical_date,
+                data_interval_start=data_interval[0] if data_interval else None,
+                data_interval_end=data_interval[1] if data_interval else None,
                 params=params,
                 executor=executor,
                 created_at=now,
@@ -136,6 +140,8 @@ class Tx:
                         "queue": t.get("queue", "default"),
                         "max_tries": t.get("max_tries", 1),
                         "fingerprint": t.get("fingerprint"),
+                        "pool": t.get("pool"),
+                        "pool_slots": t.get("pool_slots", 1),
                         "state": t.get("state", TaskState.PENDING.value),
                         "try_number": 0,
                         "updated_at": now,
@@ -248,6 +254,10 @@ class Tx:
             )
         return ok
 
+    def set_max_tries(self, run_id: int, task_id: str, max_tries: int) -> None:
+        """Give a task instance more tries (an attempt lost to infrastructure does not count)."""
+        self.conn.execute(update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id).values(max_tries=max_tries))
+
     def set_task_note(self, run_id: int, task_id: str, note: str | None) -> bool:
         """Say why a task waits (shown by `nbflow tasks`); not a state change."""
         self.conn.execute(
@@ -282,7 +292,7 @@ class Tx:
         return cleared
 
 
-class Store:
+class Store(SchedulingReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
     def __init__(self, url: str | None = None, *, settings: Settings | None = None, upgrade: bool = True):
@@ -323,6 +333,11 @@ class Store:
         """One pipeline version (with its stored definition), or None."""
         rows = self._all(select(V).where(V.c.id == version_id))
         return rows[0] if rows else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite (one scheduler only, no row locks)."""
+        return self.engine.dialect.name == "sqlite"
 
     def get_run(self, run_id: int) -> RowMapping:
         """One run; :class:`RunNotFoundError` when there is none."""

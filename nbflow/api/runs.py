@@ -1,11 +1,8 @@
-"""The one service facade: the CLI, the notebook magics and the server call these.
-
-Each function takes plain arguments, opens the store from the settings (or uses the one
-given) and returns plain data or small dataclasses; no printing here.
-"""
+"""Running pipelines: create, drive, re-run and cancel runs; read their records."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +19,10 @@ from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, RunState, TaskState
 from nbflow.store import Store
+from nbflow.store.scheduling import task_rows
+from nbflow.store.orm import utcnow
 
+log = logging.getLogger("nbflow.api")
 _stores: dict[str, Store] = {}
 
 
@@ -91,22 +91,20 @@ def create_run(
             hint=f"run them first or add them: --only {' '.join([*missing, *selected])}",
         )
     definition, fingerprint = pipeline.definition(), pipeline.fingerprint()
-    prints = {t["id"]: t["fingerprint"] for t in definition["tasks"]}
-    tasks = [
-        {
-            "task_id": tid,
-            "kind": pipeline.tasks[tid].kind,
-            "queue": pipeline.tasks[tid].queue,
-            "max_tries": pipeline.tasks[tid].retries + 1,
-            "fingerprint": prints[tid],
-        }
-        for tid in selected
-    ]
+    tasks = task_rows(definition, selected)
+    now = utcnow()
 
     def write(tx: Any) -> int:
         version = tx.upsert_pipeline(definition, fingerprint)
         return tx.create_run(
-            pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks, executor=executor
+            pipeline=pipeline.name,
+            version_id=version,
+            params=resolved,
+            trigger=trigger,
+            tasks=tasks,
+            executor=executor,
+            logical_date=now,
+            data_interval=(now, now),
         )
 
     return store.write(write, what="create run")
@@ -133,13 +131,31 @@ def drive_run(
         note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
         store.write(lambda tx: tx.set_run_state(run_id, RunState.FAILED, note=note), what="run failed to start")
         raise NbflowError(f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+    job = store.write(lambda tx: tx.start_job("runner"), what="register runner")
+    live = store.live_jobs(settings.orphan_timeout)
+    if not store.write(lambda tx: tx.claim_run(run_id, job, live), what="claim run"):
+        store.write(lambda tx: tx.end_job(job), what="end runner")
+        ex.shutdown()
+        run = store.get_run(run_id)
+        raise NbflowError(
+            f"run {run_id} is {run['state']} and driven by job {run['driver_id']}; it cannot be driven here too"
+        )
     try:
         if on_start is not None:
             on_start(ex)
-        state = RunEngine(store, pipeline, run_id, ex, settings=settings, listeners=listeners).run()
+        engine = RunEngine(store, pipeline, run_id, ex, settings=settings, listeners=listeners, driver_id=job)
+        state = engine.run(heartbeat=lambda: _heartbeat(store, job))
     finally:
         ex.shutdown()
+        store.write(lambda tx: tx.end_job(job), what="end runner")
     return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
+
+
+def _heartbeat(store: Store, job: int) -> None:
+    try:
+        store.write(lambda tx: tx.heartbeat(job), what="heartbeat")
+    except Exception as exc:  # a missed heartbeat must not stop a run; the lease is generous
+        log.warning("heartbeat of job %s failed: %s", job, exc)
 
 
 def run_pipeline(
@@ -168,26 +184,21 @@ def run_file(path: str | os.PathLike[str], *, pipeline_name: str | None = None, 
     return run_pipeline(load_pipeline(path, pipeline_name), **kwargs)
 
 
-def rerun(
-    run_id: int,
-    *,
-    tasks: Iterable[str] | None = None,
-    executor: str | None = None,
-    parallelism: int | None = None,
-    listeners: Sequence[Listener] = (),
-    store: Store | None = None,
-) -> RunResult:
-    """Clear tasks of a finished run (default: those not successful) and drive it again.
-
-    The pipeline is loaded again from its file, so a fixed notebook or function is used;
-    successful tasks keep their outputs and are not run again.
-    """
+def pipeline_of_run(run_id: int, *, store: Store | None = None) -> Pipeline:
+    """Load the pipeline of a run from the file it was defined in."""
     store = store or open_store()
     run = store.get_run(run_id)
     row = store.get_pipeline(run["pipeline"])
     if not row or not row["file"]:
         raise NbflowError(f"run {run_id}: pipeline '{run['pipeline']}' has no file to load it from")
-    pipeline = load_pipeline(row["file"], run["pipeline"])
+    return load_pipeline(row["file"], run["pipeline"])
+
+
+def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store | None = None) -> list[str]:
+    """Reset tasks of a finished run (default: those not successful) and what is downstream of
+    them to ``pending``, and queue the run again; returns the cleared task ids."""
+    store = store or open_store()
+    run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
         raise NbflowError(f"run {run_id} is {run['state']}; only a finished run can be re-run")
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
@@ -198,7 +209,11 @@ def rerun(
         for tid in chosen:
             if tid not in tis:
                 raise UnknownTaskError(run["pipeline"], tid, tis, where=f"run {run_id}")
-    down = pipeline.downstream_map()
+    version = store.get_version(run["version_id"]) if run["version_id"] else None
+    down: dict[str, list[str]] = {}
+    for t in (version["definition"]["tasks"] if version else []):
+        for up in t["upstream"]:
+            down.setdefault(up, []).append(t["id"])
     closure, stack = set(), list(chosen)
     while stack:  # everything downstream of a cleared task must run again too
         tid = stack.pop()
@@ -207,12 +222,39 @@ def rerun(
         closure.add(tid)
         stack.extend(down.get(tid, ()))
 
-    def write(tx: Any) -> None:
-        tx.clear_tasks(run_id, sorted(closure))
-        tx.set_run_state(run_id, RunState.QUEUED)
+    def write(tx: Any) -> list[str]:
+        cleared = tx.clear_tasks(run_id, sorted(closure))
+        tx.set_run_state(run_id, RunState.QUEUED, driver_id=None)
+        return cleared
 
-    store.write(write, what="clear tasks")
+    return store.write(write, what="clear tasks")
+
+
+def rerun(
+    run_id: int,
+    *,
+    tasks: Iterable[str] | None = None,
+    executor: str | None = None,
+    parallelism: int | None = None,
+    listeners: Sequence[Listener] = (),
+    store: Store | None = None,
+) -> RunResult:
+    """Clear tasks of a finished run (see :func:`clear_run`) and drive it again here.
+
+    The pipeline is loaded again from its file, so a fixed notebook or function is used;
+    successful tasks keep their outputs and are not run again.
+    """
+    store = store or open_store()
+    pipeline = pipeline_of_run(run_id, store=store)
+    clear_run(run_id, tasks, store=store)
     return drive_run(pipeline, run_id, executor=executor, parallelism=parallelism, listeners=listeners, store=store)
+
+
+def drive_existing(run_id: int, *, executor: str | None = None, store: Store | None = None, **kwargs: Any) -> RunResult:
+    """Drive a queued run (one triggered from the UI or a notebook) in this process."""
+    store = store or open_store()
+    run = store.get_run(run_id)
+    return drive_run(pipeline_of_run(run_id, store=store), run_id, executor=executor or run["executor"], store=store, **kwargs)
 
 
 def cancel_run(run_id: int, *, why: str = "cancelled by request", store: Store | None = None) -> list[str]:
@@ -338,21 +380,3 @@ def task_finished(run_id: int, task_id: str, *, store: Store | None = None) -> b
         if row["task_id"] == task_id:
             return TaskState(row["state"]) in FINISHED
     raise UnknownTaskError(store.get_run(run_id)["pipeline"], task_id, [], where=f"run {run_id}")
-
-
-__all__ = [
-    "RunResult",
-    "cancel_run",
-    "create_run",
-    "dag_picture",
-    "drive_run",
-    "list_runs",
-    "load_output",
-    "open_store",
-    "read_log",
-    "rerun",
-    "run_details",
-    "run_file",
-    "run_pipeline",
-    "task_finished",
-]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nbflow import __version__
+from nbflow.cli import scheduling
 from nbflow.exceptions import NbflowError
 
 EPILOG = """\
@@ -26,6 +27,9 @@ examples:
   nbflow tasks 3                                            task instances of run 3
   nbflow logs 3 train                                       log of task 'train' in run 3
   nbflow rerun 3                                            run the failed tasks of run 3 again
+  nbflow scheduler                                          keep ./pipelines on schedule (NBFLOW_DAGS_FOLDER)
+  nbflow trigger ml_chain -p C=0.5                          queue a run for the scheduler
+  nbflow backfill ml_chain --start 2026-01-01 --end 2026-01-31
 
 settings come from NBFLOW_HOME (default ./.nbflow), NBFLOW_DB_URL (default SQLite under
 NBFLOW_HOME), NBFLOW_ARTIFACT_ROOT, NBFLOW_EXECUTOR, NBFLOW_PARALLELISM, or [tool.nbflow]
@@ -384,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.required = True
     p = db.add_parser("upgrade", help="create or migrate the database to the newest schema")
     p.set_defaults(func=cmd_db_upgrade)
+    scheduling.register_db(db)
+    scheduling.register(sub, executor_args)
     return parser
 
 

@@ -1,0 +1,301 @@
+"""Pipelines as the scheduler, the web UI and the magics see them: list, trigger, pause,
+clear, backfill, pools, retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from nbflow import params as nbparams
+from nbflow.api.runs import open_store
+from nbflow.store.scheduling import task_rows
+from nbflow.artifacts import join
+from nbflow.exceptions import NbflowError, PipelineNotFoundError
+from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
+from nbflow.store import Store
+from nbflow.store.orm import utcnow
+
+log = logging.getLogger("nbflow.api")
+
+
+class DuplicateRunError(NbflowError):
+    """A run of that pipeline for that logical date exists already (``run_id``)."""
+
+    def __init__(self, pipeline: str, logical_date: datetime, run_id: int | None):
+        self.run_id = run_id
+        super().__init__(
+            f"pipeline '{pipeline}' already has run {run_id} for logical date {logical_date.isoformat()}",
+            hint="a run per logical date: clear its tasks to run it again (nbflow rerun RUN)",
+        )
+
+
+def _definition(store: Store, name: str) -> dict[str, Any]:
+    row = store.get_pipeline(name)
+    if row is None or row["latest_version_id"] is None:
+        known = [p["name"] for p in store.list_pipelines()]
+        raise PipelineNotFoundError(
+            f"no pipeline named '{name}'",
+            hint=f"known pipelines: {', '.join(known) or '(none: run `nbflow scheduler` or `nbflow run FILE` first)'}",
+        )
+    return dict(store.get_version(row["latest_version_id"])["definition"])
+
+
+def scheduler_alive(store: Store | None = None) -> bool:
+    """Whether a scheduler holds a fresh heartbeat lease on this database."""
+    store = store or open_store()
+    return bool(store.live_jobs(store.settings.orphan_timeout, kinds=("scheduler",)))
+
+
+def spawn_driver(run_id: int, store: Store | None = None) -> int:
+    """Drive a queued run in a background ``nbflow drive`` process; returns its pid.
+
+    Used when no scheduler is alive, so a run triggered from the UI or a notebook still runs.
+    """
+    store = store or open_store()
+    folder = store.settings.home / "drivers"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"run-{run_id}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbflow", "drive", str(run_id)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "NBFLOW_HOME": str(store.settings.home), "NBFLOW_DB_URL": store.url},
+        )
+    return proc.pid
+
+
+def trigger(
+    name: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    logical_date: datetime | str | None = None,
+    start: bool = True,
+    store: Store | None = None,
+) -> int:
+    """Queue a manual run of a known pipeline with validated parameters; returns its id.
+
+    The scheduler picks it up; when no scheduler is alive and ``start`` is true, a
+    background ``nbflow drive`` process runs it. A second trigger for the same logical date
+    raises :class:`DuplicateRunError` with the existing run's id.
+    """
+    store = store or open_store()
+    definition = _definition(store, name)
+    resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
+    if isinstance(logical_date, str):
+        logical_date = parse_date(logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name))
+    logical = logical_date or utcnow()
+    if logical_date is not None:
+        existing = store.run_for_date(name, logical)
+        if existing is not None:
+            raise DuplicateRunError(name, logical, existing["id"])
+    version = store.get_pipeline(name)["latest_version_id"]
+    try:
+        run_id = store.write(
+            lambda tx: tx.create_run(
+                pipeline=name,
+                version_id=version,
+                params=resolved,
+                trigger="manual",
+                tasks=task_rows(definition),
+                logical_date=logical,
+                data_interval=(logical, logical),
+            ),
+            what="trigger",
+        )
+    except IntegrityError as exc:
+        existing = store.run_for_date(name, logical)
+        raise DuplicateRunError(name, logical, existing["id"] if existing else None) from exc
+    if start and not scheduler_alive(store):
+        spawn_driver(run_id, store)
+    return run_id
+
+
+def clear_tasks(
+    run_id: int, task_ids: Iterable[str] | None = None, *, start: bool = True, store: Store | None = None
+) -> list[str]:
+    """Clear tasks of a finished run (default: the unsuccessful ones) and what is downstream; queue the run again."""
+    from nbflow.api.runs import clear_run
+
+    store = store or open_store()
+    cleared = clear_run(run_id, task_ids, store=store)
+    if start and not scheduler_alive(store):
+        spawn_driver(run_id, store)
+    return cleared
+
+
+def set_paused(name: str, paused: bool, *, store: Store | None = None) -> None:
+    """Pause (no new scheduled runs) or unpause a pipeline."""
+    store = store or open_store()
+    _definition(store, name)
+    store.write(lambda tx: tx.set_paused(name, paused), what="pause")
+
+
+def list_pipelines(*, store: Store | None = None) -> list[dict[str, Any]]:
+    """Every known pipeline with schedule, paused, last run, task count and any import error."""
+    store = store or open_store()
+    errors = {e["filename"]: dict(e) for e in store.import_errors()}
+    out = []
+    for row in store.list_pipelines():
+        last = store.list_runs(row["name"], limit=1)
+        version = store.get_version(row["latest_version_id"]) if row["latest_version_id"] else None
+        definition = version["definition"] if version else {"tasks": []}
+        out.append(
+            {
+                **dict(row),
+                "tasks": len(definition["tasks"]),
+                "params": definition.get("params", {}),
+                "last_run": dict(last[0]) if last else None,
+                "import_error": errors.get(row["file"] or ""),
+            }
+        )
+    return out
+
+
+def import_errors(*, store: Store | None = None) -> list[dict[str, Any]]:
+    """Files of the DAG folder that failed to load, with ``file:line`` and the message."""
+    store = store or open_store()
+    return [dict(e) for e in store.import_errors()]
+
+
+def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None = None) -> dict[str, Any]:
+    """A pipeline's DAG (nodes, edges, kinds) and a run's task states (default: its latest run)."""
+    store = store or open_store()
+    definition = _definition(store, name)
+    run = store.get_run(run_id) if run_id is not None else next(iter(store.list_runs(name, limit=1)), None)
+    if run is not None and run["pipeline"] != name:
+        raise NbflowError(f"run {run_id} belongs to pipeline '{run['pipeline']}', not '{name}'")
+    if run is not None and run["version_id"]:
+        definition = dict(store.get_version(run["version_id"])["definition"])
+    tasks = {r["task_id"]: dict(r) for r in store.task_instances(run["id"])} if run is not None else {}
+    errors = {e["filename"]: dict(e) for e in store.import_errors()}
+    return {
+        "pipeline": name,
+        "definition": definition,
+        "run": dict(run) if run is not None else None,
+        "states": {tid: r["state"] for tid, r in tasks.items()},
+        "tasks": tasks,
+        "import_error": errors.get(definition.get("file") or ""),
+    }
+
+
+def backfill(
+    name: str, start: datetime | str, end: datetime | str, *, store: Store | None = None
+) -> tuple[list[int], int]:
+    """Queue the scheduled runs of ``name`` whose logical dates fall in [start, end].
+
+    Returns (new run ids, number that existed already): creating a run twice is a no-op.
+    """
+    store = store or open_store()
+    definition = _definition(store, name)
+    if not definition.get("schedule"):
+        raise NbflowError(f"pipeline '{name}' has no schedule to backfill", hint="give it Pipeline(schedule='...')")
+    tz = get_timezone(definition.get("timezone") or "UTC", pipeline=name)
+    first = parse_date(start, pipeline=name, field="--start", tz=tz)
+    last = parse_date(end, pipeline=name, field="--end", tz=tz)
+    if last < first:
+        raise NbflowError(f"backfill of '{name}': --end {last:%Y-%m-%d %H:%M} is before --start {first:%Y-%m-%d %H:%M}")
+    schedule = Schedule(normalize(definition["schedule"]), tz)
+    intervals, tick = [], schedule.first_tick_at_or_after(first)
+    while tick <= last:
+        intervals.append(schedule.interval(tick))
+        tick = intervals[-1][1]
+    version = store.get_pipeline(name)["latest_version_id"]
+    params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
+    created = store.write(
+        lambda tx: tx.create_scheduled_runs(
+            pipeline=name, version_id=version, params=params, intervals=intervals, tasks=task_rows(definition),
+            pointer=None, trigger="backfill",
+        ),
+        what="backfill",
+    )
+    return created, len(intervals) - len(created)
+
+
+def set_pool(name: str, slots: int, description: str = "", *, store: Store | None = None) -> None:
+    """Create or resize a pool (``slots`` >= 0)."""
+    if not isinstance(slots, int) or slots < 0:
+        raise NbflowError(f"pool '{name}' needs a whole number of slots >= 0, got {slots!r}")
+    store = store or open_store()
+    store.write(lambda tx: tx.set_pool(name, slots, description), what="set pool")
+
+
+def delete_pool(name: str, *, store: Store | None = None) -> None:
+    """Remove a pool."""
+    store = store or open_store()
+    if not store.write(lambda tx: tx.delete_pool(name), what="delete pool"):
+        raise NbflowError(f"no pool named '{name}'", hint="`nbflow pools list` shows them")
+
+
+def pools(*, store: Store | None = None) -> list[dict[str, Any]]:
+    """Pools with slots and slots in use."""
+    store = store or open_store()
+    return [dict(p) for p in store.pools()]
+
+
+def clean(older_than: timedelta, *, dry_run: bool = False, store: Store | None = None) -> list[int]:
+    """Delete finished runs created more than ``older_than`` ago, with their logs and artifacts."""
+    import fsspec
+
+    store = store or open_store()
+    runs = store.finished_runs_before(utcnow() - older_than)
+    ids = [r["id"] for r in runs]
+    if dry_run or not ids:
+        return ids
+    root = store.settings.artifact_root
+    fs, _ = fsspec.core.url_to_fs(root)
+    for run in runs:
+        folder = fsspec.core.url_to_fs(join(root, run["pipeline"], f"run-{run['id']}"))[1]
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+    for chunk in range(0, len(ids), 500):
+        store.write(lambda tx, part=ids[chunk : chunk + 500]: tx.delete_runs(part), what="clean")
+    return ids
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m`` or ``45s`` as a timedelta."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    try:
+        return timedelta(**{units[text[-1]]: float(text[:-1])})
+    except (KeyError, ValueError, IndexError):
+        raise NbflowError(f"cannot read the age {text!r}", hint="use a number and a unit: 30d, 12h, 90m, 45s") from None
+
+
+def health(*, store: Store | None = None) -> dict[str, Any]:
+    """Database reachability and live schedulers/runners (``ok`` or ``degraded``)."""
+    try:
+        store = store or open_store()
+        jobs = store.live_jobs(store.settings.orphan_timeout)
+    except Exception as exc:  # the database is down: report, never raise
+        return {"status": "degraded", "database": f"unreachable: {type(exc).__name__}: {exc}", "schedulers": []}
+    schedulers = [dict(j) for j in jobs.values() if j["kind"] == "scheduler"]
+    return {"status": "ok", "database": "ok", "schedulers": schedulers, "runners": len(jobs) - len(schedulers)}
+
+
+__all__ = [
+    "DuplicateRunError",
+    "backfill",
+    "clean",
+    "clear_tasks",
+    "delete_pool",
+    "health",
+    "import_errors",
+    "list_pipelines",
+    "parse_age",
+    "pipeline_graph",
+    "pools",
+    "scheduler_alive",
+    "set_paused",
+    "set_pool",
+    "spawn_driver",
+    "trigger",
+]

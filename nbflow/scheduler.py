@@ -1,0 +1,271 @@
+"""The scheduler: a long-running process that keeps a DAG folder's pipelines on schedule.
+
+One loop, every ``loop_interval`` seconds or as soon as executor events arrive:
+
+1. **Heartbeat** its job row (its lease). On SQLite a second scheduler refuses to start
+   while the lease is fresh; on PostgreSQL any number cooperate.
+2. **Parse** the DAG folder when it changed (:class:`nbflow.loader.FolderLoader`: each
+   changed file is first imported in a subprocess with a time limit). Pipelines are
+   recorded with their schedules; import errors are recorded per file; pipelines whose
+   file is gone stop being scheduled (their history stays).
+3. **Create due runs** for unpaused, healthy, scheduled pipelines (see
+   :mod:`nbflow.store.scheduling` for why each run is created exactly once).
+4. **Claim runs** no live job drives: queued runs (scheduled, triggered, backfilled,
+   cleared) and runs whose driver's lease expired (a scheduler or ``nbflow run`` that was
+   killed). ``max_active_runs`` is respected. A claimed run's in-flight attempts are adopted
+   (Dask keeps them) or reset as ``worker_lost``.
+5. **Drive** every claimed run one step with the events of the shared executor, and notice
+   runs cancelled from elsewhere.
+
+A database outage does not kill the loop: the failed iteration is logged, health reports
+``degraded``, and the loop retries with capped backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from nbflow import params as nbparams
+from nbflow.config import Settings
+from nbflow.dag import Pipeline
+from nbflow.engine import RunEngine
+from nbflow.executors import get_executor
+from nbflow.executors.base import Event, Executor
+from nbflow.loader import FolderLoader, load_pipeline
+from nbflow.states import RunState
+from nbflow.store import Store
+from nbflow.store.scheduling import task_rows
+from nbflow.store.orm import utcnow
+
+log = logging.getLogger("nbflow.scheduler")
+
+
+class Scheduler:
+    """Schedules and drives the pipelines of ``dags_folder`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        dags_folder: str | None = None,
+        store: Store | None = None,
+        executor: str | Executor | None = None,
+        parallelism: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        loop_interval: float = 0.1,
+        parse_interval: float = 5.0,
+    ):
+        self.store = store or Store()
+        self.settings: Settings = self.store.settings
+        self.loader = FolderLoader(dags_folder or self.settings.dags_folder, self.settings.import_timeout)
+        if isinstance(executor, Executor):
+            self.executor = executor
+        else:
+            self.executor = get_executor(executor or self.settings.executor, parallelism=parallelism)
+        self.clock = clock
+        self.loop_interval = loop_interval
+        self.parse_interval = parse_interval
+        self.job_id: int | None = None
+        self.engines: dict[int, RunEngine] = {}
+        self.status = "starting"
+        self._last_parse = self._last_beat = self._last_cancel_check = 0.0
+        self._next_due: dict[str, datetime | None] = {}
+        self._elsewhere: dict[str, Pipeline | None] = {}
+        self._stop = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the job lease (refused on SQLite while another scheduler is alive) and start the executor."""
+        exclusive = utcnow() - timedelta(seconds=self.settings.orphan_timeout) if self.store.is_sqlite else None
+        self.job_id = self.store.write(lambda tx: tx.start_job("scheduler", exclusive_after=exclusive), what="register scheduler")
+        self.executor.start()
+        self.status = "ok"
+        log.info("scheduler job %s started on %s (folder %s)", self.job_id, self.store.url, self.loader.folder)
+
+    def stop(self) -> None:
+        """Ask :meth:`serve_forever` to return after the current iteration."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Release the lease (runs in flight become claimable by another scheduler) and the executor."""
+        self.executor.shutdown()
+        if self.job_id is not None:
+            try:
+                self.store.write(lambda tx: tx.end_job(self.job_id), what="end scheduler")
+            except DBAPIError as exc:
+                log.warning("could not release the scheduler lease: %s", exc)
+        self.status = "stopped"
+
+    def serve_forever(self, max_loops: int | None = None) -> None:
+        """Loop until :meth:`stop` (or SIGTERM/SIGINT in the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        backoff, loops = 0.5, 0
+        try:
+            while not self._stop.is_set() and (max_loops is None or loops < max_loops):
+                loops += 1
+                try:
+                    self.loop_once()
+                    backoff = 0.5
+                    self.status = "ok"
+                except DBAPIError as exc:
+                    self.status = "degraded"
+                    log.error("scheduler iteration failed (database): %s; retrying in %.1fs", exc.orig, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self.close()
+
+    # -- one iteration ------------------------------------------------------------------------
+    def loop_once(self) -> None:
+        """Heartbeat, parse, create due runs, claim runs, and step every run with new events."""
+        now = time.monotonic()
+        if now - self._last_beat >= self.settings.heartbeat:
+            self._last_beat = now
+            self.store.write(lambda tx: tx.heartbeat(self.job_id), what="heartbeat")
+        if now - self._last_parse >= self.parse_interval:
+            self._last_parse = now
+            if self.loader.load():
+                self.sync_pipelines()
+        self.create_due_runs()
+        self.claim_runs()
+        self.drive(self.executor.poll(self._wait()))
+
+    def _wait(self) -> float:
+        waits = [w for w in (e.wakeup_in() for e in self.engines.values()) if w is not None]
+        return min([self.loop_interval, *waits])
+
+    def sync_pipelines(self) -> None:
+        """Record the loaded pipelines, import errors and removed pipelines in the store."""
+        loaded = {n: p for n, p in self.loader.pipelines.items() if not self.loader.broken(n)}
+        definitions = {n: (p.definition(), p.fingerprint()) for n, p in loaded.items()}
+        known = {r["name"]: r for r in self.store.list_pipelines()}
+        gone = [n for n, r in known.items() if r["is_active"] and n not in self.loader.pipelines and r["file"]
+                and str(self.loader.folder) in r["file"]]
+
+        def write(tx: Any) -> None:
+            for definition, fingerprint in definitions.values():
+                tx.sync_pipeline(definition, fingerprint)
+            tx.deactivate_pipelines(gone)
+            tx.replace_import_errors(self.loader.errors)
+
+        self.store.write(write, what="sync pipelines")
+        self._next_due.clear()
+        for path, (where, message) in self.loader.errors.items():
+            log.warning("cannot load %s: %s", where, message)
+
+    # -- scheduled runs -------------------------------------------------------------------------
+    def create_due_runs(self) -> list[int]:
+        """Create the runs whose data interval has ended, for every schedulable pipeline."""
+        now = self.clock()
+        created: list[int] = []
+        for name, pipeline in self.loader.pipelines.items():
+            if pipeline.cron is None or self.loader.broken(name):
+                continue
+            due_at = self._next_due.get(name)
+            if due_at is not None and now < due_at:
+                continue  # nothing due yet: no database round trip
+            created += self._create_runs(pipeline, now)
+        return created
+
+    def _create_runs(self, pipeline: Pipeline, now: datetime) -> list[int]:
+        schedule = pipeline.timetable()
+        definition = pipeline.definition()
+        params = nbparams.resolve_run_params(pipeline.param_defaults, {}, pipeline=pipeline.name)
+        skip_locked = not self.store.is_sqlite
+
+        def write(tx: Any) -> list[int]:
+            row = tx.lock_pipeline(pipeline.name, skip_locked)
+            if row is None or row["is_paused"] or not row["is_active"]:
+                # locked by another scheduler, or paused: look again after the next parse
+                self._next_due[pipeline.name] = now + timedelta(seconds=self.parse_interval)
+                return []
+            dates, pointer = schedule.due(row["next_logical_date"], now, pipeline.catchup)
+            if not dates and pointer == row["next_logical_date"]:
+                self._next_due[pipeline.name] = schedule.interval(pointer)[1] if pointer else None
+                return []
+            intervals = [schedule.interval(d) for d in dates]
+            ids = tx.create_scheduled_runs(
+                pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, intervals=intervals,
+                tasks=task_rows(definition), pointer=pointer,
+            )
+            self._next_due[pipeline.name] = schedule.interval(pointer)[1] if pointer else None
+            return ids
+
+        ids = self.store.write(write, what=f"schedule {pipeline.name}")
+        if ids:
+            log.info("created %d run(s) of %s", len(ids), pipeline.name)
+        return ids
+
+    # -- driving -----------------------------------------------------------------------------------
+    def claim_runs(self) -> list[int]:
+        """Become the driver of runs nobody drives (respecting max_active_runs); start them."""
+        live = set(self.store.live_jobs(self.settings.orphan_timeout))
+        live.add(self.job_id)
+        candidates = [r for r in self.store.runs_to_drive(live) if r["id"] not in self.engines]
+        if not candidates:
+            return []
+        active = self.store.active_run_counts()
+        claimed = []
+        for run in candidates:
+            pipeline = self._pipeline(run["pipeline"])
+            if pipeline is None:
+                continue
+            if run["state"] == RunState.QUEUED.value:
+                if active.get(run["pipeline"], 0) >= pipeline.max_active_runs:
+                    continue
+                active[run["pipeline"]] = active.get(run["pipeline"], 0) + 1
+            if not self.store.write(lambda tx, r=run: tx.claim_run(r["id"], self.job_id, live), what="claim run"):
+                continue  # another scheduler was faster
+            engine = RunEngine(self.store, pipeline, run["id"], self.executor, settings=self.settings, driver_id=self.job_id)
+            try:
+                engine.start()
+            except Exception:
+                log.exception("cannot start run %s of %s", run["id"], run["pipeline"])
+                self.store.write(lambda tx, r=run: tx.set_run_state(r["id"], RunState.FAILED, note="could not start"))
+                continue
+            self.engines[run["id"]] = engine
+            claimed.append(run["id"])
+        return claimed
+
+    def _pipeline(self, name: str) -> Pipeline | None:
+        """A pipeline of the DAG folder, or one defined elsewhere (``nbflow run FILE``) by its file."""
+        if name in self.loader.pipelines:
+            return self.loader.pipelines[name]
+        if name not in self._elsewhere:
+            row = self.store.get_pipeline(name)
+            self._elsewhere[name] = None
+            if row is not None and row["file"]:
+                try:
+                    self._elsewhere[name] = load_pipeline(row["file"], name)
+                except Exception as exc:  # noqa: BLE001 - recorded, the run stays queued
+                    log.warning("cannot load pipeline %s from %s: %s", name, row["file"], exc)
+        return self._elsewhere[name]
+
+    def drive(self, events: list[Event]) -> None:
+        """Step every run with its events; finish runs that are done; honour cancellations."""
+        routed: dict[int, list[Event]] = {}
+        for event in events:
+            for run_id, engine in self.engines.items():
+                if engine.owns(event.key):
+                    routed.setdefault(run_id, []).append(event)
+                    break
+        for run_id, engine in list(self.engines.items()):
+            engine.step(routed.get(run_id, []))
+            if engine.done:
+                engine.finish()
+                del self.engines[run_id]
+        now = time.monotonic()
+        if self.engines and now - self._last_cancel_check >= self.settings.cancel_poll:
+            self._last_cancel_check = now
+            for run_id in list(self.engines):
+                if self.store.get_run(run_id)["state"] == RunState.CANCELLED.value:
+                    self.engines.pop(run_id).cancel("cancelled by request")

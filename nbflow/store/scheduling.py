@@ -1,0 +1,255 @@
+"""Store operations of the scheduler: job leases, run claiming, scheduled runs, pools.
+
+Exactly-once rules, for one or several schedulers on one database:
+
+* A run is created at most once: ``runs`` is unique on ``(pipeline, logical_date)``, each
+  insert runs in a savepoint (a duplicate is logged and skipped), and the pipeline's
+  pointer (``next_logical_date``) moves in the same transaction as the inserts. On
+  PostgreSQL the pipeline row is taken with ``FOR UPDATE SKIP LOCKED``, so two schedulers
+  never even compute the same runs; on SQLite the write transaction is exclusive.
+* A run is driven by one job at a time: a job claims it with a compare-and-set on
+  ``runs.driver_id`` (free, or held by a job whose heartbeat lease has expired).
+* Task instances start once because only the driving job queues them, each with a
+  compare-and-set on state and try number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nbflow.exceptions import NbflowError
+from nbflow.states import RunState
+from nbflow.store import orm
+from nbflow.store.orm import utcnow
+
+log = logging.getLogger("nbflow.store")
+P, R, TI, A, ART, JOB, ERR, POOL = (
+    orm.pipelines,
+    orm.runs,
+    orm.task_instances,
+    orm.task_attempts,
+    orm.artifacts,
+    orm.jobs,
+    orm.import_errors,
+    orm.pools,
+)
+ACTIVE_RUN = [RunState.QUEUED.value, RunState.RUNNING.value]
+
+
+class SchedulerBusyError(NbflowError):
+    """Another scheduler holds the lease on a database that supports only one."""
+
+
+class SchedulingTx:
+    """Scheduler writes; mixed into :class:`nbflow.store.Tx` (``self.conn`` is the transaction)."""
+
+    conn: Any
+
+    # -- jobs (heartbeat leases) -------------------------------------------------------------
+    def start_job(self, kind: str, *, exclusive_after: datetime | None = None) -> int:
+        """Register a running job; with ``exclusive_after``, refuse if another live one of ``kind`` exists."""
+        if exclusive_after is not None:
+            other = self.conn.execute(
+                select(JOB).where(JOB.c.kind == kind, JOB.c.state == "running", JOB.c.heartbeat_at > exclusive_after)
+            ).mappings().first()
+            if other is not None:
+                raise SchedulerBusyError(
+                    f"SQLite supports one scheduler; use PostgreSQL for HA (scheduler job {other['id']}, "
+                    f"pid {other['pid']} on {other['hostname']}, is alive)",
+                    hint="stop the other scheduler, or set NBFLOW_DB_URL=postgresql+psycopg://... to run several",
+                )
+        now = utcnow()
+        return int(
+            self.conn.execute(
+                insert(JOB).values(
+                    kind=kind, hostname=socket.gethostname(), pid=os.getpid(), state="running", started_at=now, heartbeat_at=now
+                )
+            ).inserted_primary_key[0]
+        )
+
+    def heartbeat(self, job_id: int) -> None:
+        """Renew a job's lease."""
+        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(heartbeat_at=utcnow()))
+
+    def end_job(self, job_id: int) -> None:
+        """Mark a job stopped (its runs become claimable at once)."""
+        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(state="stopped", ended_at=utcnow()))
+
+    def claim_run(self, run_id: int, job_id: int, live_jobs: Iterable[int]) -> bool:
+        """Become the driver of a queued/running run that no live job drives."""
+        live = list(live_jobs)
+        free = R.c.driver_id.is_(None)
+        if live:
+            free = or_(free, R.c.driver_id.notin_(live))
+        res = self.conn.execute(
+            update(R).where(R.c.id == run_id, R.c.state.in_(ACTIVE_RUN), free).values(driver_id=job_id)
+        )
+        return res.rowcount == 1
+
+    # -- pipelines -------------------------------------------------------------------------
+    def sync_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
+        """Record a loaded pipeline with its schedule settings; returns its version id."""
+        version = self.upsert_pipeline(definition, fingerprint)  # type: ignore[attr-defined]
+        self.conn.execute(
+            update(P)
+            .where(P.c.name == definition["name"])
+            .values(
+                start_date=_date(definition.get("start_date")),
+                end_date=_date(definition.get("end_date")),
+                timezone=definition.get("timezone") or "UTC",
+                catchup=bool(definition.get("catchup")),
+                max_active_runs=definition.get("max_active_runs") or 16,
+                max_active_tasks=definition.get("max_active_tasks"),
+                is_active=True,
+            )
+        )
+        return version
+
+    def deactivate_pipelines(self, names: Iterable[str]) -> None:
+        """Stop scheduling pipelines that are no longer in the DAG folder (history stays)."""
+        names = list(names)
+        if names:
+            self.conn.execute(update(P).where(P.c.name.in_(names)).values(is_active=False))
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause or unpause a pipeline; False when there is no such pipeline."""
+        return self.conn.execute(update(P).where(P.c.name == name).values(is_paused=paused)).rowcount == 1
+
+    def replace_import_errors(self, errors: dict[str, tuple[str, str]]) -> None:
+        """Make the import_errors table say exactly ``{file: (location, message)}``."""
+        self.conn.execute(delete(ERR))
+        if errors:
+            now = utcnow()
+            self.conn.execute(
+                insert(ERR), [{"filename": f, "location": loc, "error": msg, "created_at": now} for f, (loc, msg) in errors.items()]
+            )
+
+    def lock_pipeline(self, name: str, skip_locked: bool) -> RowMapping | None:
+        """The pipeline row, locked for this transaction (None: locked by another scheduler)."""
+        stmt = select(P).where(P.c.name == name).with_for_update(skip_locked=skip_locked)
+        return self.conn.execute(stmt).mappings().first()
+
+    def create_scheduled_runs(
+        self,
+        *,
+        pipeline: str,
+        version_id: int | None,
+        params: dict[str, Any],
+        intervals: Sequence[tuple[datetime, datetime]],
+        tasks: Sequence[dict[str, Any]],
+        pointer: datetime | None,
+        trigger: str = "scheduled",
+    ) -> list[int]:
+        """Insert one queued run per interval (skipping ones that exist) and move the pointer."""
+        created = []
+        for start, end in intervals:
+            try:
+                with self.conn.begin_nested():
+                    run_id = self.create_run(  # type: ignore[attr-defined]
+                        pipeline=pipeline,
+                        version_id=version_id,
+                        params=params,
+                        trigger=trigger,
+                        tasks=tasks,
+                        logical_date=start,
+                        data_interval=(start, end),
+                    )
+                created.append(run_id)
+            except IntegrityError:
+                log.info("run of %s for %s already exists", pipeline, start.isoformat())
+        if pointer is not None:
+            self.conn.execute(update(P).where(P.c.name == pipeline).values(next_logical_date=pointer))
+        return created
+
+    # -- pools and retention -------------------------------------------------------------------
+    def set_pool(self, name: str, slots: int, description: str = "") -> None:
+        """Create or resize a pool."""
+        if self.conn.execute(update(POOL).where(POOL.c.name == name).values(slots=slots, description=description)).rowcount == 0:
+            self.conn.execute(insert(POOL).values(name=name, slots=slots, description=description))
+
+    def delete_pool(self, name: str) -> bool:
+        """Remove a pool; False when there is none."""
+        return self.conn.execute(delete(POOL).where(POOL.c.name == name)).rowcount == 1
+
+    def delete_runs(self, run_ids: Sequence[int]) -> None:
+        """Delete runs with their task instances, attempts and artifact rows."""
+        for table in (ART, A, TI):
+            self.conn.execute(delete(table).where(table.c.run_id.in_(run_ids)))
+        self.conn.execute(delete(R).where(R.c.id.in_(run_ids)))
+
+
+class SchedulingReads:
+    """Scheduler reads; mixed into :class:`nbflow.store.Store`."""
+
+    def _all(self, stmt: Any) -> list[RowMapping]:  # provided by Store
+        raise NotImplementedError
+
+    def live_jobs(self, threshold: float, kinds: Sequence[str] = ("scheduler", "runner")) -> dict[int, RowMapping]:
+        """Jobs whose lease is fresh (heartbeat within ``threshold`` seconds)."""
+        since = utcnow() - timedelta(seconds=threshold)
+        rows = self._all(select(JOB).where(JOB.c.kind.in_(kinds), JOB.c.state == "running", JOB.c.heartbeat_at > since))
+        return {r["id"]: r for r in rows}
+
+    def runs_to_drive(self, live: Iterable[int], limit: int = 100) -> list[RowMapping]:
+        """Queued or running runs that no live job drives, oldest logical date first."""
+        free = R.c.driver_id.is_(None)
+        live = list(live)
+        if live:
+            free = or_(free, R.c.driver_id.notin_(live))
+        stmt = select(R).where(R.c.state.in_(ACTIVE_RUN), free).order_by(R.c.logical_date, R.c.id).limit(limit)
+        return self._all(stmt)
+
+    def active_run_counts(self) -> dict[str, int]:
+        """Running runs per pipeline (for max_active_runs)."""
+        stmt = select(R.c.pipeline, func.count().label("n")).where(R.c.state == RunState.RUNNING.value).group_by(R.c.pipeline)
+        return {r["pipeline"]: r["n"] for r in self._all(stmt)}
+
+    def import_errors(self) -> list[RowMapping]:
+        """Files of the DAG folder that failed to load."""
+        return self._all(select(ERR).order_by(ERR.c.filename))
+
+    def pools(self) -> list[RowMapping]:
+        """Pools with their slots and how many are in use."""
+        used = (
+            select(TI.c.pool, func.coalesce(func.sum(TI.c.pool_slots), 0).label("used"))
+            .where(TI.c.state.in_(["queued", "running"]))
+            .group_by(TI.c.pool)
+            .subquery()
+        )
+        stmt = select(POOL, func.coalesce(used.c.used, 0).label("used")).outerjoin(used, used.c.pool == POOL.c.name)
+        return self._all(stmt.order_by(POOL.c.name))
+
+    def finished_runs_before(self, before: datetime) -> list[RowMapping]:
+        """Finished runs created before ``before`` (for retention)."""
+        stmt = select(R).where(R.c.state.notin_(ACTIVE_RUN), R.c.created_at < before).order_by(R.c.id)
+        return self._all(stmt)
+
+
+def task_rows(definition: dict[str, Any], selected: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Task-instance rows of a new run, from a stored pipeline definition (all tasks, or ``selected``)."""
+    by_id = {t["id"]: t for t in definition["tasks"]}
+    ids = list(selected) if selected is not None else list(by_id)
+    return [
+        {
+            "task_id": tid,
+            "kind": by_id[tid]["kind"],
+            "queue": by_id[tid]["queue"],
+            "max_tries": by_id[tid]["retries"] + 1,
+            "fingerprint": by_id[tid]["fingerprint"],
+            "pool": by_id[tid].get("pool"),
+            "pool_slots": by_id[tid].get("pool_slots", 1),
+        }
+        for tid in ids
+    ]
+
+
+def _date(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
