@@ -1,0 +1,422 @@
+"""The scheduler: due runs on a controlled clock, catchup, pause, DAG folder errors, triggers,
+backfill, pools, sensors, callbacks, the SQLite single-scheduler rule, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from nbflow import api
+from nbflow.config import reset_settings
+from nbflow.exceptions import ScheduleError
+from nbflow.scheduler import Scheduler
+
+UTC = timezone.utc
+
+
+class Clock:
+    """A controllable 'now' for the scheduler."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def dags(tmp_path, nbflow_home, monkeypatch):
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    monkeypatch.setenv("NBFLOW_DAGS_FOLDER", str(folder))
+    monkeypatch.setenv("NBFLOW_IMPORT_TIMEOUT", "3")
+    monkeypatch.setenv("NBFLOW_HEARTBEAT", "0.2")
+    monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
+    reset_settings()
+    api._stores.clear()
+    return folder
+
+
+def write(folder: Path, name: str, source: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+HOURLY = """
+from nbflow import Pipeline, task
+
+with Pipeline("hourly", schedule="@hourly", start_date="2026-01-01", catchup={catchup}) as pipeline:
+    @task
+    def stamp(logical_date, data_interval_end):
+        return [logical_date.isoformat(), data_interval_end.isoformat()]
+
+    stamp()
+"""
+
+
+def runs_of(name):
+    return sorted(api.list_runs(name, limit=1000), key=lambda r: r["logical_date"])
+
+
+def test_catchup_creates_each_missed_interval_once_in_order(dags):
+    write(dags, "hourly.py", HOURLY.format(catchup=True))
+    clock = Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC))
+    sched = Scheduler(executor="inline", clock=clock)
+    sched.start()
+    try:
+        sched.loop_once()
+        runs = runs_of("hourly")
+        assert [r["logical_date"].hour for r in runs] == [0, 1, 2]
+        assert all(r["data_interval_end"] - r["data_interval_start"] == timedelta(hours=1) for r in runs)
+        assert {r["trigger"] for r in runs} == {"scheduled"}
+        sched.loop_once()
+        assert len(runs_of("hourly")) == 3  # a second tick creates nothing new
+        clock.now += timedelta(hours=2)
+        sched.loop_once()
+        assert [r["logical_date"].hour for r in runs_of("hourly")] == [0, 1, 2, 3, 4]
+        for _ in range(200):  # drive them all
+            if all(r["state"] == "success" for r in runs_of("hourly")):
+                break
+            sched.loop_once()
+        first = runs_of("hourly")[0]
+        assert api.load_output(first["id"], "stamp") == ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"]
+    finally:
+        sched.close()
+
+
+def test_no_catchup_and_pause_resume_create_only_the_latest_interval(dags):
+    write(dags, "hourly.py", HOURLY.format(catchup=False))
+    clock = Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC))
+    sched = Scheduler(executor="inline", clock=clock, parse_interval=0)
+    sched.start()
+    try:
+        sched.loop_once()
+        assert [r["logical_date"].hour for r in runs_of("hourly")] == [2]
+        api.set_paused("hourly", True)
+        clock.now += timedelta(hours=3)  # three intervals pass while paused
+        sched.loop_once()
+        assert len(runs_of("hourly")) == 1
+        api.set_paused("hourly", False)
+        sched.loop_once()
+        assert [r["logical_date"].hour for r in runs_of("hourly")] == [2, 5]
+        sched.loop_once()
+        assert len(runs_of("hourly")) == 2  # resuming twice creates nothing more
+    finally:
+        sched.close()
+
+
+def test_dst_schedule_over_a_year_gives_one_run_per_day(dags):
+    write(
+        dags,
+        "berlin.py",
+        """
+        from nbflow import Pipeline, shell
+        with Pipeline("berlin", schedule="30 2 * * *", timezone="Europe/Berlin", start_date="2026-01-01", catchup=True) as p:
+            shell("true", name="noop")
+        """,
+    )
+    clock = Clock(datetime(2027, 1, 1, 3, 0, tzinfo=UTC))
+    sched = Scheduler(executor="inline", clock=clock)
+    sched.start()
+    try:
+        sched.loader.load()
+        sched.sync_pipelines()
+        created = sched.create_due_runs()
+        assert len(created) == 365
+        days = [r["logical_date"].astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")) for r in runs_of("berlin")]
+        assert len({d.date() for d in days}) == 365
+        spring = next(d for d in days if d.month == 3 and d.day == 29)
+        assert (spring.hour, spring.minute) == (3, 0)  # 02:30 does not exist that day: it runs at 03:00
+    finally:
+        sched.close()
+
+
+def test_broken_and_hanging_files_do_not_stop_the_others(dags):
+    write(dags, "good.py", HOURLY.format(catchup=False))
+    write(dags, "broken.py", "from nbflow import Pipeline\n\nx = 1\nraise RuntimeError('bad config')\n")
+    write(dags, "hangs.py", "import time\nfrom nbflow import Pipeline\ntime.sleep(60)\n")
+    write(dags, "cyclic.py", """
+        from nbflow import Pipeline, shell
+        with Pipeline("cyc", schedule="@daily") as p:
+            a = shell("true", name="a")
+            b = shell("true", name="b")
+            a >> b >> a
+        """)
+    write(dags, "badcron.py", 'from nbflow import Pipeline, shell\nwith Pipeline("cronbad", schedule="61 * * * *") as p:\n    shell("true", name="a")\n')
+    write(dags, "helpers.py", "def util():\n    return 1\n")  # not a pipeline file: ignored
+    sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC)))
+    sched.start()
+    t0 = time.monotonic()
+    try:
+        sched.loop_once()
+    finally:
+        sched.close()
+    assert time.monotonic() - t0 < 20  # the hanging import was killed after 3 s
+    errors = {Path(e["filename"]).name: e for e in api.import_errors()}
+    assert set(errors) == {"broken.py", "hangs.py", "cyclic.py", "badcron.py"}
+    assert errors["broken.py"]["location"].endswith("broken.py:4") and "RuntimeError: bad config" in errors["broken.py"]["error"]
+    assert "longer than 3s" in errors["hangs.py"]["error"]
+    assert "a -> b -> a" in errors["cyclic.py"]["error"]
+    assert "'61 * * * *'" in errors["badcron.py"]["error"] and "cronbad" in errors["badcron.py"]["error"]
+    assert [p["name"] for p in api.list_pipelines()] == ["hourly"]
+    assert len(runs_of("hourly")) == 1
+
+
+def test_removed_pipeline_stops_being_scheduled_but_keeps_history(dags):
+    path = write(dags, "hourly.py", HOURLY.format(catchup=False))
+    clock = Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC))
+    sched = Scheduler(executor="inline", clock=clock, parse_interval=0)
+    sched.start()
+    try:
+        sched.loop_once()
+        path.unlink()
+        clock.now += timedelta(hours=2)
+        sched.loop_once()
+    finally:
+        sched.close()
+    row = next(p for p in api.list_pipelines() if p["name"] == "hourly")
+    assert row["is_active"] is False and len(runs_of("hourly")) == 1
+
+
+TRIGGERED = """
+from nbflow import Pipeline, task
+
+with Pipeline("manual", params={"n": 2}) as pipeline:
+    @task
+    def double(params):
+        return params["n"] * 2
+
+    double()
+"""
+
+
+def serve(sched: Scheduler) -> threading.Thread:
+    sched.start()
+    thread = threading.Thread(target=sched.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_trigger_is_picked_up_and_duplicates_are_refused(dags):
+    write(dags, "manual.py", TRIGGERED)
+    sched = Scheduler(executor="inline")
+    thread = serve(sched)
+    try:
+        wait_for(lambda: api.list_pipelines())
+        run_id = api.trigger("manual", params={"n": "21"}, logical_date="2026-05-01T00:00:00+00:00")
+        wait_for(lambda: api.run_details(run_id)["run"]["state"] == "success")
+        assert api.load_output(run_id, "double") == 42
+        with pytest.raises(api.DuplicateRunError) as info:
+            api.trigger("manual", logical_date="2026-05-01T00:00:00+00:00")
+        assert info.value.run_id == run_id
+        with pytest.raises(Exception, match="(?s)no pipeline named .nope..*known pipelines: manual"):
+            api.trigger("nope")
+        with pytest.raises(Exception, match="'m'"):
+            api.trigger("manual", params={"m": 1})
+    finally:
+        sched.stop()
+        thread.join(10)
+
+
+def test_trigger_without_scheduler_runs_in_the_background(dags, write_pipeline):
+    path = write_pipeline(TRIGGERED)
+    api.run_file(path, executor="inline")  # makes the pipeline known
+    run_id = api.trigger("manual", params={"n": 5})
+    wait_for(lambda: api.run_details(run_id)["run"]["state"] == "success", timeout=60)
+    assert api.load_output(run_id, "double") == 10
+
+
+def test_backfill_creates_the_range_once(dags):
+    write(dags, "hourly.py", HOURLY.format(catchup=False))
+    sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC)))
+    sched.start()
+    try:
+        sched.loop_once()
+    finally:
+        sched.close()
+    created, existing = api.backfill("hourly", "2026-02-01T00:00", "2026-02-01T05:00")
+    assert len(created) == 6 and existing == 0
+    created, existing = api.backfill("hourly", "2026-02-01T03:00", "2026-02-01T07:00")
+    assert len(created) == 2 and existing == 3
+    assert {r["trigger"] for r in api.list_runs("hourly", limit=100)} >= {"backfill"}
+    with pytest.raises(Exception, match="before --start"):
+        api.backfill("hourly", "2026-03-01", "2026-02-01")
+
+
+POOLED = """
+import json, time
+from pathlib import Path
+from nbflow import Pipeline, task
+
+OUT = Path(__file__).parent / "spans"
+
+with Pipeline("pooled", max_active_runs=4) as pipeline:
+    @task(pool="db")
+    def query(i):
+        start = time.time()
+        time.sleep(0.4)
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"{i}-{start}").write_text(json.dumps([start, time.time()]))
+        return i
+
+    for i in range(4):
+        query(i)
+"""
+
+
+def test_pools_are_never_exceeded_across_runs(dags):
+    path = write(dags, "pooled.py", POOLED)
+    api.set_pool("db", 1)
+    sched = Scheduler(executor="local", parallelism=2)
+    thread = serve(sched)
+    try:
+        wait_for(lambda: api.list_pipelines())
+        ids = [api.trigger("pooled", start=False) for _ in range(2)]
+        wait_for(lambda: all(api.run_details(i)["run"]["state"] == "success" for i in ids), timeout=60)
+    finally:
+        sched.stop()
+        thread.join(20)
+    spans = sorted(json.loads(p.read_text()) for p in (path.parent / "spans").iterdir())
+    assert len(spans) == 8
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert s2 >= e1 - 0.01, "two tasks of pool 'db' (1 slot) overlapped"
+
+
+SENSORS = """
+from nbflow import Pipeline, shell
+from nbflow.tasks.sensor import sensor, file_exists
+
+with Pipeline("sensing") as pipeline:
+    ready = sensor(file_exists("flag.txt"), poke_interval=0.2, timeout=20, name="ready")
+    never = sensor(file_exists("never.txt"), poke_interval=0.2, timeout=1, name="never")
+    ready >> shell("echo go", name="go")
+"""
+
+
+def test_sensor_success_and_timeout(dags):
+    path = write(dags, "sensing.py", SENSORS)
+    sched = Scheduler(executor="inline")
+    thread = serve(sched)
+    try:
+        wait_for(lambda: api.list_pipelines())
+        run_id = api.trigger("sensing", start=False)
+        wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
+        (path.parent / "flag.txt").write_text("now")
+        wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
+    finally:
+        sched.stop()
+        thread.join(10)
+    tasks = {t["task_id"]: t for t in api.run_details(run_id)["tasks"]}
+    assert tasks["ready"]["state"] == "success" and tasks["go"]["state"] == "success"
+    assert tasks["never"]["state"] == "failed" and tasks["never"]["reason"] == "sensor_timeout"
+    assert "timed out after 1s" in tasks["never"]["error"] and "never.txt" in tasks["never"]["error"]
+
+
+CALLBACKS = """
+import json
+from pathlib import Path
+from nbflow import Pipeline, task
+
+LOG = Path(__file__).parent / "calls.jsonl"
+
+def record(ctx):
+    with LOG.open("a") as fh:
+        fh.write(json.dumps({"task": ctx.get("task_id"), "state": ctx["state"]}) + "\\n")
+
+with Pipeline("notify", on_failure=record, on_success=record) as pipeline:
+    @task(retries=1, on_failure=record, on_success=record)
+    def boom():
+        raise ValueError("no")
+
+    @task(on_success=record)
+    def fine():
+        return 1
+
+    boom()
+    fine()
+"""
+
+
+def test_callbacks_are_called_once_per_state_change(nbflow_home, write_pipeline):
+    from nbflow.loader import load_pipeline
+
+    path = write_pipeline(CALLBACKS)
+    api.run_pipeline(load_pipeline(path), executor="inline")
+    calls = [json.loads(line) for line in (path.parent / "calls.jsonl").read_text().splitlines()]
+    assert sorted(calls, key=str) == sorted(
+        [{"task": "boom", "state": "failed"}, {"task": "fine", "state": "success"}, {"task": None, "state": "failed"}], key=str
+    )
+
+
+def test_second_scheduler_on_sqlite_is_refused(dags, nbflow_home):
+    write(dags, "manual.py", TRIGGERED)
+    sched = Scheduler(executor="inline")
+    sched.start()
+    try:
+        env = {**os.environ, "NBFLOW_HOME": str(nbflow_home)}
+        res = subprocess.run([sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2
+        assert "SQLite supports one scheduler; use PostgreSQL for HA" in res.stderr
+        assert len(api.open_store().live_jobs(60, kinds=("scheduler",))) == 1
+    finally:
+        sched.close()
+
+
+def test_invalid_start_date_names_the_pipeline():
+    from nbflow import Pipeline
+
+    with pytest.raises(ScheduleError, match="pipeline 'dated' has an invalid start_date 'yesterday'"):
+        Pipeline("dated", schedule="@daily", start_date="yesterday")
+    with pytest.raises(ScheduleError, match="ends .* before it starts"):
+        Pipeline("dated", schedule="@daily", start_date="2026-02-01", end_date="2026-01-01")
+    with pytest.raises(ScheduleError, match="unknown timezone 'Mars/Base'"):
+        Pipeline("dated", schedule="@daily", timezone="Mars/Base")
+
+
+def test_real_time_short_schedule(dags):
+    write(dags, "fast.py", """
+        from nbflow import Pipeline, shell
+        with Pipeline("fast", schedule="* * * * * */1") as p:
+            shell("true", name="tick")
+        """)
+    sched = Scheduler(executor="inline")
+    thread = serve(sched)
+    try:
+        wait_for(lambda: len([r for r in api.list_runs("fast", limit=50) if r["state"] == "success"]) >= 3, timeout=30)
+    finally:
+        sched.stop()
+        thread.join(10)
+    dates = [r["logical_date"] for r in runs_of("fast")]
+    assert len(dates) == len(set(dates)) and all(b - a >= timedelta(seconds=1) for a, b in zip(dates, dates[1:]))
+
+
+def test_db_clean_removes_old_runs_and_their_files(nbflow_home, write_pipeline):
+    from nbflow.loader import load_pipeline
+
+    result = api.run_pipeline(load_pipeline(write_pipeline(TRIGGERED)), executor="inline")
+    folder = Path(api.run_details(result.run_id)["artifacts"][0]["uri"]).parents[3]
+    assert folder.name == f"run-{result.run_id}" and folder.exists()
+    assert api.clean(api.parse_age("1d")) == []
+    assert api.clean(timedelta(seconds=0), dry_run=True) == [result.run_id]
+    assert api.clean(timedelta(seconds=0)) == [result.run_id]
+    assert not folder.exists() and api.list_runs() == []
