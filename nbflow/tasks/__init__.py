@@ -16,6 +16,7 @@ _BUILTIN = {
     "python": "nbflow.tasks.python:PythonTask",
     "notebook": "nbflow.tasks.notebook:NotebookTask",
     "shell": "nbflow.tasks.shell:ShellTask",
+    "sensor": "nbflow.tasks.sensor:SensorTask",
     "cell": "nbflow.tasks.cell:CellTask",
 }
 
