@@ -2,13 +2,8 @@
 
 A :class:`Pipeline` is a set of :class:`Task` objects keyed by id plus, on each task, the
 ids of its upstream tasks. Edges come from data (passing one task's handle to another)
-and from ordering (``a >> b``). Graph algorithms are small functions over plain
-``{task_id: set(upstream_ids)}`` mappings:
-
-* :func:`toposort` -- Kahn's algorithm; ties are broken by definition order so the order is
-  stable and readable.
-* :func:`find_cycle` -- depth-first search with a colour per node (white/grey/black); the
-  first back edge to a grey node closes a cycle, returned as ``[a, b, c, a]`` in edge order.
+and from ordering (``a >> b``). Graph algorithms live in :mod:`nbflow.graph` and
+references (outputs, parameters) in :mod:`nbflow.refs`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,11 +14,12 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
+from nbflow.graph import find_cycle, toposort
+from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
 
 TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed", "always")
@@ -67,26 +63,6 @@ def current_pipeline() -> Pipeline | None:
 # --- references resolved at run time -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OutputRef:
-    """The value of an upstream task (or one key of it), resolved when the task runs."""
-
-    task_id: str
-    key: str | None = None
-
-    def __getitem__(self, key: str) -> OutputRef:
-        if self.key is not None:
-            raise DefinitionError(f"cannot index {self} twice; index the value inside the task")
-        return OutputRef(self.task_id, key)
-
-
-@dataclass(frozen=True)
-class ParamRef:
-    """A pipeline parameter, resolved to the run's value when the task runs."""
-
-    name: str
-
-
 class ParamsView:
     """``pipeline.params``: ``params["alpha"]`` or ``params.alpha`` give a :class:`ParamRef`.
 
@@ -119,18 +95,6 @@ class ParamsView:
         return name in self._pipeline.param_defaults
 
 
-def find_refs(value: Any) -> Iterator[OutputRef | ParamRef]:
-    """Every reference inside ``value`` (lists, tuples, sets and dict values are searched)."""
-    if isinstance(value, (OutputRef, ParamRef)):
-        yield value
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            yield from find_refs(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from find_refs(item)
-
-
 def to_refs(value: Any) -> Any:
     """Replace task handles inside ``value`` by :class:`OutputRef` (so tasks pickle small)."""
     if isinstance(value, Task):
@@ -139,19 +103,6 @@ def to_refs(value: Any) -> Any:
         return type(value)(to_refs(v) for v in value)
     if isinstance(value, dict):
         return {k: to_refs(v) for k, v in value.items()}
-    return value
-
-
-def resolve_refs(value: Any, output: Callable[[OutputRef], Any], params: Mapping[str, Any]) -> Any:
-    """Replace references inside ``value``: ``output(ref)`` gives an upstream value, ``params`` the run's."""
-    if isinstance(value, OutputRef):
-        return output(value)
-    if isinstance(value, ParamRef):
-        return params[value.name]
-    if isinstance(value, (list, tuple)):
-        return type(value)(resolve_refs(v, output, params) for v in value)
-    if isinstance(value, dict):
-        return {k: resolve_refs(v, output, params) for k, v in value.items()}
     return value
 
 
@@ -345,57 +296,6 @@ def _flatten(items: Iterable[Any]) -> Iterator[Any]:
             yield from _flatten(item)
         else:
             yield item
-
-
-# --- graph algorithms over {task_id: upstream ids} -------------------------------------------
-
-
-def toposort(upstream: Mapping[str, Iterable[str]]) -> list[str]:
-    """Task ids so that every task comes after its upstream; raises ValueError on a cycle."""
-    ups = {t: set(u) for t, u in upstream.items()}
-    children: dict[str, list[str]] = {t: [] for t in ups}
-    for t, us in ups.items():
-        for u in us:
-            children[u].append(t)
-    remaining = {t: len(us) for t, us in ups.items()}
-    ready = [t for t in ups if remaining[t] == 0]
-    order: list[str] = []
-    while ready:
-        t = ready.pop(0)
-        order.append(t)
-        for c in children[t]:
-            remaining[c] -= 1
-            if remaining[c] == 0:
-                ready.append(c)
-    if len(order) != len(ups):
-        raise ValueError(f"cycle: {find_cycle(ups)}")
-    return order
-
-
-def find_cycle(upstream: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """One cycle as ``[a, b, c, a]`` (a runs before b ...), or None when the graph is a DAG."""
-    children: dict[str, list[str]] = {t: [] for t in upstream}
-    for t, us in upstream.items():
-        for u in us:
-            children.setdefault(u, []).append(t)
-    color = dict.fromkeys(children, 0)  # 0 white, 1 grey (on the path), 2 black
-    for start in children:
-        if color[start]:
-            continue
-        path, stack = [start], [iter(children[start])]
-        color[start] = 1
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                color[path.pop()] = 2
-                stack.pop()
-            elif color[nxt] == 1:
-                return path[path.index(nxt) :] + [nxt]
-            elif color[nxt] == 0:
-                color[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(children[nxt]))
-    return None
 
 
 # --- the pipeline ----------------------------------------------------------------------------

@@ -41,9 +41,9 @@ from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.executors.base import Event, Executor
 from nbflow.rules import decide, retry_delay, run_outcome
+from nbflow.sensing import SensorPoking
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
-from nbflow.tasks.sensor import SensorContext
 from nbflow.worker import AttemptResult, WorkItem
 
 log = logging.getLogger("nbflow.engine")
@@ -88,7 +88,7 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
-class RunEngine:
+class RunEngine(SensorPoking):
     """Drives the run ``run_id`` of ``pipeline`` on ``executor`` until every task finished."""
 
     def __init__(
@@ -430,68 +430,6 @@ class RunEngine:
         ti.key = ti.next_poke = ti.first_poke = None
         self._parked[tid] = ti.state
         self._op(lambda tx: tx.set_task_note(self.run_id, tid, why))
-
-    # -- sensors ---------------------------------------------------------------------------------
-    def _start_pokes(self, now: float) -> None:
-        for ti in self.tis.values():
-            if ti.next_poke is None or ti.poke is not None or ti.next_poke > now or ti.state in FINISHED:
-                continue
-            if ti.state is T.QUEUED:
-                self._set(ti, T.RUNNING, expect_try=ti.try_number, start_date=_dt(now), hostname="(driver)")
-            if self._pokers is None:
-                self._pokers = ThreadPoolExecutor(4, thread_name_prefix=f"nbflow-poke-{self.run_id}")
-            ti.poke = self._pokers.submit(self.pipeline.tasks[ti.task_id].poke, self._sensor_context())
-
-    def _sensor_context(self) -> SensorContext:
-        def run_state(pipeline: str, logical_date: datetime | None) -> str | None:
-            row = self.store.run_for_date(pipeline, logical_date)
-            return row["state"] if row else None
-
-        return SensorContext(
-            pipeline=self.pipeline.name,
-            run_id=self.run_id,
-            params=self.params,
-            logical_date=self.context["logical_date"],
-            data_interval_start=self.context["data_interval_start"],
-            data_interval_end=self.context["data_interval_end"],
-            run_state=run_state,
-        )
-
-    def _collect_pokes(self, now: float) -> None:
-        for ti in self.tis.values():
-            if ti.poke is None or not ti.poke.done():
-                continue
-            future, ti.poke = ti.poke, None
-            task = self.pipeline.tasks[ti.task_id]
-            result = self._sensor_result(ti, task, future, now)
-            if result is not None:
-                self._apply_result(ti, result)
-                ti.next_poke = ti.first_poke = None
-            else:
-                ti.next_poke = now + task.poke_interval
-
-    def _sensor_result(self, ti: _TI, task: Any, future: Future, now: float) -> AttemptResult | None:
-        """The attempt's result when the poke ends it, None to poke again later."""
-        base = {"ename": None, "evalue": None, "traceback": None, "cell_index": None, "exec_count": None}
-        outcome: dict[str, Any]
-        try:
-            ok = future.result()
-        except Exception as exc:  # the condition itself failed: a failed try
-            outcome = {"ok": False, "reason": "exception", "message": f"{type(exc).__name__}: {exc}", **base}
-            outcome.update(ename=type(exc).__name__, evalue=str(exc))
-        else:
-            if ok:
-                outcome = {"ok": True, "reason": None, "message": "", **base}
-            elif task.timeout is not None and now - (ti.first_poke or now) >= task.timeout:
-                msg = f"sensor timed out after {task.timeout:g}s: condition {task.label()[8:]} never became true"
-                outcome = {"ok": False, "reason": "sensor_timeout", "message": msg, **base}
-            else:
-                return None
-        return AttemptResult(
-            key=ti.key or "", run_id=self.run_id, task_id=ti.task_id, try_number=ti.try_number, artifacts=[],
-            log_uri="", output_uri=None, hostname="(driver)", pid=0, started_at=ti.first_poke or now, ended_at=now,
-            **outcome,
-        )
 
     # -- events ------------------------------------------------------------------------------
     def _apply(self, event: Event) -> None:

@@ -235,9 +235,18 @@ def _run(item: WorkItem) -> AttemptResult:
         artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
         try:
             task = item.unpack()
-            outcome = task.execute(ctx)
-        except Exception as exc:  # unpickling or a kind's own bug: still a result, never a crash
+        except Exception as exc:  # the worker cannot import what the task needs
             outcome = Outcome.from_exception(exc)
+            outcome.message = (
+                f"worker {HOSTNAME} cannot load task '{item.task_id}': {outcome.message}; "
+                f"modules the pipeline imports (from {', '.join(item.sys_path) or 'its folder'}) must be "
+                "importable on every worker: use a shared folder or install them there"
+            )
+        else:
+            try:
+                outcome = task.execute(ctx)
+            except Exception as exc:  # a kind's own bug: still a result, never a crash
+                outcome = Outcome.from_exception(exc)
         finally:
             saved = list((artifacts.current_context() or {}).get("saved", []))
             artifacts.unbind()
@@ -332,12 +341,12 @@ class _Router(io.TextIOBase):
 _install_lock = threading.Lock()
 
 
-def _routers() -> tuple[_Router, _Router]:
-    with _install_lock:
-        if not isinstance(sys.stdout, _Router):
-            sys.stdout = _Router(sys.stdout)
-        if not isinstance(sys.stderr, _Router):
-            sys.stderr = _Router(sys.stderr)
+def _install_routers() -> tuple[_Router, _Router]:
+    # called with _install_lock held
+    if not isinstance(sys.stdout, _Router):
+        sys.stdout = _Router(sys.stdout)
+    if not isinstance(sys.stderr, _Router):
+        sys.stderr = _Router(sys.stderr)
     return sys.stdout, sys.stderr  # type: ignore[return-value]
 
 
@@ -348,14 +357,23 @@ class capture_output:  # noqa: N801 - used like a function
         self.log = _LazyLog(log_path)
 
     def __enter__(self) -> _LazyLog:
-        self.routers = _routers()
         ident = threading.get_ident()
-        for router in self.routers:
-            router.targets[ident] = self.log
+        with _install_lock:
+            self.routers = _install_routers()
+            for router in self.routers:
+                router.targets[ident] = self.log
         return self.log
 
     def __exit__(self, *exc: Any) -> None:
         ident = threading.get_ident()
-        for router in self.routers:
-            router.targets.pop(ident, None)
+        with _install_lock:
+            for router in self.routers:
+                router.targets.pop(ident, None)
+            # Hand the original streams back once no thread captures: a Jupyter kernel's
+            # OutStream must stay sys.stdout for its later cells' output to show.
+            if not any(r.targets for r in self.routers):
+                if sys.stdout is self.routers[0]:
+                    sys.stdout = self.routers[0].original
+                if sys.stderr is self.routers[1]:
+                    sys.stderr = self.routers[1].original
         self.log.close()

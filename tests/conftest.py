@@ -80,6 +80,29 @@ def write_pipeline(tmp_path: Path):
     return write
 
 
+def make_notebook(path: Path, cells: list, metadata: dict | None = None) -> Path:
+    """Write a python3 notebook; each cell is its source or ``(source, [tags])``.
+
+    A one-line source starting with ``# `` becomes a markdown heading, any other a code cell.
+    """
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb_cells = []
+    for cell in cells:
+        source, tags = cell if isinstance(cell, tuple) else (cell, [])
+        if source.startswith("# ") and "\n" not in source:
+            nb_cells.append(new_markdown_cell(source))
+            continue
+        nb_cells.append(new_code_cell(textwrap.dedent(source).strip("\n")))
+        if tags:
+            nb_cells[-1].metadata["tags"] = list(tags)
+    spec = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(new_notebook(cells=nb_cells, metadata={**spec, **(metadata or {})}), str(path))
+    return path
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     import psutil

@@ -251,8 +251,15 @@ with Pipeline("adopt") as pipeline:
 
 
 @pytest.mark.faults
-def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_home):
+def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_home, monkeypatch):
+    from nbflow.config import reset_settings
+
     path = write_pipeline(ADOPT)
+    # a driver's lease expires quickly here, so the run can be taken over soon after the kill
+    monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
+    monkeypatch.setenv("NBFLOW_ORPHAN_TIMEOUT", "1.5")
+    reset_settings()
+    api._stores.clear()
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
     driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, start_new_session=True)
     store = api.open_store()
@@ -264,6 +271,9 @@ def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_
     run_id = runs[0]["id"]
     os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; the cluster keeps the task
     driver.wait()
+    with pytest.raises(Exception, match="driven by job"):  # its lease is still fresh: no double driving
+        api.drive_run(load_pipeline(path), run_id, executor="dask", store=store)
+    time.sleep(1.7)
     result = api.drive_run(load_pipeline(path), run_id, executor="dask", store=store)
     assert result.ok and api.load_output(run_id, "long") == "finished"
     attempts = api.run_details(run_id)["attempts"]
@@ -321,3 +331,25 @@ def test_logs_follow_streams_while_running_and_timeouts_work_on_workers(cluster,
     tis = {r["task_id"]: r for r in store.task_instances(runs[0]["id"])}
     assert tis["talk"]["state"] == "success"
     assert tis["too_slow"]["state"] == "failed" and tis["too_slow"]["reason"] == "task_timeout"
+
+
+def test_worker_that_cannot_import_the_task_says_so(cluster, tmp_path, write_pipeline, monkeypatch):
+    """A task pickled by reference to a module only the driver can import fails with a clear message."""
+    lib = tmp_path / "driver_only"
+    lib.mkdir()
+    (lib / "driver_only_mod.py").write_text("def work():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(lib))
+    path = write_pipeline(
+        """
+from nbflow import Pipeline, task
+from driver_only_mod import work
+
+with Pipeline("unimportable") as pipeline:
+    task(work)()
+"""
+    )
+    result = api.run_pipeline(load_pipeline(path), executor="dask")
+    row = result.task("work")
+    assert row["state"] == "failed"
+    assert "cannot load task 'work'" in row["error"] and "driver_only_mod" in row["error"]
+    assert "importable on every worker" in row["error"]

@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nbflow import params as nbparams
@@ -282,11 +281,13 @@ def cancel_run(run_id: int, *, why: str = "cancelled by request", store: Store |
 # --- reading -------------------------------------------------------------------------------
 
 
-def list_runs(pipeline: str | None = None, *, limit: int = 20, store: Store | None = None) -> list[dict[str, Any]]:
-    """Newest runs first, with their task counts by state."""
+def list_runs(
+    pipeline: str | None = None, *, limit: int = 20, offset: int = 0, store: Store | None = None
+) -> list[dict[str, Any]]:
+    """Newest runs first (skipping ``offset``), with their task counts by state."""
     store = store or open_store()
     out = []
-    for run in store.list_runs(pipeline, limit=limit):
+    for run in store.list_runs(pipeline, limit=limit, offset=offset):
         counts: dict[str, int] = {}
         for ti in store.task_instances(run["id"]):
             counts[ti["state"]] = counts.get(ti["state"], 0) + 1

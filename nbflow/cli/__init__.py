@@ -219,11 +219,11 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
             t["hostname"],
             _fmt_duration(t["duration"]),
             ", ".join(arts.get(t["task_id"], [])),
-            t["error"] or "",
+            t["error"] or t["note"] or "",
         )
         for t in details["tasks"]
     ]
-    _table(rows, ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error"), out)
+    _table(rows, ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting"), out)
     outputs = [(t["task_id"], t["output_uri"]) for t in details["tasks"] if t["output_uri"]]
     if outputs:
         out.write("\noutput notebooks:\n")
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a pipeline file now and show progress",
         description="Load PATH, record a run, execute it and print a summary. Exit code 1 if the run failed.",
     )
-    p.add_argument("path", help="a .py file that defines a Pipeline at module level")
+    p.add_argument("path", help="a .py file that defines a Pipeline at module level, or a notebook of %%%%nbflow task cells")
     p.add_argument("--pipeline", help="which pipeline, when the file defines several")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter (repeatable); converted to the default's type")
     p.add_argument("--only", nargs="+", metavar="TASK", help="run only these tasks; upstream values come from their last successful run")

@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from nbflow import api
 from nbflow.exceptions import NbflowError
-from nbflow.jupyter.runs import Run, RunFailed, run_pipeline
+from nbflow.jupyter.runs import Run, run_pipeline
 from nbflow.jupyter.session import ThisNotebook
 from nbflow.jupyter.widgets import runs_html
 from nbflow.tasks.cellspec import ArgumentError, Parser
@@ -107,7 +107,8 @@ class NbflowMagics(Magics):
           %%nbflow params     setup cell whose literal assignments are the pipeline's
                               parameters (`-p name=value` overrides them in a run)
 
-        Commands (PIPELINE: `this` notebook (default), or a .py / .ipynb pipeline file):
+        Commands (PIPELINE: `this` notebook (default), a .py / .ipynb pipeline file, or the
+        name of a pipeline nbflow knows from an earlier run or the scheduler):
 
           %nbflow run [PIPELINE] [-p K=V ...] [--executor local|inline|...] [-j N]
                       [--only TASK ...] [--pipeline NAME]
@@ -126,8 +127,9 @@ class NbflowMagics(Magics):
 
         A saved notebook is a pipeline file: `nbflow run notebook.ipynb` runs its task cells,
         with no kernel open. Cells may also be declared with tags instead of magics:
-        nbflow:task=NAME, nbflow:after=A,B, nbflow:inputs=x, nbflow:outputs=y, nbflow:retries=N,
-        nbflow:queue=Q, nbflow:setup, parameters; nbflow:pipeline=NAME names the pipeline.
+        nbflow:task=NAME, nbflow:after=A, nbflow:inputs=x, nbflow:outputs=y (repeat a tag for
+        more names: tags cannot hold commas), nbflow:retries=N, nbflow:queue=Q, nbflow:setup,
+        parameters; nbflow:pipeline=NAME names the pipeline.
         Python: `pipeline.run(params, only=, executor=)` returns the same run object.
         """
         try:
@@ -177,11 +179,15 @@ class NbflowMagics(Magics):
             return self.this.pipeline()
         from nbflow.loader import load_pipeline
 
-        if not os.path.exists(target):
-            raise NbflowError(
-                f"no pipeline file {target}", hint="pass a .py or .ipynb pipeline file, or `this` for this notebook"
-            )
-        return load_pipeline(target, name)
+        if os.path.exists(target):
+            return load_pipeline(target, name)
+        known = {p["name"]: p for p in api.list_pipelines()}
+        if target in known and known[target].get("file"):
+            return load_pipeline(known[target]["file"], target)
+        raise NbflowError(
+            f"no pipeline file or known pipeline {target}",
+            hint=f"pass a .py or .ipynb file, `this` notebook, or a pipeline name: {', '.join(sorted(known)) or '(none known)'}",
+        )
 
     def _cmd_run(self, args: argparse.Namespace) -> Run | None:
         pipeline = self._pipeline(args.target, args.pipeline)
@@ -253,13 +259,9 @@ class NbflowMagics(Magics):
             return None
         return HTML(runs_html(runs))
 
-    def _cmd_trigger(self, args: argparse.Namespace) -> Any:
-        trigger = getattr(api, "trigger", None)
-        if trigger is None:
-            raise NbflowError("this nbflow cannot queue runs for the scheduler yet (no nbflow.api.trigger)")
-        result = trigger(args.name, _params(args.param))
-        print(f"queued for the scheduler: {result}")
-        return None
+    def _cmd_trigger(self, args: argparse.Namespace) -> None:
+        run_id = api.trigger(args.name, params=_params(args.param))
+        print(f"queued run {run_id} of {args.name} (the scheduler runs it; see %nbflow status {run_id})")
 
     def _cmd_mode(self, args: argparse.Namespace) -> None:
         if args.mode:

@@ -82,7 +82,7 @@ class Run:
         from IPython.display import SVG
 
         if self.pipeline is None:
-            raise NbflowError(f"run {self.run_id} has no pipeline object to draw; use %nbflow show PIPELINE --run {self.run_id}")
+            self.pipeline = api.pipeline_of_run(self.run_id)
         return SVG(api.dag_picture(self.pipeline, run_id=self.run_id))
 
     def failure_summary(self) -> str:

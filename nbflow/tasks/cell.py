@@ -12,7 +12,7 @@ and the output notebook work as for notebook tasks. The tiny notebook is::
 
 Outputs are saved artifacts, so a cell task's value is a dict (like a notebook task's) and
 another cell's ``--inputs model`` reads the artifact named ``model`` of the task that outputs
-it. Failures are reported by the *notebook's* cell (``cell 5`` in a file, ``In [7]`` in a
+it. Failures are reported by the *notebook's* cell (``cell 5`` in a file, ``cell In [7]`` in a
 kernel), not by the tiny notebook's. How cells become tasks: :mod:`nbflow.tasks.cellspec`.
 """
 
@@ -35,7 +35,7 @@ INJECTED_TAG = "injected-parameters"  # nbrun does not count these cells as sour
 class SetupCell:
     """A cell every cell task of the notebook runs first (imports, constants, parameters)."""
 
-    label: str  # how the user finds it: "cell 2" in a file, "In [3]" in a kernel
+    label: str  # how the user finds it: "cell 2" in a file, "cell In [3]" in a kernel
     source: str
     params: bool = False  # the parameters cell: a run's parameter values are injected after it
     index: int | None = None  # its index in the notebook file
@@ -88,8 +88,8 @@ class CellTask(BaseTask):
         return hashlib.sha256(repr(what).encode()).hexdigest()
 
     def label(self) -> str:
-        """``cell: cell 5`` / ``cell: In [7]``."""
-        return f"cell: {self.cell_label}"
+        """``cell 5`` (in a file) / ``cell In [7]`` (in a kernel): the kind and which cell."""
+        return self.cell_label
 
     # -- running -------------------------------------------------------------------------
     def run_attempt(self, ctx: AttemptContext) -> Outcome:

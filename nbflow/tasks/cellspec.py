@@ -4,9 +4,12 @@ A cell is declared by its first line or by its tags (JupyterLab: Property Inspec
 
 | first line                                     | tags                                  | role  |
 |------------------------------------------------|---------------------------------------|-------|
-| ``%%nbflow task NAME --after A,B --inputs x``  | ``nbflow:task=NAME``, ``nbflow:after=A,B``, ``nbflow:inputs=x`` ... | task |
+| ``%%nbflow task NAME --after A,B --inputs x``  | ``nbflow:task=NAME``, ``nbflow:after=A``, ``nbflow:inputs=x`` ... | task |
 | ``%%nbflow setup``                             | ``nbflow:setup``                      | setup |
 | ``%%nbflow params``                            | ``parameters`` (papermill's)          | setup whose literal assignments are the pipeline's parameters |
+
+A tag may not contain a comma (nbformat's schema), so list names by repeating the tag
+(``nbflow:after=A``, ``nbflow:after=B``); options given twice add up.
 
 Untagged code cells above the first task cell are setup cells too; other cells below it are
 ignored. In setup cells, ``%nbflow ...`` and ``%load_ext nbflow`` lines are dropped (a task
@@ -67,9 +70,9 @@ def task_parser() -> Parser:
     """Options of a task cell (``%%nbflow task ...``; tags ``nbflow:KEY=VALUE`` map onto them)."""
     p = Parser(prog="%%nbflow task", usage=TASK_USAGE.replace("%", "%%"), add_help=False, description="Declare this cell as a task.")
     p.add_argument("name", help="task name")
-    p.add_argument("--after", type=_names, default=[], help="run after these tasks (comma-separated)")
-    p.add_argument("--inputs", type=_names, default=[], help="variables loaded from upstream --outputs")
-    p.add_argument("--outputs", type=_names, default=[], help="variables saved as artifacts for later cells")
+    p.add_argument("--after", type=_names, action="extend", default=[], help="run after these tasks (comma-separated)")
+    p.add_argument("--inputs", type=_names, action="extend", default=[], help="variables loaded from upstream --outputs")
+    p.add_argument("--outputs", type=_names, action="extend", default=[], help="variables saved as artifacts for later cells")
     p.add_argument("--retries", type=int, help="extra tries after a failure")
     p.add_argument("--retry-delay", type=float, help="seconds between tries")
     p.add_argument("--timeout", type=float, help="seconds for the whole task (its kernel is killed)")
@@ -149,7 +152,8 @@ def pipeline_line(source: str) -> str | None:
 def task_decl(argv: list[str] | str, body: str, label: str, where: str, **extra: Any) -> CellDecl:
     """A task declaration from ``%%nbflow task`` arguments (or tags turned into arguments)."""
     options = parse(task_parser(), argv, where)
-    return CellDecl("task", body, label, name=options.name, options=options, **extra)
+    # the same cell gives the same fingerprint from a file and from a kernel (which adds a newline)
+    return CellDecl("task", body.strip("\n"), label, name=options.name, options=options, **extra)
 
 
 def declared_params(source: str, where: str) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""A real `jupyter server` / `jupyter lab` subprocess for the server-API and browser tests.
+
+The root folder holds a DAG folder (``pipelines/``) and NBFLOW_HOME (``home/``, visible so
+Jupyter's contents API can open output notebooks); pipelines are registered by a short
+`nbflow scheduler --loops` run before the server starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOKEN = "nbflow-test-token"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nbflow_env(root: Path, executor: str = "inline") -> dict[str, str]:
+    """Environment of the server and the helpers: NBFLOW_HOME inside ``root``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBFLOW_")}
+    env.update(NBFLOW_HOME=str(root / "home"), NBFLOW_EXECUTOR=executor, NBFLOW_DAGS_FOLDER=str(root / "pipelines"),
+               NBFLOW_KILL_GRACE="2")
+    return env
+
+
+def register_pipelines(root: Path, env: dict[str, str], loops: int = 3) -> None:
+    """Parse the DAG folder once (pipelines and import errors into the database)."""
+    subprocess.run(
+        [sys.executable, "-m", "nbflow", "scheduler", "--dags-folder", str(root / "pipelines"), "--executor", "inline",
+         "--loops", str(loops)],
+        cwd=root, env=env, check=True, capture_output=True, timeout=120,
+    )
+
+
+@dataclass
+class JupyterProc:
+    """A running Jupyter server with the nbflow extension."""
+
+    url: str
+    proc: subprocess.Popen
+    root: Path
+    log: Path
+    token: str = TOKEN
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, body: Any = None, *, token: bool = True,
+                headers: dict[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+        """Call ``/nbflow/api/<path>``; returns (status, parsed JSON or text)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if method == "POST" and data is None:
+            data = b"{}"
+        req = urllib.request.Request(f"{self.url}nbflow/api/{path}", data=data, method=method, headers=dict(headers or {}))
+        if token:
+            req.add_header("Authorization", f"token {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                status, text = resp.status, resp.read().decode()
+                kind = resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            status, text, kind = exc.code, exc.read().decode(), exc.headers.get("Content-Type", "")
+        return status, (json.loads(text) if "json" in kind and text else text)
+
+    def stop(self) -> None:
+        """Terminate the server (then kill it)."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout: float = 90) -> JupyterProc:
+    """Start ``jupyter <app>`` on 127.0.0.1 with the token, rooted at ``root``; wait until it answers."""
+    port = free_port()
+    log = root.parent / f"jupyter-{app}-{port}.log"
+    args = [
+        sys.executable, "-m", "jupyter", app, "--no-browser", "--ip", "127.0.0.1", f"--port={port}", "--allow-root",
+        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
+    ]
+    if app == "lab":
+        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    out = open(log, "wb")
+    proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = JupyterProc(f"http://127.0.0.1:{port}/", proc, root, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            status, _ = server.request("GET", "health")
+            if status in (200, 503):
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"jupyter {app} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
