@@ -316,7 +316,14 @@ class RunEngine(SensorPoking):
         notes, self._notes = self._notes, []
         callbacks, self._callbacks = self._callbacks, []
         if ops:
-            results = self.store.write(lambda tx: [op(tx) for op, _ in ops], what=f"run {self.run_id} state update")
+            try:
+                results = self.store.write(lambda tx: [op(tx) for op, _ in ops], what=f"run {self.run_id} state update")
+            except Exception:
+                # The database is unreachable even after retries: keep this step's writes,
+                # submissions and notifications, and try them again at the next step.
+                self._ops, self._submits = ops + self._ops, submits + self._submits
+                self._notes, self._callbacks = notes + self._notes, callbacks + self._callbacks
+                raise
             parked = {tid for res, (_, tid) in zip(results, ops) if isinstance(res, str)}
             stale = {tid for res, (_, tid) in zip(results, ops) if res is False and tid is not None} - parked
             for res, (_, tid) in zip(results, ops):

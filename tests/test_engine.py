@@ -271,3 +271,35 @@ def test_a_run_on_postgres_records_the_same_rows(pg_url, write_pipeline):
     assert [a["state"] for a in details["attempts"] if a["task_id"] == "flaky"] == ["up_for_retry", "success"]
     assert details["run"]["state"] == "failed" and details["run"]["ended_at"] is not None
     assert api.load_output(result.run_id, "flaky") == "ok"
+
+
+def test_a_failed_state_write_is_kept_and_retried_next_step(nbflow_home, write_pipeline, monkeypatch):
+    """When the database stays unreachable past the store's retries, nothing of the step is lost."""
+    from nbflow.engine import RunEngine
+    from nbflow.executors import get_executor
+    from nbflow.store import Store
+
+    p = load_pipeline(write_pipeline(CHAIN))
+    store = api.open_store()
+    run_id = api.create_run(p, executor="inline", store=store)
+    real_write = Store.write
+    outage = {"left": 2}
+
+    def flaky_write(self, fn, what="database write"):
+        if "state update" in what and outage["left"]:
+            outage["left"] -= 1
+            raise RuntimeError("database unreachable")
+        return real_write(self, fn, what=what)
+
+    monkeypatch.setattr(Store, "write", flaky_write)
+    with get_executor("inline") as ex:
+        engine = RunEngine(store, p, run_id, ex)
+        with pytest.raises(RuntimeError):
+            engine.start()
+        with pytest.raises(RuntimeError):
+            engine.step([])
+        while not engine.done:  # the database is back: the kept writes go through
+            engine.step(ex.poll(0.1))
+        assert engine.finish().value == "success"
+    assert api.load_output(run_id, "describe") == "9 over 3"
+    assert [a["try_number"] for a in api.run_details(run_id)["attempts"]] == [1, 1, 1]
