@@ -13,6 +13,7 @@ until at least one :class:`Event` is available (or the timeout passes):
 
 from __future__ import annotations
 
+import queue
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -78,6 +79,19 @@ class Executor(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+def drain(events: queue.Queue[Event], timeout: float | None) -> list[Event]:
+    """Wait up to ``timeout`` for one event on ``events``, then take all that are ready."""
+    try:
+        out = [events.get(timeout=timeout)]
+    except queue.Empty:
+        return []
+    while True:
+        try:
+            out.append(events.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def now() -> float:

@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from nbflow.config import get_settings
-from nbflow.executors.base import Event, Executor, now
+from nbflow.executors.base import Event, Executor, drain, now
 from nbflow.worker import AttemptResult, WorkItem, kill_attempt, read_result, run_work_item
 
 log = logging.getLogger("nbflow.executors.dask")
@@ -239,15 +239,7 @@ class DaskExecutor(Executor):
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
         self._check_adopted()
-        try:
-            events = [self._events.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+        return drain(self._events, timeout)
 
     def _check_adopted(self) -> None:
         with self._lock:

@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from nbflow.config import get_settings
-from nbflow.executors.base import Event, Executor, now
+from nbflow.executors.base import Event, Executor, drain, now
 from nbflow.worker import HOSTNAME, WorkItem, run_work_item
 
 
@@ -194,15 +194,7 @@ class LocalExecutor(Executor):
     # -- events ---------------------------------------------------------------------------------
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for an event, then return all that are ready."""
-        try:
-            events = [self._events.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+        return drain(self._events, timeout)
 
     def _wake(self) -> None:
         try:
