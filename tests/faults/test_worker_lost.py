@@ -46,3 +46,30 @@ def test_killed_worker_is_retried_on_a_new_worker(nbflow_home, write_pipeline):
     assert attempts[0]["pid"] != attempts[1]["pid"]
     successes = [t for t in result.tasks if t["state"] == "success"]
     assert len(successes) == 3  # exactly one success per task
+
+
+ALWAYS_DIES = """
+import os, signal
+from nbflow import Pipeline, task
+
+with Pipeline("always_dies") as pipeline:
+    @task(retries=1)
+    def poison():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @task
+    def healthy():
+        return "ok"
+
+    poison()
+    healthy()
+"""
+
+
+def test_task_that_kills_every_worker_fails_as_killed_worker(nbflow_home, write_pipeline):
+    result = api.run_pipeline(load_pipeline(write_pipeline(ALWAYS_DIES)), executor="local", parallelism=2)
+    row = result.task("poison")
+    assert row["state"] == "failed" and row["reason"] == "killed_worker"
+    assert "the worker died during each of 2 tries" in row["error"]
+    assert result.task("healthy")["state"] == "success"  # the others and the pool recover
+    assert len([a for a in api.run_details(result.run_id)["attempts"] if a["task_id"] == "poison"]) == 2
