@@ -120,7 +120,9 @@ def _is_candidate(path: Path) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
-    return "nbflow" in text and ("Pipeline" in text or path.suffix == ".ipynb")
+    if path.suffix == ".ipynb":  # only notebooks of cell tasks; other notebooks are task inputs
+        return "%%nbflow task" in text or "nbflow:task=" in text
+    return "nbflow" in text and "Pipeline" in text
 
 
 class FolderLoader:

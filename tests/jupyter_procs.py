@@ -37,13 +37,20 @@ def nbflow_env(root: Path, executor: str = "inline") -> dict[str, str]:
     return env
 
 
-def register_pipelines(root: Path, env: dict[str, str], loops: int = 3) -> None:
-    """Parse the DAG folder once (pipelines and import errors into the database)."""
-    subprocess.run(
-        [sys.executable, "-m", "nbflow", "scheduler", "--dags-folder", str(root / "pipelines"), "--executor", "inline",
-         "--loops", str(loops)],
-        cwd=root, env=env, check=True, capture_output=True, timeout=120,
-    )
+REGISTER = """
+import sys
+from nbflow.scheduler import Scheduler
+s = Scheduler(dags_folder=sys.argv[1], executor="inline")
+s.loader.load()
+s.sync_pipelines()
+"""
+
+
+def register_pipelines(root: Path, env: dict[str, str]) -> None:
+    """Parse the DAG folder once, as the scheduler does (pipelines and import errors into the
+    database), without creating scheduled runs."""
+    subprocess.run([sys.executable, "-c", REGISTER, str(root / "pipelines")], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=120)
 
 
 @dataclass

@@ -420,3 +420,19 @@ def test_db_clean_removes_old_runs_and_their_files(nbflow_home, write_pipeline):
     assert api.clean(timedelta(seconds=0), dry_run=True) == [result.run_id]
     assert api.clean(timedelta(seconds=0)) == [result.run_id]
     assert not folder.exists() and api.list_runs() == []
+
+
+def test_notebooks_used_by_tasks_are_not_taken_for_pipelines(dags):
+    import shutil
+
+    example = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
+    for name in ("pipeline.py", "prepare.ipynb", "train.ipynb", "evaluate.ipynb"):
+        shutil.copy(example / name, dags / name)
+    sched = Scheduler(executor="inline")
+    sched.start()
+    try:
+        sched.loop_once()
+    finally:
+        sched.close()
+    assert api.import_errors() == []
+    assert [p["name"] for p in api.list_pipelines()] == ["ml_notebooks"]
