@@ -422,8 +422,12 @@ def test_db_clean_removes_old_runs_and_their_files(nbflow_home, write_pipeline):
     assert not folder.exists() and api.list_runs() == []
 
 
-def test_notebooks_used_by_tasks_are_not_taken_for_pipelines(dags):
+def test_notebooks_used_by_tasks_are_not_taken_for_pipelines(dags, monkeypatch):
     import shutil
+
+    monkeypatch.setenv("NBFLOW_IMPORT_TIMEOUT", "120")  # this file imports papermill: not a hang
+    reset_settings()
+    api._stores.clear()
 
     example = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
     for name in ("pipeline.py", "prepare.ipynb", "train.ipynb", "evaluate.ipynb"):
