@@ -193,30 +193,60 @@ def _register(key: str) -> Any:
 
 
 def write_result(result: AttemptResult, folder: str) -> None:
-    """Store a result record as ``result.json`` in the attempt folder."""
+    """Store a result record as ``result.json`` in the attempt folder (any fsspec URL)."""
     import json
 
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{folder}/result.json.tmp"
-    with open(tmp, "w") as fh:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(folder)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path}/result.json.tmp", "w") as fh:
         json.dump(dataclasses.asdict(result), fh)
-    os.replace(tmp, f"{folder}/result.json")
+    fs.mv(f"{path}/result.json.tmp", f"{path}/result.json")
 
 
 def read_result(folder: str) -> AttemptResult | None:
     """The result record a worker stored for an attempt, if any."""
     import json
 
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(folder)
     try:
-        with open(f"{folder}/result.json") as fh:
+        with fs.open(f"{path}/result.json") as fh:
             return AttemptResult(**json.load(fh))
     except FileNotFoundError:
         return None
 
 
 def _run(item: WorkItem) -> AttemptResult:
+    """Run in the attempt folder; for a remote root (``s3://``, ``file://`` ...) in a local
+    staging folder that is uploaded when the attempt ends (logs then arrive at the end)."""
+    remote, _ = attempt_paths(item)
+    if "://" not in item.artifact_root:
+        return _run_in(item, remote)
+    import shutil
+    import tempfile
+
+    import fsspec
+
+    staging = tempfile.mkdtemp(prefix="nbflow-attempt-")
+    try:
+        result = _run_in(item, staging)
+        fs, path = fsspec.core.url_to_fs(remote)
+        fs.makedirs(path, exist_ok=True)
+        fs.put(staging.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    moved = lambda uri: uri and uri.replace(staging, remote)  # noqa: E731
+    result.log_uri, result.output_uri = moved(result.log_uri), moved(result.output_uri)
+    result.artifacts = [{**a, "uri": moved(a["uri"])} for a in result.artifacts]
+    return result
+
+
+def _run_in(item: WorkItem, folder: str) -> AttemptResult:
     started = time.time()
-    folder, log_path = attempt_paths(item)
+    log_path = f"{folder}/log.txt"
     ctx = AttemptContext(
         pipeline=item.pipeline,
         run_id=item.run_id,

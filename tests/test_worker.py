@@ -1,0 +1,34 @@
+"""The worker side: attempts under a remote (URL) artifact root are staged locally and uploaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbflow import api
+from nbflow.config import reset_settings
+from nbflow.loader import load_pipeline
+from tests.test_notebook_task import CHAIN, make_notebook
+
+
+def test_url_artifact_root_stages_and_uploads_every_file(nbflow_home, write_pipeline, tmp_path, monkeypatch):
+    root = tmp_path / "bucket"
+    monkeypatch.setenv("NBFLOW_ARTIFACT_ROOT", f"file://{root}")
+    reset_settings()
+    api._stores.clear()
+    path = write_pipeline(CHAIN)
+    make_notebook(
+        path.parent / "consume.ipynb",
+        "small = None\nblob = None\nalpha: float = 0.0",
+        "import nbflow\nblob = nbflow.load(blob)\nprint('blob', len(blob))",
+        "total = sum(small['k']) + len(blob) * alpha\nnbflow.save('total', total)\nnbflow.save('echo', small)",
+    )
+    result = api.run_pipeline(load_pipeline(path), params={"alpha": "2"}, executor="local")
+    assert result.ok, [(t["task_id"], t["error"]) for t in result.tasks]
+    assert api.load_output(result.run_id, "final") == {"total": 206.0, "names": ["echo", "total"]}
+    row = result.task("consume")
+    assert row["output_uri"].startswith(f"file://{root}/nbchain/run-{result.run_id}/consume/try-1/")
+    assert (root / "nbchain" / f"run-{result.run_id}" / "consume" / "try-1" / "output.ipynb").is_file()
+    assert "blob 100" in api.read_log(result.run_id, "consume")
+    uris = [a["uri"] for a in api.run_details(result.run_id)["artifacts"]]
+    assert uris and all(u.startswith(f"file://{root}/") for u in uris)
+    assert not list(Path("/tmp").glob("nbflow-attempt-*")), "staging folders were left behind"
