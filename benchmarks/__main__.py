@@ -32,7 +32,9 @@ def _result(row: Any) -> str:
         return "-"
     if row.result_unit == "x":
         return f"{row.result:.2f}x"
-    return f"{row.result:+.2f} {row.result_unit}"
+    if row.result_unit.startswith("ms/"):  # an overhead on top of the baseline
+        return f"{row.result:+.2f} {row.result_unit}"
+    return f"{row.result:.2f} {row.result_unit}"
 
 
 def render(rows: list[Any], *, wrap: int = 58) -> str:
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = Config.make(args.quick, args.budget)
     if args.notebook_repeat:
-        cfg.notebook_repeat = args.notebook_repeat
+        cfg.notebook_repeat = cfg.dask_notebook_repeat = args.notebook_repeat
     wanted = [w for item in (args.only or []) for w in item.split(",") if w]
     groups = list(GROUPS)
     if wanted:

@@ -102,3 +102,57 @@ def bare_sql(n: int, path: Path, *, tuned: bool = True) -> float:
     elapsed = time.perf_counter() - t0
     engine.dispose()
     return elapsed
+
+
+# --- raw Dask on the benchmark's LocalCluster ------------------------------------------------------
+
+
+def dask_connect(address: str) -> float:
+    """Seconds to connect a ``Client`` to the cluster and close it (both sides pay it once per run)."""
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    Client(address, timeout="10s").close()
+    return time.perf_counter() - t0
+
+
+def dask_map(address: str, n: int) -> float:
+    """Seconds to run ``n`` no-ops with ``client.map`` on a new ``Client`` (connect and close timed)."""
+    from distributed import Client, wait
+
+    t0 = time.perf_counter()
+    with Client(address, timeout="10s") as client:
+        futures = client.map(funcs.noop_i, range(n), pure=False)
+        wait(futures)
+        bad = [f for f in futures if f.status != "finished"]
+        del futures
+    elapsed = time.perf_counter() - t0
+    if bad:
+        raise RuntimeError(f"raw Dask map: {len(bad)} tasks did not finish")
+    return elapsed
+
+
+def dask_chain(address: str, n: int) -> tuple[float, list[float]]:
+    """A ``client.submit`` chain of ``n`` timed steps, each taking the previous future.
+
+    Returns (seconds, with connect and close; hand-offs in ms: a step's end to the next one's
+    start, from the ``[start, end]`` each step returns). Gathering the times is not timed.
+    """
+    from distributed import Client
+
+    t0 = time.perf_counter()
+    client = Client(address, timeout="10s")
+    try:
+        futures = [client.submit(funcs.timed_start, pure=False)]
+        for _ in range(1, n):
+            futures.append(client.submit(funcs.timed_step, futures[-1], pure=False))
+        futures[-1].result()
+        t1 = time.perf_counter()
+        times = client.gather(futures)
+        del futures
+        t2 = time.perf_counter()
+    finally:
+        client.close()
+    elapsed = (t1 - t0) + (time.perf_counter() - t2)
+    ho = [(child[0] - parent[1]) * 1000 for parent, child in zip(times, times[1:])]
+    return elapsed, ho

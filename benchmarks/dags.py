@@ -31,6 +31,24 @@ def chain(n: int, name: str | None = None) -> Pipeline:
     return pipeline
 
 
+def timed_chain(n: int, name: str | None = None) -> Pipeline:
+    """``n`` chained tasks, each returning ``[start, end]`` (``time.time()``) to the next one."""
+    with Pipeline(name or f"bench_timed_chain_{n}") as pipeline:
+        handle = task(funcs.timed_start, name="t0")()
+        step = task(funcs.timed_step)
+        for i in range(1, n):
+            handle = step.options_(name=f"t{i}")(handle)
+    return pipeline
+
+
+def notebooks(n: int, name: str | None = None) -> Pipeline:
+    """``n`` independent notebook tasks, each running ``notebooks/trivial.ipynb`` with ``x=1``."""
+    with Pipeline(name or f"bench_notebooks_{n}") as pipeline:
+        for i in range(n):
+            notebook(str(TRIVIAL), name=f"nb{i}", parameters={"x": 1})
+    return pipeline
+
+
 def trivial_notebook(name: str = "bench_notebook") -> Pipeline:
     """One notebook task running ``notebooks/trivial.ipynb`` with ``x=1``."""
     with Pipeline(name) as pipeline:

@@ -21,3 +21,31 @@ def start() -> int:
 def step(x: int) -> int:
     """One link of the chain: the value is passed along."""
     return x + 1
+
+
+def noop_i(i: int) -> None:
+    """A no-op taking an argument, for ``client.map`` (the raw Dask baseline)."""
+    return None
+
+
+def timed_start() -> list[float]:
+    """Head of the timed chain: ``[time.time() at start, at end]``."""
+    import time
+
+    t0 = time.time()
+    return [t0, time.time()]
+
+
+def timed_step(prev: list[float]) -> list[float]:
+    """One link of the timed chain: receives the parent's times, returns its own."""
+    import time
+
+    t0 = time.time()
+    return [t0, time.time()]
+
+
+def run_notebook(src: str, out: str) -> None:
+    """One bare ``papermill.execute_notebook`` (the notebook pool baseline)."""
+    import papermill
+
+    papermill.execute_notebook(src, out, parameters={"x": 1}, kernel_name="python3", progress_bar=False)

@@ -111,4 +111,5 @@ REASONS = (
     "killed_worker",
     "cancelled",
     "input_missing",
+    "sensor_timeout",
 )
