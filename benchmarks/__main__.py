@@ -32,7 +32,7 @@ def _result(row: Any) -> str:
         return "-"
     if row.result_unit == "x":
         return f"{row.result:.2f}x"
-    if row.result_unit.startswith("ms/"):  # an overhead on top of the baseline
+    if row.result_unit in ("ms/task", "ms/run"):  # an overhead on top of the baseline
         return f"{row.result:+.2f} {row.result_unit}"
     return f"{row.result:.2f} {row.result_unit}"
 
