@@ -152,6 +152,10 @@ class Schedule:
             pointer = self.first_tick_at_or_after(self.start) if self.start else None
         if pointer is None:  # no start date: begin with the newest ended interval
             pointer = self.latest_complete(now)
+        if not catchup:  # jump straight to the newest ended interval (no walk over the gap)
+            latest = self.latest_complete(now)
+            if latest >= pointer and (self.end is None or latest <= self.end):
+                return [latest], self.next_tick(latest)
         dates: list[datetime] = []
         current = pointer
         while True:
