@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -157,5 +158,5 @@ def dask_chain(address: str, n: int) -> tuple[float, list[float]]:
     finally:
         client.close()
     elapsed = (t1 - t0) + (time.perf_counter() - t2)
-    ho = [(child[0] - parent[1]) * 1000 for parent, child in zip(times, times[1:])]
+    ho = [(child[0] - parent[1]) * 1000 for parent, child in itertools.pairwise(times)]
     return elapsed, ho
