@@ -28,6 +28,16 @@ STATE_COLORS = {
 KIND_SHAPES = {"python": "box", "notebook": "note", "shell": "cds", "sensor": "hexagon", "cell": "component"}
 
 
+def fmt_duration(seconds: float | None) -> str:
+    """``4.2s``, ``3m05s``, ``1h02m`` (``-`` when unknown): how every transport shows a duration."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def _q(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 

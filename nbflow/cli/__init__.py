@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from nbflow import __version__
 from nbflow.cli import scheduling
+from nbflow.render import fmt_duration
 from nbflow.exceptions import NbflowError
 
 EPILOG = """\
@@ -35,15 +36,6 @@ settings come from NBFLOW_HOME (default ./.nbflow), NBFLOW_DB_URL (default SQLit
 NBFLOW_HOME), NBFLOW_ARTIFACT_ROOT, NBFLOW_EXECUTOR, NBFLOW_PARALLELISM, or [tool.nbflow]
 in ./pyproject.toml.
 """
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -90,7 +82,7 @@ class Progress:
         symbol = self.SYMBOLS.get(state, ("?", "?"))[0 if self.unicode else 1]
         detail = {
             "running": f"started (try {ev.try_number}{' on ' + ev.hostname if ev.hostname and self.verbose else ''})",
-            "success": f"done in {_fmt_duration(ev.duration)}",
+            "success": f"done in {fmt_duration(ev.duration)}",
             "up_for_retry": f"try {ev.try_number} failed, will retry: {ev.message}",
             "failed": f"FAILED (try {ev.try_number}): {ev.message}",
         }.get(state, f"{state}{': ' + ev.message if ev.message else ''}")
@@ -111,12 +103,12 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 def _summary(result: Any, started: float, out: TextIO) -> None:
     rows = [
-        (t["task_id"], t["state"], t["try_number"], _fmt_duration(t["duration"]), t["error"] or "")
+        (t["task_id"], t["state"], t["try_number"], fmt_duration(t["duration"]), t["error"] or "")
         for t in result.tasks
     ]
     out.write("\n")
     _table(rows, ("task", "state", "tries", "duration", "error"), out)
-    out.write(f"\nrun {result.run_id} of {result.pipeline}: {result.state.value} in {_fmt_duration(time.time() - started)}\n")
+    out.write(f"\nrun {result.run_id} of {result.pipeline}: {result.state.value} in {fmt_duration(time.time() - started)}\n")
     out.write(f"  details: nbflow tasks {result.run_id}   logs: nbflow logs {result.run_id} TASK\n")
     if not result.ok:
         out.write(f"  fix and re-run what failed: nbflow rerun {result.run_id}\n")
@@ -196,7 +188,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     for r in runs:
         took = (r["ended_at"] - r["started_at"]).total_seconds() if r["ended_at"] and r["started_at"] else None
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["task_counts"].items()))
-        rows.append((r["id"], r["pipeline"], r["state"], r["trigger"], _fmt_time(r["created_at"]), _fmt_duration(took), counts))
+        rows.append((r["id"], r["pipeline"], r["state"], r["trigger"], _fmt_time(r["created_at"]), fmt_duration(took), counts))
     _table(rows, ("run", "pipeline", "state", "trigger", "created", "duration", "tasks"), out)
     return 0
 
@@ -217,7 +209,7 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
             f"{t['try_number']}/{t['max_tries']}",
             t["queue"],
             t["hostname"],
-            _fmt_duration(t["duration"]),
+            fmt_duration(t["duration"]),
             ", ".join(arts.get(t["task_id"], [])),
             t["error"] or t["note"] or "",
         )

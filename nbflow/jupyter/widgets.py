@@ -18,21 +18,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nbflow.render import STATE_COLORS
+from nbflow.render import STATE_COLORS, fmt_duration
 
 FINAL = {"success", "failed", "upstream_failed", "skipped", "cancelled"}
 _CSS = "border-collapse:collapse;font-size:13px"
 _TD = "padding:2px 10px;text-align:left;vertical-align:top"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``4.2s``, ``3m05s``, ``1h02m`` (``-`` when unknown)."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def badge(task_id: str, state: str | None) -> str:
