@@ -27,6 +27,7 @@ over one executor with :meth:`start`, :meth:`step`, :meth:`wakeup_in` and :meth:
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -396,7 +397,10 @@ class RunEngine(SensorPoking):
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
-        key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}"
+        # run ids restart in every database sharing a Dask cluster: a random suffix keeps an
+        # attempt from ever being served another database's result (the key is stored, so a
+        # restarted driver still finds it)
+        key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}-{secrets.token_hex(4)}"
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
         self._parked_from[tid] = back
         limits = {"pool": task.pool, "pool_slots": task.pool_slots}
