@@ -3,7 +3,7 @@
 Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
 ``LocalCluster`` sized to the machine is started and torn down with the executor.
 
-* **Keys.** Each attempt is submitted with the key ``{pipeline}/{run}/{task}/{try}`` and
+* **Keys.** Each attempt is submitted with the key ``{pipeline}/{run}/{task}/{try}-{random}`` and
   ``pure=False``: two tries or two runs never share a key, and a restarted driver can find
   its work by key. Submissions are ``fire_and_forget``: the cluster finishes an attempt
   even if the driver dies, and the worker writes ``result.json`` into the attempt folder,
