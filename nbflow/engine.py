@@ -119,7 +119,7 @@ class RunEngine(SensorPoking):
         self._retrying: dict[str, float] = {}  # task -> when its next try is due
         self._parked: dict[str, TaskState] = {}  # task -> state to return to (pool full)
         self._parked_from: dict[str, TaskState] = {}  # task -> state it was queued from
-        self._poking: set[str] = set()
+        self._sensors: list[_TI] = []  # task instances poked by this driver (the only ones scanned per step)
         self._pokers: ThreadPoolExecutor | None = None
         self._unfinished = 0
         self._ops: list[tuple[Callable[[Tx], Any], str | None]] = []
@@ -196,10 +196,10 @@ class RunEngine(SensorPoking):
         """Seconds until something time-based is due (None: only executor events matter)."""
         now = self.clock()
         due = list(self._retrying.values())
-        due += [ti.next_poke for ti in self.tis.values() if ti.next_poke is not None and ti.poke is None]
+        due += [ti.next_poke for ti in self._sensors if ti.next_poke is not None and ti.poke is None]
         if self._parked:
             due.append(now + PARK_RECHECK)
-        if any(ti.poke is not None for ti in self.tis.values()):
+        if any(ti.poke is not None for ti in self._sensors):
             due.append(now + 0.05)
         return max(0.0, min(due) - now) if due else None
 
@@ -249,6 +249,7 @@ class RunEngine(SensorPoking):
                 row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
             )
         in_run = set(self.tis)
+        self._sensors = [ti for tid, ti in self.tis.items() if getattr(self.pipeline.tasks[tid], "runs_on_driver", False)]
         self.children = {tid: [] for tid in in_run}
         order = self.pipeline.order()
         for tid in order:

@@ -27,10 +27,11 @@ class SensorPoking:
     """Mixin of :class:`nbflow.engine.RunEngine` (uses its ``tis``, ``_set``, ``_apply_result``)."""
 
     tis: dict[str, Any]
+    _sensors: list[Any]
     _pokers: ThreadPoolExecutor | None
 
     def _start_pokes(self, now: float) -> None:
-        for ti in self.tis.values():
+        for ti in self._sensors:
             if ti.next_poke is None or ti.poke is not None or ti.next_poke > now or ti.state in FINISHED:
                 continue
             if ti.state is T.QUEUED:
@@ -55,7 +56,7 @@ class SensorPoking:
         )
 
     def _collect_pokes(self, now: float) -> None:
-        for ti in self.tis.values():
+        for ti in self._sensors:
             if ti.poke is None or not ti.poke.done():
                 continue
             future, ti.poke = ti.poke, None
