@@ -51,12 +51,14 @@ def handoffs(times: list[list[float]]) -> list[float]:
 
 
 def start_cluster() -> Any:
-    """``LocalCluster(n_workers=2, threads_per_worker=1)`` on 127.0.0.1, as nbflow's embedded one is set up."""
+    """``LocalCluster(n_workers=2, threads_per_worker=1)`` on 127.0.0.1, set up as nbflow's
+    embedded one (:data:`nbflow.executors.dask.WORKER_CONFIG`); both sides run on it."""
     import dask
     from distributed import LocalCluster
 
-    # workers may start processes of their own (notebook kernels), as in nbflow's embedded cluster
-    with dask.config.set({"distributed.worker.daemon": False}):
+    from nbflow.executors.dask import WORKER_CONFIG
+
+    with dask.config.set(WORKER_CONFIG):
         return LocalCluster(
             n_workers=2,
             threads_per_worker=1,

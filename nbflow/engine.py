@@ -336,8 +336,8 @@ class RunEngine(SensorPoking):
             drop = parked | stale
             submits = [s for s in submits if s.task_id not in drop]
             notes = [n for n in notes if not (n.task_id in parked and n.state is T.QUEUED)]
-        for item in submits:
-            self.executor.submit(item)
+        if submits:
+            self.executor.submit_many(submits)
         for note in notes:
             for listener in self.listeners:
                 listener(note)

@@ -193,15 +193,23 @@ def _register(key: str) -> Any:
 
 
 def write_result(result: AttemptResult, folder: str) -> None:
-    """Store a result record as ``result.json`` in the attempt folder (any fsspec URL)."""
+    """Store a result record as ``result.json`` in the attempt folder (any fsspec URL),
+    written to a temporary name and renamed, so a reader never sees half a record."""
     import json
 
+    text = json.dumps(dataclasses.asdict(result))
+    if "://" not in folder:  # plain files: fsspec's own overhead is most of the cost
+        os.makedirs(folder, exist_ok=True)
+        with open(f"{folder}/result.json.tmp", "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(f"{folder}/result.json.tmp", f"{folder}/result.json")
+        return
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(folder)
     fs.makedirs(path, exist_ok=True)
     with fs.open(f"{path}/result.json.tmp", "w") as fh:
-        json.dump(dataclasses.asdict(result), fh)
+        fh.write(text)
     fs.mv(f"{path}/result.json.tmp", f"{path}/result.json")
 
 
@@ -209,10 +217,13 @@ def read_result(folder: str) -> AttemptResult | None:
     """The result record a worker stored for an attempt, if any."""
     import json
 
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(folder)
     try:
+        if "://" not in folder:
+            with open(f"{folder}/result.json", encoding="utf-8") as fh:
+                return AttemptResult(**json.load(fh))
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(folder)
         with fs.open(f"{path}/result.json") as fh:
             return AttemptResult(**json.load(fh))
     except FileNotFoundError:

@@ -353,3 +353,56 @@ with Pipeline("unimportable") as pipeline:
     assert row["state"] == "failed"
     assert "cannot load task 'work'" in row["error"] and "driver_only_mod" in row["error"]
     assert "importable on every worker" in row["error"]
+
+
+RESULTS = """
+from nbflow import Pipeline, task
+
+with Pipeline("results") as pipeline:
+    @task
+    def small(i):
+        return i
+
+    @task
+    def huge_error():
+        raise ValueError("x" * 40_000)
+
+    [small(i) for i in range(4)]
+    huge_error()
+"""
+
+
+def test_results_arrive_as_events_and_large_ones_are_fetched(cluster, write_pipeline, tmp_path):
+    """Small result records come on the event topic (no fetch per task); a record too large
+    for an event is fetched from its future; every attempt is reported exactly once."""
+    from nbflow.executors.dask import RESULT_GRACE, DaskExecutor
+    from nbflow.worker import WorkItem
+
+    pipeline = load_pipeline(write_pipeline(RESULTS))
+    items = [
+        WorkItem(key=f"results/1/{tid}/1-t", pipeline="results", run_id=1, task_id=tid, try_number=1, task=task,
+                 upstream={}, params={}, artifact_root=str(tmp_path / "artifacts"), durable_result=True)
+        for tid, task in pipeline.tasks.items()
+    ]
+    with DaskExecutor(address=cluster.address) as executor:
+        executor.submit_many(items)
+        finished: dict[str, object] = {}
+        deadline = time.time() + 60
+        while len(finished) < len(items) and time.time() < deadline:
+            for event in executor.poll(1.0):
+                assert event.kind in ("started", "finished"), event
+                if event.kind == "finished":
+                    assert event.key not in finished, f"{event.key} reported twice"
+                    finished[event.key] = event.result
+        time.sleep(RESULT_GRACE + 0.2)  # a late duplicate would show up now
+        assert executor.poll(0.1) == []
+        fetched = executor.fetched_results
+    assert sorted(finished) == sorted(item.key for item in items)
+    small = [finished[f"results/1/{tid}/1-t"] for tid in ("small", "small__1", "small__2", "small__3")]
+    assert all(r.ok and r.hostname.startswith("tcp://") for r in small)
+    big = finished["results/1/huge_error/1-t"]
+    assert not big.ok and big.evalue.startswith("xxxx") and len(big.traceback) > 40_000
+    assert fetched == 1, "only the large record should have been fetched from its future"
+    # the durable copy a restarted driver would read
+    assert (tmp_path / "artifacts/results/run-1/huge_error/try-1/result.json").exists()
+

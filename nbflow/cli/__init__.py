@@ -263,7 +263,7 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     """Replace this process with a Dask worker that advertises nbflow queues as resources."""
     import os
 
-    from nbflow.executors.dask import queue_resource
+    from nbflow.executors.dask import queue_resource, worker_environment
 
     queues = args.queue or ["default"]
     resources = [f"{queue_resource(q)}={args.nthreads}" for q in queues] + list(args.resources or [])
@@ -273,7 +273,7 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
         argv += ["--name", args.name]
     if args.nworkers:
         argv += ["--nworkers", str(args.nworkers)]
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    env = {**os.environ, **worker_environment()}
     out.write(f"nbflow worker: serving queues {', '.join(queues)} for {args.scheduler}\n")
     out.flush()
     os.execvpe(argv[0], argv, env)

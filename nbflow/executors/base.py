@@ -55,6 +55,11 @@ class Executor(ABC):
     def submit(self, item: WorkItem) -> None:
         """Hand over one attempt; returns at once."""
 
+    def submit_many(self, items: list[WorkItem]) -> None:
+        """Hand over the attempts one engine step made ready (executors may batch them)."""
+        for item in items:
+            self.submit(item)
+
     @abstractmethod
     def poll(self, timeout: float | None) -> list[Event]:
         """Events since the last call; waits up to ``timeout`` seconds (None: until one arrives)."""

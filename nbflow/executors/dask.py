@@ -19,12 +19,19 @@ Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
   workers need nbflow and the libraries the tasks import, not the pipeline file. Modules
   a pipeline imports from its own folder must be importable on the workers (a shared
   folder, or installed); the folder is put on the worker's ``sys.path``.
-* **Started events** come from the worker through the ``nbflow-started`` event topic, sent
-  only for attempts still running after 50 ms (no-op tasks cost no extra message).
+* **Events.** A worker publishes each attempt's result record on the ``nbflow-result``
+  event topic, which reaches the driver on the same stream as the task's completion, so no
+  result is fetched (one round trip per task saved); a future that finishes without its
+  event (a record too large for the topic) is fetched after ``RESULT_GRACE``. Started
+  events come through ``nbflow-started``, sent only for attempts still running after 50 ms
+  (no-op tasks cost no extra message).
+* **Batches.** The attempts one engine step makes ready go out as one ``client.map`` per set
+  of resources: one graph update for the scheduler, not one per attempt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -40,7 +47,22 @@ log = logging.getLogger("nbflow.executors.dask")
 
 STARTED_TOPIC = "nbflow-started"
 QUEUE_PREFIX = "queue-"
+RESULT_TOPIC = "nbflow-result"
 STARTED_DELAY = 0.05
+RESULT_EVENT_LIMIT = 16_000  # characters of traceback/message in a result sent as an event
+SUBMIT_INTERVAL = 0.001  # seconds the client batches submissions (Dask's default: 0.01)
+RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event before it is fetched
+
+
+#: Dask settings of nbflow's workers (the embedded cluster's and ``nbflow worker``'s): tasks
+#: may start processes of their own (kernels, timeouts), and the statistical profiler's
+#: 10 ms sampling of every thread costs a notebook task a tenth of its time.
+WORKER_CONFIG = {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": False}
+
+
+def worker_environment() -> dict[str, str]:
+    """:data:`WORKER_CONFIG` as the ``DASK_*`` environment variables a worker process reads."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in WORKER_CONFIG.items()}
 
 
 def queue_resource(name: str) -> str:
@@ -49,7 +71,11 @@ def queue_resource(name: str) -> str:
 
 
 def run_on_worker(item: WorkItem) -> AttemptResult:
-    """What a Dask worker runs for one attempt (a plain function: it is pickled by reference)."""
+    """What a Dask worker runs for one attempt (a plain function: it is pickled by reference).
+
+    The result record also goes out on the ``nbflow-result`` topic, on the stream that
+    reports the task's end: the driver learns the outcome without fetching the future.
+    """
     from distributed import get_worker
 
     worker = get_worker()
@@ -62,7 +88,15 @@ def run_on_worker(item: WorkItem) -> AttemptResult:
     finally:
         timer.cancel()
     result.hostname = worker.address
+    if _small(result):
+        worker.log_event(RESULT_TOPIC, dataclasses.asdict(result))
     return result
+
+
+def _small(result: AttemptResult) -> bool:
+    """Whether a record is small enough for the event topic (the scheduler keeps its last
+    1,000 events per topic); larger ones are fetched from the future."""
+    return len(result.traceback or "") + len(result.message) + 200 * len(result.artifacts) < RESULT_EVENT_LIMIT
 
 
 def _set_allowed_failures(dask_scheduler: Any, value: int) -> int:
@@ -91,6 +125,8 @@ class DaskExecutor(Executor):
         self._events: queue.Queue[Event] = queue.Queue()
         self._futures: dict[str, Any] = {}
         self._adopted: dict[str, str] = {}  # key -> attempt folder (watched for result.json)
+        self._unreported: dict[str, float] = {}  # key -> when its future finished without a result event
+        self.fetched_results = 0  # results fetched from futures because no event came (a diagnostic)
         self._lock = threading.Lock()
         self._queues: tuple[float, set[str]] = (0.0, set())
 
@@ -105,8 +141,7 @@ class DaskExecutor(Executor):
         if self.address:
             self.client = Client(self.address, timeout="10s")
         else:
-            # workers may start processes of their own (timeouts, multiprocessing in tasks)
-            with dask.config.set({"distributed.worker.daemon": False}):
+            with dask.config.set(WORKER_CONFIG):
                 self.cluster = LocalCluster(
                     n_workers=self.parallelism,
                     threads_per_worker=1,
@@ -118,6 +153,9 @@ class DaskExecutor(Executor):
             self.client = Client(self.cluster)
         self.client.run_on_scheduler(_set_allowed_failures, value=0)
         self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
+        self.client.subscribe_topic(RESULT_TOPIC, self._on_result)
+        # the client batches its messages to the scheduler for 10 ms: each hand-off would wait
+        self.client.scheduler_comm.interval = SUBMIT_INTERVAL
 
     def shutdown(self) -> None:
         """Close the client; stop the embedded cluster."""
@@ -174,19 +212,39 @@ class DaskExecutor(Executor):
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
-        """Submit one attempt as a Dask task under its deterministic key."""
+        """Submit one attempt as a Dask task under its key."""
+        self.submit_many([item])
+
+    def submit_many(self, items: list[WorkItem]) -> None:
+        """Submit a step's attempts with one ``client.map`` per set of resources (one graph
+        update for the scheduler instead of one per attempt)."""
         from distributed import fire_and_forget
 
         if self.client is None:
             self.start()
-        resources, note = self._resources(item)
-        future = self.client.submit(run_on_worker, item.pack(), key=item.key, pure=False, resources=resources, retries=0)
-        fire_and_forget(future)
-        with self._lock:
-            self._futures[item.key] = future
-        future.add_done_callback(self._on_done)
-        if note:
-            self._events.put(Event("note", item.key, now(), message=note))
+        groups: dict[tuple[tuple[str, float], ...], list[WorkItem]] = {}
+        for item in items:
+            resources, note = self._resources(item)
+            groups.setdefault(tuple(sorted((resources or {}).items())), []).append(item)
+            if note:
+                self._events.put(Event("note", item.key, now(), message=note))
+        for resources, group in groups.items():
+            with self._lock:  # known before the map: a result event may beat client.map's return
+                self._futures.update((item.key, None) for item in group)
+            futures = self.client.map(
+                run_on_worker,
+                [item.pack() for item in group],
+                key=[item.key for item in group],
+                pure=False,
+                resources=dict(resources) or None,
+                retries=0,
+            )
+            fire_and_forget(futures)
+            with self._lock:
+                live = [f for f in futures if f.key in self._futures]
+                self._futures.update((f.key, f) for f in live)
+            for future in live:
+                future.add_done_callback(self._on_done)
 
     def adopt(self, key: str, attempt_folder: str) -> bool:
         """Follow an attempt a previous driver submitted: by its result file, or its key."""
@@ -196,7 +254,7 @@ class DaskExecutor(Executor):
             self.start()
         result = read_result(attempt_folder)
         if result is not None:
-            self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
+            self._events.put(_finished(result))
             return True
         state = self.client.run_on_scheduler(_key_state, key=key)
         if state in (None, "forgotten", "released", "erred"):
@@ -213,22 +271,36 @@ class DaskExecutor(Executor):
         _, msg = event
         self._events.put(Event("started", msg["key"], msg["at"], msg["worker"], msg["pid"]))
 
+    def _on_result(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, msg = event  # the scheduler adds the sending worker's address as "worker"
+        self._report(AttemptResult(**{name: msg[name] for name in RESULT_FIELDS}))
+
+    def _report(self, result: AttemptResult) -> None:
+        """Emit an attempt's end once (the event, the future and the result file may all tell)."""
+        with self._lock:
+            if result.key not in self._futures:
+                return  # another driver's attempt, or already reported
+            del self._futures[result.key]
+            self._adopted.pop(result.key, None)
+            self._unreported.pop(result.key, None)
+        self._events.put(_finished(result))
+
     def _on_done(self, future: Any) -> None:
         key = future.key
         with self._lock:
-            if self._futures.pop(key, None) is None:
+            if key not in self._futures:
+                return  # its result event came first
+            if future.status == "finished":
+                self._unreported[key] = time.monotonic()  # its result event is on the way
                 return
+            del self._futures[key]
             folder = self._adopted.pop(key, None)
-        if future.status == "finished":
-            result = future.result()
-            self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
-            return
         if future.status == "cancelled":
             self._events.put(Event("lost", key, now(), reason="cancelled", message="cancelled"))
             return
         result = read_result(folder) if folder else None
         if result is not None:  # an adopted attempt whose future was released after it ended
-            self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
+            self._events.put(_finished(result))
             return
         try:
             exc = future.exception()
@@ -239,18 +311,35 @@ class DaskExecutor(Executor):
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
         self._check_adopted()
+        self._fetch_unreported()
+        if self._unreported:
+            timeout = RESULT_GRACE if timeout is None else min(timeout, RESULT_GRACE)
         return drain(self._events, timeout)
+
+    def _fetch_unreported(self) -> None:
+        """Results of finished futures whose event never came (too large, or sent before
+        this client subscribed): fetched from the worker."""
+        cutoff = time.monotonic() - RESULT_GRACE
+        with self._lock:
+            due = [(k, self._futures[k]) for k, at in self._unreported.items() if at <= cutoff and self._futures.get(k)]
+        for key, future in due:
+            self.fetched_results += 1
+            try:
+                self._report(future.result(timeout=30))
+            except Exception as exc:  # noqa: BLE001 - the worker holding it died
+                with self._lock:
+                    self._futures.pop(key, None)
+                    self._unreported.pop(key, None)
+                    self._adopted.pop(key, None)
+                self._events.put(Event("lost", key, now(), reason="worker_lost", message=f"{type(exc).__name__}: {exc}"))
 
     def _check_adopted(self) -> None:
         with self._lock:
             adopted = list(self._adopted.items())
-        for key, folder in adopted:
+        for _, folder in adopted:
             result = read_result(folder)
             if result is not None:
-                with self._lock:
-                    self._adopted.pop(key, None)
-                    self._futures.pop(key, None)
-                self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
+                self._report(result)
 
     # -- cancelling -----------------------------------------------------------------------------
     def cancel(self, key: str) -> None:
@@ -264,3 +353,10 @@ class DaskExecutor(Executor):
         except Exception as exc:  # noqa: BLE001 - a worker that is gone has nothing to kill
             log.warning("could not ask the workers to kill %s: %s", key, exc)
         future.cancel()
+
+
+RESULT_FIELDS = [f.name for f in dataclasses.fields(AttemptResult)]
+
+
+def _finished(result: AttemptResult) -> Event:
+    return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
