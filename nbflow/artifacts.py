@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -51,7 +51,7 @@ class ArtifactRef:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-data form (for result records and the store)."""
-        return asdict(self)
+        return {"name": self.name, "uri": self.uri, "type": self.type, "size": self.size}
 
 
 def join(root: str, *parts: str) -> str:

@@ -51,6 +51,7 @@ log = logging.getLogger("nbflow.engine")
 T = TaskState
 CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
 PARK_RECHECK = 0.5  # seconds between checks of a full pool
+SUBMIT_BATCH = 64  # attempts queued (one transaction) and submitted together within a step
 MAX_INFRA_RETRIES = 3  # extra tries for attempts lost because their driver died
 
 
@@ -432,6 +433,8 @@ class RunEngine(SensorPoking):
                 durable_result=self.executor.durable_results,
             )
         )
+        if len(self._submits) >= SUBMIT_BATCH:
+            self._flush()  # a step that makes many tasks ready starts the first before queueing the last
 
     def _park(self, tid: str, why: str) -> None:
         """Undo a queueing the store refused (pool or max_active_tasks full); retry next step."""

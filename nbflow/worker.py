@@ -102,6 +102,19 @@ class AttemptResult:
         """Seconds the attempt ran."""
         return self.ended_at - self.started_at
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON and msgpack can carry it); its fields are plain already, so this
+        is a shallow copy, not ``dataclasses.asdict``'s deep one."""
+        return {name: getattr(self, name) for name in RESULT_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttemptResult:
+        """The record :meth:`to_dict` made (other keys, e.g. added by a transport, are ignored)."""
+        return cls(**{name: data[name] for name in RESULT_FIELDS})
+
+
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptResult))
+
 
 def attempt_paths(item: WorkItem) -> tuple[str, str]:
     """(attempt folder, log path) of a work item."""
@@ -197,7 +210,7 @@ def write_result(result: AttemptResult, folder: str) -> None:
     written to a temporary name and renamed, so a reader never sees half a record."""
     import json
 
-    text = json.dumps(dataclasses.asdict(result))
+    text = json.dumps(result.to_dict())
     if "://" not in folder:  # plain files: fsspec's own overhead is most of the cost
         os.makedirs(folder, exist_ok=True)
         with open(f"{folder}/result.json.tmp", "w", encoding="utf-8") as fh:
@@ -220,12 +233,12 @@ def read_result(folder: str) -> AttemptResult | None:
     try:
         if "://" not in folder:
             with open(f"{folder}/result.json", encoding="utf-8") as fh:
-                return AttemptResult(**json.load(fh))
+                return AttemptResult.from_dict(json.load(fh))
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(folder)
         with fs.open(f"{path}/result.json") as fh:
-            return AttemptResult(**json.load(fh))
+            return AttemptResult.from_dict(json.load(fh))
     except FileNotFoundError:
         return None
 

@@ -303,3 +303,37 @@ def test_a_failed_state_write_is_kept_and_retried_next_step(nbflow_home, write_p
         assert engine.finish().value == "success"
     assert api.load_output(run_id, "describe") == "9 over 3"
     assert [a["try_number"] for a in api.run_details(run_id)["attempts"]] == [1, 1, 1]
+
+
+WIDE_POOLED = """
+from nbflow import Pipeline, task
+
+with Pipeline("wide_pooled") as pipeline:
+    @task(pool="slots")
+    def part(i):
+        return i * i
+
+    @task
+    def total(*xs):
+        return sum(xs)
+
+    total(*[part(i) for i in range({n})])
+"""
+
+
+def test_a_step_larger_than_a_submit_batch_with_a_pool(nbflow_home, write_pipeline):
+    """More tasks become ready in one step than one batch holds: batches are queued and
+    submitted as the step goes, the pool refuses the overflow, and each task still runs once."""
+    from nbflow.engine import SUBMIT_BATCH
+
+    n = SUBMIT_BATCH * 2 + 7
+    api.set_pool("slots", 3)
+    result = api.run_pipeline(load_pipeline(write_pipeline(WIDE_POOLED.replace("{n}", str(n)))), executor="local", parallelism=2)
+    assert result.ok, [t for t in result.tasks if t["state"] != "success"][:3]
+    assert api.load_output(result.run_id, "total") == sum(i * i for i in range(n))
+    details = api.run_details(result.run_id)
+    assert len(details["attempts"]) == n + 1, "a task ran more than once"
+    assert all(t["try_number"] == 1 for t in details["tasks"])
+    spans = [(a["start_date"], a["end_date"]) for a in details["attempts"] if a["task_id"] != "total"]
+    most = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
+    assert most <= 3, f"{most} tasks of a 3-slot pool ran at once"

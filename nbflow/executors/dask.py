@@ -31,7 +31,6 @@ Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -89,7 +88,7 @@ def run_on_worker(item: WorkItem) -> AttemptResult:
         timer.cancel()
     result.hostname = worker.address
     if _small(result):
-        worker.log_event(RESULT_TOPIC, dataclasses.asdict(result))
+        worker.log_event(RESULT_TOPIC, result.to_dict())
     return result
 
 
@@ -273,7 +272,7 @@ class DaskExecutor(Executor):
 
     def _on_result(self, event: tuple[float, dict[str, Any]]) -> None:
         _, msg = event  # the scheduler adds the sending worker's address as "worker"
-        self._report(AttemptResult(**{name: msg[name] for name in RESULT_FIELDS}))
+        self._report(AttemptResult.from_dict(msg))
 
     def _report(self, result: AttemptResult) -> None:
         """Emit an attempt's end once (the event, the future and the result file may all tell)."""
@@ -353,9 +352,6 @@ class DaskExecutor(Executor):
         except Exception as exc:  # noqa: BLE001 - a worker that is gone has nothing to kill
             log.warning("could not ask the workers to kill %s: %s", key, exc)
         future.cancel()
-
-
-RESULT_FIELDS = [f.name for f in dataclasses.fields(AttemptResult)]
 
 
 def _finished(result: AttemptResult) -> Event:

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
@@ -49,10 +50,8 @@ class PythonTask(BaseTask):
 
     def code_fingerprint(self) -> str:
         """Hash of the function's source (or bytecode) and the call's arguments."""
-        try:
-            code = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            code = repr(getattr(self.fn, "__code__", self.fn))
+        code_object = getattr(self.fn, "__code__", None)
+        code = _source(code_object) if code_object is not None else repr(self.fn)
         return hashlib.sha256(repr((code, self.args, sorted(self.kwargs.items()))).encode()).hexdigest()
 
     def label(self) -> str:
@@ -229,3 +228,14 @@ def task(
     if fn is not None:
         return TaskFactory(fn, options)
     return lambda f: TaskFactory(f, options)
+
+
+@functools.lru_cache(maxsize=4096)
+def _source(code: CodeType) -> str:
+    """A function's source text (its bytecode's repr when there is no source), read once per
+    code object: a pipeline of 1,000 calls of one function reads its file once, and a
+    redefined function (new code object) is read again."""
+    try:
+        return inspect.getsource(code)
+    except (OSError, TypeError):
+        return repr(code)
