@@ -83,15 +83,7 @@ def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
 
         data, kind = cloudpickle.dumps(value), "pickle"
     uri = join(folder, f"{name}.{'json' if kind == 'json' else 'pkl'}")
-    if _is_local(uri):  # plain file I/O: fsspec's overhead is most of a small write
-        os.makedirs(folder, exist_ok=True)
-        with open(uri, "wb") as fh:
-            fh.write(data)
-    else:
-        fs, path = fsspec.core.url_to_fs(uri)
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        with fs.open(path, "wb") as fh:
-            fh.write(data)
+    write_bytes(uri, data)
     return ArtifactRef(name=name, uri=uri, type=kind, size=len(data))
 
 
@@ -99,12 +91,36 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri
 
 
+def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
+    """Write a file at a path or fsspec URL, creating its folder (plain file I/O for paths:
+    fsspec's overhead is most of a small write). ``atomic``: through a temporary name and a
+    rename, so a reader never sees half of it."""
+    if _is_local(uri):
+        os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+        with open(f"{uri}.tmp" if atomic else uri, "wb") as fh:
+            fh.write(data)
+        if atomic:
+            os.replace(f"{uri}.tmp", uri)
+        return
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(f"{path}.tmp" if atomic else path, "wb") as fh:
+        fh.write(data)
+    if atomic:
+        fs.mv(f"{path}.tmp", path)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The contents of a file at a path or fsspec URL (FileNotFoundError when missing)."""
+    with open(uri, "rb") if _is_local(uri) else fsspec.open(uri, "rb") as fh:
+        return fh.read()
+
+
 def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:
     """Load a stored value."""
     if isinstance(ref, dict):
         ref = ArtifactRef(**ref)
-    with (open(ref.uri, "rb") if _is_local(ref.uri) else fsspec.open(ref.uri, "rb")) as fh:
-        data = fh.read()
+    data = read_bytes(ref.uri)
     if ref.type == "json":
         return json.loads(data)
     import cloudpickle

@@ -127,6 +127,7 @@ class RunEngine(SensorPoking):
         self._notes: list[TaskEvent] = []
         self._submits: list[WorkItem] = []
         self._callbacks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+        self._nonce = secrets.token_hex(4)  # of this driver's Dask keys
 
     # -- driving one run alone --------------------------------------------------------------
     def run(self, heartbeat: Callable[[], None] | None = None) -> RunState:
@@ -320,7 +321,7 @@ class RunEngine(SensorPoking):
         callbacks, self._callbacks = self._callbacks, []
         if ops:
             try:
-                results = self.store.write(lambda tx: [op(tx) for op, _ in ops], what=f"run {self.run_id} state update")
+                results = self.store.write_ops([op for op, _ in ops], what=f"run {self.run_id} state update")
             except Exception:
                 # The database is unreachable even after retries: keep this step's writes,
                 # submissions and notifications, and try them again at the next step.
@@ -399,10 +400,10 @@ class RunEngine(SensorPoking):
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
-        # run ids restart in every database sharing a Dask cluster: a random suffix keeps an
-        # attempt from ever being served another database's result (the key is stored, so a
-        # restarted driver still finds it)
-        key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}-{secrets.token_hex(4)}"
+        # run ids restart in every database sharing a Dask cluster: this driver's random nonce
+        # keeps an attempt from ever being served another database's result (the key is
+        # stored, so a restarted driver still finds it)
+        key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}-{self._nonce}"
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
         self._parked_from[tid] = back
         limits = {"pool": task.pool, "pool_slots": task.pool_slots}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import signal
 import socket
@@ -206,39 +207,14 @@ def _register(key: str) -> Any:
 
 
 def write_result(result: AttemptResult, folder: str) -> None:
-    """Store a result record as ``result.json`` in the attempt folder (any fsspec URL),
-    written to a temporary name and renamed, so a reader never sees half a record."""
-    import json
-
-    text = json.dumps(result.to_dict())
-    if "://" not in folder:  # plain files: fsspec's own overhead is most of the cost
-        os.makedirs(folder, exist_ok=True)
-        with open(f"{folder}/result.json.tmp", "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(f"{folder}/result.json.tmp", f"{folder}/result.json")
-        return
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(folder)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/result.json.tmp", "w") as fh:
-        fh.write(text)
-    fs.mv(f"{path}/result.json.tmp", f"{path}/result.json")
+    """Store a result record as ``result.json`` in the attempt folder (a path or fsspec URL)."""
+    artifacts.write_bytes(f"{folder}/result.json", json.dumps(result.to_dict()).encode(), atomic=True)
 
 
 def read_result(folder: str) -> AttemptResult | None:
     """The result record a worker stored for an attempt, if any."""
-    import json
-
     try:
-        if "://" not in folder:
-            with open(f"{folder}/result.json", encoding="utf-8") as fh:
-                return AttemptResult.from_dict(json.load(fh))
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(folder)
-        with fs.open(f"{path}/result.json") as fh:
-            return AttemptResult.from_dict(json.load(fh))
+        return AttemptResult.from_dict(json.loads(artifacts.read_bytes(f"{folder}/result.json")))
     except FileNotFoundError:
         return None
 

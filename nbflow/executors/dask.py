@@ -50,6 +50,7 @@ RESULT_TOPIC = "nbflow-result"
 STARTED_DELAY = 0.05
 RESULT_EVENT_LIMIT = 16_000  # characters of traceback/message in a result sent as an event
 SUBMIT_INTERVAL = 0.001  # seconds the client batches submissions (Dask's default: 0.01)
+SWEEP_INTERVAL = 0.2  # seconds between looks at the statuses of futures in flight
 RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event before it is fetched
 
 
@@ -125,6 +126,7 @@ class DaskExecutor(Executor):
         self._futures: dict[str, Any] = {}
         self._adopted: dict[str, str] = {}  # key -> attempt folder (watched for result.json)
         self._unreported: dict[str, float] = {}  # key -> when its future finished without a result event
+        self._swept = 0.0
         self.fetched_results = 0  # results fetched from futures because no event came (a diagnostic)
         self._lock = threading.Lock()
         self._queues: tuple[float, set[str]] = (0.0, set())
@@ -240,10 +242,7 @@ class DaskExecutor(Executor):
             )
             fire_and_forget(futures)
             with self._lock:
-                live = [f for f in futures if f.key in self._futures]
-                self._futures.update((f.key, f) for f in live)
-            for future in live:
-                future.add_done_callback(self._on_done)
+                self._futures.update((f.key, f) for f in futures if f.key in self._futures)
 
     def adopt(self, key: str, attempt_folder: str) -> bool:
         """Follow an attempt a previous driver submitted: by its result file, or its key."""
@@ -262,7 +261,6 @@ class DaskExecutor(Executor):
         with self._lock:
             self._futures[key] = future
             self._adopted[key] = attempt_folder
-        future.add_done_callback(self._on_done)
         return True
 
     # -- events -------------------------------------------------------------------------------
@@ -284,13 +282,25 @@ class DaskExecutor(Executor):
             self._unreported.pop(result.key, None)
         self._events.put(_finished(result))
 
-    def _on_done(self, future: Any) -> None:
+    def _sweep(self) -> None:
+        """Look at the futures in flight (a status read, no message): those that ended
+        without a result event failed (worker lost, cancelled) or await their event.
+        Cheaper than a done-callback per future, which costs a wake-up of the client's loop."""
+        if time.monotonic() - self._swept < SWEEP_INTERVAL:
+            return
+        self._swept = time.monotonic()
+        with self._lock:
+            ended = [f for f in self._futures.values() if f is not None and f.status != "pending"]
+        for future in ended:
+            self._ended(future)
+
+    def _ended(self, future: Any) -> None:
         key = future.key
         with self._lock:
             if key not in self._futures:
-                return  # its result event came first
+                return  # its result event came meanwhile
             if future.status == "finished":
-                self._unreported[key] = time.monotonic()  # its result event is on the way
+                self._unreported.setdefault(key, time.monotonic())  # its result event is on the way
                 return
             del self._futures[key]
             folder = self._adopted.pop(key, None)
@@ -301,18 +311,22 @@ class DaskExecutor(Executor):
         if result is not None:  # an adopted attempt whose future was released after it ended
             self._events.put(_finished(result))
             return
-        try:
-            exc = future.exception()
-        except Exception as err:  # noqa: BLE001 - the client lost the scheduler
-            exc = err
-        self._events.put(Event("lost", key, now(), reason="worker_lost", message=f"{type(exc).__name__}: {exc}"))
+        exc: BaseException | str = f"the scheduler lost the task ({future.status})"
+        if future.status == "error":
+            try:
+                exc = future.exception(timeout=10)
+            except Exception as err:  # noqa: BLE001 - the client lost the scheduler
+                exc = err
+        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self._events.put(Event("lost", key, now(), reason="worker_lost", message=message))
 
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
         self._check_adopted()
+        self._sweep()
         self._fetch_unreported()
-        if self._unreported:
-            timeout = RESULT_GRACE if timeout is None else min(timeout, RESULT_GRACE)
+        if self._futures:  # wake up to sweep
+            timeout = SWEEP_INTERVAL if timeout is None else min(timeout, SWEEP_INTERVAL)
         return drain(self._events, timeout)
 
     def _fetch_unreported(self) -> None:

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, literal, select, update
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
 from nbflow.states import RunState, TaskState, run_sources, task_sources
-from nbflow.store import orm
+from nbflow.store import batching, orm
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
@@ -38,10 +38,12 @@ P, V, R, TI, A, ART, POOL = (
 )
 _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
 _INSERT_ATTEMPT = insert(A)
+_INSERT_ARTIFACT = insert(ART)
 
 # Hot-path statements are built once per shape and cached: building and cache-keying a
 # fresh UPDATE costs more than executing it on SQLite.
 _statements: dict[tuple, Any] = {}
+BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
 def _cas_statement(to: TaskState, columns: tuple[str, ...], with_try: bool) -> Any:
@@ -49,8 +51,8 @@ def _cas_statement(to: TaskState, columns: tuple[str, ...], with_try: bool) -> A
     stmt = _statements.get(key)
     if stmt is None:
         sources = [s.value for s in task_sources(to)]
-        stmt = update(TI).where(
-            TI.c.run_id == bindparam("w_run_id"), TI.c.task_id == bindparam("w_task_id"), TI.c.state.in_(sources)
+        stmt = update(TI).where(  # sources as plain bound values: an expanding IN cannot be executemany'd
+            TI.c.run_id == bindparam("w_run_id"), TI.c.task_id == bindparam("w_task_id"), TI.c.state.in_(map(literal, sources))
         )
         if with_try:
             stmt = stmt.where(TI.c.try_number == bindparam("w_try"))
@@ -279,7 +281,7 @@ class Tx(SchedulingTx):
             for ref in refs
         ]
         if rows:
-            self.conn.execute(insert(ART), rows)
+            self.conn.execute(_INSERT_ARTIFACT, rows)
 
     def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
         """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
@@ -311,6 +313,16 @@ class Store(SchedulingReads):
                     return fn(Tx(conn))
 
         return retrying(attempt, what=what, retries=self.settings.db_retries)
+
+    def write_ops(self, ops: Sequence[Callable[[Tx], Any]], *, what: str = "database write") -> list[Any]:
+        """Run ``ops`` in one transaction, statements of one shape together (see :mod:`.batching`)."""
+        plan = batching.record(ops, Tx) if len(ops) >= BATCH_MIN_OPS else None
+        if plan is not None:
+            try:
+                return self.write(lambda tx: batching.apply(tx.conn, plan), what=what)
+            except batching.Mismatch as exc:
+                log.info("%s: %s; writing one by one", what, exc)
+        return self.write(lambda tx: [op(tx) for op in ops], what=what)
 
     def _all(self, stmt: Any) -> list[RowMapping]:
         def attempt() -> list[RowMapping]:
