@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import textwrap
 import time
 import traceback
@@ -67,6 +69,14 @@ def _group_of(row_name: str, groups: Any) -> str | None:
     return next((g for g in groups if row_name.startswith(g + "-")), None)
 
 
+def _use_workdir(path: str) -> str:
+    """Make ``path`` (a fresh subfolder of it) the temporary folder of this process and its children."""
+    os.makedirs(path, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="run-", dir=os.path.abspath(path))
+    tempfile.tempdir = os.environ["TMPDIR"] = workdir
+    return workdir
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.core import GROUPS, REFERENCES, Config, Row, warm_up
 
@@ -81,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed")
     parser.add_argument("--budget", type=float, metavar="SECONDS", help="seconds a flatness size may take before it is skipped (default 900)")
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        default=os.environ.get("NBFLOW_BENCH_DIR", ".nbflow-bench"),
+        help="temporary folder of both sides' homes, databases and outputs (default: ./.nbflow-bench, beside "
+        "nbflow's default home ./.nbflow; on some machines /tmp is several times slower at creating folders, "
+        "which every attempt does)",
+    )
     parser.add_argument("--notebook-repeat", type=int, metavar="N", help="runs of each side of the notebook comparison (default 3)")
     args = parser.parse_args(argv)
 
@@ -98,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             if group not in groups:
                 groups.append(group)
 
+    workdir = _use_workdir(args.workdir)
     started = time.perf_counter()
-    print(f"nbflow benchmarks ({'quick' if cfg.quick else 'full'}): {', '.join(groups)}", file=sys.stderr)
+    print(f"nbflow benchmarks ({'quick' if cfg.quick else 'full'}): {', '.join(groups)}; in {workdir}", file=sys.stderr)
     rows: list[Row] = []
     warmed = False
     for group in groups:
@@ -130,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} rows, {len(failed)} missed: {', '.join(failed) or 'none'} "
           f"({time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs, Python {platform.python_version()})")
 
+    shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         payload = {
+            "workdir": workdir,
             "quick": cfg.quick,
             "config": {k: v for k, v in vars(cfg).items()},
             "python": platform.python_version(),
