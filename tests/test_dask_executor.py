@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ def _free_port() -> int:
 class Cluster:
     """A scheduler plus named `nbflow worker` processes."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, scheduler_env: dict[str, str] | None = None):
         self.port = _free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.tmp = tmp
@@ -38,11 +39,12 @@ class Cluster:
         self._start(
             "scheduler",
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+            env={**os.environ, **(scheduler_env or {})},
         )
 
-    def _start(self, name: str, argv: list[str]) -> None:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     def worker(self, name: str, *queues: str) -> None:
         argv = [sys.executable, "-m", "nbflow", "worker", "--scheduler", self.address, "--name", name]
@@ -66,6 +68,16 @@ class Cluster:
             proc.wait(10)
 
 
+def _serve(c: Cluster, n: int, monkeypatch) -> Cluster:
+    c.workers = c.wait_for(n)
+    monkeypatch.setenv("NBFLOW_DASK_ADDRESS", c.address)
+    from nbflow.config import reset_settings
+
+    reset_settings()
+    api._stores.clear()
+    return c
+
+
 @pytest.fixture
 def cluster(tmp_path, nbflow_home, monkeypatch):
     c = Cluster(tmp_path)
@@ -73,13 +85,19 @@ def cluster(tmp_path, nbflow_home, monkeypatch):
     c.worker("cpu2", "default")
     c.worker("gpu1", "gpu", "default")
     try:
-        c.workers = c.wait_for(3)
-        monkeypatch.setenv("NBFLOW_DASK_ADDRESS", c.address)
-        from nbflow.config import reset_settings
+        yield _serve(c, 3, monkeypatch)
+    finally:
+        c.close()
 
-        reset_settings()
-        api._stores.clear()
-        yield c
+
+@pytest.fixture
+def ttl_cluster(tmp_path, nbflow_home, monkeypatch):
+    """Two workers; the scheduler removes a worker that sends no heartbeat for 3 s."""
+    c = Cluster(tmp_path, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "3s"})
+    c.worker("cpu1", "default")
+    c.worker("cpu2", "default")
+    try:
+        yield _serve(c, 2, monkeypatch)
     finally:
         c.close()
 
@@ -159,6 +177,39 @@ def test_worker_killed_mid_task_is_a_new_try_on_another_worker(cluster, write_pi
     assert attempts[0]["reason"] == "worker_lost" and "KilledWorker" in attempts[0]["message"]
     assert attempts[0]["executor_key"] != attempts[1]["executor_key"]
     assert [t["state"] for t in result.tasks] == ["success"]
+
+
+@pytest.mark.faults
+def test_hung_worker_is_removed_and_its_task_retried_elsewhere(ttl_cluster, write_pipeline):
+    """RELIABILITY 20: a worker whose process stops (SIGSTOP: no heartbeat, blocked loop) is
+    removed by the scheduler after worker-ttl; the attempt is a worker_lost try, retried."""
+    path = write_pipeline(KILLED)
+    marker = path.parent / "worker.pid"
+    stopped: list[int] = []
+
+    def freezer():
+        for _ in range(300):
+            if marker.exists() and marker.read_text():
+                stopped.append(int(marker.read_text()))
+                os.kill(stopped[0], signal.SIGSTOP)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=freezer)
+    thread.start()
+    try:
+        result = api.run_pipeline(load_pipeline(path), executor="dask")
+    finally:
+        thread.join()
+        for pid in stopped:  # the nanny may have killed it already
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert stopped, "the task never started"
+    assert result.ok, result.tasks
+    attempts = api.run_details(result.run_id)["attempts"]
+    assert [a["state"] for a in attempts] == ["up_for_retry", "success"]
+    assert attempts[0]["reason"] == "worker_lost", attempts[0]
+    assert attempts[0]["hostname"] and attempts[1]["hostname"] != attempts[0]["hostname"]
 
 
 NO_WORKER = """
