@@ -9,13 +9,19 @@ One loop, every ``loop_interval`` seconds or as soon as executor events arrive:
    recorded with their schedules; import errors are recorded per file; pipelines whose
    file is gone stop being scheduled (their history stays).
 3. **Create due runs** for unpaused, healthy, scheduled pipelines (see
-   :mod:`nbflow.store.scheduling` for why each run is created exactly once).
-4. **Claim runs** no live job drives: queued runs (scheduled, triggered, backfilled,
-   cleared) and runs whose driver's lease expired (a scheduler or ``nbflow run`` that was
-   killed). ``max_active_runs`` is respected. A claimed run's in-flight attempts are adopted
-   (Dask keeps them) or reset as ``worker_lost``.
-5. **Drive** every claimed run one step with the events of the shared executor, and notice
-   runs cancelled from elsewhere.
+   :mod:`nbflow.store.scheduling` for why each run is created exactly once). Only the
+   pipelines whose next due time has come are looked at: a heap keyed by that time.
+4. **Claim runs** no live job drives, every ``loop_interval`` and at once after creating
+   runs: queued runs (scheduled, triggered, backfilled, cleared) and runs whose driver's
+   lease expired (a scheduler or ``nbflow run`` that was killed). ``max_active_runs`` is
+   respected. A claimed run's in-flight attempts are adopted (Dask keeps them) or reset as
+   ``worker_lost``.
+5. **Drive** the claimed runs that got events of the shared executor or whose timer (a
+   retry, a full pool, a sensor poke) is due, one step each, and notice runs cancelled
+   from elsewhere (one query for all of them every ``cancel_poll``).
+
+The work of one loop is proportional to what happened, not to the number of pipelines or
+active runs (``benchmarks/schedbench.py`` drives 200 pipelines due every minute).
 
 A database outage does not kill the loop: the failed iteration is logged, health reports
 ``degraded``, and the loop retries with capped backoff.
@@ -23,12 +29,13 @@ A database outage does not kill the loop: the failed iteration is logged, health
 
 from __future__ import annotations
 
+import heapq
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -46,6 +53,7 @@ from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
 
 log = logging.getLogger("nbflow.scheduler")
+LOOK_NOW = datetime.min.replace(tzinfo=timezone.utc)  # the due time of a pipeline not looked at since the last sync
 
 
 class Scheduler:
@@ -74,10 +82,13 @@ class Scheduler:
         self.parse_interval = parse_interval
         self.job_id: int | None = None
         self.engines: dict[int, RunEngine] = {}
+        self._wakeups: dict[int, float] = {}  # run id -> when (monotonic) its engine's next timer is due
         self.status = "starting"
-        self._last_parse = self._last_beat = self._last_cancel_check = 0.0
-        self._next_due: dict[str, datetime | None] = {}
+        self._last_parse = self._last_beat = self._last_cancel_check = self._last_claim = 0.0
+        self._next_due: dict[str, datetime] = {}  # pipeline -> when to look at it again
+        self._due_heap: list[tuple[datetime, str]] = []  # the same, by time; entries not in _next_due are stale
         self._elsewhere: dict[str, Pipeline | None] = {}
+        self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -126,7 +137,11 @@ class Scheduler:
 
     # -- one iteration ------------------------------------------------------------------------
     def loop_once(self) -> None:
-        """Heartbeat, parse, create due runs, claim runs, and step every run with new events."""
+        """Heartbeat, parse, create due runs, claim runs, and step the runs with events or timers due.
+
+        Runs are claimed at most every ``loop_interval``, and at once after runs were created
+        here (a run queued elsewhere, e.g. triggered, waits for the next claim).
+        """
         now = time.monotonic()
         if now - self._last_beat >= self.settings.heartbeat:
             self._last_beat = now
@@ -135,13 +150,15 @@ class Scheduler:
             self._last_parse = now
             if self.loader.load():
                 self.sync_pipelines()
-        self.create_due_runs()
-        self.claim_runs()
+        if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
+            self._last_claim = now
+            self.claim_runs()
         self.drive(self.executor.poll(self._wait()))
 
     def _wait(self) -> float:
-        waits = [w for w in (e.wakeup_in() for e in self.engines.values()) if w is not None]
-        return min([self.loop_interval, *waits])
+        """Seconds to wait for executor events: until the next claim, or an engine's timer if sooner."""
+        next_claim = self._last_claim + self.loop_interval
+        return max(0.0, min([next_claim, *self._wakeups.values()]) - time.monotonic())
 
     def sync_pipelines(self) -> None:
         """Record the loaded pipelines, import errors and removed pipelines in the store."""
@@ -158,49 +175,81 @@ class Scheduler:
             tx.replace_import_errors(self.loader.errors)
 
         self.store.write(write, what="sync pipelines")
-        self._next_due.clear()
+        self._next_due = {name: LOOK_NOW for name in self.loader.pipelines}
+        self._due_heap = sorted((at, name) for name, at in self._next_due.items())  # a sorted list is a heap
         for path, (where, message) in self.loader.errors.items():
             log.warning("cannot load %s: %s", where, message)
 
     # -- scheduled runs -------------------------------------------------------------------------
     def create_due_runs(self) -> list[int]:
-        """Create the runs whose data interval has ended, for every schedulable pipeline."""
+        """Create the runs whose data interval has ended, for the schedulable pipelines due now.
+
+        Only pipelines whose next due time has come are looked at (no database round trip
+        for the others); every pipeline is due at once after each sync of the DAG folder.
+        """
         now = self.clock()
+        due: list[str] = []
+        while self._due_heap and self._due_heap[0][0] <= now:
+            at, name = heapq.heappop(self._due_heap)
+            if self._next_due.get(name) == at and name not in due:
+                due.append(name)
         created: list[int] = []
-        for name, pipeline in self.loader.pipelines.items():
-            if pipeline.cron is None or self.loader.broken(name):
-                continue
-            due_at = self._next_due.get(name)
-            if due_at is not None and now < due_at:
-                continue  # nothing due yet: no database round trip
-            created += self._create_runs(pipeline, now)
+        for i, name in enumerate(due):
+            pipeline = self.loader.pipelines.get(name)
+            if pipeline is None or pipeline.cron is None or self.loader.broken(name):
+                continue  # looked at again after the next sync
+            try:
+                created += self._create_runs(pipeline, now)
+            except BaseException:
+                for rest in due[i:]:
+                    self._look_again(rest, now)  # next loop, as before they were taken off the heap
+                raise
         return created
+
+    def _look_again(self, name: str, at: datetime | None) -> None:
+        """Look at pipeline ``name`` again at ``at`` (None: not before the next sync)."""
+        if at is None:
+            self._next_due.pop(name, None)
+            return
+        self._next_due[name] = at
+        heapq.heappush(self._due_heap, (at, name))
+
+    def _rows_of(self, pipeline: Pipeline) -> list[dict[str, Any]]:
+        """The task-instance rows of a new run of ``pipeline``, computed once per loaded pipeline object.
+
+        (Its definition hashes every task's source: ~1 ms for 10 tasks.)
+        """
+        cached = self._task_rows.get(pipeline.name)
+        if cached is None or cached[0] is not pipeline:
+            cached = self._task_rows[pipeline.name] = (pipeline, task_rows(pipeline.definition()))
+        return cached[1]
 
     def _create_runs(self, pipeline: Pipeline, now: datetime) -> list[int]:
         schedule = pipeline.timetable()
-        definition = pipeline.definition()
+        tasks = self._rows_of(pipeline)
         params = nbparams.resolve_run_params(pipeline.param_defaults, {}, pipeline=pipeline.name)
         skip_locked = not self.store.is_sqlite
 
-        def write(tx: Any) -> list[int]:
+        def write(tx: Any) -> tuple[list[int], datetime | None]:
             row = tx.lock_pipeline(pipeline.name, skip_locked)
             if row is None or row["is_paused"] or not row["is_active"]:
                 # locked by another scheduler, or paused: look again after the next parse
-                self._next_due[pipeline.name] = now + timedelta(seconds=self.parse_interval)
-                return []
+                return [], now + timedelta(seconds=self.parse_interval)
             dates, pointer = schedule.due(row["next_logical_date"], now, pipeline.catchup)
+            # past its end date a pipeline is not looked at again (until the next sync)
+            ended = pointer is None or (schedule.end is not None and pointer > schedule.end)
+            next_due = None if ended else schedule.interval(pointer)[1]
             if not dates and pointer == row["next_logical_date"]:
-                self._next_due[pipeline.name] = schedule.interval(pointer)[1] if pointer else None
-                return []
+                return [], next_due
             intervals = [schedule.interval(d) for d in dates]
             ids = tx.create_scheduled_runs(
                 pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, intervals=intervals,
-                tasks=task_rows(definition), pointer=pointer,
+                tasks=tasks, pointer=pointer,
             )
-            self._next_due[pipeline.name] = schedule.interval(pointer)[1] if pointer else None
-            return ids
+            return ids, next_due
 
-        ids = self.store.write(write, what=f"schedule {pipeline.name}")
+        ids, next_due = self.store.write(write, what=f"schedule {pipeline.name}")
+        self._look_again(pipeline.name, next_due)
         if ids:
             log.info("created %d run(s) of %s", len(ids), pipeline.name)
         return ids
@@ -233,6 +282,7 @@ class Scheduler:
                 self.store.write(lambda tx, r=run: tx.set_run_state(r["id"], RunState.FAILED, note="could not start"))
                 continue
             self.engines[run["id"]] = engine
+            self._wakeups[run["id"]] = 0.0  # stepped by the next drive (which finishes it if already done)
             claimed.append(run["id"])
         return claimed
 
@@ -251,21 +301,36 @@ class Scheduler:
         return self._elsewhere[name]
 
     def drive(self, events: list[Event]) -> None:
-        """Step every run with its events; finish runs that are done; honour cancellations."""
+        """Step the runs that got events or whose timer is due; finish runs that are done; honour cancellations.
+
+        A run waiting only for executor events is not stepped (nor asked for its timers). When
+        any event arrived, runs with a timer are stepped too: a task that ended may have freed a
+        pool slot that one of them waits for.
+        """
         routed: dict[int, list[Event]] = {}
         for event in events:
             for run_id, engine in self.engines.items():
                 if engine.owns(event.key):
                     routed.setdefault(run_id, []).append(event)
                     break
-        for run_id, engine in list(self.engines.items()):
+        now = time.monotonic()
+        timers = self._wakeups.keys() if routed else [r for r, at in self._wakeups.items() if at <= now]
+        for run_id in sorted({*routed, *timers}):
+            engine = self.engines[run_id]
+            self._wakeups[run_id] = now  # stepped again next loop if this step fails
             engine.step(routed.get(run_id, []))
             if engine.done:
                 engine.finish()
-                del self.engines[run_id]
-        now = time.monotonic()
+                del self.engines[run_id], self._wakeups[run_id]
+                continue
+            wait = engine.wakeup_in()
+            if wait is None:
+                del self._wakeups[run_id]
+            else:
+                self._wakeups[run_id] = time.monotonic() + wait
         if self.engines and now - self._last_cancel_check >= self.settings.cancel_poll:
             self._last_cancel_check = now
-            for run_id in list(self.engines):
-                if self.store.get_run(run_id)["state"] == RunState.CANCELLED.value:
+            for run_id, state in self.store.run_states(self.engines).items():
+                if state == RunState.CANCELLED.value:
+                    self._wakeups.pop(run_id, None)
                     self.engines.pop(run_id).cancel("cancelled by request")

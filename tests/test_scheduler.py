@@ -1,5 +1,6 @@
 """The scheduler: due runs on a controlled clock, catchup, pause, DAG folder errors, triggers,
-backfill, pools, sensors, callbacks, the SQLite single-scheduler rule, retention."""
+backfill, pools, sensors, retries, cancellations, callbacks, the SQLite single-scheduler rule,
+retention."""
 
 from __future__ import annotations
 
@@ -111,6 +112,41 @@ def test_no_catchup_and_pause_resume_create_only_the_latest_interval(dags):
         assert [r["logical_date"].hour for r in runs_of("hourly")] == [2, 5]
         sched.loop_once()
         assert len(runs_of("hourly")) == 2  # resuming twice creates nothing more
+    finally:
+        sched.close()
+
+
+ENDED = """
+from nbflow import Pipeline, shell
+
+with Pipeline("ended", schedule="@hourly", start_date="2026-01-01", end_date="2026-01-01T01:00", catchup=True) as p:
+    shell("true", name="noop")
+"""
+
+
+def test_only_due_pipelines_are_looked_at(dags):
+    import sqlalchemy as sa
+
+    write(dags, "hourly.py", HOURLY.format(catchup=False))
+    write(dags, "ended.py", ENDED)
+    clock = Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC))
+    sched = Scheduler(executor="inline", clock=clock)
+    sched.start()
+    statements: list[str] = []
+    sa.event.listen(sched.store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        sched.loader.load()
+        sched.sync_pipelines()
+        assert len(sched.create_due_runs()) == 3  # hourly 02:00; ended 00:00 and 01:00, its last interval
+        statements.clear()
+        clock.now += timedelta(minutes=29)
+        assert sched.create_due_runs() == [] and statements == []  # nothing due: no database round trip
+        clock.now += timedelta(minutes=1)  # 04:00: hourly's 03:00 interval ended; ended stays done
+        assert len(sched.create_due_runs()) == 1
+        assert sum(s.startswith("BEGIN") for s in statements) == 1  # one transaction: hourly's
+        assert [r["logical_date"].hour for r in runs_of("ended")] == [0, 1]
+        sched.sync_pipelines()  # a sync makes every pipeline due again: nothing new to create
+        assert sched.create_due_runs() == []
     finally:
         sched.close()
 
@@ -330,6 +366,62 @@ def test_sensor_success_and_timeout(dags):
     assert tasks["ready"]["state"] == "success" and tasks["go"]["state"] == "success"
     assert tasks["never"]["state"] == "failed" and tasks["never"]["reason"] == "sensor_timeout"
     assert "timed out after 1s" in tasks["never"]["error"] and "never.txt" in tasks["never"]["error"]
+
+
+RETRIED = """
+from pathlib import Path
+from nbflow import Pipeline, task
+
+MARK = Path(__file__).parent / "tried"
+
+with Pipeline("retried") as pipeline:
+    @task(retries=1, retry_delay=1)
+    def flaky():
+        if not MARK.exists():
+            MARK.write_text("once")
+            raise RuntimeError("the first try fails")
+        return "ok"
+
+    flaky()
+"""
+
+
+def test_retry_is_started_when_its_delay_has_passed(dags):
+    """Nothing but the retry's timer wakes the run up: no executor event arrives meanwhile."""
+    write(dags, "retried.py", RETRIED)
+    sched = Scheduler(executor="inline")
+    thread = serve(sched)
+    try:
+        wait_for(lambda: api.list_pipelines())
+        run_id = api.trigger("retried", start=False)
+        wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
+    finally:
+        sched.stop()
+        thread.join(10)
+    details = api.run_details(run_id)
+    assert details["run"]["state"] == "success" and api.load_output(run_id, "flaky") == "ok"
+    first, second = sorted(details["attempts"], key=lambda a: a["try_number"])
+    assert first["state"] == "up_for_retry" and second["state"] == "success"
+    assert (second["queued_at"] - first["end_date"]).total_seconds() >= 0.9
+
+
+def test_run_cancelled_elsewhere_stops_being_driven(dags):
+    write(dags, "sensing.py", SENSORS)
+    sched = Scheduler(executor="inline")
+    thread = serve(sched)
+    try:
+        wait_for(lambda: api.list_pipelines())
+        run_id = api.trigger("sensing", start=False)
+        wait_for(lambda: run_id in sched.engines)
+        wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
+        api.cancel_run(run_id)
+        wait_for(lambda: run_id not in sched.engines, timeout=5)  # noticed within cancel_poll (0.3 s here)
+    finally:
+        sched.stop()
+        thread.join(10)
+    details = api.run_details(run_id)
+    assert details["run"]["state"] == "cancelled"
+    assert {t["state"] for t in details["tasks"]} == {"cancelled"}
 
 
 CALLBACKS = """

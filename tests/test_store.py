@@ -112,6 +112,22 @@ def test_compare_and_set_writes(backend, request, nbflow_home):
     assert {r["task_id"]: r["try_number"] for r in store.task_instances(run_id)}["a"] == 1
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_run_states_reads_many_runs_in_one_query(backend, request, nbflow_home):
+    if backend == "postgres":
+        request.getfixturevalue("pg_url")
+    store = Store()
+    first, second, third = (_new_run(store) for _ in range(3))
+    assert store.write(lambda tx: tx.set_run_state(second, RunState.RUNNING))
+    assert store.write(lambda tx: tx.set_run_state(third, RunState.CANCELLED))
+    statements = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    states = store.run_states([first, second, third, third + 100])  # a run that does not exist is left out
+    assert states == {first: "queued", second: "running", third: "cancelled"}
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    assert store.run_states([]) == {}
+
+
 def test_pipeline_versions_are_deduplicated(nbflow_home):
     store = Store()
     d = {"name": "v", "file": "/x.py", "schedule": "@daily"}

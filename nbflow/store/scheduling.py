@@ -207,6 +207,13 @@ class SchedulingReads:
         stmt = select(R).where(R.c.state.in_(ACTIVE_RUN), free).order_by(R.c.logical_date, R.c.id).limit(limit)
         return self._all(stmt)
 
+    def run_states(self, run_ids: Iterable[int]) -> dict[int, str]:
+        """The state of each of ``run_ids`` that exists, in one query (the scheduler's cancel check)."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return {}
+        return {r["id"]: r["state"] for r in self._all(select(R.c.id, R.c.state).where(R.c.id.in_(run_ids)))}
+
     def active_run_counts(self) -> dict[str, int]:
         """Running runs per pipeline (for max_active_runs)."""
         stmt = select(R.c.pipeline, func.count().label("n")).where(R.c.state == RunState.RUNNING.value).group_by(R.c.pipeline)
