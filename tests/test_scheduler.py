@@ -4,6 +4,7 @@ retention."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -236,11 +238,17 @@ with Pipeline("manual", params={"n": 2}) as pipeline:
 """
 
 
-def serve(sched: Scheduler) -> threading.Thread:
+@contextlib.contextmanager
+def serving(sched: Scheduler, stop_within: float = 10.0) -> Iterator[Scheduler]:
+    """The scheduler's loop in a thread for the block; stopped (and joined) after it."""
     sched.start()
     thread = threading.Thread(target=sched.serve_forever, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield sched
+    finally:
+        sched.stop()
+        thread.join(stop_within)
 
 
 def wait_for(predicate, timeout=30.0):
@@ -256,8 +264,7 @@ def wait_for(predicate, timeout=30.0):
 def test_trigger_is_picked_up_and_duplicates_are_refused(dags):
     write(dags, "manual.py", TRIGGERED)
     sched = Scheduler(executor="inline")
-    thread = serve(sched)
-    try:
+    with serving(sched):
         wait_for(lambda: api.list_pipelines())
         run_id = api.trigger("manual", params={"n": "21"}, logical_date="2026-05-01T00:00:00+00:00")
         wait_for(lambda: api.run_details(run_id)["run"]["state"] == "success")
@@ -269,9 +276,6 @@ def test_trigger_is_picked_up_and_duplicates_are_refused(dags):
             api.trigger("nope")
         with pytest.raises(Exception, match="'m'"):
             api.trigger("manual", params={"m": 1})
-    finally:
-        sched.stop()
-        thread.join(10)
 
 
 def test_trigger_without_scheduler_runs_in_the_background(dags, write_pipeline):
@@ -324,14 +328,10 @@ def test_pools_are_never_exceeded_across_runs(dags):
     path = write(dags, "pooled.py", POOLED)
     api.set_pool("db", 1)
     sched = Scheduler(executor="local", parallelism=2)
-    thread = serve(sched)
-    try:
+    with serving(sched, stop_within=20):
         wait_for(lambda: api.list_pipelines())
         ids = [api.trigger("pooled", start=False) for _ in range(2)]
         wait_for(lambda: all(api.run_details(i)["run"]["state"] == "success" for i in ids), timeout=60)
-    finally:
-        sched.stop()
-        thread.join(20)
     spans = sorted(json.loads(p.read_text()) for p in (path.parent / "spans").iterdir())
     assert len(spans) == 8
     for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
@@ -352,16 +352,12 @@ with Pipeline("sensing") as pipeline:
 def test_sensor_success_and_timeout(dags):
     path = write(dags, "sensing.py", SENSORS)
     sched = Scheduler(executor="inline")
-    thread = serve(sched)
-    try:
+    with serving(sched):
         wait_for(lambda: api.list_pipelines())
         run_id = api.trigger("sensing", start=False)
         wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
         (path.parent / "flag.txt").write_text("now")
         wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
-    finally:
-        sched.stop()
-        thread.join(10)
     tasks = {t["task_id"]: t for t in api.run_details(run_id)["tasks"]}
     assert tasks["ready"]["state"] == "success" and tasks["go"]["state"] == "success"
     assert tasks["never"]["state"] == "failed" and tasks["never"]["reason"] == "sensor_timeout"
@@ -390,14 +386,10 @@ def test_retry_is_started_when_its_delay_has_passed(dags):
     """Nothing but the retry's timer wakes the run up: no executor event arrives meanwhile."""
     write(dags, "retried.py", RETRIED)
     sched = Scheduler(executor="inline")
-    thread = serve(sched)
-    try:
+    with serving(sched):
         wait_for(lambda: api.list_pipelines())
         run_id = api.trigger("retried", start=False)
         wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
-    finally:
-        sched.stop()
-        thread.join(10)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "success" and api.load_output(run_id, "flaky") == "ok"
     first, second = sorted(details["attempts"], key=lambda a: a["try_number"])
@@ -408,17 +400,13 @@ def test_retry_is_started_when_its_delay_has_passed(dags):
 def test_run_cancelled_elsewhere_stops_being_driven(dags):
     write(dags, "sensing.py", SENSORS)
     sched = Scheduler(executor="inline")
-    thread = serve(sched)
-    try:
+    with serving(sched):
         wait_for(lambda: api.list_pipelines())
         run_id = api.trigger("sensing", start=False)
         wait_for(lambda: run_id in sched.engines)
         wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
         api.cancel_run(run_id)
         wait_for(lambda: run_id not in sched.engines, timeout=5)  # noticed within cancel_poll (0.3 s here)
-    finally:
-        sched.stop()
-        thread.join(10)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "cancelled"
     assert {t["state"] for t in details["tasks"]} == {"cancelled"}
@@ -492,12 +480,8 @@ def test_real_time_short_schedule(dags):
             shell("true", name="tick")
         """)
     sched = Scheduler(executor="inline")
-    thread = serve(sched)
-    try:
+    with serving(sched):
         wait_for(lambda: len([r for r in api.list_runs("fast", limit=50) if r["state"] == "success"]) >= 3, timeout=30)
-    finally:
-        sched.stop()
-        thread.join(10)
     dates = [r["logical_date"] for r in runs_of("fast")]
     assert len(dates) == len(set(dates)) and all(b - a >= timedelta(seconds=1) for a, b in zip(dates, dates[1:]))
 

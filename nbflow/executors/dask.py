@@ -155,8 +155,9 @@ class DaskExecutor(Executor):
         self.client.run_on_scheduler(_set_allowed_failures, value=0)
         self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
         self.client.subscribe_topic(RESULT_TOPIC, self._on_result)
-        # the client batches its messages to the scheduler for 10 ms: each hand-off would wait
-        self.client.scheduler_comm.interval = SUBMIT_INTERVAL
+        comm = getattr(self.client, "scheduler_comm", None)  # Dask batches for 10 ms: each hand-off would wait
+        if comm is not None:
+            comm.interval = SUBMIT_INTERVAL
 
     def shutdown(self) -> None:
         """Close the client; stop the embedded cluster."""
@@ -311,13 +312,12 @@ class DaskExecutor(Executor):
         if result is not None:  # an adopted attempt whose future was released after it ended
             self._events.put(_finished(result))
             return
-        exc: BaseException | str = f"the scheduler lost the task ({future.status})"
+        message = f"the scheduler lost the task ({future.status})"
         if future.status == "error":
             try:
-                exc = future.exception(timeout=10)
+                message = _describe(future.exception(timeout=10))
             except Exception as err:  # noqa: BLE001 - the client lost the scheduler
-                exc = err
-        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+                message = _describe(err)
         self._events.put(Event("lost", key, now(), reason="worker_lost", message=message))
 
     def poll(self, timeout: float | None) -> list[Event]:
@@ -344,7 +344,7 @@ class DaskExecutor(Executor):
                     self._futures.pop(key, None)
                     self._unreported.pop(key, None)
                     self._adopted.pop(key, None)
-                self._events.put(Event("lost", key, now(), reason="worker_lost", message=f"{type(exc).__name__}: {exc}"))
+                self._events.put(Event("lost", key, now(), reason="worker_lost", message=_describe(exc)))
 
     def _check_adopted(self) -> None:
         with self._lock:
@@ -370,3 +370,7 @@ class DaskExecutor(Executor):
 
 def _finished(result: AttemptResult) -> Event:
     return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
