@@ -85,6 +85,7 @@ class Scheduler:
         self._wakeups: dict[int, float] = {}  # run id -> when (monotonic) its engine's next timer is due
         self.status = "starting"
         self._last_parse = self._last_beat = self._last_cancel_check = self._last_claim = 0.0
+        self._unsynced = False  # the loader saw changes the store does not have yet
         self._next_due: dict[str, datetime] = {}  # pipeline -> when to look at it again
         self._due_heap: list[tuple[datetime, str]] = []  # the same, by time; entries not in _next_due are stale
         self._elsewhere: dict[str, Pipeline | None] = {}
@@ -148,8 +149,10 @@ class Scheduler:
             self.store.write(lambda tx: tx.heartbeat(self.job_id), what="heartbeat")
         if now - self._last_parse >= self.parse_interval:
             self._last_parse = now
-            if self.loader.load():
-                self.sync_pipelines()
+            self._unsynced = self.loader.load() or self._unsynced
+        if self._unsynced:  # until a sync is written: a failed write is tried again next loop
+            self.sync_pipelines()
+            self._unsynced = False
         if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
             self._last_claim = now
             self.claim_runs()

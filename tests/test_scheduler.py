@@ -97,6 +97,34 @@ def test_catchup_creates_each_missed_interval_once_in_order(dags):
         sched.close()
 
 
+def test_pipelines_whose_sync_write_failed_are_synced_on_the_next_loop(dags, monkeypatch):
+    """The loader has already seen the files when the database write of the sync fails
+    (database down): the next loop must write them, not wait for the files to change."""
+    from sqlalchemy.exc import OperationalError
+
+    write(dags, "hourly.py", HOURLY.format(catchup=False))
+    sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC)))
+    real_write, failures = sched.store.write, []
+
+    def write_failing_once(fn, *, what="database write"):
+        if what == "sync pipelines" and not failures:
+            failures.append(what)
+            raise OperationalError("UPDATE pipelines", {}, Exception("server closed the connection"))
+        return real_write(fn, what=what)
+
+    monkeypatch.setattr(sched.store, "write", write_failing_once)
+    sched.start()
+    try:
+        with pytest.raises(OperationalError):
+            sched.loop_once()
+        assert failures and api.list_pipelines() == []
+        sched.loop_once()  # the files did not change: nothing new for the loader
+        assert [p["name"] for p in api.list_pipelines()] == ["hourly"]
+        assert [r["logical_date"].hour for r in runs_of("hourly")] == [2]
+    finally:
+        sched.close()
+
+
 def test_no_catchup_and_pause_resume_create_only_the_latest_interval(dags):
     write(dags, "hourly.py", HOURLY.format(catchup=False))
     clock = Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC))
