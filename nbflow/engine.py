@@ -14,8 +14,11 @@ The algorithm, over plain in-memory records mirrored to the store:
    next step. Queued tasks go to the executor; sensors are poked by this process instead.
 3. The driver waits in ``executor.poll`` until events arrive or something is due (a retry,
    a poke): no fixed sleep, so a finished task's children are queued in the same step.
-4. Each step's writes go to the store in one transaction. In-memory state changes first;
-   a compare-and-set that matches no row (someone else changed the task) is reconciled.
+4. Each step's writes go to the store in one transaction (``Store.write_ops`` groups them
+   into ``executemany`` calls; a step queueing many tasks commits and submits every 64).
+   An attempt the executor starts at once (``inline``) is written running by its queueing.
+   In-memory state changes first; a compare-and-set that matches no row (someone else
+   changed the task) is reconciled.
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
@@ -32,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -84,6 +87,7 @@ class _TI:
     first_poke: float | None = None  # sensors
     next_poke: float | None = None
     poke: Future | None = None
+    starting: dict[str, Any] = field(default_factory=dict)  # start of an attempt written with its queueing
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -315,6 +319,8 @@ class RunEngine(SensorPoking):
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
+        for event in self.executor.start_now(self._submits) if self._submits else ():
+            self._started_at_once(event)
         ops, self._ops = self._ops, []
         submits, self._submits = self._submits, []
         notes, self._notes = self._notes, []
@@ -400,16 +406,16 @@ class RunEngine(SensorPoking):
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
-        # run ids restart in every database sharing a Dask cluster: this driver's random nonce
-        # keeps an attempt from ever being served another database's result (the key is
-        # stored, so a restarted driver still finds it)
+        # run ids restart per database: the driver's nonce keeps two databases sharing a Dask
+        # cluster from ever sharing a key (stored, so a restarted driver still finds it)
         key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}-{self._nonce}"
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
         self._parked_from[tid] = back
         limits = {"pool": task.pool, "pool_slots": task.pool_slots}
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), **limits), tid)
+        ti.starting = starting = {}  # filled by _started_at_once
+        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
         self._note(ti)
         if getattr(task, "runs_on_driver", False):
             ti.first_poke, ti.next_poke = now, now
@@ -434,8 +440,15 @@ class RunEngine(SensorPoking):
                 durable_result=self.executor.durable_results,
             )
         )
-        if len(self._submits) >= SUBMIT_BATCH:
-            self._flush()  # a step that makes many tasks ready starts the first before queueing the last
+        if len(self._submits) >= SUBMIT_BATCH:  # a large step starts its first tasks before queueing the last
+            self._flush()
+
+    def _started_at_once(self, event: Event) -> None:
+        """An attempt the executor starts as soon as it is submitted: written running by its queueing."""
+        ti = self.tis[self.by_key[event.key]]
+        ti.starting.update(start_date=_dt(event.at), hostname=event.hostname, pid=event.pid)
+        ti.state = T.RUNNING
+        self._note(ti, hostname=event.hostname)
 
     def _park(self, tid: str, why: str) -> None:
         """Undo a queueing the store refused (pool or max_active_tasks full); retry next step."""
@@ -463,11 +476,8 @@ class RunEngine(SensorPoking):
                 return
             started, try_number, run_id = _dt(event.at), ti.try_number, self.run_id
             self._set(ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid, note=None)
-            self._op(
-                lambda tx: tx.update_attempt(
-                    run_id, tid, try_number, state="running", start_date=started, hostname=event.hostname, pid=event.pid
-                )
-            )
+            at = {"start_date": started, "hostname": event.hostname, "pid": event.pid}
+            self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state="running", **at))
         elif event.kind == "finished":
             self._apply_result(ti, event.result)
         else:  # lost

@@ -18,10 +18,21 @@ class InlineExecutor(Executor):
         super().__init__(1, **options)
         self._queue: deque[WorkItem] = deque()
         self._started: WorkItem | None = None
+        self._promised: str | None = None  # key of the attempt start_now said starts next
+
+    def start_now(self, items: list[WorkItem]) -> list[Event]:
+        """The first of ``items`` when nothing runs or waits: it runs at the next poll."""
+        if self._started is not None or self._queue or not items:
+            return []
+        self._promised = items[0].key
+        return [Event("started", items[0].key, now(), HOSTNAME, os.getpid())]
 
     def submit(self, item: WorkItem) -> None:
         """Queue the attempt; it runs during a later :meth:`poll`."""
-        self._queue.append(item)
+        if item.key == self._promised and self._started is None:
+            self._started, self._promised = item, None  # its start is recorded already
+        else:
+            self._queue.append(item)
 
     def poll(self, timeout: float | None) -> list[Event]:
         """Run the started attempt and report its end together with the next one's start.

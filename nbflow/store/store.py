@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
-from nbflow.states import RunState, TaskState, run_sources, task_sources
-from nbflow.store import batching, orm
+from nbflow.states import RunState, TaskState, run_sources
+from nbflow.store import batching, orm, statements
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
@@ -37,41 +37,7 @@ P, V, R, TI, A, ART, POOL = (
     orm.pools,
 )
 _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
-_INSERT_ATTEMPT = insert(A)
-_INSERT_ARTIFACT = insert(ART)
-
-# Hot-path statements are built once per shape and cached: building and cache-keying a
-# fresh UPDATE costs more than executing it on SQLite.
-_statements: dict[tuple, Any] = {}
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
-
-
-def _cas_statement(to: TaskState, columns: tuple[str, ...], with_try: bool) -> Any:
-    key = ("cas", to, columns, with_try)
-    stmt = _statements.get(key)
-    if stmt is None:
-        sources = [s.value for s in task_sources(to)]
-        stmt = update(TI).where(  # sources as plain bound values: an expanding IN cannot be executemany'd
-            TI.c.run_id == bindparam("w_run_id"), TI.c.task_id == bindparam("w_task_id"), TI.c.state.in_(map(literal, sources))
-        )
-        if with_try:
-            stmt = stmt.where(TI.c.try_number == bindparam("w_try"))
-        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in (*columns, "updated_at")}
-        values["state"] = to.value
-        stmt = _statements[key] = stmt.values(values)
-    return stmt
-
-
-def _attempt_statement(columns: tuple[str, ...]) -> Any:
-    key = ("attempt", columns)
-    stmt = _statements.get(key)
-    if stmt is None:
-        stmt = _statements[key] = (
-            update(A)
-            .where(A.c.run_id == bindparam("w_run_id"), A.c.task_id == bindparam("w_task_id"), A.c.try_number == bindparam("w_try"))
-            .values({c: bindparam(f"v_{c}") for c in columns})
-        )
-    return stmt
 
 
 class Tx(SchedulingTx):
@@ -174,15 +140,17 @@ class Tx(SchedulingTx):
 
     # -- task instances ------------------------------------------------------------------
     def set_task_state(
-        self, run_id: int, task_id: str, to: TaskState, *, expect_try: int | None = None, **fields: Any
+        self, run_id: int, task_id: str, to: TaskState, *, expect_try: int | None = None, via: TaskState | None = None,
+        **fields: Any,
     ) -> bool:
         """Compare-and-set one task instance's state (and other columns in the same write).
 
         ``expect_try`` additionally requires the row to be at that try number, so a late
-        report of an older attempt changes nothing.
+        report of an older attempt changes nothing. ``via``: two transitions in one write,
+        checked against the sources of ``via`` (``to`` must be allowed from ``via``).
         """
         to = TaskState(to)
-        stmt = _cas_statement(to, tuple(sorted(fields)), expect_try is not None)
+        stmt = statements.task_cas(to, tuple(sorted(fields)), expect_try is not None, via)
         values = {f"v_{k}": v for k, v in fields.items()}
         res = self.conn.execute(
             stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": expect_try, "v_updated_at": utcnow(), **values}
@@ -203,8 +171,10 @@ class Tx(SchedulingTx):
         pool: str | None = None,
         pool_slots: int = 1,
         pipeline_limit: tuple[str, int] | None = None,
+        started: dict[str, Any] | None = None,
     ) -> bool | str:
-        """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row.
+        """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row;
+        with ``started`` (``start_date``, ``hostname``, ``pid``) straight on to ``running``.
 
         With ``pool`` (or ``pipeline_limit`` = (pipeline, max_active_tasks)) the occupied
         slots of every queued/running task in the database are counted first, under a row
@@ -230,10 +200,12 @@ class Tx(SchedulingTx):
             ).scalar()
             if active >= limit:
                 return f"waiting: pipeline '{name}' already runs {active} tasks (max_active_tasks={limit})"
+        state = TaskState.RUNNING if started else TaskState.QUEUED
         ok = self.set_task_state(
             run_id,
             task_id,
-            TaskState.QUEUED,
+            state,
+            via=TaskState.QUEUED if started else None,
             expect_try=try_number - 1,
             try_number=try_number,
             executor_key=executor_key,
@@ -241,19 +213,12 @@ class Tx(SchedulingTx):
             pool=pool,
             pool_slots=pool_slots,
             note=None,
+            **(started or {}),
         )
         if ok:
-            self.conn.execute(
-                _INSERT_ATTEMPT,
-                {
-                    "run_id": run_id,
-                    "task_id": task_id,
-                    "try_number": try_number,
-                    "state": TaskState.QUEUED.value,
-                    "executor_key": executor_key,
-                    "queued_at": queued_at,
-                },
-            )
+            row = {"run_id": run_id, "task_id": task_id, "try_number": try_number, "state": state.value}
+            row.update(executor_key=executor_key, queued_at=queued_at, **(started or {}))
+            self.conn.execute(statements.INSERT_ATTEMPT, row)
         return ok
 
     def set_max_tries(self, run_id: int, task_id: str, max_tries: int) -> None:
@@ -269,7 +234,7 @@ class Tx(SchedulingTx):
 
     def update_attempt(self, run_id: int, task_id: str, try_number: int, **fields: Any) -> None:
         """Set columns of one attempt row."""
-        stmt = _attempt_statement(tuple(sorted(fields)))
+        stmt = statements.attempt_update(tuple(sorted(fields)))
         self.conn.execute(
             stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": try_number, **{f"v_{k}": v for k, v in fields.items()}}
         )
@@ -281,7 +246,7 @@ class Tx(SchedulingTx):
             for ref in refs
         ]
         if rows:
-            self.conn.execute(_INSERT_ARTIFACT, rows)
+            self.conn.execute(statements.INSERT_ARTIFACT, rows)
 
     def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
         """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
