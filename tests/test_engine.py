@@ -337,3 +337,36 @@ def test_a_step_larger_than_a_submit_batch_with_a_pool(nbflow_home, write_pipeli
     spans = [(a["start_date"], a["end_date"]) for a in details["attempts"] if a["task_id"] != "total"]
     most = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert most <= 3, f"{most} tasks of a 3-slot pool ran at once"
+
+
+LONG_CHAIN = """
+from nbflow import Pipeline, task
+
+with Pipeline("long_chain") as pipeline:
+    @task
+    def step(x):
+        return x + 1
+
+    x = 0
+    for _ in range(12):
+        x = step(x)
+"""
+
+
+def test_inline_chain_writes_one_transaction_per_task_with_honest_attempts(nbflow_home, write_pipeline):
+    """On inline, a task that starts as soon as it is queued is written running by its
+    queueing: one write transaction per task, and every attempt still has its start."""
+    import sqlalchemy as sa
+
+    p = load_pipeline(write_pipeline(LONG_CHAIN))
+    store = api.open_store()
+    commits: list[int] = []
+    sa.event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    result = api.run_pipeline(p, executor="inline")
+    assert result.ok and api.load_output(result.run_id, "step__11") == 12
+    # create the run, the driver's job, claim, one per task (+1: the last finish), end the run and the job
+    assert len(commits) == len(p.tasks) + 6, len(commits)
+    details = api.run_details(result.run_id)
+    assert all(a["state"] == "success" and a["start_date"] and a["hostname"] and a["pid"] for a in details["attempts"])
+    assert all(a["start_date"] <= a["end_date"] for a in details["attempts"])
+    assert all(t["start_date"] and t["duration"] is not None for t in details["tasks"])
