@@ -22,8 +22,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
 #: Largest JSON value (bytes) passed to a notebook as a literal parameter instead of a reference.
@@ -102,6 +100,8 @@ def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
         if atomic:
             os.replace(f"{uri}.tmp", uri)
         return
+    import fsspec  # only for URL roots: its import costs every notebook kernel ~50 ms
+
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(fs._parent(path), exist_ok=True)
     with fs.open(f"{path}.tmp" if atomic else path, "wb") as fh:
@@ -112,7 +112,12 @@ def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
 
 def read_bytes(uri: str) -> bytes:
     """The contents of a file at a path or fsspec URL (FileNotFoundError when missing)."""
-    with open(uri, "rb") if _is_local(uri) else fsspec.open(uri, "rb") as fh:
+    if _is_local(uri):
+        with open(uri, "rb") as fh:
+            return fh.read()
+    import fsspec
+
+    with fsspec.open(uri, "rb") as fh:
         return fh.read()
 
 
@@ -130,12 +135,11 @@ def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:
 
 def read_manifest(folder: str) -> list[ArtifactRef]:
     """Artifacts a notebook kernel saved into ``folder`` (the last save of a name wins)."""
-    fs, path = fsspec.core.url_to_fs(join(folder, MANIFEST))
-    if not fs.exists(path):
+    try:
+        saved = json.loads(read_bytes(join(folder, MANIFEST)))
+    except FileNotFoundError:
         return []
-    with fs.open(path, "r") as fh:
-        refs = {d["name"]: ArtifactRef(**d) for d in json.load(fh)}
-    return list(refs.values())
+    return list({d["name"]: ArtifactRef(**d) for d in saved}.values())
 
 
 class UpstreamOutput:
@@ -230,9 +234,7 @@ def save(name: str, value: Any) -> Any:
     saved = ctx.setdefault("saved", [])
     saved.append(ref)
     if ctx.get("manifest", False):
-        fs, path = fsspec.core.url_to_fs(join(ctx["artifact_dir"], MANIFEST))
-        with fs.open(path, "w") as fh:
-            json.dump([r.as_dict() for r in saved], fh)
+        write_bytes(join(ctx["artifact_dir"], MANIFEST), json.dumps([r.as_dict() for r in saved]).encode(), atomic=True)
     return value
 
 

@@ -17,11 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from nbflow.exceptions import ScheduleError
+
+
+def _croniter(*args: Any) -> Any:
+    """A ``croniter``, imported on first use (every notebook kernel imports nbflow)."""
+    from croniter import croniter
+
+    return croniter(*args)
+
 
 PRESETS = {
     "@hourly": "0 * * * *",
@@ -50,7 +57,7 @@ def validate_cron(expr: str, *, pipeline: str, where: str | None = None) -> str:
         problem = f"expected 5 fields (minute hour day month weekday), got {len(cron.split())}"
     else:
         try:
-            croniter(cron, datetime(2000, 1, 1, tzinfo=UTC))
+            _croniter(cron, datetime(2000, 1, 1, tzinfo=UTC))
         except (ValueError, KeyError) as exc:  # croniter raises CroniterBadCronError (a ValueError)
             problem = str(exc) or type(exc).__name__
     if problem:
@@ -111,7 +118,7 @@ class Schedule:
     def next_tick(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (aware), in UTC."""
         local = after.astimezone(self.tz)
-        nxt = croniter(self.cron, local).get_next(datetime)
+        nxt = _croniter(self.cron, local).get_next(datetime)
         if nxt.tzinfo is None:
             nxt = nxt.replace(tzinfo=self.tz)
         result = nxt.astimezone(UTC)
@@ -130,7 +137,7 @@ class Schedule:
 
     def latest_complete(self, now: datetime) -> datetime:
         """Logical date of the newest interval that has ended by ``now``."""
-        it = croniter(self.cron, now.astimezone(self.tz))
+        it = _croniter(self.cron, now.astimezone(self.tz))
         it.get_prev(datetime)  # the newest tick <= now: the end of that interval
         start = it.get_prev(datetime)
         start = (start if start.tzinfo else start.replace(tzinfo=self.tz)).astimezone(UTC)
