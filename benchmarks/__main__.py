@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "nbflow's default home ./.nbflow; on some machines /tmp is several times slower at creating folders, "
         "which every attempt does)",
     )
-    parser.add_argument("--notebook-repeat", type=int, metavar="N", help="runs of each side of the notebook comparison (default 3)")
+    parser.add_argument("--notebook-repeat", type=int, metavar="N", help="runs of each side of the notebook comparison (default 3 for notebook, 5 for dask-notebook)")
     args = parser.parse_args(argv)
 
     cfg = Config.make(args.quick, args.budget)
