@@ -188,8 +188,11 @@ def test_hung_worker_is_removed_and_its_task_retried_elsewhere(ttl_cluster, writ
     stopped: list[int] = []
 
     def freezer():
+        store = api.open_store()
         for _ in range(300):
-            if marker.exists() and marker.read_text():
+            runs = store.list_runs()
+            running = runs and any(t["state"] == "running" for t in store.task_instances(runs[0]["id"]))
+            if running and marker.exists() and marker.read_text():  # its start (and worker) recorded
                 stopped.append(int(marker.read_text()))
                 os.kill(stopped[0], signal.SIGSTOP)
                 return

@@ -221,3 +221,28 @@ def test_upgrade_from_an_older_schema_keeps_data(nbflow_home):
     store = Store(url)
     assert schema_revisions(store.engine)[0] == SCHEMA_HEAD
     assert store.get_pipeline("old")["name"] == "old"
+
+
+def test_threads_opening_a_new_database_at_once_upgrade_it_once(nbflow_home):
+    """Two threads of one process open the same new database together (the API server and
+    a run, a test and its helper thread): one upgrade, no error in either."""
+    from nbflow.config import get_settings
+
+    url = get_settings().db_url
+    barrier, errors, stores = threading.Barrier(4), [], []
+
+    def open_one():
+        barrier.wait()
+        try:
+            stores.append(Store(url))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(stores) == 4
+    _check_fresh_database(stores[0])

@@ -36,6 +36,7 @@ SQLITE_BUSY_MS = 30_000
 
 _engines: dict[str, Engine] = {}
 _upgraded: set[str] = set()
+_schema_lock = threading.Lock()
 _lock = threading.Lock()
 
 
@@ -133,14 +134,18 @@ def _current_revision(engine: Engine) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade once per process per database (new databases are created here)."""
+    """Upgrade once per process per database (new databases are created here); threads
+    opening a store at the same time wait for one upgrade (Alembic's context is global)."""
     if str(engine.url) in _upgraded:
         return
     try:
-        if retrying(lambda: _current_revision(engine), what="schema check") == SCHEMA_HEAD:
-            _upgraded.add(str(engine.url))
-            return
-        retrying(lambda: upgrade(engine), what="schema upgrade")
+        with _schema_lock:
+            if str(engine.url) in _upgraded:
+                return
+            if retrying(lambda: _current_revision(engine), what="schema check") == SCHEMA_HEAD:
+                _upgraded.add(str(engine.url))
+                return
+            retrying(lambda: upgrade(engine), what="schema upgrade")
     except DBAPIError as exc:
         raise StoreError(
             f"cannot open the metadata database {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
