@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nbflow.dag import Pipeline
@@ -129,8 +131,9 @@ class FolderLoader:
     """Loads every pipeline file of a folder; one broken or hanging file never stops the rest.
 
     A file that changed since the last :meth:`load` (mtime or size) is first imported in
-    a throw-away subprocess with a time limit (``import_timeout``), so a file that hangs on
-    import is killed and recorded as an error; if that succeeds it is imported here. A file
+    a throw-away subprocess with a time limit (``import_timeout``; one such probe per CPU at
+    a time), so a file that hangs on import is killed and recorded as an error; if that
+    succeeds it is imported here, files in name order. A file
     that fails keeps its last healthy pipelines in :attr:`pipelines` (their active runs can
     still be driven) but is listed in :attr:`errors` and must not be scheduled.
     """
@@ -157,21 +160,24 @@ class FolderLoader:
             self.errors.pop(str(gone), None)
             for name in [n for n, f in self.files.items() if f == gone]:
                 del self.files[name], self.pipelines[name]
+        fresh = []
         for path in sorted(seen):
             stat = path.stat()
             stamp = (stat.st_mtime_ns, stat.st_size)
-            if self._stamps.get(path) == stamp:
-                continue
-            changed = True
-            self._stamps[path] = stamp
-            self._load_one(path)
-        return changed
+            if self._stamps.get(path) != stamp:
+                self._stamps[path] = stamp
+                fresh.append(path)
+        # the probes (one interpreter each) run side by side; the imports here stay in order
+        with ThreadPoolExecutor(max(1, min(len(fresh), os.cpu_count() or 2))) as pool:
+            for path, report in zip(fresh, pool.map(self._probe, fresh)):
+                self._load_one(path, report)
+        return changed or bool(fresh)
 
-    def _load_one(self, path: Path) -> None:
+    def _probe(self, path: Path) -> dict[str, str]:
+        """Import ``path`` in a throw-away interpreter with a time limit: its report."""
         import json
         import subprocess
 
-        self.errors.pop(str(path), None)
         try:
             proc = subprocess.run(
                 [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=self.import_timeout
@@ -182,6 +188,10 @@ class FolderLoader:
                 report = {"where": str(path), "error": f"{path}: import crashed ({tail[0]})"}
         except subprocess.TimeoutExpired:
             report = {"where": str(path), "error": f"{path}: import took longer than {self.import_timeout:g}s and was killed"}
+        return report
+
+    def _load_one(self, path: Path, report: dict[str, str]) -> None:
+        self.errors.pop(str(path), None)
         if "error" in report:
             self.errors[str(path)] = (report["where"], report["error"])
             return
