@@ -21,7 +21,9 @@ class InlineExecutor(Executor):
         self._promised: str | None = None  # key of the attempt start_now said starts next
 
     def start_now(self, items: list[WorkItem]) -> list[Event]:
-        """The first of ``items`` when nothing runs or waits: it runs at the next poll."""
+        """The first of ``items`` when nothing runs or waits: it runs at the next poll (a
+        promise for the submission that follows, and only that one)."""
+        self._promised = None
         if self._started is not None or self._queue or not items:
             return []
         self._promised = items[0].key
