@@ -100,3 +100,20 @@ def test_local_executor_works_from_a_script_without_main_guard(tmp_path, write_p
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "STATE success leftright" in res.stdout
+
+
+def test_nbflow_worker_environment_is_the_worker_config_dask_reads():
+    """`nbflow worker` hands WORKER_CONFIG to `dask worker` as DASK_* variables: Dask must read them back."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from nbflow.executors.dask import WORKER_CONFIG, worker_environment
+
+    code = "import json, sys, dask, distributed; print(json.dumps([dask.config.get(k) for k in json.loads(sys.argv[1])]))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(list(WORKER_CONFIG))],
+        env={**os.environ, **worker_environment()}, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert json.loads(out.stdout) == list(WORKER_CONFIG.values())

@@ -55,9 +55,16 @@ RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event be
 
 
 #: Dask settings of nbflow's workers (the embedded cluster's and ``nbflow worker``'s): tasks
-#: may start processes of their own (kernels, timeouts), and the statistical profiler's
-#: 10 ms sampling of every thread costs a notebook task a tenth of its time.
-WORKER_CONFIG = {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": False}
+#: may start processes of their own (kernels, timeouts); the statistical profiler's 10 ms
+#: sampling of every thread costs a notebook task a tenth of its time; the system monitor
+#: (psutil every 0.5 s, sent to the scheduler) and the 20 ms event-loop tick cost another
+#: ~14% of a worker's CPU on 8 notebooks (the dashboard's system plots update every 5 s).
+WORKER_CONFIG = {
+    "distributed.worker.daemon": False,
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.tick.interval": "500ms",
+}
 
 
 def worker_environment() -> dict[str, str]:
