@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nbflow import Pipeline, notebook, task
 
@@ -23,19 +24,18 @@ def wide(n: int, name: str | None = None) -> Pipeline:
 
 def chain(n: int, name: str | None = None) -> Pipeline:
     """``n`` tasks, each taking the previous one's value (``start`` then ``n - 1`` steps)."""
-    with Pipeline(name or f"bench_chain_{n}") as pipeline:
-        handle = task(funcs.start, name="t0")()
-        step = task(funcs.step)
-        for i in range(1, n):
-            handle = step.options_(name=f"t{i}")(handle)
-    return pipeline
+    return _chain(n, name or f"bench_chain_{n}", funcs.start, funcs.step)
 
 
 def timed_chain(n: int, name: str | None = None) -> Pipeline:
     """``n`` chained tasks, each returning ``[start, end]`` (``time.time()``) to the next one."""
-    with Pipeline(name or f"bench_timed_chain_{n}") as pipeline:
-        handle = task(funcs.timed_start, name="t0")()
-        step = task(funcs.timed_step)
+    return _chain(n, name or f"bench_timed_chain_{n}", funcs.timed_start, funcs.timed_step)
+
+
+def _chain(n: int, name: str, first: Any, then: Any) -> Pipeline:
+    with Pipeline(name) as pipeline:
+        handle = task(first, name="t0")()
+        step = task(then)
         for i in range(1, n):
             handle = step.options_(name=f"t{i}")(handle)
     return pipeline
