@@ -7,7 +7,8 @@ engine registered as ``"nbflow"``: nbclient plus three per-attempt additions:
   papermill's injected-parameters cell, or after the ``parameters`` cell, or at the top;
 - nbclient hooks that record the cell being run and whether the kernel became ready;
 - a per-call ``AsyncKernelManager`` subclass that records the kernel's process, so that two
-  attempts in two threads of one process never see each other's kernel.
+  attempts in two threads of one process never see each other's kernel, and that starts and
+  stops kernels without jupyter_client's idle waits (:mod:`nbflow.tasks.kernel`).
 
 What papermill leaves to the caller is done here:
 
@@ -44,8 +45,10 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+from traitlets import Type
 
 from nbflow.exceptions import NotebookNotFoundError
+from nbflow.tasks.kernel import PromptKernelClient, shutdown_idle_kernel
 
 __all__ = ["NotebookOutcome", "run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
 
@@ -139,6 +142,8 @@ class _Attempt:
         attempt = self
 
         class _AttemptKernelManager(AsyncKernelManager):
+            client_factory = Type(PromptKernelClient, klass=PromptKernelClient)
+
             async def start_kernel(self, **kw: Any) -> None:
                 if attempt.log is not None:  # e.g. a kernel's crash message before it is ready
                     kw.setdefault("stdout", attempt.log)
@@ -157,7 +162,10 @@ class _Attempt:
             async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
                 if attempt.process is not None and attempt.process.poll() is None:
                     attempt.alive_at_shutdown = True
-                await super().shutdown_kernel(now=now, restart=restart)
+                if now or restart or attempt.running is not None or not self.has_kernel:
+                    await super().shutdown_kernel(now=now, restart=restart)  # may be busy: interrupt first
+                else:
+                    await shutdown_idle_kernel(self)
 
         return _AttemptKernelManager
 
