@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbflow.artifacts import attempt_dir
+from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
@@ -141,6 +142,8 @@ class RunEngine(SensorPoking):
         elsewhere stops here, killing what is in flight) and ``heartbeat`` is called.
         """
         self.start()
+        watch = CancelWatch(self.store, self.settings.cancel_poll, lambda: [self.run_id], lambda _: self.interrupt(),
+                            enabled=self.executor.runs_in_poll)
         try:
             checked = self.clock()
             while not self.done:
@@ -148,7 +151,9 @@ class RunEngine(SensorPoking):
                 if wait is None and not self.by_key:
                     raise NbflowError(f"run {self.run_id} has unfinished tasks but nothing in flight (engine bug)")
                 poll = self.settings.cancel_poll if wait is None else min(wait, self.settings.cancel_poll)
-                self.step(self.executor.poll(poll))
+                with watch.polling():
+                    events = self.executor.poll(poll)
+                self.step(events)
                 if self.clock() - checked >= self.settings.cancel_poll:
                     checked = self.clock()
                     if heartbeat is not None:
@@ -159,7 +164,14 @@ class RunEngine(SensorPoking):
         except KeyboardInterrupt:
             self.cancel("interrupted")
             raise
+        finally:
+            watch.close()
         return self.finish()
+
+    def interrupt(self) -> None:
+        """Kill this run's attempts running inside a blocked ``executor.poll()`` (from a :class:`CancelWatch`)."""
+        for key in list(self.by_key):
+            self.executor.interrupt(key)
 
     # -- driving many runs (the scheduler) -----------------------------------------------------
     def start(self) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from nbflow import params as nbparams
+from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.engine import RunEngine
@@ -91,6 +92,9 @@ class Scheduler:
         self._elsewhere: dict[str, Pipeline | None] = {}
         self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
+        # inline runs attempts inside poll(): a cancellation is noticed from another thread
+        self._watch = CancelWatch(self.store, self.settings.cancel_poll, lambda: list(self.engines), self._interrupt,
+                                  enabled=self.executor.runs_in_poll)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +111,7 @@ class Scheduler:
 
     def close(self) -> None:
         """Release the lease (runs in flight become claimable by another scheduler) and the executor."""
+        self._watch.close()
         self.executor.shutdown()
         if self.job_id is not None:
             try:
@@ -156,7 +161,14 @@ class Scheduler:
         if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
             self._last_claim = now
             self.claim_runs()
-        self.drive(self.executor.poll(self._wait()))
+        with self._watch.polling():
+            events = self.executor.poll(self._wait())
+        self.drive(events)
+
+    def _interrupt(self, run_id: int) -> None:
+        engine = self.engines.get(run_id)
+        if engine is not None:
+            engine.interrupt()
 
     def _wait(self) -> float:
         """Seconds to wait for executor events: until the next claim, or an engine's timer if sooner."""

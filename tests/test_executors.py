@@ -117,3 +117,45 @@ def test_nbflow_worker_environment_is_the_worker_config_dask_reads():
         env={**os.environ, **worker_environment()}, capture_output=True, text=True, timeout=60, check=True,
     )
     assert json.loads(out.stdout) == list(WORKER_CONFIG.values())
+
+
+def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_home, write_pipeline, monkeypatch):
+    """`nbflow run`/`nbflow drive` on inline: the attempt runs in the driving thread, yet a
+    cancellation from another process (here: api.cancel_run from the test thread) kills it."""
+    import threading
+    import time
+
+    import psutil
+
+    from nbflow.config import reset_settings
+
+    monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
+    reset_settings()
+    api._stores.clear()
+    path = write_pipeline(
+        """
+        from nbflow import Pipeline, shell
+
+        with Pipeline("dozing") as pipeline:
+            shell("sleep 98", name="doze")
+        """
+    )
+    pipeline = load_pipeline(path)
+    results = []
+    driver = threading.Thread(target=lambda: results.append(api.run_pipeline(pipeline, executor="inline")), daemon=True)
+    driver.start()
+
+    def sleepers() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "98"]]
+
+    deadline = time.monotonic() + 30
+    while not sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleepers(), "the command never started"
+    (run,) = api.list_runs("dozing")
+    api.cancel_run(run["id"])
+    driver.join(30)  # not the 98 s the command sleeps
+    assert not driver.is_alive()
+    assert results[0].state.value == "cancelled"
+    assert not sleepers()
+    assert {t["task_id"]: t["state"] for t in results[0].tasks} == {"doze": "cancelled"}

@@ -440,6 +440,38 @@ def test_run_cancelled_elsewhere_stops_being_driven(dags):
     assert {t["state"] for t in details["tasks"]} == {"cancelled"}
 
 
+NAPPING = """
+from nbflow import Pipeline, shell
+
+with Pipeline("napping") as pipeline:
+    shell("sleep 97", name="nap")
+"""
+
+
+def test_run_cancelled_while_inline_runs_a_command_kills_it(dags):
+    """On inline the attempt runs inside the scheduler's own poll: a cancellation is noticed
+    from another thread (CancelWatch), the command is killed and the loop goes on."""
+    write(dags, "napping.py", NAPPING)
+    sched = Scheduler(executor="inline")
+    with serving(sched):
+        wait_for(lambda: api.list_pipelines())
+        run_id = api.trigger("napping", start=False)
+        wait_for(lambda: _processes("sleep", "97"))
+        api.cancel_run(run_id)
+        wait_for(lambda: run_id not in sched.engines, timeout=20)  # not the 97 s the command sleeps
+        assert not _processes("sleep", "97")
+    details = api.run_details(run_id)
+    assert details["run"]["state"] == "cancelled"
+    (nap,) = details["tasks"]
+    assert nap["state"] == "cancelled", nap
+
+
+def _processes(*cmdline: str) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == list(cmdline)]
+
+
 CALLBACKS = """
 import json
 from pathlib import Path

@@ -43,6 +43,9 @@ class Executor(ABC):
     #: Whether workers should also write each result to the attempt folder (executors whose
     #: work survives the driver, so a restarted driver can adopt it).
     durable_results = False
+    #: Whether attempts run inside :meth:`poll`, in the caller's thread (``inline``): the
+    #: caller then watches for cancellations from another thread and calls :meth:`interrupt`.
+    runs_in_poll = False
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         self.parallelism = parallelism
@@ -76,6 +79,10 @@ class Executor(ABC):
 
     def cancel(self, key: str) -> None:
         """Stop one attempt (kill its kernel or process); a ``lost`` event follows."""
+
+    def interrupt(self, key: str) -> None:
+        """Kill the attempt ``key`` if it is running inside :meth:`poll` right now (called from
+        another thread while ``poll`` blocks; only executors with :attr:`runs_in_poll`)."""
 
     def shutdown(self) -> None:
         """Release resources; running attempts are stopped."""

@@ -6,19 +6,23 @@ import os
 from collections import deque
 
 from nbflow.executors.base import Event, Executor, now
-from nbflow.worker import HOSTNAME, WorkItem, run_work_item
+from nbflow.config import get_settings
+from nbflow.worker import HOSTNAME, WorkItem, kill_attempt, run_work_item
 
 
 class InlineExecutor(Executor):
     """Runs each attempt inside :meth:`poll`: first reports it started, then runs it."""
 
     name = "inline"
+    runs_in_poll = True
 
     def __init__(self, parallelism: int | None = None, **options: object):
         super().__init__(1, **options)
         self._queue: deque[WorkItem] = deque()
         self._started: WorkItem | None = None
         self._promised: str | None = None  # key of the attempt start_now said starts next
+        self._running: str | None = None  # key of the attempt poll() is running now
+        self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))  # type: ignore[arg-type]
 
     def start_now(self, items: list[WorkItem]) -> list[Event]:
         """The first of ``items`` when nothing runs or waits: it runs at the next poll (a
@@ -45,7 +49,11 @@ class InlineExecutor(Executor):
         events = []
         if self._started is not None:
             item, self._started = self._started, None
-            result = run_work_item(item)
+            self._running = item.key
+            try:
+                result = run_work_item(item)
+            finally:
+                self._running = None
             events.append(Event("finished", item.key, result.ended_at, result.hostname, result.pid, result=result))
         if self._queue:
             self._started = self._queue.popleft()
@@ -57,10 +65,22 @@ class InlineExecutor(Executor):
         return events
 
     def cancel(self, key: str) -> None:
-        """Drop a queued attempt (a running inline attempt cannot be interrupted)."""
+        """Drop a queued or started attempt; one running now is killed (:meth:`interrupt`)."""
+        self.interrupt(key)
+        if self._started is not None and self._started.key == key:
+            self._started = None
+        if self._promised == key:
+            self._promised = None
         for item in list(self._queue):
             if item.key == key:
                 self._queue.remove(item)
+
+    def interrupt(self, key: str) -> None:
+        """Kill the process groups (kernel, shell command, timeout child) of the attempt that
+        :meth:`poll` is running, if it is ``key``; its result then says ``cancelled``. A Python
+        function running in this thread itself cannot be stopped: it ends when it returns."""
+        if self._running == key:
+            kill_attempt(key, self.kill_grace)
 
     def describe(self) -> str:
         """``inline (in this process)``."""
