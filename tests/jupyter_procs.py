@@ -91,14 +91,19 @@ class JupyterProc:
             self.proc.wait(5)
 
 
-def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout: float = 90) -> JupyterProc:
-    """Start ``jupyter <app>`` on 127.0.0.1 with the token, rooted at ``root``; wait until it answers."""
+def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout: float = 90,
+                  extra_args: tuple[str, ...] = (), up: tuple[int, ...] = (200, 503)) -> JupyterProc:
+    """Start ``jupyter <app>`` on 127.0.0.1 with the token, rooted at ``root``; wait until it answers.
+
+    It is up when ``GET /nbflow/api/health`` with the token answers one of the ``up`` statuses.
+    """
     port = free_port()
     log = root.parent / f"jupyter-{app}-{port}.log"
     args = [
         sys.executable, "-m", "jupyter", app, "--no-browser", "--ip", "127.0.0.1", f"--port={port}", "--allow-root",
         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
     ]
+    args += list(extra_args)
     if app == "lab":
         args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     out = open(log, "wb")
@@ -110,7 +115,7 @@ def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout:
             raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             status, _ = server.request("GET", "health")
-            if status in (200, 503):
+            if status in up:
                 return server
         except OSError:
             pass

@@ -5,9 +5,11 @@ output notebook. Screenshots go to ``test-artifacts/``."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter
@@ -24,12 +26,21 @@ if not CHROMIUM.exists():
     pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("sklearn", reason="the example pipeline needs scikit-learn (pip install -e '.[examples]')")
 
+# a run that is still running when the test clicks "Cancel run": its shell command sleeps
+SLOW = """
+from nbflow import Pipeline, shell
+
+with Pipeline("slow") as pipeline:
+    shell("echo started; sleep 120", name="nap")
+"""
+
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     """`jupyter lab` rooted at a folder holding the example pipeline as its DAG folder."""
     root = tmp_path_factory.mktemp("labroot")
     shutil.copytree(EXAMPLE, root / "pipelines", ignore=shutil.ignore_patterns("pipeline_tasks.py", ".*"))
+    (root / "pipelines" / "slow.py").write_text(SLOW)
     env = nbflow_env(root)
     register_pipelines(root, env)
     proc = start_jupyter(root, env, "lab")
@@ -92,6 +103,21 @@ def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterPr
     pg.screenshot(path=str(ARTIFACTS / "browser-4-output-notebook.png"))
     assert pg.locator(".nbflow-dag-view .nbflow-table tr[data-run]").count() >= 1
 
+    # "Retry task" on the finished run: train and what is downstream of it run again
+    pg.click(".lm-TabBar-tab:has-text('DAG: ml_notebooks')")
+    pg.click("#task-train")
+    pg.click(".nbflow-task-pane .nbflow-retry", timeout=30_000)
+    pg.wait_for_function(
+        "document.querySelector('.nbflow-task-pane') && document.querySelector('.nbflow-task-pane').innerText.includes('tries: 2')",
+        timeout=150_000,
+    )
+    pg.wait_for_selector('.nbflow-dag-svg[data-run-state="success"]', timeout=150_000)
+    status, run = lab.request("GET", "runs/1")
+    assert status == 200, run
+    tries = {t["task_id"]: t["try_number"] for t in run["tasks"]}
+    assert tries == {"prepare": 1, "train": 2, "evaluate": 2, "report": 2}, tries
+    pg.screenshot(path=str(ARTIFACTS / "browser-5-retried.png"))
+
 
 def test_command_palette_opens_the_panel(page: object) -> None:
     pg = page
@@ -100,3 +126,32 @@ def test_command_palette_opens_the_panel(page: object) -> None:
     pg.fill(".lm-CommandPalette-input", "nbflow: Open pipelines")
     pg.wait_for_selector('.lm-CommandPalette-item[data-command="nbflow:open-panel"]', timeout=15_000)
     pg.keyboard.press("Escape")
+
+
+def test_cancel_run_button_kills_the_running_task(page: object, lab: JupyterProc) -> None:
+    pg = page
+    item = pg.locator('.nbflow-pipeline[data-pipeline="slow"]')
+    if not item.is_visible():  # the sidebar tab toggles: open it unless an earlier test did
+        pg.click('li[data-id="nbflow-sidebar"]', timeout=30_000)
+    item.wait_for(timeout=30_000)
+    item.locator(".nbflow-trigger").click()
+    pg.click(".nbflow-params-form .nbflow-run")
+    pg.wait_for_selector('.nbflow-dag-svg #task-nap.nbflow-running', timeout=60_000)
+    pg.click(".nbflow-dag-header .nbflow-cancel", timeout=30_000)
+    pg.wait_for_selector('.nbflow-dag-svg[data-run-state="cancelled"]', timeout=60_000)
+    pg.screenshot(path=str(ARTIFACTS / "browser-6-cancelled.png"))
+    status, runs = lab.request("GET", "pipelines/slow/runs")
+    assert status == 200, runs
+    run_id = runs["runs"][0]["id"]
+    status, run = lab.request("GET", f"runs/{run_id}")
+    nap = next(t for t in run["tasks"] if t["task_id"] == "nap")
+    assert run["run"]["state"] == "cancelled" and nap["state"] == "cancelled", run
+    # the command was killed, not waited out: no `sleep 120` is left (NBFLOW_KILL_GRACE is 2 s here)
+    deadline = time.monotonic() + 15
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _sleepers()
+
+
+def _sleepers() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "120"]]

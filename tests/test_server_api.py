@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import textwrap
@@ -239,5 +240,43 @@ def test_database_down_is_503_not_a_hang(tmp_path: Path) -> None:
         status, health = proc.request("GET", "health")
         assert status == 503 and health["status"] == "degraded"
         assert time.monotonic() - started < 40
+    finally:
+        proc.stop()
+
+
+DENY_NBFLOW = '''
+from jupyter_server.auth.authorizer import Authorizer
+
+
+class DenyNbflow(Authorizer):
+    """Every resource but nbflow's: a user whose role lacks the nbflow permission."""
+
+    def is_authorized(self, handler, user, action, resource):
+        return resource != "nbflow"
+'''
+
+
+def test_a_user_without_the_nbflow_permission_gets_403_everywhere(tmp_path: Path) -> None:
+    """RELIABILITY 30: authenticated (valid token) but not authorized for resource ``nbflow``:
+    403 with no data on every route and method of the URL table, while Jupyter's own API answers."""
+    root = tmp_path / "root"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "quick.py").write_text(textwrap.dedent(QUICK))
+    shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "pipelines" / "params_ok.ipynb")
+    (tmp_path / "authz").mkdir()
+    (tmp_path / "authz" / "deny_nbflow.py").write_text(DENY_NBFLOW)
+    env = nbflow_env(root)
+    register_pipelines(root, env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "authz"), env.get("PYTHONPATH")]))
+    proc = start_jupyter(root, env, "server", extra_args=("--ServerApp.authorizer_class=deny_nbflow.DenyNbflow",), up=(403,))
+    try:
+        req = urllib.request.Request(f"{proc.url}api/contents/pipelines", headers={"Authorization": f"token {proc.token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200 and "quick.py" in resp.read().decode()
+        for pattern, _handler, methods in ROUTES:
+            for method in methods:
+                status, body = proc.request(method, _sample_path(pattern))
+                assert status == 403, (method, pattern, status, body)
+                assert "quick" not in str(body) and "line 0" not in str(body)
     finally:
         proc.stop()
