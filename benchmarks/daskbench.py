@@ -223,9 +223,10 @@ def _notebooks(cfg: Config, address: str) -> list[Row]:
     failures: list[str] = []
 
     def again(fn: Any) -> float:
-        """``fn()``, measured again when it fails: two kernels starting at once in two processes
-        can be handed the same free port by jupyter_client ("Address already in use", then
-        "Kernel didn't respond in 60 seconds"); that is not what is measured here."""
+        """``fn()``, measured again when it fails: two TCP kernels starting at once in two
+        processes can be handed the same free port by jupyter_client ("Address already in use",
+        then "Kernel didn't respond in 60 seconds"); that is not what is measured here. (Bare
+        papermill's kernels use TCP; nbflow's listen on Unix sockets, see nbflow/tasks/kernel.py.)"""
         for attempt in range(3):
             try:
                 return fn()

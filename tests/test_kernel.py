@@ -7,18 +7,17 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import AsyncKernelManager
 
 from nbflow.tasks import kernel
-from nbflow.tasks.kernel import PromptKernelClient, shutdown_idle_kernel
+from nbflow.tasks.kernel import PromptKernelClient, PromptKernelManager, shutdown_idle_kernel
 from nbflow.tasks.nbrun import run_notebook
 from tests.conftest import make_notebook, pid_alive
 
 pytestmark = pytest.mark.timeout(90)
 
 
-async def _started() -> tuple[AsyncKernelManager, PromptKernelClient]:
-    km = AsyncKernelManager(kernel_name="python3", client_factory=PromptKernelClient)
+async def _started() -> tuple[PromptKernelManager, PromptKernelClient]:
+    km = PromptKernelManager(kernel_name="python3")
     await km.start_kernel()
     kc = km.client()
     kc.start_channels()
@@ -113,3 +112,41 @@ def test_a_notebook_kernel_exits_gracefully(tmp_path: Path):
     assert outcome.ok, outcome.message
     assert outcome.kernel_pid and not pid_alive(outcome.kernel_pid)
     assert mark.read_text() == "bye"
+
+
+def test_local_kernels_listen_on_unix_sockets_that_are_removed_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No TCP ports to race for between worker processes: the channels are socket files with a
+    random name under the temp folder, gone once the kernel is shut down."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+
+    async def check() -> tuple[str, list[str], str]:
+        km, kc = await _started()
+        try:
+            files = sorted(p.name for p in tmp_path.iterdir() if p.is_socket())
+            return km.transport, files, await _printed(kc, "print('over ipc')")
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    transport, files, printed = asyncio.run(check())
+    assert transport == "ipc" and printed == "over ipc\n"
+    assert len(files) == 5 and all(f.startswith("nbflow-kernel-") for f in files), files
+    assert not [p for p in tmp_path.iterdir() if p.is_socket()]
+
+
+def test_a_temp_folder_too_deep_for_socket_paths_keeps_tcp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr("tempfile.tempdir", None)
+
+    async def check() -> tuple[str, str]:
+        km, kc = await _started()
+        try:
+            return km.transport, await _printed(kc, "print('over tcp')")
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+
+    assert asyncio.run(check()) == ("tcp", "over tcp\n")

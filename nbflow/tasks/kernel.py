@@ -23,6 +23,9 @@ kernel process left when the shutdown returns.
 from __future__ import annotations
 
 import math
+import os
+import secrets
+import tempfile
 import time
 from queue import Empty
 from typing import Any
@@ -30,8 +33,9 @@ from typing import Any
 import zmq
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import Type
 
-__all__ = ["PromptKernelClient", "shutdown_idle_kernel", "EXIT_GRACE", "EXIT_POLL"]
+__all__ = ["PromptKernelClient", "PromptKernelManager", "shutdown_idle_kernel", "EXIT_GRACE", "EXIT_POLL"]
 
 # Seconds an idle kernel gets to exit on its own after the shutdown request (it needs ~0.12 s
 # here); then SIGTERM, then SIGKILL after as long again. jupyter_client waits 2.5 s twice.
@@ -40,6 +44,7 @@ EXIT_POLL = 0.01  # seconds between checks that the kernel's process has exited
 REPLY_WAIT = 1.0  # seconds for a kernel_info reply before asking again (as jupyter_client)
 IOPUB_WAIT = 0.05  # seconds for IOPub to show an idle status before asking again
 RECONNECT_MS = 10  # zmq's retry interval for the client's channels (zmq's default: 100)
+SOCKET_PATH_MAX = 100  # a Unix socket path must fit sun_path (108 bytes on Linux)
 
 
 class PromptKernelClient(AsyncKernelClient):
@@ -95,6 +100,38 @@ class PromptKernelClient(AsyncKernelClient):
                 if state is None or msg["content"].get("execution_state") == state:
                     return msg
         return None
+
+
+class PromptKernelManager(AsyncKernelManager):
+    """``AsyncKernelManager`` with :class:`PromptKernelClient`, kernels on Unix sockets, and
+    :func:`shutdown_idle_kernel` for a kernel that :meth:`kernel_is_idle` says runs nothing."""
+
+    client_factory = Type(PromptKernelClient, klass=PromptKernelClient)
+
+    def kernel_is_idle(self) -> bool:
+        """Whether the kernel runs nothing now (then it is not interrupted before shutdown)."""
+        return False
+
+    async def start_kernel(self, **kw: Any) -> None:
+        """Start as jupyter_client does, on IPC sockets when the kernel would listen on localhost.
+
+        With TCP, each process picks its kernels' ports by binding port 0 and releasing it; two
+        worker processes starting kernels at once can be handed the same port ("Address already
+        in use", then no kernel). Socket files with a random name cannot collide, and ipykernel
+        then does not warn that TCP is unencrypted.
+        """
+        if self.transport == "tcp" and self.ip in ("", "127.0.0.1", "localhost"):
+            prefix = os.path.join(tempfile.gettempdir(), f"nbflow-kernel-{secrets.token_hex(8)}")
+            if len(prefix) + 6 < SOCKET_PATH_MAX:  # "-12345": the channel's suffix
+                self.transport, self.ip = "ipc", prefix
+        await super().start_kernel(**kw)
+
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        """jupyter_client's shutdown, or :func:`shutdown_idle_kernel` for an idle kernel."""
+        if now or restart or not self.has_kernel or not self.kernel_is_idle():
+            await super().shutdown_kernel(now=now, restart=restart)
+        else:
+            await shutdown_idle_kernel(self)
 
 
 async def shutdown_idle_kernel(km: AsyncKernelManager) -> None:

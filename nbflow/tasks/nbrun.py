@@ -6,7 +6,7 @@ engine registered as ``"nbflow"``: nbclient plus three per-attempt additions:
 - an optional *context cell* (tagged ``nbflow-context``, source hidden) inserted right after
   papermill's injected-parameters cell, or after the ``parameters`` cell, or at the top;
 - nbclient hooks that record the cell being run and whether the kernel became ready;
-- a per-call ``AsyncKernelManager`` subclass that records the kernel's process, so that two
+- a per-call kernel manager subclass that records the kernel's process, so that two
   attempts in two threads of one process never see each other's kernel, and that starts and
   stops kernels without jupyter_client's idle waits (:mod:`nbflow.tasks.kernel`).
 
@@ -41,14 +41,12 @@ from typing import Any
 
 import nbformat
 import papermill
-from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
-from traitlets import Type
 
 from nbflow.exceptions import NotebookNotFoundError
-from nbflow.tasks.kernel import PromptKernelClient, shutdown_idle_kernel
+from nbflow.tasks.kernel import PromptKernelManager
 
 __all__ = ["NotebookOutcome", "run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
 
@@ -137,12 +135,13 @@ class _Attempt:
         tags = _tags(self.nb.cells[executed])
         return "the nbflow context cell" if CONTEXT_TAG in tags else "the injected parameters cell"
 
-    def kernel_manager_class(self) -> type[AsyncKernelManager]:
+    def kernel_manager_class(self) -> type[PromptKernelManager]:
         """A subclass bound to this attempt: records the kernel process it starts."""
         attempt = self
 
-        class _AttemptKernelManager(AsyncKernelManager):
-            client_factory = Type(PromptKernelClient, klass=PromptKernelClient)
+        class _AttemptKernelManager(PromptKernelManager):
+            def kernel_is_idle(self) -> bool:
+                return attempt.running is None
 
             async def start_kernel(self, **kw: Any) -> None:
                 if attempt.log is not None:  # e.g. a kernel's crash message before it is ready
@@ -162,10 +161,7 @@ class _Attempt:
             async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
                 if attempt.process is not None and attempt.process.poll() is None:
                     attempt.alive_at_shutdown = True
-                if now or restart or attempt.running is not None or not self.has_kernel:
-                    await super().shutdown_kernel(now=now, restart=restart)  # may be busy: interrupt first
-                else:
-                    await shutdown_idle_kernel(self)
+                await super().shutdown_kernel(now=now, restart=restart)
 
         return _AttemptKernelManager
 
