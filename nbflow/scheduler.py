@@ -165,6 +165,17 @@ class Scheduler:
             events = self.executor.poll(self._wait())
         self.drive(events)
 
+    def _owner(self, key: str) -> int | None:
+        """The run whose engine has the attempt ``key`` in flight: the run id the key names
+        (``pipeline/run/task/try-nonce``, pipeline names have no ``/``), else any engine that owns it."""
+        try:
+            engine = self.engines.get(int(key.split("/", 2)[1]))
+        except (IndexError, ValueError):
+            engine = None
+        if engine is not None and engine.owns(key):
+            return engine.run_id
+        return next((run_id for run_id, e in self.engines.items() if e.owns(key)), None)
+
     def _interrupt(self, run_id: int) -> None:
         engine = self.engines.get(run_id)
         if engine is not None:
@@ -324,10 +335,9 @@ class Scheduler:
         """
         routed: dict[int, list[Event]] = {}
         for event in events:
-            for run_id, engine in self.engines.items():
-                if engine.owns(event.key):
-                    routed.setdefault(run_id, []).append(event)
-                    break
+            run_id = self._owner(event.key)
+            if run_id is not None:
+                routed.setdefault(run_id, []).append(event)
         now = time.monotonic()
         timers = self._wakeups.keys() if routed else [r for r, at in self._wakeups.items() if at <= now]
         for run_id in sorted({*routed, *timers}):

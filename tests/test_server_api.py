@@ -51,14 +51,29 @@ with Pipeline("fragile") as pipeline:
 '''
 
 
+def _quick_root(root: Path) -> Path:
+    """``root/pipelines`` holding the QUICK pipeline and its notebook."""
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "quick.py").write_text(textwrap.dedent(QUICK))
+    shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "pipelines" / "params_ok.ipynb")
+    return root
+
+
+def _finished(server: JupyterProc, run_id: int, timeout: float = 90) -> dict:
+    """The run's details once it has ended (or after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, details = server.request("GET", f"runs/{run_id}")
+        if details["run"]["state"] in ("success", "failed", "cancelled") or time.monotonic() > deadline:
+            return details
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     """A jupyter server rooted at a folder with a DAG folder, a notebook and NBFLOW_HOME."""
-    root = tmp_path_factory.mktemp("jroot")
-    (root / "pipelines").mkdir()
-    (root / "pipelines" / "quick.py").write_text(textwrap.dedent(QUICK))
+    root = _quick_root(tmp_path_factory.mktemp("jroot"))
     (root / "pipelines" / "fragile.py").write_text(textwrap.dedent(FRAGILE))
-    shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "pipelines" / "params_ok.ipynb")
     env = nbflow_env(root)
     register_pipelines(root, env)
     # break fragile.py after it was registered: the pipeline stays, with an import error
@@ -176,12 +191,7 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
     status, dup = server.request("POST", "pipelines/quick/trigger", {"logical_date": "2026-01-02"})
     assert status == 409 and dup["run_id"] == run_id, dup
 
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        _, details = server.request("GET", f"runs/{run_id}")
-        if details["run"]["state"] in ("success", "failed", "cancelled"):
-            break
-        time.sleep(0.5)
+    details = _finished(server, run_id)
     assert details["run"]["state"] == "success", details
     assert {t["task_id"]: t["state"] for t in details["tasks"]} == {"first": "success", "second": "success", "nb": "success"}
 
@@ -259,10 +269,7 @@ class DenyNbflow(Authorizer):
 def test_a_user_without_the_nbflow_permission_gets_403_everywhere(tmp_path: Path) -> None:
     """RELIABILITY 30: authenticated (valid token) but not authorized for resource ``nbflow``:
     403 with no data on every route and method of the URL table, while Jupyter's own API answers."""
-    root = tmp_path / "root"
-    (root / "pipelines").mkdir(parents=True)
-    (root / "pipelines" / "quick.py").write_text(textwrap.dedent(QUICK))
-    shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "pipelines" / "params_ok.ipynb")
+    root = _quick_root(tmp_path / "root")
     (tmp_path / "authz").mkdir()
     (tmp_path / "authz" / "deny_nbflow.py").write_text(DENY_NBFLOW)
     env = nbflow_env(root)
@@ -278,5 +285,25 @@ def test_a_user_without_the_nbflow_permission_gets_403_everywhere(tmp_path: Path
                 status, body = proc.request(method, _sample_path(pattern))
                 assert status == 403, (method, pattern, status, body)
                 assert "quick" not in str(body) and "line 0" not in str(body)
+    finally:
+        proc.stop()
+
+
+def test_an_output_notebook_in_a_hidden_home_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """The default home ``./.nbflow`` is hidden and Jupyter does not open hidden files: the
+    output route says so and how to fix it, instead of a path the frontend then fails to open."""
+    root = _quick_root(tmp_path / "root")
+    env = {**nbflow_env(root), "NBFLOW_HOME": str(root / ".nbflow")}
+    register_pipelines(root, env)
+    proc = start_jupyter(root, env, "server")
+    try:
+        status, answer = proc.request("POST", "pipelines/quick/trigger", {})
+        assert status == 201, answer
+        details = _finished(proc, answer["run_id"])
+        assert details["run"]["state"] == "success", details
+        status, answer = proc.request("GET", f"runs/{answer['run_id']}/tasks/nb/output")
+        assert status == 404, answer
+        assert "hidden folder .nbflow" in answer["message"], answer
+        assert "NBFLOW_HOME" in answer["hint"] and "allow_hidden" in answer["hint"], answer
     finally:
         proc.stop()

@@ -44,7 +44,7 @@ export class ApiError extends Error {
     public status: number,
     public body: Record<string, any>
   ) {
-    super(body.message || `HTTP ${status}`);
+    super((body.message || `HTTP ${status}`) + (body.hint ? ` (${body.hint})` : ''));
   }
 }
 

@@ -322,7 +322,13 @@ class OutputHandler(NbflowHandler):
                            hint="start Jupyter in a folder that contains NBFLOW_HOME, or set NBFLOW_HOME inside it")
         if not path.is_file():
             raise ApiError(404, f"the output notebook {path} does not exist (cleaned up?)")
-        return {"path": path.relative_to(root).as_posix()}
+        relative = path.relative_to(root)
+        hidden = [part for part in relative.parts if part.startswith(".")]
+        if hidden and not self.contents_manager.allow_hidden:
+            raise ApiError(404, f"the output notebook {path} is in the hidden folder {hidden[0]}, which Jupyter does not open",
+                           hint="set NBFLOW_HOME to a folder whose name does not start with '.', "
+                                "or start Jupyter with --ContentsManager.allow_hidden=True")
+        return {"path": relative.as_posix()}
 
 
 class ClearHandler(NbflowHandler):
