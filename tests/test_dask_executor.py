@@ -460,3 +460,43 @@ def test_results_arrive_as_events_and_large_ones_are_fetched(cluster, write_pipe
     # the durable copy a restarted driver would read
     assert (tmp_path / "artifacts/results/run-1/huge_error/try-1/result.json").exists()
 
+
+
+def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(cluster, write_pipeline, tmp_path):
+    """Dask drops fire-and-forget's claim on a key when its task ends; a claim that reaches the
+    scheduler after that (a task faster than the message after client.map) used to keep the
+    key and its result on the cluster for good. The executor withdraws the claims of the
+    attempts it reported. Here the late claim is sent by hand, after the task ended."""
+    from distributed import Client, Future
+
+    from nbflow.executors.dask import DaskExecutor
+    from nbflow.worker import WorkItem
+
+    pipeline = load_pipeline(write_pipeline(RESULTS))
+    task = pipeline.tasks["small"]
+    key = "late/1/small/1-t"
+    item = WorkItem(key=key, pipeline="late", run_id=1, task_id="small", try_number=1, task=task, upstream={},
+                    params={}, artifact_root=str(tmp_path / "artifacts"))
+
+    def state() -> str | None:
+        with Client(cluster.address, timeout="20s") as probe:
+            return probe.run_on_scheduler(lambda dask_scheduler: getattr(dask_scheduler.tasks.get(key), "state", None))
+
+    with DaskExecutor(address=cluster.address) as executor:
+        executor.submit(item)
+        hold = Future(key, executor.client)  # keeps the ended task in memory for the late claim
+        deadline = time.time() + 60
+        while state() != "memory" and time.time() < deadline:
+            time.sleep(0.1)
+        assert state() == "memory"
+        executor.client._send_to_scheduler({"op": "client-desires-keys", "keys": [key], "client": "fire-and-forget"})
+        finished = []
+        while not finished and time.time() < deadline:
+            finished = [e for e in executor.poll(1.0) if e.kind == "finished"]
+        assert finished and finished[0].result.ok
+        executor.poll(0.1)  # the release goes with the next poll
+        del hold
+    deadline = time.time() + 10
+    while state() is not None and time.time() < deadline:
+        time.sleep(0.2)
+    assert state() is None, "the key (and its result) stayed on the cluster"
