@@ -6,7 +6,7 @@ Both sides connect a ``Client`` of their own inside the clock (nbflow's executor
 ``start``, the baselines in :mod:`benchmarks.baselines`) and close it inside the clock.
 
 Every nbflow run uses a pipeline name of its own: nbflow's Dask keys are
-``{pipeline}/{run}/{task}/{try}``, and every measurement starts a fresh database whose run
+``{pipeline}.{task}-{run}-{try}-{driver nonce}``, and every measurement starts a fresh database whose run
 ids start at 1 again, so reusing a name on the same cluster would reuse keys that are
 still held there (see the README).
 """

@@ -44,7 +44,7 @@ from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
-from nbflow.executors.base import Event, Executor
+from nbflow.executors.base import Event, Executor, attempt_key
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
@@ -419,8 +419,10 @@ class RunEngine(SensorPoking):
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
         # run ids restart per database: the driver's nonce keeps two databases sharing a Dask
-        # cluster from ever sharing a key (stored, so a restarted driver still finds it)
-        key = f"{self.pipeline.name}/{run_id}/{tid}/{try_number}-{self._nonce}"
+        # cluster from ever sharing a key (stored, so a restarted driver still finds it). Dask
+        # groups keys by the part before the first "-" and a number: "pipeline.task" (its
+        # per-prefix duration estimates then carry over from run to run).
+        key = attempt_key(self.pipeline.name, tid, run_id, try_number, self._nonce)
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
         self._parked_from[tid] = back
         limits = {"pool": task.pool, "pool_slots": task.pool_slots}

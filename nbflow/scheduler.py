@@ -46,7 +46,7 @@ from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.engine import RunEngine
 from nbflow.executors import get_executor
-from nbflow.executors.base import Event, Executor
+from nbflow.executors.base import Event, Executor, key_run_id
 from nbflow.loader import FolderLoader, load_pipeline
 from nbflow.states import RunState
 from nbflow.store import Store
@@ -166,12 +166,10 @@ class Scheduler:
         self.drive(events)
 
     def _owner(self, key: str) -> int | None:
-        """The run whose engine has the attempt ``key`` in flight: the run id the key names
-        (``pipeline/run/task/try-nonce``, pipeline names have no ``/``), else any engine that owns it."""
-        try:
-            engine = self.engines.get(int(key.split("/", 2)[1]))
-        except (IndexError, ValueError):
-            engine = None
+        """The run whose engine has the attempt ``key`` in flight: the run the key names, else
+        any engine that owns it (a key of another format)."""
+        run_id = key_run_id(key)
+        engine = self.engines.get(run_id) if run_id is not None else None
         if engine is not None and engine.owns(key):
             return engine.run_id
         return next((run_id for run_id, e in self.engines.items() if e.owns(key)), None)

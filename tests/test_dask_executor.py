@@ -494,7 +494,7 @@ def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(clus
         while not finished and time.time() < deadline:
             finished = [e for e in executor.poll(1.0) if e.kind == "finished"]
         assert finished and finished[0].result.ok
-        executor.poll(0.1)  # the release goes with the next poll
+        executor.poll(0.1)  # claims are withdrawn by a poll (at most every second) or at shutdown
         del hold
     deadline = time.time() + 10
     while state() is not None and time.time() < deadline:

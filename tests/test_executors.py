@@ -159,3 +159,19 @@ def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_ho
     assert results[0].state.value == "cancelled"
     assert not sleepers()
     assert {t["task_id"]: t["state"] for t in results[0].tasks} == {"doze": "cancelled"}
+
+
+def test_attempt_keys_group_by_task_in_dask_and_name_their_run():
+    """Dask groups keys by ``key_split``: every attempt of one task, across runs and tries,
+    shares the prefix ``pipeline.task`` (its scheduler never forgets a prefix, so a prefix
+    per attempt grew without bound); the run id is read back even when names hold "-"."""
+    from dask.utils import key_split
+
+    from nbflow.executors.base import attempt_key, key_run_id
+
+    keys = [attempt_key("ml_daily", "train", run, tries, "0a1b2c3d") for run in (1, 2, 117) for tries in (1, 2)]
+    assert len(set(keys)) == 6
+    assert {key_split(k) for k in keys} == {"ml_daily.train"}
+    assert [key_run_id(k) for k in keys] == [1, 1, 2, 2, 117, 117]
+    assert key_run_id(attempt_key("ml-daily", "train-2", 42, 3, "ffffffff")) == 42
+    assert key_run_id("someone-else's-key") is None and key_run_id("x") is None

@@ -99,6 +99,19 @@ class Executor(ABC):
         self.shutdown()
 
 
+def attempt_key(pipeline: str, task_id: str, run_id: int, try_number: int, nonce: str) -> str:
+    """``{pipeline}.{task}-{run}-{try}-{nonce}``: unique per attempt and driver; see :func:`key_run_id`."""
+    return f"{pipeline}.{task_id}-{run_id}-{try_number}-{nonce}"
+
+
+def key_run_id(key: str) -> int | None:
+    """The run id an :func:`attempt_key` names (pipeline and task names may hold "-"; the last three parts do not)."""
+    try:
+        return int(key.rsplit("-", 3)[-3])
+    except (IndexError, ValueError):
+        return None
+
+
 def drain(events: queue.Queue[Event], timeout: float | None) -> list[Event]:
     """Wait up to ``timeout`` for one event on ``events``, then take all that are ready."""
     try:

@@ -3,9 +3,11 @@
 Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
 ``LocalCluster`` sized to the machine is started and torn down with the executor.
 
-* **Keys.** Each attempt is submitted with the key ``{pipeline}/{run}/{task}/{try}-{random}`` and
-  ``pure=False``: two tries or two runs never share a key, and a restarted driver can find
-  its work by key. Submissions are ``fire_and_forget``: the cluster finishes an attempt
+* **Keys.** Each attempt is submitted with the key ``{pipeline}.{task}-{run}-{try}-{random}``
+  (:func:`~nbflow.executors.base.attempt_key`) and ``pure=False``: two tries or two runs
+  never share a key, and a restarted driver can find its work by key. Dask groups keys by
+  ``{pipeline}.{task}``: its duration estimates carry over from run to run, and its
+  scheduler, which never forgets a key prefix, keeps one per task instead of one per attempt. Submissions are ``fire_and_forget``: the cluster finishes an attempt
   even if the driver dies, and the worker writes ``result.json`` into the attempt folder,
   from which a restarted driver learns how it ended (:meth:`DaskExecutor.adopt`).
 * **Retries belong to nbflow.** The scheduler's ``allowed-failures`` is set to 0, so a task
@@ -51,6 +53,7 @@ STARTED_DELAY = 0.05
 RESULT_EVENT_LIMIT = 16_000  # characters of traceback/message in a result sent as an event
 SUBMIT_INTERVAL = 0.001  # seconds the client batches submissions (Dask's default: 0.01)
 SWEEP_INTERVAL = 0.2  # seconds between looks at the statuses of futures in flight
+RELEASE_INTERVAL = 1.0  # seconds between two withdrawals of fire-and-forget claims (_release_ended)
 RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event before it is fetched
 
 
@@ -131,7 +134,8 @@ class DaskExecutor(Executor):
         self.cluster: Any = None
         self._events: queue.Queue[Event] = queue.Queue()
         self._futures: dict[str, Any] = {}
-        self._ended_keys: list[str] = []  # whose fire-and-forget claim is withdrawn at the next poll
+        self._ended_keys: list[str] = []  # whose fire-and-forget claim is withdrawn (every RELEASE_INTERVAL)
+        self._released = 0.0  # when claims were last withdrawn (monotonic)
         self._adopted: dict[str, str] = {}  # key -> attempt folder (watched for result.json)
         self._unreported: dict[str, float] = {}  # key -> when its future finished without a result event
         self._swept = 0.0
@@ -336,19 +340,22 @@ class DaskExecutor(Executor):
         self._check_adopted()
         self._sweep()
         self._fetch_unreported()
-        self._release_ended()
+        if time.monotonic() - self._released >= RELEASE_INTERVAL:
+            self._release_ended()
         if self._futures:  # wake up to sweep
             timeout = SWEEP_INTERVAL if timeout is None else min(timeout, SWEEP_INTERVAL)
         return drain(self._events, timeout)
 
     def _release_ended(self) -> None:
-        """Withdraw fire-and-forget's claim on the attempts that ended, in one message.
+        """Withdraw fire-and-forget's claim on the attempts that ended, in one message (every
+        RELEASE_INTERVAL from poll, and at shutdown).
 
         Dask drops that claim when the task ends; but ``fire_and_forget`` is a message of its
         own after ``client.map``'s graph, and a task fast enough to end before the scheduler
         reads it keeps the claim for good: its result stays on a worker and its key on the
         scheduler (seen once in ~3,000 no-op tasks with the 1 ms batching interval).
         """
+        self._released = time.monotonic()
         with self._lock:
             keys, self._ended_keys = self._ended_keys, []
         if keys and self.client is not None:
