@@ -500,3 +500,10 @@ def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(clus
     while state() is not None and time.time() < deadline:
         time.sleep(0.2)
     assert state() is None, "the key (and its result) stayed on the cluster"
+    # nor do its event subscriptions (Dask keeps those of a closed client: each later event
+    # would be addressed to every driver that ever ran)
+    with Client(cluster.address, timeout="20s") as probe:
+        subscribers = probe.run_on_scheduler(
+            lambda dask_scheduler: {t: len(dask_scheduler._broker._topics[t].subscribers) for t in ("nbflow-started", "nbflow-result")}
+        )
+    assert subscribers == {"nbflow-started": 0, "nbflow-result": 0}, subscribers

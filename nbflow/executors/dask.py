@@ -175,6 +175,8 @@ class DaskExecutor(Executor):
         """Close the client; stop the embedded cluster."""
         if self.client is not None:
             self._release_ended()  # the attempts reported by the last poll
+            for topic in (STARTED_TOPIC, RESULT_TOPIC):  # Dask keeps a closed client's subscriptions
+                self.client.unsubscribe_topic(topic)
             self.client.close()
             self.client = None
         if self.cluster is not None:
