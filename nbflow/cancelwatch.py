@@ -76,6 +76,6 @@ class CancelWatch:
             except Exception as exc:  # noqa: BLE001 - the main loop meets the same error and reports it
                 log.debug("cancel watch: could not read run states: %s", exc)
                 continue
-            for run_id, state in states.items():
+            for run_id, state in states.items():  # again each interval while the poll lasts: a kill may miss
                 if state == RunState.CANCELLED.value and self._since is not None:
                     self.on_cancel(run_id)

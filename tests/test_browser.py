@@ -4,6 +4,7 @@ output notebook. Screenshots go to ``test-artifacts/``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,12 +27,14 @@ if not CHROMIUM.exists():
     pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("sklearn", reason="the example pipeline needs scikit-learn (pip install -e '.[examples]')")
 
-# a run that is still running when the test clicks "Cancel run": its shell command sleeps
-SLOW = """
+# a run that is still running when the test clicks "Cancel run": its shell command sleeps for
+# 120.<this pid> s, a duration no other test or earlier session uses
+NAP = f"120.{os.getpid()}"
+SLOW = f"""
 from nbflow import Pipeline, shell
 
 with Pipeline("slow") as pipeline:
-    shell("echo started; sleep 120", name="nap")
+    shell("echo started; sleep {NAP}", name="nap")
 """
 
 
@@ -146,12 +149,27 @@ def test_cancel_run_button_kills_the_running_task(page: object, lab: JupyterProc
     status, run = lab.request("GET", f"runs/{run_id}")
     nap = next(t for t in run["tasks"] if t["task_id"] == "nap")
     assert run["run"]["state"] == "cancelled" and nap["state"] == "cancelled", run
-    # the command was killed, not waited out: no `sleep 120` is left (NBFLOW_KILL_GRACE is 2 s here)
+    # the command was killed, not waited out: no `sleep 120.<pid>` is left (NBFLOW_KILL_GRACE is 2 s here)
     deadline = time.monotonic() + 15
     while _sleepers() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _sleepers()
+    assert not _sleepers(), _diagnosis(lab, run_id)
+
+
+def _diagnosis(lab: JupyterProc, run_id: int) -> str:
+    """What to look at when the command outlived its cancelled run: who started it, the driver's log."""
+    lines = []
+    for pid in _sleepers():
+        proc = psutil.Process(pid)
+        parent = proc.parent()
+        lines.append(f"sleep {pid} started {time.time() - proc.create_time():.1f} s ago, parent "
+                     f"{parent.pid if parent else None} {parent.cmdline() if parent else ''}")
+    for log in sorted((lab.root / "home" / "drivers").glob("*.log")):
+        lines.append(f"--- {log.name}\n{log.read_text()[-3000:]}")
+    status, run = lab.request("GET", f"runs/{run_id}")
+    lines.append(f"run {run_id}: {run}")
+    return "\n".join(lines)
 
 
 def _sleepers() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "120"]]
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", NAP]]

@@ -122,6 +122,7 @@ def test_nbflow_worker_environment_is_the_worker_config_dask_reads():
 def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_home, write_pipeline, monkeypatch):
     """`nbflow run`/`nbflow drive` on inline: the attempt runs in the driving thread, yet a
     cancellation from another process (here: api.cancel_run from the test thread) kills it."""
+    import os
     import threading
     import time
 
@@ -132,12 +133,13 @@ def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_ho
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
     reset_settings()
     api._stores.clear()
+    nap = f"98.{os.getpid()}"  # a duration no other test or session sleeps for
     path = write_pipeline(
-        """
+        f"""
         from nbflow import Pipeline, shell
 
         with Pipeline("dozing") as pipeline:
-            shell("sleep 98", name="doze")
+            shell("sleep {nap}", name="doze")
         """
     )
     pipeline = load_pipeline(path)
@@ -146,7 +148,7 @@ def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_ho
     driver.start()
 
     def sleepers() -> list[int]:
-        return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "98"]]
+        return [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", nap]]
 
     deadline = time.monotonic() + 30
     while not sleepers() and time.monotonic() < deadline:

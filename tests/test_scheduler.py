@@ -440,11 +440,12 @@ def test_run_cancelled_elsewhere_stops_being_driven(dags):
     assert {t["state"] for t in details["tasks"]} == {"cancelled"}
 
 
-NAPPING = """
+NAP = f"97.{os.getpid()}"  # a duration no other test or session sleeps for
+NAPPING = f"""
 from nbflow import Pipeline, shell
 
 with Pipeline("napping") as pipeline:
-    shell("sleep 97", name="nap")
+    shell("sleep {NAP}", name="nap")
 """
 
 
@@ -456,10 +457,10 @@ def test_run_cancelled_while_inline_runs_a_command_kills_it(dags):
     with serving(sched):
         wait_for(lambda: api.list_pipelines())
         run_id = api.trigger("napping", start=False)
-        wait_for(lambda: _processes("sleep", "97"))
+        wait_for(lambda: _processes("sleep", NAP))
         api.cancel_run(run_id)
         wait_for(lambda: run_id not in sched.engines, timeout=20)  # not the 97 s the command sleeps
-        assert not _processes("sleep", "97")
+        assert not _processes("sleep", NAP)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "cancelled"
     (nap,) = details["tasks"]

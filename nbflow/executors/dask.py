@@ -7,7 +7,8 @@ Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
   (:func:`~nbflow.executors.base.attempt_key`) and ``pure=False``: two tries or two runs
   never share a key, and a restarted driver can find its work by key. Dask groups keys by
   ``{pipeline}.{task}``: its duration estimates carry over from run to run, and its
-  scheduler, which never forgets a key prefix, keeps one per task instead of one per attempt. Submissions are ``fire_and_forget``: the cluster finishes an attempt
+  scheduler, which never forgets a key prefix, keeps one per task instead of one per
+  attempt. Submissions are ``fire_and_forget``: the cluster finishes an attempt
   even if the driver dies, and the worker writes ``result.json`` into the attempt folder,
   from which a restarted driver learns how it ended (:meth:`DaskExecutor.adopt`).
 * **Retries belong to nbflow.** The scheduler's ``allowed-failures`` is set to 0, so a task

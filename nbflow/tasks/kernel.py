@@ -1,6 +1,6 @@
 """The kernel side of a notebook attempt: jupyter_client's async client and manager, minus idle waits.
 
-Two fixed waits of jupyter_client sit on every notebook's critical path, whatever the notebook
+Two waits of jupyter_client sit on every notebook's critical path, whatever the notebook
 does (measured here with jupyter_client 8.10 and ipykernel 7.4, trivial notebook ~0.8 s):
 
 - ``wait_for_ready`` ends by draining IOPub until it has been silent for 0.2 s: 200 ms per
@@ -17,7 +17,9 @@ does (measured here with jupyter_client 8.10 and ipykernel 7.4, trivial notebook
   :data:`EXIT_GRACE` (SIGKILL as much later).
 
 Both keep jupyter_client's contract: the same errors on a dead or unresponsive kernel, and no
-kernel process left when the shutdown returns.
+kernel process left when the shutdown returns. :class:`PromptKernelManager` puts them
+together, and starts local kernels on Unix sockets instead of TCP ports (no port race
+between processes starting kernels at once).
 """
 
 from __future__ import annotations
