@@ -279,6 +279,22 @@ def serving(sched: Scheduler, stop_within: float = 10.0) -> Iterator[Scheduler]:
         thread.join(stop_within)
 
 
+@contextlib.contextmanager
+def triggered(name: str, sched: Scheduler) -> Iterator[int]:
+    """``sched`` serving, and one manual run of ``name`` queued once the DAG folder is loaded: its id."""
+    with serving(sched):
+        wait_for(lambda: api.list_pipelines())
+        yield api.trigger(name, start=False)
+
+
+def ended(run_id: int) -> bool:
+    return api.run_details(run_id)["run"]["state"] in ("failed", "success")
+
+
+def task_states(run_id: int) -> dict[str, str]:
+    return {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}
+
+
 def wait_for(predicate, timeout=30.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -379,13 +395,10 @@ with Pipeline("sensing") as pipeline:
 
 def test_sensor_success_and_timeout(dags):
     path = write(dags, "sensing.py", SENSORS)
-    sched = Scheduler(executor="inline")
-    with serving(sched):
-        wait_for(lambda: api.list_pipelines())
-        run_id = api.trigger("sensing", start=False)
-        wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
+    with triggered("sensing", Scheduler(executor="inline")) as run_id:
+        wait_for(lambda: task_states(run_id).get("ready") == "running")
         (path.parent / "flag.txt").write_text("now")
-        wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
+        wait_for(lambda: ended(run_id), timeout=30)
     tasks = {t["task_id"]: t for t in api.run_details(run_id)["tasks"]}
     assert tasks["ready"]["state"] == "success" and tasks["go"]["state"] == "success"
     assert tasks["never"]["state"] == "failed" and tasks["never"]["reason"] == "sensor_timeout"
@@ -413,11 +426,8 @@ with Pipeline("retried") as pipeline:
 def test_retry_is_started_when_its_delay_has_passed(dags):
     """Nothing but the retry's timer wakes the run up: no executor event arrives meanwhile."""
     write(dags, "retried.py", RETRIED)
-    sched = Scheduler(executor="inline")
-    with serving(sched):
-        wait_for(lambda: api.list_pipelines())
-        run_id = api.trigger("retried", start=False)
-        wait_for(lambda: api.run_details(run_id)["run"]["state"] in ("failed", "success"), timeout=30)
+    with triggered("retried", Scheduler(executor="inline")) as run_id:
+        wait_for(lambda: ended(run_id), timeout=30)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "success" and api.load_output(run_id, "flaky") == "ok"
     first, second = sorted(details["attempts"], key=lambda a: a["try_number"])
@@ -428,11 +438,9 @@ def test_retry_is_started_when_its_delay_has_passed(dags):
 def test_run_cancelled_elsewhere_stops_being_driven(dags):
     write(dags, "sensing.py", SENSORS)
     sched = Scheduler(executor="inline")
-    with serving(sched):
-        wait_for(lambda: api.list_pipelines())
-        run_id = api.trigger("sensing", start=False)
+    with triggered("sensing", sched) as run_id:
         wait_for(lambda: run_id in sched.engines)
-        wait_for(lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}.get("ready") == "running")
+        wait_for(lambda: task_states(run_id).get("ready") == "running")
         api.cancel_run(run_id)
         wait_for(lambda: run_id not in sched.engines, timeout=5)  # noticed within cancel_poll (0.3 s here)
     details = api.run_details(run_id)
@@ -454,9 +462,7 @@ def test_run_cancelled_while_inline_runs_a_command_kills_it(dags):
     from another thread (CancelWatch), the command is killed and the loop goes on."""
     write(dags, "napping.py", NAPPING)
     sched = Scheduler(executor="inline")
-    with serving(sched):
-        wait_for(lambda: api.list_pipelines())
-        run_id = api.trigger("napping", start=False)
+    with triggered("napping", sched) as run_id:
         wait_for(lambda: _processes("sleep", NAP))
         api.cancel_run(run_id)
         wait_for(lambda: run_id not in sched.engines, timeout=20)  # not the 97 s the command sleeps

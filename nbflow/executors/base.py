@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from nbflow.config import get_settings
 from nbflow.worker import AttemptResult, WorkItem
 
 
@@ -50,6 +51,8 @@ class Executor(ABC):
     def __init__(self, parallelism: int | None = None, **options: Any):
         self.parallelism = parallelism
         self.options = options
+        #: seconds from SIGTERM to SIGKILL when an attempt's processes are killed
+        self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))
 
     def start(self) -> None:
         """Acquire resources (processes, clusters). Called once before the first submit."""

@@ -398,7 +398,7 @@ class DaskExecutor(Executor):
         if future is None or self.client is None:
             return
         try:
-            self.client.run(kill_attempt, key, get_settings().kill_grace, wait=True)
+            self.client.run(kill_attempt, key, self.kill_grace, wait=True)
         except Exception as exc:  # noqa: BLE001 - a worker that is gone has nothing to kill
             log.warning("could not ask the workers to kill %s: %s", key, exc)
         future.cancel()

@@ -6,7 +6,6 @@ import os
 from collections import deque
 
 from nbflow.executors.base import Event, Executor, now
-from nbflow.config import get_settings
 from nbflow.worker import HOSTNAME, WorkItem, kill_attempt, run_work_item
 
 
@@ -22,7 +21,6 @@ class InlineExecutor(Executor):
         self._started: WorkItem | None = None
         self._promised: str | None = None  # key of the attempt start_now said starts next
         self._running: str | None = None  # key of the attempt poll() is running now
-        self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))  # type: ignore[arg-type]
 
     def start_now(self, items: list[WorkItem]) -> list[Event]:
         """The first of ``items`` when nothing runs or waits: it runs at the next poll (a

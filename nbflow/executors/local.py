@@ -96,7 +96,6 @@ class LocalExecutor(Executor):
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         super().__init__(parallelism or get_settings().parallelism, **options)
-        self.kill_grace = float(options.get("kill_grace", get_settings().kill_grace))
         self._events: queue.Queue[Event] = queue.Queue()
         self._lock = threading.RLock()
         self._workers: dict[Connection, _Worker] = {}
