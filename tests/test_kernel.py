@@ -101,11 +101,17 @@ def test_a_kernel_that_does_not_exit_is_terminated_after_the_grace(tmp_path: Pat
     assert not mark.exists()
 
 
-def test_a_notebook_kernel_exits_gracefully(tmp_path: Path):
-    """Through run_notebook: after the last cell the kernel is asked to exit and does (atexit ran)."""
+def test_a_notebook_kernel_gets_the_whole_grace_to_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Through run_notebook: after the last cell the kernel is asked to exit and is left
+    EXIT_GRACE to do it. Its atexit handler needs 3 s: jupyter_client's own shutdown would have
+    sent SIGTERM after 2.5 s (and the file would be missing); with a 6 s grace it finishes."""
+    monkeypatch.setattr(kernel, "EXIT_GRACE", 6.0)
     mark = tmp_path / "atexit.txt"
     nb = make_notebook(tmp_path / "bye.ipynb", [
-        f"import atexit, pathlib\natexit.register(pathlib.Path({str(mark)!r}).write_text, 'bye')",
+        f"""
+        import atexit, pathlib, time
+        atexit.register(lambda: (time.sleep(3), pathlib.Path({str(mark)!r}).write_text('bye')))
+        """,
         "x = 1",
     ])
     outcome = run_notebook(str(nb), str(tmp_path / "out.ipynb"), startup_timeout=30)
