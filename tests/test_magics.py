@@ -41,8 +41,17 @@ def _execute(path: Path, allow_errors: bool = False) -> nbformat.NotebookNode:
     return nb
 
 
+def _cell(nb: nbformat.NotebookNode, first_line: str) -> nbformat.NotebookNode:
+    return next(c for c in nb.cells if c.source.splitlines()[0] == first_line)
+
+
 def _outputs(nb: nbformat.NotebookNode, first_line: str) -> list:
-    return next(c for c in nb.cells if c.source.splitlines()[0] == first_line).outputs
+    return _cell(nb, first_line).outputs
+
+
+def _in(nb: nbformat.NotebookNode, first_line: str) -> str:
+    """``cell In [N]`` with the N the executed notebook shows for that cell (as a user reads it)."""
+    return f"cell In [{_cell(nb, first_line).execution_count}]"
 
 
 def _text(outputs: list) -> str:
@@ -83,7 +92,9 @@ def test_run_this_runs_the_cells_through_the_engine(demo):
     assert _text(_outputs(nb, "%nbflow get combine total")) == "36"
     assert "total is 36" in _text(_outputs(nb, "%nbflow logs combine"))
     status = _outputs(nb, "%nbflow status")
-    assert "combine          cell In [5] --inputs a,b --outputs total" in _text(status)
+    combine = "%%nbflow task combine --inputs a,b --outputs total"
+    assert f"combine          {_in(nb, combine)} --inputs a,b --outputs total" in _text(status)
+    assert _in(nb, "import time") in _text(status).splitlines()[0]  # "...setup: cell In [2]"
     assert 'data-task="combine" data-state="success"' in status[-1]["data"]["text/html"]
     assert "cells_demo" in _outputs(nb, "%nbflow runs")[0]["data"]["text/html"]
 
@@ -134,12 +145,12 @@ def test_errors_are_short_and_name_the_cell(nbflow_home, tmp_path):
     (error,) = [o for o in _outputs(nb, "%nbflow run this --executor local -j 2") if o.output_type == "error"]
     assert error["ename"] == "MagicError"
     text = "\n".join(error["traceback"])
-    assert "boom: failed: cell In [2] raised ZeroDivisionError: division by zero" in text
-    assert "forgetful: failed: cell In [5] did not define z (named in --outputs)" in text
+    assert f"boom: failed: {_in(nb, '%%nbflow task boom')} raised ZeroDivisionError: division by zero" in text
+    assert f"forgetful: failed: {_in(nb, '%%nbflow task forgetful --outputs z')} did not define z (named in --outputs)" in text
     assert "after_boom: upstream_failed" in text
     assert len(text.splitlines()) <= 12 and "site-packages" not in text and "Traceback" not in text
     bad = _outputs(nb, "%%nbflow task bad --inputs nope")[0]
-    assert "this notebook:cell In [7]: task 'bad' takes input 'nope'" in bad["evalue"]
+    assert f"this notebook:{_in(nb, '%%nbflow task bad --inputs nope')}: task 'bad' takes input 'nope'" in bad["evalue"]
     assert "no pipeline file or known pipeline nowhere.py" in _outputs(nb, "%nbflow run nowhere.py")[0]["evalue"]
     (run,) = api.list_runs("fails_demo")
     attempt = next(a for a in api.run_details(run["id"])["attempts"] if a["task_id"] == "boom")

@@ -14,6 +14,7 @@ from typing import Any
 from nbflow import api
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError
+from nbflow.jupyter.session import running_count
 from nbflow.jupyter.widgets import RunView, run_html
 
 TRIGGER = "notebook"
@@ -125,7 +126,7 @@ def _execution_count() -> int | None:
     from IPython import get_ipython
 
     shell = get_ipython()
-    return None if shell is None else shell.execution_count
+    return None if shell is None else running_count(shell)
 
 
 def in_kernel() -> bool:

@@ -35,6 +35,19 @@ from nbflow.tasks.cellspec import (
 PREFIX = "this notebook"
 
 
+def running_count(shell: Any) -> int:
+    """The ``In [N]`` of the cell the shell is running now: the number the notebook shows.
+
+    ``shell.execution_count`` is not it on every IPython: before 9 it is incremented after a
+    cell ran (so it is N while the cell runs), from 9 on before the cell runs (N + 1). The
+    running cell's ``ExecutionResult`` (the display hook holds it while user code runs) carries
+    N on both; outside a cell (a magic called from code) the shell's counter is all there is.
+    """
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    count = getattr(result, "execution_count", None)
+    return count if isinstance(count, int) else shell.execution_count
+
+
 class ThisNotebook:
     """The cells of the notebook in this kernel that make up its pipeline."""
 
@@ -82,8 +95,8 @@ class ThisNotebook:
 
     # -- declaring ----------------------------------------------------------------------------
     def label(self) -> str:
-        """``cell In [N]`` for the cell running now."""
-        return f"cell In [{self.shell.execution_count}]"
+        """``cell In [N]`` for the cell running now, N as the notebook shows it."""
+        return f"cell In [{running_count(self.shell)}]"
 
     def declare(self, role: str, args: str, body: str) -> CellDecl:
         """Declare the running ``%%nbflow task|setup|params`` cell; errors name the cell."""
