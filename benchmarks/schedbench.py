@@ -190,7 +190,7 @@ def _loop(cfg: Config) -> list[Row]:
                     sched.loop_once()
                     loops += 1
                     mine = created[first:]
-                    if mine and not sched.engines and claimed.issuperset(mine):
+                    if mine and not sched.driver.busy and claimed.issuperset(mine):
                         return loops
                     if loops > 200 * n * k:
                         raise BenchmarkError(f"the scheduler did not finish the minute's runs after {loops} loops")

@@ -23,8 +23,9 @@ The algorithm, over plain in-memory records mirrored to the store:
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
 
-:meth:`RunEngine.run` drives one run alone (CLI, magics). The scheduler drives many runs
-over one executor with :meth:`start`, :meth:`step`, :meth:`wakeup_in` and :meth:`finish`.
+The engine knows one run and nothing of the process around it: :class:`nbflow.driver.Driver`
+owns the executor, the job lease, claiming, cancel checks and database outages, and drives
+any number of engines with :meth:`start`, :meth:`step`, :meth:`wakeup_in` and :meth:`finish`.
 """
 
 from __future__ import annotations
@@ -40,20 +41,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbflow.artifacts import attempt_dir
-from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
+from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
-from nbflow.worker import AttemptResult, WorkItem
+from nbflow.tasks.base import BaseTask
+from nbflow.worker import WorkItem
 
 log = logging.getLogger("nbflow.engine")
 T = TaskState
-CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
 PARK_RECHECK = 0.5  # seconds between checks of a full pool
 SUBMIT_BATCH = 64  # attempts queued (one transaction) and submitted together within a step
 MAX_INFRA_RETRIES = 3  # extra tries for attempts lost because their driver died
@@ -132,51 +133,31 @@ class RunEngine(SensorPoking):
         self._notes: list[TaskEvent] = []
         self._submits: list[WorkItem] = []
         self._callbacks: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+        self.loaded = False  # the run's rows are read (start() got past its reads)
+        self._stale: set[str] = set()  # tasks whose compare-and-set missed: read back from the store
         self._nonce = secrets.token_hex(4)  # of this driver's Dask keys
-
-    # -- driving one run alone --------------------------------------------------------------
-    def run(self, heartbeat: Callable[[], None] | None = None) -> RunState:
-        """Drive the run to its end and return its final state (Ctrl-C cancels it).
-
-        Every ``settings.cancel_poll`` seconds the run's row is read (a run cancelled from
-        elsewhere stops here, killing what is in flight) and ``heartbeat`` is called.
-        """
-        self.start()
-        watch = CancelWatch(self.store, self.settings.cancel_poll, lambda: [self.run_id], lambda _: self.interrupt(),
-                            enabled=self.executor.runs_in_poll)
-        try:
-            checked = self.clock()
-            while not self.done:
-                wait = self.wakeup_in()
-                if wait is None and not self.by_key:
-                    raise NbflowError(f"run {self.run_id} has unfinished tasks but nothing in flight (engine bug)")
-                poll = self.settings.cancel_poll if wait is None else min(wait, self.settings.cancel_poll)
-                with watch.polling():
-                    events = self.executor.poll(poll)
-                self.step(events)
-                if self.clock() - checked >= self.settings.cancel_poll:
-                    checked = self.clock()
-                    if heartbeat is not None:
-                        heartbeat()
-                    if self.store.get_run(self.run_id)["state"] == RunState.CANCELLED.value:
-                        self.cancel("cancelled by request")
-                        return RunState.CANCELLED
-        except KeyboardInterrupt:
-            self.cancel("interrupted")
-            raise
-        finally:
-            watch.close()
-        return self.finish()
 
     def interrupt(self) -> None:
         """Kill this run's attempts running inside a blocked ``executor.poll()`` (from a :class:`CancelWatch`)."""
         for key in list(self.by_key):
             self.executor.interrupt(key)
 
-    # -- driving many runs (the scheduler) -----------------------------------------------------
+    def in_flight(self) -> list[str]:
+        """Executor keys of this run's attempts that have not reported their end."""
+        return list(self.by_key)
+
+    # -- driving (by nbflow.driver.Driver) --------------------------------------------------------
+    def task(self, task_id: str) -> BaseTask:
+        """The task object of ``task_id`` (every task of a pipeline is a kind of nbflow.tasks)."""
+        return self.pipeline.tasks[task_id]  # type: ignore[return-value]
+
     def start(self) -> None:
-        """Load the run, adopt or reset attempts left in flight, mark it running, take a first step."""
+        """Load the run, adopt or reset attempts left in flight, mark it running, take a first step.
+
+        Once loaded (:attr:`loaded`), a start that fails writing keeps its writes like any step.
+        """
         self._load()
+        self.loaded = True
         fields = {"driver_id": self.driver_id} if self.driver_id is not None else {}
         self._op(lambda tx: tx.set_run_state(self.run_id, RunState.RUNNING, **fields))
         self.step([])
@@ -191,10 +172,16 @@ class RunEngine(SensorPoking):
         return key in self.by_key
 
     def step(self, events: list[Event]) -> None:
-        """Apply events, decide and queue what is ready, poke sensors; one transaction."""
+        """Apply events, decide and queue what is ready, poke sensors; one transaction.
+
+        When the database cannot be written the step's writes (and submissions, notes and
+        callbacks) are kept and the error raised: the next step writes them first.
+        """
         now = self.clock()
         for event in events:
             self._apply(event)
+        if self._stale:
+            self._reconcile()
         self._collect_pokes(now)
         for tid, back in list(self._parked.items()):
             del self._parked[tid]
@@ -217,12 +204,18 @@ class RunEngine(SensorPoking):
         due += [ti.next_poke for ti in self._sensors if ti.next_poke is not None and ti.poke is None]
         if self._parked:
             due.append(now + PARK_RECHECK)
+        if self._undecided or self._stale or self._ops:  # released by a reconcile, or writes kept from a failed step
+            due.append(now)
         if any(ti.poke is not None for ti in self._sensors):
             due.append(now + 0.05)
         return max(0.0, min(due) - now) if due else None
 
     def finish(self) -> RunState:
-        """Write the run's final state, call the pipeline's callback, release resources."""
+        """Write the run's final state (after any writes a failed step kept), call the
+        pipeline's callback, release resources. Raises, and may be called again, when the
+        database cannot be written."""
+        if self._ops or self._stale:
+            self.step([])
         leaves = [tid for tid in self.tis if not self.children.get(tid)]
         final = run_outcome({tid: ti.state for tid, ti in self.tis.items()}, leaves)
         self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
@@ -267,7 +260,7 @@ class RunEngine(SensorPoking):
                 row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
             )
         in_run = set(self.tis)
-        self._sensors = [ti for tid, ti in self.tis.items() if getattr(self.pipeline.tasks[tid], "runs_on_driver", False)]
+        self._sensors = [ti for tid, ti in self.tis.items() if self.task(tid).runs_on_driver]
         self.children = {tid: [] for tid in in_run}
         order = self.pipeline.order()
         for tid in order:
@@ -276,15 +269,8 @@ class RunEngine(SensorPoking):
                     if up in in_run:
                         self.children[up].append(tid)
         self._load_outputs(in_run)
-        now = self.clock()
-        for ti in self.tis.values():
-            if ti.state in ADOPTABLE:  # left behind by a driver that stopped
-                self._adopt_or_reset(ti, now)
-            elif ti.state is T.UP_FOR_RETRY:
-                self._retrying[ti.task_id] = now
-        # counters from scratch (the resets above already adjusted them partially)
+        # Counters from the stored states; from here on only _finished() changes them.
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
-        self._undecided.clear()
         for tid in order:
             ti = self.tis.get(tid)
             if ti is None:
@@ -293,10 +279,16 @@ class RunEngine(SensorPoking):
             ti.waiting = sum(self.tis[u].state not in FINISHED for u in ups)
             if ti.state is T.PENDING and ti.waiting == 0:
                 self._undecided.append(tid)
+        now = self.clock()
+        for ti in self.tis.values():
+            if ti.state in ADOPTABLE:  # left behind by a driver that stopped
+                self._adopt_or_reset(ti, now)
+            elif ti.state is T.UP_FOR_RETRY:
+                self._retrying[ti.task_id] = now
 
     def _adopt_or_reset(self, ti: _TI, now: float) -> None:
-        task = self.pipeline.tasks[ti.task_id]
-        if getattr(task, "runs_on_driver", False):  # a sensor: just keep poking
+        task = self.task(ti.task_id)
+        if task.runs_on_driver:  # a sensor: just keep poking
             ti.first_poke, ti.next_poke = now, now
             return
         folder = attempt_dir(self.settings.artifact_root, self.pipeline.name, self.run_id, ti.task_id, ti.try_number)
@@ -351,8 +343,7 @@ class RunEngine(SensorPoking):
             for res, (_, tid) in zip(results, ops):
                 if isinstance(res, str):
                     self._park(tid, res)
-            if stale:
-                self._reconcile(stale)
+            self._stale |= stale
             drop = parked | stale
             submits = [s for s in submits if s.task_id not in drop]
             notes = [n for n in notes if not (n.task_id in parked and n.state is T.QUEUED)]
@@ -386,16 +377,23 @@ class RunEngine(SensorPoking):
             ctx = {"pipeline": self.pipeline.name, "run_id": run_id, "task_id": tid, "state": to.value}
             self._callbacks.append((callback, {**ctx, "try_number": ti.try_number, "error": fields.get("error")}))
         if to in FINISHED and not was_finished:
-            self._unfinished -= 1
-            ti.next_poke = None
-            self._retrying.pop(tid, None)
-            if ti.key:
-                self.by_key.pop(ti.key, None)
-            for child in self.children.get(tid, ()):
-                c = self.tis[child]
-                c.waiting -= 1
-                if c.waiting == 0 and c.state is T.PENDING:
-                    self._undecided.append(child)
+            self._finished(ti)
+
+    def _finished(self, ti: _TI) -> None:
+        """The one bookkeeping of a task that reached a final state, whoever decided it (this
+        engine, or the store when a compare-and-set found the row finished elsewhere): nothing
+        of it is in flight or due any more, and its children may be decided."""
+        self._unfinished -= 1
+        ti.next_poke = None
+        self._retrying.pop(ti.task_id, None)
+        self._parked.pop(ti.task_id, None)
+        if ti.key:
+            self.by_key.pop(ti.key, None)
+        for child in self.children.get(ti.task_id, ()):
+            c = self.tis[child]
+            c.waiting -= 1
+            if c.waiting == 0 and c.state is T.PENDING:
+                self._undecided.append(child)
 
     # -- deciding and queueing --------------------------------------------------------------
     def _decide_ready(self, now: float) -> None:
@@ -414,7 +412,7 @@ class RunEngine(SensorPoking):
                 self._set(ti, verdict, error=why, end_date=_dt(now))
 
     def _queue(self, ti: _TI, now: float) -> None:
-        task = self.pipeline.tasks[ti.task_id]
+        task = self.task(ti.task_id)
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
         try_number, run_id, tid = ti.try_number, self.run_id, ti.task_id
@@ -431,7 +429,7 @@ class RunEngine(SensorPoking):
         ti.starting = starting = {}  # filled by _started_at_once
         self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
         self._note(ti)
-        if getattr(task, "runs_on_driver", False):
+        if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
             return
         self.by_key[key] = tid
@@ -499,44 +497,25 @@ class RunEngine(SensorPoking):
                 self.lost_tries[ti.task_id] = self.lost_tries.get(ti.task_id, 0) + 1
             self._fail_attempt(ti, event.reason or "worker_lost", event.message, event.at)
 
-    def _apply_result(self, ti: _TI, res: AttemptResult) -> None:
+    def _apply_result(self, ti: _TI, res: AttemptRecord) -> None:
         if res.reason == "cancelled":
             self._fail_attempt(ti, "cancelled", res.message, res.ended_at)
             return
         if res.ok:
             self.outputs[ti.task_id] = res.artifacts
-        fields = {
-            "end_date": _dt(res.ended_at),
-            "duration": res.duration,
-            "log_uri": res.log_uri or None,
-            "output_uri": res.output_uri,
-            "hostname": res.hostname,
-            "pid": res.pid,
-        }
-        start = _dt(res.started_at)
-        attempt = {
-            "start_date": start,
-            "reason": res.reason,
-            "message": res.message or None,
-            "ename": res.ename,
-            "evalue": res.evalue,
-            "traceback": res.traceback,
-            "cell_index": res.cell_index,
-            "exec_count": res.exec_count,
-            **{k: v for k, v in fields.items() if k != "duration"},
-        }
+        row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
         artifacts = list(res.artifacts)
 
         def record(tx: Tx, state: str) -> None:
-            tx.update_attempt(run_id, tid, try_number, state=state, **attempt)
+            tx.update_attempt(run_id, tid, try_number, state=state, **row)
             tx.add_artifacts(run_id, tid, try_number, artifacts)
 
         if res.ok:
-            self._set(ti, T.SUCCESS, expect_try=try_number, start_date=start, reason=None, error=None, note=None, **fields)
+            self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, **fields)
             self._op(lambda tx: record(tx, "success"))
         else:
-            state = self._after_failure(ti, res.reason, res.message, res.ended_at, start_date=start, **fields)
+            state = self._after_failure(ti, res.reason, res.message, res.ended_at, **fields)
             self._op(lambda tx: record(tx, state))
 
     def _fail_attempt(self, ti: _TI, reason: str, message: str, at: float) -> None:
@@ -552,7 +531,7 @@ class RunEngine(SensorPoking):
         )
 
     def _after_failure(self, ti: _TI, reason: str | None, message: str, at: float, **fields: Any) -> str:
-        task = self.pipeline.tasks[ti.task_id]
+        task = self.task(ti.task_id)
         error = message or reason or "failed"
         if reason != "fail_now" and ti.try_number < ti.max_tries:
             ti.next_retry_at = at + retry_delay(task, ti.try_number)
@@ -569,18 +548,20 @@ class RunEngine(SensorPoking):
         self._set(ti, T.FAILED, expect_try=ti.try_number, reason=reason, error=error, **fields)
         return T.FAILED.value
 
-    def _reconcile(self, task_ids: set[str]) -> None:
+    def _reconcile(self) -> None:
         """Adopt the store's state for tasks whose compare-and-set found the row changed."""
-        rows = {r["task_id"]: r for r in self.store.task_instances(self.run_id) if r["task_id"] in task_ids}
+        rows = {r["task_id"]: r for r in self.store.task_instances(self.run_id) if r["task_id"] in self._stale}
+        self._stale.clear()
         for tid, row in rows.items():
             ti = self.tis[tid]
-            log.warning("task %s changed under the engine: %s in memory, %s in the store", tid, ti.state, row["state"])
-            if ti.key and T(row["state"]) in FINISHED:
+            stored = T(row["state"])
+            log.warning("task %s changed under the engine: %s in memory, %s in the store", tid, ti.state, stored)
+            if ti.key and stored in FINISHED:
                 self.executor.cancel(ti.key)
             was_finished = ti.state in FINISHED
-            ti.state, ti.try_number = T(row["state"]), row["try_number"]
-            if ti.state in FINISHED and not was_finished:
-                self._unfinished -= 1
+            ti.state, ti.try_number = stored, row["try_number"]
+            if stored in FINISHED and not was_finished:
+                self._finished(ti)
 
 
 def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
 """The scheduler: a long-running process that keeps a DAG folder's pipelines on schedule.
 
-One loop, every ``loop_interval`` seconds or as soon as executor events arrive:
+It is a :class:`~nbflow.driver.Driver` (one executor, a job lease, claimed runs stepped on
+events and timers, cancellations, database outages, per-run isolation) plus cron and the DAG
+folder. One loop, every ``loop_interval`` seconds or as soon as executor events arrive:
 
 1. **Heartbeat** its job row (its lease). On SQLite a second scheduler refuses to start
    while the lease is fresh; on PostgreSQL any number cooperate.
@@ -18,13 +20,14 @@ One loop, every ``loop_interval`` seconds or as soon as executor events arrive:
    ``worker_lost``.
 5. **Drive** the claimed runs that got events of the shared executor or whose timer (a
    retry, a full pool, a sensor poke) is due, one step each, and notice runs cancelled
-   from elsewhere (one query for all of them every ``cancel_poll``).
+   from elsewhere (one query for all of them every ``cancel_poll``): the driver's loop.
 
 The work of one loop is proportional to what happened, not to the number of pipelines or
 active runs (``benchmarks/schedbench.py`` drives 200 pipelines due every minute).
 
-A database outage does not kill the loop: the failed iteration is logged, health reports
-``degraded``, and the loop retries with capped backoff.
+Nothing ends the loop but :meth:`Scheduler.stop` (or SIGTERM): a database outage is waited
+out with capped backoff (health reports ``degraded``); an error of one run fails that run;
+any other error of an iteration is logged with its traceback and the next one goes on.
 """
 
 from __future__ import annotations
@@ -38,20 +41,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from nbflow import params as nbparams
-from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
-from nbflow.engine import RunEngine
+from nbflow.driver import MAX_OUTAGE_BACKOFF, OUTAGE_BACKOFF, Driver, is_outage
 from nbflow.executors import get_executor
-from nbflow.executors.base import Event, Executor, key_run_id
+from nbflow.executors.base import Executor
 from nbflow.loader import FolderLoader, load_pipeline
 from nbflow.states import RunState
 from nbflow.store import Store
-from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import task_rows
 
 log = logging.getLogger("nbflow.scheduler")
 LOOK_NOW = datetime.min.replace(tzinfo=timezone.utc)  # the due time of a pipeline not looked at since the last sync
@@ -74,35 +74,36 @@ class Scheduler:
         self.store = store or Store()
         self.settings: Settings = self.store.settings
         self.loader = FolderLoader(dags_folder or self.settings.dags_folder, self.settings.import_timeout)
-        if isinstance(executor, Executor):
-            self.executor = executor
-        else:
-            self.executor = get_executor(executor or self.settings.executor, parallelism=parallelism)
+        if not isinstance(executor, Executor):
+            executor = get_executor(executor or self.settings.executor, parallelism=parallelism)
+        self.executor = executor
+        self.driver = Driver(self.store, executor, kind="scheduler")
         self.clock = clock
         self.loop_interval = loop_interval
         self.parse_interval = parse_interval
-        self.job_id: int | None = None
-        self.engines: dict[int, RunEngine] = {}
-        self._wakeups: dict[int, float] = {}  # run id -> when (monotonic) its engine's next timer is due
-        self.status = "starting"
-        self._last_parse = self._last_beat = self._last_cancel_check = self._last_claim = 0.0
+        self._last_parse = self._last_claim = 0.0
         self._unsynced = False  # the loader saw changes the store does not have yet
         self._next_due: dict[str, datetime] = {}  # pipeline -> when to look at it again
         self._due_heap: list[tuple[datetime, str]] = []  # the same, by time; entries not in _next_due are stale
         self._elsewhere: dict[str, Pipeline | None] = {}
         self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
-        # inline runs attempts inside poll(): a cancellation is noticed from another thread
-        self._watch = CancelWatch(self.store, self.settings.cancel_poll, lambda: list(self.engines), self._interrupt,
-                                  enabled=self.executor.runs_in_poll)
+        self._degraded = False  # the last iteration failed on the database
+
+    @property
+    def job_id(self) -> int | None:
+        """This scheduler's job (its lease) in the store."""
+        return self.driver.job_id
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``degraded`` (the database is away) or ``stopped``."""
+        return "degraded" if self._degraded and self.driver.status == "ok" else self.driver.status
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Take the job lease (refused on SQLite while another scheduler is alive) and start the executor."""
-        exclusive = utcnow() - timedelta(seconds=self.settings.orphan_timeout) if self.store.is_sqlite else None
-        self.job_id = self.store.write(lambda tx: tx.start_job("scheduler", exclusive_after=exclusive), what="register scheduler")
-        self.executor.start()
-        self.status = "ok"
+        self.driver.start(exclusive=self.store.is_sqlite)
         log.info("scheduler job %s started on %s (folder %s)", self.job_id, self.store.url, self.loader.folder)
 
     def stop(self) -> None:
@@ -111,78 +112,52 @@ class Scheduler:
 
     def close(self) -> None:
         """Release the lease (runs in flight become claimable by another scheduler) and the executor."""
-        self._watch.close()
-        self.executor.shutdown()
-        if self.job_id is not None:
-            try:
-                self.store.write(lambda tx: tx.end_job(self.job_id), what="end scheduler")
-            except DBAPIError as exc:
-                log.warning("could not release the scheduler lease: %s", exc)
-        self.status = "stopped"
+        self.driver.close()
 
     def serve_forever(self, max_loops: int | None = None) -> None:
-        """Loop until :meth:`stop` (or SIGTERM/SIGINT in the main thread)."""
+        """Loop until :meth:`stop` (or SIGTERM/SIGINT in the main thread); see the module docstring."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
-        backoff, loops = 0.5, 0
+        backoff, loops = OUTAGE_BACKOFF, 0
         try:
             while not self._stop.is_set() and (max_loops is None or loops < max_loops):
                 loops += 1
                 try:
                     self.loop_once()
-                    backoff = 0.5
-                    self.status = "ok"
-                except DBAPIError as exc:
-                    self.status = "degraded"
-                    log.error("scheduler iteration failed (database): %s; retrying in %.1fs", exc.orig, backoff)
+                    backoff, self._degraded = OUTAGE_BACKOFF, False
+                except Exception as exc:  # noqa: BLE001 - the loop outlives any one iteration
+                    self._degraded = is_outage(exc)
+                    if self._degraded:
+                        log.error("scheduler iteration failed (database): %s; retrying in %.1fs", getattr(exc, "orig", exc), backoff)
+                    else:
+                        log.exception("scheduler iteration failed; retrying in %.1fs", backoff)
                     self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, MAX_OUTAGE_BACKOFF)
         finally:
             self.close()
 
     # -- one iteration ------------------------------------------------------------------------
     def loop_once(self) -> None:
-        """Heartbeat, parse, create due runs, claim runs, and step the runs with events or timers due.
+        """Parse, create due runs, claim runs, then one turn of the driver (heartbeat, events,
+        steps, cancellations).
 
         Runs are claimed at most every ``loop_interval``, and at once after runs were created
-        here (a run queued elsewhere, e.g. triggered, waits for the next claim).
+        here (a run queued elsewhere, e.g. triggered, waits for the next claim). While the
+        database is away only the driver's turn runs (it keeps the executor's events).
         """
-        now = time.monotonic()
-        if now - self._last_beat >= self.settings.heartbeat:
-            self._last_beat = now
-            self.store.write(lambda tx: tx.heartbeat(self.job_id), what="heartbeat")
-        if now - self._last_parse >= self.parse_interval:
-            self._last_parse = now
-            self._unsynced = self.loader.load() or self._unsynced
-        if self._unsynced:  # until a sync is written: a failed write is tried again next loop
-            self.sync_pipelines()
-            self._unsynced = False
-        if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
-            self._last_claim = now
-            self.claim_runs()
-        with self._watch.polling():
-            events = self.executor.poll(self._wait())
-        self.drive(events)
-
-    def _owner(self, key: str) -> int | None:
-        """The run whose engine has the attempt ``key`` in flight: the run the key names, else
-        any engine that owns it (a key of another format)."""
-        run_id = key_run_id(key)
-        engine = self.engines.get(run_id) if run_id is not None else None
-        if engine is not None and engine.owns(key):
-            return engine.run_id
-        return next((run_id for run_id, e in self.engines.items() if e.owns(key)), None)
-
-    def _interrupt(self, run_id: int) -> None:
-        engine = self.engines.get(run_id)
-        if engine is not None:
-            engine.interrupt()
-
-    def _wait(self) -> float:
-        """Seconds to wait for executor events: until the next claim, or an engine's timer if sooner."""
-        next_claim = self._last_claim + self.loop_interval
-        return max(0.0, min([next_claim, *self._wakeups.values()]) - time.monotonic())
+        if not self.driver.in_outage:
+            now = time.monotonic()
+            if now - self._last_parse >= self.parse_interval:
+                self._last_parse = now
+                self._unsynced = self.loader.load() or self._unsynced
+            if self._unsynced:  # until a sync is written: a failed write is tried again next loop
+                self.sync_pipelines()
+                self._unsynced = False
+            if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
+                self._last_claim = now
+                self.claim_runs()
+        self.driver.loop_once(max(0.0, self._last_claim + self.loop_interval - time.monotonic()))
 
     def sync_pipelines(self) -> None:
         """Record the loaded pipelines, import errors and removed pipelines in the store."""
@@ -266,9 +241,9 @@ class Scheduler:
             if not dates and pointer == row["next_logical_date"]:
                 return [], next_due
             intervals = [schedule.interval(d) for d in dates]
-            ids = tx.create_scheduled_runs(
-                pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, intervals=intervals,
-                tasks=tasks, pointer=pointer,
+            ids = tx.create_runs(
+                pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, trigger="scheduled",
+                tasks=tasks, intervals=intervals, skip_existing=True, pointer=pointer,
             )
             return ids, next_due
 
@@ -283,7 +258,7 @@ class Scheduler:
         """Become the driver of runs nobody drives (respecting max_active_runs); start them."""
         live = set(self.store.live_jobs(self.settings.orphan_timeout))
         live.add(self.job_id)
-        candidates = [r for r in self.store.runs_to_drive(live) if r["id"] not in self.engines]
+        candidates = [r for r in self.store.runs_to_drive(live) if not self.driver.owns(r["id"])]
         if not candidates:
             return []
         active = self.store.active_run_counts()
@@ -296,18 +271,8 @@ class Scheduler:
                 if active.get(run["pipeline"], 0) >= pipeline.max_active_runs:
                     continue
                 active[run["pipeline"]] = active.get(run["pipeline"], 0) + 1
-            if not self.store.write(lambda tx, r=run: tx.claim_run(r["id"], self.job_id, live), what="claim run"):
-                continue  # another scheduler was faster
-            engine = RunEngine(self.store, pipeline, run["id"], self.executor, settings=self.settings, driver_id=self.job_id)
-            try:
-                engine.start()
-            except Exception:
-                log.exception("cannot start run %s of %s", run["id"], run["pipeline"])
-                self.store.write(lambda tx, r=run: tx.set_run_state(r["id"], RunState.FAILED, note="could not start"))
-                continue
-            self.engines[run["id"]] = engine
-            self._wakeups[run["id"]] = 0.0  # stepped by the next drive (which finishes it if already done)
-            claimed.append(run["id"])
+            if self.driver.claim(pipeline, run["id"]):  # False: another scheduler was faster
+                claimed.append(run["id"])
         return claimed
 
     def _pipeline(self, name: str) -> Pipeline | None:
@@ -323,37 +288,3 @@ class Scheduler:
                 except Exception as exc:  # noqa: BLE001 - recorded, the run stays queued
                     log.warning("cannot load pipeline %s from %s: %s", name, row["file"], exc)
         return self._elsewhere[name]
-
-    def drive(self, events: list[Event]) -> None:
-        """Step the runs that got events or whose timer is due; finish runs that are done; honour cancellations.
-
-        A run waiting only for executor events is not stepped (nor asked for its timers). When
-        any event arrived, runs with a timer are stepped too: a task that ended may have freed a
-        pool slot that one of them waits for.
-        """
-        routed: dict[int, list[Event]] = {}
-        for event in events:
-            run_id = self._owner(event.key)
-            if run_id is not None:
-                routed.setdefault(run_id, []).append(event)
-        now = time.monotonic()
-        timers = self._wakeups.keys() if routed else [r for r, at in self._wakeups.items() if at <= now]
-        for run_id in sorted({*routed, *timers}):
-            engine = self.engines[run_id]
-            self._wakeups[run_id] = now  # stepped again next loop if this step fails
-            engine.step(routed.get(run_id, []))
-            if engine.done:
-                engine.finish()
-                del self.engines[run_id], self._wakeups[run_id]
-                continue
-            wait = engine.wakeup_in()
-            if wait is None:
-                del self._wakeups[run_id]
-            else:
-                self._wakeups[run_id] = time.monotonic() + wait
-        if self.engines and now - self._last_cancel_check >= self.settings.cancel_poll:
-            self._last_cancel_check = now
-            for run_id, state in self.store.run_states(self.engines).items():
-                if state == RunState.CANCELLED.value:
-                    self._wakeups.pop(run_id, None)
-                    self.engines.pop(run_id).cancel("cancelled by request")

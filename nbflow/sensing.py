@@ -14,7 +14,7 @@ from typing import Any
 
 from nbflow.states import FINISHED, TaskState
 from nbflow.tasks.sensor import SensorContext
-from nbflow.worker import AttemptResult
+from nbflow.record import AttemptRecord
 
 T = TaskState
 
@@ -68,25 +68,21 @@ class SensorPoking:
             else:
                 ti.next_poke = now + task.poke_interval
 
-    def _sensor_result(self, ti: Any, task: Any, future: Future, now: float) -> AttemptResult | None:
-        """The attempt's result when the poke ends it, None to poke again later."""
-        base = {"ename": None, "evalue": None, "traceback": None, "cell_index": None, "exec_count": None}
-        outcome: dict[str, Any]
+    def _sensor_result(self, ti: Any, task: Any, future: Future, now: float) -> AttemptRecord | None:
+        """The attempt's record when the poke ends it, None to poke again later."""
         try:
             ok = future.result()
         except Exception as exc:  # the condition itself failed: a failed try
-            outcome = {"ok": False, "reason": "exception", "message": f"{type(exc).__name__}: {exc}", **base}
-            outcome.update(ename=type(exc).__name__, evalue=str(exc))
+            record = AttemptRecord.failure("exception", f"{type(exc).__name__}: {exc}", ename=type(exc).__name__, evalue=str(exc))
         else:
             if ok:
-                outcome = {"ok": True, "reason": None, "message": "", **base}
+                record = AttemptRecord(ok=True)
             elif task.timeout is not None and now - (ti.first_poke or now) >= task.timeout:
                 msg = f"sensor timed out after {task.timeout:g}s: condition {task.label()[8:]} never became true"
-                outcome = {"ok": False, "reason": "sensor_timeout", "message": msg, **base}
+                record = AttemptRecord.failure("sensor_timeout", msg)
             else:
                 return None
-        return AttemptResult(
-            key=ti.key or "", run_id=self.run_id, task_id=ti.task_id, try_number=ti.try_number, artifacts=[],
-            log_uri="", output_uri=None, hostname="(driver)", pid=0, started_at=ti.first_poke or now, ended_at=now,
-            **outcome,
+        return record.stamp(
+            key=ti.key or "", run_id=self.run_id, task_id=ti.task_id, try_number=ti.try_number, log_uri="",
+            hostname="(driver)", pid=0, started_at=ti.first_poke or now, ended_at=now,
         )

@@ -112,4 +112,6 @@ REASONS = (
     "cancelled",
     "input_missing",
     "sensor_timeout",
+    "stopped_early",  # a success: the notebook ended itself with sys.exit(0)
+    "driver_error",  # nbflow itself failed while driving the run (logged with its traceback)
 )

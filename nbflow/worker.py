@@ -3,7 +3,8 @@
 The worker needs the task (pickled by value when it crosses a process), the upstream
 artifacts' references, the run's parameters and the artifact root; never the metadata
 database. It writes the log, the output notebook and the artifacts under the attempt's
-folder (see :mod:`nbflow.artifacts`) and returns an :class:`AttemptResult`.
+folder (see :mod:`nbflow.artifacts`) and returns the task kind's
+:class:`~nbflow.record.AttemptRecord`, stamped with where and when it ran.
 
 Output of ``print`` in Python tasks goes to the task's log through a stdout/stderr router
 that sends each thread's writes to the log of the task that thread is running; other
@@ -12,21 +13,21 @@ threads write where they always did.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
-import signal
 import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow import artifacts
-from nbflow.artifacts import UpstreamOutput, attempt_dir, write_value
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+from nbflow import artifacts, procs
+from nbflow.artifacts import UpstreamOutput, attempt_dir
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import AttemptContext, BaseTask
 
 HOSTNAME = socket.gethostname()
 
@@ -44,8 +45,9 @@ class WorkItem:
     upstream: dict[str, tuple[str, list[dict[str, Any]]]]
     params: dict[str, Any]
     artifact_root: str
+    #: seconds from SIGTERM to SIGKILL for the attempt's processes (the driver's setting)
+    kill_grace: float
     context: dict[str, Any] = field(default_factory=dict)
-    kill_grace: float = 5.0
     queue: str = "default"
     resources: dict[str, float] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
@@ -74,49 +76,6 @@ class WorkItem:
         return self.task
 
 
-@dataclass
-class AttemptResult:
-    """How one attempt ended: small, picklable, the only thing a worker sends back."""
-
-    key: str
-    run_id: int
-    task_id: str
-    try_number: int
-    ok: bool
-    reason: str | None
-    message: str
-    ename: str | None
-    evalue: str | None
-    traceback: str | None
-    cell_index: int | None
-    exec_count: int | None
-    artifacts: list[dict[str, Any]]
-    log_uri: str
-    output_uri: str | None
-    hostname: str
-    pid: int
-    started_at: float
-    ended_at: float
-
-    @property
-    def duration(self) -> float:
-        """Seconds the attempt ran."""
-        return self.ended_at - self.started_at
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON and msgpack can carry it); its fields are plain already, so this
-        is a shallow copy, not ``dataclasses.asdict``'s deep one."""
-        return {name: getattr(self, name) for name in RESULT_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttemptResult:
-        """The record :meth:`to_dict` made (other keys, e.g. added by a transport, are ignored)."""
-        return cls(**{name: data[name] for name in RESULT_FIELDS})
-
-
-RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptResult))
-
-
 def attempt_paths(item: WorkItem) -> tuple[str, str]:
     """(attempt folder, log path) of a work item."""
     folder = attempt_dir(item.artifact_root, item.pipeline, item.run_id, item.task_id, item.try_number)
@@ -130,47 +89,20 @@ _cancelled: set[str] = set()
 _running_lock = threading.Lock()
 
 
-def kill_attempt(key: str, grace: float = 5.0) -> bool:
-    """Kill the process groups (kernel, shell, timeout child) of a running attempt.
+def kill_attempt(key: str, grace: float) -> bool:
+    """Stop the process groups (kernel, shell, timeout child) of a running attempt.
 
-    SIGTERM now, SIGKILL after ``grace`` seconds (from a background thread, so a caller on
-    an event loop is not blocked). Returns whether the attempt was running here; its
-    result then reports ``cancelled``.
+    SIGTERM now, SIGKILL after ``grace`` seconds from a background thread (a caller on an
+    event loop is not blocked). Returns whether the attempt was running here; its record
+    then reports ``cancelled``.
     """
     with _running_lock:
         if key not in _running:
             return False
         _cancelled.add(key)
         groups = set(_running[key])
-    _signal_groups(groups, signal.SIGTERM)
-
-    def finish() -> None:
-        deadline = time.time() + grace
-        while time.time() < deadline and any(_alive(p) for p in groups):
-            time.sleep(0.05)
-        _signal_groups(groups, signal.SIGKILL)
-
-    threading.Thread(target=finish, name=f"nbflow-kill-{key}", daemon=True).start()
+    procs.terminate_later(groups, grace, name=f"nbflow-kill-{key}")
     return True
-
-
-def _signal_groups(groups: set[int], sig: int) -> None:
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            try:
-                os.kill(pgid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def running_attempts() -> list[str]:
@@ -179,12 +111,16 @@ def running_attempts() -> list[str]:
         return list(_running)
 
 
-def run_work_item(item: WorkItem) -> AttemptResult:
-    """Execute one attempt and describe it; exceptions of the task never escape."""
+def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = None) -> AttemptRecord:
+    """Execute one attempt and describe it; exceptions of the task never escape.
+
+    ``on_process(pgid)`` hears of every process group the attempt starts (as :func:`kill_attempt`
+    does), e.g. so that a pool can kill them if this worker process dies.
+    """
     with _running_lock:
         _running[item.key] = set()
     try:
-        result = _run(item)
+        result = _run(item, _register(item.key, on_process))
     finally:
         with _running_lock:
             _running.pop(item.key, None)
@@ -197,34 +133,36 @@ def run_work_item(item: WorkItem) -> AttemptResult:
     return result
 
 
-def _register(key: str) -> Any:
+def _register(key: str, also: Callable[[int], None] | None) -> Callable[[int], None]:
     def register(pgid: int) -> None:
         with _running_lock:
             if key in _running:
                 _running[key].add(pgid)
+        if also is not None:
+            also(pgid)
 
     return register
 
 
-def write_result(result: AttemptResult, folder: str) -> None:
+def write_result(result: AttemptRecord, folder: str) -> None:
     """Store a result record as ``result.json`` in the attempt folder (a path or fsspec URL)."""
     artifacts.write_bytes(f"{folder}/result.json", json.dumps(result.to_dict()).encode(), atomic=True)
 
 
-def read_result(folder: str) -> AttemptResult | None:
+def read_result(folder: str) -> AttemptRecord | None:
     """The result record a worker stored for an attempt, if any."""
     try:
-        return AttemptResult.from_dict(json.loads(artifacts.read_bytes(f"{folder}/result.json")))
+        return AttemptRecord.from_dict(json.loads(artifacts.read_bytes(f"{folder}/result.json")))
     except FileNotFoundError:
         return None
 
 
-def _run(item: WorkItem) -> AttemptResult:
+def _run(item: WorkItem, register: Callable[[int], None]) -> AttemptRecord:
     """Run in the attempt folder; for a remote root (``s3://``, ``file://`` ...) in a local
     staging folder that is uploaded when the attempt ends (logs then arrive at the end)."""
     remote, _ = attempt_paths(item)
     if "://" not in item.artifact_root:
-        return _run_in(item, remote)
+        return _run_in(item, remote, register)
     import shutil
     import tempfile
 
@@ -232,7 +170,7 @@ def _run(item: WorkItem) -> AttemptResult:
 
     staging = tempfile.mkdtemp(prefix="nbflow-attempt-")
     try:
-        result = _run_in(item, staging)
+        result = _run_in(item, staging, register)
         fs, path = fsspec.core.url_to_fs(remote)
         fs.makedirs(path, exist_ok=True)
         fs.put(staging.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
@@ -244,7 +182,7 @@ def _run(item: WorkItem) -> AttemptResult:
     return result
 
 
-def _run_in(item: WorkItem, folder: str) -> AttemptResult:
+def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> AttemptRecord:
     started = time.time()
     log_path = f"{folder}/log.txt"
     ctx = AttemptContext(
@@ -258,57 +196,33 @@ def _run_in(item: WorkItem, folder: str) -> AttemptResult:
         run_context=item.context,
         upstream={tid: UpstreamOutput(style, refs) for tid, (style, refs) in item.upstream.items()},
         kill_grace=item.kill_grace,
-        register_process=_register(item.key),
+        register_process=register,
     )
-    saved: list[artifacts.ArtifactRef] = []
     with capture_output(log_path):
         artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
         try:
             task = item.unpack()
         except Exception as exc:  # the worker cannot import what the task needs
-            outcome = Outcome.from_exception(exc)
-            outcome.message = (
-                f"worker {HOSTNAME} cannot load task '{item.task_id}': {outcome.message}; "
+            record = AttemptRecord.from_exception(exc)
+            record.message = (
+                f"worker {HOSTNAME} cannot load task '{item.task_id}': {record.message}; "
                 f"modules the pipeline imports (from {', '.join(item.sys_path) or 'its folder'}) must be "
                 "importable on every worker: use a shared folder or install them there"
             )
         else:
             try:
-                outcome = task.execute(ctx)
-            except Exception as exc:  # a kind's own bug: still a result, never a crash
-                outcome = Outcome.from_exception(exc)
+                record = task.execute(ctx)
+            except Exception as exc:  # a kind's own bug: still a record, never a crash
+                record = AttemptRecord.from_exception(exc)
         finally:
-            saved = list((artifacts.current_context() or {}).get("saved", []))
+            saved = [r.as_dict() for r in (artifacts.current_context() or {}).get("saved", [])]
             artifacts.unbind()
-        refs = [r.as_dict() for r in [*saved, *outcome.artifacts]]
-        if outcome.ok and outcome.value is not None:
-            try:
-                refs.append(write_value(ctx.artifact_dir, "return", outcome.value).as_dict())
-            except Exception as exc:
-                outcome = Outcome.from_exception(exc)
-                outcome.message = f"cannot store the return value: {outcome.message}"
-        if not outcome.ok and outcome.traceback and outcome.reason not in ("cell_error",):
-            sys.stderr.write(outcome.traceback)
-    return AttemptResult(
-        key=item.key,
-        run_id=item.run_id,
-        task_id=item.task_id,
-        try_number=item.try_number,
-        ok=outcome.ok,
-        reason=outcome.reason,
-        message=outcome.message,
-        ename=outcome.ename,
-        evalue=outcome.evalue,
-        traceback=outcome.traceback,
-        cell_index=outcome.cell_index,
-        exec_count=outcome.exec_count,
-        artifacts=refs,
-        log_uri=log_path,
-        output_uri=outcome.output_uri,
-        hostname=HOSTNAME,
-        pid=os.getpid(),
-        started_at=started,
-        ended_at=time.time(),
+        record.artifacts = [*saved, *record.artifacts]
+        if not record.ok and record.traceback and record.reason not in ("cell_error",):
+            sys.stderr.write(record.traceback)
+    return record.stamp(
+        key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number, log_uri=log_path,
+        hostname=HOSTNAME, pid=os.getpid(), started_at=started, ended_at=time.time(),
     )
 
 

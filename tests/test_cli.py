@@ -140,7 +140,7 @@ def test_help_teaches(tmp_path):
 def test_db_upgrade_creates_and_reports(tmp_path):
     home = tmp_path / "home"
     first = nbflow("db", "upgrade", home=home)
-    assert first.returncode == 0 and "upgraded empty -> 0003" in first.stdout
+    assert first.returncode == 0 and "upgraded empty -> 0004" in first.stdout
     assert (home / "nbflow.db").exists()
     second = nbflow("db", "upgrade", home=home)
-    assert "already at 0003" in second.stdout
+    assert "already at 0004" in second.stdout

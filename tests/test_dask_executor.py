@@ -435,7 +435,7 @@ def test_results_arrive_as_events_and_large_ones_are_fetched(cluster, write_pipe
     pipeline = load_pipeline(write_pipeline(RESULTS))
     items = [
         WorkItem(key=f"results/1/{tid}/1-t", pipeline="results", run_id=1, task_id=tid, try_number=1, task=task,
-                 upstream={}, params={}, artifact_root=str(tmp_path / "artifacts"), durable_result=True)
+                 upstream={}, params={}, artifact_root=str(tmp_path / "artifacts"), kill_grace=2.0, durable_result=True)
         for tid, task in pipeline.tasks.items()
     ]
     with DaskExecutor(address=cluster.address) as executor:
@@ -476,7 +476,7 @@ def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(clus
     task = pipeline.tasks["small"]
     key = "late/1/small/1-t"
     item = WorkItem(key=key, pipeline="late", run_id=1, task_id="small", try_number=1, task=task, upstream={},
-                    params={}, artifact_root=str(tmp_path / "artifacts"))
+                    params={}, artifact_root=str(tmp_path / "artifacts"), kill_grace=2.0)
 
     def state() -> str | None:
         with Client(cluster.address, timeout="20s") as probe:

@@ -285,11 +285,11 @@ def test_a_failed_state_write_is_kept_and_retried_next_step(nbflow_home, write_p
     real_write = Store.write
     outage = {"left": 2}
 
-    def flaky_write(self, fn, what="database write"):
+    def flaky_write(self, fn, what="database write", **kw):
         if "state update" in what and outage["left"]:
             outage["left"] -= 1
             raise RuntimeError("database unreachable")
-        return real_write(self, fn, what=what)
+        return real_write(self, fn, what=what, **kw)
 
     monkeypatch.setattr(Store, "write", flaky_write)
     with get_executor("inline") as ex:
@@ -372,3 +372,75 @@ def test_inline_chain_writes_one_transaction_per_task_with_honest_attempts(nbflo
     assert all(a["state"] == "success" and a["start_date"] and a["hostname"] and a["pid"] for a in details["attempts"])
     assert all(a["start_date"] <= a["end_date"] for a in details["attempts"])
     assert all(t["start_date"] and t["duration"] is not None for t in details["tasks"])
+
+
+PAIR = """
+from nbflow import Pipeline, task
+
+with Pipeline("pair") as pipeline:
+    @task
+    def a():
+        return 1
+
+    @task
+    def b(x):
+        return x + 1
+
+    b(a())
+"""
+
+
+class _Scripted:
+    """An executor whose events the test writes (no process, no timing): the engine alone."""
+
+    name, runs_in_poll, durable_results = "scripted", False, False
+
+    def __init__(self):
+        self.submitted, self.cancelled = [], []
+
+    def start_now(self, items):
+        return []
+
+    def submit_many(self, items):
+        self.submitted.extend(items)
+
+    def cancel(self, key):
+        self.cancelled.append(key)
+
+
+def _finished_event(item, ok=True):
+    import time
+
+    from nbflow.executors.base import Event
+    from nbflow.record import AttemptRecord
+
+    now = time.time()
+    record = AttemptRecord(ok=ok).stamp(key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number,
+                                         log_uri="", hostname="here", pid=1, started_at=now, ended_at=now)
+    return Event("finished", item.key, now, "here", 1, result=record)
+
+
+def test_a_task_found_finished_elsewhere_releases_its_children(nbflow_home, write_pipeline):
+    """A compare-and-set that finds the row finished by someone else (another driver, a user
+    marking it) adopts the stored state through the engine's one bookkeeping of a finished
+    task, so the children are decided and the run ends (before: it waited for ever)."""
+    import time
+
+    from nbflow.engine import RunEngine
+    from nbflow.executors.base import Event
+
+    p = load_pipeline(write_pipeline(PAIR))
+    store = api.open_store()
+    run_id = api.create_run(p, store=store)
+    ex = _Scripted()
+    engine = RunEngine(store, p, run_id, ex)
+    engine.start()
+    (a,) = ex.submitted
+    store.write(lambda tx: tx.set_task_state(run_id, "a", T.SUCCESS))  # finished elsewhere while queued here
+    engine.step([Event("started", a.key, time.time(), "here", 1)])  # its compare-and-set misses
+    assert engine.wakeup_in() == 0  # the stale task is read back at once, not after a timer
+    engine.step([])
+    assert [i.task_id for i in ex.submitted] == ["a", "b"] and ex.cancelled == [a.key]
+    engine.step([_finished_event(ex.submitted[1])])
+    assert engine.done and engine.finish().value == "success"
+    assert {t["task_id"]: t["state"] for t in store.task_instances(run_id)} == {"a": "success", "b": "success"}

@@ -16,13 +16,14 @@ import psutil
 import pytest
 
 from nbflow.exceptions import NotebookNotFoundError
-from nbflow.tasks.nbrun import CONTEXT_TAG, NotebookOutcome, run_notebook
+from nbflow.record import AttemptRecord
+from nbflow.tasks.nbrun import CONTEXT_TAG, run_notebook
 
 NB = Path(__file__).parent / "notebooks"
 pytestmark = pytest.mark.timeout(60)
 
 
-def _run(name: str, tmp_path: Path, **kw) -> NotebookOutcome:
+def _run(name: str, tmp_path: Path, **kw) -> AttemptRecord:
     kw.setdefault("log_path", str(tmp_path / f"{name}.log"))
     kw.setdefault("startup_timeout", 30)
     return run_notebook(str(NB / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"), **kw)
@@ -38,8 +39,8 @@ def _gone(pid: int | None) -> bool:
         return True
 
 
-def _cells(outcome: NotebookOutcome) -> list:
-    return nbformat.read(outcome.output_path, as_version=4).cells
+def _cells(outcome: AttemptRecord) -> list:
+    return nbformat.read(outcome.output_uri, as_version=4).cells
 
 
 def _tagged(cells, tag):
@@ -50,7 +51,7 @@ def _status(cell):
     return cell.metadata.get("papermill", {}).get("status")
 
 
-def _assert_nbflow_marks(outcome: NotebookOutcome, failing_source: str, words: str):
+def _assert_nbflow_marks(outcome: AttemptRecord, failing_source: str, words: str):
     """Banner on top, marker right before the failing cell, later cells not completed."""
     cells = _cells(outcome)
     banner = cells[0]
@@ -68,7 +69,7 @@ def _assert_nbflow_marks(outcome: NotebookOutcome, failing_source: str, words: s
     for cell in later:
         assert _status(cell) == "pending"
         assert cell.metadata["papermill"].get("end_time") is None
-    nb = nbformat.read(outcome.output_path, as_version=4)
+    nb = nbformat.read(outcome.output_uri, as_version=4)
     assert nb.metadata["nbflow"]["reason"] == outcome.reason
     return cells
 
@@ -82,7 +83,7 @@ def test_success_with_parameters_context_and_log(tmp_path):
         context_source='nbflow_ctx = {"run_id": "r1"}', timeout=30,
     )
     assert outcome.ok and outcome.reason is None and outcome.message == "notebook completed"
-    assert outcome.cell_index is None and outcome.ename is None and not outcome.stopped_early
+    assert outcome.cell_index is None and outcome.ename is None
     assert outcome.duration > 0 and outcome.kernel_pid and _gone(outcome.kernel_pid)
     cells = _cells(outcome)
     tags = [c.metadata.get("tags", []) for c in cells]
@@ -114,7 +115,7 @@ def test_context_goes_on_top_without_parameters_cell_and_cwd_is_used(tmp_path):
 
 def test_sys_exit_zero_is_success_stopped_early(tmp_path):
     outcome = _run("sysexit0", tmp_path)
-    assert outcome.ok and outcome.stopped_early
+    assert outcome.ok and outcome.reason == "stopped_early"
     assert "sys.exit(0) in cell 1" in outcome.message
     assert "never printed" not in (tmp_path / "sysexit0.log").read_text()
 
@@ -166,7 +167,7 @@ def test_failnow_is_a_cell_error_with_its_name(tmp_path):
     outcome = run_notebook(str(NB / "failnow.ipynb"), str(out))
     assert outcome.reason == "cell_error" and outcome.ename == "FailNow"
     assert outcome.cell_index == 0 and "retrying will not help" in outcome.evalue
-    assert outcome.output_path == str(out) and out.is_file()
+    assert outcome.output_uri == str(out) and out.is_file()
 
 
 # ----------------------------------------------------------------------------- faults
@@ -284,7 +285,7 @@ def test_unknown_or_missing_kernel_fails_fast_with_output_written(tmp_path):
     outcome = _run("unknown_kernel", tmp_path)
     assert outcome.reason == "kernel_start_failed" and outcome.kernel_pid is None
     assert "kernel 'py99' failed to start" in outcome.message and outcome.duration < 10
-    assert Path(outcome.output_path).is_file()
+    assert Path(outcome.output_uri).is_file()
     outcome = _run("no_kernelspec", tmp_path)
     assert outcome.reason == "kernel_start_failed"
     assert outcome.message.startswith("no kernel to start: No kernel name found")
@@ -293,7 +294,7 @@ def test_unknown_or_missing_kernel_fails_fast_with_output_written(tmp_path):
 
 
 def test_two_notebooks_in_two_threads_keep_their_own_kernels(tmp_path):
-    results: dict[str, NotebookOutcome] = {}
+    results: dict[str, AttemptRecord] = {}
 
     def go(key: str, name: str, **kw) -> None:
         results[key] = run_notebook(

@@ -106,11 +106,11 @@ def test_pipelines_whose_sync_write_failed_are_synced_on_the_next_loop(dags, mon
     sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC)))
     real_write, failures = sched.store.write, []
 
-    def write_failing_once(fn, *, what="database write"):
+    def write_failing_once(fn, *, what="database write", **kw):
         if what == "sync pipelines" and not failures:
             failures.append(what)
             raise OperationalError("UPDATE pipelines", {}, Exception("server closed the connection"))
-        return real_write(fn, what=what)
+        return real_write(fn, what=what, **kw)
 
     monkeypatch.setattr(sched.store, "write", write_failing_once)
     sched.start()
@@ -322,6 +322,48 @@ def test_trigger_is_picked_up_and_duplicates_are_refused(dags):
             api.trigger("manual", params={"m": 1})
 
 
+def test_an_error_of_one_run_or_one_step_fails_only_that_run(dags, monkeypatch, caplog):
+    """The scheduler's loop outlives any exception: an error while stepping one run fails that
+    run (with the error, its traceback logged) and the other runs go on; an error in an
+    iteration of the loop itself (here creating due runs) is logged and the next one goes on."""
+    from nbflow.engine import RunEngine
+
+    write(dags, "manual.py", TRIGGERED)
+    sched = Scheduler(executor="inline")
+    broken: set[int] = set()
+    real_step, real_due = RunEngine.step, sched.create_due_runs
+    loop_errors = []
+
+    def step(engine, events):
+        if engine.run_id in broken:
+            raise RuntimeError(f"injected into run {engine.run_id}")
+        return real_step(engine, events)
+
+    def create_due_runs():
+        if not loop_errors:
+            loop_errors.append(1)
+            raise KeyError("injected into the loop")
+        return real_due()
+
+    monkeypatch.setattr(RunEngine, "step", step)
+    monkeypatch.setattr(sched, "create_due_runs", create_due_runs)
+    with serving(sched):
+        wait_for(lambda: api.list_pipelines())
+        first = api.trigger("manual", params={"n": 1}, start=False)
+        broken.add(first)
+        second = api.trigger("manual", params={"n": 2}, start=False)
+        wait_for(lambda: ended(first) and ended(second))
+        third = api.trigger("manual", params={"n": 3}, start=False)
+        wait_for(lambda: ended(third))
+    runs = {r["id"]: r for r in api.list_runs("manual")}
+    assert runs[first]["state"] == "failed"
+    assert "nbflow error while driving the run: RuntimeError: injected into run" in runs[first]["note"]
+    assert task_states(first) == {"double": "cancelled"}
+    assert api.run_details(first)["tasks"][0]["reason"] == "driver_error"
+    assert runs[second]["state"] == runs[third]["state"] == "success" and api.load_output(third, "double") == 6
+    assert loop_errors == [1] and "injected into the loop" in caplog.text and "Traceback" in caplog.text
+
+
 def test_trigger_without_scheduler_runs_in_the_background(dags, write_pipeline):
     path = write_pipeline(TRIGGERED)
     api.run_file(path, executor="inline")  # makes the pipeline known
@@ -439,10 +481,10 @@ def test_run_cancelled_elsewhere_stops_being_driven(dags):
     write(dags, "sensing.py", SENSORS)
     sched = Scheduler(executor="inline")
     with triggered("sensing", sched) as run_id:
-        wait_for(lambda: run_id in sched.engines)
+        wait_for(lambda: sched.driver.owns(run_id))
         wait_for(lambda: task_states(run_id).get("ready") == "running")
         api.cancel_run(run_id)
-        wait_for(lambda: run_id not in sched.engines, timeout=5)  # noticed within cancel_poll (0.3 s here)
+        wait_for(lambda: not sched.driver.owns(run_id), timeout=5)  # noticed within cancel_poll (0.3 s here)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "cancelled"
     assert {t["state"] for t in details["tasks"]} == {"cancelled"}
@@ -465,7 +507,7 @@ def test_run_cancelled_while_inline_runs_a_command_kills_it(dags):
     with triggered("napping", sched) as run_id:
         wait_for(lambda: _processes("sleep", NAP))
         api.cancel_run(run_id)
-        wait_for(lambda: run_id not in sched.engines, timeout=20)  # not the 97 s the command sleeps
+        wait_for(lambda: not sched.driver.owns(run_id), timeout=20)  # not the 97 s the command sleeps
         assert not _processes("sleep", NAP)
     details = api.run_details(run_id)
     assert details["run"]["state"] == "cancelled"

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from nbflow import states
 from nbflow.states import RunState, TaskState
 from nbflow.store import Store
-from nbflow.store.orm import Base
+from nbflow.store.orm import Base, utcnow
 from nbflow.store.session import SCHEMA_HEAD, get_engine, retrying, schema_revisions
 
 TABLES = {
@@ -26,13 +26,16 @@ TABLES = {
 def _new_run(store: Store, tasks=("a", "b")) -> int:
     def write(tx):
         version = tx.upsert_pipeline({"name": "p", "file": None, "schedule": None}, "f1")
-        return tx.create_run(
+        now = utcnow()
+        (run_id,) = tx.create_runs(
             pipeline="p",
             version_id=version,
             params={},
             trigger="test",
             tasks=[{"task_id": t, "kind": "python", "max_tries": 2} for t in tasks],
+            intervals=[(now, now)],
         )
+        return run_id
 
     return store.write(write)
 

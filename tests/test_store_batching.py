@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from nbflow.states import RunState, TaskState
 from nbflow.store import Store
+from nbflow.store.orm import utcnow
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TASKS = [f"t{i}" for i in range(20)]
@@ -26,7 +27,8 @@ def _new_run(store: Store) -> int:
     def write(tx):
         version = tx.upsert_pipeline({"name": "p", "file": None, "schedule": None}, "f1")
         tasks = [{"task_id": t, "kind": "python", "max_tries": 3} for t in TASKS]
-        return tx.create_run(pipeline="p", version_id=version, params={}, trigger="test", tasks=tasks)
+        now = utcnow()
+        return tx.create_runs(pipeline="p", version_id=version, params={}, trigger="test", tasks=tasks, intervals=[(now, now)])[0]
 
     return store.write(write)
 

@@ -99,15 +99,10 @@ def trigger(
             raise DuplicateRunError(name, logical, existing["id"])
     version = store.get_pipeline(name)["latest_version_id"]
     try:
-        run_id = store.write(
-            lambda tx: tx.create_run(
-                pipeline=name,
-                version_id=version,
-                params=resolved,
-                trigger="manual",
-                tasks=task_rows(definition),
-                logical_date=logical,
-                data_interval=(logical, logical),
+        (run_id,) = store.write(
+            lambda tx: tx.create_runs(
+                pipeline=name, version_id=version, params=resolved, trigger="manual", tasks=task_rows(definition),
+                intervals=[(logical, logical)],
             ),
             what="trigger",
         )
@@ -211,9 +206,9 @@ def backfill(
     version = store.get_pipeline(name)["latest_version_id"]
     params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
     created = store.write(
-        lambda tx: tx.create_scheduled_runs(
-            pipeline=name, version_id=version, params=params, intervals=intervals, tasks=task_rows(definition),
-            pointer=None, trigger="backfill",
+        lambda tx: tx.create_runs(
+            pipeline=name, version_id=version, params=params, trigger="backfill", tasks=task_rows(definition),
+            intervals=intervals, skip_existing=True,
         ),
         what="backfill",
     )

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow import params as nbparams
 from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
-from nbflow.engine import Listener, RunEngine
+from nbflow.driver import Driver
+from nbflow.engine import Listener
 from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.executors import executor_class, get_executor
+from nbflow.executors.base import Executor
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, RunState, TaskState
@@ -21,7 +22,6 @@ from nbflow.store import Store
 from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
 
-log = logging.getLogger("nbflow.api")
 _stores: dict[str, Store] = {}
 
 
@@ -95,16 +95,11 @@ def create_run(
 
     def write(tx: Any) -> int:
         version = tx.upsert_pipeline(definition, fingerprint)
-        return tx.create_run(
-            pipeline=pipeline.name,
-            version_id=version,
-            params=resolved,
-            trigger=trigger,
-            tasks=tasks,
-            executor=executor,
-            logical_date=now,
-            data_interval=(now, now),
+        (run_id,) = tx.create_runs(
+            pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks,
+            executor=executor, intervals=[(now, now)],
         )
+        return run_id
 
     return store.write(write, what="create run")
 
@@ -117,44 +112,36 @@ def drive_run(
     parallelism: int | None = None,
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
-    on_start: Any = None,
+    on_start: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Execute a queued run through the engine on the chosen executor until it ends."""
+    """Execute a queued run in this process on the chosen executor until it ends.
+
+    A :class:`~nbflow.driver.Driver` of its own drives it (job lease, cancel checks, database
+    outages ridden out). ``on_start(executor)`` is called once the executor is up, before the
+    first task is queued.
+    """
     store = store or open_store()
-    settings = store.settings
-    name = executor or settings.executor
-    ex = get_executor(name, parallelism=parallelism)
+    name = executor or store.settings.executor
+    driver = Driver(store, get_executor(name, parallelism=parallelism))
     try:
-        ex.start()
+        driver.start()
     except Exception as exc:
         note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
         store.write(lambda tx: tx.set_run_state(run_id, RunState.FAILED, note=note), what="run failed to start")
         raise NbflowError(f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
-    job = store.write(lambda tx: tx.start_job("runner"), what="register runner")
-    live = store.live_jobs(settings.orphan_timeout)
-    if not store.write(lambda tx: tx.claim_run(run_id, job, live), what="claim run"):
-        store.write(lambda tx: tx.end_job(job), what="end runner")
-        ex.shutdown()
-        run = store.get_run(run_id)
-        raise NbflowError(
-            f"run {run_id} is {run['state']} and driven by job {run['driver_id']}; it cannot be driven here too"
-        )
     try:
         if on_start is not None:
-            on_start(ex)
-        engine = RunEngine(store, pipeline, run_id, ex, settings=settings, listeners=listeners, driver_id=job)
-        state = engine.run(heartbeat=lambda: _heartbeat(store, job))
+            on_start(driver.executor)
+        if not driver.claim(pipeline, run_id, listeners=listeners):
+            run = store.get_run(run_id)
+            raise NbflowError(
+                f"run {run_id} is {run['state']} and driven by job {run['driver_id']}; it cannot be driven here too"
+            )
+        ended = driver.drive([run_id])
     finally:
-        ex.shutdown()
-        store.write(lambda tx: tx.end_job(job), what="end runner")
+        driver.close()
+    state = ended.get(run_id) or RunState(store.get_run(run_id)["state"])
     return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
-
-
-def _heartbeat(store: Store, job: int) -> None:
-    try:
-        store.write(lambda tx: tx.heartbeat(job), what="heartbeat")
-    except Exception as exc:  # a missed heartbeat must not stop a run; the lease is generous
-        log.warning("heartbeat of job %s failed: %s", job, exc)
 
 
 def run_pipeline(
@@ -167,7 +154,7 @@ def run_pipeline(
     trigger: str = "manual",
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
-    on_start: Any = None,
+    on_start: Callable[[Executor], None] | None = None,
 ) -> RunResult:
     """Create a run of ``pipeline`` and drive it to its end."""
     store = store or open_store()

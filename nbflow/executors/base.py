@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.config import get_settings
-from nbflow.worker import AttemptResult, WorkItem
+from nbflow.record import AttemptRecord
+from nbflow.worker import WorkItem
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Event:
     at: float
     hostname: str | None = None
     pid: int | None = None
-    result: AttemptResult | None = None
+    result: AttemptRecord | None = None
     reason: str | None = None
     message: str = ""
 

@@ -43,7 +43,8 @@ from typing import Any
 
 from nbflow.config import get_settings
 from nbflow.executors.base import Event, Executor, drain, now
-from nbflow.worker import AttemptResult, WorkItem, kill_attempt, read_result, run_work_item
+from nbflow.record import AttemptRecord
+from nbflow.worker import WorkItem, kill_attempt, read_result, run_work_item
 
 log = logging.getLogger("nbflow.executors.dask")
 
@@ -81,7 +82,7 @@ def queue_resource(name: str) -> str:
     return f"{QUEUE_PREFIX}{name}"
 
 
-def run_on_worker(item: WorkItem) -> AttemptResult:
+def run_on_worker(item: WorkItem) -> AttemptRecord:
     """What a Dask worker runs for one attempt (a plain function: it is pickled by reference).
 
     The result record also goes out on the ``nbflow-result`` topic, on the stream that
@@ -104,7 +105,7 @@ def run_on_worker(item: WorkItem) -> AttemptResult:
     return result
 
 
-def _small(result: AttemptResult) -> bool:
+def _small(result: AttemptRecord) -> bool:
     """Whether a record is small enough for the event topic (the scheduler keeps its last
     1,000 events per topic); larger ones are fetched from the future."""
     return len(result.traceback or "") + len(result.message) + 200 * len(result.artifacts) < RESULT_EVENT_LIMIT
@@ -287,9 +288,9 @@ class DaskExecutor(Executor):
 
     def _on_result(self, event: tuple[float, dict[str, Any]]) -> None:
         _, msg = event  # the scheduler adds the sending worker's address as "worker"
-        self._report(AttemptResult.from_dict(msg))
+        self._report(AttemptRecord.from_dict(msg))
 
-    def _report(self, result: AttemptResult) -> None:
+    def _report(self, result: AttemptRecord) -> None:
         """Emit an attempt's end once (the event, the future and the result file may all tell)."""
         with self._lock:
             if result.key not in self._futures:
@@ -404,7 +405,7 @@ class DaskExecutor(Executor):
         future.cancel()
 
 
-def _finished(result: AttemptResult) -> Event:
+def _finished(result: AttemptRecord) -> Event:
     return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
 
 

@@ -12,9 +12,15 @@ breaks scripts without an ``if __name__ == "__main__"`` guard. The caller's ``sy
 passed along so functions pickled by reference still import.
 
 Protocol on a worker's pipe (pickled tuples): executor -> worker: a packed WorkItem;
-worker -> executor: ``("started", key, at, host, pid)`` then ``("finished", key, result)``.
-A reader thread waits on all pipes at once and turns messages into events; finished
-workers take the next queued item immediately, so a child starts without a polling delay.
+worker -> executor: ``("started", key, at, host, pid)``, ``("process", key, pgid)`` for each
+process group the attempt starts, then ``("finished", key, record)``. A reader thread waits
+on all pipes at once and turns messages into events; finished workers take the next queued
+item immediately, so a child starts without a polling delay.
+
+Kernels and shell commands lead process groups (sessions) of their own, so a worker process
+that is killed outright would leave them running, reparented to init, beside the attempt's
+retry. The executor knows their groups from the ``process`` messages and kills them when it
+sees the worker die; a worker that is terminated (SIGTERM) kills what it started itself.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.executors.base import Event, Executor, drain, now
 from nbflow.worker import HOSTNAME, WorkItem, run_work_item
@@ -41,15 +48,7 @@ from nbflow.worker import HOSTNAME, WorkItem, run_work_item
 
 def _kill_children_and_exit(signum: int, _frame: Any) -> None:
     """SIGTERM in a worker: kill what it started (kernels, shells), then exit."""
-    import psutil
-
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(children, timeout=5)
+    procs.kill_descendants()
     os._exit(128 + signum)
 
 
@@ -73,9 +72,21 @@ def _worker_main(conn: Connection) -> None:
         if not data:  # the executor is shutting down
             return
         item: WorkItem = pickle.loads(data)
-        conn.send_bytes(pickle.dumps(("started", item.key, time.time(), HOSTNAME, os.getpid())))
-        result = run_work_item(item)
-        conn.send_bytes(pickle.dumps(("finished", item.key, result)))
+        send = _sender(conn)
+        send(("started", item.key, time.time(), HOSTNAME, os.getpid()))
+        result = run_work_item(item, on_process=lambda pgid, key=item.key: send(("process", key, pgid)))
+        send(("finished", item.key, result))
+
+
+def _sender(conn: Connection) -> Any:
+    """Send pickled messages on ``conn`` from any thread (an attempt's kernel starts in another)."""
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:
+            conn.send_bytes(pickle.dumps(message))
+
+    return send
 
 
 @dataclass
@@ -83,6 +94,7 @@ class _Worker:
     process: subprocess.Popen
     conn: Connection
     item: WorkItem | None = None
+    groups: set[int] = field(default_factory=set)  # process groups its current attempt started
 
     @property
     def pid(self) -> int:
@@ -227,14 +239,20 @@ class LocalExecutor(Executor):
             _, key, at, host, pid = message
             self._events.put(Event("started", key, at, host, pid))
             return
+        if message[0] == "process":
+            worker.groups.add(message[2])
+            return
         _, key, result = message
         with self._lock:
             worker.item = None
+            worker.groups.clear()
             self._cancelling.discard(key)
             self._events.put(Event("finished", key, result.ended_at, result.hostname, result.pid, result=result))
             self._dispatch()
 
     def _on_exit(self, worker: _Worker) -> None:
+        for pgid in worker.groups:  # a killed worker could not stop its kernel or shell itself
+            procs.signal_group(pgid, signal.SIGKILL)
         try:
             code = worker.process.wait(5)
         except subprocess.TimeoutExpired:
@@ -275,19 +293,9 @@ class LocalExecutor(Executor):
                     return
 
     def _terminate(self, worker: _Worker) -> None:
-        proc = worker.process
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            return
-
-        def _kill_later() -> None:
-            if proc.poll() is None:
-                proc.kill()
-
-        timer = threading.Timer(self.kill_grace + 1, _kill_later)
-        timer.daemon = True
-        timer.start()
+        """SIGTERM the worker (it kills what it started and exits); SIGKILL after the grace.
+        The reader thread reaps it and reports its attempt."""
+        procs.terminate_later([worker.pid], self.kill_grace + 1, name=f"nbflow-stop-worker-{worker.pid}")
 
 
 if __name__ == "__main__":  # a worker process: python -m nbflow.executors.local FD

@@ -151,7 +151,8 @@ class TaskAttemptRow(Base):
     state: Mapped[str] = mapped_column(String(20))
     executor_key: Mapped[str | None] = mapped_column(String(500))
     hostname: Mapped[str | None] = mapped_column(String(250))
-    pid: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer)  # of the worker process
+    kernel_pid: Mapped[int | None] = mapped_column(Integer)  # of a notebook attempt's kernel
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     start_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)

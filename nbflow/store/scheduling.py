@@ -3,8 +3,8 @@
 Exactly-once rules, for one or several schedulers on one database:
 
 * A run is created at most once: ``runs`` is unique on ``(pipeline, logical_date)``, each
-  insert runs in a savepoint (a duplicate is logged and skipped), and the pipeline's
-  pointer (``next_logical_date``) moves in the same transaction as the inserts. On
+  insert runs in a savepoint (a duplicate is logged and skipped; ``Tx.create_runs``), and
+  the pipeline's pointer (``next_logical_date``) moves in the same transaction as the inserts. On
   PostgreSQL the pipeline row is taken with ``FOR UPDATE SKIP LOCKED``, so two schedulers
   never even compute the same runs; on SQLite the write transaction is exclusive.
 * A run is driven by one job at a time: a job claims it with a compare-and-set on
@@ -22,8 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, true, update
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
@@ -76,19 +75,18 @@ class SchedulingTx:
         )
 
     def heartbeat(self, job_id: int) -> None:
-        """Renew a job's lease."""
-        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(heartbeat_at=utcnow()))
+        """Renew a job's lease (a job marked dead while its database was away is alive again:
+        its driver checks which of its runs another job took meanwhile)."""
+        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(heartbeat_at=utcnow(), state="running"))
 
     def end_job(self, job_id: int) -> None:
         """Mark a job stopped (its runs become claimable at once)."""
         self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(state="stopped", ended_at=utcnow()))
 
     def claim_run(self, run_id: int, job_id: int, live_jobs: Iterable[int]) -> bool:
-        """Become the driver of a queued/running run that no live job drives."""
-        live = list(live_jobs)
-        free = R.c.driver_id.is_(None)
-        if live:
-            free = or_(free, R.c.driver_id.notin_(live))
+        """Become the driver of a queued/running run that no other live job drives."""
+        others = [j for j in live_jobs if j != job_id]  # this job may claim a run it holds already
+        free = or_(R.c.driver_id.is_(None), R.c.driver_id.notin_(others)) if others else true()
         res = self.conn.execute(
             update(R).where(R.c.id == run_id, R.c.state.in_(ACTIVE_RUN), free).values(driver_id=job_id)
         )
@@ -137,38 +135,6 @@ class SchedulingTx:
         stmt = select(P).where(P.c.name == name).with_for_update(skip_locked=skip_locked)
         return self.conn.execute(stmt).mappings().first()
 
-    def create_scheduled_runs(
-        self,
-        *,
-        pipeline: str,
-        version_id: int | None,
-        params: dict[str, Any],
-        intervals: Sequence[tuple[datetime, datetime]],
-        tasks: Sequence[dict[str, Any]],
-        pointer: datetime | None,
-        trigger: str = "scheduled",
-    ) -> list[int]:
-        """Insert one queued run per interval (skipping ones that exist) and move the pointer."""
-        created = []
-        for start, end in intervals:
-            try:
-                with self.conn.begin_nested():
-                    run_id = self.create_run(  # type: ignore[attr-defined]
-                        pipeline=pipeline,
-                        version_id=version_id,
-                        params=params,
-                        trigger=trigger,
-                        tasks=tasks,
-                        logical_date=start,
-                        data_interval=(start, end),
-                    )
-                created.append(run_id)
-            except IntegrityError:
-                log.info("run of %s for %s already exists", pipeline, start.isoformat())
-        if pointer is not None:
-            self.conn.execute(update(P).where(P.c.name == pipeline).values(next_logical_date=pointer))
-        return created
-
     # -- pools and retention -------------------------------------------------------------------
     def set_pool(self, name: str, slots: int, description: str = "") -> None:
         """Create or resize a pool."""
@@ -206,6 +172,13 @@ class SchedulingReads:
             free = or_(free, R.c.driver_id.notin_(live))
         stmt = select(R).where(R.c.state.in_(ACTIVE_RUN), free).order_by(R.c.logical_date, R.c.id).limit(limit)
         return self._all(stmt)
+
+    def run_drivers(self, run_ids: Iterable[int]) -> dict[int, int | None]:
+        """The job driving each of ``run_ids`` (its ``driver_id``), in one query."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return {}
+        return {r["id"]: r["driver_id"] for r in self._all(select(R.c.id, R.c.driver_id).where(R.c.id.in_(run_ids)))}
 
     def run_states(self, run_ids: Iterable[int]) -> dict[int, str]:
         """The state of each of ``run_ids`` that exists, in one query (the scheduler's cancel check)."""

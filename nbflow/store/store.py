@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
-from nbflow.states import RunState, TaskState, run_sources
+from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
@@ -66,7 +67,7 @@ class Tx(SchedulingTx):
         return int(version_id)
 
     # -- runs ------------------------------------------------------------------------------
-    def create_run(
+    def create_runs(
         self,
         *,
         pipeline: str,
@@ -74,27 +75,45 @@ class Tx(SchedulingTx):
         params: dict[str, Any],
         trigger: str,
         tasks: Sequence[dict[str, Any]],
+        intervals: Sequence[tuple[datetime, datetime]],
         executor: str | None = None,
-        logical_date: datetime | None = None,
-        data_interval: tuple[datetime, datetime] | None = None,
-    ) -> int:
-        """Insert a queued run and one pending task instance per entry of ``tasks``.
+        skip_existing: bool = False,
+        pointer: datetime | None = None,
+    ) -> list[int]:
+        """The one way runs are made: a queued run per data interval ``(start, end)`` (its
+        logical date is ``start``), each with a pending task instance per entry of ``tasks``
+        (``task_id``, ``kind``, ``queue``, ``max_tries``, ``fingerprint``, ``pool``, ``pool_slots``,
+        from :func:`~nbflow.store.scheduling.task_rows`). Returns the new run ids.
 
-        Each entry has ``task_id``, ``kind``, ``queue``, ``max_tries``, ``fingerprint``.
+        Runs are unique per (pipeline, logical date): with ``skip_existing`` (scheduled runs,
+        backfills) a date that has its run already is skipped (each insert in a savepoint);
+        without, the ``IntegrityError`` is raised (a duplicate trigger). ``pointer`` moves the
+        pipeline's next scheduled logical date in the same transaction.
         """
+        created = []
+        for start, end in intervals:
+            if not skip_existing:
+                created.append(self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end))
+                continue
+            try:
+                with self.conn.begin_nested():
+                    created.append(self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end))
+            except IntegrityError:
+                log.info("run of %s for %s already exists", pipeline, start.isoformat())
+        if pointer is not None:
+            self.conn.execute(update(P).where(P.c.name == pipeline).values(next_logical_date=pointer))
+        return created
+
+    def _insert_run(
+        self, pipeline: str, version_id: int | None, params: dict[str, Any], trigger: str,
+        tasks: Sequence[dict[str, Any]], executor: str | None, start: datetime, end: datetime,
+    ) -> int:
         now = utcnow()
         run_id = self.conn.execute(
             insert(R).values(
-                pipeline=pipeline,
-                version_id=version_id,
-                state=RunState.QUEUED.value,
-                trigger=trigger,
-                logical_date=logical_date,
-                data_interval_start=data_interval[0] if data_interval else None,
-                data_interval_end=data_interval[1] if data_interval else None,
-                params=params,
-                executor=executor,
-                created_at=now,
+                pipeline=pipeline, version_id=version_id, state=RunState.QUEUED.value, trigger=trigger,
+                logical_date=start, data_interval_start=start, data_interval_end=end, params=params,
+                executor=executor, created_at=now,
             )
         ).inserted_primary_key[0]
         if tasks:
@@ -248,6 +267,16 @@ class Tx(SchedulingTx):
         if rows:
             self.conn.execute(statements.INSERT_ARTIFACT, rows)
 
+    def abort_run(self, run_id: int, note: str) -> None:
+        """Fail a run its driver could not drive on (an error of nbflow's own): the run ``failed``
+        with ``note``, its unfinished task instances ``cancelled`` with reason ``driver_error``."""
+        unfinished = [s.value for s in TaskState if s not in FINISHED]
+        self.conn.execute(
+            update(TI).where(TI.c.run_id == run_id, TI.c.state.in_(unfinished))
+            .values(state=TaskState.CANCELLED.value, reason="driver_error", error=note, updated_at=utcnow())
+        )
+        self.set_run_state(run_id, RunState.FAILED, note=note)
+
     def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
         """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
         cleared = []
@@ -269,15 +298,16 @@ class Store(SchedulingReads):
         if upgrade:
             ensure_schema(self.engine)
 
-    def write(self, fn: Callable[[Tx], T], *, what: str = "database write") -> T:
-        """Run ``fn(tx)`` in one write transaction, retried as a whole on transient errors."""
+    def write(self, fn: Callable[[Tx], T], *, what: str = "database write", retries: int | None = None) -> T:
+        """Run ``fn(tx)`` in one write transaction, retried as a whole on transient errors
+        (``retries`` times, default the ``db_retries`` setting; 0 for a quick probe)."""
 
         def attempt() -> T:
             with self.engine.connect().execution_options(nbflow_write=True) as conn:
                 with conn.begin():
                     return fn(Tx(conn))
 
-        return retrying(attempt, what=what, retries=self.settings.db_retries)
+        return retrying(attempt, what=what, retries=self.settings.db_retries if retries is None else retries)
 
     def write_ops(self, ops: Sequence[Callable[[Tx], Any]], *, what: str = "database write") -> list[Any]:
         """Run ``ops`` in one transaction, statements of one shape together (see :mod:`.batching`)."""

@@ -2,23 +2,20 @@
 
 ``execute`` = ``prepare`` -> ``run_attempt`` -> ``finalize``. Kinds implement
 ``run_attempt`` and may hook the other two. The worker calls ``execute`` with an
-:class:`AttemptContext` and turns the :class:`Outcome` into a result record.
+:class:`AttemptContext` and completes the :class:`~nbflow.record.AttemptRecord` it returns
+with where and when the attempt ran.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow.artifacts import ArtifactRef, UpstreamOutput
+from nbflow.artifacts import UpstreamOutput
 from nbflow.dag import Task
-from nbflow.exceptions import FailNow
+from nbflow.record import AttemptRecord
 
 
 #: Names a task may declare (a function argument, a notebook parameter) to receive the run's
@@ -38,9 +35,10 @@ class AttemptContext:
     log_path: str
     params: dict[str, Any]
     upstream: dict[str, UpstreamOutput]
+    #: seconds from SIGTERM to SIGKILL when the attempt's processes are stopped (the setting)
+    kill_grace: float
     #: run_id, logical_date, data_interval_start, data_interval_end (datetimes or None)
     run_context: dict[str, Any] = field(default_factory=dict)
-    kill_grace: float = 5.0
     #: Called with the process-group id of every process the attempt starts (kernel, shell,
     #: timeout child), so that cancelling the attempt can kill them from another thread.
     register_process: Callable[[int], None] = field(default=lambda pgid: None, repr=False)
@@ -79,82 +77,28 @@ class AttemptContext:
         )
 
 
-@dataclass
-class Outcome:
-    """How one attempt ended, from the task kind's point of view."""
-
-    ok: bool
-    value: Any = None
-    artifacts: list[ArtifactRef] = field(default_factory=list)
-    reason: str | None = None
-    message: str = ""
-    ename: str | None = None
-    evalue: str | None = None
-    traceback: str | None = None
-    cell_index: int | None = None
-    exec_count: int | None = None
-    output_uri: str | None = None
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, *, skip_frames: int = 0) -> Outcome:
-        """A failed outcome describing ``exc`` (``fail_now`` for :class:`FailNow`)."""
-        tb = exc.__traceback__
-        for _ in range(skip_frames):
-            if tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        name = type(exc).__name__
-        return cls(
-            ok=False,
-            reason="fail_now" if isinstance(exc, FailNow) else "exception",
-            message=f"{name}: {exc}",
-            ename=name,
-            evalue=str(exc),
-            traceback=text,
-        )
-
-
 class BaseTask(Task):
     """A task kind: subclasses implement :meth:`run_attempt`."""
 
-    def execute(self, ctx: AttemptContext) -> Outcome:
+    #: Whether the driving process runs this task itself instead of an executor (sensors poke there).
+    runs_on_driver = False
+
+    def execute(self, ctx: AttemptContext) -> AttemptRecord:
         """Run one attempt (template method): prepare, run_attempt, finalize."""
         self.prepare(ctx)
-        outcome = Outcome(ok=False, reason="exception", message="attempt did not finish")
+        record = AttemptRecord.failure("exception", "attempt did not finish")
         try:
-            outcome = self.run_attempt(ctx)
+            record = self.run_attempt(ctx)
         finally:
-            self.finalize(ctx, outcome)
-        return outcome
+            self.finalize(ctx, record)
+        return record
 
     def prepare(self, ctx: AttemptContext) -> None:
         """Hook before the attempt (default: nothing)."""
 
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:  # pragma: no cover - abstract
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:  # pragma: no cover - abstract
         """Do the work of one attempt and describe how it ended."""
         raise NotImplementedError
 
-    def finalize(self, ctx: AttemptContext, outcome: Outcome) -> None:
+    def finalize(self, ctx: AttemptContext, record: AttemptRecord) -> None:
         """Hook after the attempt, also on failure (default: nothing)."""
-
-
-def kill_process_group(proc: subprocess.Popen | Any, grace: float) -> int | None:
-    """SIGTERM the process group led by ``proc``, SIGKILL it after ``grace`` seconds.
-
-    ``proc`` must have been started in a new session. Returns its exit code.
-    """
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = None
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if pgid is not None:
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
-        try:
-            return proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    return None

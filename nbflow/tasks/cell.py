@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.dag import OutputRef
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import AttemptContext, BaseTask
 
 INJECTED_TAG = "injected-parameters"  # nbrun does not count these cells as source cells
 
@@ -92,7 +93,7 @@ class CellTask(BaseTask):
         return self.cell_label
 
     # -- running -------------------------------------------------------------------------
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
         """Run setup + inputs + cell + outputs as a notebook; report failures by notebook cell."""
         import nbformat
 
@@ -102,7 +103,7 @@ class CellTask(BaseTask):
         try:
             load = self._inputs_source(ctx)
         except KeyError as exc:
-            return Outcome(ok=False, reason="input_missing", message=str(exc.args[0]), ename="KeyError", evalue=str(exc.args[0]))
+            return AttemptRecord.failure("input_missing", str(exc.args[0]), ename="KeyError")
         output_path = f"{ctx.attempt_dir}/output.ipynb"
         os.makedirs(ctx.attempt_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="nbflow-cell-") as tmp:
@@ -118,10 +119,11 @@ class CellTask(BaseTask):
                 log_path=ctx.log_path,
                 cwd=self.cwd,
                 kill_grace=ctx.kill_grace,
+                on_kernel_start=ctx.register_process,
             )
-        artifacts = read_manifest(ctx.artifact_dir)
+        result.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
         if result.ok:
-            return Outcome(ok=True, artifacts=artifacts, output_uri=output_path)
+            return result
         where, index = self._where(result.cell_index)
         if result.reason == "cell_error" and result.cell_index == len(self.setup) + 1 and result.ename == "NameError":
             message = str(result.evalue)  # "cell 5 did not define model (named in --outputs)"
@@ -129,18 +131,10 @@ class CellTask(BaseTask):
             message = f"{where} raised {result.ename}: {result.evalue}"
         else:  # timeouts and kernel deaths name the tiny notebook's cell: name the user's
             message = re.sub(r"\bcell (\d+)\b", lambda m: self._where(int(m.group(1)))[0], result.message)
-        return Outcome(
-            ok=False,
-            artifacts=artifacts,
-            reason="fail_now" if result.ename == "FailNow" else result.reason,
-            message=message.splitlines()[0] if message else "",
-            ename=result.ename,
-            evalue=result.evalue,
-            traceback=result.traceback,
-            cell_index=index,
-            exec_count=result.exec_count,
-            output_uri=output_path,
-        )
+        result.reason = "fail_now" if result.ename == "FailNow" else result.reason
+        result.message = message.splitlines()[0] if message else ""
+        result.cell_index = index
+        return result
 
     def _inputs_source(self, ctx: AttemptContext) -> str:
         lines = ["# nbflow: this cell task's --inputs", "import nbflow as _nbflow"]

@@ -22,21 +22,19 @@ What papermill leaves to the caller is done here:
   failing cell and the later cells back to ``pending``;
 - no kernel process (or process of its group) is left alive, whatever happened.
 
-Notebook failures are returned as a :class:`NotebookOutcome`, never raised.
+Notebook failures are returned as an :class:`~nbflow.record.AttemptRecord`, never raised.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -45,10 +43,13 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
+from nbflow import procs
+from nbflow.config import get_settings
 from nbflow.exceptions import NotebookNotFoundError
+from nbflow.record import AttemptRecord
 from nbflow.tasks.kernel import PromptKernelManager
 
-__all__ = ["NotebookOutcome", "run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
+__all__ = ["run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
 
 ENGINE_NAME = "nbflow"
 CONTEXT_TAG = "nbflow-context"
@@ -66,25 +67,6 @@ _TITLES = {
     "kernel_died": "The kernel died",
     "kernel_start_failed": "The kernel failed to start",
 }
-
-
-@dataclass
-class NotebookOutcome:
-    """How one notebook attempt ended."""
-
-    ok: bool
-    # None, or cell_error | cell_timeout | task_timeout | kernel_died | kernel_start_failed
-    reason: str | None
-    message: str  # one line for humans
-    cell_index: int | None  # failing cell in the SOURCE notebook (injected cells not counted)
-    exec_count: int | None
-    ename: str | None
-    evalue: str | None
-    traceback: str | None  # plain text, ANSI escapes stripped
-    output_path: str
-    kernel_pid: int | None
-    duration: float
-    stopped_early: bool = False  # the notebook ended itself with sys.exit(0) (papermill: success)
 
 
 class _Attempt:
@@ -217,14 +199,6 @@ def _source_map(nb: nbformat.NotebookNode) -> list[int | None]:
     return mapping
 
 
-def _signal_group(pgid: int | None, sig: int) -> None:
-    if pgid is not None:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def _watchdog(attempt: _Attempt, timeout: float, grace: float, stop: threading.Event) -> None:
     if stop.wait(timeout):
         return
@@ -232,26 +206,16 @@ def _watchdog(attempt: _Attempt, timeout: float, grace: float, stop: threading.E
     # The deadline may fall while the kernel is still being launched: wait for its process.
     while attempt.process is None and not stop.wait(0.05):
         pass
-    if attempt.process is None:
-        return
-    _signal_group(attempt.pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while attempt.process.poll() is None and time.monotonic() < deadline:
-        if stop.wait(0.05):
-            return  # the run thread is done; its cleanup SIGKILLs the group
-    _signal_group(attempt.pgid, signal.SIGKILL)
+    if attempt.process is not None and attempt.pgid is not None:
+        # a stop during the grace hands over to the run thread, whose cleanup SIGKILLs the group
+        procs.terminate(attempt.pgid, grace, exited=procs.waiter(attempt.process), stop=stop)
 
 
 def _reap(attempt: _Attempt) -> None:
     """Leave no process of the kernel's group alive, and reap the kernel itself."""
-    if attempt.process is None:
-        return
-    # Also kills what the kernel started in its session (pgid == kernel pid).
-    _signal_group(attempt.pgid, signal.SIGKILL)
-    try:
-        attempt.process.wait(timeout=10)
-    except Exception:  # noqa: BLE001 - nothing more can be done; the pid is reported
-        pass
+    if attempt.process is not None and attempt.pgid is not None:
+        # Also kills what the kernel started in its session (pgid == kernel pid).
+        procs.kill_now(attempt.pgid, exited=procs.waiter(attempt.process))
 
 
 def _exit_description(proc: Any) -> str:
@@ -281,16 +245,20 @@ def run_notebook(
     log_path: str | None = None,
     cwd: str | None = None,
     startup_timeout: float = 60.0,
-    kill_grace: float = 5.0,
+    kill_grace: float | None = None,
     on_kernel_start: Callable[[int], None] | None = None,
-) -> NotebookOutcome:
-    """Execute one notebook attempt with papermill in this process and return its outcome.
+) -> AttemptRecord:
+    """Execute one notebook attempt with papermill in this process and say how it ended.
 
-    The output notebook is always written and no kernel process is left alive. Only programmer
-    errors raise: a missing ``input_path`` raises NotebookNotFoundError, an unreadable notebook
-    nbformat's error. ``on_kernel_start(pgid)`` is called once the kernel's process group
-    is known (so a canceller elsewhere can kill it).
+    The output notebook is always written (the record's ``output_uri``) and no kernel process
+    is left alive. Only programmer errors raise: a missing ``input_path`` raises
+    NotebookNotFoundError, an unreadable notebook nbformat's error. ``on_kernel_start(pgid)``
+    is called once the kernel's process group is known (so a canceller elsewhere can kill
+    it). ``kill_grace``: seconds from SIGTERM to SIGKILL of a timed-out kernel (default: the
+    ``kill_grace`` setting).
     """
+    if kill_grace is None:
+        kill_grace = get_settings().kill_grace
     src = Path(input_path).expanduser().resolve()
     if not src.is_file():
         raise NotebookNotFoundError(
@@ -300,7 +268,7 @@ def run_notebook(
     out = Path(output_path).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = str(Path(cwd).expanduser().resolve()) if cwd else str(src.parent)
-    started = time.monotonic()
+    started = time.time()
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
@@ -348,7 +316,7 @@ def run_notebook(
             if watchdog is not None:
                 watchdog.join(timeout=kill_grace + 5)
             _reap(attempt)
-        outcome = _classify(attempt, error, str(out), cell_timeout, timeout, started)
+        outcome = _classify(attempt, error, output_path, cell_timeout, timeout, started)
         if outcome is None:
             raise error  # type: ignore[misc]  # not a notebook failure: a bug or a bad file
         if not outcome.ok and outcome.reason != "cell_error":
@@ -366,16 +334,16 @@ def run_notebook(
 def _classify(
     attempt: _Attempt, error: Exception | None, output_path: str,
     cell_timeout: float | None, timeout: float | None, started: float,
-) -> NotebookOutcome | None:
-    """Map papermill's result to an outcome; None for an error nbflow cannot explain."""
+) -> AttemptRecord | None:
+    """Map papermill's result to a record; None for an error nbflow cannot explain."""
 
-    def outcome(reason: str | None, message: str, ename: str | None = None, **kw: Any) -> Any:
+    def outcome(reason: str | None, message: str, ename: str | None = None, **kw: Any) -> AttemptRecord:
         fields = dict(cell_index=attempt.source_index(cell), exec_count=exec_count, ename=ename,
                       evalue=message if ename else None, traceback=text or None)
         fields.update(kw)
-        return NotebookOutcome(ok=reason is None, reason=reason, message=message,
-                               output_path=output_path, kernel_pid=attempt.pid,
-                               duration=time.monotonic() - started, **fields)
+        ok = reason in (None, "stopped_early")
+        return AttemptRecord(ok=ok, reason=reason, message=message, output_uri=output_path,
+                             kernel_pid=attempt.pid, started_at=started, ended_at=time.time(), **fields)
 
     cell = attempt.running
     exec_count = None
@@ -388,7 +356,7 @@ def _classify(
         if stopped is None:
             return outcome(None, "notebook completed")
         msg = f"notebook stopped early: sys.exit(0) in {attempt.cell_name(stopped)}"
-        return outcome(None, msg, stopped_early=True)
+        return outcome("stopped_early", msg)
     text = _ANSI.sub("", str(error)).strip()
     if attempt.timed_out:
         msg = f"task exceeded timeout={timeout:g}s{during}; kernel killed"
@@ -429,7 +397,7 @@ def _stopped_early_cell(attempt: _Attempt) -> int | None:
     return None
 
 
-def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: NotebookOutcome) -> None:
+def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecord) -> None:
     """Rewrite the output notebook after a failure papermill writes no banner for.
 
     Adds a red banner at the top, a marker (an anchor) before the failing cell plus an error

@@ -25,7 +25,8 @@ from typing import Any
 from nbflow import params as nbparams
 from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, resolve_refs, to_refs
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
-from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask, Outcome
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 
@@ -115,7 +116,7 @@ class NotebookTask(BaseTask):
         """``notebook: file.ipynb``."""
         return f"notebook: {os.path.basename(self.path)}"
 
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
         """Execute the notebook; collect what it saved; describe a failure by cell."""
         from nbflow.artifacts import read_manifest
         from nbflow.tasks.nbrun import run_notebook
@@ -125,17 +126,14 @@ class NotebookTask(BaseTask):
                 {**self.parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
             )
         except Exception as exc:
-            out = Outcome.from_exception(exc)
-            out.reason = "input_missing"
-            return out
+            return AttemptRecord.from_exception(exc, reason="input_missing")
         for name in self.context_params:  # dates as ISO strings: parameters are literals
             value = ctx.run_context.get(name)
             values[name] = value.isoformat() if hasattr(value, "isoformat") else value
-        output_path = f"{ctx.attempt_dir}/output.ipynb"
         os.makedirs(ctx.attempt_dir, exist_ok=True)
-        result = run_notebook(
+        record = run_notebook(
             self.path,
-            output_path,
+            f"{ctx.attempt_dir}/output.ipynb",
             parameters=values,
             context_source=ctx.kernel_context_source(),
             kernel_name=self.kernel_name,
@@ -146,22 +144,10 @@ class NotebookTask(BaseTask):
             kill_grace=ctx.kill_grace,
             on_kernel_start=ctx.register_process,
         )
-        artifacts = read_manifest(ctx.artifact_dir)
-        if result.ok:
-            return Outcome(ok=True, artifacts=artifacts, output_uri=output_path)
-        reason = "fail_now" if result.ename == "FailNow" else result.reason
-        return Outcome(
-            ok=False,
-            artifacts=artifacts,
-            reason=reason,
-            message=result.message,
-            ename=result.ename,
-            evalue=result.evalue,
-            traceback=result.traceback,
-            cell_index=result.cell_index,
-            exec_count=result.exec_count,
-            output_uri=output_path,
-        )
+        record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        if record.ename == "FailNow":
+            record.reason = "fail_now"
+        return record
 
 
 def notebook(

@@ -19,14 +19,16 @@ import hashlib
 import inspect
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
+from nbflow import procs
+from nbflow.artifacts import write_value
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
-from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask, Outcome
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
 
 class PythonTask(BaseTask):
@@ -58,8 +60,8 @@ class PythonTask(BaseTask):
         """``python: module.function``."""
         return f"python: {getattr(self.fn, '__qualname__', self.fn)}"
 
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:
-        """Call the function with upstream values in place of handles."""
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
+        """Call the function with upstream values in place of handles; store its return value."""
         loaded: dict[tuple[str, str | None], Any] = {}
 
         def output(ref: OutputRef) -> Any:
@@ -71,19 +73,28 @@ class PythonTask(BaseTask):
             args = resolve_refs(self.args, output, ctx.params)
             kwargs = resolve_refs(self.kwargs, output, ctx.params)
         except Exception as exc:  # a missing key in an upstream value, an unreadable artifact
-            out = Outcome.from_exception(exc)
-            out.reason = "input_missing"
-            return out
+            return AttemptRecord.from_exception(exc, reason="input_missing")
         if self.wants_params:
             kwargs["params"] = dict(ctx.params)
         for name in self.context_args:
             kwargs[name] = ctx.run_context.get(name)
         if self.timeout is not None:
-            return _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
-        try:
-            return Outcome(ok=True, value=self.fn(*args, **kwargs))
-        except Exception as exc:
-            return Outcome.from_exception(exc, skip_frames=1)
+            ok, value = _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
+        else:
+            try:
+                ok, value = True, self.fn(*args, **kwargs)
+            except Exception as exc:
+                ok, value = False, AttemptRecord.from_exception(exc, skip_frames=1)
+        if not ok:
+            return value
+        record = AttemptRecord(ok=True)
+        if value is not None:
+            try:
+                record.artifacts.append(write_value(ctx.artifact_dir, "return", value).as_dict())
+            except Exception as exc:
+                record = AttemptRecord.from_exception(exc)
+                record.message = f"cannot store the return value: {record.message}"
+        return record
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:
@@ -101,13 +112,13 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
 
     os.setsid()  # its own process group, so subprocesses it starts die with it
     try:
-        payload = ("ok", fn(*args, **kwargs))
+        payload = (True, fn(*args, **kwargs))
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        payload = ("err", Outcome.from_exception(exc, skip_frames=1))
+        payload = (False, AttemptRecord.from_exception(exc, skip_frames=1))
     try:
         data = cloudpickle.dumps(payload)
     except Exception as exc:  # an unpicklable return value
-        data = cloudpickle.dumps(("err", Outcome.from_exception(exc)))
+        data = cloudpickle.dumps((False, AttemptRecord.from_exception(exc)))
     sys.stdout.flush()
     sys.stderr.flush()
     conn.send_bytes(data)
@@ -117,7 +128,8 @@ def _child(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None
 
 def _call_in_child(
     fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float, grace: float, register: Callable[[int], None]
-) -> Outcome:
+) -> tuple[bool, Any]:
+    """(True, return value) or (False, the failed attempt's record)."""
     import cloudpickle
 
     sys.stdout.flush()
@@ -131,41 +143,21 @@ def _call_in_child(
     try:
         if recv.poll(timeout):
             try:
-                status, value = cloudpickle.loads(recv.recv_bytes())
+                return cloudpickle.loads(recv.recv_bytes())
             except EOFError:
-                proc.join()
-                return Outcome(
-                    ok=False,
-                    reason="exception",
-                    message=f"task process died with exit code {proc.exitcode}",
-                    ename="ProcessDied",
-                    evalue=str(proc.exitcode),
+                return False, AttemptRecord.failure(
+                    "exception", f"task process died with exit code {proc.exitcode}", ename="ProcessDied", evalue=str(proc.exitcode)
                 )
-            proc.join()
-            return Outcome(ok=True, value=value) if status == "ok" else value
-        _kill_child(proc, grace)
-        return Outcome(
-            ok=False,
-            reason="task_timeout",
-            message=f"task exceeded timeout={timeout:g}s and was killed",
-            ename="TimeoutError",
-            evalue=f"timeout={timeout:g}s",
+            finally:
+                proc.join()
+        procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
+        return False, AttemptRecord.failure(
+            "task_timeout", f"task exceeded timeout={timeout:g}s and was killed", ename="TimeoutError", evalue=f"timeout={timeout:g}s"
         )
     finally:
         recv.close()
         if proc.is_alive():
-            _kill_child(proc, grace)
-
-
-def _kill_child(proc: multiprocessing.process.BaseProcess, grace: float) -> None:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        proc.join(wait)
-        if not proc.is_alive():
-            return
+            procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
 
 
 # --- the decorator -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from typing import Any
 
 from nbflow.dag import _UNSET, current_pipeline
 from nbflow.exceptions import DefinitionError
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import AttemptContext, BaseTask
 
 
 @dataclass
@@ -82,9 +83,9 @@ class SensorTask(BaseTask):
         """Check the condition once."""
         return bool(self.condition(ctx) if self.takes_context else self.condition())
 
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:  # pragma: no cover - the driver pokes
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:  # pragma: no cover - the driver pokes
         """Sensors are poked by the driver, never run by a worker."""
-        return Outcome(ok=False, reason="exception", message="sensors are poked by the driver, not run on workers")
+        return AttemptRecord.failure("exception", "sensors are poked by the driver, not run on workers")
 
 
 def _arity(fn: Callable[..., Any]) -> int:

@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nbflow import procs
 from nbflow.dag import _UNSET, current_pipeline
-from nbflow.tasks.base import AttemptContext, BaseTask, Outcome, kill_process_group
+from nbflow.record import AttemptRecord
+from nbflow.tasks.base import AttemptContext, BaseTask
 
 
 class ShellTask(BaseTask):
@@ -54,7 +56,7 @@ class ShellTask(BaseTask):
         cmd = self.command if len(self.command) <= 40 else self.command[:37] + "..."
         return f"shell: {cmd}"
 
-    def run_attempt(self, ctx: AttemptContext) -> Outcome:
+    def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
         """Run the command, stream its output into the log, enforce the timeout."""
         env = {**os.environ, **ctx.env(), **self.env}
         os.makedirs(os.path.dirname(ctx.log_path), exist_ok=True)
@@ -74,26 +76,19 @@ class ShellTask(BaseTask):
             try:
                 code = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                kill_process_group(proc, ctx.kill_grace)
-                return Outcome(
-                    ok=False,
-                    reason="task_timeout",
-                    message=f"command exceeded timeout={self.timeout:g}s and was killed",
-                    ename="TimeoutError",
-                    evalue=self.command,
+                procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
+                return AttemptRecord.failure(
+                    "task_timeout", f"command exceeded timeout={self.timeout:g}s and was killed",
+                    ename="TimeoutError", evalue=self.command,
                 )
             except BaseException:
-                kill_process_group(proc, ctx.kill_grace)
+                procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
                 raise
         if code != 0:
-            return Outcome(
-                ok=False,
-                reason="exit_code",
-                message=f"command exited with code {code}: {self.command}",
-                ename="CalledProcessError",
-                evalue=f"exit code {code}",
+            return AttemptRecord.failure(
+                "exit_code", f"command exited with code {code}: {self.command}", ename="CalledProcessError", evalue=f"exit code {code}"
             )
-        return Outcome(ok=True)
+        return AttemptRecord(ok=True)
 
 
 def shell(

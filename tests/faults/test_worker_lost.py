@@ -73,3 +73,48 @@ def test_task_that_kills_every_worker_fails_as_killed_worker(nbflow_home, write_
     assert "the worker died during each of 2 tries" in row["error"]
     assert result.task("healthy")["state"] == "success"  # the others and the pool recover
     assert len([a for a in api.run_details(result.run_id)["attempts"] if a["task_id"] == "poison"]) == 2
+
+
+SHELL_CHILD = """
+from nbflow import Pipeline, shell
+
+with Pipeline("shell_child") as pipeline:
+    # the first try sleeps (a command of its own session, as every shell task's); the retry is quick
+    shell('if [ "$NBFLOW_TRY_NUMBER" = 1 ]; then sleep {seconds}; fi; echo done', name="nap", retries=1)
+"""
+
+
+def test_a_killed_local_worker_takes_its_shell_command_with_it(nbflow_home, write_pipeline):
+    """RELIABILITY 40: the command leads a process group of its own, so it would outlive a
+    SIGKILLed worker, reparented to init, beside its own retry. The executor knows the group
+    and kills it when it sees the worker die."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    seconds = f"97.{os.getpid()}"  # unique to this test process: nothing else runs this command
+    pipeline = load_pipeline(write_pipeline(SHELL_CHILD.replace("{seconds}", seconds)))
+    done: dict = {}
+    driver = threading.Thread(target=lambda: done.update(r=api.run_pipeline(pipeline, executor="local", parallelism=1)))
+    driver.start()
+
+    def sleeper() -> psutil.Process | None:
+        return next((p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", seconds]), None)
+
+    deadline = time.monotonic() + 60
+    while (nap := sleeper()) is None:
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    worker = next(p for p in nap.parents() if "nbflow.executors.local" in " ".join(p.cmdline()))
+    os.kill(worker.pid, signal.SIGKILL)
+    psutil.wait_procs([nap], timeout=5)
+    assert not nap.is_running() or nap.status() == psutil.STATUS_ZOMBIE, "the command outlived its worker"
+    driver.join(60)
+    result = done["r"]
+    assert result.ok, result.tasks
+    attempts = api.run_details(result.run_id)["attempts"]
+    assert [(a["state"], a["reason"]) for a in attempts] == [("up_for_retry", "worker_lost"), ("success", None)]
+    assert "done" in api.read_log(result.run_id, "nap")
