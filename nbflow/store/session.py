@@ -160,13 +160,26 @@ def ensure_schema(engine: Engine) -> None:
     """
     if str(engine.url) in _upgraded:
         return
-    try:
+    with _explained(engine):
         if retrying(lambda: _current_revision(engine), what="schema check") != SCHEMA_HEAD:
             retrying(lambda: upgrade(engine), what="schema upgrade")
         _upgraded.add(str(engine.url))
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """:func:`upgrade` retried on transient errors (``nbflow db upgrade``); returns (from, to).
+    A database that cannot be used raises a :class:`StoreError` that says which and why."""
+    with _explained(engine):
+        return retrying(lambda: upgrade(engine), what="schema upgrade")
+
+
+@contextmanager
+def _explained(engine: Engine) -> Iterator[None]:
+    try:
+        yield
     except DBAPIError as exc:
         raise StoreError(
-            f"cannot open the metadata database {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
+            f"cannot open the metadata database {_label(engine)}: {exc.orig}",
             hint="check NBFLOW_DB_URL / NBFLOW_HOME, and that the database server is running",
         ) from exc
 
@@ -270,8 +283,16 @@ def _pg_lock_holder(engine: Engine) -> str:
 def _file_lock(path: Path, timeout: float, engine: Engine) -> Iterator[None]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:  # never truncated before it is locked: it may name the holder
+    try:
+        f = open(path, "a+")  # noqa: SIM115 - closed below; never truncated before it is locked
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the schema lock file of {_label(engine)}: {exc.strerror}",
+            where=str(path),
+            hint="nbflow locks the database's schema with a file beside it: the folder must be writable "
+            "(check NBFLOW_HOME / NBFLOW_DB_URL)",
+        ) from exc
+    with f:
         deadline = time.monotonic() + timeout
         while True:
             try:
