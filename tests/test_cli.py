@@ -154,3 +154,13 @@ def test_db_upgrade_of_a_database_it_cannot_use_says_why_without_a_traceback(tmp
     assert "error: /proc/nbflow.db.schema-lock: cannot create the schema lock file of sqlite:////proc/nbflow.db" in res.stderr
     assert "hint: nbflow locks the database's schema with a file beside it" in res.stderr
 
+
+def test_scheduler_says_what_it_serves(tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    home = tmp_path / "home"
+    res = nbflow("scheduler", "--loops", "1", "-e", "inline", "--dags-folder", str(dags), home=home)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == (
+        f"nbflow scheduler (job 1): folder {dags}, executor inline (in this process), database sqlite:///{home / 'nbflow.db'}\n"
+    )
