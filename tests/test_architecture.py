@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_layers_are_kept():
+    """The layers contract and the forbidden contracts (DESIGN.md's "must not import" column)."""
     exe = shutil.which("lint-imports")
     if exe is None:
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert {c["type"] for c in contracts} == {"layers", "forbidden"}
     res = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 kept, 0 broken" in res.stdout
+    assert f"{len(contracts)} kept, 0 broken" in res.stdout, res.stdout
+
+
+def test_a_front_door_reaching_around_api_breaks_a_contract(tmp_path):
+    """The forbidden contracts bite: a copy of the package whose CLI imports the store, and
+    whose store imports a task kind, fails lint-imports, naming both imports."""
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    shutil.copytree(ROOT / "nbflow", tmp_path / "nbflow", ignore=shutil.ignore_patterns("__pycache__", "labextension"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / "nbflow" / "cli" / "scheduling.py", "a") as f:
+        f.write("\nfrom nbflow.store.session import get_engine  # noqa: E402 - the probe\n")
+    with open(tmp_path / "nbflow" / "store" / "orm.py", "a") as f:
+        f.write("\nfrom nbflow.tasks.base import BaseTask  # noqa: E402 - the probe\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = subprocess.run([exe], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode != 0, res.stdout
+    assert "front doors (cli, jupyter, server) go through api BROKEN" in res.stdout, res.stdout
+    assert "nbflow.cli.scheduling -> nbflow.store.session" in res.stdout, res.stdout
+    assert "call it through a function of nbflow.api" in res.stdout, res.stdout
+    assert "the store persists plain data: no dag objects, executors, engine or scheduler BROKEN" in res.stdout
+    assert "nbflow.store.orm -> nbflow.tasks.base" in res.stdout, res.stdout
 
 
 def test_no_module_of_the_package_is_huge():
