@@ -47,6 +47,30 @@ def test_a_front_door_reaching_around_api_breaks_a_contract(tmp_path):
     assert "nbflow.store.orm -> nbflow.tasks.base" in res.stdout, res.stdout
 
 
+#: Standard-library modules newer than some Python 3 release, with the release that added them.
+STDLIB_SINCE = {"tomllib": (3, 11)}
+
+
+def test_requires_python_is_the_oldest_python_the_code_runs_on():
+    """pyproject's floor is no lower than what nbflow imports and parses as (tomllib: 3.11)."""
+    import ast
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    spec = project["requires-python"]
+    assert spec.startswith(">=") and "," not in spec, spec
+    floor = tuple(int(part) for part in spec[2:].split("."))
+    needed = (3, 0)
+    for path in sorted((ROOT / "nbflow").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path), feature_version=floor[:2])  # syntax newer than the floor fails
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                needed = max(needed, STDLIB_SINCE.get(name.split(".")[0], (3, 0)))
+    assert floor[:2] >= needed, f"requires-python {spec}, but the code needs Python {'.'.join(map(str, needed))}"
+    assert not [d for d in project["dependencies"] if d.startswith("tomli")], "tomli backports tomllib to Python < 3.11"
+
+
 def test_no_module_of_the_package_is_huge():
     """DESIGN.md: no module over ~400 lines without a reason (the reason goes in this list)."""
     allowed = {
