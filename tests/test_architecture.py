@@ -1,4 +1,5 @@
-"""The module layers of docs/ARCHITECTURE.md hold (import-linter contract in pyproject.toml)."""
+"""The module layers and "must not import" rules of docs/ARCHITECTURE.md hold (import-linter contracts in
+pyproject.toml); requires-python matches the code; no module is huge."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Every write transaction goes through :func:`retrying`: a locked database or a dr
 connection is retried with capped exponential backoff, and the transaction is rolled
 back before each retry, so there are no partial writes.
 
-Schema upgrades (:func:`ensure_schema` when a store opens, :func:`upgrade` for ``nbflow db
+Schema upgrades (:func:`ensure_schema` when a store opens, :func:`migrate` for ``nbflow db
 upgrade``) check and migrate under a lock of the database itself (:func:`schema_lock`), so
 processes that open a new database at the same moment create its schema once.
 """

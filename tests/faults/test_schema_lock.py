@@ -3,8 +3,9 @@
 Four real processes import nbflow, wait at a file barrier, and then all open the same empty
 database at once, either through ``Store(url)`` (what a scheduler, a run or the server does
 first) or through ``nbflow db upgrade``. Without a database-level lock around the check and
-the upgrade, two of them both see "no schema" and both run the migrations: on PostgreSQL the
-second dies on a duplicate key in ``alembic_version`` (or on a table that already exists).
+the upgrade, several see "no schema" and run the migrations: on PostgreSQL all but one die
+on a duplicate key (``pg_type_typname_nsp_index``, creating ``alembic_version``); on SQLite
+they hit "database is locked" (``nbflow db upgrade`` exits 1, a store logs retries).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ RACER = textwrap.dedent(
     barrier = Path(barrier)
     from nbflow.store import Store
     from nbflow.cli import main
-    import alembic.command, alembic.script, alembic.runtime.migration  # imported lazily by an upgrade
+    # an upgrade imports Alembic lazily: import it before the barrier, or the seconds of imports
+    # on a shared machine spread the racers out and hide the race
+    import alembic.command, alembic.runtime.migration, alembic.script
 
     (barrier / f"ready-{me}").touch()
     deadline = time.time() + 60
