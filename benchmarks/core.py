@@ -99,12 +99,8 @@ class BenchmarkError(RuntimeError):
 
 def _reset_nbflow() -> None:
     import nbflow.api
-    import nbflow.config
-    import nbflow.store.session
 
-    nbflow.config.reset_settings()
-    nbflow.api._stores.clear()
-    nbflow.store.session.dispose_engines()
+    nbflow.api.reset()
 
 
 @contextmanager

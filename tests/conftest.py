@@ -12,17 +12,13 @@ from pathlib import Path
 import pytest
 
 from nbflow import api
-from nbflow.config import reset_settings
-from nbflow.store.session import dispose_engines
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 PG_URL = os.environ.get("NBFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _reset() -> None:
-    reset_settings()
-    api._stores.clear()
-    dispose_engines()
+    api.reset()  # settings, stores and engines: the next test reads its NBFLOW_* afresh
 
 
 @pytest.fixture

@@ -71,10 +71,7 @@ class Cluster:
 def _serve(c: Cluster, n: int, monkeypatch) -> Cluster:
     c.workers = c.wait_for(n)
     monkeypatch.setenv("NBFLOW_DASK_ADDRESS", c.address)
-    from nbflow.config import reset_settings
-
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     return c
 
 
@@ -306,14 +303,11 @@ with Pipeline("adopt") as pipeline:
 
 @pytest.mark.faults
 def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_home, monkeypatch):
-    from nbflow.config import reset_settings
-
     path = write_pipeline(ADOPT)
     # a driver's lease expires quickly here, so the run can be taken over soon after the kill
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
     monkeypatch.setenv("NBFLOW_ORPHAN_TIMEOUT", "1.5")
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
     driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, start_new_session=True)
     store = api.open_store()

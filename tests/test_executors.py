@@ -128,11 +128,8 @@ def test_inline_run_cancelled_from_elsewhere_kills_its_running_command(nbflow_ho
 
     import psutil
 
-    from nbflow.config import reset_settings
-
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     nap = f"98.{os.getpid()}"  # a duration no other test or session sleeps for
     path = write_pipeline(
         f"""

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from nbflow import api
-from nbflow.config import reset_settings
 from nbflow.exceptions import ScheduleError
 from nbflow.scheduler import Scheduler
 
@@ -44,8 +43,7 @@ def dags(tmp_path, nbflow_home, monkeypatch):
     monkeypatch.setenv("NBFLOW_IMPORT_TIMEOUT", "3")
     monkeypatch.setenv("NBFLOW_HEARTBEAT", "0.2")
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     return folder
 
 
@@ -611,8 +609,7 @@ def test_notebooks_used_by_tasks_are_not_taken_for_pipelines(dags, monkeypatch):
     import shutil
 
     monkeypatch.setenv("NBFLOW_IMPORT_TIMEOUT", "120")  # this file imports papermill: not a hang
-    reset_settings()
-    api._stores.clear()
+    api.reset()
 
     example = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
     for name in ("pipeline.py", "prepare.ipynb", "train.ipynb", "evaluate.ipynb"):

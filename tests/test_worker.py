@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbflow import api
-from nbflow.config import reset_settings
 from nbflow.loader import load_pipeline
 from tests.test_notebook_task import CHAIN, make_notebook
 
@@ -13,8 +12,7 @@ from tests.test_notebook_task import CHAIN, make_notebook
 def test_url_artifact_root_stages_and_uploads_every_file(nbflow_home, write_pipeline, tmp_path, monkeypatch):
     root = tmp_path / "bucket"
     monkeypatch.setenv("NBFLOW_ARTIFACT_ROOT", f"file://{root}")
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     path = write_pipeline(CHAIN)
     make_notebook(
         path.parent / "consume.ipynb",

@@ -1,9 +1,10 @@
-"""The one service facade: the CLI, the scheduler, the notebook magics and the server call these.
+"""The one service facade: the CLI, the notebook magics and the server call these.
 
 Each function takes plain arguments, opens the store from the settings (or uses the one
 given) and returns plain data or small dataclasses; no printing here.
 """
 
+from nbflow.api.admin import SchedulerStarted, SchemaUpgrade, reset, serve_scheduler, upgrade_database, worker_command
 from nbflow.api.pipelines import (
     DuplicateRunError,
     backfill,
@@ -24,7 +25,6 @@ from nbflow.api.pipelines import (
 )
 from nbflow.api.runs import (
     RunResult,
-    _stores,
     cancel_run,
     clear_run,
     create_run,
@@ -47,7 +47,8 @@ from nbflow.api.runs import (
 __all__ = [
     "DuplicateRunError",
     "RunResult",
-    "_stores",
+    "SchedulerStarted",
+    "SchemaUpgrade",
     "backfill",
     "cancel_run",
     "clean",
@@ -70,14 +71,18 @@ __all__ = [
     "pools",
     "read_log",
     "rerun",
+    "reset",
     "run_details",
     "run_file",
     "run_pipeline",
     "scheduler_alive",
     "set_paused",
+    "serve_scheduler",
     "set_pool",
     "spawn_driver",
     "task_finished",
     "task_rows",
     "trigger",
+    "upgrade_database",
+    "worker_command",
 ]

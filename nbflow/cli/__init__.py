@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     run_id = api.create_run(
         pipeline, params=_params(args.param), only=args.only, trigger="cli", executor=executor, store=store
     )
-    progress.total = len(store.task_instances(run_id))
+    progress.total = len(api.run_details(run_id, store=store)["tasks"])
     started = time.time()
 
     def on_start(ex: Any) -> None:
@@ -263,17 +263,13 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     """Replace this process with a Dask worker that advertises nbflow queues as resources."""
     import os
 
-    from nbflow.executors.dask import queue_resource, worker_environment
+    from nbflow import api
 
     queues = args.queue or ["default"]
-    resources = [f"{queue_resource(q)}={args.nthreads}" for q in queues] + list(args.resources or [])
-    argv = [sys.executable, "-m", "distributed.cli.dask_worker", args.scheduler, "--nthreads", str(args.nthreads)]
-    argv += ["--resources", " ".join(resources)]
-    if args.name:
-        argv += ["--name", args.name]
-    if args.nworkers:
-        argv += ["--nworkers", str(args.nworkers)]
-    env = {**os.environ, **worker_environment()}
+    argv, env = api.worker_command(
+        args.scheduler, queues=queues, nthreads=args.nthreads, name=args.name, nworkers=args.nworkers,
+        resources=args.resources or (),
+    )
     out.write(f"nbflow worker: serving queues {', '.join(queues)} for {args.scheduler}\n")
     out.flush()
     os.execvpe(argv[0], argv, env)
@@ -281,13 +277,9 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
-    from nbflow.config import get_settings
-    from nbflow.store.session import get_engine, upgrade
+    from nbflow import api
 
-    settings = get_settings()
-    engine = get_engine(settings.db_url)
-    before, after = upgrade(engine)
-    url = engine.url.render_as_string(hide_password=True)
+    url, before, after = api.upgrade_database()
     out.write(f"database {url}: " + (f"upgraded {before or 'empty'} -> {after}\n" if before != after else f"already at {after}\n"))
     return 0
 

@@ -8,19 +8,18 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 
-
 def cmd_scheduler(args: argparse.Namespace, out: TextIO) -> int:
-    from nbflow.scheduler import Scheduler
+    from nbflow import api
+
+    def started(s: api.SchedulerStarted) -> None:
+        out.write(f"nbflow scheduler (job {s.job_id}): folder {s.dags_folder}, executor {s.executor}, database {s.database}\n")
+        out.flush()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    scheduler = Scheduler(dags_folder=args.dags_folder, executor=args.executor, parallelism=args.parallelism)
-    scheduler.start()
-    out.write(
-        f"nbflow scheduler (job {scheduler.job_id}): folder {scheduler.loader.folder}, "
-        f"executor {scheduler.executor.describe()}, database {scheduler.store.engine.url.render_as_string(hide_password=True)}\n"
+    api.serve_scheduler(
+        dags_folder=args.dags_folder, executor=args.executor, parallelism=args.parallelism, max_loops=args.loops,
+        on_start=started,
     )
-    out.flush()
-    scheduler.serve_forever(max_loops=args.loops)
     return 0
 
 

@@ -8,19 +8,27 @@ read-to-write upgrade. PostgreSQL connections are pinged before use.
 Every write transaction goes through :func:`retrying`: a locked database or a dropped
 connection is retried with capped exponential backoff, and the transaction is rolled
 back before each retry, so there are no partial writes.
+
+Schema upgrades (:func:`ensure_schema` when a store opens, :func:`migrate` for ``nbflow db
+upgrade``) check and migrate under a lock of the database itself (:func:`schema_lock`), so
+processes that open a new database at the same moment create its schema once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from nbflow.exceptions import StoreError
@@ -33,10 +41,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: it lets a process skip loading Alembic when the database is already current.
 SCHEMA_HEAD = "0004"
 SQLITE_BUSY_MS = 30_000
+#: The PostgreSQL advisory lock taken around a schema check and upgrade: a fixed signed 64-bit
+#: key derived from "nbflow-schema" (shown in ``pg_locks`` as classid/objid).
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"nbflow-schema").digest()[:8], "big", signed=True)
+#: Seconds a process waits for another one's schema upgrade before it gives up with an error.
+SCHEMA_LOCK_TIMEOUT = 600.0
 
 _engines: dict[str, Engine] = {}
 _upgraded: set[str] = set()
-_schema_lock = threading.Lock()
+_schema_lock = threading.Lock()  # threads of this process (Alembic's context is global)
 _lock = threading.Lock()
 
 
@@ -109,19 +122,24 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str]:
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate the database to the newest schema; returns (from, to) revisions."""
+    """Migrate the database to the newest schema; returns (from, to) revisions.
+
+    The check and the migration happen under :func:`schema_lock`, so of several processes
+    (or threads) upgrading one database at once, one migrates and the others then find the
+    schema current and do nothing.
+    """
     from alembic import command
 
-    current, head = schema_revisions(engine)
-    if current != head:
-        log.info("upgrading nbflow database %s from %s to %s", engine.url, current, head)
-        command.upgrade(alembic_config(engine), "head")
+    with schema_lock(engine):
+        current, head = schema_revisions(engine)
+        if current != head:
+            log.info("upgrading nbflow database %s from %s to %s", engine.url, current, head)
+            command.upgrade(alembic_config(engine), "head")
     _upgraded.add(str(engine.url))
     return current, head
 
 
 def _current_revision(engine: Engine) -> str | None:
-    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError as _DBAPIError
 
     try:
@@ -134,23 +152,175 @@ def _current_revision(engine: Engine) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade once per process per database (new databases are created here); threads
-    opening a store at the same time wait for one upgrade (Alembic's context is global)."""
+    """Upgrade once per process per database (new databases are created here).
+
+    A current database is recognised without a lock or Alembic; otherwise :func:`upgrade`
+    takes the schema lock, so processes and threads opening a new database at once wait for
+    one upgrade instead of racing on ``alembic_version``.
+    """
     if str(engine.url) in _upgraded:
         return
-    try:
-        with _schema_lock:
-            if str(engine.url) in _upgraded:
-                return
-            if retrying(lambda: _current_revision(engine), what="schema check") == SCHEMA_HEAD:
-                _upgraded.add(str(engine.url))
-                return
+    with _explained(engine):
+        if retrying(lambda: _current_revision(engine), what="schema check") != SCHEMA_HEAD:
             retrying(lambda: upgrade(engine), what="schema upgrade")
+        _upgraded.add(str(engine.url))
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """:func:`upgrade` retried on transient errors (``nbflow db upgrade``); returns (from, to).
+    A database that cannot be used raises a :class:`StoreError` that says which and why."""
+    with _explained(engine):
+        return retrying(lambda: upgrade(engine), what="schema upgrade")
+
+
+@contextmanager
+def _explained(engine: Engine) -> Iterator[None]:
+    try:
+        yield
     except DBAPIError as exc:
         raise StoreError(
-            f"cannot open the metadata database {engine.url.render_as_string(hide_password=True)}: {exc.orig}",
+            f"cannot open the metadata database {_label(engine)}: {exc.orig}",
             hint="check NBFLOW_DB_URL / NBFLOW_HOME, and that the database server is running",
         ) from exc
+
+
+# --- the schema lock ------------------------------------------------------------------------
+
+
+@contextmanager
+def schema_lock(engine: Engine, timeout: float | None = None) -> Iterator[None]:
+    """Hold the database's schema lock (one holder at a time across processes and hosts).
+
+    * PostgreSQL: the session advisory lock :data:`SCHEMA_LOCK_KEY`, taken and released on
+      one connection held for the whole block (a crashed holder's session releases it);
+    * SQLite file: ``flock`` on :func:`sqlite_lock_file` beside the database (released by
+      the kernel when the holder exits; the file stays, deleting it would let two processes
+      lock two different files);
+    * in-memory SQLite (one process): the thread lock alone.
+
+    Threads of one process also queue on a thread lock (Alembic's context is global). Waiting
+    longer than ``timeout`` (default :data:`SCHEMA_LOCK_TIMEOUT`) raises a :class:`StoreError`
+    that names the holder.
+    """
+    timeout = SCHEMA_LOCK_TIMEOUT if timeout is None else timeout
+    with _schema_lock:
+        if engine.dialect.name == "postgresql":
+            with _pg_advisory_lock(engine, timeout):
+                yield
+        elif engine.dialect.name == "sqlite" and (lock_file := sqlite_lock_file(engine.url)) is not None:
+            with _file_lock(lock_file, timeout, engine):
+                yield
+        else:
+            yield
+
+
+def sqlite_lock_file(url: str | URL) -> Path | None:
+    """The schema lock file of a SQLite database file (``nbflow.db`` -> ``nbflow.db.schema-lock``);
+    None for an in-memory database."""
+    url = make_url(url)
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory" or database.startswith("file::memory:"):
+        return None
+    path = Path(database).expanduser()
+    return path.with_name(path.name + ".schema-lock")
+
+
+def _label(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def _pg_advisory_lock(engine: Engine, timeout: float) -> Iterator[None]:
+    with engine.connect() as conn:
+        try:
+            with conn.begin():  # set_config(..., true): the timeout ends with this transaction
+                conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(timeout * 1000))}ms"})
+                conn.execute(text("SELECT pg_advisory_lock(CAST(:key AS bigint))"), {"key": SCHEMA_LOCK_KEY})
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            raise StoreError(
+                f"timed out after {timeout:g} s waiting for the schema lock of {_label(engine)} "
+                f"(PostgreSQL advisory lock {SCHEMA_LOCK_KEY}), held by {_pg_lock_holder(engine)}",
+                hint="another nbflow process is creating or migrating this database: let it finish and try again; "
+                "if that process hangs, end it (SELECT pg_terminate_backend(<pid>))",
+            ) from exc
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(CAST(:key AS bigint))"), {"key": SCHEMA_LOCK_KEY})
+                conn.commit()
+            except DBAPIError:
+                log.warning("could not release the schema lock of %s; closing its connection releases it", _label(engine))
+                conn.invalidate()
+
+
+def _pg_lock_holder(engine: Engine) -> str:
+    """Who holds :data:`SCHEMA_LOCK_KEY` ("backend pid 123 (application, client, since ...)")."""
+    key = SCHEMA_LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint key as two oids
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT a.pid, a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                    "AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"hi": key >> 32, "lo": key & 0xFFFF_FFFF},
+            ).first()
+    except DBAPIError as exc:
+        return f"a session that could not be looked up ({exc.orig})"
+    if row is None:
+        return "a session that has released it since"
+    client = f", client {row.client_addr}" if row.client_addr else ""
+    return f"backend pid {row.pid} ({row.application_name or 'no application name'}{client}, connected {row.backend_start:%Y-%m-%d %H:%M:%S})"
+
+
+@contextmanager
+def _file_lock(path: Path, timeout: float, engine: Engine) -> Iterator[None]:
+    import fcntl
+
+    try:
+        f = open(path, "a+")  # noqa: SIM115 - closed below; never truncated before it is locked
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the schema lock file of {_label(engine)}: {exc.strerror}",
+            where=str(path),
+            hint="nbflow locks the database's schema with a file beside it: the folder must be writable "
+            "(check NBFLOW_HOME / NBFLOW_DB_URL)",
+        ) from exc
+    with f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    f.seek(0)
+                    holder = f.read().strip() or "an unknown process"
+                    raise StoreError(
+                        f"timed out after {timeout:g} s waiting for the schema lock of {_label(engine)}, "
+                        f"held by {holder}",
+                        where=str(path),
+                        hint="another nbflow process is creating or migrating this database: let it finish "
+                        "and try again (the lock goes when that process exits)",
+                    ) from None
+                time.sleep(0.05)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -43,7 +43,6 @@ def test_two_schedulers_create_and_start_everything_exactly_once(tmp_path, pg_ur
     (dags / "ha.py").write_text(textwrap.dedent(PIPE.format(start=start.isoformat())))
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DB_URL": pg_url, "NBFLOW_DAGS_FOLDER": str(dags),
            "NBFLOW_ORPHAN_TIMEOUT": "3", "NBFLOW_HEARTBEAT": "0.3"}
-    api.open_store()  # migrate once before the schedulers race
     procs = [
         subprocess.Popen([sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"], env=env,
                          stdout=open(tmp_path / f"s{i}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from nbflow import api
-from nbflow.config import reset_settings
 
 pytestmark = pytest.mark.faults
 
@@ -72,8 +71,7 @@ def test_scheduler_killed_mid_run_resumes_after_restart(tmp_path, nbflow_home, m
            "NBFLOW_ORPHAN_TIMEOUT": "2", "NBFLOW_HEARTBEAT": "0.3"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    reset_settings()
-    api._stores.clear()
+    api.reset()
     log = open(tmp_path / "scheduler.log", "ab")  # noqa: SIM115
     first = start_scheduler(env, log)
     try:

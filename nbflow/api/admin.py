@@ -1,0 +1,114 @@
+"""Operating nbflow: the database schema, the scheduler daemon, Dask workers, and this
+process's cached settings and stores.
+
+The front doors (``nbflow db upgrade``, ``nbflow scheduler``, ``nbflow worker``, tests) call
+these instead of importing the store, the scheduler or the executors themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from nbflow.api.runs import _stores
+from nbflow.config import Settings, get_settings, reset_settings
+from nbflow.store.session import dispose_engines, get_engine, migrate
+
+
+class SchemaUpgrade(NamedTuple):
+    """What ``upgrade_database`` did: the database (password hidden) and its revisions before
+    (None: a new database) and after."""
+
+    url: str
+    before: str | None
+    after: str
+
+
+def upgrade_database(settings: Settings | None = None) -> SchemaUpgrade:
+    """Create or migrate the configured database to the newest schema.
+
+    Takes the database's schema lock (as every process opening a store does), so it is safe
+    while schedulers start or run; a current database is left as it is.
+    """
+    settings = settings or get_settings()
+    engine = get_engine(settings.db_url)
+    before, after = migrate(engine)
+    return SchemaUpgrade(engine.url.render_as_string(hide_password=True), before, after)
+
+
+@dataclass(frozen=True)
+class SchedulerStarted:
+    """A scheduler that has registered itself and is about to loop."""
+
+    job_id: int
+    dags_folder: str
+    executor: str
+    database: str
+
+
+def serve_scheduler(
+    *,
+    dags_folder: str | None = None,
+    executor: str | None = None,
+    parallelism: int | None = None,
+    max_loops: int | None = None,
+    on_start: Callable[[SchedulerStarted], None] | None = None,
+) -> None:
+    """Run the scheduler daemon in this process until SIGTERM/SIGINT (or ``max_loops``).
+
+    ``on_start`` is called once it holds its job row (a second scheduler on SQLite fails
+    before that, with the reason).
+    """
+    from nbflow.scheduler import Scheduler
+
+    scheduler = Scheduler(dags_folder=dags_folder, executor=executor, parallelism=parallelism)
+    scheduler.start()
+    if on_start is not None:
+        on_start(
+            SchedulerStarted(
+                job_id=scheduler.job_id,
+                dags_folder=str(scheduler.loader.folder),
+                executor=scheduler.executor.describe(),
+                database=scheduler.store.engine.url.render_as_string(hide_password=True),
+            )
+        )
+    scheduler.serve_forever(max_loops=max_loops)
+
+
+def worker_command(
+    scheduler: str,
+    *,
+    queues: Sequence[str] = ("default",),
+    nthreads: int = 1,
+    name: str | None = None,
+    nworkers: int | None = None,
+    resources: Sequence[str] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a Dask worker that serves nbflow ``queues``.
+
+    Each queue is advertised as a worker resource with ``nthreads`` slots (``resources`` adds
+    others, as ``NAME=COUNT``); the environment is this process's plus the Dask settings of
+    nbflow's workers.
+    """
+    from nbflow.executors.dask import queue_resource, worker_environment
+
+    advertised = [f"{queue_resource(q)}={nthreads}" for q in queues] + list(resources)
+    argv = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", str(nthreads)]
+    argv += ["--resources", " ".join(advertised)]
+    if name:
+        argv += ["--name", name]
+    if nworkers:
+        argv += ["--nworkers", str(nworkers)]
+    return argv, {**os.environ, **worker_environment()}
+
+
+def reset() -> None:
+    """Forget this process's settings, stores and database engines (their pooled connections
+    are closed); the next call reads ``NBFLOW_*`` and opens the store afresh. For tests, and for
+    a process that changed its ``NBFLOW_*`` variables."""
+    reset_settings()
+    _stores.clear()
+    dispose_engines()
