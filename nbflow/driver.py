@@ -39,11 +39,12 @@ from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.engine import Listener, RunEngine
 from nbflow.executors.base import Event, Executor, key_run_id
+from nbflow.loader import load_pipeline
 from nbflow.states import RunState
 from nbflow.store import Store
 from nbflow.store.session import is_transient
 
-__all__ = ["Driver", "is_outage", "OUTAGE_BACKOFF", "MAX_OUTAGE_BACKOFF"]
+__all__ = ["Driver", "StoredPipelines", "is_outage", "OUTAGE_BACKOFF", "MAX_OUTAGE_BACKOFF"]
 
 log = logging.getLogger("nbflow.driver")
 OUTAGE_BACKOFF = 0.5  # seconds before the first retry after a database outage; doubled each time
@@ -64,6 +65,25 @@ class _Run:
     engine: RunEngine | None = None
     inbox: list[Event] = field(default_factory=list)
     wake_at: float | None = 0.0  # monotonic time its engine wants a step; None: only events
+
+
+class StoredPipelines:
+    """Pipelines by name, loaded from the file the store recorded for them (once per name)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._loaded: dict[str, Pipeline | None] = {}
+
+    def __call__(self, name: str) -> Pipeline | None:
+        if name not in self._loaded:
+            row = self.store.get_pipeline(name)
+            self._loaded[name] = None
+            if row is not None and row["file"]:
+                try:
+                    self._loaded[name] = load_pipeline(row["file"], name)
+                except Exception as exc:  # noqa: BLE001 - its runs stay queued, the reason logged
+                    log.warning("cannot load pipeline %s from %s: %s", name, row["file"], exc)
+        return self._loaded[name]
 
 
 class Driver:
@@ -119,6 +139,16 @@ class Driver:
             self._end_job()
             self.status = "stopped"
 
+    def hand_over(self) -> bool:
+        """An idle driver about to exit gives up its lease, then looks once more for runs that
+        no live job drives: True (and the lease taken again) when there are some."""
+        self._end_job()
+        self.job_id = None
+        if not self.store.runs_to_drive(set(self.store.live_jobs(self.settings.orphan_timeout)), limit=1):
+            return False
+        self.job_id = self.store.write(lambda tx: tx.start_job(self.kind), what=f"register {self.kind}")
+        return True
+
     def _end_job(self) -> None:
         if self.job_id is None:
             return
@@ -138,6 +168,32 @@ class Driver:
         self.runs[run_id] = _Run(pipeline, list(listeners))
         self._start_run(run_id)
         return True
+
+    def claim_waiting(self, pipeline_for: Callable[[str], Pipeline | None]) -> list[int]:
+        """Claim the runs no live job drives (queued, or left by a driver that died), oldest
+        logical date first, respecting each pipeline's ``max_active_runs``; returns those claimed.
+
+        ``pipeline_for(name)`` gives the pipeline object of a run (None: it cannot be loaded
+        here now; the run is left for later).
+        """
+        live = set(self.store.live_jobs(self.settings.orphan_timeout))
+        live.add(self.job_id)
+        candidates = [r for r in self.store.runs_to_drive(live) if r["id"] not in self.runs]
+        if not candidates:
+            return []
+        active = self.store.active_run_counts()
+        claimed = []
+        for run in candidates:
+            pipeline = pipeline_for(run["pipeline"])
+            if pipeline is None:
+                continue
+            if run["state"] == RunState.QUEUED.value:
+                if active.get(run["pipeline"], 0) >= pipeline.max_active_runs:
+                    continue
+                active[run["pipeline"]] = active.get(run["pipeline"], 0) + 1
+            if self.claim(pipeline, run["id"]):  # False: another driver was faster
+                claimed.append(run["id"])
+        return claimed
 
     def _start_run(self, run_id: int) -> None:
         """Load the run into a new engine and take its first step. If the database fails while

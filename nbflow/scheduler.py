@@ -44,11 +44,10 @@ from typing import Any
 from nbflow import params as nbparams
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
-from nbflow.driver import MAX_OUTAGE_BACKOFF, OUTAGE_BACKOFF, Driver, is_outage
+from nbflow.driver import MAX_OUTAGE_BACKOFF, OUTAGE_BACKOFF, Driver, StoredPipelines, is_outage
 from nbflow.executors import get_executor
 from nbflow.executors.base import Executor
-from nbflow.loader import FolderLoader, load_pipeline
-from nbflow.states import RunState
+from nbflow.loader import FolderLoader
 from nbflow.store import Store
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import task_rows
@@ -85,7 +84,7 @@ class Scheduler:
         self._unsynced = False  # the loader saw changes the store does not have yet
         self._next_due: dict[str, datetime] = {}  # pipeline -> when to look at it again
         self._due_heap: list[tuple[datetime, str]] = []  # the same, by time; entries not in _next_due are stale
-        self._elsewhere: dict[str, Pipeline | None] = {}
+        self._stored = StoredPipelines(self.store)
         self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
         self._degraded = False  # the last iteration failed on the database
@@ -256,35 +255,10 @@ class Scheduler:
     # -- driving -----------------------------------------------------------------------------------
     def claim_runs(self) -> list[int]:
         """Become the driver of runs nobody drives (respecting max_active_runs); start them."""
-        live = set(self.store.live_jobs(self.settings.orphan_timeout))
-        live.add(self.job_id)
-        candidates = [r for r in self.store.runs_to_drive(live) if not self.driver.owns(r["id"])]
-        if not candidates:
-            return []
-        active = self.store.active_run_counts()
-        claimed = []
-        for run in candidates:
-            pipeline = self._pipeline(run["pipeline"])
-            if pipeline is None:
-                continue
-            if run["state"] == RunState.QUEUED.value:
-                if active.get(run["pipeline"], 0) >= pipeline.max_active_runs:
-                    continue
-                active[run["pipeline"]] = active.get(run["pipeline"], 0) + 1
-            if self.driver.claim(pipeline, run["id"]):  # False: another scheduler was faster
-                claimed.append(run["id"])
-        return claimed
+        return self.driver.claim_waiting(self._pipeline)
 
     def _pipeline(self, name: str) -> Pipeline | None:
         """A pipeline of the DAG folder, or one defined elsewhere (``nbflow run FILE``) by its file."""
         if name in self.loader.pipelines:
             return self.loader.pipelines[name]
-        if name not in self._elsewhere:
-            row = self.store.get_pipeline(name)
-            self._elsewhere[name] = None
-            if row is not None and row["file"]:
-                try:
-                    self._elsewhere[name] = load_pipeline(row["file"], name)
-                except Exception as exc:  # noqa: BLE001 - recorded, the run stays queued
-                    log.warning("cannot load pipeline %s from %s: %s", name, row["file"], exc)
-        return self._elsewhere[name]
+        return self._stored(name)

@@ -370,6 +370,45 @@ def test_trigger_without_scheduler_runs_in_the_background(dags, write_pipeline):
     assert api.load_output(run_id, "double") == 10
 
 
+def test_ten_triggers_without_a_scheduler_start_one_background_driver(dags, write_pipeline):
+    """RELIABILITY 38: with no scheduler alive each trigger used to start an `nbflow drive` of
+    its own (10 triggers, 10 drivers, 2.5 GB) that nobody reaped. Now one background driver
+    takes every queued run and the process that spawned it reaps it."""
+    import psutil
+
+    api.run_file(write_pipeline(TRIGGERED), executor="inline")  # makes the pipeline known
+    me, home = psutil.Process(), os.environ["NBFLOW_HOME"]
+
+    def drivers() -> list[psutil.Process]:  # of this test's home (an earlier test's may still linger)
+        alive = []
+        for p in me.children():
+            try:
+                if "drive" in p.cmdline() and p.environ().get("NBFLOW_HOME") == home and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.Error:  # ended meanwhile
+                pass
+        return alive
+
+    ids = [api.trigger("manual", params={"n": i}) for i in range(10)]
+    seen: set[int] = set()
+    most = 0
+
+    def all_ended() -> bool:
+        nonlocal most
+        alive = drivers()
+        seen.update(p.pid for p in alive)
+        most = max(most, len(alive))
+        return all(ended(run_id) for run_id in ids)
+
+    wait_for(all_ended, timeout=120)
+    assert [api.load_output(run_id, "double") for run_id in ids] == [2 * i for i in range(10)]
+    assert most == 1 and len(seen) == 1, seen  # one process took all ten
+    wait_for(lambda: not drivers(), timeout=30)  # it exits once idle...
+    time.sleep(0.5)
+    assert not [p for p in me.children() if p.status() == psutil.STATUS_ZOMBIE]  # ...and is reaped
+    assert len({api.run_details(run_id)["run"]["driver_id"] for run_id in ids}) == 1
+
+
 def test_backfill_creates_the_range_once(dags):
     write(dags, "hourly.py", HOURLY.format(catchup=False))
     sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 0, 30, tzinfo=UTC)))

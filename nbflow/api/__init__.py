@@ -7,6 +7,7 @@ given) and returns plain data or small dataclasses; no printing here.
 from nbflow.api.admin import SchedulerStarted, SchemaUpgrade, reset, serve_scheduler, upgrade_database, worker_command
 from nbflow.api.pipelines import (
     DuplicateRunError,
+    background_driver_alive,
     backfill,
     clean,
     clear_tasks,
@@ -30,6 +31,7 @@ from nbflow.api.runs import (
     create_run,
     dag_picture,
     drive_existing,
+    drive_queued,
     drive_run,
     list_runs,
     load_output,
@@ -49,6 +51,7 @@ __all__ = [
     "RunResult",
     "SchedulerStarted",
     "SchemaUpgrade",
+    "background_driver_alive",
     "backfill",
     "cancel_run",
     "clean",
@@ -58,6 +61,7 @@ __all__ = [
     "dag_picture",
     "delete_pool",
     "drive_existing",
+    "drive_queued",
     "drive_run",
     "health",
     "import_errors",

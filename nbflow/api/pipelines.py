@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from nbflow import params as nbparams
-from nbflow.api.runs import open_store
+from nbflow.api.runs import BACKGROUND, open_store
 from nbflow.store.scheduling import task_rows
 from nbflow.artifacts import join
 from nbflow.exceptions import NbflowError, PipelineNotFoundError
@@ -53,24 +54,63 @@ def scheduler_alive(store: Store | None = None) -> bool:
     return bool(store.live_jobs(store.settings.orphan_timeout, kinds=("scheduler",)))
 
 
-def spawn_driver(run_id: int, store: Store | None = None) -> int:
-    """Drive a queued run in a background ``nbflow drive`` process; returns its pid.
+def background_driver_alive(store: Store | None = None) -> bool:
+    """Whether a background driver (``nbflow drive`` without a run) holds a fresh lease here."""
+    store = store or open_store()
+    return bool(store.live_jobs(store.settings.orphan_timeout, kinds=(BACKGROUND,)))
+
+
+STARTING = 15.0  # seconds a spawned background driver may take to hold its lease
+
+
+def spawn_driver(store: Store | None = None) -> int | None:
+    """Start a background ``nbflow drive`` process that drives every queued run until none is
+    left, unless one serves this database already; returns its pid (None: one serves).
 
     Used when no scheduler is alive, so a run triggered from the UI or a notebook still runs.
+    One at a time per home: spawns are serialised by a lock file, and a driver spawned a moment
+    ago that does not hold its lease yet counts as serving (ten triggers in a row start one
+    process, not ten). The child is reaped when it exits (a thread waits for it), so a
+    long-lived process that triggers many runs (the Jupyter server) collects no zombies. Its
+    log is ``$NBFLOW_HOME/drivers/background.log``.
     """
+    import fcntl
+
     store = store or open_store()
     folder = store.settings.home / "drivers"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"run-{run_id}.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nbflow", "drive", str(run_id)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "NBFLOW_HOME": str(store.settings.home), "NBFLOW_DB_URL": store.url},
-        )
+    with open(folder / "spawn.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pidfile = folder / "background.pid"
+        if _starting(pidfile) or background_driver_alive(store):
+            return None
+        with open(folder / "background.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nbflow", "drive"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "NBFLOW_HOME": str(store.settings.home), "NBFLOW_DB_URL": store.url},
+            )
+        pidfile.write_text(str(proc.pid))
+    threading.Thread(target=proc.wait, name=f"nbflow-reap-{proc.pid}", daemon=True).start()
     return proc.pid
+
+
+def _starting(pidfile: Any) -> bool:
+    """Whether the background driver spawned last is still starting (alive, spawned moments ago)."""
+    import time
+
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pidfile.read_text()))
+        return proc.status() != psutil.STATUS_ZOMBIE and time.time() - proc.create_time() < STARTING and (
+            "drive" in proc.cmdline()
+        )
+    except (OSError, ValueError, psutil.Error):
+        return False
 
 
 def trigger(
@@ -110,7 +150,7 @@ def trigger(
         existing = store.run_for_date(name, logical)
         raise DuplicateRunError(name, logical, existing["id"] if existing else None) from exc
     if start and not scheduler_alive(store):
-        spawn_driver(run_id, store)
+        spawn_driver(store)
     return run_id
 
 
@@ -123,7 +163,7 @@ def clear_tasks(
     store = store or open_store()
     cleared = clear_run(run_id, task_ids, store=store)
     if start and not scheduler_alive(store):
-        spawn_driver(run_id, store)
+        spawn_driver(store)
     return cleared
 
 
@@ -288,6 +328,7 @@ __all__ = [
     "parse_age",
     "pipeline_graph",
     "pools",
+    "background_driver_alive",
     "scheduler_alive",
     "set_paused",
     "set_pool",

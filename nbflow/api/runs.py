@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,46 @@ def drive_run(
         driver.close()
     state = ended.get(run_id) or RunState(store.get_run(run_id)["state"])
     return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
+
+
+BACKGROUND = "background"  # the job kind of `nbflow drive` without a run: one per database at a time
+LINGER = 5.0  # seconds an idle background driver waits for more runs before it exits
+
+
+def drive_queued(
+    *, executor: str | None = None, parallelism: int | None = None, linger: float = LINGER, store: Store | None = None
+) -> dict[int, RunState]:
+    """Drive every run that no live job drives (queued, or left by a driver that died), in this
+    process, until none has come for ``linger`` seconds; returns the runs driven and how they ended.
+
+    What a trigger starts when no scheduler is alive. At most one such driver serves a database
+    at a time: while another is alive this returns ``{}`` at once (that one takes the run).
+    Before it exits it gives up its lease and looks once more, so a run queued meanwhile is never
+    left without a driver: either it is seen here, or its trigger saw no background driver and
+    started one.
+    """
+    from nbflow.driver import StoredPipelines
+    from nbflow.store.scheduling import SchedulerBusyError
+
+    store = store or open_store()
+    driver = Driver(store, get_executor(executor or store.settings.executor, parallelism=parallelism), kind=BACKGROUND)
+    try:
+        driver.start(exclusive=True)
+    except SchedulerBusyError:
+        return {}
+    pipelines = StoredPipelines(store)
+    try:
+        idle_since = time.monotonic()
+        while True:
+            if not driver.in_outage:
+                driver.claim_waiting(pipelines)
+            driver.loop_once(0.5)
+            if driver.busy or driver.in_outage:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= linger and not driver.hand_over():
+                return dict(driver.ended)
+    finally:
+        driver.close()
 
 
 def run_pipeline(

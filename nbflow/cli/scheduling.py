@@ -110,6 +110,13 @@ def cmd_db_clean(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_drive(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
+    if args.run is None:
+        ended = api.drive_queued(executor=args.executor, parallelism=args.parallelism)
+        if not ended:
+            out.write("no queued runs (or another background driver serves them)\n")
+        for run_id, state in sorted(ended.items()):
+            out.write(f"run {run_id}: {state.value}\n")
+        return 0
     result = api.drive_existing(args.run, executor=args.executor)
     out.write(f"run {args.run}: {result.state.value}\n")
     return 0 if result.ok else 1
@@ -165,8 +172,14 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
     dags.add_parser("list", help="pipelines with status, schedule and last run").set_defaults(func=cmd_dags)
     dags.add_parser("errors", help="files of the DAG folder that failed to load (file:line: message)").set_defaults(func=cmd_dags)
 
-    p = sub.add_parser("drive", help="drive a queued run in this process (used by trigger when no scheduler runs)")
-    p.add_argument("run", type=int)
+    p = sub.add_parser(
+        "drive",
+        help="drive a queued run (or every queued run) in this process",
+        description="Drive run RUN here until it ends; without RUN, drive every run that no live scheduler or driver "
+        "drives until none has come for a few seconds (what a trigger starts when no scheduler is alive; at most "
+        "one such driver per database).",
+    )
+    p.add_argument("run", type=int, nargs="?", help="run id (default: every queued run)")
     executor_args(p)
     p.set_defaults(func=cmd_drive)
 

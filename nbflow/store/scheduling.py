@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, true, update
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, text, true, update
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
@@ -54,17 +54,23 @@ class SchedulingTx:
 
     # -- jobs (heartbeat leases) -------------------------------------------------------------
     def start_job(self, kind: str, *, exclusive_after: datetime | None = None) -> int:
-        """Register a running job; with ``exclusive_after``, refuse if another live one of ``kind`` exists."""
+        """Register a running job; with ``exclusive_after``, refuse (:class:`SchedulerBusyError`)
+        while another job of ``kind`` has beaten since then (on PostgreSQL under a transaction
+        lock per kind, so two starting at once cannot both pass)."""
         if exclusive_after is not None:
+            if self.conn.dialect.name == "postgresql":
+                self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:kind))"), {"kind": f"nbflow-job-{kind}"})
             other = self.conn.execute(
                 select(JOB).where(JOB.c.kind == kind, JOB.c.state == "running", JOB.c.heartbeat_at > exclusive_after)
             ).mappings().first()
             if other is not None:
-                raise SchedulerBusyError(
-                    f"SQLite supports one scheduler; use PostgreSQL for HA (scheduler job {other['id']}, "
-                    f"pid {other['pid']} on {other['hostname']}, is alive)",
-                    hint="stop the other scheduler, or set NBFLOW_DB_URL=postgresql+psycopg://... to run several",
-                )
+                who = f"job {other['id']}, pid {other['pid']} on {other['hostname']}"
+                if kind == "scheduler":
+                    raise SchedulerBusyError(
+                        f"SQLite supports one scheduler; use PostgreSQL for HA (scheduler {who}, is alive)",
+                        hint="stop the other scheduler, or set NBFLOW_DB_URL=postgresql+psycopg://... to run several",
+                    )
+                raise SchedulerBusyError(f"another {kind} driver serves this database ({who})")
         now = utcnow()
         return int(
             self.conn.execute(
