@@ -152,6 +152,7 @@ class Scheduler:
         if now - self._last_beat >= self.settings.heartbeat:
             self._last_beat = now
             self.store.write(lambda tx: tx.heartbeat(self.job_id), what="heartbeat")
+            self.store.write(lambda tx: tx.expire_jobs(self.settings.orphan_timeout), what="expire jobs")
         if now - self._last_parse >= self.parse_interval:
             self._last_parse = now
             self._unsynced = self.loader.load() or self._unsynced

@@ -22,6 +22,7 @@ from nbflow.api.pipelines import (
     spawn_driver,
     trigger,
 )
+from nbflow.api.logs import LogChunk, log_chunk, read_log
 from nbflow.api.runs import (
     RunResult,
     _stores,
@@ -35,7 +36,6 @@ from nbflow.api.runs import (
     load_output,
     open_store,
     pipeline_of_run,
-    read_log,
     rerun,
     run_details,
     run_file,
@@ -46,6 +46,7 @@ from nbflow.api.runs import (
 
 __all__ = [
     "DuplicateRunError",
+    "LogChunk",
     "RunResult",
     "_stores",
     "backfill",
@@ -63,6 +64,7 @@ __all__ = [
     "list_pipelines",
     "list_runs",
     "load_output",
+    "log_chunk",
     "open_store",
     "parse_age",
     "pipeline_graph",
