@@ -18,6 +18,9 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | import_timeout   | NBFLOW_IMPORT_TIMEOUT   | ``30`` s to import one pipeline file |
 | heartbeat        | NBFLOW_HEARTBEAT        | ``2`` s between scheduler heartbeats |
 | orphan_timeout   | NBFLOW_ORPHAN_TIMEOUT   | ``30`` s without heartbeat: a driver is dead |
+| max_param_bytes  | NBFLOW_MAX_PARAM_BYTES  | ``65536``: longest run parameter value (as JSON) |
+| max_body_bytes   | NBFLOW_MAX_BODY_BYTES   | ``1048576``: largest REST request body (else 413) |
+| max_log_bytes    | NBFLOW_MAX_LOG_BYTES    | ``1048576``: most log bytes one REST answer carries |
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class Settings:
     import_timeout: float = 30.0
     heartbeat: float = 2.0
     orphan_timeout: float = 30.0
+    max_param_bytes: int = 64 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_log_bytes: int = 1024 * 1024
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -68,6 +74,9 @@ _ENV = {
     "import_timeout": "NBFLOW_IMPORT_TIMEOUT",
     "heartbeat": "NBFLOW_HEARTBEAT",
     "orphan_timeout": "NBFLOW_ORPHAN_TIMEOUT",
+    "max_param_bytes": "NBFLOW_MAX_PARAM_BYTES",
+    "max_body_bytes": "NBFLOW_MAX_BODY_BYTES",
+    "max_log_bytes": "NBFLOW_MAX_LOG_BYTES",
 }
 
 

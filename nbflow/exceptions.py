@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 
 class NbflowError(Exception):
@@ -86,9 +87,15 @@ class ParameterError(NbflowError):
         hint: str | None = None,
         unknown: Sequence[str] = (),
         missing: Sequence[str] = (),
+        invalid: Sequence[str] = (),
     ):
-        self.unknown, self.missing = list(unknown), list(missing)
+        self.unknown, self.missing, self.invalid = list(unknown), list(missing), list(invalid)
         super().__init__(message, where=where, hint=hint)
+
+    @property
+    def names(self) -> list[str]:
+        """Every parameter this error is about (unknown, missing, then invalid)."""
+        return [*self.unknown, *self.missing, *self.invalid]
 
 
 class PipelineLoadError(NbflowError):
@@ -103,8 +110,47 @@ class StoreError(NbflowError):
     """The metadata database cannot be used."""
 
 
+class DatabaseUnavailableError(StoreError):
+    """The metadata database is down, unreachable, locked or not answering in time (an outage,
+    not a bad request: trying again later may work)."""
+
+
+class InputError(NbflowError):
+    """A request's value is not acceptable (wrong type, out of range, too long); ``field`` names it."""
+
+    def __init__(self, field: str, message: str, *, hint: str | None = None):
+        self.field = field
+        super().__init__(message, hint=hint)
+
+
 class RunNotFoundError(NbflowError):
     """No run with that id."""
+
+
+class TryNotFoundError(NbflowError):
+    """A task of a run has no attempt with that try number; ``tries`` lists the ones it has."""
+
+    def __init__(self, run_id: int, task_id: str, try_number: int, tries: Iterable[int]):
+        self.run_id, self.task_id, self.try_number, self.tries = run_id, task_id, try_number, sorted(tries)
+        super().__init__(
+            f"task '{task_id}' of run {run_id} has no try {try_number}",
+            hint=f"its tries: {', '.join(map(str, self.tries))}" if self.tries else "it has not been tried yet",
+        )
+
+
+class StateConflictError(NbflowError):
+    """The run's (or task's) state forbids the request, e.g. cancelling a finished run."""
+
+
+class DuplicateRunError(NbflowError):
+    """A run of that pipeline for that logical date exists already (``run_id``)."""
+
+    def __init__(self, pipeline: str, logical_date: datetime, run_id: int | None):
+        self.pipeline, self.logical_date, self.run_id = pipeline, logical_date, run_id
+        super().__init__(
+            f"pipeline '{pipeline}' already has run {run_id} for logical date {logical_date.isoformat()}",
+            hint="a run per logical date: clear its tasks to run it again (nbflow rerun RUN)",
+        )
 
 
 class ExecutorNotFoundError(NbflowError):

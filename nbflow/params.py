@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only wh
     import nbformat
 
 from nbflow.exceptions import DefinitionError, NotebookNotFoundError, ParameterError
+from nbflow.paramvalues import _kind, check_run_value, coerce_value
 
 __all__ = [
     "ParamSpec",
@@ -41,6 +42,7 @@ __all__ = [
     "has_parameters_cell",
     "check_notebook_parameters",
     "check_kernel",
+    "check_run_value",
     "coerce_value",
     "resolve_run_params",
 ]
@@ -360,50 +362,15 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
 
 # --------------------------------------------------------------------------- run parameters
 
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
-
-
-def coerce_value(raw: str, default: Any) -> Any:
-    """Convert a command-line string to the type of ``default`` (ValueError if it cannot)."""
-    if isinstance(default, bool):  # before int: bool is a subclass of int
-        low = raw.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"expected a bool (true/false, yes/no, 1/0), got {raw!r}")
-    if isinstance(default, int):
-        try:
-            return int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected an int, got {raw!r}") from None
-    if isinstance(default, float):
-        try:
-            return float(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected a float, got {raw!r}") from None
-    if isinstance(default, (list, tuple, dict)):
-        kind = "dict" if isinstance(default, dict) else "list"
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"expected a JSON {kind}, got {raw!r} ({exc.msg})") from None
-        if not isinstance(value, dict if kind == "dict" else list):
-            raise ValueError(f"expected a JSON {kind}, got {raw!r} ({type(value).__name__})")
-        return tuple(value) if isinstance(default, tuple) else value
-    if default is None:
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
-    return raw  # str, and types nbflow cannot build from text, stay strings
-
-
 def resolve_run_params(
-    declared: Mapping[str, Any], given: Mapping[str, Any], *, pipeline: str
+    declared: Mapping[str, Any], given: Mapping[str, Any], *, pipeline: str, max_bytes: int | None = None
 ) -> dict:
-    """Pipeline defaults overlaid with ``given``; strings coerced to the default's type."""
+    """Pipeline defaults overlaid with ``given``, each value checked against its default.
+
+    Strings (from the command line) are coerced to the default's type; other values must be
+    of that type already (see :func:`check_run_value`). Every bad value is reported at once,
+    in one :class:`ParameterError` whose ``invalid`` names them.
+    """
     unknown = sorted(name for name in given if name not in declared)
     if unknown:
         hints = "; ".join(f"'{n}'{_did_you_mean(n, declared)}" for n in unknown)
@@ -415,18 +382,25 @@ def resolve_run_params(
             hint=f"{hints}: declare it in the pipeline's params= or drop it",
             unknown=unknown,
         )
+    if max_bytes is None:
+        from nbflow.config import get_settings
+
+        max_bytes = get_settings().max_param_bytes
     resolved = dict(declared)
+    problems: dict[str, str] = {}
     for name, value in given.items():
-        default = declared[name]
-        if isinstance(value, str) and not isinstance(default, str):
-            try:
-                value = coerce_value(value, default)
-            except ValueError as exc:
-                raise ParameterError(
-                    f"pipeline '{pipeline}': parameter '{name}' expects "
-                    f"{type(default).__name__}, got {value!r}: {exc}",
-                    where=f"pipeline '{pipeline}'",
-                    hint=f"pass {name}= a {type(default).__name__} like {default!r}",
-                ) from None
-        resolved[name] = value
+        try:
+            resolved[name] = check_run_value(name, value, declared[name], max_bytes=max_bytes)
+        except ValueError as exc:
+            problems[name] = str(exc)
+    if problems:
+        first = next(iter(problems))
+        raise ParameterError(
+            "; ".join(problems.values()),
+            where=f"pipeline '{pipeline}'",
+            hint=f"pass {first}= {_kind(declared[first])} like {json.dumps(declared[first], default=str)}"
+            if declared[first] is not None
+            else f"pass {first}= a JSON value (string, number, true/false, null, list or object)",
+            invalid=list(problems),
+        )
     return resolved

@@ -80,7 +80,7 @@ class Scheduler:
         self.clock = clock
         self.loop_interval = loop_interval
         self.parse_interval = parse_interval
-        self._last_parse = self._last_claim = 0.0
+        self._last_parse = self._last_claim = self._last_expire = 0.0
         self._unsynced = False  # the loader saw changes the store does not have yet
         self._next_due: dict[str, datetime] = {}  # pipeline -> when to look at it again
         self._due_heap: list[tuple[datetime, str]] = []  # the same, by time; entries not in _next_due are stale
@@ -147,6 +147,9 @@ class Scheduler:
         """
         if not self.driver.in_outage:
             now = time.monotonic()
+            if now - self._last_expire >= self.settings.heartbeat:  # mark dead the jobs whose lease ran out
+                self._last_expire = now
+                self.store.write(lambda tx: tx.expire_jobs(self.settings.orphan_timeout), what="expire jobs")
             if now - self._last_parse >= self.parse_interval:
                 self._last_parse = now
                 self._unsynced = self.loader.load() or self._unsynced

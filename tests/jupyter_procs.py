@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.openapi_check import check_answer
+
 TOKEN = "nbflow-test-token"
 
 
@@ -63,10 +65,13 @@ class JupyterProc:
     log: Path
     token: str = TOKEN
     extra: dict[str, Any] = field(default_factory=dict)
+    #: check every answer against docs/openapi.yaml (tests/openapi_check.py)
+    check_openapi: bool = True
 
     def request(self, method: str, path: str, body: Any = None, *, token: bool = True,
                 headers: dict[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
-        """Call ``/nbflow/api/<path>``; returns (status, parsed JSON or text)."""
+        """Call ``/nbflow/api/<path>``; returns (status, parsed JSON or text), after checking the
+        answer against docs/openapi.yaml."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if method == "POST" and data is None:
             data = b"{}"
@@ -79,7 +84,10 @@ class JupyterProc:
                 kind = resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
             status, text, kind = exc.code, exc.read().decode(), exc.headers.get("Content-Type", "")
-        return status, (json.loads(text) if "json" in kind and text else text)
+        answer = json.loads(text) if "json" in kind and text else text
+        if self.check_openapi:
+            check_answer(method, path, status, kind, answer)
+        return status, answer
 
     def stop(self) -> None:
         """Terminate the server (then kill it)."""

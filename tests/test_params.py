@@ -297,3 +297,74 @@ def test_resolve_run_params_bad_conversion_names_param_type_and_value():
         resolve_run_params({"n": 10}, {"n": "ten"}, pipeline="demo")
     text = str(info.value)
     assert "'n'" in text and "expects int" in text and "'ten'" in text and "demo" in text
+
+
+# --- run parameters of the wrong JSON type, too long, NUL, NaN (RELIABILITY 35) -------------
+
+DECLARED = {"n": 2, "C": 1.0, "name": "x", "flag": False, "tags": [], "opts": {}, "free": None}
+
+
+@pytest.mark.parametrize(
+    "name,value,words",
+    [
+        ("n", [1, 2], "expects int (default 2), got array [1, 2]"),
+        ("n", {"a": 1}, "expects int (default 2), got object"),
+        ("n", True, "expects int (default 2), got boolean true"),
+        ("n", 2.5, "expects int (default 2), got number 2.5"),
+        ("n", float("nan"), "NaN"),
+        ("n", float("inf"), "Infinity"),
+        ("C", True, "expects float (default 1.0), got boolean true"),
+        ("C", "nan", "NaN"),
+        ("C", float("-inf"), "-Infinity"),
+        ("C", [1.0], "expects float"),
+        ("flag", 1, "expects bool (default false), got integer 1"),
+        ("name", 5, "expects string"),
+        ("tags", {"a": 1}, "expects list"),
+        ("opts", [1], "expects dict"),
+        ("name", "a\x00b", "NUL byte"),
+        ("free", {"k": ["a\x00"]}, "NUL byte"),
+        ("free", [1, float("nan")], "NaN"),
+        ("free", object(), "not a JSON value"),
+    ],
+)
+def test_run_value_of_the_wrong_json_type_is_refused_naming_it(name, value, words):
+    with pytest.raises(ParameterError) as info:
+        resolve_run_params(DECLARED, {name: value}, pipeline="demo", max_bytes=1000)
+    assert words in str(info.value) and f"parameter '{name}'" in str(info.value), str(info.value)
+    assert info.value.invalid == [name] and info.value.names == [name]
+
+
+def test_run_values_of_the_declared_type_pass_and_keep_int_or_float():
+    got = resolve_run_params(
+        DECLARED, {"n": 3, "C": 2, "name": "y", "flag": True, "tags": [1], "opts": {"a": None}, "free": [{"b": 1}]},
+        pipeline="demo", max_bytes=1000,
+    )
+    assert got == {"n": 3, "C": 2.0, "name": "y", "flag": True, "tags": [1], "opts": {"a": None}, "free": [{"b": 1}]}
+    assert type(got["C"]) is float and type(got["n"]) is int
+    assert type(resolve_run_params(DECLARED, {"C": 2.0}, pipeline="demo", max_bytes=1000)["C"]) is float
+    assert resolve_run_params(DECLARED, {"n": None}, pipeline="demo", max_bytes=1000)["n"] is None
+
+
+def test_run_value_longer_than_max_param_bytes_is_refused_with_the_setting(monkeypatch):
+    with pytest.raises(ParameterError) as info:
+        resolve_run_params(DECLARED, {"name": "x" * 1000}, pipeline="demo", max_bytes=999)
+    assert "1002 bytes as JSON, more than the limit of 999" in str(info.value)
+    assert "NBFLOW_MAX_PARAM_BYTES" in str(info.value) and info.value.invalid == ["name"]
+    # the default limit comes from the settings
+    from nbflow.config import reset_settings
+
+    monkeypatch.setenv("NBFLOW_MAX_PARAM_BYTES", "10")
+    reset_settings()
+    try:
+        with pytest.raises(ParameterError, match="limit of 10"):
+            resolve_run_params(DECLARED, {"name": "x" * 20}, pipeline="demo")
+    finally:
+        monkeypatch.delenv("NBFLOW_MAX_PARAM_BYTES")
+        reset_settings()
+
+
+def test_every_bad_run_value_is_reported_at_once():
+    with pytest.raises(ParameterError) as info:
+        resolve_run_params(DECLARED, {"n": True, "C": "x", "name": "ok"}, pipeline="demo", max_bytes=1000)
+    assert info.value.invalid == ["n", "C"]
+    assert "parameter 'n'" in str(info.value) and "parameter 'C'" in str(info.value)

@@ -144,7 +144,7 @@ def test_import_error_is_a_graph_payload_not_a_crash(server: JupyterProc) -> Non
     "method,path,body,field",
     [
         ("POST", "pipelines/quick/trigger", {"params": {"nope": 1}}, "params.nope"),
-        ("POST", "pipelines/quick/trigger", {"params": {"n": "many"}}, "params"),
+        ("POST", "pipelines/quick/trigger", {"params": {"n": "many"}}, "params.n"),
         ("POST", "pipelines/quick/trigger", {"params": [1]}, "params"),
         ("POST", "pipelines/quick/trigger", {"parms": {}}, "parms"),
         ("POST", "pipelines/quick/pause", {"paused": "yes"}, "paused"),
@@ -200,7 +200,8 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
     status, rest = server.request("GET", f"runs/{run_id}/tasks/first/log?offset={log['offset'] - 7}")
     assert rest["text"] == log["text"][-7:] and rest["offset"] == log["offset"]
     status, answer = server.request("GET", f"runs/{run_id}/tasks/first/log?try=9")
-    assert status == 400 and "try 9" in answer["message"]
+    assert status == 404 and "task 'first' of run" in answer["message"] and "try 9" in answer["message"], answer
+    assert answer["hint"] == "its tries: 1", answer
 
     status, graph = server.request("GET", f"pipelines/quick/graph?run={run_id}")
     assert graph["states"] == {"first": "success", "second": "success", "nb": "success"}
@@ -232,8 +233,9 @@ def test_pause_and_health(server: JupyterProc) -> None:
     _, body = server.request("GET", "pipelines")
     assert next(p for p in body["pipelines"] if p["name"] == "quick")["is_paused"]
     server.request("POST", "pipelines/quick/pause", {"paused": False})
-    status, health = server.request("GET", "health")
-    assert status == 200 and health["database"] == "ok"
+    status, health = server.request("GET", "health")  # no scheduler runs beside this server
+    assert status == 503 and health["status"] == "degraded" and health["database"] == "ok", health
+    assert "no scheduler holds the lease" in health["reason"] and health["serving"] in ("none", "runners"), health
 
 
 def test_database_down_is_503_not_a_hang(tmp_path: Path) -> None:

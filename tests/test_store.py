@@ -249,3 +249,21 @@ def test_threads_opening_a_new_database_at_once_upgrade_it_once(nbflow_home):
     assert not errors, errors
     assert len(stores) == 4
     _check_fresh_database(stores[0])
+
+
+def test_expire_jobs_marks_expired_leases_dead_and_a_beat_revives(nbflow_home):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from nbflow.store import orm
+
+    store = Store()
+    old, fresh = store.write(lambda tx: tx.start_job("scheduler")), store.write(lambda tx: tx.start_job("runner"))
+    store.write(lambda tx: tx.conn.execute(
+        update(orm.jobs).where(orm.jobs.c.id == old).values(heartbeat_at=orm.utcnow() - timedelta(seconds=60))))
+    assert store.write(lambda tx: tx.expire_jobs(30)) == 1
+    assert store.write(lambda tx: tx.expire_jobs(30)) == 0
+    assert set(store.live_jobs(30)) == {fresh}
+    store.write(lambda tx: tx.heartbeat(old))  # it was only slow: beating again makes it live
+    assert set(store.live_jobs(30)) == {old, fresh}

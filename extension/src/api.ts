@@ -5,44 +5,32 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export interface IRun {
-  id: number;
-  pipeline: string;
-  state: string;
-  trigger: string;
-  logical_date: string | null;
-  started_at?: string | null;
-  ended_at?: string | null;
-  created_at?: string | null;
-  task_counts?: Record<string, number>;
-}
+import type { components, paths } from './schema';
 
-export interface IPipeline {
-  name: string;
-  file: string | null;
-  schedule: string | null;
-  is_paused: boolean;
-  description?: string;
-  tasks: number;
-  params: Record<string, unknown>;
-  last_run: IRun | null;
-  import_error: { filename: string; location?: string; error?: string } | null;
+/** The API's shapes, generated from docs/openapi.yaml (`jlpm gen:api`): never written by hand. */
+export type Schemas = components['schemas'];
+type Json<P extends keyof paths, M extends 'get' | 'post', S extends number> = paths[P][M] extends {
+  responses: { [K in S]: { content: { 'application/json': infer T } } };
 }
+  ? T
+  : never;
 
-export interface IGraph {
-  pipeline: string;
-  definition: { tasks: { id: string; kind: string; label: string; upstream: string[] }[] };
-  run: IRun | null;
-  states: Record<string, string>;
-  tasks: Record<string, Record<string, any>>;
-  import_error: Record<string, any> | null;
-}
+export type IRun = Schemas['Run'];
+export type IPipeline = Schemas['Pipeline'];
+export type IImportError = Schemas['ImportError'];
+export type ILogChunk = Schemas['LogChunk'];
+export type IErrorBody = Schemas['Error'];
+export type IPipelineList = Json<'/pipelines', 'get', 200>;
+export type IGraph = Json<'/pipelines/{name}/graph', 'get', 200>;
+export type IRunPage = Json<'/pipelines/{name}/runs', 'get', 200>;
+export type ITriggered = Json<'/pipelines/{name}/trigger', 'post', 201>;
+export type IOutput = Json<'/runs/{run_id}/tasks/{task_id}/output', 'get', 200>;
 
 /** An error answer of the API: status and its JSON body (`message`, `fields`, `run_id` ...). */
 export class ApiError extends Error {
   constructor(
     public status: number,
-    public body: Record<string, any>
+    public body: Partial<IErrorBody>
   ) {
     super((body.message || `HTTP ${status}`) + (body.hint ? ` (${body.hint})` : ''));
   }
@@ -52,13 +40,13 @@ export class ApiError extends Error {
 export const FINISHED = new Set(['success', 'failed', 'cancelled', 'upstream_failed', 'skipped']);
 
 /** Call `/nbflow/api/<path>`; JSON in and out (text for `.svg`). */
-export async function request<T = any>(path: string, init: RequestInit = {}): Promise<T> {
+export async function request<T = unknown>(path: string, init: RequestInit = {}): Promise<T> {
   const settings = ServerConnection.makeSettings();
   const url = URLExt.join(settings.baseUrl, 'nbflow', 'api', path);
   const response = await ServerConnection.makeRequest(url, init, settings);
   const text = await response.text();
   if (!response.ok) {
-    let body: Record<string, any>;
+    let body: Partial<IErrorBody>;
     try {
       body = JSON.parse(text);
     } catch {
@@ -73,7 +61,7 @@ export async function request<T = any>(path: string, init: RequestInit = {}): Pr
 }
 
 /** POST a JSON body. */
-export function post<T = any>(path: string, body: unknown = {}): Promise<T> {
+export function post<T = unknown>(path: string, body: unknown = {}): Promise<T> {
   return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
 }
 

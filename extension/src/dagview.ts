@@ -6,12 +6,27 @@
 import { Widget } from '@lumino/widgets';
 import { showErrorMessage } from '@jupyterlab/apputils';
 
-import { ApiError, FINISHED, IGraph, IRun, duration, h, pipelinePath, post, request, taskPath } from './api';
+import {
+  ApiError,
+  FINISHED,
+  IGraph,
+  ILogChunk,
+  IOutput,
+  IRunPage,
+  duration,
+  h,
+  pipelinePath,
+  post,
+  request,
+  taskPath
+} from './api';
 
 /** Opens a notebook by its path relative to the Jupyter root (docmanager:open). */
 export type Opener = (path: string) => void;
 
 const POLL_MS = 1000;
+/** How many lines of a task's log the pane shows (the server sends only those: `?tail=`). */
+const LOG_LINES = 40;
 
 export class DagView extends Widget {
   readonly pipeline: string;
@@ -26,7 +41,10 @@ export class DagView extends Widget {
   private runsBox = h('div', { class: 'nbflow-runs' });
   private status = h('div', { class: 'nbflow-status' });
 
-  constructor(pipeline: string, private open: Opener) {
+  constructor(
+    pipeline: string,
+    private open: Opener
+  ) {
     super();
     this.pipeline = pipeline;
     this.id = `nbflow-dag-${pipeline}`;
@@ -101,19 +119,27 @@ export class DagView extends Widget {
     const state = run ? run.state : 'no runs yet';
     this.header.replaceChildren(
       h('span', { class: 'nbflow-dag-title' }, graph.pipeline),
-      h('span', { class: `nbflow-badge nbflow-state-${run ? run.state : 'none'}` }, run ? `run ${run.id}: ${state}` : state),
+      h(
+        'span',
+        { class: `nbflow-badge nbflow-state-${run ? run.state : 'none'}` },
+        run ? `run ${run.id}: ${state}` : state
+      ),
       ...(run && !FINISHED.has(run.state) ? [cancel] : []),
       ...(this.followLatest ? [] : [latest])
     );
     if (graph.import_error) {
       this.header.append(
-        h('div', { class: 'nbflow-import-error' }, `Broken DAG: ${graph.import_error.location || ''}: ${graph.import_error.error || ''}`)
+        h(
+          'div',
+          { class: 'nbflow-import-error' },
+          `Broken DAG: ${graph.import_error.location || ''}: ${graph.import_error.error || ''}`
+        )
       );
     }
   }
 
   private async renderRuns(): Promise<void> {
-    const { runs } = await request<{ runs: IRun[] }>(pipelinePath(this.pipeline, 'runs?limit=15'));
+    const { runs } = await request<IRunPage>(pipelinePath(this.pipeline, 'runs?limit=15'));
     const rows = runs.map(r => {
       const tr = h(
         'tr',
@@ -142,7 +168,9 @@ export class DagView extends Widget {
   }
 
   private markSelected(): void {
-    this.svgBox.querySelectorAll('g.node').forEach(n => n.classList.toggle('nbflow-node-selected', n.id === `task-${this.selectedTask}`));
+    this.svgBox
+      .querySelectorAll('g.node')
+      .forEach(n => n.classList.toggle('nbflow-node-selected', n.id === `task-${this.selectedTask}`));
   }
 
   private async renderTask(graph: IGraph): Promise<void> {
@@ -156,15 +184,19 @@ export class DagView extends Widget {
     const runId = this.runId!;
     let tail = '';
     try {
-      const log = await request<{ text: string }>(taskPath(runId, task, 'log'));
-      tail = log.text.split('\n').slice(-40).join('\n');
+      const log = await request<ILogChunk>(taskPath(runId, task, `log?tail=${LOG_LINES}`));
+      tail = (log.truncated ? '…' : '') + log.text;
     } catch (err) {
       tail = `(no log: ${(err as Error).message})`;
     }
-    const openBtn = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-open-output' }, 'Open output notebook');
+    const openBtn = h(
+      'button',
+      { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-open-output' },
+      'Open output notebook'
+    );
     openBtn.onclick = async () => {
       try {
-        const out = await request<{ path: string }>(taskPath(runId, task, 'output'));
+        const out = await request<IOutput>(taskPath(runId, task, 'output'));
         this.open(out.path);
       } catch (err) {
         void showErrorMessage('No output notebook', (err as Error).message);
@@ -178,9 +210,18 @@ export class DagView extends Widget {
       h('div', {}, def.label),
       h('div', {}, 'state: ', h('span', { class: `nbflow-badge nbflow-state-${ti.state}` }, ti.state)),
       h('div', {}, `tries: ${ti.try_number} of ${ti.max_tries}`),
-      h('div', {}, `duration: ${ti.duration != null ? ti.duration.toFixed(1) + ' s' : duration(ti.start_date, ti.end_date)}`),
+      h(
+        'div',
+        {},
+        `duration: ${ti.duration != null ? ti.duration.toFixed(1) + ' s' : duration(ti.start_date, ti.end_date)}`
+      ),
       ...(ti.error ? [h('div', { class: 'nbflow-error' }, `${ti.reason || 'error'}: ${ti.error}`)] : []),
-      h('div', { class: 'nbflow-buttons' }, ...(def.kind === 'notebook' || def.kind === 'cell' ? [openBtn] : []), ...(finished ? [retry] : [])),
+      h(
+        'div',
+        { class: 'nbflow-buttons' },
+        ...(def.kind === 'notebook' || def.kind === 'cell' ? [openBtn] : []),
+        ...(finished ? [retry] : [])
+      ),
       h('pre', { class: 'nbflow-log' }, tail || '(empty log)')
     );
   }

@@ -15,7 +15,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IDisposable } from '@lumino/disposable';
 
-import { IPipeline, request } from './api';
+import { IPipelineList, request } from './api';
 import { DagView } from './dagview';
 import { PipelinesPanel } from './sidebar';
 
@@ -88,7 +88,7 @@ class NotebookDagButton implements DocumentRegistry.IWidgetExtension<NotebookPan
       onClick: async () => {
         const path = panel.context.path;
         try {
-          const { pipelines } = await request<{ pipelines: IPipeline[] }>(`pipelines?notebook=${encodeURIComponent(path)}`);
+          const { pipelines } = await request<IPipelineList>(`pipelines?notebook=${encodeURIComponent(path)}`);
           if (!pipelines.length) {
             void showErrorMessage(
               'No nbflow pipeline',

@@ -5,7 +5,7 @@
 import { Widget } from '@lumino/widgets';
 import { showErrorMessage } from '@jupyterlab/apputils';
 
-import { ApiError, IPipeline, h, pipelinePath, post, request } from './api';
+import { ApiError, IImportError, IPipeline, IPipelineList, ITriggered, h, pipelinePath, post, request } from './api';
 
 const POLL_MS = 3000;
 
@@ -22,7 +22,11 @@ export class PipelinesPanel extends Widget {
     this.title.caption = 'nbflow pipelines';
     const refresh = h('button', { class: 'jp-Button jp-mod-styled nbflow-refresh', title: 'Refresh' }, 'Refresh');
     refresh.onclick = () => void this.refresh();
-    this.node.append(h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh), this.status, this.list);
+    this.node.append(
+      h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh),
+      this.status,
+      this.list
+    );
     void this.refresh();
   }
 
@@ -40,7 +44,7 @@ export class PipelinesPanel extends Widget {
     }
     try {
       if (this.formOpen === null) {
-        const data = await request<{ pipelines: IPipeline[]; import_errors: any[] }>('pipelines');
+        const data = await request<IPipelineList>('pipelines');
         this.render(data.pipelines, data.import_errors);
       }
       this.status.textContent = '';
@@ -50,10 +54,16 @@ export class PipelinesPanel extends Widget {
     this.timer = window.setTimeout(() => void this.refresh(), this.isVisible ? POLL_MS : POLL_MS * 5);
   }
 
-  private render(pipelines: IPipeline[], errors: any[]): void {
+  private render(pipelines: IPipeline[], errors: IImportError[]): void {
     const items = pipelines.map(p => this.item(p));
     if (!items.length) {
-      items.push(h('div', { class: 'nbflow-empty' }, 'No pipelines yet: run `nbflow scheduler` (DAG folder) or `nbflow run FILE`.'));
+      items.push(
+        h(
+          'div',
+          { class: 'nbflow-empty' },
+          'No pipelines yet: run `nbflow scheduler` (DAG folder) or `nbflow run FILE`.'
+        )
+      );
     }
     for (const e of errors) {
       items.push(h('div', { class: 'nbflow-import-error' }, `Broken: ${e.location || e.filename}: ${e.error || ''}`));
@@ -81,13 +91,26 @@ export class PipelinesPanel extends Widget {
     const el = h(
       'div',
       { class: 'nbflow-pipeline', 'data-pipeline': p.name },
-      h('div', { class: 'nbflow-pipeline-row' }, name, h('span', { class: `nbflow-badge nbflow-state-${state}` }, state)),
+      h(
+        'div',
+        { class: 'nbflow-pipeline-row' },
+        name,
+        h('span', { class: `nbflow-badge nbflow-state-${state}` }, state)
+      ),
       h(
         'div',
         { class: 'nbflow-pipeline-meta' },
         `${p.schedule || 'no schedule'}${p.is_paused ? ' (paused)' : ''} · ${p.tasks} tasks${p.last_run ? ` · run ${p.last_run.id}` : ''}`
       ),
-      ...(p.import_error ? [h('div', { class: 'nbflow-import-error' }, `Broken DAG: ${p.import_error.location || ''}: ${p.import_error.error || ''}`)] : []),
+      ...(p.import_error
+        ? [
+            h(
+              'div',
+              { class: 'nbflow-import-error' },
+              `Broken DAG: ${p.import_error.location || ''}: ${p.import_error.error || ''}`
+            )
+          ]
+        : []),
       h('div', { class: 'nbflow-buttons' }, trigger, pause)
     );
     trigger.onclick = () => this.toggleForm(el, p);
@@ -111,7 +134,13 @@ export class PipelinesPanel extends Widget {
     const errorBox = h('div', { class: 'nbflow-error' });
     const run = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-run' }, 'Run');
     const cancel = h('button', { class: 'jp-Button jp-mod-styled' }, 'Close');
-    const form = h('form', { class: 'nbflow-params-form' }, ...rows, errorBox, h('div', { class: 'nbflow-buttons' }, run, cancel));
+    const form = h(
+      'form',
+      { class: 'nbflow-params-form' },
+      ...rows,
+      errorBox,
+      h('div', { class: 'nbflow-buttons' }, run, cancel)
+    );
     cancel.onclick = ev => {
       ev.preventDefault();
       form.remove();
@@ -124,7 +153,7 @@ export class PipelinesPanel extends Widget {
         params[k] = parseValue(input.value, (p.params || {})[k]);
       }
       try {
-        const res = await post<{ run_id: number }>(pipelinePath(p.name, 'trigger'), { params });
+        const res = await post<ITriggered>(pipelinePath(p.name, 'trigger'), { params });
         form.remove();
         this.formOpen = null;
         this.openDag(p.name);

@@ -4,7 +4,15 @@ Each function takes plain arguments, opens the store from the settings (or uses 
 given) and returns plain data or small dataclasses; no printing here.
 """
 
-from nbflow.api.admin import SchedulerStarted, SchemaUpgrade, reset, serve_scheduler, upgrade_database, worker_command
+from nbflow.api.admin import (
+    SchedulerStarted,
+    SchemaUpgrade,
+    database_trouble,
+    reset,
+    serve_scheduler,
+    upgrade_database,
+    worker_command,
+)
 from nbflow.api.pipelines import (
     DuplicateRunError,
     background_driver_alive,
@@ -24,6 +32,7 @@ from nbflow.api.pipelines import (
     spawn_driver,
     trigger,
 )
+from nbflow.api.logs import LogChunk, log_chunk, read_log
 from nbflow.api.runs import (
     RunResult,
     cancel_run,
@@ -37,7 +46,6 @@ from nbflow.api.runs import (
     load_output,
     open_store,
     pipeline_of_run,
-    read_log,
     rerun,
     run_details,
     run_file,
@@ -48,6 +56,7 @@ from nbflow.api.runs import (
 
 __all__ = [
     "DuplicateRunError",
+    "LogChunk",
     "RunResult",
     "SchedulerStarted",
     "SchemaUpgrade",
@@ -59,6 +68,7 @@ __all__ = [
     "clear_tasks",
     "create_run",
     "dag_picture",
+    "database_trouble",
     "delete_pool",
     "drive_existing",
     "drive_queued",
@@ -68,6 +78,7 @@ __all__ = [
     "list_pipelines",
     "list_runs",
     "load_output",
+    "log_chunk",
     "open_store",
     "parse_age",
     "pipeline_graph",

@@ -105,6 +105,23 @@ def worker_command(
     return argv, {**os.environ, **worker_environment()}
 
 
+def database_trouble(exc: BaseException) -> tuple[str, str] | None:
+    """What a database error that reached a front door means for the user, without SQL:
+    ``("outage", what happened)`` for a refused or lost connection, a lock or a timeout (worth
+    retrying later), ``("bad_value", "")`` for a value the database refuses (a number out of
+    range, a NUL byte: bad input); None for any other exception."""
+    from sqlalchemy.exc import DataError, DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    from nbflow.store.session import is_transient, outage_kind
+
+    if isinstance(exc, DBAPIError) and is_transient(exc) or isinstance(exc, PoolTimeoutError):
+        return "outage", outage_kind(exc)
+    if isinstance(exc, DataError):
+        return "bad_value", ""
+    return None
+
+
 def reset() -> None:
     """Forget this process's settings, stores and database engines (their pooled connections
     are closed); the next call reads ``NBFLOW_*`` and opens the store afresh. For tests, and for

@@ -12,29 +12,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nbflow import params as nbparams
 from nbflow.api.runs import BACKGROUND, open_store
 from nbflow.store.scheduling import task_rows
 from nbflow.artifacts import join
-from nbflow.exceptions import NbflowError, PipelineNotFoundError
+from nbflow.exceptions import DuplicateRunError, NbflowError, PipelineNotFoundError
 from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
+from nbflow.config import get_settings
 from nbflow.store import Store
+from nbflow.store.session import is_transient, outage_kind, probe_engine
 from nbflow.store.orm import utcnow
 
 log = logging.getLogger("nbflow.api")
-
-
-class DuplicateRunError(NbflowError):
-    """A run of that pipeline for that logical date exists already (``run_id``)."""
-
-    def __init__(self, pipeline: str, logical_date: datetime, run_id: int | None):
-        self.run_id = run_id
-        super().__init__(
-            f"pipeline '{pipeline}' already has run {run_id} for logical date {logical_date.isoformat()}",
-            hint="a run per logical date: clear its tasks to run it again (nbflow rerun RUN)",
-        )
 
 
 def _definition(store: Store, name: str) -> dict[str, Any]:
@@ -306,14 +297,48 @@ def parse_age(text: str) -> timedelta:
 
 
 def health(*, store: Store | None = None) -> dict[str, Any]:
-    """Database reachability and live schedulers/runners (``ok`` or ``degraded``)."""
+    """Whether runs are being served: the database answers and a scheduler holds its lease.
+
+    Never raises and never waits long: it uses a probe connection with short timeouts and no
+    retries (:func:`nbflow.store.session.probe_engine`), and first marks ``dead`` the jobs
+    whose lease expired (``Tx.expire_jobs``). ``status`` is ``ok``, or ``degraded`` with a
+    ``reason``: the database is unavailable, or no scheduler is alive (then ``serving`` says
+    whether runners — ``nbflow run``, background ``nbflow drive`` processes — are driving runs).
+    """
+    settings = store.settings if store is not None else get_settings()
+    url = store.url if store is not None else settings.db_url
+    probe = Store(url, settings=settings.with_overrides(db_retries=0), upgrade=False, engine=probe_engine(url))
+
+    def look() -> tuple[int, list[dict[str, Any]]]:
+        expired = probe.write(lambda tx: tx.expire_jobs(settings.orphan_timeout), what="health: expire jobs")
+        return expired, [dict(j) for j in probe.live_jobs(settings.orphan_timeout).values()]
+
     try:
-        store = store or open_store()
-        jobs = store.live_jobs(store.settings.orphan_timeout)
-    except Exception as exc:  # the database is down: report, never raise
-        return {"status": "degraded", "database": f"unreachable: {type(exc).__name__}: {exc}", "schedulers": []}
-    schedulers = [dict(j) for j in jobs.values() if j["kind"] == "scheduler"]
-    return {"status": "ok", "database": "ok", "schedulers": schedulers, "runners": len(jobs) - len(schedulers)}
+        try:
+            expired, jobs = look()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            open_store(settings)  # not an outage: a database without nbflow's tables yet gets them
+            expired, jobs = look()
+    except Exception as exc:  # report, never raise
+        kind = outage_kind(exc) if isinstance(exc, DBAPIError) and is_transient(exc) else f"error: {type(exc).__name__}"
+        log.warning("health: the database is unavailable: %s", exc)
+        return {"status": "degraded", "reason": f"the nbflow database is unavailable ({kind})", "database": kind,
+                "schedulers": [], "runners": 0, "serving": "unknown", "expired_jobs": 0}
+    schedulers = [j for j in jobs if j["kind"] == "scheduler"]
+    runners = len(jobs) - len(schedulers)
+    answer = {"status": "ok", "reason": None, "database": "ok", "schedulers": schedulers, "runners": runners,
+              "serving": "scheduler" if schedulers else "runners" if runners else "none", "expired_jobs": expired}
+    if not schedulers:
+        answer["status"] = "degraded"
+        answer["reason"] = (
+            f"no scheduler holds the lease (none heartbeat within {settings.orphan_timeout:g} s): scheduled runs are "
+            "not created, and each triggered run is driven by a background `nbflow drive` process; "
+            + (f"{runners} runner(s) are driving runs now" if runners else "no runner is driving runs now")
+            + ". Start one: nbflow scheduler"
+        )
+    return answer
 
 
 __all__ = [

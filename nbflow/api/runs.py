@@ -13,7 +13,7 @@ from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
-from nbflow.exceptions import NbflowError, UnknownTaskError
+from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
 from nbflow.executors import executor_class, get_executor
 from nbflow.executors.base import Executor
 from nbflow.loader import load_pipeline
@@ -227,7 +227,10 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
-        raise NbflowError(f"run {run_id} is {run['state']}; only a finished run can be re-run")
+        raise StateConflictError(
+            f"run {run_id} is {run['state']}; only a finished run can be re-run",
+            hint="wait until it has finished, or cancel it first",
+        )
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if tasks is None:
         chosen = [tid for tid, r in tis.items() if r["state"] != TaskState.SUCCESS.value]
@@ -294,7 +297,7 @@ def cancel_run(run_id: int, *, why: str = "cancelled by request", store: Store |
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in (RunState.QUEUED.value, RunState.RUNNING.value):
-        raise NbflowError(f"run {run_id} is {run['state']}; only a queued or running run can be cancelled")
+        raise StateConflictError(f"run {run_id} is {run['state']}; only a queued or running run can be cancelled")
     open_tasks = [r["task_id"] for r in store.task_instances(run_id) if TaskState(r["state"]) not in FINISHED]
 
     def write(tx: Any) -> None:
@@ -332,45 +335,6 @@ def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
         "attempts": [dict(r) for r in store.attempts(run_id)],
         "artifacts": [dict(r) for r in store.artifacts(run_id)],
     }
-
-
-def read_log(
-    run_id: int, task_id: str, *, try_number: int | None = None, offset: int = 0, store: Store | None = None
-) -> str:
-    """The log text of one attempt (default: the latest) of a task, from byte ``offset`` on."""
-    store = store or open_store()
-    run = store.get_run(run_id)
-    attempts = store.attempts(run_id, task_id)
-    if not attempts:
-        known = [r["task_id"] for r in store.task_instances(run_id)]
-        if task_id not in known:
-            raise UnknownTaskError(run["pipeline"], task_id, known, where=f"run {run_id}")
-        return ""
-    if try_number is None:
-        attempt = attempts[-1]
-    else:
-        matching = [a for a in attempts if a["try_number"] == try_number]
-        if not matching:
-            raise NbflowError(
-                f"task '{task_id}' of run {run_id} has no try {try_number}",
-                hint=f"tries: {', '.join(str(a['try_number']) for a in attempts)}",
-            )
-        attempt = matching[0]
-    uri = attempt["log_uri"] or _default_log(store.settings, run["pipeline"], run_id, task_id, attempt["try_number"])
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return ""
-    with fs.open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode("utf-8", errors="replace")
-
-
-def _default_log(settings: Settings, pipeline: str, run_id: int, task_id: str, try_number: int) -> str:
-    from nbflow.artifacts import attempt_dir
-
-    return f"{attempt_dir(settings.artifact_root, pipeline, run_id, task_id, try_number)}/log.txt"
 
 
 def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any:

@@ -2,11 +2,11 @@
 
 Every route is an :class:`~jupyter_server.base.handlers.APIHandler` method decorated with
 ``@tornado.web.authenticated`` and ``@authorized`` (resource ``nbflow``): no token or cookie
-is a 403, a cookie POST without the XSRF token is a 403 (jupyter_server's own check). The
-facade's calls are blocking (SQL), so they run in the server's thread pool with a time
-limit. Errors map to statuses in one place (:data:`STATUS`): unknown pipeline/run/task 404,
-bad parameters or body 400 (naming the field), duplicate trigger 409 with the existing run
-id, a state conflict (cancel a finished run) 409, an unreachable database 503.
+is a 403, a cookie POST without the XSRF token is a 403 (jupyter_server's own check). What a
+request may carry is bounded in :mod:`nbflow.server.limits` (ids, names, body size); errors
+map to statuses in one table, :data:`nbflow.server.errors.STATUS`. The facade's calls are
+blocking (SQL), so they run in the server's thread pool with a time limit. Answers name
+files relative to the Jupyter root (:mod:`nbflow.server.paths`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,146 +24,88 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from nbflow import api
 from nbflow.config import get_settings
-from nbflow.exceptions import (
-    NbflowError,
-    ParameterError,
-    PipelineNotFoundError,
-    RunNotFoundError,
-    StoreError,
-    UnknownTaskError,
-)
+from nbflow.exceptions import TryNotFoundError, UnknownTaskError
+from nbflow.server import limits
+from nbflow.server.errors import ApiError, database_down, json_default, to_api_error
+from nbflow.server.paths import PathScrubber
 
 #: seconds an API call may take before the request answers 503 (a locked or unreachable database)
 CALL_TIMEOUT = 30.0
-STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (api.DuplicateRunError, 409),
-    (PipelineNotFoundError, 404),
-    (RunNotFoundError, 404),
-    (UnknownTaskError, 404),
-    (ParameterError, 400),
-    (StoreError, 503),
-    (DBAPIError, 503),
-    (SQLAlchemyError, 503),
-)
+#: seconds ``GET health`` may take, whatever the database does
+HEALTH_TIMEOUT = 0.9
+#: most lines ``?tail=`` may ask for
+MAX_TAIL = 100_000
 
 
-class ApiError(tornado.web.HTTPError):
-    """An error answer with a JSON body: ``{"error", "message", "hint"?, "fields"?, ...}``."""
-
-    def __init__(self, status: int, message: str, **extra: Any):
-        super().__init__(status, reason=None)
-        self.body = {"error": tornado.httputil.responses.get(status, "Error"), "message": message, **extra}
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def _to_api_error(exc: BaseException, conflict: bool) -> ApiError:
-    """Map a facade/database error to its status and JSON body."""
-    if isinstance(exc, ApiError):
-        return exc
-    status = next((code for kind, code in STATUS if isinstance(exc, kind)), 409 if conflict else 400)
-    if status == 503:
-        return ApiError(503, f"the nbflow database is unreachable or locked: {type(exc).__name__}: {exc}",
-                        hint="check NBFLOW_DB_URL and that the database server is running")
-    extra: dict[str, Any] = {}
-    if getattr(exc, "hint", None):
-        extra["hint"] = exc.hint  # type: ignore[attr-defined]
-    if isinstance(exc, api.DuplicateRunError):
-        extra["run_id"] = exc.run_id
-    if isinstance(exc, ParameterError):
-        names = exc.unknown + exc.missing
-        extra["fields"] = {f"params.{n}": str(getattr(exc, "message", exc)) for n in names} or {
-            "params": str(getattr(exc, "message", exc))
-        }
-    message = getattr(exc, "message", None) or str(exc)
-    return ApiError(status, message, **extra)
-
-
+@tornado.web.stream_request_body
 class NbflowHandler(APIHandler):
-    """Base: JSON answers, facade calls in a thread, errors mapped to statuses."""
+    """Base: bounded bodies, JSON answers, facade calls in a thread, errors mapped to statuses."""
 
     auth_resource = "nbflow"
+    #: the body's fields: {name: (JSON types, required)}; handlers that take a body set it
+    body_fields: dict[str, tuple[type | tuple[type, ...], bool]] = {}
+
+    async def prepare(self) -> None:
+        """Jupyter's checks (authentication, XSRF), then refuse a body over the size limit
+        before reading it (the body is streamed to :meth:`data_received` after this)."""
+        await super().prepare()
+        self._body = limits.BodyReader(get_settings().max_body_bytes, self.request.headers.get("Content-Length"))
+
+    def data_received(self, chunk: bytes) -> None:
+        """A piece of the body (kept up to the limit)."""
+        self._body.feed(chunk)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object body checked against :attr:`body_fields` (400/413 otherwise)."""
+        return self._body.json_object(self.body_fields)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Answer errors as JSON (our :class:`ApiError` bodies, else jupyter_server's)."""
+        """Every error as ``{error, message, ...}`` (:class:`ApiError` bodies; Jupyter's own
+        403s and tornado's 405s get the same shape), never a traceback."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(exc.body, default=_json_default))
-            return
-        super().write_error(status_code, **kwargs)
+        if not isinstance(exc, ApiError):
+            message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else None
+            exc = ApiError(status_code, message or tornado.httputil.responses.get(status_code, "error"))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(self.scrub(exc.body), default=json_default))
 
-    async def call(self, fn: Callable[..., Any], *args: Any, conflict: bool = False, **kwargs: Any) -> Any:
-        """Run a blocking facade call in the thread pool; map its errors (see :data:`STATUS`)."""
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tracebacks of bugs are logged by :func:`to_api_error`; expected errors are not."""
+        if not isinstance(value, ApiError):
+            super().log_exception(typ, value, tb)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking facade call in the thread pool; map its errors (see :mod:`.errors`)."""
         loop = tornado.ioloop.IOLoop.current()
         try:
             return await asyncio.wait_for(
                 loop.run_in_executor(None, functools.partial(fn, *args, **kwargs)), CALL_TIMEOUT
             )
         except asyncio.TimeoutError:
-            raise ApiError(503, f"the nbflow database did not answer within {CALL_TIMEOUT:.0f}s",
-                           hint="check NBFLOW_DB_URL and that the database server is running") from None
-        except Exception as exc:  # every facade error becomes a JSON answer, never a 500 page
-            raise _to_api_error(exc, conflict) from exc
+            raise database_down(f"no answer within {CALL_TIMEOUT:.0f} s") from None
+        except Exception as exc:
+            raise to_api_error(exc, context=f"{self.request.method} {self.request.path}") from exc
 
     def reply(self, data: Any, status: int = 200) -> None:
-        """Finish with JSON."""
+        """Finish with JSON (paths relative to the Jupyter root, see :class:`PathScrubber`)."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data, default=_json_default))
+        self.finish(json.dumps(self.scrub(data), default=json_default))
 
-    def body(self, fields: dict[str, tuple[type | tuple[type, ...], bool]]) -> dict[str, Any]:
-        """The JSON object body checked against ``{field: (types, required)}``; 400 naming the fields."""
-        raw = self.request.body or b"{}"
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, f"the request body is not valid JSON: {exc}", fields={"body": "not JSON"}) from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "the request body must be a JSON object", fields={"body": "not an object"})
-        errors: dict[str, str] = {}
-        for name in data:
-            if name not in fields:
-                errors[name] = f"unknown field; known: {', '.join(sorted(fields))}"
-        for name, (types, required) in fields.items():
-            if name not in data:
-                if required:
-                    errors[name] = "required"
-            elif not isinstance(data[name], types) or (isinstance(data[name], bool) and bool not in _tuple(types)):
-                want = " or ".join(t.__name__ for t in _tuple(types))
-                errors[name] = f"must be {want}, got {type(data[name]).__name__}"
-        if errors:
-            raise ApiError(400, "invalid request body: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors)
-        return data
+    def scrub(self, data: Any) -> Any:
+        """``data`` with the server's absolute paths made relative (or named by their setting)."""
+        return PathScrubber.of(self.settings.get("nbflow_root_dir")).scrub(data)
 
-    def int_arg(self, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
-        """A whole-number query argument; 400 naming it when it is not one."""
-        text = self.get_query_argument(name, None)
-        if text is None or text == "":
-            return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise ApiError(400, f"query argument '{name}' must be a whole number, got {text!r}",
-                           fields={name: "not a whole number"}) from None
-        if value < minimum or (maximum is not None and value > maximum):
-            limit = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-            raise ApiError(400, f"query argument '{name}' must be {limit}, got {value}", fields={name: f"must be {limit}"})
-        return value
+    def int_arg(self, name: str, default: int | None, minimum: int = 0, maximum: int = limits.MAX_ID) -> int | None:
+        """A whole-number query argument; 400 naming it when it is not one in range."""
+        return limits.whole_number(name, self.get_query_argument(name, None), default, minimum, maximum)
 
-
-def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
-    return types if isinstance(types, tuple) else (types,)
+    def run_arg(self, run_id: str) -> int:
+        """The run id of the path (400 when out of range)."""
+        return limits.whole_number("run_id", run_id, None, minimum=1)  # type: ignore[return-value]
 
 
 def _find_task(details: dict[str, Any], run_id: int, task_id: str) -> dict[str, Any]:
@@ -172,7 +113,7 @@ def _find_task(details: dict[str, Any], run_id: int, task_id: str) -> dict[str, 
         if row["task_id"] == task_id:
             return row
     known = [r["task_id"] for r in details["tasks"]]
-    raise _to_api_error(UnknownTaskError(details["run"]["pipeline"], task_id, known, where=f"run {run_id}"), False)
+    raise to_api_error(UnknownTaskError(details["run"]["pipeline"], task_id, known, where=f"run {run_id}"))
 
 
 class PipelinesHandler(NbflowHandler):
@@ -183,9 +124,11 @@ class PipelinesHandler(NbflowHandler):
     async def get(self) -> None:
         """List pipelines (and the DAG folder's import errors); ``?notebook=PATH`` keeps those the
         notebook (a path under the Jupyter root) belongs to."""
+        notebook = self.get_query_argument("notebook", None)
+        if notebook:
+            limits.text("notebook", notebook, max_length=4096)
         pipelines = await self.call(api.list_pipelines)
         errors = await self.call(api.import_errors)
-        notebook = self.get_query_argument("notebook", None)
         if notebook:
             pipelines = await self.call(self._of_notebook, pipelines, notebook)
         self.reply({"pipelines": pipelines, "import_errors": errors})
@@ -196,7 +139,7 @@ class PipelinesHandler(NbflowHandler):
         root = Path(self.settings.get("nbflow_root_dir") or ".").resolve()
         path = (root / notebook).resolve()
         if not path.is_relative_to(root):
-            raise ApiError(400, f"notebook path {notebook!r} leaves the Jupyter root", fields={"notebook": "outside the root"})
+            raise limits.bad_input("notebook", f"notebook path {limits.text_preview(notebook)!r} leaves the Jupyter root")
         found = []
         for p in pipelines:
             file = Path(p["file"]).resolve() if p.get("file") else None
@@ -218,6 +161,7 @@ class GraphHandler(NbflowHandler):
     @authorized
     async def get(self, name: str, svg: str | None = None) -> None:
         """JSON (definition, run, states, tasks, import_error) or the graphviz SVG."""
+        limits.text("name", name)
         run_id = self.int_arg("run", None, minimum=1)
         graph = await self.call(api.pipeline_graph, name, run_id=run_id)
         if not svg:
@@ -235,6 +179,7 @@ class PipelineRunsHandler(NbflowHandler):
     @authorized
     async def get(self, name: str) -> None:
         """A page of the pipeline's runs with task counts by state."""
+        limits.text("name", name)
         limit = self.int_arg("limit", 20, minimum=1, maximum=500)
         offset = self.int_arg("offset", 0)
         await self.call(api.pipeline_graph, name)  # 404 for an unknown pipeline
@@ -245,11 +190,14 @@ class PipelineRunsHandler(NbflowHandler):
 class TriggerHandler(NbflowHandler):
     """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?}`` → 201 ``{run_id}``."""
 
+    body_fields = {"params": (dict, False), "logical_date": (str, False)}
+
     @tornado.web.authenticated
     @authorized
     async def post(self, name: str) -> None:
         """Queue a manual run with validated parameters."""
-        data = self.body({"params": (dict, False), "logical_date": (str, False)})
+        limits.text("name", name)
+        data = self.body()
         run_id = await self.call(api.trigger, name, params=data.get("params") or {}, logical_date=data.get("logical_date"))
         self.reply({"run_id": run_id, "pipeline": name}, status=201)
 
@@ -257,11 +205,14 @@ class TriggerHandler(NbflowHandler):
 class PauseHandler(NbflowHandler):
     """``POST /nbflow/api/pipelines/{name}/pause {paused: bool}``."""
 
+    body_fields = {"paused": (bool, True)}
+
     @tornado.web.authenticated
     @authorized
     async def post(self, name: str) -> None:
         """Pause or unpause the pipeline's schedule."""
-        data = self.body({"paused": (bool, True)})
+        limits.text("name", name)
+        data = self.body()
         await self.call(api.set_paused, name, data["paused"])
         self.reply({"pipeline": name, "paused": data["paused"]})
 
@@ -273,20 +224,28 @@ class RunHandler(NbflowHandler):
     @authorized
     async def get(self, run_id: str) -> None:
         """One run's details."""
-        self.reply(await self.call(api.run_details, int(run_id)))
+        self.reply(await self.call(api.run_details, self.run_arg(run_id)))
 
 
 class LogHandler(NbflowHandler):
-    """``GET /nbflow/api/runs/{id}/tasks/{task}/log?offset=N&try=K`` → ``{text, offset}``."""
+    """``GET /nbflow/api/runs/{id}/tasks/{task}/log?offset=N&limit=M&tail=L&try=K``."""
 
     @tornado.web.authenticated
     @authorized
     async def get(self, run_id: str, task_id: str) -> None:
-        """The log from byte ``offset`` on; ``offset`` in the answer is where to continue."""
-        offset = self.int_arg("offset", 0)
+        """Bytes from ``offset`` (at most ``limit``), or the last ``tail`` lines; never more than
+        ``max_log_bytes`` (NBFLOW_MAX_LOG_BYTES). ``offset`` in the answer is where to go on."""
+        run, task = self.run_arg(run_id), limits.text("task_id", task_id)
+        cap = get_settings().max_log_bytes
+        tail = self.int_arg("tail", None, minimum=1, maximum=MAX_TAIL)
+        offset = self.int_arg("offset", 0, maximum=limits.MAX_OFFSET)
+        if tail is not None and self.get_query_argument("offset", None) is not None:
+            raise limits.bad_input("tail", "'tail' and 'offset' cannot be combined: ask for the last lines or a byte range")
+        limit = min(self.int_arg("limit", cap, minimum=1) or cap, cap)
         try_number = self.int_arg("try", None, minimum=1)
-        text = await self.call(api.read_log, int(run_id), task_id, try_number=try_number, offset=offset)
-        self.reply({"text": text, "offset": offset + len(text.encode("utf-8")), "try": try_number})
+        chunk = await self.call(api.log_chunk, run, task, try_number=try_number, offset=offset, limit=limit, tail=tail)
+        self.reply({"text": chunk.text, "start": chunk.start, "offset": chunk.end, "size": chunk.size,
+                    "truncated": chunk.truncated, "try": chunk.try_number})
 
 
 class OutputHandler(NbflowHandler):
@@ -297,35 +256,43 @@ class OutputHandler(NbflowHandler):
     @authorized
     async def get(self, run_id: str, task_id: str) -> None:
         """Where the executed notebook of the task's latest (or chosen) try is."""
+        run, task = self.run_arg(run_id), limits.text("task_id", task_id)
         try_number = self.int_arg("try", None, minimum=1)
-        details = await self.call(api.run_details, int(run_id))
-        ti = _find_task(details, int(run_id), task_id)
-        attempts = [a for a in details["attempts"] if a["task_id"] == task_id and a.get("output_uri")]
+        details = await self.call(api.run_details, run)
+        ti = _find_task(details, run, task)
+        attempts = [a for a in details["attempts"] if a["task_id"] == task]
         if try_number is not None:
-            attempts = [a for a in attempts if a["try_number"] == try_number]
-        uri = attempts[-1]["output_uri"] if attempts else ti.get("output_uri")
+            chosen = [a for a in attempts if a["try_number"] == try_number]
+            if not chosen:
+                raise to_api_error(TryNotFoundError(run, task, try_number, [a["try_number"] for a in attempts]))
+            uri = chosen[0].get("output_uri")
+        else:
+            with_output = [a for a in attempts if a.get("output_uri")]
+            uri = with_output[-1]["output_uri"] if with_output else ti.get("output_uri")
+        which = f"try {try_number} of task '{task}'" if try_number else f"task '{task}'"
         if not uri:
-            raise ApiError(404, f"task '{task_id}' of run {run_id} has no output notebook", fields={"task": "no output"})
-        self.reply({"run_id": int(run_id), "task_id": task_id, "uri": uri, **self._relative(uri)})
+            raise ApiError(404, f"{which} of run {run} has no output notebook", fields={"task_id": "no output notebook"})
+        self.reply({"run_id": run, "task_id": task, "uri": uri, **self._relative(uri, f"the output notebook of {which} of run {run}")})
 
-    def _relative(self, uri: str) -> dict[str, str]:
+    def _relative(self, uri: str, what: str) -> dict[str, str]:
         local = uri[len("file://"):] if uri.startswith("file://") else uri
         if "://" in local:
-            raise ApiError(404, f"the output notebook {uri} is not on this machine's disk", fields={"uri": "remote"})
+            raise ApiError(404, f"{what} is not on this machine's disk (the artifact root is a URL)",
+                           hint="download it with fsspec, or use a local NBFLOW_ARTIFACT_ROOT to open it here")
         path = Path(local).resolve()
         artifact_root = Path(get_settings().artifact_root.removeprefix("file://")).resolve()
         if not path.is_relative_to(artifact_root):
-            raise ApiError(404, f"the output notebook {path} is outside the nbflow artifact root {artifact_root}")
+            raise ApiError(404, f"{what} is outside the nbflow artifact root (a symbolic link pointing elsewhere?)")
         root = Path(self.settings.get("nbflow_root_dir") or ".").resolve()
         if not path.is_relative_to(root):
-            raise ApiError(404, f"the output notebook {path} is outside the Jupyter root {root}",
+            raise ApiError(404, f"{what} is outside the Jupyter root",
                            hint="start Jupyter in a folder that contains NBFLOW_HOME, or set NBFLOW_HOME inside it")
         if not path.is_file():
-            raise ApiError(404, f"the output notebook {path} does not exist (cleaned up?)")
+            raise ApiError(404, f"{what} does not exist (cleaned up?)")
         relative = path.relative_to(root)
         hidden = [part for part in relative.parts if part.startswith(".")]
         if hidden and not self.contents_manager.allow_hidden:
-            raise ApiError(404, f"the output notebook {path} is in the hidden folder {hidden[0]}, which Jupyter does not open",
+            raise ApiError(404, f"{what} is in the hidden folder {hidden[0]}, which Jupyter does not open",
                            hint="set NBFLOW_HOME to a folder whose name does not start with '.', "
                                 "or start Jupyter with --ContentsManager.allow_hidden=True")
         return {"path": relative.as_posix()}
@@ -338,9 +305,10 @@ class ClearHandler(NbflowHandler):
     @authorized
     async def post(self, run_id: str, task_id: str) -> None:
         """Clear the task of a finished run and queue the run again."""
-        self.body({})
-        cleared = await self.call(api.clear_tasks, int(run_id), [task_id], conflict=True)
-        self.reply({"run_id": int(run_id), "cleared": cleared})
+        run, task = self.run_arg(run_id), limits.text("task_id", task_id)
+        self.body()
+        cleared = await self.call(api.clear_tasks, run, [task])
+        self.reply({"run_id": run, "cleared": cleared})
 
 
 class CancelHandler(NbflowHandler):
@@ -350,23 +318,29 @@ class CancelHandler(NbflowHandler):
     @authorized
     async def post(self, run_id: str) -> None:
         """Mark the run and its unfinished tasks cancelled; the driver kills what is in flight."""
-        self.body({})
-        cancelled = await self.call(api.cancel_run, int(run_id), why="cancelled from JupyterLab", conflict=True)
-        self.reply({"run_id": int(run_id), "cancelled": cancelled})
+        run = self.run_arg(run_id)
+        self.body()
+        cancelled = await self.call(api.cancel_run, run, why="cancelled from JupyterLab")
+        self.reply({"run_id": run, "cancelled": cancelled})
 
 
 class HealthHandler(NbflowHandler):
-    """``GET /nbflow/api/health``: database reachability and live schedulers (never raises)."""
+    """``GET /nbflow/api/health``: the database and the schedulers, answered within a second."""
 
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        """``status`` ok or degraded (the answer is 503 when degraded)."""
-        state = await self.call(api.health)
-        self.reply(state, status=200 if state.get("status") == "ok" else 503)
+        """``status`` ok (200) or degraded with a ``reason`` (503); see :func:`nbflow.api.health`."""
+        loop = tornado.ioloop.IOLoop.current()
+        try:
+            state = await asyncio.wait_for(loop.run_in_executor(None, api.health), HEALTH_TIMEOUT)
+        except asyncio.TimeoutError:
+            state = {"status": "degraded", "reason": f"the nbflow database did not answer within {HEALTH_TIMEOUT:g} s",
+                     "database": "timed out", "schedulers": [], "runners": 0, "serving": "unknown", "expired_jobs": 0}
+        self.reply(state, status=200 if state["status"] == "ok" else 503)
 
 
-NAME, RUN, TASK = r"(?P<name>[^/]+)", r"(?P<run_id>\d+)", r"(?P<task_id>[^/]+)"
+NAME, RUN, TASK = r"(?P<name>[^/]+)", r"(?P<run_id>[^/]+)", r"(?P<task_id>[^/]+)"
 #: (pattern under /nbflow/api/, handler, HTTP methods) — the tests iterate this table
 ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (r"pipelines", PipelinesHandler, ("GET",)),

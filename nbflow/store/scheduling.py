@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import RowMapping, case, delete, func, insert, or_, select, text, true, update
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
@@ -81,9 +81,16 @@ class SchedulingTx:
         )
 
     def heartbeat(self, job_id: int) -> None:
-        """Renew a job's lease (a job marked dead while its database was away is alive again:
-        its driver checks which of its runs another job took meanwhile)."""
-        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(heartbeat_at=utcnow(), state="running"))
+        """Renew a job's lease (a job marked dead by :meth:`expire_jobs` that beats again lives again)."""
+        state = case((JOB.c.state == "dead", "running"), else_=JOB.c.state)
+        self.conn.execute(update(JOB).where(JOB.c.id == job_id).values(heartbeat_at=utcnow(), state=state))
+
+    def expire_jobs(self, threshold: float) -> int:
+        """Mark ``dead`` the running jobs whose lease expired (no heartbeat for ``threshold``
+        seconds: a scheduler or ``nbflow run`` that was killed); returns how many."""
+        now = utcnow()
+        stale = (JOB.c.state == "running") & (JOB.c.heartbeat_at <= now - timedelta(seconds=threshold))
+        return int(self.conn.execute(update(JOB).where(stale).values(state="dead", ended_at=now)).rowcount)
 
     def end_job(self, job_id: int) -> None:
         """Mark a job stopped (its runs become claimable at once)."""

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from nbflow.exceptions import StoreError
+from nbflow.exceptions import DatabaseUnavailableError, StoreError
 
 log = logging.getLogger("nbflow.store")
 T = TypeVar("T")
@@ -47,17 +47,21 @@ SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"nbflow-schema").digest()[:8], 
 #: Seconds a process waits for another one's schema upgrade before it gives up with an error.
 SCHEMA_LOCK_TIMEOUT = 600.0
 
+#: how long a health probe waits for a connection, a lock or a statement (seconds)
+PROBE_TIMEOUT = 0.5
+
 _engines: dict[str, Engine] = {}
+_probes: dict[str, Engine] = {}
 _upgraded: set[str] = set()
 _schema_lock = threading.Lock()  # threads of this process (Alembic's context is global)
 _lock = threading.Lock()
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, busy_ms: int = SQLITE_BUSY_MS) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -65,7 +69,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -90,12 +94,37 @@ def get_engine(url: str) -> Engine:
         return engine
 
 
+def probe_engine(url: str) -> Engine:
+    """An engine for health checks that never waits long: SQLite's busy timeout, PostgreSQL's
+    connect and statement timeouts and the pool's wait are :data:`PROBE_TIMEOUT` (rounded up
+    to the 1 s libpq can express for connecting)."""
+    with _lock:
+        engine = _probes.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = _sqlite_engine(url, busy_ms=int(PROBE_TIMEOUT * 1000))
+            else:
+                engine = create_engine(url, pool_size=1, max_overflow=2, pool_timeout=PROBE_TIMEOUT,
+                                       connect_args={"connect_timeout": 1})
+
+                @event.listens_for(engine, "connect")
+                def _statement_timeout(dbapi_conn, _record):  # noqa: ANN001
+                    dbapi_conn.autocommit = True  # a SET outside any transaction, so it lasts
+                    with dbapi_conn.cursor() as cur:
+                        cur.execute(f"SET statement_timeout = {int(PROBE_TIMEOUT * 1000)}")
+                    dbapi_conn.autocommit = False
+
+            _probes[url] = engine
+        return engine
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests; after fork)."""
     with _lock:
-        for engine in _engines.values():
+        for engine in (*_engines.values(), *_probes.values()):
             engine.dispose()
         _engines.clear()
+        _probes.clear()
         _upgraded.clear()
 
 
@@ -178,7 +207,8 @@ def _explained(engine: Engine) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        raise StoreError(
+        kind = DatabaseUnavailableError if is_transient(exc) else StoreError
+        raise kind(
             f"cannot open the metadata database {_label(engine)}: {exc.orig}",
             hint="check NBFLOW_DB_URL / NBFLOW_HOME, and that the database server is running",
         ) from exc
@@ -331,6 +361,16 @@ def is_transient(exc: BaseException) -> bool:
         text = str(exc.orig).lower()
         return any(s in text for s in ("locked", "busy", "connection", "server closed", "terminating", "timeout"))
     return False
+
+
+def outage_kind(exc: BaseException) -> str:
+    """What a transient database error says happened, in a few words for a user (no SQL)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    if "locked" in text or "busy" in text:
+        return "locked by another process"
+    if "timeout" in text or "timed out" in text or "canceling statement" in text:
+        return "timed out"
+    return "connection refused or lost"
 
 
 def retrying(

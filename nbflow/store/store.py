@@ -291,10 +291,12 @@ class Tx(SchedulingTx):
 class Store(SchedulingReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
-    def __init__(self, url: str | None = None, *, settings: Settings | None = None, upgrade: bool = True):
+    def __init__(
+        self, url: str | None = None, *, settings: Settings | None = None, upgrade: bool = True, engine: Engine | None = None
+    ):
         self.settings = settings or get_settings()
         self.url = url or self.settings.db_url
-        self.engine: Engine = get_engine(self.url)
+        self.engine: Engine = engine or get_engine(self.url)
         if upgrade:
             ensure_schema(self.engine)
 
