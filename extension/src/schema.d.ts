@@ -327,7 +327,10 @@ export interface components {
       state: components['schemas']['TaskState'];
       executor_key: string | null;
       hostname: string | null;
+      /** @description of the worker process */
       pid: number | null;
+      /** @description of a notebook attempt's kernel */
+      kernel_pid: number | null;
       /** Format: date-time */
       queued_at: string | null;
       /** Format: date-time */
