@@ -16,8 +16,10 @@ a notebook works the same whether it is run by nbflow or by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import posixpath
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -95,15 +97,21 @@ def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
     rename, so a reader never sees half of it."""
     if _is_local(uri):
         os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-        with open(f"{uri}.tmp" if atomic else uri, "wb") as fh:
-            fh.write(data)
+        target = f"{uri}.tmp" if atomic else uri
+        try:
+            with open(target, "wb") as fh:
+                fh.write(data)
+        except OSError:  # a full disk: leave no partial file behind to fill it for the next writer
+            with contextlib.suppress(OSError):
+                os.remove(target)
+            raise
         if atomic:
-            os.replace(f"{uri}.tmp", uri)
+            os.replace(target, uri)
         return
     import fsspec  # only for URL roots: its import costs every notebook kernel ~50 ms
 
     fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)  # fsspec paths are '/'-separated
     with fs.open(f"{path}.tmp" if atomic else path, "wb") as fh:
         fh.write(data)
     if atomic:

@@ -11,6 +11,7 @@ field is one line here (and a column, if it is stored).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import traceback as tb_module
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,10 @@ from typing import Any
 
 from nbflow.exceptions import FailNow
 
-__all__ = ["AttemptRecord", "RECORD_FIELDS", "ATTEMPT_COLUMNS", "TASK_COLUMNS"]
+__all__ = ["AttemptRecord", "RECORD_FIELDS", "ATTEMPT_COLUMNS", "TASK_COLUMNS", "STORAGE_ERRNOS"]
+
+#: errno values that say a file system cannot take a write (read-only, full, refused, failing)
+STORAGE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO})
 
 
 @dataclass
@@ -71,6 +75,17 @@ class AttemptRecord:
             ename=name,
             evalue=str(exc),
             traceback="".join(tb_module.format_exception(type(exc), exc, tb)),
+        )
+
+    @classmethod
+    def storage_failure(cls, exc: OSError, path: str | None = None) -> AttemptRecord:
+        """A ``storage_error``: the attempt folder (the artifact root) refused a write; names
+        what could not be written and the OS error."""
+        where = path or exc.filename or "the attempt folder"
+        return cls.failure(
+            "storage_error",
+            f"cannot write {where}: {exc.strerror or exc} (errno {exc.errno}); check the artifact root (NBFLOW_ARTIFACT_ROOT)",
+            ename=type(exc).__name__, evalue=str(exc),
         )
 
     def stamp(self, *, key: str, run_id: int, task_id: str, try_number: int, log_uri: str, hostname: str,

@@ -114,4 +114,5 @@ REASONS = (
     "sensor_timeout",
     "stopped_early",  # a success: the notebook ended itself with sys.exit(0)
     "driver_error",  # nbflow itself failed while driving the run (logged with its traceback)
+    "storage_error",  # the artifact root refused a write (read-only, full): retries apply
 )

@@ -9,6 +9,12 @@ folder (see :mod:`nbflow.artifacts`) and returns the task kind's
 Output of ``print`` in Python tasks goes to the task's log through a stdout/stderr router
 that sends each thread's writes to the log of the task that thread is running; other
 threads write where they always did.
+
+**Storage errors are the attempt's, not the worker's.** When the attempt folder cannot be
+written (a read-only or full artifact root, an object store that refuses the upload) the
+attempt ends ``storage_error`` with the path and the OS error, its retries apply, and the
+worker process goes on with the next attempt (it used to die, and the attempt looked like a
+lost worker).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 from nbflow import artifacts, procs
 from nbflow.artifacts import UpstreamOutput, attempt_dir
-from nbflow.record import AttemptRecord
+from nbflow.record import STORAGE_ERRNOS, AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
 
 HOSTNAME = socket.gethostname()
@@ -117,10 +123,13 @@ def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = Non
     ``on_process(pgid)`` hears of every process group the attempt starts (as :func:`kill_attempt`
     does), e.g. so that a pool can kill them if this worker process dies.
     """
+    started = time.time()
     with _running_lock:
         _running[item.key] = set()
     try:
         result = _run(item, _register(item.key, on_process))
+    except Exception as exc:  # the worker's own part failed (storage): still a record, the worker lives on
+        result = _worker_failure(item, exc, started)
     finally:
         with _running_lock:
             _running.pop(item.key, None)
@@ -129,8 +138,37 @@ def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = Non
     if cancelled:
         result.ok, result.reason, result.message = False, "cancelled", f"cancelled ({result.message or 'killed'})"
     if item.durable_result:
-        write_result(result, attempt_paths(item)[0])
+        try:
+            write_result(result, attempt_paths(item)[0])
+        except OSError as exc:  # the driver still gets the record (an event, the future's result)
+            if result.ok or result.reason != "storage_error":
+                result = AttemptRecord.storage_failure(exc, f"{attempt_paths(item)[0]}/result.json").stamp(**_identity(result))
     return result
+
+
+def _is_storage(exc: BaseException, folder: str) -> bool:
+    """Whether ``exc`` is the attempt folder refusing a write (not an error of the task's own files)."""
+    if not isinstance(exc, OSError):
+        return False
+    filename = str(exc.filename or "")
+    return filename.startswith(folder) or (not filename and exc.errno in STORAGE_ERRNOS)
+
+
+def _worker_failure(item: WorkItem, exc: Exception, started: float) -> AttemptRecord:
+    folder = attempt_paths(item)[0]
+    if isinstance(exc, OSError) and (_is_storage(exc, folder) or exc.errno in STORAGE_ERRNOS):
+        record = AttemptRecord.storage_failure(exc)
+    else:
+        record = AttemptRecord.from_exception(exc)
+        record.message = f"nbflow's worker failed running the attempt: {record.message}"
+    return record.stamp(key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number,
+                        log_uri=attempt_paths(item)[1], hostname=HOSTNAME, pid=os.getpid(), started_at=started,
+                        ended_at=time.time())
+
+
+def _identity(record: AttemptRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in ("key", "run_id", "task_id", "try_number", "log_uri", "hostname",
+                                                     "pid", "started_at", "ended_at")}
 
 
 def _register(key: str, also: Callable[[int], None] | None) -> Callable[[int], None]:
@@ -198,7 +236,7 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
         kill_grace=item.kill_grace,
         register_process=register,
     )
-    with capture_output(log_path):
+    with capture_output(log_path) as log:
         artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
         try:
             task = item.unpack()
@@ -212,14 +250,16 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
         else:
             try:
                 record = task.execute(ctx)
-            except Exception as exc:  # a kind's own bug: still a record, never a crash
-                record = AttemptRecord.from_exception(exc)
+            except Exception as exc:  # a kind's own bug, or the attempt folder refusing a write
+                record = AttemptRecord.storage_failure(exc) if _is_storage(exc, folder) else AttemptRecord.from_exception(exc)
         finally:
             saved = [r.as_dict() for r in (artifacts.current_context() or {}).get("saved", [])]
             artifacts.unbind()
         record.artifacts = [*saved, *record.artifacts]
-        if not record.ok and record.traceback and record.reason not in ("cell_error",):
+        if not record.ok and record.traceback and record.reason not in ("cell_error", "storage_error"):
             sys.stderr.write(record.traceback)
+    if log.error is not None:  # nothing counts as done whose log could not be written
+        record = AttemptRecord.storage_failure(log.error, log_path)
     return record.stamp(
         key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number, log_uri=log_path,
         hostname=HOSTNAME, pid=os.getpid(), started_at=started, ended_at=time.time(),
@@ -230,26 +270,43 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
 
 
 class _LazyLog(io.TextIOBase):
-    """A log file opened on the first write (most no-op tasks print nothing)."""
+    """A log file opened on the first write (most no-op tasks print nothing).
+
+    A log that cannot be written does not break the task's ``print``: the first error is kept
+    (:attr:`error`, the attempt then ends ``storage_error``) and later writes are dropped.
+    """
 
     def __init__(self, path: str):
         self.path = path
         self._fh: io.TextIOWrapper | None = None
+        self.error: OSError | None = None
 
     def write(self, text: str) -> int:
-        if self._fh is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            # line-buffered, so `nbflow logs --follow` sees lines as they are printed
-            self._fh = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
-        return self._fh.write(text)
+        if self.error is not None:
+            return len(text)
+        try:
+            if self._fh is None:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                # line-buffered, so `nbflow logs --follow` sees lines as they are printed
+                self._fh = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
+            return self._fh.write(text)
+        except OSError as exc:
+            self.error = exc
+            return len(text)
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        if self._fh is not None and self.error is None:
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                self.error = exc
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self.error = self.error or exc
             self._fh = None
 
 

@@ -91,7 +91,9 @@ class PythonTask(BaseTask):
         if value is not None:
             try:
                 record.artifacts.append(write_value(ctx.artifact_dir, "return", value).as_dict())
-            except Exception as exc:
+            except OSError as exc:  # the artifact root refused it: retries may find it writable again
+                record = AttemptRecord.storage_failure(exc)
+            except Exception as exc:  # the value itself cannot be stored (it does not pickle)
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
         return record

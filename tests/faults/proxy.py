@@ -65,6 +65,12 @@ class Proxy:
         """Drop every connection and refuse new ones."""
         with self._lock:
             if self._listener is not None:
+                # shutdown wakes the thread blocked in accept() (close alone would not, on Linux,
+                # and that accept would still take one more connection)
+                try:
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self._listener.close()
                 self._listener = None
             conns, self._conns = self._conns, []
