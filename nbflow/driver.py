@@ -346,8 +346,9 @@ class Driver:
         if self._outage_since is None:
             self._outage_since = now
             self._backoff = OUTAGE_BACKOFF
-            log.error("database unreachable (%s): %d run(s) go on, their results are kept and written when it is back",
-                      getattr(exc, "orig", exc), len(self.runs))
+            log.error("database unreachable (%s): %d run(s) go on; their results are kept and written when it is "
+                      "back (trying again with backoff, every %.0fs at most)", str(getattr(exc, "orig", exc)).strip(),
+                      len(self.runs), MAX_OUTAGE_BACKOFF)
         else:
             self._backoff = min(self._backoff * 2, MAX_OUTAGE_BACKOFF)
         self.status = "degraded"
@@ -364,7 +365,7 @@ class Driver:
                 if driver != self.job_id and run_id in self.runs:
                     log.warning("run %s is driven by job %s since the outage; leaving it to that job", run_id, driver)
                     del self.runs[run_id]
-        log.info("database reachable again after %.1fs", lasted)
+        log.warning("database reachable again after %.1fs; writing what was kept", lasted)
         self._outage_since = None
         self.status = "ok"
         for run in self.runs.values():

@@ -46,6 +46,7 @@ def test_run_success_shows_progress_summary_and_records_everything(tmp_path, wri
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "run 1 of cli_demo (3 tasks) on dask (local Dask cluster" in out
+    assert "if this process dies: an attempt in flight when this process dies finishes on the cluster" in out
     assert "done in" in out  # (fast tasks on Dask report no separate start)
     assert "task" in out and "state" in out and "tries" in out and "duration" in out
     assert "run 1 of cli_demo: success" in out
@@ -64,6 +65,7 @@ def test_failed_run_exits_1_and_rerun_fixes_it(tmp_path, write_pipeline):
     home = tmp_path / "home"
     res = nbflow("run", str(path), "--executor", "inline", home=home)
     assert res.returncode == 1
+    assert "if this process dies: attempts run inside this process" in res.stdout and "(at least once)" in res.stdout
     assert "FAILED (try 1): ValueError: bad value 4" in res.stdout
     assert "run 1 of cli_demo: failed" in res.stdout and "nbflow rerun 1" in res.stdout
     assert "ValueError: bad value 4" in nbflow("tasks", "1", home=home).stdout

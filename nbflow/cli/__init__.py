@@ -133,6 +133,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     def on_start(ex: Any) -> None:
         out.write(f"nbflow: run {run_id} of {pipeline.name} ({progress.total} tasks) on {ex.describe()}\n")
+        out.write(f"  if this process dies: {ex.guarantee}\n")
         out.flush()
 
     result = api.drive_run(

@@ -42,6 +42,8 @@ class Executor(ABC):
     """Runs work items somewhere; subclasses register under the ``nbflow.executors`` entry point."""
 
     name = "base"
+    #: What happens to an attempt in flight when the driving process dies (``nbflow run`` says it).
+    guarantee = "an attempt in flight when this process dies runs again under the next driver (at least once)"
     #: Whether workers should also write each result to the attempt folder (executors whose
     #: work survives the driver, so a restarted driver can adopt it).
     durable_results = False

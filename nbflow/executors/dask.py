@@ -126,6 +126,10 @@ class DaskExecutor(Executor):
     """Runs attempts on a Dask cluster (``address``) or on an embedded ``LocalCluster``."""
 
     name = "dask"
+    guarantee = (
+        "an attempt in flight when this process dies finishes on the cluster and the next driver adopts its result "
+        "(exactly once)"
+    )
     durable_results = True
 
     def __init__(self, parallelism: int | None = None, address: str | None = None, **options: Any):

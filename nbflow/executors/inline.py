@@ -13,6 +13,9 @@ class InlineExecutor(Executor):
     """Runs each attempt inside :meth:`poll`: first reports it started, then runs it."""
 
     name = "inline"
+    guarantee = (
+        "attempts run inside this process: one in flight when it dies runs again under the next driver (at least once)"
+    )
     runs_in_poll = True
 
     def __init__(self, parallelism: int | None = None, **options: object):

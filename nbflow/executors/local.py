@@ -105,6 +105,10 @@ class LocalExecutor(Executor):
     """Runs attempts in up to ``parallelism`` worker processes (default: the CPU count)."""
 
     name = "local"
+    guarantee = (
+        "the worker processes die with this process: an attempt in flight then runs again under the next driver "
+        "(at least once; use the dask executor for exactly once)"
+    )
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         super().__init__(parallelism or get_settings().parallelism, **options)

@@ -382,7 +382,10 @@ def retrying(
     max_delay: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Call ``fn``; on a transient database error wait (capped exponential backoff) and retry."""
+    """Call ``fn``; on a transient database error wait (capped exponential backoff) and retry.
+
+    The first failure is logged as a warning, the retries after it at debug level (one line
+    says what is wrong; the caller reports it if the retries run out)."""
     for attempt in range(retries + 1):
         try:
             return fn()
@@ -390,6 +393,7 @@ def retrying(
             if not is_transient(exc) or attempt == retries:
                 raise
             delay = min(max_delay, base_delay * 2**attempt)
-            log.warning("%s failed (%s); retry %d/%d in %.2fs", what, exc.orig, attempt + 1, retries, delay)
+            level = logging.WARNING if attempt == 0 else logging.DEBUG
+            log.log(level, "%s failed (%s); retry %d/%d in %.2fs", what, str(exc.orig).strip(), attempt + 1, retries, delay)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
