@@ -32,6 +32,7 @@ import time
 from queue import Empty
 from typing import Any
 
+import jupyter_client
 import zmq
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
@@ -78,12 +79,19 @@ class PromptKernelClient(AsyncKernelClient):
             if replied is None:
                 replied = await self._next(self.shell_channel, asked, REPLY_WAIT, "kernel_info_reply")
             if replied is not None and await self._next(self.iopub_channel, asked, IOPUB_WAIT, "status", "idle"):
-                self._handle_kernel_info_reply(replied)
+                self._adapt_protocol(replied)
                 return
             if not await self.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    def _adapt_protocol(self, reply: dict) -> None:
+        """Talk the kernel's protocol version, as jupyter_client's ``wait_for_ready`` does with
+        the kernel_info reply (there through a private method; here with public names only)."""
+        major = int(reply["content"]["protocol_version"].split(".")[0])
+        if major != jupyter_client.protocol_version_info[0]:
+            self.session.adapt_version = major
 
     @staticmethod
     async def _next(channel: Any, parents: set[str], wait: float, msg_type: str, state: str | None = None) -> dict | None:

@@ -133,6 +133,8 @@ class _Attempt:
                     attempt.kernel_argv = list(self.kernel_spec.argv) if self.kernel_spec else None
                     await super().start_kernel(**kw)
                 finally:
+                    # LocalProvisioner's public process and pgid; another provisioner (a remote
+                    # kernel) has no local process to record, and its kernel is killed through it.
                     prov = self.provisioner
                     if prov is not None and getattr(prov, "process", None) is not None:
                         attempt.pgid = getattr(prov, "pgid", None) or prov.process.pid
