@@ -1,7 +1,7 @@
 """Notice runs cancelled from elsewhere while an executor runs an attempt in the caller's thread.
 
 The ``inline`` executor runs each attempt inside ``poll()``. The loops that read the state of
-their runs every ``cancel_poll`` (:meth:`RunEngine.run`, the scheduler) are blocked for as long
+their runs every ``cancel_poll`` (:class:`~nbflow.driver.Driver`: ``nbflow run``, the scheduler) are blocked for as long
 as that attempt runs, so a run cancelled from the CLI or the web UI would go on until the
 attempt ended by itself. A :class:`CancelWatch` reads the states from a thread of its own
 while such a poll lasts longer than ``interval``, and calls ``on_cancel(run_id)`` for each
