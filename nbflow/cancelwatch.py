@@ -1,9 +1,9 @@
 """Notice runs cancelled from elsewhere while an executor runs an attempt in the caller's thread.
 
-The ``inline`` executor runs each attempt inside ``poll()``. The loops that read the state of
-their runs every ``cancel_poll`` (:class:`~nbflow.driver.Driver`: ``nbflow run``, the scheduler) are blocked for as long
-as that attempt runs, so a run cancelled from the CLI or the web UI would go on until the
-attempt ended by itself. A :class:`CancelWatch` reads the states from a thread of its own
+The ``inline`` executor runs each attempt inside ``poll()``. The driver's loop, which reads
+the state of its runs every ``cancel_poll`` (:class:`~nbflow.driver.Driver`: ``nbflow run``,
+the scheduler), is blocked for as long as that attempt runs, so a run cancelled from the CLI
+or the web UI would go on until the attempt ended by itself. A :class:`CancelWatch` reads the states from a thread of its own
 while such a poll lasts longer than ``interval``, and calls ``on_cancel(run_id)`` for each
 run found cancelled; the caller kills that run's running attempt
 (:meth:`Executor.interrupt`), and its own loop cancels the rest as usual once ``poll()``
