@@ -38,6 +38,7 @@ from nbflow.cancelwatch import CancelWatch
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.engine import Listener, RunEngine
+from nbflow.exceptions import RunTakenOverError
 from nbflow.executors.base import Event, Executor, key_run_id
 from nbflow.loader import load_pipeline
 from nbflow.states import RunState
@@ -376,6 +377,9 @@ class Driver:
         """A block whose error (not an outage, which goes up to :meth:`loop_once`) fails only run ``run_id``."""
         try:
             yield
+        except RunTakenOverError as exc:  # not ours to fail: let the other driver go on
+            log.warning("%s; stopped driving it", exc)
+            self.runs.pop(run_id, None)
         except Exception as exc:
             if is_outage(exc):
                 raise

@@ -43,7 +43,7 @@ from typing import Any
 from nbflow.artifacts import attempt_dir
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
-from nbflow.exceptions import NbflowError, UnknownTaskError
+from nbflow.exceptions import NbflowError, RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
@@ -559,6 +559,11 @@ class RunEngine(SensorPoking):
             if ti.key and stored in FINISHED:
                 self.executor.cancel(ti.key)
             was_finished = ti.state in FINISHED
+            if was_finished and stored not in FINISHED:  # nothing un-finishes a task of a driven run
+                raise RunTakenOverError(
+                    f"run {self.run_id}: task {tid} is {stored} (try {row['try_number']}) in the store, finished here: "
+                    "another driver drives the run"
+                )
             ti.state, ti.try_number = stored, row["try_number"]
             if stored in FINISHED and not was_finished:
                 self._finished(ti)

@@ -157,5 +157,9 @@ class ExecutorNotFoundError(NbflowError):
     """No executor registered under that name."""
 
 
+class RunTakenOverError(NbflowError):
+    """Another driver drives the run now (this one lost its lease): this one must let it go."""
+
+
 class FailNow(Exception):
     """Raise inside a task (or a notebook cell) to fail it at once, skipping remaining retries."""

@@ -43,14 +43,19 @@ def task_cas(to: TaskState, columns: tuple[str, ...], with_try: bool, via: TaskS
     return stmt
 
 
+#: an attempt row in another state is final: a late report (a driver that lost the run) changes nothing
+OPEN_ATTEMPT = (TaskState.QUEUED.value, TaskState.RUNNING.value)
+
+
 def attempt_update(columns: tuple[str, ...]) -> Any:
-    """``UPDATE task_attempts SET columns... WHERE run, task, try``."""
+    """``UPDATE task_attempts SET columns... WHERE run, task, try AND state IN (queued, running)``."""
     key = ("attempt", columns)
     stmt = _cache.get(key)
     if stmt is None:
         stmt = _cache[key] = (
             update(A)
             .where(A.c.run_id == bindparam("w_run_id"), A.c.task_id == bindparam("w_task_id"), A.c.try_number == bindparam("w_try"))
+            .where(A.c.state.in_(map(literal, OPEN_ATTEMPT)))
             .values({c: bindparam(f"v_{c}") for c in columns})
         )
     return stmt

@@ -252,7 +252,8 @@ class Tx(SchedulingTx):
         return True
 
     def update_attempt(self, run_id: int, task_id: str, try_number: int, **fields: Any) -> None:
-        """Set columns of one attempt row."""
+        """Set columns of one attempt row while it is queued or running (a finished attempt's row
+        is final: a late report of it changes nothing)."""
         stmt = statements.attempt_update(tuple(sorted(fields)))
         self.conn.execute(
             stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": try_number, **{f"v_{k}": v for k, v in fields.items()}}

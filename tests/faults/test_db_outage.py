@@ -115,3 +115,67 @@ def test_nbflow_drive_rides_out_an_outage(pg_url, write_pipeline):
 
     run_id, cut, restored = _through_outage(pg_url, write_pipeline, ["drive", "{run}", "-e", "local", "-j", "1"], 45, queue)
     _check_recorded(run_id, cut, restored)
+
+
+SLOW = """
+import time
+from nbflow import Pipeline, task
+
+with Pipeline("taken") as pipeline:
+    @task
+    def slow():
+        time.sleep(3)
+        return "done"
+
+    slow()
+"""
+
+
+def test_after_an_outage_longer_than_its_lease_a_driver_leaves_the_runs_another_took(pg_url, write_pipeline):
+    """Driver A loses the database for longer than its lease; driver B claims A's run (A looks
+    dead). When the database is back, A must see that the run is B's and stop driving it, so a
+    run never has two drivers; B brings it to its end."""
+    from nbflow.config import get_settings
+    from nbflow.driver import Driver
+    from nbflow.executors import get_executor
+    from nbflow.states import RunState
+    from nbflow.store import Store
+
+    settings = get_settings().with_overrides(orphan_timeout=1.0, heartbeat=0.2, cancel_poll=0.2, db_retries=1)
+    proxy = Proxy("127.0.0.1", 5432)
+    store_a = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), settings=settings)
+    store_b = Store(pg_url, settings=settings)
+    pipeline = load_pipeline(write_pipeline(SLOW))
+    run_id = api.create_run(pipeline, executor="local", store=store_b)
+    a = Driver(store_a, get_executor("local", parallelism=1))
+    b = Driver(store_b, get_executor("local", parallelism=1))
+    a.start()
+    try:
+        assert a.claim(pipeline, run_id)
+        deadline = time.monotonic() + 60
+        while store_b.task_instances(run_id)[0]["state"] != "running":
+            assert time.monotonic() < deadline
+            a.loop_once(0.1)
+        proxy.cut()
+        while not a.in_outage:
+            a.loop_once(0.1)
+        time.sleep(settings.orphan_timeout + 0.5)  # A's lease has expired
+        b.start()
+        assert b.claim(pipeline, run_id)  # B may take it: A looks dead
+        proxy.restore()
+        deadline = time.monotonic() + 60
+        while a.in_outage or a.owns(run_id):
+            assert time.monotonic() < deadline, "A never noticed that the run is B's"
+            a.loop_once(0.2)
+        assert a.status == "ok" and not a.busy and run_id not in a.ended  # A wrote no end of B's run
+        assert b.drive([run_id]) == {run_id: RunState.SUCCESS}
+    finally:
+        proxy.close()
+        a.close()
+        b.close()
+    run = store_b.get_run(run_id)
+    assert run["state"] == "success" and run["driver_id"] == b.job_id
+    assert store_b.task_instances(run_id)[0]["state"] == "success"
+    # try 1 was B's to judge (lost with A's worker pool), try 2 B's own: A recorded neither
+    attempts = [(x["try_number"], x["state"], x["reason"]) for x in store_b.attempts(run_id)]
+    assert attempts == [(1, "up_for_retry", "worker_lost"), (2, "success", None)]
