@@ -117,16 +117,20 @@ def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout:
     out = open(log, "wb")
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = JupyterProc(f"http://127.0.0.1:{port}/", proc, root, log)
+    probe = JupyterProc(server.url, proc, root, log, check_openapi=False)  # the first answers may be the server's own
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            status, _ = server.request("GET", "health")
-            if status in up:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.3)
-    server.stop()
-    raise RuntimeError(f"jupyter {app} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                status, _ = probe.request("GET", "health")
+                if status in up:
+                    return server
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"jupyter {app} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
+    except BaseException:  # never leave a server behind (it outlives pytest: it has a session of its own)
+        server.stop()
+        raise
