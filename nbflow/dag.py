@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
+from nbflow.fingerprint import reads_parts, short
 from nbflow.graph import find_cycle, toposort
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
@@ -124,6 +125,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "pool_slots": 1,
     "on_failure": None,
     "on_success": None,
+    # incremental runs (nbflow.fingerprint): files the task reads, whether and how long it may be reused
+    "reads": (),
+    "cache": True,
+    "cache_ttl": None,
 }
 
 
@@ -201,6 +206,21 @@ class Task:
                     where=where,
                     hint='e.g. resources={"GPU": 1, "MEM": 8e9}',
                 )
+        reads = merged["reads"]
+        reads = [reads] if isinstance(reads, (str, os.PathLike)) else list(reads or ())
+        if not all(isinstance(r, (str, os.PathLike)) and str(r) for r in reads):
+            raise DefinitionError(
+                f"reads of task '{task_id}' must be file paths or glob patterns, got {merged['reads']!r}",
+                where=where,
+                hint='e.g. reads=["data/raw.csv", "conf/*.yaml"] (relative to the pipeline file\'s folder)',
+            )
+        self.reads = [os.fspath(r) for r in reads]
+        if not isinstance(merged["cache"], bool):
+            raise DefinitionError(f"cache of task '{task_id}' must be True or False, got {merged['cache']!r}", where=where)
+        self.cache = merged["cache"]
+        self.cache_ttl = _seconds("cache_ttl", merged["cache_ttl"], where)
+        self.reads_base = str(pipeline.base_dir)
+        self._code_parts: dict[str, str] | None = None
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(
@@ -226,6 +246,41 @@ class Task:
     def label(self) -> str:
         """Short text for pictures: the kind and what it runs."""
         return self.kind
+
+    # -- incremental runs: what the result depends on (see nbflow.fingerprint) -----------
+    def code_parts(self) -> dict[str, str]:
+        """Fingerprint parts of what this task runs, without values or upstream (kinds override)."""
+        return {"code": self.code_fingerprint()}
+
+    def received_params(self, params: Mapping[str, Any]) -> Iterable[str]:
+        """Names of the run parameters this task receives (kinds override)."""
+        return [ref.name for ref in self.references() if isinstance(ref, ParamRef)]
+
+    def received_context(self) -> Iterable[str]:
+        """Names of the run's values (``run_id``, ``logical_date`` ...) this task receives."""
+        return ()
+
+    def never_reused(self) -> str | None:
+        """Why this task always runs in an incremental run (None: it may be reused)."""
+        return "cache=False" if not self.cache else None
+
+    def part_label(self, key: str) -> str:
+        """How a reason names the part ``key`` (kinds whose keys are not readable override)."""
+        return key.partition(":")[2]
+
+    def cache_parts(self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None) -> dict[str, str]:
+        """This task's fingerprint parts except its upstream outputs: its code, the parameters
+        and run values it receives, the files it ``reads``. Raises
+        :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash."""
+        if self._code_parts is None:
+            self._code_parts = {"kind": self.kind, **self.code_parts()}
+        parts = dict(self._code_parts)
+        for name in sorted(set(self.received_params(params))):
+            parts[f"param:{name}"] = short(params.get(name), f"parameter {name}")
+        for name in self.received_context():
+            parts[f"context:{name}"] = short(context.get(name), name)
+        parts.update(reads_parts(self.reads, self.reads_base, memo))
+        return parts
 
     # -- graph helpers -----------------------------------------------------------------
     @property
@@ -328,6 +383,7 @@ class Pipeline:
         max_active_tasks: int | None = None,
         on_failure: Callable[..., Any] | None = None,
         on_success: Callable[..., Any] | None = None,
+        incremental: bool = False,
     ):
         self.site = caller_site()
         self.where = _site(self.site)
@@ -353,6 +409,8 @@ class Pipeline:
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
         self.on_failure, self.on_success = on_failure, on_success
+        #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
+        self.incremental = bool(incremental)
         self.param_defaults: dict[str, Any] = dict(params or {})
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
@@ -466,6 +524,8 @@ class Pipeline:
         h = hashlib.sha256(repr(sorted(self.task_fingerprints().items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
+        if self.incremental:  # only when set, so older pipelines keep their version
+            h.update(b"incremental")
         return h.hexdigest()[:16]
 
     def definition(self) -> dict[str, Any]:
@@ -483,6 +543,7 @@ class Pipeline:
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            "incremental": self.incremental,
             "tasks": [
                 {
                     "id": tid,
@@ -506,7 +567,8 @@ class Pipeline:
     def run(self, params: Mapping[str, Any] | None = None, **options: Any) -> Any:
         """Run now through the engine and store (live view in a notebook); returns the run.
 
-        Options: ``only=[task ...]``, ``executor=``, ``parallelism=``, ``live=``; see
+        Options: ``only=[task ...]``, ``incremental=``, ``force=[task ...]``, ``executor=``,
+        ``parallelism=``, ``live=``; see
         :func:`nbflow.jupyter.runs.run_pipeline`.
         """
         return _hook("run")(self, params, **options)

@@ -22,6 +22,10 @@ The algorithm, over plain in-memory records mirrored to the store:
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
+6. Before a ready task is queued, a :class:`~nbflow.incremental.Decider` computes its
+   fingerprint from the upstream outputs it receives (every run records it, so a later run can
+   compare). In an incremental run an up-to-date task is not queued but ends ``cached`` with
+   the attempt it reuses, and its downstream tasks receive that attempt's outputs.
 
 The engine knows one run and nothing of the process around it: :class:`nbflow.driver.Driver`
 owns the executor, the job lease, claiming, cancel checks and database outages, and drives
@@ -45,11 +49,13 @@ from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
+from nbflow.incremental import Decider, Produced, produced, upstream_state
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
-from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
+from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store, Tx
+from nbflow.store.reuse import artifact_ref, source_of
 from nbflow.tasks.base import BaseTask
 from nbflow.worker import WorkItem
 
@@ -72,6 +78,8 @@ class TaskEvent:
     message: str = ""
     duration: float | None = None
     hostname: str | None = None
+    #: why an incremental run reused this task ("reused from run 4, try 1") or runs it
+    why: str | None = None
 
 
 Listener = Callable[[TaskEvent], None]
@@ -90,6 +98,7 @@ class _TI:
     next_poke: float | None = None
     poke: Future | None = None
     starting: dict[str, Any] = field(default_factory=dict)  # start of an attempt written with its queueing
+    why: str | None = None  # the incremental decision's reason
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -119,6 +128,8 @@ class RunEngine(SensorPoking):
         self.tis: dict[str, _TI] = {}
         self.children: dict[str, list[str]] = {}
         self.outputs: dict[str, list[dict[str, Any]]] = {}
+        self.produced: dict[str, Produced] = {}  # what each finished upstream gives (incremental fingerprints)
+        self.decider: Decider | None = None
         self.by_key: dict[str, str] = {}
         self.lost_tries: dict[str, int] = {}
         self.state: RunState | None = None
@@ -247,17 +258,22 @@ class RunEngine(SensorPoking):
     def _load(self) -> None:
         run = self.store.get_run(self.run_id)
         self.params = dict(run["params"])
+        self.decider = Decider(
+            self.store, self.pipeline, artifact_root=self.settings.artifact_root, incremental=bool(run["incremental"]),
+            before_run=self.run_id, force=run["force"] or (), clock=self.clock,
+        )
         self.context = {
             "run_id": self.run_id,
             "logical_date": run["logical_date"],
             "data_interval_start": run["data_interval_start"],
             "data_interval_end": run["data_interval_end"],
         }
-        for row in self.store.task_instances(self.run_id):
+        rows = self.store.task_instances(self.run_id)
+        for row in rows:
             if row["task_id"] not in self.pipeline.tasks:
                 raise UnknownTaskError(self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}")
             self.tis[row["task_id"]] = _TI(
-                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
+                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"], why=row["why"]
             )
         in_run = set(self.tis)
         self._sensors = [ti for tid, ti in self.tis.items() if self.task(tid).runs_on_driver]
@@ -268,7 +284,7 @@ class RunEngine(SensorPoking):
                 for up in self.pipeline.tasks[tid].upstream_ids:
                     if up in in_run:
                         self.children[up].append(tid)
-        self._load_outputs(in_run)
+        self._load_outputs(in_run, {r["task_id"]: r for r in rows})
         # Counters from the stored states; from here on only _finished() changes them.
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
         for tid in order:
@@ -303,13 +319,17 @@ class RunEngine(SensorPoking):
             self._op(lambda tx: tx.set_max_tries(run_id, tid, tries))
         self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
 
-    def _load_outputs(self, in_run: set[str]) -> None:
-        """Artifacts of tasks already successful in this run, and of upstreams outside it."""
-        done = [tid for tid, ti in self.tis.items() if ti.state is T.SUCCESS]
-        if done:
+    def _load_outputs(self, in_run: set[str], rows: dict[str, Any]) -> None:
+        """Outputs of tasks already successful (or cached) in this run, and of upstreams outside it."""
+        sources = {tid: source_of(rows[tid]) for tid, ti in self.tis.items() if ti.state in SUCCEEDED}
+        if any(run == self.run_id for run, _ in sources.values()):
             for art in self.store.artifacts(self.run_id):
-                if art["task_id"] in done and art["try_number"] == self.tis[art["task_id"]].try_number:
-                    self.outputs.setdefault(art["task_id"], []).append(_ref(art))
+                if sources.get(art["task_id"]) == (self.run_id, art["try_number"]):
+                    self.outputs.setdefault(art["task_id"], []).append(artifact_ref(art))
+        for tid, (run, try_number) in sources.items():
+            if run != self.run_id:  # cached: the outputs of the attempt it reuses
+                self.outputs[tid] = [artifact_ref(a) for a in self.store.artifacts(run, tid, try_number)]
+            self.produced[tid] = produced(self.outputs.get(tid, []), run, try_number, rows[tid]["output_digest"])
         external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
         for up in external:
             row = self.store.latest_success(self.pipeline.name, up)
@@ -319,7 +339,9 @@ class RunEngine(SensorPoking):
                     where=f"pipeline '{self.pipeline.name}'",
                     hint=f"run it first, or include it: --only {up} ...",
                 )
-            self.outputs[up] = [_ref(a) for a in self.store.artifacts(row["run_id"], up, row["try_number"])]
+            run, try_number = row["source_run_id"], row["source_try"]
+            self.outputs[up] = [artifact_ref(a) for a in self.store.artifacts(run, up, try_number)]
+            self.produced[up] = produced(self.outputs[up], run, try_number, row["output_digest"])
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -361,7 +383,7 @@ class RunEngine(SensorPoking):
     def _note(self, ti: _TI, message: str = "", duration: float | None = None, hostname: str | None = None) -> None:
         if self.listeners:
             self._notes.append(
-                TaskEvent(self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname)
+                TaskEvent(self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname, ti.why)
             )
 
     def _set(self, ti: _TI, to: TaskState, expect_try: int | None = None, **fields: Any) -> None:
@@ -405,13 +427,33 @@ class RunEngine(SensorPoking):
             task = self.pipeline.tasks[tid]
             verdict = decide(task.trigger_rule, [self.tis[u].state for u in task.upstream_ids if u in self.tis])
             if verdict is None:
-                self._queue(ti, now)
+                self._run_or_reuse(ti, now)
             else:
                 failed = [u for u in task.upstream_ids if u in self.tis and self.tis[u].state in FAILED_STATES]
                 why = f"upstream failed: {', '.join(sorted(failed))}" if failed else f"trigger rule {task.trigger_rule}"
                 self._set(ti, verdict, error=why, end_date=_dt(now))
 
-    def _queue(self, ti: _TI, now: float) -> None:
+    def _run_or_reuse(self, ti: _TI, now: float) -> None:
+        """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
+        task, tid = self.task(ti.task_id), ti.task_id
+        upstream = {}
+        for u in task.upstream_ids:
+            given = upstream_state(self.tis[u].state) if u in self.tis else None
+            upstream[u] = given or self.produced.get(u, Produced(""))
+        assert self.decider is not None  # made by _load
+        decision = self.decider.decide(task, self.params, self.context, upstream)
+        ti.why = decision.why if self.decider.incremental else None
+        fields = {**decision.fields(), "why": ti.why}
+        if not decision.reuse or decision.source is None:
+            self._queue(ti, now, decision=fields)
+            return
+        src = decision.source
+        self.outputs[tid] = list(src.artifacts)
+        self.produced[tid] = produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest)
+        fields["output_digest"] = self.produced[tid].digest
+        self._set(ti, T.CACHED, end_date=_dt(now), reason=None, error=None, note=None, **fields)
+
+    def _queue(self, ti: _TI, now: float, decision: dict[str, Any] | None = None) -> None:
         task = self.task(ti.task_id)
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
@@ -427,7 +469,9 @@ class RunEngine(SensorPoking):
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         ti.starting = starting = {}  # filled by _started_at_once
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
+        self._op(
+            lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits), tid
+        )
         self._note(ti)
         if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
@@ -503,6 +547,7 @@ class RunEngine(SensorPoking):
             return
         if res.ok:
             self.outputs[ti.task_id] = res.artifacts
+            self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)
         row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
         artifacts = list(res.artifacts)
@@ -512,7 +557,8 @@ class RunEngine(SensorPoking):
             tx.add_artifacts(run_id, tid, try_number, artifacts)
 
         if res.ok:
-            self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, **fields)
+            digest = self.produced[tid].digest
+            self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, output_digest=digest, **fields)
             self._op(lambda tx: record(tx, "success"))
         else:
             state = self._after_failure(ti, res.reason, res.message, res.ended_at, **fields)
@@ -575,6 +621,3 @@ def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:
     except Exception:  # a notification must never break the run
         log.exception("callback %r failed for %s", fn, ctx)
 
-
-def _ref(row: Any) -> dict[str, Any]:
-    return {"name": row["name"], "uri": row["uri"], "type": row["type"], "size": row["size"]}

@@ -14,12 +14,14 @@ from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
 from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
+from nbflow.incremental import PlannedTask, check_force, plan, require_incremental
 from nbflow.executors import executor_class, get_executor
 from nbflow.executors.base import Executor
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
-from nbflow.states import FINISHED, RunState, TaskState
+from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
+from nbflow.store.reuse import source_of
 from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
 
@@ -68,6 +70,14 @@ def _only_subset(pipeline: Pipeline, only: Iterable[str] | None) -> list[str]:
     return [tid for tid in order if tid in wanted]
 
 
+def _incremental_choice(pipeline: Pipeline, incremental: bool | None, force: Iterable[str] | None) -> tuple[bool, list[str]]:
+    """Whether a run is incremental (the pipeline's default when None) and its checked ``--force`` list."""
+    chosen = pipeline.incremental if incremental is None else bool(incremental)
+    names = check_force(pipeline, force)
+    require_incremental(chosen, names)
+    return chosen, names
+
+
 def create_run(
     pipeline: Pipeline,
     *,
@@ -75,12 +85,19 @@ def create_run(
     only: Iterable[str] | None = None,
     trigger: str = "manual",
     executor: str | None = None,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
     store: Store | None = None,
 ) -> int:
-    """Validate parameters and the task selection, record the pipeline version and a queued run."""
+    """Validate parameters and the task selection, record the pipeline version and a queued run.
+
+    ``incremental`` (default: the pipeline's ``incremental=``): reuse up-to-date tasks, except
+    the ``force``d ones and their downstream (:mod:`nbflow.incremental`).
+    """
     store = store or open_store()
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
+    incremental, force = _incremental_choice(pipeline, incremental, force)
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
@@ -98,11 +115,32 @@ def create_run(
         version = tx.upsert_pipeline(definition, fingerprint)
         (run_id,) = tx.create_runs(
             pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks,
-            executor=executor, intervals=[(now, now)],
+            executor=executor, intervals=[(now, now)], incremental=incremental, force=force,
         )
         return run_id
 
     return store.write(write, what="create run")
+
+
+def plan_run(
+    pipeline: Pipeline,
+    *,
+    params: Mapping[str, Any] | None = None,
+    only: Iterable[str] | None = None,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
+    store: Store | None = None,
+) -> list[PlannedTask]:
+    """What a run would do, task by task (``reuse`` with the attempt, or ``run`` with the
+    reason), executing nothing and writing no run (``nbflow run --dry-run``)."""
+    store = store or open_store()
+    incremental, force = _incremental_choice(pipeline, incremental, force)
+    resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
+    selected = _only_subset(pipeline, only)
+    return plan(
+        store, pipeline, resolved, artifact_root=store.settings.artifact_root, incremental=incremental,
+        selected=selected, force=force,
+    )
 
 
 def drive_run(
@@ -193,14 +231,18 @@ def run_pipeline(
     executor: str | None = None,
     parallelism: int | None = None,
     trigger: str = "manual",
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
     on_start: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Create a run of ``pipeline`` and drive it to its end."""
+    """Create a run of ``pipeline`` and drive it to its end (see :func:`create_run`)."""
     store = store or open_store()
     name = executor or store.settings.executor
-    run_id = create_run(pipeline, params=params, only=only, trigger=trigger, executor=name, store=store)
+    run_id = create_run(
+        pipeline, params=params, only=only, trigger=trigger, executor=name, incremental=incremental, force=force, store=store
+    )
     return drive_run(
         pipeline, run_id, executor=name, parallelism=parallelism, listeners=listeners, store=store, on_start=on_start
     )
@@ -233,7 +275,7 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
         )
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if tasks is None:
-        chosen = [tid for tid, r in tis.items() if r["state"] != TaskState.SUCCESS.value]
+        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED]
     else:
         chosen = list(tasks)
         for tid in chosen:
@@ -344,11 +386,12 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
 
     store = store or open_store()
     ti = next((r for r in store.task_instances(run_id) if r["task_id"] == task_id), None)
-    if ti is None or ti["state"] != TaskState.SUCCESS.value:
+    if ti is None or TaskState(ti["state"]) not in SUCCEEDED:
         raise NbflowError(f"task '{task_id}' of run {run_id} has no successful output")
+    source_run, source_try = source_of(ti)  # a cached task: the outputs of the attempt it reused
     refs = [
         {"name": a["name"], "uri": a["uri"], "type": a["type"], "size": a["size"]}
-        for a in store.artifacts(run_id, task_id, ti["try_number"])
+        for a in store.artifacts(source_run, task_id, source_try)
     ]
     return UpstreamOutput(get_kind(ti["kind"]).value_style, refs).value()
 

@@ -1,0 +1,264 @@
+"""Decisions before execution: reuse an earlier success, or run, and say why.
+
+A task is *up to date* when its fingerprint (:mod:`nbflow.fingerprint`: its code, the values
+and files it depends on, the content hashes of the upstream outputs it receives) equals the
+fingerprint of its newest success in an earlier run of the same pipeline, and that success's
+outputs are still readable under this artifact root. An incremental run does not execute an
+up-to-date task: it ends ``cached``, naming the attempt whose outputs it reuses, and its
+downstream tasks receive exactly those outputs.
+
+The order of the checks, and the reason each gives when it fails:
+
+1. ``--force`` named it (``forced (--force)``) or one of its upstreams (``upstream X forced``);
+2. the task is never reused (``cache=False``, a sensor);
+3. a value it depends on has no deterministic hash (``... has no deterministic hash``);
+4. no earlier success (``no earlier success``);
+5. the fingerprints differ: :func:`nbflow.fingerprint.explain` names the parts
+   (``parameter C: 1.0 -> 0.5``, ``code changed: train.ipynb cell 3``, ``upstream prepare
+   changed``; in a plan ``upstream prepare will run``);
+6. ``cache_ttl`` and the success is older (``older than cache_ttl=60s ...``);
+7. its outputs (the attempt folder, each artifact with its size) are gone, or under another
+   artifact root (``outputs of run 12 are gone``).
+
+The engine asks a :class:`Decider` when a task's upstream tasks have finished, so upstream
+content hashes are the real ones: an upstream that ran again and wrote the same bytes does not
+make its downstream stale. :func:`plan` asks the same questions before a run (``--dry-run``),
+where an upstream that will run makes its downstream run. Reuse only ever picks finished
+successes of earlier runs, so two incremental runs started at once each make a consistent choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nbflow.artifacts import attempt_dir, stored
+from nbflow.dag import OutputRef, Pipeline, Task
+from nbflow.exceptions import NbflowError, UnknownTaskError
+from nbflow.fingerprint import WILL_RUN, Unhashable, combine, explain, output_digest, outputs_key
+from nbflow.states import SUCCEEDED, TaskState
+from nbflow.store import Store
+from nbflow.store.reuse import Previous, artifact_ref
+
+__all__ = ["Decision", "Decider", "Produced", "PlannedTask", "forced_closure", "plan", "check_force"]
+
+NOT_INCREMENTAL = "not incremental"
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What an upstream task gave its downstream: its outputs and their content hash; or
+    ``state`` when it did not succeed; or :data:`~nbflow.fingerprint.WILL_RUN` (a plan)."""
+
+    digest: str
+    refs: tuple[dict[str, Any], ...] = ()
+    state: str | None = None
+
+
+@dataclass
+class Decision:
+    """Reuse (``source`` names what) or run, with the reason, the fingerprint and its parts."""
+
+    reuse: bool
+    why: str
+    cache_key: str | None = None
+    parts: dict[str, str] | None = None
+    source: Previous | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The task instance's columns this decision sets."""
+        out: dict[str, Any] = {"why": self.why, "cache_key": self.cache_key, "cache_parts": self.parts}
+        if self.source is not None:
+            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try,
+                       output_digest=self.source.output_digest)
+        return out
+
+
+def check_force(pipeline: Pipeline, force: Iterable[str] | None) -> list[str]:
+    """The ``--force`` task ids, refused (naming the known tasks) when the pipeline lacks one."""
+    names = list(dict.fromkeys(force or ()))
+    for tid in names:
+        if tid not in pipeline.tasks:
+            raise UnknownTaskError(pipeline.name, tid, pipeline.tasks, where="--force")
+    return names
+
+
+def forced_closure(pipeline: Pipeline, force: Iterable[str]) -> dict[str, str]:
+    """``{task: why}`` for the forced tasks and everything downstream of them."""
+    down = pipeline.downstream_map()
+    why: dict[str, str] = {}
+    for origin in force:
+        why[origin] = "forced (--force)"
+    for origin in force:
+        stack = list(down.get(origin, ()))
+        while stack:
+            tid = stack.pop()
+            if tid not in why:
+                why[tid] = f"upstream {origin} forced"
+                stack.extend(down.get(tid, ()))
+    return why
+
+
+def produced(refs: Iterable[dict[str, Any]], run_id: int, try_number: int, digest: str | None = None) -> Produced:
+    """What a successful attempt gives downstream (``digest`` when it is stored already)."""
+    refs = tuple(refs)
+    return Produced(digest or outputs_key(refs, run_id, try_number), refs)
+
+
+class Decider:
+    """Answers "reuse or run, and why" for the tasks of one run (or of a plan)."""
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        *,
+        artifact_root: str,
+        incremental: bool,
+        before_run: int | None = None,
+        force: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ):
+        self.pipeline, self.artifact_root, self.incremental, self.clock = pipeline, artifact_root, incremental, clock
+        self.previous: dict[str, Previous] = store.previous_successes(pipeline.name, before_run) if incremental else {}
+        self.forced = forced_closure(pipeline, force) if incremental else {}
+        self._memo: dict[tuple, str] = {}  # file digests of this run's decisions
+
+    def fingerprint(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
+                    upstream: Mapping[str, Produced]) -> dict[str, str]:
+        """The task's fingerprint parts, upstream outputs included (raises Unhashable)."""
+        parts = task.cache_parts(params, context, self._memo)
+        keyed: dict[str, set[str | None]] = {}
+        for ref in task.references():
+            if isinstance(ref, OutputRef):
+                keyed.setdefault(ref.task_id, set()).add(ref.key)
+        for up in sorted(task.upstream_ids):
+            given = upstream.get(up)
+            keys = keyed.get(up)
+            if given is None:
+                parts[f"upstream:{up}"] = "not in this run"
+            elif given.state is not None:
+                parts[f"upstream:{up}"] = f"state {given.state}"
+            elif given.digest == WILL_RUN:
+                parts[f"upstream:{up}"] = WILL_RUN
+            elif keys and None not in keys and self.pipeline.tasks[up].value_style == "dict":
+                for key in sorted(k for k in keys if k is not None):  # only the saved values it loads
+                    parts[f"upstream:{up}:{key}"] = output_digest(given.refs, [key]) or given.digest
+            else:
+                parts[f"upstream:{up}"] = given.digest
+        return parts
+
+    def decide(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
+               upstream: Mapping[str, Produced]) -> Decision:
+        """Reuse or run ``task`` (its upstream tasks finished, with ``upstream`` outputs)."""
+        tid = task.task_id
+        try:
+            parts = self.fingerprint(task, params, context, upstream)
+        except Unhashable as exc:
+            return Decision(False, f"{exc} (so it always runs)")
+        except OSError as exc:  # a notebook or a read file vanished: the attempt will say more
+            return Decision(False, f"cannot fingerprint it: {type(exc).__name__}: {exc}")
+        key = combine(parts)
+        if not self.incremental:
+            return Decision(False, NOT_INCREMENTAL, key, parts)
+
+        def run(why: str) -> Decision:
+            return Decision(False, why, key, parts)
+
+        if tid in self.forced:
+            return run(self.forced[tid])
+        blocked = task.never_reused()
+        if blocked:
+            return run(blocked)
+        prev = self.previous.get(tid)
+        if prev is None:
+            return run("no earlier success")
+        if prev.cache_key != key:
+            return run(explain(prev.cache_parts, parts, task.part_label))
+        if task.cache_ttl is not None:
+            age = self.clock() - prev.ended_at.timestamp() if prev.ended_at else None
+            if age is None or age > task.cache_ttl:
+                ago = f"run {prev.source_run_id} ended {age:.0f}s ago" if age is not None else "its end is unknown"
+                return run(f"older than cache_ttl={task.cache_ttl:g}s ({ago})")
+        gone = self._outputs_gone(tid, prev)
+        if gone:
+            return run(gone)
+        return Decision(True, f"reused from run {prev.source_run_id}, try {prev.source_try}", key, parts, prev)
+
+    def _outputs_gone(self, tid: str, prev: Previous) -> str | None:
+        root = self.artifact_root.rstrip("/")
+        for art in prev.artifacts:
+            if not art["uri"].startswith(root + "/"):
+                return f"outputs of run {prev.source_run_id} are under another artifact root"
+        folder = attempt_dir(self.artifact_root, self.pipeline.name, prev.source_run_id, tid, prev.source_try)
+        if not stored(folder) or not all(stored(a["uri"], a["size"]) for a in prev.artifacts):
+            return f"outputs of run {prev.source_run_id} are gone"
+        return None
+
+
+@dataclass
+class PlannedTask:
+    """One line of a plan: ``reuse`` (with the attempt) or ``run`` (with the reason)."""
+
+    task_id: str
+    action: str  # "reuse" | "run"
+    why: str
+    reused_run_id: int | None = None
+    reused_try: int | None = None
+
+
+def plan(
+    store: Store,
+    pipeline: Pipeline,
+    params: Mapping[str, Any],
+    *,
+    artifact_root: str,
+    incremental: bool,
+    selected: Iterable[str] | None = None,
+    force: Iterable[str] = (),
+) -> list[PlannedTask]:
+    """What an incremental run would do, task by task, writing nothing (``--dry-run``).
+
+    Tasks outside ``selected`` (``--only``) are upstream values from their newest success.
+    """
+    decider = Decider(store, pipeline, artifact_root=artifact_root, incremental=incremental, force=force)
+    chosen = set(selected) if selected is not None else set(pipeline.tasks)
+    context = {"run_id": None, "logical_date": None, "data_interval_start": None, "data_interval_end": None}
+    given: dict[str, Produced] = {}
+    out: list[PlannedTask] = []
+    for tid in pipeline.order():
+        task = pipeline.tasks[tid]
+        if tid not in chosen:
+            row = store.latest_success(pipeline.name, tid)
+            if row is not None:
+                given[tid] = produced(_artifacts(store, row), row["source_run_id"], row["source_try"], row["output_digest"])
+            continue
+        decision = decider.decide(task, params, context, {u: given[u] for u in task.upstream_ids if u in given})
+        if decision.reuse and decision.source is not None:
+            src = decision.source
+            given[tid] = produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest)
+            out.append(PlannedTask(tid, "reuse", decision.why, src.source_run_id, src.source_try))
+        else:
+            given[tid] = Produced(WILL_RUN)
+            out.append(PlannedTask(tid, "run", decision.why))
+    return out
+
+
+def _artifacts(store: Store, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [artifact_ref(a) for a in store.artifacts(row["source_run_id"], row["task_id"], row["source_try"])]
+
+
+def upstream_state(state: TaskState) -> Produced | None:
+    """What a finished upstream that did not succeed gives (None: it succeeded)."""
+    return None if state in SUCCEEDED else Produced("", state=state.value)
+
+
+def require_incremental(incremental: bool, force: Iterable[str]) -> None:
+    """``--force`` means something only in an incremental run: refuse it otherwise."""
+    if list(force) and not incremental:
+        raise NbflowError(
+            "--force only matters in an incremental run (without it every task runs)",
+            hint="add --incremental (-i), or leave out --force",
+        )
