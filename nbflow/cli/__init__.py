@@ -23,6 +23,8 @@ EPILOG = """\
 examples:
   nbflow run notebooks/ml_pipeline/pipeline.py -p C=0.5     run a pipeline file
   nbflow run pipeline.py --only train --executor inline     run one task (upstream outputs from the last success)
+  nbflow run pipeline.py -i                                 run only what changed since the last success
+  nbflow run pipeline.py -i --dry-run                       say what would run and why, run nothing
   nbflow dag show pipeline.py -o dag.svg                    draw the DAG with graphviz
   nbflow runs                                               list recent runs
   nbflow tasks 3                                            task instances of run 3
@@ -58,6 +60,7 @@ class Progress:
         "queued": ("·", "."),
         "running": ("▶", ">"),
         "success": ("✔", "+"),
+        "cached": ("≡", "="),
         "failed": ("✘", "x"),
         "up_for_retry": ("↻", "r"),
         "upstream_failed": ("⊘", "-"),
@@ -77,11 +80,13 @@ class Progress:
         state = ev.state.value
         if state == "queued" and not self.verbose:
             return
-        if state in ("success", "failed", "upstream_failed", "skipped", "cancelled"):
+        if state in ("success", "cached", "failed", "upstream_failed", "skipped", "cancelled"):
             self.done += 1
         symbol = self.SYMBOLS.get(state, ("?", "?"))[0 if self.unicode else 1]
+        why = f": {ev.why}" if getattr(ev, "why", None) and ev.try_number <= 1 else ""
         detail = {
-            "running": f"started (try {ev.try_number}{' on ' + ev.hostname if ev.hostname and self.verbose else ''})",
+            "running": f"started (try {ev.try_number}{' on ' + ev.hostname if ev.hostname and self.verbose else ''}){why}",
+            "cached": ev.why or "cached",
             "success": f"done in {fmt_duration(ev.duration)}",
             "up_for_retry": f"try {ev.try_number} failed, will retry: {ev.message}",
             "failed": f"FAILED (try {ev.try_number}): {ev.message}",
@@ -103,11 +108,11 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 def _summary(result: Any, started: float, out: TextIO) -> None:
     rows = [
-        (t["task_id"], t["state"], t["try_number"], fmt_duration(t["duration"]), t["error"] or "")
+        (t["task_id"], t["state"], t["try_number"], fmt_duration(t["duration"]), t["error"] or t.get("why") or "")
         for t in result.tasks
     ]
     out.write("\n")
-    _table(rows, ("task", "state", "tries", "duration", "error"), out)
+    _table(rows, ("task", "state", "tries", "duration", "error / why"), out)
     out.write(f"\nrun {result.run_id} of {result.pipeline}: {result.state.value} in {fmt_duration(time.time() - started)}\n")
     out.write(f"  details: nbflow tasks {result.run_id}   logs: nbflow logs {result.run_id} TASK\n")
     if not result.ok:
@@ -123,10 +128,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     pipeline = load_pipeline(args.path, args.pipeline)
     store = api.open_store()
+    if args.dry_run:
+        return _dry_run(api, pipeline, args, store, out)
     executor = args.executor or store.settings.executor
     progress = Progress(out, args.verbose)
     run_id = api.create_run(
-        pipeline, params=_params(args.param), only=args.only, trigger="cli", executor=executor, store=store
+        pipeline, params=_params(args.param), only=args.only, trigger="cli", executor=executor,
+        incremental=args.incremental, force=args.force, store=store,
     )
     progress.total = len(api.run_details(run_id, store=store)["tasks"])
     started = time.time()
@@ -141,6 +149,23 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     _summary(result, started, out)
     return 0 if result.ok else 1
+
+
+def _dry_run(api: Any, pipeline: Any, args: argparse.Namespace, store: Any, out: TextIO) -> int:
+    """``nbflow run --dry-run``: one line per task, ``reuse`` (from which attempt) or ``run`` (why)."""
+    planned = api.plan_run(
+        pipeline, params=_params(args.param), only=args.only, incremental=args.incremental, force=args.force, store=store
+    )
+    incremental = pipeline.incremental if args.incremental is None else args.incremental
+    mode = "incremental" if incremental else "not incremental: every task runs; add --incremental (-i) to reuse"
+    out.write(f"nbflow: dry run of {pipeline.name} ({len(planned)} tasks, {mode}); nothing runs, no run is recorded\n")
+    width = max(len(p.task_id) for p in planned) if planned else 0
+    for p in planned:
+        detail = f"from run {p.reused_run_id}, try {p.reused_try}" if p.action == "reuse" else p.why
+        out.write(f"  {p.action:<5}  {p.task_id:<{width}}  {detail}\n")
+    runs = sum(p.action == "run" for p in planned)
+    out.write(f"{runs} to run, {len(planned) - runs} to reuse\n")
+    return 0
 
 
 def cmd_rerun(args: argparse.Namespace, out: TextIO) -> int:
@@ -216,7 +241,11 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
         )
         for t in details["tasks"]
     ]
-    _table(rows, ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting"), out)
+    headers = ["task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting"]
+    if any(t["why"] for t in details["tasks"]):  # an incremental run: why each task ran or was reused
+        rows = [(*row, t["why"] or "") for row, t in zip(rows, details["tasks"])]
+        headers.append("why it ran / reused")
+    _table(rows, headers, out)
     outputs = [(t["task_id"], t["output_uri"]) for t in details["tasks"] if t["output_uri"]]
     if outputs:
         out.write("\noutput notebooks:\n")
@@ -315,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="which pipeline, when the file defines several")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter (repeatable); converted to the default's type")
     p.add_argument("--only", nargs="+", metavar="TASK", help="run only these tasks; upstream values come from their last successful run")
+    p.add_argument(
+        "--incremental", "-i", action=argparse.BooleanOptionalAction, default=None,
+        help="reuse every task that is up to date (same code, parameters, read files and upstream outputs as its last "
+        "success, whose outputs still exist): it ends 'cached'; default: the pipeline's incremental=",
+    )
+    p.add_argument("--force", nargs="+", metavar="TASK", help="with --incremental: run these tasks (and so their downstream) anyway")
+    p.add_argument("--dry-run", action="store_true", help="print what would run (and why) or be reused; run nothing, record no run")
     executor_args(p)
     p.set_defaults(func=cmd_run)
 
