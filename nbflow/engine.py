@@ -22,10 +22,9 @@ The algorithm, over plain in-memory records mirrored to the store:
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
-6. Before a ready task is queued, a :class:`~nbflow.incremental.Decider` computes its
-   fingerprint from the upstream outputs it receives (every run records it, so a later run can
-   compare). In an incremental run an up-to-date task is not queued but ends ``cached`` with
-   the attempt it reuses, and its downstream tasks receive that attempt's outputs.
+6. A ready task's fingerprint is recorded when it is queued (:class:`~nbflow.incremental.Decider`);
+   in an incremental run an up-to-date task is not queued but ends ``cached``, and its
+   downstream tasks receive the outputs of the attempt it reuses.
 
 The engine knows one run and nothing of the process around it: :class:`nbflow.driver.Driver`
 owns the executor, the job lease, claiming, cancel checks and database outages, and drives
@@ -47,15 +46,14 @@ from typing import Any
 from nbflow.artifacts import attempt_dir
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
-from nbflow.exceptions import NbflowError, RunTakenOverError, UnknownTaskError
+from nbflow.exceptions import RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
-from nbflow.incremental import Decider, Produced, produced, upstream_state
+from nbflow.incremental import Decider, Produced, known_outputs, produced
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store, Tx
-from nbflow.store.reuse import artifact_ref, source_of
 from nbflow.tasks.base import BaseTask
 from nbflow.worker import WorkItem
 
@@ -78,8 +76,7 @@ class TaskEvent:
     message: str = ""
     duration: float | None = None
     hostname: str | None = None
-    #: why an incremental run reused this task ("reused from run 4, try 1") or runs it
-    why: str | None = None
+    why: str | None = None  # an incremental run's reason: "reused from run 4, try 1", or why it runs
 
 
 Listener = Callable[[TaskEvent], None]
@@ -127,8 +124,7 @@ class RunEngine(SensorPoking):
         self.driver_id = driver_id
         self.tis: dict[str, _TI] = {}
         self.children: dict[str, list[str]] = {}
-        self.outputs: dict[str, list[dict[str, Any]]] = {}
-        self.produced: dict[str, Produced] = {}  # what each finished upstream gives (incremental fingerprints)
+        self.produced: dict[str, Produced] = {}  # what each successful task gives downstream: outputs, content hash
         self.decider: Decider | None = None
         self.by_key: dict[str, str] = {}
         self.lost_tries: dict[str, int] = {}
@@ -258,10 +254,7 @@ class RunEngine(SensorPoking):
     def _load(self) -> None:
         run = self.store.get_run(self.run_id)
         self.params = dict(run["params"])
-        self.decider = Decider(
-            self.store, self.pipeline, artifact_root=self.settings.artifact_root, incremental=bool(run["incremental"]),
-            before_run=self.run_id, force=run["force"] or (), clock=self.clock,
-        )
+        self.decider = Decider.for_run(self.store, self.pipeline, run, self.settings.artifact_root, self.clock)
         self.context = {
             "run_id": self.run_id,
             "logical_date": run["logical_date"],
@@ -321,27 +314,9 @@ class RunEngine(SensorPoking):
 
     def _load_outputs(self, in_run: set[str], rows: dict[str, Any]) -> None:
         """Outputs of tasks already successful (or cached) in this run, and of upstreams outside it."""
-        sources = {tid: source_of(rows[tid]) for tid, ti in self.tis.items() if ti.state in SUCCEEDED}
-        if any(run == self.run_id for run, _ in sources.values()):
-            for art in self.store.artifacts(self.run_id):
-                if sources.get(art["task_id"]) == (self.run_id, art["try_number"]):
-                    self.outputs.setdefault(art["task_id"], []).append(artifact_ref(art))
-        for tid, (run, try_number) in sources.items():
-            if run != self.run_id:  # cached: the outputs of the attempt it reuses
-                self.outputs[tid] = [artifact_ref(a) for a in self.store.artifacts(run, tid, try_number)]
-            self.produced[tid] = produced(self.outputs.get(tid, []), run, try_number, rows[tid]["output_digest"])
+        done = [rows[tid] for tid, ti in self.tis.items() if ti.state in SUCCEEDED]
         external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
-        for up in external:
-            row = self.store.latest_success(self.pipeline.name, up)
-            if row is None:
-                raise NbflowError(
-                    f"task '{up}' is upstream of the selected tasks but has never succeeded",
-                    where=f"pipeline '{self.pipeline.name}'",
-                    hint=f"run it first, or include it: --only {up} ...",
-                )
-            run, try_number = row["source_run_id"], row["source_try"]
-            self.outputs[up] = [artifact_ref(a) for a in self.store.artifacts(run, up, try_number)]
-            self.produced[up] = produced(self.outputs[up], run, try_number, row["output_digest"])
+        self.produced = known_outputs(self.store, done, pipeline=self.pipeline.name, external=external)
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -435,22 +410,15 @@ class RunEngine(SensorPoking):
 
     def _run_or_reuse(self, ti: _TI, now: float) -> None:
         """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
-        task, tid = self.task(ti.task_id), ti.task_id
-        upstream = {}
-        for u in task.upstream_ids:
-            given = upstream_state(self.tis[u].state) if u in self.tis else None
-            upstream[u] = given or self.produced.get(u, Produced(""))
         assert self.decider is not None  # made by _load
-        decision = self.decider.decide(task, self.params, self.context, upstream)
-        ti.why = decision.why if self.decider.incremental else None
-        fields = {**decision.fields(), "why": ti.why}
-        if not decision.reuse or decision.source is None:
+        state_of = lambda up: self.tis[up].state if up in self.tis else None  # noqa: E731
+        decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
+        fields = decision.fields()
+        ti.why = fields["why"]
+        if decision.given is None:
             self._queue(ti, now, decision=fields)
             return
-        src = decision.source
-        self.outputs[tid] = list(src.artifacts)
-        self.produced[tid] = produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest)
-        fields["output_digest"] = self.produced[tid].digest
+        self.produced[ti.task_id] = decision.given
         self._set(ti, T.CACHED, end_date=_dt(now), reason=None, error=None, note=None, **fields)
 
     def _queue(self, ti: _TI, now: float, decision: dict[str, Any] | None = None) -> None:
@@ -469,9 +437,8 @@ class RunEngine(SensorPoking):
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         ti.starting = starting = {}  # filled by _started_at_once
-        self._op(
-            lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits), tid
-        )
+        limits["decision"] = decision
+        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
         self._note(ti)
         if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
@@ -485,7 +452,7 @@ class RunEngine(SensorPoking):
                 task_id=tid,
                 try_number=try_number,
                 task=task,
-                upstream={u: (self.pipeline.tasks[u].value_style, self.outputs.get(u, [])) for u in task.upstream_ids},
+                upstream={u: (self.pipeline.tasks[u].value_style, self._refs(u)) for u in task.upstream_ids},
                 params=self.params,
                 context=self.context,
                 artifact_root=self.settings.artifact_root,
@@ -498,6 +465,10 @@ class RunEngine(SensorPoking):
         )
         if len(self._submits) >= SUBMIT_BATCH:  # a large step starts its first tasks before queueing the last
             self._flush()
+
+    def _refs(self, task_id: str) -> list[dict[str, Any]]:
+        given = self.produced.get(task_id)
+        return list(given.refs) if given else []
 
     def _started_at_once(self, event: Event) -> None:
         """An attempt the executor starts as soon as it is submitted: written running by its queueing."""
@@ -546,7 +517,6 @@ class RunEngine(SensorPoking):
             self._fail_attempt(ti, "cancelled", res.message, res.ended_at)
             return
         if res.ok:
-            self.outputs[ti.task_id] = res.artifacts
             self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)
         row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
@@ -557,8 +527,8 @@ class RunEngine(SensorPoking):
             tx.add_artifacts(run_id, tid, try_number, artifacts)
 
         if res.ok:
-            digest = self.produced[tid].digest
-            self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, output_digest=digest, **fields)
+            fields["output_digest"] = self.produced[tid].digest
+            self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, **fields)
             self._op(lambda tx: record(tx, "success"))
         else:
             state = self._after_failure(ti, res.reason, res.message, res.ended_at, **fields)

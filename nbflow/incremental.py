@@ -40,9 +40,9 @@ from nbflow.exceptions import NbflowError, UnknownTaskError
 from nbflow.fingerprint import WILL_RUN, Unhashable, combine, explain, output_digest, outputs_key
 from nbflow.states import SUCCEEDED, TaskState
 from nbflow.store import Store
-from nbflow.store.reuse import Previous, artifact_ref
+from nbflow.store.reuse import Previous, artifact_ref, source_of
 
-__all__ = ["Decision", "Decider", "Produced", "PlannedTask", "forced_closure", "plan", "check_force"]
+__all__ = ["Decision", "Decider", "Produced", "PlannedTask", "choose", "forced_closure", "known_outputs", "plan"]
 
 NOT_INCREMENTAL = "not incremental"
 
@@ -67,22 +67,37 @@ class Decision:
     parts: dict[str, str] | None = None
     source: Previous | None = None
 
+    @property
+    def given(self) -> Produced | None:
+        """A reuse: what the task gives downstream (the reused attempt's outputs); else None."""
+        src = self.source
+        return produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest) if self.reuse and src else None
+
     def fields(self) -> dict[str, Any]:
-        """The task instance's columns this decision sets."""
-        out: dict[str, Any] = {"why": self.why, "cache_key": self.cache_key, "cache_parts": self.parts}
-        if self.source is not None:
-            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try,
-                       output_digest=self.source.output_digest)
+        """The task instance's columns this decision sets (no ``why`` outside incremental runs)."""
+        why = None if self.why == NOT_INCREMENTAL else self.why
+        out: dict[str, Any] = {"why": why, "cache_key": self.cache_key, "cache_parts": self.parts}
+        given = self.given
+        if given is not None and self.source is not None:
+            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try, output_digest=given.digest)
         return out
 
 
-def check_force(pipeline: Pipeline, force: Iterable[str] | None) -> list[str]:
-    """The ``--force`` task ids, refused (naming the known tasks) when the pipeline lacks one."""
+def choose(pipeline: Pipeline, incremental: bool | None, force: Iterable[str] | None) -> tuple[bool, list[str]]:
+    """Whether a run is incremental (the pipeline's ``incremental=`` when None) and its
+    ``--force`` list: refused, before anything runs, when it names a task the pipeline lacks
+    (naming the known ones) or when the run is not incremental (where it means nothing)."""
+    chosen = pipeline.incremental if incremental is None else bool(incremental)
     names = list(dict.fromkeys(force or ()))
     for tid in names:
         if tid not in pipeline.tasks:
             raise UnknownTaskError(pipeline.name, tid, pipeline.tasks, where="--force")
-    return names
+    if names and not chosen:
+        raise NbflowError(
+            "--force only matters in an incremental run (without it every task runs)",
+            hint="add --incremental (-i), or leave out --force",
+        )
+    return chosen, names
 
 
 def forced_closure(pipeline: Pipeline, force: Iterable[str]) -> dict[str, str]:
@@ -107,6 +122,32 @@ def produced(refs: Iterable[dict[str, Any]], run_id: int, try_number: int, diges
     return Produced(digest or outputs_key(refs, run_id, try_number), refs)
 
 
+def known_outputs(
+    store: Store, rows: Iterable[Mapping[str, Any]], *, pipeline: str = "", external: Iterable[str] = ()
+) -> dict[str, Produced]:
+    """What successful or cached task instances give downstream: the outputs of the attempts
+    they stand for (one artifact query per run involved); and the newest success of each
+    ``external`` task (upstream of a run of ``--only`` tasks), refused when it has none."""
+    rows = list(rows)
+    for up in external:
+        row = store.latest_success(pipeline, up)
+        if row is None:
+            raise NbflowError(
+                f"task '{up}' is upstream of the selected tasks but has never succeeded",
+                where=f"pipeline '{pipeline}'",
+                hint=f"run it first, or include it: --only {up} ...",
+            )
+        rows.append(row)
+    wanted = {row["task_id"]: (*source_of(row), row["output_digest"]) for row in rows}
+    refs: dict[str, list[dict[str, Any]]] = {tid: [] for tid in wanted}
+    for run in sorted({run for run, _, _ in wanted.values()}):
+        for art in store.artifacts(run):
+            want = wanted.get(art["task_id"])
+            if want is not None and want[:2] == (run, art["try_number"]):
+                refs[art["task_id"]].append(artifact_ref(art))
+    return {tid: produced(refs[tid], run, try_number, digest) for tid, (run, try_number, digest) in wanted.items()}
+
+
 class Decider:
     """Answers "reuse or run, and why" for the tasks of one run (or of a plan)."""
 
@@ -125,6 +166,13 @@ class Decider:
         self.previous: dict[str, Previous] = store.previous_successes(pipeline.name, before_run) if incremental else {}
         self.forced = forced_closure(pipeline, force) if incremental else {}
         self._memo: dict[tuple, str] = {}  # file digests of this run's decisions
+
+    @classmethod
+    def for_run(cls, store: Store, pipeline: Pipeline, run: Mapping[str, Any], artifact_root: str,
+                clock: Callable[[], float] = time.time) -> Decider:
+        """The decider of a stored run (incremental or not, its ``--force`` list)."""
+        return cls(store, pipeline, artifact_root=artifact_root, incremental=bool(run["incremental"]),
+                   before_run=run["id"], force=run["force"] or (), clock=clock)
 
     def fingerprint(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
                     upstream: Mapping[str, Produced]) -> dict[str, str]:
@@ -149,6 +197,17 @@ class Decider:
             else:
                 parts[f"upstream:{up}"] = given.digest
         return parts
+
+    def decide_ready(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
+                     state_of: Callable[[str], TaskState | None], outputs: Mapping[str, Produced]) -> Decision:
+        """:meth:`decide` in a run: ``state_of(upstream)`` is its finished state (None: not in
+        the run), ``outputs`` what the successful ones gave."""
+        upstream = {}
+        for up in task.upstream_ids:
+            state = state_of(up)
+            failed = Produced("", state=state.value) if state is not None and state not in SUCCEEDED else None
+            upstream[up] = failed or outputs.get(up, Produced(""))
+        return self.decide(task, params, context, upstream)
 
     def decide(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
                upstream: Mapping[str, Produced]) -> Decision:
@@ -233,32 +292,15 @@ def plan(
         if tid not in chosen:
             row = store.latest_success(pipeline.name, tid)
             if row is not None:
-                given[tid] = produced(_artifacts(store, row), row["source_run_id"], row["source_try"], row["output_digest"])
+                given.update(known_outputs(store, [row]))
             continue
         decision = decider.decide(task, params, context, {u: given[u] for u in task.upstream_ids if u in given})
-        if decision.reuse and decision.source is not None:
-            src = decision.source
-            given[tid] = produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest)
-            out.append(PlannedTask(tid, "reuse", decision.why, src.source_run_id, src.source_try))
+        if decision.given is not None and decision.source is not None:
+            given[tid] = decision.given
+            out.append(PlannedTask(tid, "reuse", decision.why, decision.source.source_run_id, decision.source.source_try))
         else:
             given[tid] = Produced(WILL_RUN)
             out.append(PlannedTask(tid, "run", decision.why))
     return out
 
 
-def _artifacts(store: Store, row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [artifact_ref(a) for a in store.artifacts(row["source_run_id"], row["task_id"], row["source_try"])]
-
-
-def upstream_state(state: TaskState) -> Produced | None:
-    """What a finished upstream that did not succeed gives (None: it succeeded)."""
-    return None if state in SUCCEEDED else Produced("", state=state.value)
-
-
-def require_incremental(incremental: bool, force: Iterable[str]) -> None:
-    """``--force`` means something only in an incremental run: refuse it otherwise."""
-    if list(force) and not incremental:
-        raise NbflowError(
-            "--force only matters in an incremental run (without it every task runs)",
-            hint="add --incremental (-i), or leave out --force",
-        )

@@ -14,14 +14,13 @@ from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
 from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
-from nbflow.incremental import PlannedTask, check_force, plan, require_incremental
+from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.executors import executor_class, get_executor
 from nbflow.executors.base import Executor
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
-from nbflow.store.reuse import source_of
 from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
 
@@ -78,14 +77,6 @@ def _only_subset(pipeline: Pipeline, only: Iterable[str] | None) -> list[str]:
     return [tid for tid in order if tid in wanted]
 
 
-def _incremental_choice(pipeline: Pipeline, incremental: bool | None, force: Iterable[str] | None) -> tuple[bool, list[str]]:
-    """Whether a run is incremental (the pipeline's default when None) and its checked ``--force`` list."""
-    chosen = pipeline.incremental if incremental is None else bool(incremental)
-    names = check_force(pipeline, force)
-    require_incremental(chosen, names)
-    return chosen, names
-
-
 def create_run(
     pipeline: Pipeline,
     *,
@@ -105,7 +96,7 @@ def create_run(
     store = store or open_store()
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
-    incremental, force = _incremental_choice(pipeline, incremental, force)
+    incremental, force = choose(pipeline, incremental, force)
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
@@ -142,7 +133,7 @@ def plan_run(
     """What a run would do, task by task (``reuse`` with the attempt, or ``run`` with the
     reason), executing nothing and writing no run (``nbflow run --dry-run``)."""
     store = store or open_store()
-    incremental, force = _incremental_choice(pipeline, incremental, force)
+    incremental, force = choose(pipeline, incremental, force)
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     return plan(
@@ -396,12 +387,8 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
     ti = next((r for r in store.task_instances(run_id) if r["task_id"] == task_id), None)
     if ti is None or TaskState(ti["state"]) not in SUCCEEDED:
         raise NbflowError(f"task '{task_id}' of run {run_id} has no successful output")
-    source_run, source_try = source_of(ti)  # a cached task: the outputs of the attempt it reused
-    refs = [
-        {"name": a["name"], "uri": a["uri"], "type": a["type"], "size": a["size"]}
-        for a in store.artifacts(source_run, task_id, source_try)
-    ]
-    return UpstreamOutput(get_kind(ti["kind"]).value_style, refs).value()
+    refs = known_outputs(store, [ti])[task_id].refs  # a cached task: the outputs of the attempt it reused
+    return UpstreamOutput(get_kind(ti["kind"]).value_style, list(refs)).value()
 
 
 def dag_picture(

@@ -52,6 +52,22 @@ class ReuseReads:
     def _all(self, stmt: Any) -> list[RowMapping]:  # provided by Store
         raise NotImplementedError
 
+    def latest_success(self, pipeline: str, task_id: str) -> dict[str, Any] | None:
+        """The newest successful (or cached) task instance of ``task_id`` in any run of
+        ``pipeline``, with ``source_run_id``/``source_try``: the attempt whose outputs it stands for."""
+        stmt = (
+            select(TI)
+            .join(R, R.c.id == TI.c.run_id)
+            .where(R.c.pipeline == pipeline, TI.c.task_id == task_id, TI.c.state.in_(_SUCCEEDED))
+            .order_by(TI.c.run_id.desc())
+            .limit(1)
+        )
+        rows = self._all(stmt)
+        if not rows:
+            return None
+        run_id, try_number = source_of(rows[0])
+        return {**rows[0], "source_run_id": run_id, "source_try": try_number}
+
     def previous_successes(self, pipeline: str, before_run: int | None) -> dict[str, Previous]:
         """Per task id of ``pipeline``: its newest successful or cached instance in a run before
         ``before_run`` (any run when None), with the source attempt's end and artifacts.

@@ -22,7 +22,7 @@ from nbflow.exceptions import RunNotFoundError
 from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
 from nbflow.store.orm import utcnow
-from nbflow.store.reuse import ReuseReads, source_of
+from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
 
@@ -39,7 +39,6 @@ P, V, R, TI, A, ART, POOL = (
     orm.pools,
 )
 _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
-_SUCCEEDED = [TaskState.SUCCESS.value, TaskState.CACHED.value]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
@@ -393,22 +392,6 @@ class Store(SchedulingReads, ReuseReads):
         if try_number is not None:
             stmt = stmt.where(ART.c.try_number == try_number)
         return self._all(stmt)
-
-    def latest_success(self, pipeline: str, task_id: str) -> dict[str, Any] | None:
-        """The newest successful (or cached) task instance of ``task_id`` in any run of
-        ``pipeline``, with ``source_run_id``/``source_try``: the attempt whose outputs it stands for."""
-        stmt = (
-            select(TI)
-            .join(R, R.c.id == TI.c.run_id)
-            .where(R.c.pipeline == pipeline, TI.c.task_id == task_id, TI.c.state.in_(_SUCCEEDED))
-            .order_by(TI.c.run_id.desc())
-            .limit(1)
-        )
-        rows = self._all(stmt)
-        if not rows:
-            return None
-        run_id, try_number = source_of(rows[0])
-        return {**rows[0], "source_run_id": run_id, "source_try": try_number}
 
     def run_for_date(self, pipeline: str, logical_date: datetime | None) -> RowMapping | None:
         """The run of ``pipeline`` for ``logical_date`` (the newest, if the date is None)."""
