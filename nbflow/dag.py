@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
-from nbflow.fingerprint import reads_parts, short
+from nbflow.fingerprint import Fingerprinted
 from nbflow.graph import find_cycle, toposort
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
@@ -142,7 +142,7 @@ def _seconds(name: str, value: Any, where: str) -> float | None:
     return float(value)
 
 
-class Task:
+class Task(Fingerprinted):
     """A node of a pipeline. Kinds (python, notebook, shell) subclass it in ``nbflow.tasks``.
 
     Calling a task factory inside ``with Pipeline(...)`` returns the task itself, which acts
@@ -206,21 +206,8 @@ class Task:
                     where=where,
                     hint='e.g. resources={"GPU": 1, "MEM": 8e9}',
                 )
-        reads = merged["reads"]
-        reads = [reads] if isinstance(reads, (str, os.PathLike)) else list(reads or ())
-        if not all(isinstance(r, (str, os.PathLike)) and str(r) for r in reads):
-            raise DefinitionError(
-                f"reads of task '{task_id}' must be file paths or glob patterns, got {merged['reads']!r}",
-                where=where,
-                hint='e.g. reads=["data/raw.csv", "conf/*.yaml"] (relative to the pipeline file\'s folder)',
-            )
-        self.reads = [os.fspath(r) for r in reads]
-        if not isinstance(merged["cache"], bool):
-            raise DefinitionError(f"cache of task '{task_id}' must be True or False, got {merged['cache']!r}", where=where)
-        self.cache = merged["cache"]
-        self.cache_ttl = _seconds("cache_ttl", merged["cache_ttl"], where)
-        self.reads_base = str(pipeline.base_dir)
-        self._code_parts: dict[str, str] | None = None
+        self.set_cache_options(task_id, merged["reads"], merged["cache"], _seconds("cache_ttl", merged["cache_ttl"], where),
+                               str(pipeline.base_dir), where)
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(
@@ -246,41 +233,6 @@ class Task:
     def label(self) -> str:
         """Short text for pictures: the kind and what it runs."""
         return self.kind
-
-    # -- incremental runs: what the result depends on (see nbflow.fingerprint) -----------
-    def code_parts(self) -> dict[str, str]:
-        """Fingerprint parts of what this task runs, without values or upstream (kinds override)."""
-        return {"code": self.code_fingerprint()}
-
-    def received_params(self, params: Mapping[str, Any]) -> Iterable[str]:
-        """Names of the run parameters this task receives (kinds override)."""
-        return [ref.name for ref in self.references() if isinstance(ref, ParamRef)]
-
-    def received_context(self) -> Iterable[str]:
-        """Names of the run's values (``run_id``, ``logical_date`` ...) this task receives."""
-        return ()
-
-    def never_reused(self) -> str | None:
-        """Why this task always runs in an incremental run (None: it may be reused)."""
-        return "cache=False" if not self.cache else None
-
-    def part_label(self, key: str) -> str:
-        """How a reason names the part ``key`` (kinds whose keys are not readable override)."""
-        return key.partition(":")[2]
-
-    def cache_parts(self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None) -> dict[str, str]:
-        """This task's fingerprint parts except its upstream outputs: its code, the parameters
-        and run values it receives, the files it ``reads``. Raises
-        :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash."""
-        if self._code_parts is None:
-            self._code_parts = {"kind": self.kind, **self.code_parts()}
-        parts = dict(self._code_parts)
-        for name in sorted(set(self.received_params(params))):
-            parts[f"param:{name}"] = short(params.get(name), f"parameter {name}")
-        for name in self.received_context():
-            parts[f"context:{name}"] = short(context.get(name), name)
-        parts.update(reads_parts(self.reads, self.reads_base, memo))
-        return parts
 
     # -- graph helpers -----------------------------------------------------------------
     @property

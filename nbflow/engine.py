@@ -22,9 +22,8 @@ The algorithm, over plain in-memory records mirrored to the store:
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
-6. A ready task's fingerprint is recorded when it is queued (:class:`~nbflow.incremental.Decider`);
-   in an incremental run an up-to-date task is not queued but ends ``cached``, and its
-   downstream tasks receive the outputs of the attempt it reuses.
+6. A queued task records its fingerprint (:mod:`nbflow.incremental`); in an incremental run an up-to-date
+   task ends ``cached`` instead, and its downstream tasks receive the outputs of the attempt it reuses.
 
 The engine knows one run and nothing of the process around it: :class:`nbflow.driver.Driver`
 owns the executor, the job lease, claiming, cancel checks and database outages, and drives
@@ -48,7 +47,7 @@ from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
-from nbflow.incremental import Decider, Produced, known_outputs, produced
+from nbflow.incremental import NO_OUTPUTS, Decider, Produced, known_outputs, produced
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
@@ -125,7 +124,7 @@ class RunEngine(SensorPoking):
         self.tis: dict[str, _TI] = {}
         self.children: dict[str, list[str]] = {}
         self.produced: dict[str, Produced] = {}  # what each successful task gives downstream: outputs, content hash
-        self.decider: Decider | None = None
+        self.decider: Decider  # made by _load, from the run's row
         self.by_key: dict[str, str] = {}
         self.lost_tries: dict[str, int] = {}
         self.state: RunState | None = None
@@ -277,7 +276,9 @@ class RunEngine(SensorPoking):
                 for up in self.pipeline.tasks[tid].upstream_ids:
                     if up in in_run:
                         self.children[up].append(tid)
-        self._load_outputs(in_run, {r["task_id"]: r for r in rows})
+        external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
+        done = [r for r in rows if T(r["state"]) in SUCCEEDED]  # their outputs (a cached one's: those it reuses)
+        self.produced = known_outputs(self.store, done, pipeline=self.pipeline.name, external=external)
         # Counters from the stored states; from here on only _finished() changes them.
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
         for tid in order:
@@ -311,12 +312,6 @@ class RunEngine(SensorPoking):
             run_id, tid, tries = self.run_id, ti.task_id, ti.max_tries
             self._op(lambda tx: tx.set_max_tries(run_id, tid, tries))
         self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
-
-    def _load_outputs(self, in_run: set[str], rows: dict[str, Any]) -> None:
-        """Outputs of tasks already successful (or cached) in this run, and of upstreams outside it."""
-        done = [rows[tid] for tid, ti in self.tis.items() if ti.state in SUCCEEDED]
-        external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
-        self.produced = known_outputs(self.store, done, pipeline=self.pipeline.name, external=external)
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -410,14 +405,12 @@ class RunEngine(SensorPoking):
 
     def _run_or_reuse(self, ti: _TI, now: float) -> None:
         """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
-        assert self.decider is not None  # made by _load
         state_of = lambda up: self.tis[up].state if up in self.tis else None  # noqa: E731
         decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
         fields = decision.fields()
         ti.why = fields["why"]
         if decision.given is None:
-            self._queue(ti, now, decision=fields)
-            return
+            return self._queue(ti, now, decision=fields)
         self.produced[ti.task_id] = decision.given
         self._set(ti, T.CACHED, end_date=_dt(now), reason=None, error=None, note=None, **fields)
 
@@ -452,7 +445,9 @@ class RunEngine(SensorPoking):
                 task_id=tid,
                 try_number=try_number,
                 task=task,
-                upstream={u: (self.pipeline.tasks[u].value_style, self._refs(u)) for u in task.upstream_ids},
+                upstream={
+                    u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs)) for u in task.upstream_ids
+                },
                 params=self.params,
                 context=self.context,
                 artifact_root=self.settings.artifact_root,
@@ -465,10 +460,6 @@ class RunEngine(SensorPoking):
         )
         if len(self._submits) >= SUBMIT_BATCH:  # a large step starts its first tasks before queueing the last
             self._flush()
-
-    def _refs(self, task_id: str) -> list[dict[str, Any]]:
-        given = self.produced.get(task_id)
-        return list(given.refs) if given else []
 
     def _started_at_once(self, event: Event) -> None:
         """An attempt the executor starts as soon as it is submitted: written running by its queueing."""

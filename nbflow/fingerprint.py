@@ -18,6 +18,11 @@ changed, in words a person can read:
 
 A value without a deterministic hash (an object whose ``repr`` carries its address, an open
 file, ...) raises :class:`Unhashable`: the task is then stale, never wrongly reused.
+
+:class:`Fingerprinted` is what every task contributes (``nbflow.dag.Task`` mixes it in): the
+``reads=``/``cache=``/``cache_ttl=`` options, and :meth:`~Fingerprinted.cache_parts` from the
+kind's :meth:`~Fingerprinted.code_parts` and the values it receives. The upstream parts are added
+by the engine's decider (:mod:`nbflow.incremental`), which knows the upstream outputs.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+from nbflow.exceptions import DefinitionError
 from nbflow.refs import OutputRef, ParamRef
 
 #: Files larger than this are fingerprinted by size, mtime and a hash of their first and last MiB.
@@ -306,3 +312,73 @@ def explain(
     found = changes(old, new, label) or ["fingerprint changed"]
     text = "; ".join(found[:most])
     return text + (f" (+{len(found) - most} more)" if len(found) > most else "")
+
+
+# --- what a task contributes (mixed into nbflow.dag.Task) --------------------------------------
+
+
+class Fingerprinted:
+    """The fingerprint of a task: kinds override :meth:`code_parts` and say what they receive."""
+
+    kind: str
+    task_id: str
+    reads: list[str]
+    cache: bool
+    cache_ttl: float | None
+    reads_base: str
+    _code_parts: dict[str, str] | None
+
+    def references(self) -> Iterable[Any]:  # provided by Task
+        raise NotImplementedError
+
+    def code_fingerprint(self) -> str:  # provided by Task (kinds override)
+        raise NotImplementedError
+
+    def set_cache_options(self, task_id: str, reads: Any, cache: Any, cache_ttl: float | None, base_dir: str,
+                          where: str) -> None:
+        """Check and keep ``reads=`` (paths or globs), ``cache=`` and ``cache_ttl=`` (seconds)."""
+        paths = [reads] if isinstance(reads, (str, os.PathLike)) else list(reads or ())
+        if not all(isinstance(r, (str, os.PathLike)) and str(r) for r in paths):
+            raise DefinitionError(
+                f"reads of task '{task_id}' must be file paths or glob patterns, got {reads!r}",
+                where=where,
+                hint='e.g. reads=["data/raw.csv", "conf/*.yaml"] (relative to the pipeline file\'s folder)',
+            )
+        if not isinstance(cache, bool):
+            raise DefinitionError(f"cache of task '{task_id}' must be True or False, got {cache!r}", where=where)
+        self.reads, self.cache, self.cache_ttl = [os.fspath(r) for r in paths], cache, cache_ttl
+        self.reads_base, self._code_parts = base_dir, None
+
+    def code_parts(self) -> dict[str, str]:
+        """Fingerprint parts of what this task runs, without values or upstream (kinds override)."""
+        return {"code": self.code_fingerprint()}
+
+    def received_params(self, params: Mapping[str, Any]) -> Iterable[str]:
+        """Names of the run parameters this task receives (kinds override)."""
+        return [ref.name for ref in self.references() if isinstance(ref, ParamRef)]
+
+    def received_context(self) -> Iterable[str]:
+        """Names of the run's values (``run_id``, ``logical_date`` ...) this task receives."""
+        return ()
+
+    def never_reused(self) -> str | None:
+        """Why this task always runs in an incremental run (None: it may be reused)."""
+        return "cache=False" if not self.cache else None
+
+    def part_label(self, key: str) -> str:
+        """How a reason names the part ``key`` (kinds whose keys are not readable override)."""
+        return key.partition(":")[2]
+
+    def cache_parts(self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None) -> dict[str, str]:
+        """This task's fingerprint parts except its upstream outputs: its code, the parameters
+        and run values it receives, the files it ``reads``. Raises
+        :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash."""
+        if self._code_parts is None:
+            self._code_parts = {"kind": self.kind, **self.code_parts()}
+        parts = dict(self._code_parts)
+        for name in sorted(set(self.received_params(params))):
+            parts[f"param:{name}"] = short(params.get(name), f"parameter {name}")
+        for name in self.received_context():
+            parts[f"context:{name}"] = short(context.get(name), name)
+        parts.update(reads_parts(self.reads, self.reads_base, memo))
+        return parts

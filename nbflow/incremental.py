@@ -57,6 +57,10 @@ class Produced:
     state: str | None = None
 
 
+#: what a task that gave nothing (not run, not in the run) gives its downstream
+NO_OUTPUTS = Produced("")
+
+
 @dataclass
 class Decision:
     """Reuse (``source`` names what) or run, with the reason, the fingerprint and its parts."""
@@ -206,7 +210,7 @@ class Decider:
         for up in task.upstream_ids:
             state = state_of(up)
             failed = Produced("", state=state.value) if state is not None and state not in SUCCEEDED else None
-            upstream[up] = failed or outputs.get(up, Produced(""))
+            upstream[up] = failed or outputs.get(up, NO_OUTPUTS)
         return self.decide(task, params, context, upstream)
 
     def decide(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],

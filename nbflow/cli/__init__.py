@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from nbflow import __version__
 from nbflow.cli import scheduling
+from nbflow.cli.dryrun import dry_run
 from nbflow.render import fmt_duration
 from nbflow.exceptions import NbflowError
 
@@ -129,7 +130,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     pipeline = load_pipeline(args.path, args.pipeline)
     store = api.open_store()
     if args.dry_run:
-        return _dry_run(api, pipeline, args, store, out)
+        return dry_run(pipeline, _params(args.param), args, store, out)
     executor = args.executor or store.settings.executor
     progress = Progress(out, args.verbose)
     run_id = api.create_run(
@@ -149,23 +150,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     _summary(result, started, out)
     return 0 if result.ok else 1
-
-
-def _dry_run(api: Any, pipeline: Any, args: argparse.Namespace, store: Any, out: TextIO) -> int:
-    """``nbflow run --dry-run``: one line per task, ``reuse`` (from which attempt) or ``run`` (why)."""
-    planned = api.plan_run(
-        pipeline, params=_params(args.param), only=args.only, incremental=args.incremental, force=args.force, store=store
-    )
-    incremental = pipeline.incremental if args.incremental is None else args.incremental
-    mode = "incremental" if incremental else "not incremental: every task runs; add --incremental (-i) to reuse"
-    out.write(f"nbflow: dry run of {pipeline.name} ({len(planned)} tasks, {mode}); nothing runs, no run is recorded\n")
-    width = max(len(p.task_id) for p in planned) if planned else 0
-    for p in planned:
-        detail = f"from run {p.reused_run_id}, try {p.reused_try}" if p.action == "reuse" else p.why
-        out.write(f"  {p.action:<5}  {p.task_id:<{width}}  {detail}\n")
-    runs = sum(p.action == "run" for p in planned)
-    out.write(f"{runs} to run, {len(planned) - runs} to reuse\n")
-    return 0
 
 
 def cmd_rerun(args: argparse.Namespace, out: TextIO) -> int:
@@ -241,11 +225,10 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
         )
         for t in details["tasks"]
     ]
-    headers = ["task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting"]
-    if any(t["why"] for t in details["tasks"]):  # an incremental run: why each task ran or was reused
-        rows = [(*row, t["why"] or "") for row, t in zip(rows, details["tasks"])]
-        headers.append("why it ran / reused")
-    _table(rows, headers, out)
+    why = any(t["why"] for t in details["tasks"])  # an incremental run: why each task ran or was reused
+    rows = [(*row, t["why"] or "") if why else row for row, t in zip(rows, details["tasks"])]
+    headers = ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting")
+    _table(rows, headers + (("why it ran / reused",) if why else ()), out)
     outputs = [(t["task_id"], t["output_uri"]) for t in details["tasks"] if t["output_uri"]]
     if outputs:
         out.write("\noutput notebooks:\n")
@@ -344,11 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="which pipeline, when the file defines several")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter (repeatable); converted to the default's type")
     p.add_argument("--only", nargs="+", metavar="TASK", help="run only these tasks; upstream values come from their last successful run")
-    p.add_argument(
-        "--incremental", "-i", action=argparse.BooleanOptionalAction, default=None,
-        help="reuse every task that is up to date (same code, parameters, read files and upstream outputs as its last "
-        "success, whose outputs still exist): it ends 'cached'; default: the pipeline's incremental=",
-    )
+    p.add_argument("--incremental", "-i", action=argparse.BooleanOptionalAction, help="reuse every task that is up to date (same code, parameters, read files and upstream outputs as its last success, whose outputs still exist): it ends 'cached' (default: the pipeline's incremental=)")
     p.add_argument("--force", nargs="+", metavar="TASK", help="with --incremental: run these tasks (and so their downstream) anyway")
     p.add_argument("--dry-run", action="store_true", help="print what would run (and why) or be reused; run nothing, record no run")
     executor_args(p)
