@@ -302,7 +302,7 @@ def changes(
     keys = [k for k in set(old) | set(new) if old.get(k) != new.get(k)]
     rank = {k: i for i, k in enumerate(_ORDER)}
     keys.sort(key=lambda k: (rank.get(k.partition(":")[0], len(_ORDER)), k))
-    return [_phrase(k, label(k), old.get(k), new.get(k)) for k in keys]
+    return list(dict.fromkeys(_phrase(k, label(k), old.get(k), new.get(k)) for k in keys))  # one per upstream
 
 
 def explain(

@@ -193,11 +193,10 @@ class Decider:
                 parts[f"upstream:{up}"] = "not in this run"
             elif given.state is not None:
                 parts[f"upstream:{up}"] = f"state {given.state}"
-            elif given.digest == WILL_RUN:
-                parts[f"upstream:{up}"] = WILL_RUN
             elif keys and None not in keys and self.pipeline.tasks[up].value_style == "dict":
                 for key in sorted(k for k in keys if k is not None):  # only the saved values it loads
-                    parts[f"upstream:{up}:{key}"] = output_digest(given.refs, [key]) or given.digest
+                    known = given.digest != WILL_RUN and output_digest(given.refs, [key])
+                    parts[f"upstream:{up}:{key}"] = known or given.digest
             else:
                 parts[f"upstream:{up}"] = given.digest
         return parts
