@@ -90,19 +90,23 @@ def edit_cell(path: Path, index: int, *, source: str | None = None, output: str 
 @pytest.fixture(params=[("sqlite", "local"), ("sqlite", "dask"), ("postgres", "local"), ("postgres", "dask")],
                 ids=lambda p: "-".join(p))
 def backend(request, nbflow_home):
+    """(database, executor); on PostgreSQL NBFLOW_DB_URL is set (the CLI inherits it)."""
     database, executor = request.param
     if database == "postgres":
-        request.getfixturevalue("pg_url")  # sets NBFLOW_DB_URL (the CLI inherits it), skips without a server
-    return executor
+        request.getfixturevalue("pg_url")  # skips, saying why, without a server
+    return database, executor
 
 
 def test_notebook_chain_runs_only_what_changed(tmp_path, nbflow_home, backend):
+    """Unchanged, then a parameter, on every database and executor; the edits of notebooks and
+    --force (which touch neither the store's nor the executor's code paths) on SQLite and local."""
+    database, executor = backend
     side = tmp_path / "executions.txt"
     path = write_chain(tmp_path / "project", side)
     cwd = path.parent
 
     def run(*extra: str) -> subprocess.CompletedProcess:
-        res = nbflow("run", "pipeline.py", "-e", backend, "-j", "2", *extra, cwd=cwd, home=nbflow_home)
+        res = nbflow("run", "pipeline.py", "-e", executor, "-j", "2", *extra, cwd=cwd, home=nbflow_home)
         assert res.returncode == 0, res.stdout + res.stderr
         return res
 
@@ -124,6 +128,8 @@ def test_notebook_chain_runs_only_what_changed(tmp_path, nbflow_home, backend):
     assert whys(3) == {"prepare": "reused from run 1, try 1", "train": "parameter C: 1.0 -> 0.5",
                        "evaluate": "upstream train changed"}
     assert api.load_output(3, "evaluate") == {"report": "score=1.0"}
+    if (database, executor) != ("sqlite", "local"):
+        return
 
     edit_cell(cwd / "evaluate.ipynb", 1, output="ran by hand\n")  # outputs, counts, ids, metadata: not code
     run("-i", "-p", "C=0.5")
