@@ -83,7 +83,8 @@ class Decision:
         out: dict[str, Any] = {"why": why, "cache_key": self.cache_key, "cache_parts": self.parts}
         given = self.given
         if given is not None and self.source is not None:
-            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try, output_digest=given.digest)
+            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try, output_digest=given.digest,
+                       log_uri=self.source.log_uri, output_uri=self.source.output_uri)
         return out
 
 

@@ -32,6 +32,8 @@ class Previous:
     output_digest: str | None
     ended_at: datetime | None  # when the source attempt ended
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    log_uri: str | None = None  # the source attempt's log and executed notebook
+    output_uri: str | None = None
 
 
 def source_of(row: RowMapping | dict[str, Any]) -> tuple[int, int]:
@@ -98,10 +100,11 @@ class ReuseReads:
         source_runs = sorted({p.source_run_id for p in found.values()})
         wanted = {(p.source_run_id, tid, p.source_try): p for tid, p in found.items()}
         for chunk in _chunks(source_runs, 500):
-            for att in self._all(select(A.c.run_id, A.c.task_id, A.c.try_number, A.c.end_date).where(A.c.run_id.in_(chunk))):
+            columns = (A.c.run_id, A.c.task_id, A.c.try_number, A.c.end_date, A.c.log_uri, A.c.output_uri)
+            for att in self._all(select(*columns).where(A.c.run_id.in_(chunk))):
                 prev = wanted.get((att["run_id"], att["task_id"], att["try_number"]))
                 if prev is not None:
-                    prev.ended_at = att["end_date"]
+                    prev.ended_at, prev.log_uri, prev.output_uri = att["end_date"], att["log_uri"], att["output_uri"]
             for art in self._all(select(ART).where(ART.c.run_id.in_(chunk)).order_by(ART.c.id)):
                 prev = wanted.get((art["run_id"], art["task_id"], art["try_number"]))
                 if prev is not None:
