@@ -272,7 +272,7 @@ def outputs_key(refs: Iterable[Mapping[str, Any]], run_id: int, try_number: int)
 
 
 _LABELS = {"param": "parameter", "context": "run value", "literal": "literal", "global": "global"}
-_ORDER = ("kind", "code", "function", "cell", "command", "env", "cwd", "kernel", "args", "outputs", "literal",
+_ORDER = ("kind", "code", "function", "command", "env", "cwd", "kernel", "args", "outputs", "literal",
           "global", "param", "context", "reads", "upstream")
 
 
@@ -289,6 +289,8 @@ def _phrase(key: str, name: str, old: str | None, new: str | None) -> str:
     if kind == "upstream":
         upstream = name.split(":", 1)[0]
         return f"upstream {upstream} will run" if new == WILL_RUN else f"upstream {upstream} changed"
+    if kind == "args":
+        return "arguments changed"
     if kind in _LABELS:
         return f"{_LABELS[kind]} {name}: {old if old is not None else '(none)'} -> {new if new is not None else '(none)'}"
     return f"{kind} changed"

@@ -156,5 +156,6 @@ def test_outputs_key_is_the_content_hash_or_the_attempt_itself():
     refs = [{"name": "a", "digest": "d1"}, {"name": "b", "digest": "d2"}]
     assert fp.outputs_key(refs, 1, 1) == fp.outputs_key(list(reversed(refs)), 7, 3)  # content, not run ids
     assert fp.outputs_key([], 1, 1) == "attempt 1/1" != fp.outputs_key([], 2, 1)
+    assert fp.changes({"args": "a", "command": "x"}, {"args": "b", "command": "y"}) == ["command changed", "arguments changed"]
     assert fp.outputs_key([{"name": "a", "digest": ""}], 4, 2) == "attempt 4/2"  # written before digests were kept
     assert fp.output_digest(refs, ["a"]) != fp.output_digest(refs, ["b"])
