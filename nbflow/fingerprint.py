@@ -332,7 +332,6 @@ class Fingerprinted:
     cache: bool
     cache_ttl: float | None
     reads_base: str
-    _code_parts: dict[str, str] | None
 
     def references(self) -> Iterable[Any]:  # provided by Task
         raise NotImplementedError
@@ -353,10 +352,11 @@ class Fingerprinted:
         if not isinstance(cache, bool):
             raise DefinitionError(f"cache of task '{task_id}' must be True or False, got {cache!r}", where=where)
         self.reads, self.cache, self.cache_ttl = [os.fspath(r) for r in paths], cache, cache_ttl
-        self.reads_base, self._code_parts = base_dir, None
+        self.reads_base = base_dir
 
-    def code_parts(self) -> dict[str, str]:
-        """Fingerprint parts of what this task runs, without values or upstream (kinds override)."""
+    def code_parts(self, memo: dict) -> dict[str, str]:
+        """Fingerprint parts of what this task runs, without values or upstream (kinds override;
+        ``memo`` lives for one decision pass: what many tasks share is computed once in it)."""
         return {"code": self.code_fingerprint()}
 
     def received_params(self, params: Mapping[str, Any]) -> Iterable[str]:
@@ -378,10 +378,12 @@ class Fingerprinted:
     def cache_parts(self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None) -> dict[str, str]:
         """This task's fingerprint parts except its upstream outputs: its code, the parameters
         and run values it receives, the files it ``reads``. Raises
-        :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash."""
-        if self._code_parts is None:
-            self._code_parts = {"kind": self.kind, **self.code_parts()}
-        parts = dict(self._code_parts)
+        :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash.
+
+        Computed afresh at every decision (a notebook edited or a module constant changed in a
+        kernel since the pipeline was defined counts); ``memo`` (one decision pass) shares work."""
+        memo = {} if memo is None else memo
+        parts = {"kind": self.kind, **self.code_parts(memo)}
         for name in sorted(set(self.received_params(params))):
             parts[f"param:{name}"] = short(params.get(name), f"parameter {name}")
         for name in self.received_context():

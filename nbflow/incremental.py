@@ -63,10 +63,10 @@ NO_OUTPUTS = Produced("")
 
 @dataclass
 class Decision:
-    """Reuse (``source`` names what) or run, with the reason, the fingerprint and its parts."""
+    """Reuse the attempt ``source`` names, or run (``source`` None), with the reason (None
+    outside incremental runs), the fingerprint and its parts (None: it has none)."""
 
-    reuse: bool
-    why: str
+    why: str | None
     cache_key: str | None = None
     parts: dict[str, str] | None = None
     source: Previous | None = None
@@ -75,16 +75,15 @@ class Decision:
     def given(self) -> Produced | None:
         """A reuse: what the task gives downstream (the reused attempt's outputs); else None."""
         src = self.source
-        return produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest) if self.reuse and src else None
+        return produced(src.artifacts, src.source_run_id, src.source_try, src.output_digest) if src else None
 
     def fields(self) -> dict[str, Any]:
-        """The task instance's columns this decision sets (no ``why`` outside incremental runs)."""
-        why = None if self.why == NOT_INCREMENTAL else self.why
-        out: dict[str, Any] = {"why": why, "cache_key": self.cache_key, "cache_parts": self.parts}
-        given = self.given
-        if given is not None and self.source is not None:
-            out.update(reused_run_id=self.source.source_run_id, reused_try=self.source.source_try, output_digest=given.digest,
-                       log_uri=self.source.log_uri, output_uri=self.source.output_uri)
+        """The task instance's columns this decision sets."""
+        out: dict[str, Any] = {"why": self.why, "cache_key": self.cache_key, "cache_parts": self.parts}
+        src, given = self.source, self.given
+        if src is not None and given is not None:
+            out.update(reused_run_id=src.source_run_id, reused_try=src.source_try, output_digest=given.digest,
+                       log_uri=src.log_uri, output_uri=src.output_uri)
         return out
 
 
@@ -170,7 +169,7 @@ class Decider:
         self.pipeline, self.artifact_root, self.incremental, self.clock = pipeline, artifact_root, incremental, clock
         self.previous: dict[str, Previous] = store.previous_successes(pipeline.name, before_run) if incremental else {}
         self.forced = forced_closure(pipeline, force) if incremental else {}
-        self._memo: dict[tuple, str] = {}  # file digests of this run's decisions
+        self._memo: dict[tuple, Any] = {}  # file digests and code parts shared by this run's decisions
 
     @classmethod
     def for_run(cls, store: Store, pipeline: Pipeline, run: Mapping[str, Any], artifact_root: str,
@@ -218,17 +217,21 @@ class Decider:
         """Reuse or run ``task`` (its upstream tasks finished, with ``upstream`` outputs)."""
         tid = task.task_id
         try:
-            parts = self.fingerprint(task, params, context, upstream)
-        except Unhashable as exc:
-            return Decision(False, f"{exc} (so it always runs)")
+            parts: dict[str, str] | None = self.fingerprint(task, params, context, upstream)
+            problem = None
+        except Unhashable as exc:  # no fingerprint: never reused, and not reusable later
+            parts, problem = None, f"{exc} (so it always runs)"
         except OSError as exc:  # a notebook or a read file vanished: the attempt will say more
-            return Decision(False, f"cannot fingerprint it: {type(exc).__name__}: {exc}")
-        key = combine(parts)
+            parts, problem = None, f"cannot fingerprint it: {type(exc).__name__}: {exc}"
+        key = combine(parts) if parts is not None else None
         if not self.incremental:
-            return Decision(False, NOT_INCREMENTAL, key, parts)
+            return Decision(None, key, parts)
 
         def run(why: str) -> Decision:
-            return Decision(False, why, key, parts)
+            return Decision(why, key, parts)
+
+        if problem is not None:
+            return run(problem)
 
         if tid in self.forced:
             return run(self.forced[tid])
@@ -248,7 +251,7 @@ class Decider:
         gone = self._outputs_gone(tid, prev)
         if gone:
             return run(gone)
-        return Decision(True, f"reused from run {prev.source_run_id}, try {prev.source_try}", key, parts, prev)
+        return Decision(f"reused from run {prev.source_run_id}, try {prev.source_try}", key, parts, prev)
 
     def _outputs_gone(self, tid: str, prev: Previous) -> str | None:
         root = self.artifact_root.rstrip("/")
@@ -288,7 +291,7 @@ def plan(
     """
     decider = Decider(store, pipeline, artifact_root=artifact_root, incremental=incremental, force=force)
     chosen = set(selected) if selected is not None else set(pipeline.tasks)
-    context = {"run_id": None, "logical_date": None, "data_interval_start": None, "data_interval_end": None}
+    context = dict.fromkeys(("run_id", "logical_date", "data_interval_start", "data_interval_end"), "<the new run>")
     given: dict[str, Produced] = {}
     out: list[PlannedTask] = []
     for tid in pipeline.order():
@@ -301,10 +304,10 @@ def plan(
         decision = decider.decide(task, params, context, {u: given[u] for u in task.upstream_ids if u in given})
         if decision.given is not None and decision.source is not None:
             given[tid] = decision.given
-            out.append(PlannedTask(tid, "reuse", decision.why, decision.source.source_run_id, decision.source.source_try))
+            out.append(PlannedTask(tid, "reuse", decision.why or "", decision.source.source_run_id, decision.source.source_try))
         else:
             given[tid] = Produced(WILL_RUN)
-            out.append(PlannedTask(tid, "run", decision.why))
+            out.append(PlannedTask(tid, "run", decision.why or NOT_INCREMENTAL))
     return out
 
 

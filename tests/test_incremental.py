@@ -399,3 +399,38 @@ def test_a_pipeline_can_be_incremental_by_default(tmp_path, nbflow_home):
     assert api.run_details(run_id)["run"]["incremental"] is True
     api.drive_existing(run_id, executor="inline")
     assert executed(side) == ["mail"]
+
+
+USES_MODULE = """
+from nbflow import Pipeline, task
+
+LIMIT = 10
+
+def helper(x):
+    return x * 3
+
+with Pipeline("consts") as pipeline:
+    @task
+    def scaled():
+        open({side!r}, "a").write("scaled\\n")
+        return helper(LIMIT)
+
+    scaled()
+"""
+
+
+def test_a_constant_changed_after_the_pipeline_was_defined_is_seen_by_the_next_run(tmp_path, nbflow_home):
+    """One pipeline object run again in the same process (a notebook kernel): nothing is cached
+    across runs, so a module constant changed in between makes the task stale."""
+    side = tmp_path / "executions.txt"
+    path = tmp_path / "consts.py"
+    path.write_text(USES_MODULE.format(side=str(side)))
+    pipeline = load_pipeline(path)
+    assert api.run_pipeline(pipeline, executor="inline").ok
+    assert api.run_pipeline(pipeline, executor="inline", incremental=True).ok
+    assert executed(side) == ["scaled"]
+    module = sys.modules[pipeline.tasks["scaled"].fn.__module__]
+    module.LIMIT = 11  # a global of the pipeline file's module, as a notebook cell would change it
+    result = api.run_pipeline(pipeline, executor="inline", incremental=True)
+    assert executed(side) == ["scaled"] and result.task("scaled")["why"] == "global LIMIT: 10 -> 11"
+    assert api.load_output(result.run_id, "scaled") == 33

@@ -89,7 +89,7 @@ class CellTask(BaseTask):
         what = (self.source, setup, inputs, self.outputs, self.param_names, self.kernel_name)
         return hashlib.sha256(repr(what).encode()).hexdigest()
 
-    def code_parts(self) -> dict[str, str]:
+    def code_parts(self, memo: dict) -> dict[str, str]:
         """The cell's source, the setup cells' sources (by position: a kernel numbers cells
         anew at every execution), its ``--outputs`` and the kernel; its ``--inputs`` are the
         upstream parts of the artifacts it loads."""

@@ -113,14 +113,16 @@ class NotebookTask(BaseTask):
             content = hashlib.sha256(fh.read()).hexdigest()
         return hashlib.sha256(repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()).hexdigest()
 
-    def code_parts(self) -> dict[str, str]:
+    def code_parts(self, memo: dict) -> dict[str, str]:
         """The source and tags of each code cell (not outputs, counts, ids or other metadata),
         the kernel, and the literal parameters."""
         import json
 
-        with open(self.path, encoding="utf-8") as fh:
-            parts = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
-        parts["kernel"] = self.kernel_name
+        key = ("notebook", self.path)
+        if key not in memo:  # read once per decision pass, however many tasks run it
+            with open(self.path, encoding="utf-8") as fh:
+                memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
+        parts = {**memo[key], "kernel": self.kernel_name}
         for name, value in sorted({**self.parameters, **self.inputs}.items()):
             if not any(True for _ in find_refs(value)):
                 parts[f"literal:{name}"] = short(value, f"parameter {name} of notebook {os.path.basename(self.path)}")

@@ -27,7 +27,7 @@ from typing import Any
 from nbflow import procs
 from nbflow.artifacts import write_value
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
-from nbflow.fingerprint import digest, function_parts, stable_repr
+from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
@@ -57,11 +57,18 @@ class PythonTask(BaseTask):
         code = _source(code_object) if code_object is not None else repr(self.fn)
         return hashlib.sha256(repr((code, self.args, sorted(self.kwargs.items()))).encode()).hexdigest()
 
-    def code_parts(self) -> dict[str, str]:
+    def code_parts(self, memo: dict) -> dict[str, str]:
         """The function's code (and what it calls from its own module) and its literal arguments."""
-        parts = function_parts(self.fn, unwrap=lambda obj: obj.fn if isinstance(obj, TaskFactory) else obj)
-        parts["args"] = digest(stable_repr((self.args, self.kwargs), "an argument"))
-        return parts
+        key = ("function", self.fn)
+        if key not in memo:  # 1,000 calls of one function: its code is looked at once per decision pass
+            try:
+                memo[key] = function_parts(self.fn, unwrap=_unwrap)
+            except Unhashable as exc:
+                memo[key] = exc
+        shared = memo[key]
+        if isinstance(shared, Unhashable):
+            raise shared
+        return {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
 
     def received_params(self, params: Any) -> list[str]:
         """Parameters among its arguments; all of them when it declares ``params``."""
@@ -113,6 +120,11 @@ class PythonTask(BaseTask):
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
         return record
+
+
+def _unwrap(obj: Any) -> Any:
+    """The function of a ``@task`` factory found among a function's globals (else ``obj``)."""
+    return obj.fn if isinstance(obj, TaskFactory) else obj
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:

@@ -52,7 +52,7 @@ class ShellTask(BaseTask):
         """Hash of the command and its extra environment."""
         return hashlib.sha256(repr((self.command, sorted(self.env.items()))).encode()).hexdigest()
 
-    def code_parts(self) -> dict[str, str]:
+    def code_parts(self, memo: dict) -> dict[str, str]:
         """The command, its extra environment and its folder."""
         return {
             "command": digest(self.command),
