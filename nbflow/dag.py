@@ -377,6 +377,7 @@ class Pipeline:
         self.description = description
         self.tags = list(tags)
         self.tasks: dict[str, Task] = {}
+        self._order: tuple[tuple[int, int], list[str]] | None = None
         self._token: contextvars.Token | None = None
 
     # -- context --------------------------------------------------------------------------
@@ -428,8 +429,12 @@ class Pipeline:
         return down
 
     def order(self) -> list[str]:
-        """Task ids in a stable topological order."""
-        return toposort(self.upstream_map())
+        """Task ids in a stable topological order (kept until a task or an edge is added: a run
+        asks for it several times, and neither is ever removed)."""
+        shape = (len(self.tasks), sum(len(t.upstream_ids) for t in self.tasks.values()))
+        if self._order is None or self._order[0] != shape:
+            self._order = (shape, toposort(self.upstream_map()))
+        return list(self._order[1])
 
     def task(self, task_id: str) -> Task:
         """The task with that id (UnknownTaskError naming the known ones otherwise)."""

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import nbformat
@@ -260,7 +259,7 @@ with Pipeline("py", params={{"n": 2}}) as pipeline:
     def mail(total):
         note("mail")
 
-    @task(cache_ttl=1)
+    @task(cache_ttl=3600)
     def fresh(params):
         note("fresh")
         return params["n"]
@@ -287,10 +286,19 @@ def test_reads_cache_false_and_cache_ttl(tmp_path, nbflow_home):
     assert executed(side) == ["mail"]  # cache=False: side effects happen every time
     assert whys(second.run_id) == {"load": "reused from run 1, try 1", "count": "reused from run 1, try 1",
                                    "mail": "cache=False", "fresh": "reused from run 1, try 1"}
-    time.sleep(1.2)
+    from datetime import datetime, timedelta, timezone
+
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)  # as if run 1 ended then
+    from sqlalchemy import update
+
+    from nbflow.store.orm import task_attempts
+
+    with api.open_store().engine.begin() as conn:  # (finished attempt rows are final for nbflow itself)
+        conn.execute(update(task_attempts).where(task_attempts.c.run_id == 1, task_attempts.c.task_id == "fresh")
+                     .values(end_date=two_hours_ago))
     third = run(incremental=True)
     assert sorted(executed(side)) == ["fresh", "mail"]
-    assert whys(third.run_id)["fresh"].startswith("older than cache_ttl=1s (run 1 ended ")
+    assert whys(third.run_id)["fresh"].startswith("older than cache_ttl=3600s (run 1 ended 72")
 
     (tmp_path / "raw.csv").write_text("1,2,3\n")
     fourth = run(incremental=True)
@@ -358,7 +366,7 @@ def test_incremental_runs_reuse_only_finished_successes_even_when_started_togeth
     side = tmp_path / "executions.txt"
     (tmp_path / "raw.csv").write_text("1\n")
     path = tmp_path / "pipeline.py"
-    path.write_text(PY_PIPELINE.format(side=str(side), folder=str(tmp_path)).replace("cache_ttl=1", "cache_ttl=3600"))
+    path.write_text(PY_PIPELINE.format(side=str(side), folder=str(tmp_path)))
     pipeline = load_pipeline(path)
     api.run_pipeline(pipeline, executor="inline")
     unfinished = api.create_run(pipeline)  # queued, its tasks pending: nothing of it may be reused
@@ -434,3 +442,18 @@ def test_a_constant_changed_after_the_pipeline_was_defined_is_seen_by_the_next_r
     result = api.run_pipeline(pipeline, executor="inline", incremental=True)
     assert executed(side) == ["scaled"] and result.task("scaled")["why"] == "global LIMIT: 10 -> 11"
     assert api.load_output(result.run_id, "scaled") == 33
+
+
+def test_retrying_a_task_of_an_incremental_run_runs_it_instead_of_reusing_it_again(tmp_path, nbflow_home):
+    side = tmp_path / "executions.txt"
+    (tmp_path / "raw.csv").write_text("1\n")
+    path = tmp_path / "pipeline.py"
+    path.write_text(PY_PIPELINE.format(side=str(side), folder=str(tmp_path)))
+    api.run_pipeline(load_pipeline(path), executor="inline")
+    second = api.run_pipeline(load_pipeline(path), executor="inline", incremental=True)
+    executed(side)
+    assert states(second.run_id)["count"] == "cached"
+    result = api.rerun(second.run_id, tasks=["count"], executor="inline")  # the web UI's "Retry task"
+    assert result.ok and sorted(executed(side)) == ["count", "mail"]
+    assert whys(second.run_id)["count"] == "forced (--force)" and states(second.run_id)["load"] == "cached"
+    assert api.run_details(second.run_id)["run"]["force"] == ["count"]

@@ -264,7 +264,8 @@ def pipeline_of_run(run_id: int, *, store: Store | None = None) -> Pipeline:
 
 def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store | None = None) -> list[str]:
     """Reset tasks of a finished run (default: those not successful) and what is downstream of
-    them to ``pending``, and queue the run again; returns the cleared task ids."""
+    them to ``pending``, and queue the run again; returns the cleared task ids. In an
+    incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
@@ -293,9 +294,12 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
         closure.add(tid)
         stack.extend(down.get(tid, ()))
 
+    # an incremental run would reuse a chosen task again: choosing it is asking for it to run
+    fields = {"force": sorted({*(run["force"] or ()), *chosen})} if run["incremental"] and tasks is not None else {}
+
     def write(tx: Any) -> list[str]:
         cleared = tx.clear_tasks(run_id, sorted(closure))
-        tx.set_run_state(run_id, RunState.QUEUED, driver_id=None)
+        tx.set_run_state(run_id, RunState.QUEUED, driver_id=None, **fields)
         return cleared
 
     return store.write(write, what="clear tasks")
