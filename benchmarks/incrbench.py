@@ -29,9 +29,8 @@ DECISION_FLATNESS = 1.5  # unchanged re-run per task: largest size / smallest
 
 def fanout(n: int, version: int = 0, name: str | None = None) -> Any:
     """``root`` -> ``n - 2`` no-op children and one ``leaf`` child (a second of work)."""
-    from nbflow import Pipeline, task
-
     from benchmarks import funcs
+    from nbflow import Pipeline, task
 
     with Pipeline(name or f"bench_fanout_{n}") as pipeline:
         root = task(funcs.start, name="root")()
@@ -44,9 +43,8 @@ def fanout(n: int, version: int = 0, name: str | None = None) -> Any:
 
 def chain(n: int, version: int = 0, name: str | None = None) -> Any:
     """``n - 1`` chained no-op steps passing a value, then the ``leaf`` (a second of work)."""
-    from nbflow import Pipeline, task
-
     from benchmarks import funcs
+    from nbflow import Pipeline, task
 
     with Pipeline(name or f"bench_incr_chain_{n}") as pipeline:
         handle = task(funcs.start, name="t0")()

@@ -51,7 +51,7 @@ from nbflow.incremental import NO_OUTPUTS, Decider, Produced, known_outputs, pro
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
-from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, SUCCEEDED, RunState, TaskState
+from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
 from nbflow.tasks.base import BaseTask
 from nbflow.worker import WorkItem
@@ -277,8 +277,8 @@ class RunEngine(SensorPoking):
                     if up in in_run:
                         self.children[up].append(tid)
         external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
-        done = [r for r in rows if T(r["state"]) in SUCCEEDED]  # their outputs (a cached one's: those it reuses)
-        self.produced = known_outputs(self.store, done, pipeline=self.pipeline.name, external=external)
+        # the outputs of the tasks that succeeded already (a cached one's: those it reuses)
+        self.produced = known_outputs(self.store, rows, pipeline=self.pipeline.name, external=external)
         # Counters from the stored states; from here on only _finished() changes them.
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
         for tid in order:
@@ -405,7 +405,7 @@ class RunEngine(SensorPoking):
 
     def _run_or_reuse(self, ti: _TI, now: float) -> None:
         """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
-        state_of = lambda up: self.tis[up].state if up in self.tis else None  # noqa: E731
+        state_of = lambda up: self.tis[up].state if up in self.tis else None
         decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
         fields = decision.fields()
         ti.why = fields["why"]

@@ -37,12 +37,19 @@ from typing import Any
 from nbflow.artifacts import attempt_dir, stored
 from nbflow.dag import OutputRef, Pipeline, Task
 from nbflow.exceptions import NbflowError, UnknownTaskError
-from nbflow.fingerprint import WILL_RUN, Unhashable, combine, explain, output_digest, outputs_key
+from nbflow.fingerprint import (
+    WILL_RUN,
+    Unhashable,
+    combine,
+    explain,
+    output_digest,
+    outputs_key,
+)
 from nbflow.states import SUCCEEDED, TaskState
 from nbflow.store import Store
 from nbflow.store.reuse import Previous, artifact_ref, source_of
 
-__all__ = ["Decision", "Decider", "Produced", "PlannedTask", "choose", "forced_closure", "known_outputs", "plan"]
+__all__ = ["Decider", "Decision", "PlannedTask", "Produced", "choose", "forced_closure", "known_outputs", "plan"]
 
 NOT_INCREMENTAL = "not incremental"
 
@@ -129,10 +136,10 @@ def produced(refs: Iterable[dict[str, Any]], run_id: int, try_number: int, diges
 def known_outputs(
     store: Store, rows: Iterable[Mapping[str, Any]], *, pipeline: str = "", external: Iterable[str] = ()
 ) -> dict[str, Produced]:
-    """What successful or cached task instances give downstream: the outputs of the attempts
-    they stand for (one artifact query per run involved); and the newest success of each
-    ``external`` task (upstream of a run of ``--only`` tasks), refused when it has none."""
-    rows = list(rows)
+    """What the successful or cached ones of task instance ``rows`` give downstream: the outputs
+    of the attempts they stand for (one artifact query per run involved); and the newest success
+    of each ``external`` task (upstream of a run of ``--only`` tasks), refused when it has none."""
+    rows = [row for row in rows if TaskState(row["state"]) in SUCCEEDED]
     for up in external:
         row = store.latest_success(pipeline, up)
         if row is None:

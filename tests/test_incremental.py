@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from datetime import UTC
 from pathlib import Path
 
 import nbformat
@@ -24,7 +25,8 @@ from tests.conftest import make_notebook
 def nbflow(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
     """The real `nbflow` command (the database: NBFLOW_DB_URL when a test set it, else SQLite in home)."""
     env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "nbflow", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "nbflow", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+                          check=False)
 
 
 def executed(side: Path) -> list[str]:
@@ -286,9 +288,9 @@ def test_reads_cache_false_and_cache_ttl(tmp_path, nbflow_home):
     assert executed(side) == ["mail"]  # cache=False: side effects happen every time
     assert whys(second.run_id) == {"load": "reused from run 1, try 1", "count": "reused from run 1, try 1",
                                    "mail": "cache=False", "fresh": "reused from run 1, try 1"}
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)  # as if run 1 ended then
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)  # as if run 1 ended then
     from sqlalchemy import update
 
     from nbflow.store.orm import task_attempts
