@@ -239,7 +239,6 @@ class Decider:
 
         if problem is not None:
             return run(problem)
-
         if tid in self.forced:
             return run(self.forced[tid])
         blocked = task.never_reused()
@@ -248,6 +247,8 @@ class Decider:
         prev = self.previous.get(tid)
         if prev is None:
             return run("no earlier success")
+        if prev.cache_key is None:  # a success older than fingerprints, or of a value without one
+            return run(f"run {prev.run_id} recorded no fingerprint for it")
         if prev.cache_key != key:
             return run(explain(prev.cache_parts, parts, task.part_label))
         if task.cache_ttl is not None:
