@@ -194,7 +194,7 @@ def file_digest(path: str) -> str:
     return f"size={st.st_size},mtime={st.st_mtime_ns},edges={h.hexdigest()}"
 
 
-def reads_parts(patterns: Iterable[str], base_dir: str, memo: dict[tuple, str] | None = None) -> dict[str, str]:
+def reads_parts(patterns: Iterable[str], base_dir: str, memo: dict[tuple, Any] | None = None) -> dict[str, str]:
     """``reads:PATH`` parts for the files ``patterns`` name (globs, relative to ``base_dir``;
     a folder stands for every file below it). A pattern that matches nothing is a part
     ``missing`` (so the file appearing makes the task stale); an unreadable file names its error.
