@@ -476,18 +476,19 @@ class Pipeline:
             prints[tid] = h.hexdigest()[:16]
         return prints
 
-    def fingerprint(self) -> str:
-        """Hash of every task fingerprint, the parameters' defaults and the schedule."""
-        h = hashlib.sha256(repr(sorted(self.task_fingerprints().items())).encode())
+    def fingerprint(self, prints: Mapping[str, str] | None = None) -> str:
+        """Hash of every task fingerprint (``prints``, when computed already), the parameters'
+        defaults and the schedule."""
+        h = hashlib.sha256(repr(sorted((prints or self.task_fingerprints()).items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
         if self.incremental:  # only when set, so older pipelines keep their version
             h.update(b"incremental")
         return h.hexdigest()[:16]
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self, prints: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Plain, JSON-able description of the pipeline (stored with each version)."""
-        prints = self.task_fingerprints()
+        prints = prints or self.task_fingerprints()
         return {
             "name": self.name,
             "file": self.file,

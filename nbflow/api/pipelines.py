@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nbflow import params as nbparams
-from nbflow.api.runs import BACKGROUND, open_store, task_row
+from nbflow.api.runs import BACKGROUND, open_store
 from nbflow.store.scheduling import task_rows
 from nbflow.artifacts import join
 from nbflow.exceptions import DuplicateRunError, NbflowError, PipelineNotFoundError
@@ -206,7 +206,7 @@ def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None 
         raise NbflowError(f"run {run_id} belongs to pipeline '{run['pipeline']}', not '{name}'")
     if run is not None and run["version_id"]:
         definition = dict(store.get_version(run["version_id"])["definition"])
-    tasks = {r["task_id"]: task_row(r) for r in store.task_instances(run["id"])} if run is not None else {}
+    tasks = {r["task_id"]: dict(r) for r in store.task_instances(run["id"])} if run is not None else {}
     errors = {e["filename"]: dict(e) for e in store.import_errors()}
     return {
         "pipeline": name,

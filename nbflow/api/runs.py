@@ -58,14 +58,6 @@ class RunResult:
         raise KeyError(task_id)
 
 
-def task_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A task instance as the front doors see it (its fingerprint's parts stay internal: a
-    notebook task has one per cell)."""
-    out = dict(row)
-    out.pop("cache_parts", None)
-    return out
-
-
 def _only_subset(pipeline: Pipeline, only: Iterable[str] | None) -> list[str]:
     order = pipeline.order()
     if not only:
@@ -106,7 +98,8 @@ def create_run(
             f"--only needs the output of {', '.join(missing)}, which never succeeded in pipeline '{pipeline.name}'",
             hint=f"run them first or add them: --only {' '.join([*missing, *selected])}",
         )
-    definition, fingerprint = pipeline.definition(), pipeline.fingerprint()
+    prints = pipeline.task_fingerprints()  # once: a 1,000-task pipeline hashes every task for both
+    definition, fingerprint = pipeline.definition(prints), pipeline.fingerprint(prints)
     tasks = task_rows(definition, selected)
     now = utcnow()
 
@@ -179,7 +172,7 @@ def drive_run(
     finally:
         driver.close()
     state = ended.get(run_id) or RunState(store.get_run(run_id)["state"])
-    return RunResult(run_id, pipeline.name, state, [task_row(r) for r in store.task_instances(run_id)])
+    return RunResult(run_id, pipeline.name, state, [dict(r) for r in store.task_instances(run_id)])
 
 
 BACKGROUND = "background"  # the job kind of `nbflow drive` without a run: one per database at a time
@@ -376,7 +369,7 @@ def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
     store = store or open_store()
     return {
         "run": dict(store.get_run(run_id)),
-        "tasks": [task_row(r) for r in store.task_instances(run_id)],
+        "tasks": [dict(r) for r in store.task_instances(run_id)],
         "attempts": [dict(r) for r in store.attempts(run_id)],
         "artifacts": [dict(r) for r in store.artifacts(run_id)],
     }

@@ -18,6 +18,8 @@ from nbflow.store import orm
 
 R, TI, A, ART = orm.runs, orm.task_instances, orm.task_attempts, orm.artifacts
 _SUCCEEDED = sorted(s.value for s in SUCCEEDED)
+_ATTEMPT_COLUMNS = (A.c.run_id, A.c.task_id, A.c.try_number, A.c.end_date, A.c.log_uri, A.c.output_uri)
+_ARTIFACT_COLUMNS = (ART.c.run_id, ART.c.task_id, ART.c.try_number, ART.c.name, ART.c.uri, ART.c.type, ART.c.size, ART.c.digest)
 
 
 @dataclass
@@ -100,12 +102,11 @@ class ReuseReads:
         source_runs = sorted({p.source_run_id for p in found.values()})
         wanted = {(p.source_run_id, tid, p.source_try): p for tid, p in found.items()}
         for chunk in _chunks(source_runs, 500):
-            columns = (A.c.run_id, A.c.task_id, A.c.try_number, A.c.end_date, A.c.log_uri, A.c.output_uri)
-            for att in self._all(select(*columns).where(A.c.run_id.in_(chunk))):
+            for att in self._all(select(*_ATTEMPT_COLUMNS).where(A.c.run_id.in_(chunk))):
                 prev = wanted.get((att["run_id"], att["task_id"], att["try_number"]))
                 if prev is not None:
                     prev.ended_at, prev.log_uri, prev.output_uri = att["end_date"], att["log_uri"], att["output_uri"]
-            for art in self._all(select(ART).where(ART.c.run_id.in_(chunk)).order_by(ART.c.id)):
+            for art in self._all(select(*_ARTIFACT_COLUMNS).where(ART.c.run_id.in_(chunk)).order_by(ART.c.id)):
                 prev = wanted.get((art["run_id"], art["task_id"], art["try_number"]))
                 if prev is not None:
                     prev.artifacts.append(artifact_ref(art))

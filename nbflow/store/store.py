@@ -39,6 +39,7 @@ P, V, R, TI, A, ART, POOL = (
     orm.pools,
 )
 _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
+_TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
@@ -374,8 +375,9 @@ class Store(SchedulingReads, ReuseReads):
         return self._all(stmt)
 
     def task_instances(self, run_id: int) -> list[RowMapping]:
-        """A run's task instances, in creation order."""
-        return self._all(select(TI).where(TI.c.run_id == run_id).order_by(TI.c.id))
+        """A run's task instances, in creation order (without ``cache_parts``: the parts of a
+        fingerprint are read only to explain a change, by :meth:`previous_successes`)."""
+        return self._all(select(*_TI_SHOWN).where(TI.c.run_id == run_id).order_by(TI.c.id))
 
     def attempts(self, run_id: int, task_id: str | None = None) -> list[RowMapping]:
         """A run's attempts (of one task), in order."""
