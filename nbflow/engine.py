@@ -94,7 +94,7 @@ class _TI:
     next_poke: float | None = None
     poke: Future | None = None
     starting: dict[str, Any] = field(default_factory=dict)  # start of an attempt written with its queueing
-    why: str | None = None  # the incremental decision's reason
+    why: str | None = None  # the incremental decision's reason (written with its queueing or caching)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -430,8 +430,7 @@ class RunEngine(SensorPoking):
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         ti.starting = starting = {}  # filled by _started_at_once
-        limits["decision"] = decision
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
+        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits), tid)
         self._note(ti)
         if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
