@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks.core import Config, Row, _ms, _verdict, fresh_home
 
+REPEAT = 5  # best of 5: every run is cheap, and on a shared machine noise only adds time
 UNCHANGED_TARGET_S = 0.5  # the unchanged 1,000-task fan-out re-run, in total
 LEAF_TARGET = 1.2  # one leaf changed: incremental re-run / a run of just that task
 DECISION_FLATNESS = 1.5  # unchanged re-run per task: largest size / smallest
@@ -75,7 +76,7 @@ def _shape(kind: str, n: int, cfg: Config) -> list[Row]:
         api.open_store()
         first_s, _ = _run(build(n))
         unchanged, executed = [], set()
-        for _ in range(cfg.repeat):
+        for _ in range(cfg.repeat if cfg.quick else REPEAT):
             seconds, result = _run(build(n), incremental=True)
             unchanged.append(seconds)
             executed |= {t["task_id"] for t in result.tasks if t["state"] != "cached"}
@@ -94,7 +95,7 @@ def _shape(kind: str, n: int, cfg: Config) -> list[Row]:
             details={"tasks": n, "first_s": first_s, "unchanged_s": unchanged},
         ))
         incremental, alone = [], []
-        for i in range(cfg.repeat):
+        for i in range(cfg.repeat if cfg.quick else REPEAT):
             version = 100 + i
             runs = [("incremental", lambda v=version: _run(build(n, v), incremental=True)),
                     ("alone", lambda v=version: _run(build(n, v + 50), only=["leaf"]))]
@@ -123,7 +124,7 @@ def _decision(n: int, cfg: Config) -> float:
     with fresh_home():
         api.open_store()
         _run(fanout(n, name=f"bench_decide_{n}"))
-        repeat = 2 if n >= 10_000 else cfg.repeat  # best of 2 at least: one noisy run should not decide the ratio
+        repeat = 2 if n >= 10_000 else (cfg.repeat if cfg.quick else REPEAT)  # one noisy run must not decide the ratio
         return min(_run(fanout(n, name=f"bench_decide_{n}"), incremental=True)[0] for _ in range(repeat))
 
 
