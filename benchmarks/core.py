@@ -472,6 +472,13 @@ def dask_group(cfg: Config) -> list[Row]:
     return run(cfg)
 
 
+def incremental_group(cfg: Config) -> list[Row]:
+    """Incremental re-runs: unchanged, one leaf changed, decision cost per task (:mod:`benchmarks.incrbench`)."""
+    from benchmarks.incrbench import incremental_group as run
+
+    return run(cfg)
+
+
 def scheduler_group(cfg: Config) -> list[Row]:
     """The scheduler's loop on a simulated clock, and trigger-to-start latency (:mod:`benchmarks.schedbench`)."""
     from benchmarks.schedbench import scheduler_group as run
@@ -487,6 +494,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "notebook": notebook_group,
     "dask": dask_group,
     "scheduler": scheduler_group,
+    "incremental": incremental_group,
 }
 
 REFERENCES = [

@@ -49,3 +49,11 @@ def run_notebook(src: str, out: str) -> None:
     import papermill
 
     papermill.execute_notebook(src, out, parameters={"x": 1}, kernel_name="python3", progress_bar=False)
+
+
+def leaf(x: int, version: int) -> int:
+    """The leaf of the incremental benchmarks: a second of work (its ``version`` makes it change)."""
+    import time
+
+    time.sleep(1.0)
+    return x + version

@@ -17,6 +17,7 @@ a notebook works the same whether it is run by nbflow or by hand.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -38,6 +39,8 @@ class ArtifactRef:
     uri: str
     type: str
     size: int
+    #: sha256 of the stored bytes: the content hash incremental runs compare ("" when unknown)
+    digest: str = ""
 
     def to_param(self) -> str:
         """The string form a notebook receives as a parameter; :func:`load` resolves it."""
@@ -51,7 +54,7 @@ class ArtifactRef:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-data form (for result records and the store)."""
-        return {"name": self.name, "uri": self.uri, "type": self.type, "size": self.size}
+        return {"name": self.name, "uri": self.uri, "type": self.type, "size": self.size, "digest": self.digest}
 
 
 def join(root: str, *parts: str) -> str:
@@ -84,7 +87,7 @@ def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
         data, kind = cloudpickle.dumps(value), "pickle"
     uri = join(folder, f"{name}.{'json' if kind == 'json' else 'pkl'}")
     write_bytes(uri, data)
-    return ArtifactRef(name=name, uri=uri, type=kind, size=len(data))
+    return ArtifactRef(name=name, uri=uri, type=kind, size=len(data), digest=hashlib.sha256(data).hexdigest())
 
 
 def _is_local(uri: str) -> bool:
@@ -139,6 +142,25 @@ def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:
     import cloudpickle
 
     return cloudpickle.loads(data)
+
+
+def stored(uri: str, size: int | None = None) -> bool:
+    """Whether a file (or folder, when ``size`` is None) exists at a path or fsspec URL, and
+    a file has ``size`` bytes: an attempt's outputs that can still be read."""
+    try:
+        if _is_local(uri):
+            if size is None:
+                return os.path.isdir(uri)
+            st = os.stat(uri)
+            return st.st_size == size and os.access(uri, os.R_OK)
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        if size is None:
+            return bool(fs.isdir(path))
+        return int(fs.info(path).get("size", -1)) == size
+    except (OSError, ValueError):
+        return False
 
 
 def read_manifest(folder: str) -> list[ArtifactRef]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
+from nbflow.fingerprint import Fingerprinted
 from nbflow.graph import find_cycle, toposort
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
@@ -124,6 +125,10 @@ TASK_OPTIONS: dict[str, Any] = {
     "pool_slots": 1,
     "on_failure": None,
     "on_success": None,
+    # incremental runs (nbflow.fingerprint): files the task reads, whether and how long it may be reused
+    "reads": (),
+    "cache": True,
+    "cache_ttl": None,
 }
 
 
@@ -137,7 +142,7 @@ def _seconds(name: str, value: Any, where: str) -> float | None:
     return float(value)
 
 
-class Task:
+class Task(Fingerprinted):
     """A node of a pipeline. Kinds (python, notebook, shell) subclass it in ``nbflow.tasks``.
 
     Calling a task factory inside ``with Pipeline(...)`` returns the task itself, which acts
@@ -201,6 +206,8 @@ class Task:
                     where=where,
                     hint='e.g. resources={"GPU": 1, "MEM": 8e9}',
                 )
+        self.set_cache_options(task_id, merged["reads"], merged["cache"], _seconds("cache_ttl", merged["cache_ttl"], where),
+                               str(pipeline.base_dir), where)
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(
@@ -328,6 +335,7 @@ class Pipeline:
         max_active_tasks: int | None = None,
         on_failure: Callable[..., Any] | None = None,
         on_success: Callable[..., Any] | None = None,
+        incremental: bool = False,
     ):
         self.site = caller_site()
         self.where = _site(self.site)
@@ -353,6 +361,8 @@ class Pipeline:
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
         self.on_failure, self.on_success = on_failure, on_success
+        #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
+        self.incremental = bool(incremental)
         self.param_defaults: dict[str, Any] = dict(params or {})
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
@@ -367,6 +377,7 @@ class Pipeline:
         self.description = description
         self.tags = list(tags)
         self.tasks: dict[str, Task] = {}
+        self._order: tuple[tuple[int, int], list[str]] | None = None
         self._token: contextvars.Token | None = None
 
     # -- context --------------------------------------------------------------------------
@@ -418,8 +429,12 @@ class Pipeline:
         return down
 
     def order(self) -> list[str]:
-        """Task ids in a stable topological order."""
-        return toposort(self.upstream_map())
+        """Task ids in a stable topological order (kept until a task or an edge is added: a run
+        asks for it several times, and neither is ever removed)."""
+        shape = (len(self.tasks), sum(len(t.upstream_ids) for t in self.tasks.values()))
+        if self._order is None or self._order[0] != shape:
+            self._order = (shape, toposort(self.upstream_map()))
+        return list(self._order[1])
 
     def task(self, task_id: str) -> Task:
         """The task with that id (UnknownTaskError naming the known ones otherwise)."""
@@ -461,16 +476,19 @@ class Pipeline:
             prints[tid] = h.hexdigest()[:16]
         return prints
 
-    def fingerprint(self) -> str:
-        """Hash of every task fingerprint, the parameters' defaults and the schedule."""
-        h = hashlib.sha256(repr(sorted(self.task_fingerprints().items())).encode())
+    def fingerprint(self, prints: Mapping[str, str] | None = None) -> str:
+        """Hash of every task fingerprint (``prints``, when computed already), the parameters'
+        defaults and the schedule."""
+        h = hashlib.sha256(repr(sorted((prints or self.task_fingerprints()).items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
+        if self.incremental:  # only when set, so older pipelines keep their version
+            h.update(b"incremental")
         return h.hexdigest()[:16]
 
-    def definition(self) -> dict[str, Any]:
+    def definition(self, prints: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Plain, JSON-able description of the pipeline (stored with each version)."""
-        prints = self.task_fingerprints()
+        prints = prints or self.task_fingerprints()
         return {
             "name": self.name,
             "file": self.file,
@@ -483,6 +501,7 @@ class Pipeline:
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
+            "incremental": self.incremental,
             "tasks": [
                 {
                     "id": tid,
@@ -506,7 +525,8 @@ class Pipeline:
     def run(self, params: Mapping[str, Any] | None = None, **options: Any) -> Any:
         """Run now through the engine and store (live view in a notebook); returns the run.
 
-        Options: ``only=[task ...]``, ``executor=``, ``parallelism=``, ``live=``; see
+        Options: ``only=[task ...]``, ``incremental=``, ``force=[task ...]``, ``executor=``,
+        ``parallelism=``, ``live=``; see
         :func:`nbflow.jupyter.runs.run_pipeline`.
         """
         return _hook("run")(self, params, **options)

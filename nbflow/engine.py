@@ -22,6 +22,8 @@ The algorithm, over plain in-memory records mirrored to the store:
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once. Callbacks run after their state change is committed. The
    run ends when every task finished (:func:`nbflow.rules.run_outcome`).
+6. A queued task records its fingerprint (:mod:`nbflow.incremental`); in an incremental run an up-to-date
+   task ends ``cached`` instead, and its downstream tasks receive the outputs of the attempt it reuses.
 
 The engine knows one run and nothing of the process around it: :class:`nbflow.driver.Driver`
 owns the executor, the job lease, claiming, cancel checks and database outages, and drives
@@ -43,8 +45,9 @@ from typing import Any
 from nbflow.artifacts import attempt_dir
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
-from nbflow.exceptions import NbflowError, RunTakenOverError, UnknownTaskError
+from nbflow.exceptions import RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
+from nbflow.incremental import NO_OUTPUTS, Decider, Produced, known_outputs, produced
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
@@ -72,6 +75,7 @@ class TaskEvent:
     message: str = ""
     duration: float | None = None
     hostname: str | None = None
+    why: str | None = None  # an incremental run's reason: "reused from run 4, try 1", or why it runs
 
 
 Listener = Callable[[TaskEvent], None]
@@ -90,6 +94,7 @@ class _TI:
     next_poke: float | None = None
     poke: Future | None = None
     starting: dict[str, Any] = field(default_factory=dict)  # start of an attempt written with its queueing
+    why: str | None = None  # the incremental decision's reason (written with its queueing or caching)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -118,7 +123,8 @@ class RunEngine(SensorPoking):
         self.driver_id = driver_id
         self.tis: dict[str, _TI] = {}
         self.children: dict[str, list[str]] = {}
-        self.outputs: dict[str, list[dict[str, Any]]] = {}
+        self.produced: dict[str, Produced] = {}  # what each successful task gives downstream: outputs, content hash
+        self.decider: Decider  # made by _load, from the run's row
         self.by_key: dict[str, str] = {}
         self.lost_tries: dict[str, int] = {}
         self.state: RunState | None = None
@@ -247,17 +253,19 @@ class RunEngine(SensorPoking):
     def _load(self) -> None:
         run = self.store.get_run(self.run_id)
         self.params = dict(run["params"])
+        self.decider = Decider.for_run(self.store, self.pipeline, run, self.settings.artifact_root, self.clock)
         self.context = {
             "run_id": self.run_id,
             "logical_date": run["logical_date"],
             "data_interval_start": run["data_interval_start"],
             "data_interval_end": run["data_interval_end"],
         }
-        for row in self.store.task_instances(self.run_id):
+        rows = self.store.task_instances(self.run_id)
+        for row in rows:
             if row["task_id"] not in self.pipeline.tasks:
                 raise UnknownTaskError(self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}")
             self.tis[row["task_id"]] = _TI(
-                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"]
+                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"], why=row["why"]
             )
         in_run = set(self.tis)
         self._sensors = [ti for tid, ti in self.tis.items() if self.task(tid).runs_on_driver]
@@ -268,7 +276,9 @@ class RunEngine(SensorPoking):
                 for up in self.pipeline.tasks[tid].upstream_ids:
                     if up in in_run:
                         self.children[up].append(tid)
-        self._load_outputs(in_run)
+        external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
+        # the outputs of the tasks that succeeded already (a cached one's: those it reuses)
+        self.produced = known_outputs(self.store, rows, pipeline=self.pipeline.name, external=external)
         # Counters from the stored states; from here on only _finished() changes them.
         self._unfinished = sum(ti.state not in FINISHED for ti in self.tis.values())
         for tid in order:
@@ -302,24 +312,6 @@ class RunEngine(SensorPoking):
             run_id, tid, tries = self.run_id, ti.task_id, ti.max_tries
             self._op(lambda tx: tx.set_max_tries(run_id, tid, tries))
         self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
-
-    def _load_outputs(self, in_run: set[str]) -> None:
-        """Artifacts of tasks already successful in this run, and of upstreams outside it."""
-        done = [tid for tid, ti in self.tis.items() if ti.state is T.SUCCESS]
-        if done:
-            for art in self.store.artifacts(self.run_id):
-                if art["task_id"] in done and art["try_number"] == self.tis[art["task_id"]].try_number:
-                    self.outputs.setdefault(art["task_id"], []).append(_ref(art))
-        external = {u for tid in in_run for u in self.pipeline.tasks[tid].upstream_ids} - in_run
-        for up in external:
-            row = self.store.latest_success(self.pipeline.name, up)
-            if row is None:
-                raise NbflowError(
-                    f"task '{up}' is upstream of the selected tasks but has never succeeded",
-                    where=f"pipeline '{self.pipeline.name}'",
-                    hint=f"run it first, or include it: --only {up} ...",
-                )
-            self.outputs[up] = [_ref(a) for a in self.store.artifacts(row["run_id"], up, row["try_number"])]
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -361,7 +353,7 @@ class RunEngine(SensorPoking):
     def _note(self, ti: _TI, message: str = "", duration: float | None = None, hostname: str | None = None) -> None:
         if self.listeners:
             self._notes.append(
-                TaskEvent(self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname)
+                TaskEvent(self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname, ti.why)
             )
 
     def _set(self, ti: _TI, to: TaskState, expect_try: int | None = None, **fields: Any) -> None:
@@ -405,13 +397,24 @@ class RunEngine(SensorPoking):
             task = self.pipeline.tasks[tid]
             verdict = decide(task.trigger_rule, [self.tis[u].state for u in task.upstream_ids if u in self.tis])
             if verdict is None:
-                self._queue(ti, now)
+                self._run_or_reuse(ti, now)
             else:
                 failed = [u for u in task.upstream_ids if u in self.tis and self.tis[u].state in FAILED_STATES]
                 why = f"upstream failed: {', '.join(sorted(failed))}" if failed else f"trigger rule {task.trigger_rule}"
                 self._set(ti, verdict, error=why, end_date=_dt(now))
 
-    def _queue(self, ti: _TI, now: float) -> None:
+    def _run_or_reuse(self, ti: _TI, now: float) -> None:
+        """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
+        state_of = lambda up: self.tis[up].state if up in self.tis else None
+        decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
+        fields = decision.fields()
+        ti.why = fields["why"]
+        if decision.given is None:
+            return self._queue(ti, now, decision=fields)
+        self.produced[ti.task_id] = decision.given
+        self._set(ti, T.CACHED, end_date=_dt(now), reason=None, error=None, note=None, **fields)
+
+    def _queue(self, ti: _TI, now: float, decision: dict[str, Any] | None = None) -> None:
         task = self.task(ti.task_id)
         ti.try_number += 1
         back = T.UP_FOR_RETRY if ti.state is T.UP_FOR_RETRY else T.PENDING
@@ -427,7 +430,7 @@ class RunEngine(SensorPoking):
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         ti.starting = starting = {}  # filled by _started_at_once
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, **limits), tid)
+        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits), tid)
         self._note(ti)
         if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
@@ -441,7 +444,9 @@ class RunEngine(SensorPoking):
                 task_id=tid,
                 try_number=try_number,
                 task=task,
-                upstream={u: (self.pipeline.tasks[u].value_style, self.outputs.get(u, [])) for u in task.upstream_ids},
+                upstream={
+                    u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs)) for u in task.upstream_ids
+                },
                 params=self.params,
                 context=self.context,
                 artifact_root=self.settings.artifact_root,
@@ -502,7 +507,7 @@ class RunEngine(SensorPoking):
             self._fail_attempt(ti, "cancelled", res.message, res.ended_at)
             return
         if res.ok:
-            self.outputs[ti.task_id] = res.artifacts
+            self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)
         row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
         artifacts = list(res.artifacts)
@@ -512,6 +517,7 @@ class RunEngine(SensorPoking):
             tx.add_artifacts(run_id, tid, try_number, artifacts)
 
         if res.ok:
+            fields["output_digest"] = self.produced[tid].digest
             self._set(ti, T.SUCCESS, expect_try=try_number, reason=None, error=None, note=None, **fields)
             self._op(lambda tx: record(tx, "success"))
         else:
@@ -575,6 +581,3 @@ def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:
     except Exception:  # a notification must never break the run
         log.exception("callback %r failed for %s", fn, ctx)
 
-
-def _ref(row: Any) -> dict[str, Any]:
-    return {"name": row["name"], "uri": row["uri"], "type": row["type"], "size": row["size"]}

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 
 
@@ -20,10 +21,10 @@ def toposort(upstream: Mapping[str, Iterable[str]]) -> list[str]:
         for u in us:
             children[u].append(t)
     remaining = {t: len(us) for t, us in ups.items()}
-    ready = [t for t in ups if remaining[t] == 0]
+    ready = deque(t for t in ups if remaining[t] == 0)  # a deque: a fan-out of 10,000 readies them at once
     order: list[str] = []
     while ready:
-        t = ready.pop(0)
+        t = ready.popleft()
         order.append(t)
         for c in children[t]:
             remaining[c] -= 1

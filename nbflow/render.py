@@ -20,6 +20,7 @@ STATE_COLORS = {
     "running": "#8fd3ff",
     "up_for_retry": "#ffd27f",
     "success": "#8fdb8f",
+    "cached": "#80cbc4",  # teal: succeeded without running (an incremental run reused it)
     "failed": "#ff8a80",
     "upstream_failed": "#ffb74d",
     "skipped": "#e0e0e0",

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbflow.exceptions import NbflowError
-from nbflow.states import FAILED_STATES, RunState, TaskState
+from nbflow.states import FAILED_STATES, SUCCEEDED, RunState, TaskState
 
 T = TaskState
 
@@ -16,7 +16,7 @@ def decide(rule: str, states: Iterable[TaskState]) -> TaskState | None:
     states = list(states)
     failed = sum(s in FAILED_STATES for s in states)
     skipped = sum(s is T.SKIPPED for s in states)
-    success = sum(s is T.SUCCESS for s in states)
+    success = sum(s in SUCCEEDED for s in states)
     if rule == "all_success":
         return T.UPSTREAM_FAILED if failed else (T.SKIPPED if skipped else None)
     if rule == "all_failed":

@@ -245,7 +245,7 @@ class Scheduler:
             intervals = [schedule.interval(d) for d in dates]
             ids = tx.create_runs(
                 pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, trigger="scheduled",
-                tasks=tasks, intervals=intervals, skip_existing=True, pointer=pointer,
+                tasks=tasks, intervals=intervals, skip_existing=True, pointer=pointer, incremental=pipeline.incremental,
             )
             return ids, next_due
 

@@ -9,6 +9,7 @@ instance moves like this::
                   |         \\---> up_for_retry -> queued (next try)
                   \\-> (a fast task may report its end before its start)
     pending -> upstream_failed | skipped       (decided by trigger rules)
+    pending -> cached                           (an incremental run reuses an earlier success)
     any unfinished -> cancelled                 (run cancelled)
     finished -> pending                         (cleared for a re-run)
 """
@@ -26,6 +27,8 @@ class TaskState(str, Enum):
     RUNNING = "running"
     UP_FOR_RETRY = "up_for_retry"
     SUCCESS = "success"
+    #: not executed: an incremental run reuses the outputs of an earlier successful attempt
+    CACHED = "cached"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
     SKIPPED = "skipped"
@@ -51,7 +54,9 @@ class RunState(str, Enum):
 T = TaskState
 R = RunState
 
-FINISHED: frozenset[TaskState] = frozenset({T.SUCCESS, T.FAILED, T.UPSTREAM_FAILED, T.SKIPPED, T.CANCELLED})
+FINISHED: frozenset[TaskState] = frozenset({T.SUCCESS, T.CACHED, T.FAILED, T.UPSTREAM_FAILED, T.SKIPPED, T.CANCELLED})
+#: Finished states that count as a success (trigger rules, a run's outcome, downstream inputs).
+SUCCEEDED: frozenset[TaskState] = frozenset({T.SUCCESS, T.CACHED})
 UNFINISHED: frozenset[TaskState] = frozenset(set(TaskState) - FINISHED)
 #: States whose work may still be in flight on an executor (a restarted driver adopts or resets them).
 ADOPTABLE: frozenset[TaskState] = frozenset({T.QUEUED, T.RUNNING})
@@ -68,6 +73,7 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.FAILED: frozenset({T.QUEUED, T.RUNNING, T.UP_FOR_RETRY}),
     T.UPSTREAM_FAILED: frozenset({T.PENDING}),
     T.SKIPPED: frozenset({T.PENDING}),
+    T.CACHED: frozenset({T.PENDING}),
     T.CANCELLED: frozenset(UNFINISHED),
 }
 

@@ -37,13 +37,21 @@ EXPECTED_ROWS = {
     "scheduler-due-walk",
     "scheduler-trigger",
     "scheduler-trigger-p95",
+    "incremental-chain-unchanged",
+    "incremental-chain-leaf",
+    "incremental-fanout-unchanged",
+    "incremental-fanout-leaf",
+    "incremental-decision-100",
+    "incremental-decision-1000",
+    "incremental-decision-flatness",
 }
-# rows that have no baseline of their own (a CPU or SQL count, a latency)
-NO_BASELINE = {"scheduler-cpu-run", "scheduler-sql-task", "scheduler-trigger", "scheduler-trigger-p95"}
+# rows that have no baseline of their own (a CPU or SQL count, a latency, a time per task)
+NO_BASELINE = {"scheduler-cpu-run", "scheduler-sql-task", "scheduler-trigger", "scheduler-trigger-p95",
+               "incremental-decision-100", "incremental-decision-1000"}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(420)
 def test_quick_benchmarks_print_a_table_and_write_json(tmp_path):
     out = tmp_path / "tmp.json"
     proc = subprocess.run(
@@ -51,7 +59,7 @@ def test_quick_benchmarks_print_a_table_and_write_json(tmp_path):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=330,
+        timeout=390,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = proc.stdout

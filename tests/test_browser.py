@@ -122,6 +122,41 @@ def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterPr
     pg.screenshot(path=str(ARTIFACTS / "browser-5-retried.png"))
 
 
+def _run_to_end(lab: JupyterProc, body: dict) -> dict:
+    status, answer = lab.request("POST", "pipelines/ml_notebooks/trigger", body)
+    assert status == 201, answer
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status, details = lab.request("GET", f"runs/{answer['run_id']}")
+        if details["run"]["state"] in ("success", "failed", "cancelled"):
+            return details
+        time.sleep(1)
+    raise AssertionError(f"run {answer['run_id']} did not end: {details['run']}")
+
+
+def test_node_panel_says_which_attempt_a_cached_task_reuses(page: object, lab: JupyterProc) -> None:
+    first = _run_to_end(lab, {"params": {"C": 0.25}})
+    assert first["run"]["state"] == "success", first
+    second = _run_to_end(lab, {"params": {"C": 0.25}, "incremental": True})
+    assert {t["state"] for t in second["tasks"]} == {"cached"}, second["tasks"]
+    pg = page
+    name = pg.locator('.nbflow-pipeline[data-pipeline="ml_notebooks"] .nbflow-pipeline-name')
+    if not name.is_visible():  # the sidebar tab toggles: open it unless an earlier test did
+        pg.click('li[data-id="nbflow-sidebar"]', timeout=30_000)
+    name.click(timeout=30_000)
+    row = pg.locator(f'.nbflow-dag-view .nbflow-table tr[data-run="{second["run"]["id"]}"]')
+    row.first.click(timeout=30_000)
+    pg.wait_for_selector(".nbflow-dag-svg #task-train.nbflow-cached", timeout=30_000)
+    fill = pg.eval_on_selector("#task-train path, #task-train polygon", "e => getComputedStyle(e).fill")
+    assert fill.replace(" ", "") == "rgb(128,203,196)", fill  # cached teal, not the success green
+    pg.click("#task-train")
+    pane = pg.locator(".nbflow-task-pane .nbflow-why")
+    pane.wait_for(timeout=30_000)
+    assert pane.inner_text() == f"reused from run {first['run']['id']}, try 1"
+    assert "state: cached" in pg.inner_text(".nbflow-task-pane")
+    pg.screenshot(path=str(ARTIFACTS / "browser-6-cached.png"))
+
+
 def test_command_palette_opens_the_panel(page: object) -> None:
     pg = page
     pg.keyboard.press("Control+Shift+C")

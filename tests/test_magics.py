@@ -252,3 +252,25 @@ def test_run_by_name_and_trigger_for_the_scheduler(shell, write_pipeline):
         time.sleep(0.2)
     assert latest["trigger"] == "manual" and latest["state"] == "success"
     assert api.load_output(latest["id"], "double") == 10
+
+
+@pytest.mark.slow
+def test_run_incremental_in_a_kernel_reuses_cells_that_did_not_change(nbflow_home, tmp_path):
+    side = tmp_path / "executions.txt"
+    cells = [
+        "%load_ext nbflow\n%nbflow pipeline incr_demo\n%nbflow mode declare",
+        f"SIDE = {str(side)!r}",
+        "%%nbflow task first --outputs a\nopen(SIDE, 'a').write('first\\n')\na = 2",
+        "%%nbflow task second --inputs a --outputs b\nopen(SIDE, 'a').write('second\\n')\nb = a * 10",
+        "%nbflow run this --executor local",
+        "%nbflow run this --executor local -i",
+        "%nbflow status",
+    ]
+    nb = _execute(make_notebook(tmp_path / "incr.ipynb", cells))
+    assert sorted(side.read_text().split()) == ["first", "second"]  # the second run executed nothing
+    runs = api.list_runs("incr_demo")
+    assert [(r["state"], r["task_counts"]) for r in runs] == [("success", {"cached": 2}), ("success", {"success": 2})]
+    tasks = {t["task_id"]: t for t in api.run_details(runs[0]["id"])["tasks"]}
+    assert {t["why"] for t in tasks.values()} == {f"reused from run {runs[1]['id']}, try 1"}
+    html = _outputs(nb, "%nbflow status")[-1]["data"]["text/html"]
+    assert 'data-task="second" data-state="cached"' in html and "reused from run" in html

@@ -661,3 +661,44 @@ def test_notebooks_used_by_tasks_are_not_taken_for_pipelines(dags, monkeypatch):
         sched.close()
     assert api.import_errors() == []
     assert [p["name"] for p in api.list_pipelines()] == ["ml_notebooks"]
+
+
+INCREMENTAL = """
+from nbflow import Pipeline, task
+
+with Pipeline("hourly_incr", schedule="@hourly", start_date="2026-01-01", catchup=True, incremental=True,
+              max_active_runs=1) as pipeline:  # one after the other: the second sees the first finished
+    @task
+    def load():
+        open({side!r}, "a").write("load\\n")
+        return 1
+
+    @task
+    def stamp(x, logical_date):
+        open({side!r}, "a").write("stamp\\n")
+        return logical_date.isoformat()
+
+    stamp(load())
+"""
+
+
+def test_scheduled_runs_of_an_incremental_pipeline_reuse_what_does_not_depend_on_the_date(dags, tmp_path):
+    side = tmp_path / "executions.txt"
+    write(dags, "hourly_incr.py", INCREMENTAL.format(side=str(side)))
+    sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 2, 30, tzinfo=UTC)))
+    sched.start()
+    try:
+        for _ in range(200):
+            runs = runs_of("hourly_incr")
+            if len(runs) == 2 and all(r["state"] == "success" for r in runs):
+                break
+            sched.loop_once()
+    finally:
+        sched.close()
+    first, second = runs_of("hourly_incr")
+    assert first["incremental"] and second["incremental"] and first["trigger"] == "scheduled"
+    assert sorted(side.read_text().split()) == ["load", "stamp", "stamp"]  # load once; stamp takes the date
+    tasks = {t["task_id"]: t for t in api.run_details(second["id"])["tasks"]}
+    assert (tasks["load"]["state"], tasks["load"]["why"]) == ("cached", f"reused from run {first['id']}, try 1")
+    assert tasks["stamp"]["state"] == "success"
+    assert tasks["stamp"]["why"].startswith("run value logical_date: datetime.datetime(2026, 1, 1, 0, 0")

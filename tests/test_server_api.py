@@ -147,6 +147,7 @@ def test_import_error_is_a_graph_payload_not_a_crash(server: JupyterProc) -> Non
         ("POST", "pipelines/quick/trigger", {"params": {"n": "many"}}, "params.n"),
         ("POST", "pipelines/quick/trigger", {"params": [1]}, "params"),
         ("POST", "pipelines/quick/trigger", {"parms": {}}, "parms"),
+        ("POST", "pipelines/quick/trigger", {"incremental": "yes"}, "incremental"),
         ("POST", "pipelines/quick/pause", {"paused": "yes"}, "paused"),
         ("POST", "pipelines/quick/pause", {}, "paused"),
         ("GET", "pipelines/quick/runs?limit=abc", None, "limit"),
@@ -225,6 +226,24 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
     assert status == 404
     status, runs = server.request("GET", "pipelines/quick/runs?limit=5&offset=0")
     assert status == 200 and runs["runs"][0]["id"] == run_id
+
+
+def test_an_incremental_trigger_reuses_up_to_date_tasks_and_says_from_where(server: JupyterProc) -> None:
+    status, answer = server.request("POST", "pipelines/quick/trigger", {"params": {"n": 11}})
+    assert status == 201, answer
+    first = _finished(server, answer["run_id"])
+    assert first["run"]["state"] == "success" and first["run"]["incremental"] is False, first
+    status, answer = server.request("POST", "pipelines/quick/trigger", {"params": {"n": 11}, "incremental": True})
+    assert status == 201, answer
+    details = _finished(server, answer["run_id"])  # every answer is checked against docs/openapi.yaml
+    assert details["run"]["state"] == "success" and details["run"]["incremental"] is True, details
+    run_id = first["run"]["id"]
+    for t in details["tasks"]:
+        assert (t["state"], t["reused_run_id"], t["reused_try"], t["why"]) == ("cached", run_id, 1, f"reused from run {run_id}, try 1")
+        assert "cache_parts" not in t  # one part per notebook cell: not sent
+    assert {a["task_id"] for a in first["artifacts"] if a["digest"]} == {"first", "second"}
+    status, svg = server.request("GET", f"pipelines/quick/graph.svg?run={details['run']['id']}")
+    assert status == 200 and 'class="node nbflow-cached"' in svg.replace("&#45;", "-")
 
 
 def test_pause_and_health(server: JupyterProc) -> None:

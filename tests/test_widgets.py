@@ -11,6 +11,7 @@ from nbflow import api
 from nbflow.jupyter.runs import Run
 from nbflow.jupyter.widgets import RunView, failure_html, run_html
 from nbflow.loader import load_pipeline
+from nbflow.render import STATE_COLORS
 
 LIVE = """
 import time
@@ -139,3 +140,32 @@ def test_run_object_and_pipeline_display(nbflow_home, write_pipeline):
     assert run_html(api.run_details(run.run_id)) == html
     assert "live" in repr(run) and run.raise_for_state() is run
     assert 'fill="#8fdb8f"' in run.show().data  # coloured by the run's states
+
+
+def test_the_live_view_and_the_table_say_why_a_task_ran_or_was_reused():
+    details = {
+        "run": {"id": 5, "pipeline": "p", "state": "queued"},
+        "tasks": [{"task_id": "a", "state": "pending", "max_tries": 1}, {"task_id": "b", "state": "pending", "max_tries": 1}],
+    }
+    view = RunView(details, tick=0)
+    view(SimpleNamespace(**{**vars(_event("a", "cached", try_number=0)), "why": "reused from run 4, try 1"}))
+    view(SimpleNamespace(**{**vars(_event("b", "running")), "why": "parameter C: 1.0 -> 0.5"}))
+    assert 'data-state="cached"' in view.rows["a"].badge.value and STATE_COLORS["cached"] in view.rows["a"].badge.value
+    assert STATE_COLORS["cached"] != STATE_COLORS["success"]
+    assert "reused from run 4, try 1" in view.rows["a"].extra.value
+    assert "parameter C: 1.0 -&gt; 0.5" in view.rows["b"].extra.value
+    final = {
+        "run": {"id": 5, "pipeline": "p", "state": "success", "started_at": None, "ended_at": None},
+        "tasks": [
+            {"task_id": "a", "state": "cached", "try_number": 0, "max_tries": 1, "duration": None, "log_uri": None,
+             "output_uri": None, "error": None, "why": "reused from run 4, try 1"},
+            {"task_id": "b", "state": "success", "try_number": 1, "max_tries": 1, "duration": 1.0, "log_uri": "/x/log.txt",
+             "output_uri": None, "error": None, "why": "parameter C: 1.0 -> 0.5"},
+        ],
+        "attempts": [],
+    }
+    view.finish(final)
+    assert "reused from run 4, try 1" in view.rows["a"].extra.value and ">log</a> · " in view.rows["b"].extra.value
+    table = run_html(final)
+    assert "<th style" in table and ">why</th>" in table and "parameter C: 1.0 -&gt; 0.5" in table
+    assert ">why</th>" not in run_html({**final, "tasks": [{**t, "why": None} for t in final["tasks"]]})

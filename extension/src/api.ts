@@ -16,6 +16,7 @@ type Json<P extends keyof paths, M extends 'get' | 'post', S extends number> = p
   : never;
 
 export type IRun = Schemas['Run'];
+export type ITaskInstance = Schemas['TaskInstance'];
 export type IPipeline = Schemas['Pipeline'];
 export type IImportError = Schemas['ImportError'];
 export type ILogChunk = Schemas['LogChunk'];
@@ -37,7 +38,7 @@ export class ApiError extends Error {
 }
 
 /** The states after which a run or task no longer changes. */
-export const FINISHED = new Set(['success', 'failed', 'cancelled', 'upstream_failed', 'skipped']);
+export const FINISHED = new Set(['success', 'cached', 'failed', 'cancelled', 'upstream_failed', 'skipped']);
 
 /** Call `/nbflow/api/<path>`; JSON in and out (text for `.svg`). */
 export async function request<T = unknown>(path: string, init: RequestInit = {}): Promise<T> {

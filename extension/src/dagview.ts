@@ -13,6 +13,7 @@ import {
   ILogChunk,
   IOutput,
   IRunPage,
+  ITaskInstance,
   duration,
   h,
   pipelinePath,
@@ -216,6 +217,7 @@ export class DagView extends Widget {
         `duration: ${ti.duration != null ? ti.duration.toFixed(1) + ' s' : duration(ti.start_date, ti.end_date)}`
       ),
       ...(ti.error ? [h('div', { class: 'nbflow-error' }, `${ti.reason || 'error'}: ${ti.error}`)] : []),
+      ...whyLine(ti),
       h(
         'div',
         { class: 'nbflow-buttons' },
@@ -234,4 +236,12 @@ export class DagView extends Widget {
     }
     void this.refresh();
   }
+}
+
+/** An incremental run's decision: "reused from run 4, try 1" for a cached task, else why it ran. */
+function whyLine(ti: ITaskInstance): HTMLElement[] {
+  if (ti.state === 'cached' && ti.reused_run_id != null) {
+    return [h('div', { class: 'nbflow-why' }, `reused from run ${ti.reused_run_id}, try ${ti.reused_try}`)];
+  }
+  return ti.why ? [h('div', { class: 'nbflow-why' }, `ran: ${ti.why}`)] : [];
 }

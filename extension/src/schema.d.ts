@@ -268,6 +268,10 @@ export interface components {
       /** Format: date-time */
       ended_at: string | null;
       note: string | null;
+      /** @description the run reuses the tasks that are up to date (they end cached) */
+      incremental: boolean;
+      /** @description tasks an incremental run executes anyway (with their downstream) */
+      force: string[] | null;
     };
     RunWithCounts: components['schemas']['Run'] & {
       /** @description task instances by state */
@@ -275,12 +279,16 @@ export interface components {
         [key: string]: number;
       };
     };
-    /** @enum {string} */
+    /**
+     * @description cached: not executed, an incremental run reused the outputs of an earlier attempt (reused_run_id, reused_try)
+     * @enum {string}
+     */
     TaskState:
       | 'pending'
       | 'queued'
       | 'running'
       | 'success'
+      | 'cached'
       | 'failed'
       | 'up_for_retry'
       | 'upstream_failed'
@@ -318,6 +326,16 @@ export interface components {
       note: string | null;
       /** Format: date-time */
       updated_at: string | null;
+      /** @description the fingerprint it ran (or was reused) with: code, values, read files, upstream outputs */
+      cache_key: string | null;
+      /** @description content hash of its outputs */
+      output_digest: string | null;
+      /** @description cached: the run whose attempt's outputs it reuses */
+      reused_run_id: number | null;
+      /** @description cached: that attempt's try */
+      reused_try: number | null;
+      /** @description incremental runs: 'reused from run 4, try 1', or why it ran ('parameter C: 1.0 -> 0.5') */
+      why: string | null;
     };
     Attempt: {
       id: number;
@@ -358,6 +376,8 @@ export interface components {
       /** @description json or pickle */
       type: string;
       size: number;
+      /** @description sha256 of the stored bytes */
+      digest: string | null;
       /** Format: date-time */
       created_at: string;
     };
@@ -637,6 +657,8 @@ export interface operations {
           params?: components['schemas']['Params'];
           /** @description ISO date; one run per logical date */
           logical_date?: string;
+          /** @description reuse the tasks that are up to date (default: the pipeline's incremental=) */
+          incremental?: boolean;
         };
       };
     };

@@ -34,6 +34,7 @@ from nbflow.api.pipelines import (
 )
 from nbflow.api.logs import LogChunk, log_chunk, read_log
 from nbflow.api.runs import (
+    PlannedTask,
     RunResult,
     cancel_run,
     clear_run,
@@ -46,6 +47,7 @@ from nbflow.api.runs import (
     load_output,
     open_store,
     pipeline_of_run,
+    plan_run,
     rerun,
     run_details,
     run_file,
@@ -57,6 +59,7 @@ from nbflow.api.runs import (
 __all__ = [
     "DuplicateRunError",
     "LogChunk",
+    "PlannedTask",
     "RunResult",
     "SchedulerStarted",
     "SchemaUpgrade",
@@ -83,6 +86,7 @@ __all__ = [
     "parse_age",
     "pipeline_graph",
     "pipeline_of_run",
+    "plan_run",
     "pools",
     "read_log",
     "rerun",

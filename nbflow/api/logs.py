@@ -72,9 +72,13 @@ def log_chunk(
     run = store.get_run(run_id)
     attempts = store.attempts(run_id, task_id)
     if not attempts:
-        known = [r["task_id"] for r in store.task_instances(run_id)]
-        if task_id not in known:
-            raise UnknownTaskError(run["pipeline"], task_id, known, where=f"run {run_id}")
+        rows = {r["task_id"]: r for r in store.task_instances(run_id)}
+        if task_id not in rows:
+            raise UnknownTaskError(run["pipeline"], task_id, list(rows), where=f"run {run_id}")
+        reused = rows[task_id]["reused_run_id"]
+        if reused is not None and try_number is None:  # cached: the log of the attempt it reuses
+            return log_chunk(reused, task_id, try_number=rows[task_id]["reused_try"], offset=offset, limit=limit,
+                             tail=tail, store=store)
         if try_number is not None:
             raise TryNotFoundError(run_id, task_id, try_number, [])
         return LogChunk("", 0, 0, 0, False, None)

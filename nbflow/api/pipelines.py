@@ -109,10 +109,14 @@ def trigger(
     *,
     params: Mapping[str, Any] | None = None,
     logical_date: datetime | str | None = None,
+    incremental: bool | None = None,
     start: bool = True,
     store: Store | None = None,
 ) -> int:
     """Queue a manual run of a known pipeline with validated parameters; returns its id.
+
+    ``incremental``: the run reuses the tasks that are up to date (default: the pipeline's
+    ``incremental=``).
 
     The scheduler picks it up; when no scheduler is alive and ``start`` is true, a
     background ``nbflow drive`` process runs it. A second trigger for the same logical date
@@ -134,6 +138,7 @@ def trigger(
             lambda tx: tx.create_runs(
                 pipeline=name, version_id=version, params=resolved, trigger="manual", tasks=task_rows(definition),
                 intervals=[(logical, logical)],
+                incremental=bool(definition.get("incremental")) if incremental is None else bool(incremental),
             ),
             what="trigger",
         )
@@ -239,7 +244,7 @@ def backfill(
     created = store.write(
         lambda tx: tx.create_runs(
             pipeline=name, version_id=version, params=params, trigger="backfill", tasks=task_rows(definition),
-            intervals=intervals, skip_existing=True,
+            intervals=intervals, skip_existing=True, incremental=bool(definition.get("incremental")),
         ),
         what="backfill",
     )

@@ -14,11 +14,12 @@ from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
 from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
+from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.executors import executor_class, get_executor
 from nbflow.executors.base import Executor
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
-from nbflow.states import FINISHED, RunState, TaskState
+from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
 from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
@@ -75,12 +76,19 @@ def create_run(
     only: Iterable[str] | None = None,
     trigger: str = "manual",
     executor: str | None = None,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
     store: Store | None = None,
 ) -> int:
-    """Validate parameters and the task selection, record the pipeline version and a queued run."""
+    """Validate parameters and the task selection, record the pipeline version and a queued run.
+
+    ``incremental`` (default: the pipeline's ``incremental=``): reuse up-to-date tasks, except
+    the ``force``d ones and their downstream (:mod:`nbflow.incremental`).
+    """
     store = store or open_store()
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
+    incremental, force = choose(pipeline, incremental, force)
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
@@ -90,7 +98,8 @@ def create_run(
             f"--only needs the output of {', '.join(missing)}, which never succeeded in pipeline '{pipeline.name}'",
             hint=f"run them first or add them: --only {' '.join([*missing, *selected])}",
         )
-    definition, fingerprint = pipeline.definition(), pipeline.fingerprint()
+    prints = pipeline.task_fingerprints()  # once: a 1,000-task pipeline hashes every task for both
+    definition, fingerprint = pipeline.definition(prints), pipeline.fingerprint(prints)
     tasks = task_rows(definition, selected)
     now = utcnow()
 
@@ -98,11 +107,32 @@ def create_run(
         version = tx.upsert_pipeline(definition, fingerprint)
         (run_id,) = tx.create_runs(
             pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks,
-            executor=executor, intervals=[(now, now)],
+            executor=executor, intervals=[(now, now)], incremental=incremental, force=force,
         )
         return run_id
 
     return store.write(write, what="create run")
+
+
+def plan_run(
+    pipeline: Pipeline,
+    *,
+    params: Mapping[str, Any] | None = None,
+    only: Iterable[str] | None = None,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
+    store: Store | None = None,
+) -> list[PlannedTask]:
+    """What a run would do, task by task (``reuse`` with the attempt, or ``run`` with the
+    reason), executing nothing and writing no run (``nbflow run --dry-run``)."""
+    store = store or open_store()
+    incremental, force = choose(pipeline, incremental, force)
+    resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
+    selected = _only_subset(pipeline, only)
+    return plan(
+        store, pipeline, resolved, artifact_root=store.settings.artifact_root, incremental=incremental,
+        selected=selected, force=force,
+    )
 
 
 def drive_run(
@@ -193,14 +223,18 @@ def run_pipeline(
     executor: str | None = None,
     parallelism: int | None = None,
     trigger: str = "manual",
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
     on_start: Callable[[Executor], None] | None = None,
 ) -> RunResult:
-    """Create a run of ``pipeline`` and drive it to its end."""
+    """Create a run of ``pipeline`` and drive it to its end (see :func:`create_run`)."""
     store = store or open_store()
     name = executor or store.settings.executor
-    run_id = create_run(pipeline, params=params, only=only, trigger=trigger, executor=name, store=store)
+    run_id = create_run(
+        pipeline, params=params, only=only, trigger=trigger, executor=name, incremental=incremental, force=force, store=store
+    )
     return drive_run(
         pipeline, run_id, executor=name, parallelism=parallelism, listeners=listeners, store=store, on_start=on_start
     )
@@ -223,7 +257,8 @@ def pipeline_of_run(run_id: int, *, store: Store | None = None) -> Pipeline:
 
 def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store | None = None) -> list[str]:
     """Reset tasks of a finished run (default: those not successful) and what is downstream of
-    them to ``pending``, and queue the run again; returns the cleared task ids."""
+    them to ``pending``, and queue the run again; returns the cleared task ids. In an
+    incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
@@ -233,7 +268,7 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
         )
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if tasks is None:
-        chosen = [tid for tid, r in tis.items() if r["state"] != TaskState.SUCCESS.value]
+        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED]
     else:
         chosen = list(tasks)
         for tid in chosen:
@@ -252,9 +287,12 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
         closure.add(tid)
         stack.extend(down.get(tid, ()))
 
+    # an incremental run would reuse a chosen task again: choosing it is asking for it to run
+    fields = {"force": sorted({*(run["force"] or ()), *chosen})} if run["incremental"] and tasks is not None else {}
+
     def write(tx: Any) -> list[str]:
         cleared = tx.clear_tasks(run_id, sorted(closure))
-        tx.set_run_state(run_id, RunState.QUEUED, driver_id=None)
+        tx.set_run_state(run_id, RunState.QUEUED, driver_id=None, **fields)
         return cleared
 
     return store.write(write, what="clear tasks")
@@ -344,13 +382,10 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
 
     store = store or open_store()
     ti = next((r for r in store.task_instances(run_id) if r["task_id"] == task_id), None)
-    if ti is None or ti["state"] != TaskState.SUCCESS.value:
+    if ti is None or TaskState(ti["state"]) not in SUCCEEDED:
         raise NbflowError(f"task '{task_id}' of run {run_id} has no successful output")
-    refs = [
-        {"name": a["name"], "uri": a["uri"], "type": a["type"], "size": a["size"]}
-        for a in store.artifacts(run_id, task_id, ti["try_number"])
-    ]
-    return UpstreamOutput(get_kind(ti["kind"]).value_style, refs).value()
+    refs = known_outputs(store, [ti])[task_id].refs  # a cached task: the outputs of the attempt it reused
+    return UpstreamOutput(get_kind(ti["kind"]).value_style, list(refs)).value()
 
 
 def dag_picture(

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from nbflow import __version__
 from nbflow.cli import scheduling
+from nbflow.cli.dryrun import dry_run
 from nbflow.render import fmt_duration
 from nbflow.exceptions import NbflowError
 
@@ -23,6 +24,8 @@ EPILOG = """\
 examples:
   nbflow run notebooks/ml_pipeline/pipeline.py -p C=0.5     run a pipeline file
   nbflow run pipeline.py --only train --executor inline     run one task (upstream outputs from the last success)
+  nbflow run pipeline.py -i                                 run only what changed since the last success
+  nbflow run pipeline.py -i --dry-run                       say what would run and why, run nothing
   nbflow dag show pipeline.py -o dag.svg                    draw the DAG with graphviz
   nbflow runs                                               list recent runs
   nbflow tasks 3                                            task instances of run 3
@@ -58,6 +61,7 @@ class Progress:
         "queued": ("·", "."),
         "running": ("▶", ">"),
         "success": ("✔", "+"),
+        "cached": ("≡", "="),
         "failed": ("✘", "x"),
         "up_for_retry": ("↻", "r"),
         "upstream_failed": ("⊘", "-"),
@@ -77,11 +81,13 @@ class Progress:
         state = ev.state.value
         if state == "queued" and not self.verbose:
             return
-        if state in ("success", "failed", "upstream_failed", "skipped", "cancelled"):
+        if state in ("success", "cached", "failed", "upstream_failed", "skipped", "cancelled"):
             self.done += 1
         symbol = self.SYMBOLS.get(state, ("?", "?"))[0 if self.unicode else 1]
+        why = f": {ev.why}" if getattr(ev, "why", None) and ev.try_number <= 1 else ""
         detail = {
-            "running": f"started (try {ev.try_number}{' on ' + ev.hostname if ev.hostname and self.verbose else ''})",
+            "running": f"started (try {ev.try_number}{' on ' + ev.hostname if ev.hostname and self.verbose else ''}){why}",
+            "cached": ev.why or "cached",
             "success": f"done in {fmt_duration(ev.duration)}",
             "up_for_retry": f"try {ev.try_number} failed, will retry: {ev.message}",
             "failed": f"FAILED (try {ev.try_number}): {ev.message}",
@@ -103,11 +109,11 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
 
 def _summary(result: Any, started: float, out: TextIO) -> None:
     rows = [
-        (t["task_id"], t["state"], t["try_number"], fmt_duration(t["duration"]), t["error"] or "")
+        (t["task_id"], t["state"], t["try_number"], fmt_duration(t["duration"]), t["error"] or t.get("why") or "")
         for t in result.tasks
     ]
     out.write("\n")
-    _table(rows, ("task", "state", "tries", "duration", "error"), out)
+    _table(rows, ("task", "state", "tries", "duration", "error / why"), out)
     out.write(f"\nrun {result.run_id} of {result.pipeline}: {result.state.value} in {fmt_duration(time.time() - started)}\n")
     out.write(f"  details: nbflow tasks {result.run_id}   logs: nbflow logs {result.run_id} TASK\n")
     if not result.ok:
@@ -123,10 +129,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     pipeline = load_pipeline(args.path, args.pipeline)
     store = api.open_store()
+    if args.dry_run:
+        return dry_run(pipeline, _params(args.param), args, store, out)
     executor = args.executor or store.settings.executor
     progress = Progress(out, args.verbose)
     run_id = api.create_run(
-        pipeline, params=_params(args.param), only=args.only, trigger="cli", executor=executor, store=store
+        pipeline, params=_params(args.param), only=args.only, trigger="cli", executor=executor,
+        incremental=args.incremental, force=args.force, store=store,
     )
     progress.total = len(api.run_details(run_id, store=store)["tasks"])
     started = time.time()
@@ -216,7 +225,10 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
         )
         for t in details["tasks"]
     ]
-    _table(rows, ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting"), out)
+    why = any(t["why"] for t in details["tasks"])  # an incremental run: why each task ran or was reused
+    rows = [(*row, t["why"] or "") if why else row for row, t in zip(rows, details["tasks"])]
+    headers = ("task", "state", "tries", "queue", "host", "duration", "artifacts", "error / why waiting")
+    _table(rows, headers + (("why it ran / reused",) if why else ()), out)
     outputs = [(t["task_id"], t["output_uri"]) for t in details["tasks"] if t["output_uri"]]
     if outputs:
         out.write("\noutput notebooks:\n")
@@ -315,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="which pipeline, when the file defines several")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter (repeatable); converted to the default's type")
     p.add_argument("--only", nargs="+", metavar="TASK", help="run only these tasks; upstream values come from their last successful run")
+    p.add_argument("--incremental", "-i", action=argparse.BooleanOptionalAction, help="reuse every task that is up to date (same code, parameters, read files and upstream outputs as its last success, whose outputs still exist): it ends 'cached' (default: the pipeline's incremental=)")
+    p.add_argument("--force", nargs="+", metavar="TASK", help="with --incremental: run these tasks (and so their downstream) anyway")
+    p.add_argument("--dry-run", action="store_true", help="print what would run (and why) or be reused; run nothing, record no run")
     executor_args(p)
     p.set_defaults(func=cmd_run)
 

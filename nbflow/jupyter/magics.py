@@ -51,6 +51,8 @@ def _parser() -> Parser:
     p.add_argument("--executor", "-e")
     p.add_argument("--parallelism", "-j", type=int)
     p.add_argument("--only", nargs="+")
+    p.add_argument("--incremental", "-i", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--force", nargs="+")
     p = sub.add_parser("show", add_help=False)
     p.add_argument("target", nargs="?", default="this")
     p.add_argument("--pipeline")
@@ -111,7 +113,7 @@ class NbflowMagics(Magics):
         name of a pipeline nbflow knows from an earlier run or the scheduler):
 
           %nbflow run [PIPELINE] [-p K=V ...] [--executor local|inline|...] [-j N]
-                      [--only TASK ...] [--pipeline NAME]
+                      [--only TASK ...] [--pipeline NAME] [--incremental|-i] [--force TASK ...]
               Run it now through the engine and store the CLI uses, with a live table of
               tasks (state, tries, duration, log and output-notebook links). A failed run fails
               the cell with each failed task's error and cell. Returns the run.
@@ -193,7 +195,8 @@ class NbflowMagics(Magics):
         pipeline = self._pipeline(args.target, args.pipeline)
         try:
             run = run_pipeline(
-                pipeline, _params(args.param), only=args.only, executor=args.executor, parallelism=args.parallelism, live=True
+                pipeline, _params(args.param), only=args.only, executor=args.executor, parallelism=args.parallelism,
+                incremental=args.incremental, force=args.force, live=True,
             )
         except KeyboardInterrupt:
             raise MagicError("interrupted: the run's unfinished tasks were cancelled") from None

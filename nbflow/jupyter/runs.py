@@ -148,17 +148,23 @@ def run_pipeline(
     parallelism: int | None = None,
     live: bool | None = None,
     trigger: str = TRIGGER,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
 ) -> Run:
     """Run ``pipeline`` now through the engine and store, showing a live view in a notebook.
 
     ``params``: run parameters (strings are converted to the declared type); ``only``: run
-    these tasks (upstream values from their last success); ``executor``: ``local`` (default
+    these tasks (upstream values from their last success); ``incremental``: reuse the tasks
+    that are up to date (default: the pipeline's ``incremental=``), except the ``force``d ones
+    and their downstream; ``executor``: ``local`` (default
     from settings), ``inline``, ``dask`` ...; ``live``: show the live widget (default: when
     in a kernel). Returns the :class:`Run` whatever its outcome (``run.raise_for_state()``).
     """
     store = api.open_store()
     name = executor or store.settings.executor
-    run_id = api.create_run(pipeline, params=params, only=only, trigger=trigger, executor=name, store=store)
+    run_id = api.create_run(
+        pipeline, params=params, only=only, trigger=trigger, executor=name, incremental=incremental, force=force, store=store
+    )
     listeners = []
     view = None
     if live if live is not None else in_kernel():

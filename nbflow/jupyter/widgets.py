@@ -20,7 +20,7 @@ from typing import Any
 
 from nbflow.render import STATE_COLORS, fmt_duration
 
-FINAL = {"success", "failed", "upstream_failed", "skipped", "cancelled"}
+FINAL = {"success", "cached", "failed", "upstream_failed", "skipped", "cancelled"}
 _CSS = "border-collapse:collapse;font-size:13px"
 _TD = "padding:2px 10px;text-align:left;vertical-align:top"
 
@@ -71,7 +71,7 @@ def failures(details: Mapping[str, Any]) -> list[str]:
         if attempt["state"] in ("failed", "up_for_retry") and (attempt.get("message") or attempt.get("ename")):
             latest[attempt["task_id"]] = attempt
     states = {t["task_id"]: t["state"] for t in details.get("tasks", [])}
-    return [failure_html(tid, a) for tid, a in latest.items() if states.get(tid) != "success"]
+    return [failure_html(tid, a) for tid, a in latest.items() if states.get(tid) not in ("success", "cached")]
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -95,6 +95,8 @@ def run_html(details: Mapping[str, Any]) -> str:
     arts: dict[str, list[str]] = {}
     for a in details.get("artifacts", []):
         arts.setdefault(a["task_id"], []).append(a["name"])
+    tasks = details.get("tasks", [])
+    why = any(t.get("why") for t in tasks)  # an incremental run: why each task ran or was reused
     rows = [
         (
             html.escape(t["task_id"]),
@@ -103,14 +105,20 @@ def run_html(details: Mapping[str, Any]) -> str:
             fmt_duration(t.get("duration")),
             html.escape(", ".join(arts.get(t["task_id"], []))),
             links(t),
+            *((why_html(t.get("why")),) if why else ()),
         )
-        for t in details.get("tasks", [])
+        for t in tasks
     ]
     took = None
     if run.get("ended_at") and run.get("started_at"):
         took = (run["ended_at"] - run["started_at"]).total_seconds()
-    table = _table(("task", "state", "tries", "duration", "outputs", ""), rows)
+    table = _table(("task", "state", "tries", "duration", "outputs", "", *(("why",) if why else ())), rows)
     return f"<div>{run_header(run, took)}{table}{''.join(failures(details))}</div>"
+
+
+def why_html(why: str | None) -> str:
+    """Why an incremental run reused a task or ran it (grey, small)."""
+    return f'<span class="nbflow-why" style="color:#555">{html.escape(why)}</span>' if why else ""
 
 
 def runs_html(runs: Iterable[Mapping[str, Any]]) -> str:
@@ -184,10 +192,10 @@ class RunView:
                 row.duration.value = "0.0s"
             elif event.duration is not None:
                 row.duration.value = fmt_duration(event.duration)
-            if event.message and state != "success":
+            if event.message and state not in ("success", "cached"):
                 row.extra.value = f'<span style="color:#b00">{html.escape(event.message.splitlines()[0])}</span>'
-            elif state in ("running", "queued"):
-                row.extra.value = ""
+            elif state in ("running", "queued", "cached"):
+                row.extra.value = why_html(getattr(event, "why", None))
             self.header.value = run_header({**self.run, "state": "running"}, time.time() - self.started)
 
     def finish(self, details: Mapping[str, Any]) -> None:
@@ -203,7 +211,8 @@ class RunView:
                 row.tries.value = f"{t['try_number']}/{t['max_tries']}"
                 row.duration.value = fmt_duration(t.get("duration"))
                 error = f'<span style="color:#b00">{html.escape((t.get("error") or "").splitlines()[0])}</span> ' if t.get("error") else ""
-                row.extra.value = error + links(t)
+                why = why_html(t.get("why"))
+                row.extra.value = error + links(t) + (f" · {why}" if why and links(t) else why)
             run = details["run"]
             took = (run["ended_at"] - run["started_at"]).total_seconds() if run.get("ended_at") and run.get("started_at") else None
             self.header.value = run_header(run, took)

@@ -188,9 +188,9 @@ class PipelineRunsHandler(NbflowHandler):
 
 
 class TriggerHandler(NbflowHandler):
-    """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?}`` → 201 ``{run_id}``."""
+    """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?, incremental?}`` → 201 ``{run_id}``."""
 
-    body_fields = {"params": (dict, False), "logical_date": (str, False)}
+    body_fields = {"params": (dict, False), "logical_date": (str, False), "incremental": (bool, False)}
 
     @tornado.web.authenticated
     @authorized
@@ -198,7 +198,10 @@ class TriggerHandler(NbflowHandler):
         """Queue a manual run with validated parameters."""
         limits.text("name", name)
         data = self.body()
-        run_id = await self.call(api.trigger, name, params=data.get("params") or {}, logical_date=data.get("logical_date"))
+        run_id = await self.call(
+            api.trigger, name, params=data.get("params") or {}, logical_date=data.get("logical_date"),
+            incremental=data.get("incremental"),
+        )
         self.reply({"run_id": run_id, "pipeline": name}, status=201)
 
 

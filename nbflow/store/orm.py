@@ -102,6 +102,10 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(Text)
+    #: reuse the outputs of tasks that are up to date instead of running them (incremental run)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: task ids an incremental run executes (with their downstream) even when up to date
+    force: Mapped[list | None] = mapped_column(JSON)
 
 
 class TaskInstanceRow(Base):
@@ -112,6 +116,7 @@ class TaskInstanceRow(Base):
         UniqueConstraint("run_id", "task_id", name="uq_task_instances_run_task"),
         Index("ix_task_instances_state", "state"),
         Index("ix_task_instances_pool_state", "pool", "state"),
+        Index("ix_task_instances_task_state_run", "task_id", "state", "run_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -137,6 +142,18 @@ class TaskInstanceRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # -- incremental runs (nbflow.fingerprint, nbflow.incremental) ------------------------------
+    #: the fingerprint of what this task instance ran with (its code, values, files, upstream outputs)
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    #: the named parts of that fingerprint, to say what changed
+    cache_parts: Mapped[dict | None] = mapped_column(JSON)
+    #: content hash of its outputs (downstream fingerprints use it)
+    output_digest: Mapped[str | None] = mapped_column(String(64))
+    #: a ``cached`` task instance: the run and try whose outputs it reuses
+    reused_run_id: Mapped[int | None] = mapped_column(Integer)
+    reused_try: Mapped[int | None] = mapped_column(Integer)
+    #: why an incremental run reused it ("reused from run 4, try 1") or ran it ("parameter C: 1.0 -> 0.5")
+    why: Mapped[str | None] = mapped_column(Text)
 
 
 class TaskAttemptRow(Base):
@@ -180,6 +197,8 @@ class ArtifactRow(Base):
     uri: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(20))
     size: Mapped[int] = mapped_column(Integer)
+    #: sha256 of the stored bytes (None for artifacts written before nbflow kept it)
+    digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -22,6 +22,7 @@ from nbflow.exceptions import RunNotFoundError
 from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
 from nbflow.store.orm import utcnow
+from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
 
@@ -38,6 +39,7 @@ P, V, R, TI, A, ART, POOL = (
     orm.pools,
 )
 _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
+_TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
@@ -79,6 +81,8 @@ class Tx(SchedulingTx):
         executor: str | None = None,
         skip_existing: bool = False,
         pointer: datetime | None = None,
+        incremental: bool = False,
+        force: Sequence[str] | None = None,
     ) -> list[int]:
         """The one way runs are made: a queued run per data interval ``(start, end)`` (its
         logical date is ``start``), each with a pending task instance per entry of ``tasks``
@@ -88,32 +92,31 @@ class Tx(SchedulingTx):
         Runs are unique per (pipeline, logical date): with ``skip_existing`` (scheduled runs,
         backfills) a date that has its run already is skipped (each insert in a savepoint);
         without, the ``IntegrityError`` is raised (a duplicate trigger). ``pointer`` moves the
-        pipeline's next scheduled logical date in the same transaction.
+        pipeline's next scheduled logical date in the same transaction. ``incremental`` runs reuse
+        what is up to date, except the ``force``d tasks (:mod:`nbflow.incremental`).
         """
         created = []
+        run = {"pipeline": pipeline, "version_id": version_id, "params": params, "trigger": trigger,
+               "executor": executor, "incremental": incremental, "force": list(force) if force else None}
         for start, end in intervals:
             if not skip_existing:
-                created.append(self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end))
+                created.append(self._insert_run(run, tasks, start, end))
                 continue
             try:
                 with self.conn.begin_nested():
-                    created.append(self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end))
+                    created.append(self._insert_run(run, tasks, start, end))
             except IntegrityError:
                 log.info("run of %s for %s already exists", pipeline, start.isoformat())
         if pointer is not None:
             self.conn.execute(update(P).where(P.c.name == pipeline).values(next_logical_date=pointer))
         return created
 
-    def _insert_run(
-        self, pipeline: str, version_id: int | None, params: dict[str, Any], trigger: str,
-        tasks: Sequence[dict[str, Any]], executor: str | None, start: datetime, end: datetime,
-    ) -> int:
+    def _insert_run(self, run: dict[str, Any], tasks: Sequence[dict[str, Any]], start: datetime, end: datetime) -> int:
         now = utcnow()
         run_id = self.conn.execute(
             insert(R).values(
-                pipeline=pipeline, version_id=version_id, state=RunState.QUEUED.value, trigger=trigger,
-                logical_date=start, data_interval_start=start, data_interval_end=end, params=params,
-                executor=executor, created_at=now,
+                state=RunState.QUEUED.value, logical_date=start, data_interval_start=start, data_interval_end=end,
+                created_at=now, **run,
             )
         ).inserted_primary_key[0]
         if tasks:
@@ -191,9 +194,11 @@ class Tx(SchedulingTx):
         pool_slots: int = 1,
         pipeline_limit: tuple[str, int] | None = None,
         started: dict[str, Any] | None = None,
+        decision: dict[str, Any] | None = None,
     ) -> bool | str:
         """Move a task to ``queued`` for try ``try_number`` and insert that attempt's row;
-        with ``started`` (``start_date``, ``hostname``, ``pid``) straight on to ``running``.
+        with ``started`` (``start_date``, ``hostname``, ``pid``) straight on to ``running``;
+        ``decision``: the task instance's fingerprint columns (``why``, ``cache_key``, ...).
 
         With ``pool`` (or ``pipeline_limit`` = (pipeline, max_active_tasks)) the occupied
         slots of every queued/running task in the database are counted first, under a row
@@ -233,6 +238,7 @@ class Tx(SchedulingTx):
             pool_slots=pool_slots,
             note=None,
             **(started or {}),
+            **(decision or {}),
         )
         if ok:
             row = {"run_id": run_id, "task_id": task_id, "try_number": try_number, "state": state.value}
@@ -283,13 +289,14 @@ class Tx(SchedulingTx):
         cleared = []
         for task_id in task_ids:
             if self.set_task_state(
-                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None
+                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None,
+                reused_run_id=None, reused_try=None, why=None,
             ):
                 cleared.append(task_id)
         return cleared
 
 
-class Store(SchedulingReads):
+class Store(SchedulingReads, ReuseReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
     def __init__(
@@ -368,8 +375,9 @@ class Store(SchedulingReads):
         return self._all(stmt)
 
     def task_instances(self, run_id: int) -> list[RowMapping]:
-        """A run's task instances, in creation order."""
-        return self._all(select(TI).where(TI.c.run_id == run_id).order_by(TI.c.id))
+        """A run's task instances, in creation order (without ``cache_parts``: the parts of a
+        fingerprint are read only to explain a change, by :meth:`previous_successes`)."""
+        return self._all(select(*_TI_SHOWN).where(TI.c.run_id == run_id).order_by(TI.c.id))
 
     def attempts(self, run_id: int, task_id: str | None = None) -> list[RowMapping]:
         """A run's attempts (of one task), in order."""
@@ -386,18 +394,6 @@ class Store(SchedulingReads):
         if try_number is not None:
             stmt = stmt.where(ART.c.try_number == try_number)
         return self._all(stmt)
-
-    def latest_success(self, pipeline: str, task_id: str) -> RowMapping | None:
-        """The newest successful task instance of ``task_id`` in any run of ``pipeline``."""
-        stmt = (
-            select(TI)
-            .join(R, R.c.id == TI.c.run_id)
-            .where(R.c.pipeline == pipeline, TI.c.task_id == task_id, TI.c.state == TaskState.SUCCESS.value)
-            .order_by(TI.c.run_id.desc())
-            .limit(1)
-        )
-        rows = self._all(stmt)
-        return rows[0] if rows else None
 
     def run_for_date(self, pipeline: str, logical_date: datetime | None) -> RowMapping | None:
         """The run of ``pipeline`` for ``logical_date`` (the newest, if the date is None)."""

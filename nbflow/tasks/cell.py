@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.dag import OutputRef
+from nbflow.fingerprint import digest
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
 
@@ -87,6 +88,29 @@ class CellTask(BaseTask):
         inputs = sorted((var, ref.task_id) for var, ref in self.inputs.items())
         what = (self.source, setup, inputs, self.outputs, self.param_names, self.kernel_name)
         return hashlib.sha256(repr(what).encode()).hexdigest()
+
+    def code_parts(self, memo: dict) -> dict[str, str]:
+        """The cell's source, the setup cells' sources (by position: a kernel numbers cells
+        anew at every execution), its ``--outputs`` and the kernel; its ``--inputs`` are the
+        upstream parts of the artifacts it loads."""
+        parts = {"code:cell": digest(self.source), "outputs": digest(repr(self.outputs)), "kernel": self.kernel_name}
+        for n, setup in enumerate(self.setup):
+            parts[f"code:setup {n}"] = digest(repr((setup.source, setup.params)))
+        return parts
+
+    def received_params(self, params: Any) -> list[str]:
+        """The parameters injected after its parameters cell."""
+        return list(self.param_names)
+
+    def part_label(self, key: str) -> str:
+        """``analysis.ipynb cell 5`` for its own cell and its setup cells."""
+        where = os.path.basename(str(self.site[0]))
+        if key == "code:cell":
+            return f"{where} {self.cell_label}"
+        if key.startswith("code:setup "):
+            n = int(key.rsplit(" ", 1)[1])
+            return f"{where} {self.setup[n].label}" if n < len(self.setup) else f"{where} setup cell {n}"
+        return super().part_label(key)
 
     def label(self) -> str:
         """``cell 5`` (in a file) / ``cell In [7]`` (in a kernel): the kind and which cell."""

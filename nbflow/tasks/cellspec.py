@@ -62,7 +62,8 @@ def _names(text: str) -> list[str]:
 
 TASK_USAGE = (
     "%%nbflow task NAME [--after A,B] [--inputs x,y] [--outputs a,b] [--retries N] [--retry-delay S]\n"
-    "                       [--timeout S] [--cell-timeout S] [--queue Q] [--trigger-rule RULE]"
+    "                       [--timeout S] [--cell-timeout S] [--queue Q] [--trigger-rule RULE]\n"
+    "                       [--reads PATH,GLOB] [--cache true|false] [--cache-ttl S]"
 )
 
 
@@ -79,7 +80,18 @@ def task_parser() -> Parser:
     p.add_argument("--cell-timeout", type=float, help="seconds for each cell")
     p.add_argument("--queue", help="worker queue")
     p.add_argument("--trigger-rule", help="all_success (default), all_done, one_failed ...")
+    p.add_argument("--reads", type=_names, action="extend", default=[], help="files it reads (incremental runs hash them)")
+    p.add_argument("--cache", type=_bool, help="false: never reused by an incremental run (side effects)")
+    p.add_argument("--cache-ttl", type=float, help="seconds: an incremental run reuses only a younger success")
     return p
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def pipeline_parser() -> Parser:
@@ -242,6 +254,9 @@ def build_pipeline(
                     ("timeout", o.timeout),
                     ("queue", o.queue),
                     ("trigger_rule", o.trigger_rule),
+                    ("reads", o.reads or None),
+                    ("cache", o.cache),
+                    ("cache_ttl", o.cache_ttl),
                 )
                 if v is not None
             }

@@ -25,6 +25,7 @@ from typing import Any
 from nbflow import params as nbparams
 from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, resolve_refs, to_refs
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
+from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
@@ -112,6 +113,25 @@ class NotebookTask(BaseTask):
             content = hashlib.sha256(fh.read()).hexdigest()
         return hashlib.sha256(repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()).hexdigest()
 
+    def code_parts(self, memo: dict) -> dict[str, str]:
+        """The source and tags of each code cell (not outputs, counts, ids or other metadata),
+        the kernel, and the literal parameters."""
+        import json
+
+        key = ("notebook", self.path)
+        if key not in memo:  # read once per decision pass, however many tasks run it
+            with open(self.path, encoding="utf-8") as fh:
+                memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
+        parts = {**memo[key], "kernel": self.kernel_name}
+        for name, value in sorted({**self.parameters, **self.inputs}.items()):
+            if not any(True for _ in find_refs(value)):
+                parts[f"literal:{name}"] = short(value, f"parameter {name} of notebook {os.path.basename(self.path)}")
+        return parts
+
+    def received_context(self) -> list[str]:
+        """The run values its parameters cell declares."""
+        return list(self.context_params)
+
     def label(self) -> str:
         """``notebook: file.ipynb``."""
         return f"notebook: {os.path.basename(self.path)}"
@@ -171,6 +191,9 @@ def notebook(
     pool_slots: int = _UNSET,
     on_failure: Any = _UNSET,
     on_success: Any = _UNSET,
+    reads: Any = _UNSET,
+    cache: bool = _UNSET,
+    cache_ttl: float | None = _UNSET,
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
@@ -199,4 +222,7 @@ def notebook(
         pool_slots=pool_slots,
         on_failure=on_failure,
         on_success=on_success,
+        reads=reads,
+        cache=cache,
+        cache_ttl=cache_ttl,
     )

@@ -27,6 +27,7 @@ from typing import Any
 from nbflow import procs
 from nbflow.artifacts import write_value
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
+from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
@@ -55,6 +56,28 @@ class PythonTask(BaseTask):
         code_object = getattr(self.fn, "__code__", None)
         code = _source(code_object) if code_object is not None else repr(self.fn)
         return hashlib.sha256(repr((code, self.args, sorted(self.kwargs.items()))).encode()).hexdigest()
+
+    def code_parts(self, memo: dict) -> dict[str, str]:
+        """The function's code (and what it calls from its own module) and its literal arguments."""
+        key = ("function", self.fn)
+        if key not in memo:  # 1,000 calls of one function: its code is looked at once per decision pass
+            try:
+                memo[key] = function_parts(self.fn, unwrap=_unwrap)
+            except Unhashable as exc:
+                memo[key] = exc
+        shared = memo[key]
+        if isinstance(shared, Unhashable):
+            raise shared
+        return {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
+
+    def received_params(self, params: Any) -> list[str]:
+        """Parameters among its arguments; all of them when it declares ``params``."""
+        names = [ref.name for ref in self.references() if isinstance(ref, ParamRef)]
+        return [*names, *params] if self.wants_params else names
+
+    def received_context(self) -> list[str]:
+        """The run values its signature asks for."""
+        return list(self.context_args)
 
     def label(self) -> str:
         """``python: module.function``."""
@@ -97,6 +120,11 @@ class PythonTask(BaseTask):
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
         return record
+
+
+def _unwrap(obj: Any) -> Any:
+    """The function of a ``@task`` factory found among a function's globals (else ``obj``)."""
+    return obj.fn if isinstance(obj, TaskFactory) else obj
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:
@@ -202,6 +230,9 @@ def task(
     pool_slots: int = _UNSET,
     on_failure: Any = _UNSET,
     on_success: Any = _UNSET,
+    reads: Any = _UNSET,
+    cache: bool = _UNSET,
+    cache_ttl: float | None = _UNSET,
 ) -> Any:
     """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
     options = {
@@ -218,6 +249,9 @@ def task(
         "pool_slots": pool_slots,
         "on_failure": on_failure,
         "on_success": on_success,
+        "reads": reads,
+        "cache": cache,
+        "cache_ttl": cache_ttl,
     }
     if fn is not None:
         return TaskFactory(fn, options)

@@ -75,6 +75,10 @@ class SensorTask(BaseTask):
         """Hash of the condition's description and the poke settings."""
         return hashlib.sha256(repr((describe(self.condition), self.poke_interval)).encode()).hexdigest()
 
+    def never_reused(self) -> str | None:
+        """A sensor's condition is about now: it waits in every run."""
+        return "a sensor waits for its condition in every run"
+
     def label(self) -> str:
         """``sensor: <condition>``."""
         return f"sensor: {describe(self.condition)}"

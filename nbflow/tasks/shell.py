@@ -11,6 +11,7 @@ from typing import Any
 
 from nbflow import procs
 from nbflow.dag import _UNSET, current_pipeline
+from nbflow.fingerprint import digest, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
 
@@ -50,6 +51,18 @@ class ShellTask(BaseTask):
     def code_fingerprint(self) -> str:
         """Hash of the command and its extra environment."""
         return hashlib.sha256(repr((self.command, sorted(self.env.items()))).encode()).hexdigest()
+
+    def code_parts(self, memo: dict) -> dict[str, str]:
+        """The command, its extra environment and its folder."""
+        return {
+            "command": digest(self.command),
+            "env": digest(stable_repr(self.env, "env")),
+            "cwd": digest(self.cwd),
+        }
+
+    def received_params(self, params: Any) -> list[str]:
+        """Every run parameter: the command sees them all as ``NBFLOW_PARAM_<NAME>``."""
+        return list(params)
 
     def label(self) -> str:
         """``shell: <command>`` shortened."""
@@ -109,6 +122,9 @@ def shell(
     pool_slots: int = _UNSET,
     on_failure: Any = _UNSET,
     on_success: Any = _UNSET,
+    reads: Any = _UNSET,
+    cache: bool = _UNSET,
+    cache_ttl: float | None = _UNSET,
 ) -> ShellTask:
     """Add a shell command task to the current pipeline and return its handle."""
     return ShellTask(
@@ -128,4 +144,7 @@ def shell(
         pool_slots=pool_slots,
         on_failure=on_failure,
         on_success=on_success,
+        reads=reads,
+        cache=cache,
+        cache_ttl=cache_ttl,
     )
