@@ -31,12 +31,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nbflow_env(root: Path, executor: str = "inline") -> dict[str, str]:
-    """Environment of the server and the helpers: NBFLOW_HOME inside ``root``."""
+def nbflow_env(root: Path, executor: str = "inline", *, managed: bool = False) -> dict[str, str]:
+    """Environment of the server and the helpers: NBFLOW_HOME inside ``root``; the managed
+    scheduler off unless ``managed`` (a test of it stops the scheduler: :func:`stop_schedulers`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBFLOW_")}
     env.update(NBFLOW_HOME=str(root / "home"), NBFLOW_EXECUTOR=executor, NBFLOW_DAGS_FOLDER=str(root / "pipelines"),
-               NBFLOW_KILL_GRACE="2")
+               NBFLOW_KILL_GRACE="2", NBFLOW_MANAGE_SCHEDULER="1" if managed else "0")
     return env
+
+
+def schedulers_of(root: Path) -> list[int]:
+    """Pids of the `nbflow scheduler` processes serving the DAG folder ``root/pipelines``."""
+    import psutil
+
+    folder = str(root / "pipelines")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "nbflow" in cmd and "scheduler" in cmd and folder in cmd:
+            found.append(proc.pid)
+    return found
+
+
+def stop_schedulers(root: Path) -> None:
+    """Terminate (then kill) the schedulers :func:`schedulers_of` finds."""
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in schedulers_of(root)]
+    for proc in procs:
+        proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        proc.kill()
 
 
 REGISTER = """

@@ -24,15 +24,32 @@ from nbflow.api.pipelines import (
     import_errors,
     list_pipelines,
     parse_age,
+    pipeline_file,
     pipeline_graph,
     pools,
     scheduler_alive,
     set_paused,
     set_pool,
     spawn_driver,
+    StalePipelineError,
     trigger,
 )
+from nbflow.tasks.cellspec import kernel_pipeline_name
+from nbflow.api.history import mark_task, next_run, run_grid
 from nbflow.api.logs import LogChunk, log_chunk, read_log
+from nbflow.api.manager import STALL_AFTER, scheduler_log, scheduler_state, start_scheduler, waiting_reason
+from nbflow.api.notebooks import (
+    debug_copy,
+    describe,
+    export_html,
+    notebook_form,
+    output_of,
+    read_notebook,
+    register_file,
+    run_as_pipeline,
+    schedule_notebook,
+    schedule_preview,
+)
 from nbflow.api.runs import (
     RunResult,
     cancel_run,
@@ -55,6 +72,27 @@ from nbflow.api.runs import (
 )
 
 __all__ = [
+    "pipeline_file",
+    "kernel_pipeline_name",
+    "STALL_AFTER",
+    "StalePipelineError",
+    "debug_copy",
+    "describe",
+    "export_html",
+    "mark_task",
+    "next_run",
+    "notebook_form",
+    "output_of",
+    "read_notebook",
+    "register_file",
+    "run_as_pipeline",
+    "run_grid",
+    "schedule_notebook",
+    "schedule_preview",
+    "scheduler_log",
+    "scheduler_state",
+    "start_scheduler",
+    "waiting_reason",
     "DuplicateRunError",
     "LogChunk",
     "RunResult",

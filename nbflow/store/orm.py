@@ -83,6 +83,7 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint("pipeline", "logical_date", name="uq_runs_logical_date"),
+        UniqueConstraint("pipeline", "idempotency_key", name="uq_runs_idempotency_key"),
         Index("ix_runs_pipeline_id", "pipeline", "id"),
         Index("ix_runs_state", "state"),
     )
@@ -102,6 +103,8 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(Text)
+    #: the Idempotency-Key of the REST trigger that made the run (a repeated POST gets this run)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class TaskInstanceRow(Base):

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
-from nbflow.states import FINISHED, RunState, TaskState, run_sources
+from nbflow.states import FINISHED, MARKABLE, RUN_FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
@@ -79,6 +79,7 @@ class Tx(SchedulingTx):
         executor: str | None = None,
         skip_existing: bool = False,
         pointer: datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> list[int]:
         """The one way runs are made: a queued run per data interval ``(start, end)`` (its
         logical date is ``start``), each with a pending task instance per entry of ``tasks``
@@ -88,12 +89,15 @@ class Tx(SchedulingTx):
         Runs are unique per (pipeline, logical date): with ``skip_existing`` (scheduled runs,
         backfills) a date that has its run already is skipped (each insert in a savepoint);
         without, the ``IntegrityError`` is raised (a duplicate trigger). ``pointer`` moves the
-        pipeline's next scheduled logical date in the same transaction.
+        pipeline's next scheduled logical date in the same transaction. ``idempotency_key`` is
+        stored on the run (unique per pipeline: a second run with it raises ``IntegrityError``).
         """
         created = []
         for start, end in intervals:
             if not skip_existing:
-                created.append(self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end))
+                created.append(
+                    self._insert_run(pipeline, version_id, params, trigger, tasks, executor, start, end, idempotency_key)
+                )
                 continue
             try:
                 with self.conn.begin_nested():
@@ -107,13 +111,14 @@ class Tx(SchedulingTx):
     def _insert_run(
         self, pipeline: str, version_id: int | None, params: dict[str, Any], trigger: str,
         tasks: Sequence[dict[str, Any]], executor: str | None, start: datetime, end: datetime,
+        idempotency_key: str | None = None,
     ) -> int:
         now = utcnow()
         run_id = self.conn.execute(
             insert(R).values(
                 pipeline=pipeline, version_id=version_id, state=RunState.QUEUED.value, trigger=trigger,
                 logical_date=start, data_interval_start=start, data_interval_end=end, params=params,
-                executor=executor, created_at=now,
+                executor=executor, created_at=now, idempotency_key=idempotency_key,
             )
         ).inserted_primary_key[0]
         if tasks:
@@ -142,8 +147,8 @@ class Tx(SchedulingTx):
         """Compare-and-set a run's state; sets ``started_at``/``ended_at`` as fitting."""
         to = RunState(to)
         now = utcnow()
-        if to is RunState.RUNNING:
-            fields.setdefault("started_at", now)
+        if to is RunState.RUNNING:  # a re-run (cleared tasks) keeps when the run first started
+            fields.setdefault("started_at", func.coalesce(R.c.started_at, now))
         elif to in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED):
             fields.setdefault("ended_at", now)
         elif to is RunState.QUEUED:
@@ -277,15 +282,43 @@ class Tx(SchedulingTx):
         )
         self.set_run_state(run_id, RunState.FAILED, note=note)
 
-    def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
-        """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
+    def clear_tasks(self, run_id: int, task_ids: Iterable[str], retries: dict[str, int] | None = None) -> list[str]:
+        """Reset finished task instances to ``pending`` (keeping their try count); returns those
+        reset. ``retries`` (task -> its retries) gives each cleared task its tries again:
+        ``max_tries`` becomes its try count plus retries + 1, so try 2 of a task without
+        retries reads "try 2 of 2", never "2 of 1"."""
         cleared = []
+        retries = retries or {}
         for task_id in task_ids:
             if self.set_task_state(
                 run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None
             ):
                 cleared.append(task_id)
+                self.conn.execute(
+                    update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id)
+                    .values(max_tries=TI.c.try_number + retries.get(task_id, 0) + 1)
+                )
         return cleared
+
+    def mark_task(self, run_id: int, task_id: str, to: TaskState, note: str) -> bool:
+        """A person marks a finished task of a finished run ``success`` or ``failed`` (see
+        :data:`nbflow.states.MARKABLE`); the run's state follows from its tasks again
+        (:func:`nbflow.rules.run_outcome`). False when the task or run is not finished."""
+        run_done = [s.value for s in RUN_FINISHED]
+        res = self.conn.execute(
+            update(TI)
+            .where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.state.in_([s.value for s in MARKABLE]),
+                   TI.c.run_id.in_(select(R.c.id).where(R.c.id == run_id, R.c.state.in_(run_done))))
+            .values(state=TaskState(to).value, reason="marked", error=None if to is TaskState.SUCCESS else note,
+                    note=note, updated_at=utcnow())
+        )
+        return res.rowcount == 1
+
+    def set_finished_run_state(self, run_id: int, to: RunState) -> None:
+        """Set a finished run's state to another finished state (after a task was marked)."""
+        self.conn.execute(
+            update(R).where(R.c.id == run_id, R.c.state.in_([s.value for s in RUN_FINISHED])).values(state=RunState(to).value)
+        )
 
 
 class Store(SchedulingReads):
@@ -404,6 +437,11 @@ class Store(SchedulingReads):
         if logical_date is not None:
             stmt = stmt.where(R.c.logical_date == logical_date)
         rows = self._all(stmt)
+        return rows[0] if rows else None
+
+    def run_for_key(self, pipeline: str, idempotency_key: str) -> RowMapping | None:
+        """The run of ``pipeline`` a trigger with this Idempotency-Key made, or None."""
+        rows = self._all(select(R).where(R.c.pipeline == pipeline, R.c.idempotency_key == idempotency_key))
         return rows[0] if rows else None
 
     def count_runs(self, pipeline: str | None = None) -> int:

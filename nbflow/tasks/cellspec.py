@@ -342,3 +342,11 @@ def load_notebook(path: str | Path) -> Pipeline:
     return build_pipeline(
         decl, name=decl.name or path.stem, prefix=str(path), file=str(path), cwd=str(path.parent), kernel_name=kernel
     )
+
+
+def kernel_pipeline_name(notebook_name: str) -> str:
+    """The name a kernel gives the pipeline of its notebook's cell tasks when ``%nbflow
+    pipeline NAME`` does not: the notebook file's stem, made a valid name."""
+    stem = Path(notebook_name).stem if notebook_name else ""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "notebook"
+
