@@ -42,27 +42,34 @@ def nbflow_env(root: Path, executor: str = "inline", *, managed: bool = False) -
 
 def schedulers_of(root: Path) -> list[int]:
     """Pids of the `nbflow scheduler` processes serving the DAG folder ``root/pipelines``."""
-    import psutil
-
     folder = str(root / "pipelines")
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "nbflow" in cmd and "scheduler" in cmd and folder in cmd:
-            found.append(proc.pid)
-    return found
+    return [p.pid for p in _nbflow_processes() if "scheduler" in p.info["cmdline"] and folder in p.info["cmdline"]]
 
 
-def stop_schedulers(root: Path) -> None:
-    """Terminate (then kill) the schedulers :func:`schedulers_of` finds."""
+def stop_nbflow_processes(root: Path) -> None:
+    """Terminate (then kill) the schedulers of ``root`` and the background drivers started in it
+    (the managed scheduler and `nbflow drive` outlive the server on purpose)."""
     import psutil
 
-    procs = [psutil.Process(pid) for pid in schedulers_of(root)]
+    procs = []
+    for proc in _nbflow_processes():
+        try:
+            mine = proc.pid in schedulers_of(root) or ("drive" in proc.info["cmdline"] and Path(proc.cwd()) == root)
+        except psutil.Error:
+            continue
+        if mine:
+            procs.append(proc)
     for proc in procs:
         proc.terminate()
     _, alive = psutil.wait_procs(procs, timeout=15)
     for proc in alive:
         proc.kill()
+
+
+def _nbflow_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if "nbflow" in (p.info["cmdline"] or [])[:3]]
 
 
 REGISTER = """

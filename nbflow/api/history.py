@@ -69,7 +69,8 @@ def mark_task(run_id: int, task_id: str, state: str, *, store: Store | None = No
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if task_id not in tis:
         raise UnknownTaskError(run["pipeline"], task_id, tis, where=f"run {run_id}")
-    definition = store.get_version(run["version_id"])["definition"] if run["version_id"] else {"tasks": []}
+    version = store.get_version(run["version_id"]) if run["version_id"] else None
+    definition = version["definition"] if version is not None else {"tasks": []}
     downstream = {u for t in definition["tasks"] for u in t["upstream"]}
     leaves = [t for t in tis if t not in downstream]
 

@@ -90,11 +90,13 @@ def waiting_reason(run: dict[str, Any], *, store: Store | None = None) -> str | 
     if row is not None and not row["file"]:
         return (f"queued {waited:.0f} s ago, but pipeline '{run['pipeline']}' exists only in a notebook kernel: "
                 "no scheduler can load it (save the notebook and use \"Run as pipeline\")")
-    if scheduler_alive(store):
-        errors = {e["filename"]: e for e in store.import_errors()}
-        if row is not None and row["file"] in errors:
-            e = errors[row["file"]]
-            return f"queued {waited:.0f} s ago; the scheduler cannot load {e['location']}: {e['error']}"
+    alive = scheduler_alive(store)
+    broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"] if row is not None else "")
+    if broken is not None:
+        who = "the scheduler runs the version it loaded last, if it has one" if alive else (
+            "no scheduler is running to run the version it loaded last, and no other driver can load the file")
+        return f"queued {waited:.0f} s ago; its file is broken ({broken['location']}: {broken['error']}): {who}"
+    if alive:
         return (f"queued {waited:.0f} s ago and the scheduler has not taken it yet (max_active_runs reached, or "
                 f"its file cannot be loaded: see {scheduler_log(store)})")
     if background_driver_alive(store):

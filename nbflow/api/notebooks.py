@@ -242,7 +242,11 @@ def output_of(run_id: int, task_id: str, try_number: int | None = None, *, store
     """The output notebook of a task's try (default: the latest try that has one):
     ``{"uri", "try", "task_id", "run_id", "pipeline", "state"}``. :class:`UnknownTaskError`,
     :class:`TryNotFoundError`, or :class:`OutputNotFoundError` when it has none (a pending task)."""
-    from nbflow.exceptions import OutputNotFoundError, TryNotFoundError, UnknownTaskError
+    from nbflow.exceptions import (
+        OutputNotFoundError,
+        TryNotFoundError,
+        UnknownTaskError,
+    )
 
     store = store or open_store()
     run = store.get_run(run_id)
@@ -291,7 +295,8 @@ def debug_copy(run_id: int, task_id: str, try_number: int | None, folder: Path, 
     The copy is the executed notebook without outputs and without nbflow's own cells (the
     context cell, the error banner), led by one cell that sets the try's injected parameters
     and loads its upstream inputs (``x = nbflow.load(x)``), so it runs top to bottom in a live
-    kernel as the try did. A copy that exists is replaced.
+    kernel as the try did; the ``parameters`` cell stays, commented out (its defaults would
+    undo the first cell). A copy that exists is replaced.
     """
     import nbformat
 
@@ -311,6 +316,9 @@ def debug_copy(run_id: int, task_id: str, try_number: int | None, folder: Path, 
             continue
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+        if "parameters" in tags:  # its defaults would undo the first cell: kept for reading, inert
+            cell.source = "# nbflow debug: the first cell sets these for this try\n" + "\n".join(
+                f"# {line}" if line.strip() else line for line in cell.source.splitlines())
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         cells.append(cell)

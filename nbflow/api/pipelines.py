@@ -13,14 +13,19 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from nbflow import params as nbparams
 from nbflow.api.runs import BACKGROUND, open_store
 from nbflow.api.spawn import spawn_once
-from nbflow.store.scheduling import task_rows
 from nbflow.artifacts import join
-from nbflow.exceptions import DuplicateRunError, NbflowError, PipelineNotFoundError, StateConflictError
-from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
 from nbflow.config import get_settings
+from nbflow.exceptions import (
+    DuplicateRunError,
+    NbflowError,
+    PipelineNotFoundError,
+    StateConflictError,
+)
+from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
 from nbflow.store import Store
-from nbflow.store.session import is_transient, outage_kind, probe_engine
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import task_rows
+from nbflow.store.session import is_transient, outage_kind, probe_engine
 
 log = logging.getLogger("nbflow.api")
 
@@ -347,6 +352,7 @@ def health(*, store: Store | None = None) -> dict[str, Any]:
 __all__ = [
     "DuplicateRunError",
     "backfill",
+    "background_driver_alive",
     "clean",
     "clear_tasks",
     "delete_pool",
@@ -354,10 +360,9 @@ __all__ = [
     "import_errors",
     "list_pipelines",
     "parse_age",
-    "pipeline_graph",
     "pipeline_file",
+    "pipeline_graph",
     "pools",
-    "background_driver_alive",
     "scheduler_alive",
     "set_paused",
     "set_pool",

@@ -20,8 +20,8 @@ from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, RunState, TaskState
 from nbflow.store import Store
-from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import task_rows
 
 _stores: dict[str, Store] = {}
 

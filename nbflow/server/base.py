@@ -76,7 +76,7 @@ class NbflowHandler(APIHandler):
             return await asyncio.wait_for(
                 loop.run_in_executor(None, functools.partial(fn, *args, **kwargs)), CALL_TIMEOUT
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise database_down(f"no answer within {CALL_TIMEOUT:.0f} s") from None
         except Exception as exc:
             raise to_api_error(exc, context=f"{self.request.method} {self.request.path}") from exc

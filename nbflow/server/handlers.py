@@ -231,7 +231,7 @@ class HealthHandler(NbflowHandler):
         loop = tornado.ioloop.IOLoop.current()
         try:
             state = await asyncio.wait_for(loop.run_in_executor(None, api.health), HEALTH_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state = {"status": "degraded", "reason": f"the nbflow database did not answer within {HEALTH_TIMEOUT:g} s",
                      "database": "timed out", "schedulers": [], "runners": 0, "serving": "unknown", "expired_jobs": 0}
         self.reply(state, status=200 if state["status"] == "ok" else 503)

@@ -14,7 +14,7 @@ read-only, for files under the artifact root only. So an output notebook opens a
 from __future__ import annotations
 
 import mimetypes
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -172,7 +172,7 @@ def _model(relative: PurePosixPath, content: bool) -> dict[str, Any]:
         raise ApiError(404, f"no file {relative} under the nbflow artifact root (cleaned up?)")
     info = fs.info(local)
     mtime = info.get("mtime") or info.get("created") or 0
-    stamp = datetime.fromtimestamp(float(mtime.timestamp() if hasattr(mtime, "timestamp") else mtime), timezone.utc)
+    stamp = datetime.fromtimestamp(float(mtime.timestamp() if hasattr(mtime, "timestamp") else mtime), UTC)
     model: dict[str, Any] = {
         "name": relative.name, "path": str(relative), "created": stamp.isoformat(), "last_modified": stamp.isoformat(),
         "writable": False, "size": info.get("size"), "hash": None, "hash_algorithm": None,
