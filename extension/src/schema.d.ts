@@ -572,6 +572,8 @@ export interface components {
       output_uri: string | null;
     };
     Artifact: {
+      /** @description the file in the extension's drive (nbflow-runs:...); null outside the artifact root */
+      path: string | null;
       id: number;
       run_id: number;
       task_id: string;
@@ -811,6 +813,10 @@ export interface operations {
         };
         content: {
           'application/json': {
+            /** @description each parameter's type, from its default */
+            param_types: {
+              [key: string]: components['schemas']['ParamType'];
+            };
             /** @description why the run, queued for more than a few seconds, has no driver yet */
             waiting: string | null;
             pipeline: string;

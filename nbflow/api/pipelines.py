@@ -218,6 +218,7 @@ def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None 
         "states": {tid: r["state"] for tid, r in tasks.items()},
         "tasks": tasks,
         "import_error": errors.get(definition.get("file") or ""),
+        "param_types": {k: nbparams.value_type(v) for k, v in (definition.get("params") or {}).items()},
     }
 
 

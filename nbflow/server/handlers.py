@@ -168,8 +168,11 @@ class RunHandler(NbflowHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        """One run's details."""
-        self.reply(await self.call(api.run_details, self.run_arg(run_id)))
+        """One run's details; each artifact with its ``path`` in the drive of the artifact root."""
+        details = await self.call(api.run_details, self.run_arg(run_id))
+        for artifact in details["artifacts"]:
+            artifact["path"] = drive_path(artifact["uri"], missing=None)
+        self.reply(details)
 
 
 class LogHandler(NbflowHandler):

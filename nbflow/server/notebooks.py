@@ -31,12 +31,18 @@ from nbflow.server.errors import ApiError
 DRIVE = "nbflow-runs"
 
 
-def drive_path(uri: str) -> str:
-    """The drive path (``nbflow-runs:a/b.ipynb``) of a file under the artifact root."""
+_RAISE = object()
+
+
+def drive_path(uri: str, missing: Any = _RAISE) -> Any:
+    """The drive path (``nbflow-runs:a/b.ipynb``) of a file under the artifact root; outside
+    it, ``missing`` (default: a 404)."""
     root = get_settings().artifact_root.removeprefix("file://").rstrip("/")
     local = uri.removeprefix("file://")
     if not local.startswith(root + "/"):
-        raise ApiError(404, "the output notebook is outside the nbflow artifact root")
+        if missing is _RAISE:
+            raise ApiError(404, "the file is outside the nbflow artifact root")
+        return missing
     return f"{DRIVE}:{local[len(root) + 1:]}"
 
 
