@@ -172,6 +172,8 @@ class TaskFactory:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.options = options
+        self.__nbflow_task_factory__ = fn  # so ordering a factory (slow >> ok) names the fix (dag._not_a_task)
+
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_pipeline() is None:
