@@ -145,8 +145,9 @@ def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout:
         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
     ]
     args += list(extra_args)
-    if app == "lab":
-        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if app == "lab":  # a workspace of its own: no tabs restored from another test's JupyterLab
+        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                 f"--LabApp.workspaces_dir={root.parent / f'workspaces-{port}'}"]
     out = open(log, "wb")
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = JupyterProc(f"http://127.0.0.1:{port}/", proc, root, log)

@@ -9,6 +9,7 @@ import shutil
 import textwrap
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,7 +211,7 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
 
     status, out = server.request("GET", f"runs/{run_id}/tasks/nb/output")
     assert status == 200, out
-    assert out["path"] == f"nbflow-runs:quick/run-{run_id}/nb/try-1/output.ipynb", out
+    assert out["path"] == f"nbflow-runs:quick/run-{run_id}/nb/try-1/nb · run {run_id} · try 1.ipynb", out
     assert out["title"] == f"nb · run {run_id} · try 1", out
     status, answer = server.request("GET", f"runs/{run_id}/tasks/first/output")
     assert status == 404
@@ -308,14 +309,14 @@ def test_an_output_notebook_in_a_hidden_home_opens_through_the_drive(tmp_path: P
         assert details["run"]["state"] == "success", details
         status, out = proc.request("GET", f"runs/{run_id}/tasks/nb/output")
         assert status == 200 and out["path"].startswith("nbflow-runs:"), out
-        drive_file = out["path"].removeprefix("nbflow-runs:")
+        drive_file = urllib.parse.quote(out["path"].removeprefix("nbflow-runs:"))
         status, model = proc.request("GET", f"contents/{drive_file}?type=notebook&content=1")
         assert status == 200 and model["type"] == "notebook" and model["writable"] is False, model
-        assert model["content"]["cells"] and model["name"] == "output.ipynb", model
+        assert model["content"]["cells"] and model["name"] == f"nb · run {run_id} · try 1.ipynb", model
         status, checkpoints = proc.request("GET", f"contents/{drive_file}/checkpoints")
         assert status == 200 and checkpoints == []
         # Jupyter itself refuses the hidden path: the drive is what makes it open
-        req = urllib.request.Request(f"{proc.url}api/contents/.nbflow/runs/{drive_file}",
+        req = urllib.request.Request(f"{proc.url}api/contents/.nbflow/runs/quick/run-{run_id}/nb/try-1/output.ipynb",
                                      headers={"Authorization": f"token {proc.token}"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=30)

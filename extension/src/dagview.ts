@@ -36,8 +36,8 @@ import { durationChart, ganttChart, gridChart } from './charts';
 
 /** What the view asks JupyterLab to open. */
 export interface IOpeners {
-  /** A notebook: a path relative to the Jupyter root or in the nbflow drive, and a tab title. */
-  notebook(path: string, title?: string): void;
+  /** A notebook: a path relative to the Jupyter root, or in the nbflow drive. */
+  notebook(path: string): void;
   /** The whole log of a try in a tab of its own. */
   log(runId: number, task: string, tryNumber: number | null): void;
 }
@@ -443,7 +443,7 @@ export class DagView extends Widget {
   private async openOutput(runId: number, task: string, tryNo: number | null): Promise<void> {
     try {
       const out = await request<IOutput>(taskPath(runId, task, `output${tryNo ? `?try=${tryNo}` : ''}`));
-      this.open.notebook(out.path, out.title);
+      this.open.notebook(out.path);
     } catch (err) {
       void showErrorMessage('No output notebook', (err as Error).message);
     }

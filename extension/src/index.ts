@@ -8,12 +8,11 @@
  * - notebook toolbar: "DAG" (the pipeline(s) the notebook belongs to) and "Schedule" (the
  *   "Schedule this notebook" dialog, also in the file browser's context menu)
  * - a read-only drive `nbflow-runs:` of the artifact root: output notebooks open wherever the
- *   nbflow home is (a hidden `.nbflow` too), titled `task · run N · try K`
+ *   nbflow home is (a hidden `.nbflow` too), each named (so titled) `task · run N · try K`
  * - DAG tabs, log tabs and the sidebar come back on reload (JupyterLab's layout restorer)
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, ToolbarButton, WidgetTracker, showErrorMessage } from '@jupyterlab/apputils';
-import { IDocumentWidget } from '@jupyterlab/docregistry';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { NotebookPanel } from '@jupyterlab/notebook';
@@ -54,20 +53,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const dags = new WidgetTracker<MainAreaWidget<DagView>>({ namespace: 'nbflow-dag' });
     const logs = new WidgetTracker<MainAreaWidget<LogView>>({ namespace: 'nbflow-log' });
 
-    const openNotebook = async (path: string, title?: string) => {
-      const widget = (await app.commands.execute('docmanager:open', { path })) as IDocumentWidget | undefined;
-      if (widget && title) {
-        widget.title.label = title;
-        widget.title.caption = `${title} (${path})`;
-      }
-    };
+    // an output notebook's file name in the drive is its title (`task · run N · try K.ipynb`):
+    // JupyterLab renames a document whose title is changed, so the title is never set here
+    const openNotebook = (path: string) => void app.commands.execute('docmanager:open', { path });
     const openLog = (runId: number, task: string, tryNumber: number | null) =>
       void app.commands.execute(CMD_LOG, { run: runId, task, try: tryNumber ?? 0 });
 
     const openDag = (name: string, runId?: number) => {
       let view = dags.find(w => w.content.pipeline === name);
       if (!view) {
-        const content = new DagView(name, { notebook: (p, t) => void openNotebook(p, t), log: openLog });
+        const content = new DagView(name, { notebook: openNotebook, log: openLog });
         view = new MainAreaWidget({ content });
         view.id = `nbflow-dag-area-${name}`;
         view.title.label = `DAG: ${name}`;

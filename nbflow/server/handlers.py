@@ -44,6 +44,7 @@ from nbflow.server.notebooks import (
     ScheduleNotebookHandler,
     SchedulePreviewHandler,
     drive_path,
+    output_drive_path,
 )
 
 #: seconds ``GET health`` may take, whatever the database does
@@ -199,7 +200,7 @@ class LogHandler(NbflowHandler):
 class OutputHandler(NbflowHandler):
     """``GET /nbflow/api/runs/{id}/tasks/{task}/output[?try=K]`` → where JupyterLab opens the
     output notebook: ``path`` in the extension's read-only drive of the artifact root
-    (``nbflow-runs:...``), and a tab ``title`` (``task · run N · try K``)."""
+    (``nbflow-runs:.../task · run N · try K.ipynb``), and that name as its tab ``title``."""
 
     @tornado.web.authenticated
     @authorized
@@ -207,8 +208,9 @@ class OutputHandler(NbflowHandler):
         """The executed notebook of the task's latest (or chosen) try."""
         run, task = self.run_arg(run_id), limits.text("task_id", task_id)
         found = await self.call(api.output_of, run, task, self.int_arg("try", None, minimum=1))
-        self.reply({"run_id": run, "task_id": task, "uri": found["uri"], "try": found["try"],
-                    "path": drive_path(found["uri"]), "title": f"{task} · run {run} · try {found['try']}"})
+        path = output_drive_path(found["uri"], task, run, found["try"])
+        self.reply({"run_id": run, "task_id": task, "uri": found["uri"], "try": found["try"], "path": path,
+                    "title": path.rsplit("/", 1)[1].removesuffix(".ipynb")})
 
 
 class CancelHandler(NbflowHandler):

@@ -6,9 +6,10 @@ read-only drive through which JupyterLab opens output notebooks.
 ``$NBFLOW_HOME/runs``, a hidden folder that Jupyter's own contents API refuses to open, or
 any fsspec URL). The extension registers a JupyterLab drive named :data:`DRIVE` whose REST
 endpoint is ``nbflow/api/contents``: these handlers answer it with Jupyter contents models,
-read-only, for files under the artifact root only. So an output notebook opens as
-``nbflow-runs:<pipeline>/run-<id>/<task>/try-<n>/output.ipynb`` wherever the home is, with no
-``allow_hidden``.
+read-only, for files under the artifact root only. So an output notebook opens wherever the
+home is, with no ``allow_hidden``, as
+``nbflow-runs:<pipeline>/run-<id>/<task>/try-<n>/<task> · run <id> · try <n>.ipynb``: the drive
+names each try's ``output.ipynb`` after its try, so its tab says which one it is.
 """
 
 from __future__ import annotations
@@ -157,6 +158,29 @@ class CheckpointsHandler(NbflowHandler):
         self.reply([])
 
 
+def output_name(task_id: str, run_id: int, try_number: int) -> str:
+    """The name an output notebook has in the drive: its tab title, ``task · run N · try K.ipynb``
+    (JupyterLab titles a document by its file name, and renames the file when its title changes)."""
+    return f"{task_id} · run {run_id} · try {try_number}.ipynb"
+
+
+def output_drive_path(uri: str, task_id: str, run_id: int, try_number: int) -> str:
+    """The drive path of an output notebook, under the name :func:`output_name` gives it."""
+    folder = drive_path(uri).rsplit("/", 1)[0]
+    return f"{folder}/{output_name(task_id, run_id, try_number)}"
+
+
+def _real(relative: PurePosixPath) -> PurePosixPath:
+    """The file behind a drive path: ``<pipeline>/run-N/<task>/try-K/<output_name>`` is that
+    try's ``output.ipynb``; any other path is itself."""
+    parts = relative.parts
+    if len(parts) >= 4 and parts[-4].startswith("run-") and parts[-2].startswith("try-"):
+        run, task, tried = parts[-4][4:], parts[-3], parts[-2][4:]
+        if run.isdigit() and tried.isdigit() and relative.name == output_name(task, int(run), int(tried)):
+            return relative.with_name("output.ipynb")
+    return relative
+
+
 def _safe(path: str) -> PurePosixPath:
     """A relative path without ``..`` or control characters (400 otherwise)."""
     limits.text("path", path, max_length=4096)
@@ -172,7 +196,7 @@ def _model(relative: PurePosixPath, content: bool) -> dict[str, Any]:
 
     from nbflow.artifacts import join
 
-    uri = join(get_settings().artifact_root, str(relative))
+    uri = join(get_settings().artifact_root, str(_real(relative)))
     fs, local = fsspec.core.url_to_fs(uri)
     if not fs.isfile(local):
         raise ApiError(404, f"no file {relative} under the nbflow artifact root (cleaned up?)")
