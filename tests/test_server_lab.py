@@ -204,6 +204,7 @@ def test_a_broken_file_is_said_and_queued_only_when_confirmed(server: JupyterPro
     file: the queued run says so instead of waiting silently."""
     status, answer = server.request("POST", "pipelines/fragile/trigger", {})
     assert status == 409 and "broken now" in answer["message"] and "broken on purpose" in answer["message"], answer
+    assert answer["message"].count("fragile.py:") == 1, answer  # the location said once
     assert "last_good" in answer["fields"], answer
     status, answer = server.request("POST", "pipelines/fragile/trigger", {"last_good": True})
     assert status == 201, answer

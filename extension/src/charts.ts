@@ -90,10 +90,13 @@ export function ganttChart(attempts: IAttempt[], order: string[], open: OpenTry,
     rowH = 22,
     top = 24;
   const x = (t: number) => left + ((t - t0) / span) * width;
+  const W = left + width + 20,
+    H = top + rows.length * rowH + 10;
   const chart = svg('svg', {
     class: 'nbflow-gantt',
-    width: left + width + 20,
-    height: top + rows.length * rowH + 10,
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`, // scales with the pane instead of being cut
     role: 'img',
     'aria-label': `Gantt chart of run ${runId}`
   });
@@ -195,10 +198,13 @@ export function durationChart(grid: IGrid): HTMLElement {
     top = 10;
   const x = (i: number) => left + (runs.length === 1 ? width / 2 : (i / (runs.length - 1)) * width);
   const y = (d: number) => top + height - (d / max) * height;
+  const W = left + width + 20,
+    H = top + height + 30;
   const chart = svg('svg', {
     class: 'nbflow-durations',
-    width: left + width + 20,
-    height: top + height + 30,
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`,
     role: 'img',
     'aria-label': `task durations over the last ${runs.length} runs`
   });

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from nbflow.api.pipelines import background_driver_alive, scheduler_alive
+from nbflow.api.pipelines import background_driver_alive, import_error_text, scheduler_alive
 from nbflow.api.runs import open_store
 from nbflow.api.spawn import spawn_once, spawned_pid, starting
 from nbflow.states import RunState
@@ -95,7 +95,7 @@ def waiting_reason(run: dict[str, Any], *, store: Store | None = None) -> str | 
     if broken is not None:
         who = "the scheduler runs the version it loaded last, if it has one" if alive else (
             "no scheduler is running to run the version it loaded last, and no other driver can load the file")
-        return f"queued {waited:.0f} s ago; its file is broken ({broken['location']}: {broken['error']}): {who}"
+        return f"queued {waited:.0f} s ago; its file is broken ({import_error_text(broken)}): {who}"
     if alive:
         return (f"queued {waited:.0f} s ago and the scheduler has not taken it yet (max_active_runs reached, or "
                 f"its file cannot be loaded: see {scheduler_log(store)})")

@@ -109,7 +109,7 @@ def trigger(
     broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"])
     if broken is not None and not last_good:
         raise StalePipelineError(
-            f"the file of pipeline '{name}' is broken now ({broken['location']}: {broken['error']}); a run would use "
+            f"the file of pipeline '{name}' is broken now ({import_error_text(broken)}); a run would use "
             f"the last version that loaded (saved {row['updated_at']:%Y-%m-%d %H:%M} UTC)",
             hint="fix the file, or trigger again with last_good=true to run the last good version",
         )
@@ -138,6 +138,13 @@ def trigger(
     if start and not scheduler_alive(store):
         spawn_driver(store)
     return run_id
+
+
+def import_error_text(error: Mapping[str, Any]) -> str:
+    """An import error as ``file:line: message``, the location said once (the loader's message
+    often starts with it already)."""
+    where, what = error.get("location") or error.get("filename") or "", error.get("error") or ""
+    return what if not where or what.startswith(where) else f"{where}: {what}"
 
 
 class StalePipelineError(StateConflictError):

@@ -56,7 +56,7 @@ CONTEXT_TAG = "nbflow-context"
 INJECTED_TAG = "injected-parameters"
 BANNER_TAG, MARKER_TAG = "nbflow-error-banner", "nbflow-error-marker"
 # papermill drops cells tagged like its own error banner when it runs a notebook again.
-_PM_MARKER_TAG = "papermill-error-cell-tag"
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _STYLE = (  # papermill's banner style, so both kinds of failure look alike
     'style="color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;"'
@@ -438,13 +438,13 @@ def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecor
             f'<span id="nbflow-error-cell" {_STYLE}>nbflow stopped execution here: '
             f"{outcome.message}</span>"
         )
-        marker.metadata["tags"] = [MARKER_TAG, _PM_MARKER_TAG]
+        marker.metadata["tags"] = [MARKER_TAG, PAPERMILL_ERROR_TAG]
         nb.cells.insert(failing, marker)
     title = _TITLES.get(outcome.reason or "", "Execution failed")
     banner = nbformat.v4.new_markdown_cell(
         f"<span {_STYLE}>{title}{link}: {outcome.message}</span>"
     )
-    banner.metadata["tags"] = [BANNER_TAG, _PM_MARKER_TAG]
+    banner.metadata["tags"] = [BANNER_TAG, PAPERMILL_ERROR_TAG]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
     nb.metadata["nbflow"] = {

@@ -44,6 +44,9 @@ class PythonTask(BaseTask):
         declared = _parameters(fn)
         self.wants_params = "params" in declared and "params" not in kwargs
         self.context_args = [n for n in CONTEXT_NAMES if n in declared and n not in kwargs]
+        # cloudpickle sends the function by value and renames its file "<dynamic-code>": kept here
+        # so a traceback names the pipeline file and line again (see _own_file)
+        self.source_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
         super().__init__(name or fn.__name__, explicit_id=name is not None, **options)
 
     def references(self) -> list[OutputRef | ParamRef]:
@@ -86,7 +89,7 @@ class PythonTask(BaseTask):
             except Exception as exc:
                 ok, value = False, AttemptRecord.from_exception(exc, skip_frames=1)
         if not ok:
-            return value
+            return self._own_file(value)
         record = AttemptRecord(ok=True)
         if value is not None:
             try:
@@ -96,6 +99,15 @@ class PythonTask(BaseTask):
             except Exception as exc:  # the value itself cannot be stored (it does not pickle)
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
+        return record
+
+
+    def _own_file(self, record: AttemptRecord) -> AttemptRecord:
+        """``record`` with its traceback's ``File "<dynamic-code>"`` frames (code cloudpickle sent
+        by value: the pipeline file's) naming the pipeline file; line numbers are kept by
+        cloudpickle, so ``file:line`` points at the failing line."""
+        if record.traceback and self.source_file and not self.source_file.startswith("<"):
+            record.traceback = record.traceback.replace('File "<dynamic-code>"', f'File "{self.source_file}"')
         return record
 
 
