@@ -19,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 
 from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
-from nbflow.states import FINISHED, MARKABLE, RUN_FINISHED, RunState, TaskState, run_sources
+from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
+from nbflow.store.manual import ManualTx
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
@@ -41,7 +42,7 @@ _ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
-class Tx(SchedulingTx):
+class Tx(SchedulingTx, ManualTx):
     """Write operations inside one transaction (get one from :meth:`Store.write`)."""
 
     def __init__(self, conn: Connection):
@@ -281,44 +282,6 @@ class Tx(SchedulingTx):
             .values(state=TaskState.CANCELLED.value, reason="driver_error", error=note, updated_at=utcnow())
         )
         self.set_run_state(run_id, RunState.FAILED, note=note)
-
-    def clear_tasks(self, run_id: int, task_ids: Iterable[str], retries: dict[str, int] | None = None) -> list[str]:
-        """Reset finished task instances to ``pending`` (keeping their try count); returns those
-        reset. ``retries`` (task -> its retries) gives each cleared task its tries again:
-        ``max_tries`` becomes its try count plus retries + 1, so try 2 of a task without
-        retries reads "try 2 of 2", never "2 of 1"."""
-        cleared = []
-        retries = retries or {}
-        for task_id in task_ids:
-            if self.set_task_state(
-                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None
-            ):
-                cleared.append(task_id)
-                self.conn.execute(
-                    update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id)
-                    .values(max_tries=TI.c.try_number + retries.get(task_id, 0) + 1)
-                )
-        return cleared
-
-    def mark_task(self, run_id: int, task_id: str, to: TaskState, note: str) -> bool:
-        """A person marks a finished task of a finished run ``success`` or ``failed`` (see
-        :data:`nbflow.states.MARKABLE`); the run's state follows from its tasks again
-        (:func:`nbflow.rules.run_outcome`). False when the task or run is not finished."""
-        run_done = [s.value for s in RUN_FINISHED]
-        res = self.conn.execute(
-            update(TI)
-            .where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.state.in_([s.value for s in MARKABLE]),
-                   TI.c.run_id.in_(select(R.c.id).where(R.c.id == run_id, R.c.state.in_(run_done))))
-            .values(state=TaskState(to).value, reason="marked", error=None if to is TaskState.SUCCESS else note,
-                    note=note, updated_at=utcnow())
-        )
-        return res.rowcount == 1
-
-    def set_finished_run_state(self, run_id: int, to: RunState) -> None:
-        """Set a finished run's state to another finished state (after a task was marked)."""
-        self.conn.execute(
-            update(R).where(R.c.id == run_id, R.c.state.in_([s.value for s in RUN_FINISHED])).values(state=RunState(to).value)
-        )
 
 
 class Store(SchedulingReads):
