@@ -35,5 +35,6 @@ def test_traceback_names_the_pipeline_file_and_line(nbflow_home, write_pipeline,
         tb = attempts[task]["traceback"]
         assert "<dynamic-code>" not in tb, tb
         assert f'File "{path}", line {line}, in {task}' in tb, tb
+        assert "raise " in tb.split(f"line {line}, in {task}")[1].splitlines()[1], tb  # and the line itself
     log = api.read_log(result.run_id, "boom")
     assert f'File "{path}", line 8, in boom' in log and "<dynamic-code>" not in log, log

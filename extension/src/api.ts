@@ -27,17 +27,13 @@ export type ITriggered = Json<'/pipelines/{name}/trigger', 'post', 201>;
 export type IOutput = Json<'/runs/{run_id}/tasks/{task_id}/output', 'get', 200>;
 export type IRunDetails = Json<'/runs/{run_id}', 'get', 200>;
 export type IAttempt = Schemas['Attempt'];
-export type IArtifact = Schemas['Artifact'];
-export type ITaskInstance = Schemas['TaskInstance'];
 export type ISchedulerState = Schemas['SchedulerState'];
 export type IGrid = Json<'/pipelines/{name}/grid', 'get', 200>;
 export type INotebookForm = Json<'/notebooks/form', 'get', 200>;
-export type INotebookParameter = Schemas['NotebookParameter'];
 export type IPreview = Json<'/schedule/preview', 'get', 200>;
 export type IScheduled = Json<'/notebooks/schedule', 'post', 201>;
 export type IRunAsPipeline = Json<'/notebooks/run', 'post', 201>;
 export type ICleared = Json<'/runs/{run_id}/tasks/{task_id}/clear', 'post', 200>;
-export type IMarked = Json<'/runs/{run_id}/tasks/{task_id}/mark', 'post', 200>;
 export type IDebugCopy = Json<'/runs/{run_id}/tasks/{task_id}/debug', 'post', 201>;
 
 /** The JupyterLab drive through which output notebooks open (the server's read-only

@@ -414,6 +414,15 @@ export class DagView extends Widget {
           ? [h('div', { class: 'nbflow-error' }, `${ti.reason || ti.state}: ${ti.error}`)]
           : []),
       ...(ti.note ? [h('div', { class: 'nbflow-note' }, ti.note)] : []),
+      ...(attempt?.traceback_short && attempt.state !== 'success'
+        ? [
+            h(
+              'pre',
+              { class: 'nbflow-traceback', title: 'library frames folded: the full traceback is in the log' },
+              attempt.traceback_short
+            )
+          ]
+        : []),
       h('div', { class: 'nbflow-buttons nbflow-task-actions' }, ...buttons),
       this.artifacts(details, task, tryNo),
       logLinks,

@@ -543,6 +543,8 @@ export interface components {
       updated_at: string | null;
     };
     Attempt: {
+      /** @description the traceback with library frames folded (the user's own code first) */
+      traceback_short: string | null;
       id: number;
       run_id: number;
       task_id: string;

@@ -8,6 +8,7 @@ from typing import Any
 from nbflow.api.pipelines import _definition
 from nbflow.api.runs import open_store
 from nbflow.exceptions import StateConflictError, UnknownTaskError
+from nbflow.graph import toposort
 from nbflow.rules import run_outcome
 from nbflow.schedule import Schedule, get_timezone, normalize
 from nbflow.states import TaskState
@@ -24,7 +25,7 @@ def run_grid(name: str, *, limit: int = 25, offset: int = 0, store: Store | None
 
     store = store or open_store()
     definition = _definition(store, name)
-    order = _topological([(t["id"], t["upstream"]) for t in definition["tasks"]])
+    order = toposort({t["id"]: t["upstream"] for t in definition["tasks"]})
     runs = []
     for run in store.list_runs(name, limit=limit, offset=offset):
         cells = {}
@@ -87,16 +88,3 @@ def mark_task(run_id: int, task_id: str, state: str, *, store: Store | None = No
 
     run_state = store.write(write, what="mark task")
     return {"run_id": run_id, "task_id": task_id, "state": to.value, "run_state": run_state}
-
-
-def _topological(nodes: list[tuple[str, list[str]]]) -> list[str]:
-    """Task ids with every task after its upstream tasks, otherwise in definition order."""
-    done: list[str] = []
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if all(u in done or u not in dict(nodes) for u in n[1])]
-        if not ready:  # a cycle cannot be stored; keep what is left in order
-            ready = pending
-        done.extend(n[0] for n in ready)
-        pending = [n for n in pending if n not in ready]
-    return done

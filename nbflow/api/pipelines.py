@@ -41,6 +41,11 @@ def _definition(store: Store, name: str) -> dict[str, Any]:
     return dict(store.get_version(row["latest_version_id"])["definition"])
 
 
+def _param_types(definition: Mapping[str, Any]) -> dict[str, str]:
+    """Each declared parameter's type (bool, int, float, string, ...): JSON cannot tell 1.0 from 1."""
+    return {k: nbparams.value_type(v) for k, v in (definition.get("params") or {}).items()}
+
+
 def pipeline_file(name: str, *, store: Store | None = None) -> str | None:
     """The file a known pipeline is defined in (None: it exists only in a notebook kernel)."""
     store = store or open_store()
@@ -193,7 +198,7 @@ def list_pipelines(*, store: Store | None = None) -> list[dict[str, Any]]:
                 **dict(row),
                 "tasks": len(definition["tasks"]),
                 "params": definition.get("params", {}),
-                "param_types": {k: nbparams.value_type(v) for k, v in (definition.get("params") or {}).items()},
+                "param_types": _param_types(definition),
                 "last_run": dict(last[0]) if last else None,
                 "import_error": errors.get(row["file"] or ""),
             }
@@ -225,7 +230,7 @@ def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None 
         "states": {tid: r["state"] for tid, r in tasks.items()},
         "tasks": tasks,
         "import_error": errors.get(definition.get("file") or ""),
-        "param_types": {k: nbparams.value_type(v) for k, v in (definition.get("params") or {}).items()},
+        "param_types": _param_types(definition),
     }
 
 

@@ -19,6 +19,7 @@ import hashlib
 import inspect
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Callable
 from types import CodeType
@@ -106,8 +107,16 @@ class PythonTask(BaseTask):
         """``record`` with its traceback's ``File "<dynamic-code>"`` frames (code cloudpickle sent
         by value: the pipeline file's) naming the pipeline file; line numbers are kept by
         cloudpickle, so ``file:line`` points at the failing line."""
-        if record.traceback and self.source_file and not self.source_file.startswith("<"):
-            record.traceback = record.traceback.replace('File "<dynamic-code>"', f'File "{self.source_file}"')
+        if not (record.traceback and self.source_file and not self.source_file.startswith("<")):
+            return record
+        import linecache
+
+        def named(match: re.Match[str]) -> str:
+            source = linecache.getline(self.source_file, int(match.group(1))).strip()  # type: ignore[arg-type]
+            return f'File "{self.source_file}", line {match.group(1)}, in {match.group(2)}' + (
+                f"\n    {source}" if source else "")
+
+        record.traceback = re.sub(r'File "<dynamic-code>", line (\d+), in (\S+)', named, record.traceback)
         return record
 
 
