@@ -86,6 +86,10 @@ def _lab_root(root: Path) -> Path:
     ])
     (root / "analysis").mkdir()
     shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "analysis" / "report.ipynb")
+    make_notebook(root / "analysis" / "cells.ipynb", [
+        "%%nbflow task numbers --outputs numbers\nnumbers = list(range(4))",
+        "%%nbflow task total --inputs numbers --outputs total\ntotal = sum(numbers)",
+    ])
     return root
 
 
@@ -158,6 +162,7 @@ def test_schedule_this_notebook_writes_a_pipeline_file_and_lists_it(server: Jupy
     ({"path": "pipelines/chain.py"}, "path"),
     ({"name": "1bad name"}, "name"),
     ({"retries": -1}, "retries"),
+    ({"kernel": "no-such-kernel"}, "kernel"),
     ({"schedule": None}, "schedule"),
 ])
 def test_schedule_this_notebook_400_names_the_field(server: JupyterProc, change: dict, field: str) -> None:
@@ -173,6 +178,17 @@ def test_schedule_this_notebook_never_overwrites_another_pipeline(server: Jupyte
                                     {"path": "analysis/report.ipynb", "name": "chain", "schedule": "@daily"})
     assert status == 409 and "chain.py already exists" in answer["message"], answer
     assert "raise ValueError" in (server.root / "pipelines" / "chain.py").read_text()
+
+
+def test_run_as_pipeline_records_a_notebook_of_cell_tasks_and_runs_it(server: JupyterProc) -> None:
+    status, form = server.request("GET", "notebooks/form?path=analysis/cells.ipynb")
+    assert status == 200 and form["cell_tasks"] is True, form
+    status, answer = server.request("POST", "notebooks/run", {"path": "analysis/cells.ipynb"})
+    assert status == 201 and answer["pipeline"] == "cells" and answer["file"] == "analysis/cells.ipynb", answer
+    details = _finished(server, answer["run_id"])
+    assert {t["task_id"]: t["state"] for t in details["tasks"]} == {"numbers": "success", "total": "success"}, details
+    status, answer = server.request("POST", "notebooks/run", {"path": "pipelines/chain.py"})
+    assert status == 400 and "path" in answer["fields"], answer
 
 
 def test_a_double_trigger_with_one_idempotency_key_makes_one_run(server: JupyterProc) -> None:

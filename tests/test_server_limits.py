@@ -145,8 +145,8 @@ def test_a_float_parameter_stays_a_float(server: JupyterProc) -> None:
 
 
 def _sample(pattern: str, **values: str) -> str:
-    path = pattern.replace(r"(?P<svg>\.svg)?", "")
-    defaults = {"name": "limits", "run_id": "1", "task_id": "show"}
+    path = pattern.replace(r"(?P<svg>\.svg)?", "").replace("\\.", ".")
+    defaults = {"name": "limits", "run_id": "1", "task_id": "show", "path": "limits/run-1/show/try-1/output.ipynb"}
     for group, value in {**defaults, **values}.items():
         path = re.sub(rf"\(\?P<{group}>[^)]*\)", value, path)
     return path

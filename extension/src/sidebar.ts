@@ -160,6 +160,12 @@ export class PipelinesPanel extends Widget {
       h('div', { class: 'nbflow-buttons' }, trigger, pause)
     );
     trigger.onclick = () => this.toggleForm(el, p);
+    if (!p.file) {
+      // recorded by a kernel (%nbflow run this): no driver can load it, so the server refuses a trigger
+      trigger.setAttribute('disabled', '');
+      trigger.title =
+        'Defined only in a notebook kernel: run it there (%nbflow run this), or use "Run as pipeline" on the saved notebook';
+    }
     return el;
   }
 

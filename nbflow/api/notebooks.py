@@ -101,8 +101,9 @@ def schedule_notebook(
     store: Store | None = None,
 ) -> dict[str, Any]:
     """Write ``<DAG folder>/<name>.py`` running the notebook on ``schedule`` and record it;
-    returns ``{"pipeline", "file"}``. Every field is checked first (:class:`InputError` names
-    it); a name taken by another pipeline or file is a :class:`StateConflictError`."""
+    returns ``{"pipeline", "file", "schedule", "description"}``. Every field is checked first
+    (:class:`InputError` names it); a name taken by another pipeline or file is a
+    :class:`StateConflictError`. A file that then does not load is put back as it was."""
     store = store or open_store()
     form = notebook_form(path)
     if not NAME.fullmatch(name or ""):
@@ -115,6 +116,10 @@ def schedule_notebook(
             raise InputError(field, f"'{field}' must be a number of at least {low}, got {value!r}")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,100}", queue or ""):
         raise InputError("queue", f"queue {queue!r} must be 1-100 letters, digits, '_', '.' or '-'")
+    try:
+        kernel = nbparams.check_kernel(path, kernel or None)
+    except NbflowError as exc:
+        raise InputError("kernel", exc.message, hint=exc.hint) from None
     declared = {p["name"]: p["default"] for p in form["parameters"] if p["settable"]}
     given = dict(parameters or {})
     for key in given:
@@ -130,12 +135,15 @@ def schedule_notebook(
     target = folder / f"{name}.py"
     _check_free(store, name, target, path)
     source = pipeline_source(path, folder, name=name, schedule=schedule or None, timezone=timezone, catchup=catchup,
-                             params=values, retries=retries, timeout=timeout, queue=queue, kernel=kernel or form["kernel"])
+                             params=values, retries=retries, timeout=timeout, queue=queue, kernel=kernel)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(source)
-    tmp.replace(target)
-    register_file(target, name, store=store)
+    before = target.read_text() if target.is_file() else None
+    _write(target, source)
+    try:
+        register_file(target, name, store=store)
+    except BaseException:
+        target.unlink() if before is None else _write(target, before)
+        raise
     return {"pipeline": name, "file": str(target), "schedule": cron, "description": describe(schedule)}
 
 
@@ -179,6 +187,13 @@ def register_file(path: Path, name: str | None = None, *, store: Store | None = 
     definition, fingerprint = pipeline.definition(), pipeline.fingerprint()
     store.write(lambda tx: tx.sync_pipeline(definition, fingerprint), what="register pipeline file")
     return pipeline.name
+
+
+def _write(target: Path, text: str) -> None:
+    """Write a file at once (the scheduler never reads half of it)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
 
 
 def _check_free(store: Store, name: str, target: Path, notebook: Path) -> None:

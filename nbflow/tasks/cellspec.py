@@ -34,6 +34,7 @@ from typing import Any
 
 from nbflow.dag import Pipeline
 from nbflow.exceptions import DefinitionError, NbflowError, PipelineLoadError
+from nbflow.tasks.base import cell_name
 from nbflow.tasks.cell import CellTask, SetupCell
 
 _CELL_MAGIC = re.compile(r"^\s*%%nbflow\b[ \t]*(.*)$")
@@ -106,7 +107,7 @@ class CellDecl:
 
     role: str  # "task" | "setup" | "params"
     source: str  # without the %%nbflow line; setup cells without %nbflow lines
-    label: str  # "cell 3" (file) or "cell In [7]" (kernel)
+    label: str  # "Cell 4/9" (file, as JupyterLab's status bar) or "cell In [7]" (kernel, its prompt)
     index: int | None = None
     name: str | None = None
     options: argparse.Namespace | None = None
@@ -291,7 +292,8 @@ def notebook_decl(nb: Any, path: Path) -> PipelineDecl:
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        label, where = f"cell {index}", f"{path}:cell {index}"
+        label = cell_name(index, len(nb.cells))
+        where = f"{path}:{label}"
         tags = list(cell.get("metadata", {}).get("tags", []))
         for tag in tags:
             if tag.startswith(f"{TAG_PREFIX}pipeline="):

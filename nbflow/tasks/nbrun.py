@@ -47,6 +47,7 @@ from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.exceptions import NotebookNotFoundError
 from nbflow.record import AttemptRecord
+from nbflow.tasks.base import cell_name
 from nbflow.tasks.kernel import PromptKernelManager
 
 __all__ = ["run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
@@ -76,6 +77,7 @@ class _Attempt:
         self.log = log  # open log file: the kernel process's own stdout/stderr go there too
         self.nb: nbformat.NotebookNode | None = None  # the executed notebook (papermill's object)
         self.source_map: list[int | None] = []  # executed cell index -> source cell index
+        self.source_total = 0  # cells of the source notebook (the injected ones not counted)
         self.kernel_name: str | None = None
         self.kernel_argv: list[str] | None = None
         self.kernel_ready = False
@@ -111,7 +113,7 @@ class _Attempt:
     def cell_name(self, executed: int | None) -> str:
         idx = self.source_index(executed)
         if idx is not None:
-            return f"cell {idx}"
+            return cell_name(idx, self.source_total)
         if self.nb is None or executed is None or executed >= len(self.nb.cells):
             return "the notebook"
         tags = _tags(self.nb.cells[executed])
@@ -167,6 +169,7 @@ class NbflowEngine(NBClientEngine):
                 nb.cells.insert(_context_position(nb), cell)
             attempt.nb, attempt.kernel_name = nb, kernel_name
             attempt.source_map = _source_map(nb)
+            attempt.source_total = sum(i is not None for i in attempt.source_map)
             kwargs.update(
                 on_notebook_start=attempt.on_notebook_start,
                 on_cell_start=attempt.on_cell_start,
