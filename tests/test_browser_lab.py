@@ -44,9 +44,16 @@ with Pipeline("chain", params={"C": 1.0}) as pipeline:
     def side(params):
         return {"C": params["C"]}  # small JSON: shown inline
 
+    @task
+    def parse():
+        import json
+
+        return json.loads("{bad")  # fails inside the library: its frames are folded in the pane
+
     u = up()
     down(mid(u))
     side()
+    parse()
     notebook("check.ipynb", name="check", inputs={"x": u})
 '''
 SLOWPOKE = '''
@@ -138,6 +145,15 @@ def test_schedule_a_notebook_from_its_toolbar_and_its_first_scheduled_run_succee
     pg.wait_for_selector('.nbflow-scheduler[data-state="running"]', timeout=90_000)  # the managed scheduler
     assert "Scheduler running since" in pg.inner_text(".nbflow-scheduler")
 
+    # the file browser's context menu offers it for a notebook
+    pg.click('li[data-id="filebrowser"]')
+    pg.dblclick('.jp-DirListing-item:has-text("analysis")')
+    pg.click('.jp-DirListing-item[data-file-type="notebook"]:has-text("report.ipynb")', button="right")
+    pg.click('.lm-Menu-item:has-text("Schedule this notebook")', timeout=15_000)
+    pg.wait_for_selector(".nbflow-schedule-dialog", timeout=30_000)
+    pg.click(".jp-Dialog-button.jp-mod-reject")
+    _sidebar(pg)
+
     _command(pg, "docmanager:open", {"path": "analysis/report.ipynb"})
     button = pg.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .nbflow-notebook-schedule")
     button.wait_for(timeout=60_000)
@@ -210,7 +226,7 @@ def test_grid_gantt_and_duration_views_of_real_runs(page: object, lab: JupyterPr
     _command(pg, "nbflow:open-dag", {"name": "chain"})
     view = pg.locator(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view")
     view.locator('.nbflow-view-tab[data-view="grid"]').click()
-    pg.wait_for_function(f"document.querySelectorAll('.nbflow-grid-cell').length === {5 * len(runs)}", timeout=30_000)
+    pg.wait_for_function(f"document.querySelectorAll('.nbflow-grid-cell').length === {6 * len(runs)}", timeout=30_000)
     assert view.locator('.nbflow-grid-cell[data-task="mid"][data-state="failed"]').count() == len(runs)
     assert view.locator('.nbflow-grid-cell[data-task="down"][data-state="upstream_failed"]').count() == len(runs)
     shot(pg, "lab-3-grid")
@@ -271,6 +287,12 @@ def test_task_actions_clear_mark_debug_export_output_and_log(page: object, lab: 
         "document.querySelector('.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-artifact-value')?.innerText.includes('2.0')",
         timeout=30_000)  # small JSON shown inline, with its size
     assert " B " in view.locator(".nbflow-artifacts").inner_text()
+
+    view.locator("#task-parse").click()
+    folded = view.locator(".nbflow-task-pane .nbflow-traceback")
+    folded.wait_for(timeout=30_000)  # the pane's traceback: the user's frame, library frames folded
+    assert 'json.loads("{bad")' in folded.inner_text() and "frames in library code (decoder" in folded.inner_text()
+    assert "raw_decode" not in folded.inner_text()
 
     view.locator("#task-check").click()
     pg.wait_for_selector(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane .nbflow-debug", timeout=30_000)

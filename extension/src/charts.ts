@@ -85,8 +85,8 @@ export function ganttChart(attempts: IAttempt[], order: string[], open: OpenTry,
   const t0 = Math.min(...times);
   const t1 = Math.max(...times, ...rows.filter(a => !a.end_date).map(() => Date.now()));
   const span = Math.max(t1 - t0, 1);
-  const left = 160,
-    width = 640,
+  const left = 150,
+    width = 500,
     rowH = 22,
     top = 24;
   const x = (t: number) => left + ((t - t0) / span) * width;

@@ -414,7 +414,8 @@ export class DagView extends Widget {
           ? [h('div', { class: 'nbflow-error' }, `${ti.reason || ti.state}: ${ti.error}`)]
           : []),
       ...(ti.note ? [h('div', { class: 'nbflow-note' }, ti.note)] : []),
-      ...(attempt?.traceback_short && attempt.state !== 'success'
+      // the traceback with library frames folded, when any were (else the log tail below shows it as it is)
+      ...(attempt?.traceback_short && attempt.traceback_short !== attempt.traceback && attempt.state !== 'success'
         ? [
             h(
               'pre',
