@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_notebook
-from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter, stop_nbflow_processes
+from tests.jupyter_procs import (
+    JupyterProc,
+    nbflow_env,
+    register_pipelines,
+    start_jupyter,
+    stop_nbflow_processes,
+)
 from tests.lab_browser import CHROMIUM, lab_page, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

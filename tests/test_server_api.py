@@ -326,5 +326,8 @@ def test_an_output_notebook_in_a_hidden_home_opens_through_the_drive(tmp_path: P
             assert status in (400, 404), (bad, status, answer)
         status, answer = proc.request("GET", "contents/quick/no-such.ipynb")
         assert status == 404 and "cleaned up" in answer["message"], answer
+        (root / ".nbflow" / "runs" / "quick" / "escape.txt").symlink_to(root / "pipelines" / "quick.py")
+        status, answer = proc.request("GET", "contents/quick/escape.txt")
+        assert status == 404 and "outside the nbflow artifact root" in answer["message"], answer
     finally:
         proc.stop()

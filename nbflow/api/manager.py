@@ -17,7 +17,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from nbflow.api.pipelines import background_driver_alive, import_error_text, scheduler_alive
+from nbflow.api.pipelines import (
+    background_driver_alive,
+    import_error_text,
+    scheduler_alive,
+)
 from nbflow.api.runs import open_store
 from nbflow.api.spawn import spawn_once, spawned_pid, starting
 from nbflow.states import RunState

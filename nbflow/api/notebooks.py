@@ -316,7 +316,13 @@ def debug_copy(run_id: int, task_id: str, try_number: int | None, folder: Path, 
     import nbformat
 
     from nbflow.artifacts import REF_PREFIX
-    from nbflow.tasks.nbrun import BANNER_TAG, CONTEXT_TAG, INJECTED_TAG, MARKER_TAG, PAPERMILL_ERROR_TAG
+    from nbflow.tasks.nbrun import (
+        BANNER_TAG,
+        CONTEXT_TAG,
+        INJECTED_TAG,
+        MARKER_TAG,
+        PAPERMILL_ERROR_TAG,
+    )
 
     found = output_of(run_id, task_id, try_number, store=store)
     nb = read_notebook(found["uri"])

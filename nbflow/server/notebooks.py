@@ -15,8 +15,8 @@ names each try's ``output.ipynb`` after its try, so its tab says which one it is
 from __future__ import annotations
 
 import mimetypes
-from datetime import UTC, datetime, timezone
-from pathlib import PurePosixPath
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tornado.web
@@ -196,11 +196,19 @@ def _model(relative: PurePosixPath, content: bool) -> dict[str, Any]:
 
     from nbflow.artifacts import join
 
-    uri = join(get_settings().artifact_root, str(_real(relative)))
+    settings = get_settings()
+    uri = join(settings.artifact_root, str(_real(relative)))
     fs, local = fsspec.core.url_to_fs(uri)
     if not fs.isfile(local):
         raise ApiError(404, f"no file {relative} under the nbflow artifact root (cleaned up?)")
+    if "://" not in settings.artifact_root.removeprefix("file://"):  # a local root: no symbolic link out of it
+        root = Path(settings.artifact_root.removeprefix("file://")).resolve()
+        if not Path(local).resolve().is_relative_to(root):
+            raise ApiError(404, f"{relative} leads outside the nbflow artifact root (a symbolic link?)")
     info = fs.info(local)
+    if relative.suffix != ".ipynb" and (info.get("size") or 0) > settings.max_log_bytes:
+        raise limits.bad_input("path", f"{relative.name} is {info.get('size')} bytes, more than max_log_bytes "
+                                       f"({settings.max_log_bytes}) that one answer carries: download it instead")
     mtime = info.get("mtime") or info.get("created") or 0
     stamp = datetime.fromtimestamp(float(mtime.timestamp() if hasattr(mtime, "timestamp") else mtime), UTC)
     model: dict[str, Any] = {
