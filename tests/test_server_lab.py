@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -328,9 +329,37 @@ def _wait_state(server: JupyterProc, state: str, timeout: float = 90) -> dict:
         time.sleep(0.5)
 
 
-def test_two_servers_on_one_home_start_one_scheduler_that_outlives_them(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment of a database: SQLite in the home (nothing to set), or a fresh PostgreSQL
+    schema (where any number of schedulers may share the lease, so only the spawn lock and a
+    starting scheduler counting as serving keep it at one)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    import socket
+
+    import sqlalchemy as sa
+
+    from tests.conftest import PG_URL
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (start it: pg_ctlcluster ... main start)")
+    schema = f"nbflow_lab_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield {"NBFLOW_DB_URL": f"{PG_URL}?options=-csearch_path%3D{schema}"}
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
+
+
+def test_two_servers_on_one_home_start_one_scheduler_that_outlives_them(tmp_path: Path, database: dict) -> None:
     root = _lab_root(tmp_path / "root")
-    env = nbflow_env(root, managed=True)
+    env = {**nbflow_env(root, managed=True), **database}
     register_pipelines(root, env)
     servers: list[JupyterProc] = []
     try:
