@@ -249,7 +249,7 @@ class Task(Fingerprinted):
         """Make this task run after ``others`` (no data passed)."""
         for other in _flatten(others):
             if not isinstance(other, Task):
-                raise DefinitionError(f"cannot order task '{self.task_id}' after {other!r}: not a task")
+                raise _not_a_task(other, self.task_id, "after")
             if other.pipeline_name != self.pipeline_name:
                 raise DefinitionError(
                     f"task '{other.task_id}' (pipeline '{other.pipeline_name}') and task "
@@ -259,6 +259,8 @@ class Task(Fingerprinted):
 
     def __rshift__(self, other: Task | list[Task]) -> Task | list[Task]:
         for o in _flatten([other]):
+            if not isinstance(o, Task):
+                raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
         return other
 
@@ -272,6 +274,8 @@ class Task(Fingerprinted):
 
     def __rlshift__(self, other: list[Task]) -> list[Task]:
         for o in _flatten([other]):
+            if not isinstance(o, Task):
+                raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
         return other
 
@@ -547,3 +551,18 @@ def _hook(name: str) -> Callable[..., Any]:
     if name not in HOOKS:
         raise DefinitionError(f"nothing is installed to {name} pipelines", hint="import nbflow (its __init__ installs it)")
     return HOOKS[name]
+
+
+def _not_a_task(other: Any, task_id: str, where: str) -> DefinitionError:
+    """The error for ordering task ``task_id`` ``where`` (before/after) something that is no
+    task: most often the ``@task`` function itself instead of the handle its call returned."""
+    fn = getattr(other, "__nbflow_task_factory__", None)
+    if fn is not None:
+        name = getattr(fn, "__name__", "f")
+        example = f"{name}() >> {task_id}" if where == "after" else f"{task_id} >> {name}()"
+        return DefinitionError(
+            f"cannot order task '{task_id}' {where} {name}: {name} is the @task function, not a task of this pipeline",
+            hint=f"order the handle its call returns: {example} (a handle: the value of {name}(...) inside the pipeline)",
+        )
+    return DefinitionError(f"cannot order task '{task_id}' {where} {other!r}: not a task",
+                           hint="order the handles that task calls return: a >> b, [a, b] >> c")

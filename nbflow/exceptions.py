@@ -138,6 +138,10 @@ class TryNotFoundError(NbflowError):
         )
 
 
+class OutputNotFoundError(NbflowError):
+    """A task's try has no output notebook (it did not run, or it is no notebook task)."""
+
+
 class StateConflictError(NbflowError):
     """The run's (or task's) state forbids the request, e.g. cancelling a finished run."""
 

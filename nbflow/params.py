@@ -34,10 +34,11 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only wh
     import nbformat
 
 from nbflow.exceptions import DefinitionError, NotebookNotFoundError, ParameterError
-from nbflow.paramvalues import _kind, check_run_value, coerce_value
+from nbflow.paramvalues import _kind, check_run_value, coerce_value, value_type
 
 __all__ = [
     "ParamSpec",
+    "value_type",
     "inspect_parameters",
     "has_parameters_cell",
     "check_notebook_parameters",

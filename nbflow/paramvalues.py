@@ -61,6 +61,12 @@ def _type_name(default: Any) -> str:
     return names.get(type(default), type(default).__name__)
 
 
+def value_type(default: Any) -> str:
+    """A declared default's type as the web UI builds its input from it: bool, int, float,
+    string, list, dict, or null (any JSON value)."""
+    return "null" if default is None else _type_name(default)
+
+
 def _kind(default: Any) -> str:
     """The type with its article: 'an int', 'a float' ..."""
     name = _type_name(default)

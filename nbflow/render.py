@@ -48,9 +48,11 @@ def to_dot(definition: Mapping[str, Any], states: Mapping[str, str] | None = Non
     states = states or {}
     lines = [
         f"digraph {_q(definition['name'])} {{",
-        "  rankdir=LR;",
-        '  node [style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=1.2];',
-        '  edge [color="#555555", arrowsize=0.7];',
+        # no white page: the picture sits on the notebook's (or the DAG view's) background, dark
+        # themes too; grey edges read on light and dark, node text is dark on the state colours
+        '  rankdir=LR; bgcolor="transparent";',
+        '  node [style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=1.2, color="#666666"];',
+        '  edge [color="#8a8a8a", arrowsize=0.7];',
     ]
     for t in definition["tasks"]:
         state = states.get(t["id"])

@@ -12,6 +12,7 @@ instance moves like this::
     pending -> cached                           (an incremental run reuses an earlier success)
     any unfinished -> cancelled                 (run cancelled)
     finished -> pending                         (cleared for a re-run)
+    finished -> success | failed                (marked by a person, in a finished run: MARKABLE)
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ UNFINISHED: frozenset[TaskState] = frozenset(set(TaskState) - FINISHED)
 ADOPTABLE: frozenset[TaskState] = frozenset({T.QUEUED, T.RUNNING})
 #: Finished states that count as "failed" for trigger rules and run outcome.
 FAILED_STATES: frozenset[TaskState] = frozenset({T.FAILED, T.UPSTREAM_FAILED})
+
+#: States a person may mark ``success`` or ``failed`` ("Mark success" in JupyterLab), only while
+#: the run is finished, so that no driver writes the task meanwhile (``Tx.mark_task``).
+MARKABLE: frozenset[TaskState] = FINISHED
 
 #: to_state -> states it may be entered from.
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {

@@ -31,12 +31,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nbflow_env(root: Path, executor: str = "inline") -> dict[str, str]:
-    """Environment of the server and the helpers: NBFLOW_HOME inside ``root``."""
+def nbflow_env(root: Path, executor: str = "inline", *, managed: bool = False) -> dict[str, str]:
+    """Environment of the server and the helpers: NBFLOW_HOME inside ``root``; the managed
+    scheduler off unless ``managed`` (a test of it stops the scheduler: :func:`stop_schedulers`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBFLOW_")}
     env.update(NBFLOW_HOME=str(root / "home"), NBFLOW_EXECUTOR=executor, NBFLOW_DAGS_FOLDER=str(root / "pipelines"),
-               NBFLOW_KILL_GRACE="2")
+               NBFLOW_KILL_GRACE="2", NBFLOW_MANAGE_SCHEDULER="1" if managed else "0")
     return env
+
+
+def schedulers_of(root: Path) -> list[int]:
+    """Pids of the `nbflow scheduler` processes serving the DAG folder ``root/pipelines``."""
+    folder = str(root / "pipelines")
+    return [p.pid for p in _nbflow_processes() if "scheduler" in p.info["cmdline"] and folder in p.info["cmdline"]]
+
+
+def stop_nbflow_processes(root: Path) -> None:
+    """Terminate (then kill) the schedulers of ``root`` and the background drivers started in it
+    (the managed scheduler and `nbflow drive` outlive the server on purpose)."""
+    import psutil
+
+    procs = []
+    for proc in _nbflow_processes():
+        try:
+            mine = proc.pid in schedulers_of(root) or ("drive" in proc.info["cmdline"] and Path(proc.cwd()) == root)
+        except psutil.Error:
+            continue
+        if mine:
+            procs.append(proc)
+    for proc in procs:
+        proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        proc.kill()
+
+
+def _nbflow_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"]) if "nbflow" in (p.info["cmdline"] or [])[:3]]
 
 
 REGISTER = """
@@ -112,8 +145,9 @@ def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout:
         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
     ]
     args += list(extra_args)
-    if app == "lab":
-        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if app == "lab":  # a workspace of its own: no tabs restored from another test's JupyterLab
+        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                 f"--LabApp.workspaces_dir={root.parent / f'workspaces-{port}'}"]
     out = open(log, "wb")
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = JupyterProc(f"http://127.0.0.1:{port}/", proc, root, log)

@@ -33,6 +33,7 @@ def _templates() -> list[tuple[re.Pattern[str], str]]:
     out = []
     for template in document()["paths"]:
         regex = re.escape(template)
+        regex = re.sub(r"\\\{path\\\}", r".+", regex)  # the drive's file path may hold slashes
         regex = re.sub(r"\\\{(\w+)\\\}", r"[^/]+", regex)
         out.append((re.compile(regex + r"$"), template))
     # concrete paths first: /pipelines/{name}/graph.svg before /pipelines/{name}/graph
@@ -78,7 +79,7 @@ def route_paths(routes: list[tuple[str, Any, tuple[str, ...]]]) -> set[tuple[str
     for pattern, _handler, methods in routes:
         variants = [pattern.replace(r"(?P<svg>\.svg)?", ""), pattern.replace(r"(?P<svg>\.svg)?", ".svg")]
         for variant in dict.fromkeys(variants):
-            template = "/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", variant)
+            template = "/" + re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", variant).replace("\\.", ".")
             assert "(" not in template, f"route {pattern} has a group the check does not know"
             out.update((m, template) for m in methods)
     return out

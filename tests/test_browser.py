@@ -14,13 +14,10 @@ import psutil
 import pytest
 
 from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter
+from tests.lab_browser import ARTIFACTS, CHROMIUM, lab_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = Path("/usr/bin/chromium")
 EXAMPLE = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')")
 if not CHROMIUM.exists():
@@ -54,20 +51,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
 @pytest.fixture(scope="module")
 def page(lab: JupyterProc) -> Iterator[object]:
     """A chromium page logged in to JupyterLab with the token."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        pg = context.new_page()
-        pg.goto(f"{lab.url}lab?token={lab.token}", timeout=60_000)
-        pg.wait_for_selector(".jp-LabShell", timeout=60_000)
-        try:  # JupyterLab's "get notified about news?" toast would cover the screenshots
-            pg.locator(".jp-Notification-Toast-Close, .Toastify__close-button").first.click(timeout=5_000)
-        except sync_api.TimeoutError:
-            pass
+    with lab_page(lab.url, lab.token) as pg:
         yield pg
-        context.close()
-        browser.close()
 
 
 def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterProc) -> None:
@@ -75,7 +60,8 @@ def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterPr
     pg.click('li[data-id="nbflow-sidebar"]', timeout=30_000)  # the sidebar tab
     item = pg.locator('.nbflow-pipeline[data-pipeline="ml_notebooks"]')
     item.wait_for(timeout=30_000)
-    assert "0 3 * * *" in item.inner_text()
+    assert "At 03:00 · next " in item.inner_text()  # the schedule in words, with the next run
+    assert item.locator(".nbflow-pipeline-meta").get_attribute("title") == "0 3 * * *"
 
     item.locator(".nbflow-trigger").click()
     pg.fill('.nbflow-params-form input[name="C"]', "0.5")
@@ -96,10 +82,10 @@ def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterPr
 
     pg.click("#task-train")
     pg.wait_for_selector(".nbflow-task-pane .nbflow-open-output", timeout=30_000)
-    assert "tries: 1" in pg.inner_text(".nbflow-task-pane")
+    assert "try 1 of 1" in pg.inner_text(".nbflow-task-pane")
     pg.screenshot(path=str(ARTIFACTS / "browser-3-success.png"))
     pg.click(".nbflow-task-pane .nbflow-open-output")
-    tab = pg.locator(".lm-TabBar-tab .lm-TabBar-tabLabel", has_text="output.ipynb")
+    tab = pg.locator(".lm-TabBar-tab .lm-TabBar-tabLabel", has_text="train · run 1 · try 1")
     tab.first.wait_for(timeout=60_000)
     pg.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-OutputArea-output", timeout=60_000)
     pg.wait_for_timeout(1000)
@@ -110,8 +96,10 @@ def test_panel_trigger_live_dag_and_output_notebook(page: object, lab: JupyterPr
     pg.click(".lm-TabBar-tab:has-text('DAG: ml_notebooks')")
     pg.click("#task-train")
     pg.click(".nbflow-task-pane .nbflow-retry", timeout=30_000)
+    pg.wait_for_selector(".nbflow-clear-list li[data-task='report']", timeout=30_000)  # what it will clear
+    pg.click(".jp-Dialog-button.jp-mod-warn")
     pg.wait_for_function(
-        "document.querySelector('.nbflow-task-pane') && document.querySelector('.nbflow-task-pane').innerText.includes('tries: 2')",
+        "document.querySelector('.nbflow-task-pane') && document.querySelector('.nbflow-task-pane').innerText.includes('try 2 of 2')",
         timeout=150_000,
     )
     pg.wait_for_selector('.nbflow-dag-svg[data-run-state="success"]', timeout=150_000)

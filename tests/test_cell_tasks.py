@@ -38,10 +38,11 @@ def test_tagged_notebook_is_a_pipeline_file(tmp_path):
     assert isinstance(total, CellTask) and total.kind == "cell" and total.value_style == "dict"
     assert {v: r.task_id for v, r in total.inputs.items()} == {"base": "base", "other": "other"}
     assert base.retries == 1 and other.queue == "q2" and other.source == "other = 10 * scale"
-    assert [(s.label, s.params) for s in total.setup] == [("cell 1", False), ("cell 2", True), ("cell 8", False)]
+    # cells named as JupyterLab's status bar names them: 1-based, of all 9 cells
+    assert [(s.label, s.params) for s in total.setup] == [("Cell 2/9", False), ("Cell 3/9", True), ("Cell 9/9", False)]
     assert total.setup[0].source == "import math"
-    assert total.cell_label == "cell 5" and total.label() == "cell 5"
-    assert pipeline.definition()["tasks"][2]["where"] == f"{path}:cell 5"
+    assert total.cell_label == "Cell 6/9" and total.label() == "Cell 6/9"
+    assert pipeline.definition()["tasks"][2]["where"] == f"{path}:Cell 6/9"
 
 
 def test_pipeline_name_from_magic_line_tag_or_metadata(tmp_path):
@@ -58,13 +59,13 @@ def test_pipeline_name_from_magic_line_tag_or_metadata(tmp_path):
     "cells, error, text",
     [
         (["x = 1", "%%nbflow task a --inputs y\nz = y"], DefinitionError,
-         "cell 1: task 'a' takes input 'y' but no task cell above it (or in --after) outputs 'y'"),
-        (["%%nbflow task a --frobnicate 3\n1"], DefinitionError, "cell 0: %%nbflow task: unrecognized arguments: --frobnicate 3"),
-        ([("1", ["nbflow:task=a", "nbflow:colour=red"])], DefinitionError, "cell 0: %%nbflow task: unrecognized arguments: --colour red"),
-        (["%%nbflow task a\n1", "%%nbflow task a\n2"], DuplicateTaskError, "(first at {path}:cell 0, again at {path}:cell 1)"),
-        (["%%nbflow task a --after ghost\n1"], UnknownTaskError, "{path}:cell 0: pipeline 'bad' has no task 'ghost'"),
-        ([("%%nbflow task a\n1", ["nbflow:task=b"])], DefinitionError, "cell 0: the tag says task 'b' but %%nbflow says 'a'"),
-        (["%%nbflow frobnicate\n1"], DefinitionError, "cell 0: unknown cell magic '%%nbflow frobnicate'"),
+         "Cell 2/2: task 'a' takes input 'y' but no task cell above it (or in --after) outputs 'y'"),
+        (["%%nbflow task a --frobnicate 3\n1"], DefinitionError, "Cell 1/1: %%nbflow task: unrecognized arguments: --frobnicate 3"),
+        ([("1", ["nbflow:task=a", "nbflow:colour=red"])], DefinitionError, "Cell 1/1: %%nbflow task: unrecognized arguments: --colour red"),
+        (["%%nbflow task a\n1", "%%nbflow task a\n2"], DuplicateTaskError, "(first at {path}:Cell 1/2, again at {path}:Cell 2/2)"),
+        (["%%nbflow task a --after ghost\n1"], UnknownTaskError, "{path}:Cell 1/1: pipeline 'bad' has no task 'ghost'"),
+        ([("%%nbflow task a\n1", ["nbflow:task=b"])], DefinitionError, "Cell 1/1: the tag says task 'b' but %%nbflow says 'a'"),
+        (["%%nbflow frobnicate\n1"], DefinitionError, "Cell 1/1: unknown cell magic '%%nbflow frobnicate'"),
         (["import os"], PipelineLoadError, "declares no cell tasks"),
         (["%%nbflow task a --outputs v\nv = 1", "%%nbflow task b --outputs v\nv = 2", "%%nbflow task c --after a,b --inputs v\nv"],
          DefinitionError, "which its --after tasks a and b both output"),
@@ -113,10 +114,10 @@ def test_cells_run_in_kernels_and_fail_by_notebook_cell(nbflow_home, tmp_path):
     assert {("base", "base", "json"), ("total", "total", "json"), ("total", "blob", "pickle")} <= artifacts
     attempts = {a["task_id"]: a for a in api.run_details(result.run_id)["attempts"]}
     boom = attempts["boom"]
-    assert result.task("boom")["error"] == "cell 4 raised ZeroDivisionError: division by zero"
+    assert result.task("boom")["error"] == "Cell 5/7 raised ZeroDivisionError: division by zero"
     assert boom["cell_index"] == 4 and boom["ename"] == "ZeroDivisionError" and boom["reason"] == "cell_error"
     assert "----> 2 y = base[0] / 0" in boom["traceback"]
-    assert result.task("forgetful")["error"] == "cell 5 did not define missing (named in --outputs)"
+    assert result.task("forgetful")["error"] == "Cell 6/7 did not define missing (named in --outputs)"
     # the output notebook shows what ran: setup, inputs, the cell (with its error)
     out = nbformat.read(result.task("boom")["output_uri"], as_version=4)
     body = next(c for c in out.cells if c.metadata.get("nbflow", {}).get("task") == "boom")

@@ -142,10 +142,12 @@ def test_help_teaches(tmp_path):
 def test_db_upgrade_creates_and_reports(tmp_path):
     home = tmp_path / "home"
     first = nbflow("db", "upgrade", home=home)
-    assert first.returncode == 0 and "upgraded empty -> 0005_incremental" in first.stdout
+    from nbflow.store.session import SCHEMA_HEAD
+
+    assert first.returncode == 0 and f"upgraded empty -> {SCHEMA_HEAD}" in first.stdout
     assert (home / "nbflow.db").exists()
     second = nbflow("db", "upgrade", home=home)
-    assert "already at 0005_incremental" in second.stdout
+    assert f"already at {SCHEMA_HEAD}" in second.stdout
 
 
 def test_db_upgrade_of_a_database_it_cannot_use_says_why_without_a_traceback(tmp_path):

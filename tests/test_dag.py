@@ -169,3 +169,20 @@ def test_tasks_pickle_without_their_pipeline():
     clone = cloudpickle.loads(cloudpickle.dumps(y))
     assert clone.task_id == "add" and clone.args == (OutputRef("one"),)
     assert clone._pipeline is None and len(cloudpickle.dumps(y)) < len(cloudpickle.dumps(p))
+
+
+def test_ordering_the_task_function_instead_of_its_handle_says_what_to_write():
+    """``slow >> ok`` with the @task function raised AttributeError 'TaskFactory' object has no
+    attribute 'set_upstream'; now a DefinitionError names the function and the line to write."""
+    with Pipeline("order") as p:
+        ok = one()
+        with pytest.raises(DefinitionError) as before:
+            add >> ok
+        with pytest.raises(DefinitionError) as after:
+            ok >> add
+        with pytest.raises(DefinitionError) as listed:
+            ok >> [add]
+    assert "add is the @task function, not a task" in str(before.value) and "add() >> one" in before.value.hint
+    assert "cannot order task 'one' before add" in str(after.value) and "one >> add()" in after.value.hint
+    assert "one >> add()" in listed.value.hint
+    assert p.tasks["one"].upstream_ids == set()

@@ -116,7 +116,7 @@ def test_context_goes_on_top_without_parameters_cell_and_cwd_is_used(tmp_path):
 def test_sys_exit_zero_is_success_stopped_early(tmp_path):
     outcome = _run("sysexit0", tmp_path)
     assert outcome.ok and outcome.reason == "stopped_early"
-    assert "sys.exit(0) in cell 1" in outcome.message
+    assert "sys.exit(0) in Cell 2/3" in outcome.message
     assert "never printed" not in (tmp_path / "sysexit0.log").read_text()
 
 
@@ -142,7 +142,7 @@ def test_cell_error_reports_source_cell_and_keeps_papermill_banner(tmp_path):
     assert outcome.cell_index == 2
     assert outcome.exec_count == 5  # parameters, injected, context, print ran before it
     assert outcome.ename == "ValueError" and outcome.evalue == "bad alpha 0.3"
-    assert outcome.message == "cell 2 raised ValueError: bad alpha 0.3"
+    assert outcome.message == "Cell 3/4 raised ValueError: bad alpha 0.3"  # as JupyterLab's status bar
     assert "ValueError" in outcome.traceback and "\x1b[" not in outcome.traceback
     assert _gone(outcome.kernel_pid)
     cells = _cells(outcome)
@@ -156,7 +156,7 @@ def test_cell_error_traceback_goes_to_log(tmp_path):
     outcome = _run("raises", tmp_path, log_path=str(tmp_path / "logs" / "raises.log"))
     log = (tmp_path / "logs" / "raises.log").read_text()
     assert "before the error" in log and "never printed" not in log
-    assert "nbflow: failed: cell 2 raised ValueError: bad alpha 0.5" in log
+    assert "nbflow: failed: Cell 3/4 raised ValueError: bad alpha 0.5" in log
     assert "ValueError" in log.split("nbflow: failed")[1]
     assert outcome.cell_index == 2  # no injected cells this time: same source index
 
@@ -179,7 +179,7 @@ def test_cell_timeout_marks_cell_and_shuts_kernel_down(tmp_path):
     outcome = _run("sleeps", tmp_path, cell_timeout=1.5)
     assert time.monotonic() - started < 15
     assert outcome.reason == "cell_timeout" and outcome.ename == "CellTimeoutError"
-    assert outcome.cell_index == 2 and outcome.message == "cell 2 exceeded cell_timeout=1.5s"
+    assert outcome.cell_index == 2 and outcome.message == "Cell 3/5 exceeded cell_timeout=1.5s"
     assert _gone(outcome.kernel_pid)
     _assert_nbflow_marks(outcome, "import time\ntime.sleep(seconds)", "A cell timed out")
     assert "before sleep" in (tmp_path / "sleeps.log").read_text()
@@ -192,7 +192,7 @@ def test_task_timeout_kills_kernel_within_bounds(tmp_path):
     elapsed = time.monotonic() - started
     assert outcome.reason == "task_timeout" and outcome.ename == "TaskTimeout"
     assert 2 <= elapsed <= 2 + 1 + 5
-    assert outcome.message.startswith("task exceeded timeout=2s during cell ")
+    assert outcome.message.startswith("task exceeded timeout=2s during Cell ")
     assert outcome.message.endswith("; kernel killed")
     assert outcome.cell_index is not None and 1 <= outcome.cell_index < 40
     assert _gone(outcome.kernel_pid)
@@ -221,7 +221,7 @@ def test_kernel_died_reports_signal_and_cell(tmp_path):
     outcome = _run("kills_kernel", tmp_path, timeout=30)
     assert outcome.reason == "kernel_died" and outcome.ename == "DeadKernelError"
     assert outcome.cell_index == 2
-    assert outcome.message == "kernel died during cell 2 (signal SIGKILL)"
+    assert outcome.message == "kernel died during Cell 3/4 (signal SIGKILL)"
     assert _gone(outcome.kernel_pid)
     cells = _assert_nbflow_marks(
         outcome, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "The kernel died"

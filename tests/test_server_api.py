@@ -9,6 +9,7 @@ import shutil
 import textwrap
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,8 +88,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
 
 def _sample_path(pattern: str) -> str:
     """A concrete URL for a route pattern (its named groups filled in)."""
-    path = pattern.replace(r"(?P<svg>\.svg)?", "")
-    for group, value in (("name", "quick"), ("run_id", "1"), ("task_id", "first")):
+    path = pattern.replace(r"(?P<svg>\.svg)?", "").replace("\\.", ".")
+    for group, value in (("name", "quick"), ("run_id", "1"), ("task_id", "first"), ("path", "quick/run-1/nb/try-1/output.ipynb")):
         path = re.sub(rf"\(\?P<{group}>[^)]*\)", value, path)
     return path
 
@@ -211,8 +212,8 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
 
     status, out = server.request("GET", f"runs/{run_id}/tasks/nb/output")
     assert status == 200, out
-    assert out["path"].startswith("home/") and out["path"].endswith(".ipynb")
-    assert (server.root / out["path"]).is_file()
+    assert out["path"] == f"nbflow-runs:quick/run-{run_id}/nb/try-1/nb · run {run_id} · try 1.ipynb", out
+    assert out["title"] == f"nb · run {run_id} · try 1", out
     status, answer = server.request("GET", f"runs/{run_id}/tasks/first/output")
     assert status == 404
     status, answer = server.request("GET", f"runs/{run_id}/tasks/nosuch/output")
@@ -310,9 +311,11 @@ def test_a_user_without_the_nbflow_permission_gets_403_everywhere(tmp_path: Path
         proc.stop()
 
 
-def test_an_output_notebook_in_a_hidden_home_is_refused_with_the_fix(tmp_path: Path) -> None:
-    """The default home ``./.nbflow`` is hidden and Jupyter does not open hidden files: the
-    output route says so and how to fix it, instead of a path the frontend then fails to open."""
+def test_an_output_notebook_in_a_hidden_home_opens_through_the_drive(tmp_path: Path) -> None:
+    """The default home ``./.nbflow`` is hidden and Jupyter's contents API does not open hidden
+    files (no --ContentsManager.allow_hidden here): the output route names the notebook in the
+    extension's drive, which serves it read-only as a contents model; nothing outside the
+    artifact root is served."""
     root = _quick_root(tmp_path / "root")
     env = {**nbflow_env(root), "NBFLOW_HOME": str(root / ".nbflow")}
     register_pipelines(root, env)
@@ -320,11 +323,30 @@ def test_an_output_notebook_in_a_hidden_home_is_refused_with_the_fix(tmp_path: P
     try:
         status, answer = proc.request("POST", "pipelines/quick/trigger", {})
         assert status == 201, answer
-        details = _finished(proc, answer["run_id"])
+        run_id = answer["run_id"]
+        details = _finished(proc, run_id)
         assert details["run"]["state"] == "success", details
-        status, answer = proc.request("GET", f"runs/{answer['run_id']}/tasks/nb/output")
-        assert status == 404, answer
-        assert "hidden folder .nbflow" in answer["message"], answer
-        assert "NBFLOW_HOME" in answer["hint"] and "allow_hidden" in answer["hint"], answer
+        status, out = proc.request("GET", f"runs/{run_id}/tasks/nb/output")
+        assert status == 200 and out["path"].startswith("nbflow-runs:"), out
+        drive_file = urllib.parse.quote(out["path"].removeprefix("nbflow-runs:"))
+        status, model = proc.request("GET", f"contents/{drive_file}?type=notebook&content=1")
+        assert status == 200 and model["type"] == "notebook" and model["writable"] is False, model
+        assert model["content"]["cells"] and model["name"] == f"nb · run {run_id} · try 1.ipynb", model
+        status, checkpoints = proc.request("GET", f"contents/{drive_file}/checkpoints")
+        assert status == 200 and checkpoints == []
+        # Jupyter itself refuses the hidden path: the drive is what makes it open
+        req = urllib.request.Request(f"{proc.url}api/contents/.nbflow/runs/quick/run-{run_id}/nb/try-1/output.ipynb",
+                                     headers={"Authorization": f"token {proc.token}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 404
+        for bad in ("../nbflow.db", "quick/../../nbflow.db"):
+            status, answer = proc.request("GET", f"contents/{bad}")
+            assert status in (400, 404), (bad, status, answer)
+        status, answer = proc.request("GET", "contents/quick/no-such.ipynb")
+        assert status == 404 and "cleaned up" in answer["message"], answer
+        (root / ".nbflow" / "runs" / "quick" / "escape.txt").symlink_to(root / "pipelines" / "quick.py")
+        status, answer = proc.request("GET", "contents/quick/escape.txt")
+        assert status == 404 and "outside the nbflow artifact root" in answer["message"], answer
     finally:
         proc.stop()

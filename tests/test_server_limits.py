@@ -23,7 +23,7 @@ import pytest
 
 from nbflow.server.handlers import ROUTES
 from tests.conftest import PG_URL, _pg_reachable
-from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter
+from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter, stop_nbflow_processes
 from tests.openapi_check import check_answer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -82,6 +82,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         time.sleep(0.3)
     yield proc
     proc.stop()
+    stop_nbflow_processes(root)  # POST scheduler/start (every route is asked) starts a detached scheduler
     if schema:
         import sqlalchemy as sa
 
@@ -145,8 +146,8 @@ def test_a_float_parameter_stays_a_float(server: JupyterProc) -> None:
 
 
 def _sample(pattern: str, **values: str) -> str:
-    path = pattern.replace(r"(?P<svg>\.svg)?", "")
-    defaults = {"name": "limits", "run_id": "1", "task_id": "show"}
+    path = pattern.replace(r"(?P<svg>\.svg)?", "").replace("\\.", ".")
+    defaults = {"name": "limits", "run_id": "1", "task_id": "show", "path": "limits/run-1/show/try-1/output.ipynb"}
     for group, value in {**defaults, **values}.items():
         path = re.sub(rf"\(\?P<{group}>[^)]*\)", value, path)
     return path

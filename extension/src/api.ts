@@ -26,6 +26,20 @@ export type IGraph = Json<'/pipelines/{name}/graph', 'get', 200>;
 export type IRunPage = Json<'/pipelines/{name}/runs', 'get', 200>;
 export type ITriggered = Json<'/pipelines/{name}/trigger', 'post', 201>;
 export type IOutput = Json<'/runs/{run_id}/tasks/{task_id}/output', 'get', 200>;
+export type IRunDetails = Json<'/runs/{run_id}', 'get', 200>;
+export type IAttempt = Schemas['Attempt'];
+export type ISchedulerState = Schemas['SchedulerState'];
+export type IGrid = Json<'/pipelines/{name}/grid', 'get', 200>;
+export type INotebookForm = Json<'/notebooks/form', 'get', 200>;
+export type IPreview = Json<'/schedule/preview', 'get', 200>;
+export type IScheduled = Json<'/notebooks/schedule', 'post', 201>;
+export type IRunAsPipeline = Json<'/notebooks/run', 'post', 201>;
+export type ICleared = Json<'/runs/{run_id}/tasks/{task_id}/clear', 'post', 200>;
+export type IDebugCopy = Json<'/runs/{run_id}/tasks/{task_id}/debug', 'post', 201>;
+
+/** The JupyterLab drive through which output notebooks open (the server's read-only
+ * `nbflow/api/contents` of the artifact root: no `allow_hidden` needed). */
+export const DRIVE = 'nbflow-runs';
 
 /** An error answer of the API: status and its JSON body (`message`, `fields`, `run_id` ...). */
 export class ApiError extends Error {
@@ -55,15 +69,52 @@ export async function request<T = unknown>(path: string, init: RequestInit = {})
     }
     throw new ApiError(response.status, body);
   }
-  if (path.split('?')[0].endsWith('.svg')) {
+  if (/\.(svg|txt|html)$/.test(path.split('?')[0])) {
     return text as unknown as T;
   }
   return (text ? JSON.parse(text) : {}) as T;
 }
 
-/** POST a JSON body. */
-export function post<T = unknown>(path: string, body: unknown = {}): Promise<T> {
-  return request<T>(path, { method: 'POST', body: JSON.stringify(body) });
+/** POST a JSON body (with extra headers, e.g. `Idempotency-Key`). */
+export function post<T = unknown>(path: string, body: unknown = {}, headers: Record<string, string> = {}): Promise<T> {
+  return request<T>(path, { method: 'POST', body: JSON.stringify(body), headers });
+}
+
+/** The absolute URL of `/nbflow/api/<path>` (for links: downloads, the HTML export). */
+export function apiUrl(path: string): string {
+  return URLExt.join(ServerConnection.makeSettings().baseUrl, 'nbflow', 'api', path);
+}
+
+/** Milliseconds since the epoch of an ISO time from the server (UTC when it names no zone). */
+export function parseTime(iso: string): number {
+  return Date.parse(iso.endsWith('Z') || /[+-]\d\d:\d\d$/.test(iso) ? iso : iso + 'Z');
+}
+
+/** `4.2 s`, `3.1 min`, `2.0 h`. */
+export function fmtSeconds(s: number): string {
+  return s < 120 ? `${s.toFixed(1)} s` : s < 7200 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`;
+}
+
+/** A time for people: `2026-12-01 23:40:44` in the browser's zone. */
+export function fmtTime(iso?: string | null): string {
+  if (!iso) {
+    return '';
+  }
+  const d = new Date(parseTime(iso));
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** How a file size reads: `512 B`, `3.4 kB`, `1.2 MB`. */
+export function fmtBytes(n: number): string {
+  return n < 1000 ? `${n} B` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`;
+}
+
+/** An import error's text, its location said once (the message often starts with it). */
+export function importErrorText(e: { location?: string | null; error?: string | null; filename?: string }): string {
+  const where = e.location || e.filename || '';
+  const what = e.error || '';
+  return what.startsWith(where) || !where ? what : `${where}: ${what}`;
 }
 
 /** `/pipelines/<name>` with the name escaped. */
@@ -81,10 +132,8 @@ export function duration(start?: string | null, end?: string | null): string {
   if (!start) {
     return '';
   }
-  const t0 = Date.parse(start.endsWith('Z') || start.includes('+') ? start : start + 'Z');
-  const t1 = end ? Date.parse(end.endsWith('Z') || end.includes('+') ? end : end + 'Z') : Date.now();
-  const s = Math.max(0, (t1 - t0) / 1000);
-  return s < 120 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
+  const t1 = end ? parseTime(end) : Date.now();
+  return fmtSeconds(Math.max(0, (t1 - parseTime(start)) / 1000));
 }
 
 /** A small HTML element builder. */

@@ -1,50 +1,87 @@
 /**
- * The main-area DAG view of one pipeline: the graphviz SVG coloured by a run's task states
- * (refreshed every second while the run is unfinished), a runs table, and a task pane with
- * tries, duration, log tail and buttons to open the output notebook and retry the task.
+ * The main-area view of one pipeline: four views of its history (the live DAG coloured by a
+ * run's states, the grid of runs × tasks, the Gantt chart of a run, task durations over the
+ * last runs), the runs table with paging, and a task pane with the task actions (tries, log,
+ * artifacts, output notebook, HTML export, debug copy, clear, mark success / failed).
+ * Refreshed every second while the shown run is unfinished.
  */
 import { Widget } from '@lumino/widgets';
-import { showErrorMessage } from '@jupyterlab/apputils';
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 
 import {
   ApiError,
   FINISHED,
+  IAttempt,
+  ICleared,
+  IDebugCopy,
   IGraph,
+  IGrid,
   ILogChunk,
   IOutput,
+  IRunDetails,
   IRunPage,
   ITaskInstance,
+  apiUrl,
   duration,
+  fmtBytes,
+  fmtSeconds,
+  fmtTime,
   h,
+  importErrorText,
   pipelinePath,
   post,
   request,
   taskPath
 } from './api';
+import { durationChart, ganttChart, gridChart } from './charts';
 
-/** Opens a notebook by its path relative to the Jupyter root (docmanager:open). */
-export type Opener = (path: string) => void;
+/** What the view asks JupyterLab to open. */
+export interface IOpeners {
+  /** A notebook: a path relative to the Jupyter root, or in the nbflow drive. */
+  notebook(path: string): void;
+  /** The whole log of a try in a tab of its own. */
+  log(runId: number, task: string, tryNumber: number | null): void;
+}
 
+type View = 'graph' | 'grid' | 'gantt' | 'durations';
+const VIEWS: [View, string][] = [
+  ['graph', 'Graph'],
+  ['grid', 'Grid'],
+  ['gantt', 'Gantt'],
+  ['durations', 'Durations']
+];
 const POLL_MS = 1000;
 /** How many lines of a task's log the pane shows (the server sends only those: `?tail=`). */
 const LOG_LINES = 40;
+/** Runs per page of the runs table; runs in the grid and the duration chart. */
+const RUNS_PAGE = 10;
+const GRID_RUNS = 25;
+/** Artifacts up to this size (JSON) are shown inline. */
+const INLINE_JSON = 2000;
 
 export class DagView extends Widget {
   readonly pipeline: string;
   private runId: number | null = null;
   private followLatest = true;
   private selectedTask: string | null = null;
+  private selectedTry: number | null = null;
+  private view: View = 'graph';
+  private runsOffset = 0;
+  private paramTypes: Record<string, string> = {};
   private timer: number | null = null;
   private busy = false;
-  private svgBox = h('div', { class: 'nbflow-dag-svg' });
+  private again = false;
   private header = h('div', { class: 'nbflow-dag-header' });
+  private waiting = h('div', { class: 'nbflow-waiting' });
+  private tabs = h('div', { class: 'nbflow-view-tabs', role: 'tablist' });
+  private main = h('div', { class: 'nbflow-view-main' });
   private taskPane = h('div', { class: 'nbflow-task-pane' });
   private runsBox = h('div', { class: 'nbflow-runs' });
   private status = h('div', { class: 'nbflow-status' });
 
   constructor(
     pipeline: string,
-    private open: Opener
+    private open: IOpeners
   ) {
     super();
     this.pipeline = pipeline;
@@ -52,9 +89,15 @@ export class DagView extends Widget {
     this.addClass('nbflow-dag-view');
     this.title.label = `DAG: ${pipeline}`;
     this.title.closable = true;
-    const body = h('div', { class: 'nbflow-dag-body' }, this.svgBox, this.taskPane);
-    this.node.append(this.header, this.status, body, h('h3', {}, 'Runs'), this.runsBox);
-    this.svgBox.addEventListener('click', ev => this.onSvgClick(ev));
+    for (const [view, label] of VIEWS) {
+      const tab = h('button', { class: 'nbflow-view-tab', role: 'tab', 'data-view': view }, label);
+      tab.onclick = () => this.showView(view);
+      this.tabs.append(tab);
+    }
+    const body = h('div', { class: 'nbflow-dag-body' }, this.main, this.taskPane);
+    this.node.append(this.header, this.waiting, this.status, this.tabs, body, h('h3', {}, 'Runs'), this.runsBox);
+    this.main.addEventListener('click', ev => this.onSvgClick(ev));
+    this.markTabs();
     void this.refresh();
   }
 
@@ -62,6 +105,23 @@ export class DagView extends Widget {
   showRun(runId: number | null): void {
     this.runId = runId;
     this.followLatest = runId === null;
+    this.selectedTry = null;
+    void this.refresh();
+  }
+
+  /** Switch to one of the views (graph, grid, gantt, durations). */
+  showView(view: View): void {
+    this.view = view;
+    this.markTabs();
+    void this.refresh();
+  }
+
+  /** Open a task's try of a run in the task pane (a grid cell or a Gantt bar was clicked). */
+  openTry(runId: number, task: string, tryNumber: number | null): void {
+    this.runId = runId;
+    this.followLatest = false;
+    this.selectedTask = task;
+    this.selectedTry = tryNumber;
     void this.refresh();
   }
 
@@ -77,9 +137,22 @@ export class DagView extends Widget {
     }
   }
 
-  /** Fetch graph JSON + SVG (+ runs, task pane); poll again while the run is unfinished. */
+  private markTabs(): void {
+    this.tabs.querySelectorAll('button').forEach(b => {
+      const on = b.dataset.view === this.view;
+      b.classList.toggle('nbflow-view-tab-active', on);
+      b.setAttribute('aria-selected', String(on));
+    });
+    this.node.dataset.view = this.view;
+  }
+
+  /** Fetch what the current view needs; poll again while the run is unfinished. */
   async refresh(): Promise<void> {
-    if (this.busy || this.isDisposed) {
+    if (this.isDisposed) {
+      return;
+    }
+    if (this.busy) {
+      this.again = true;
       return;
     }
     this.busy = true;
@@ -88,16 +161,22 @@ export class DagView extends Widget {
     try {
       const q = this.runId !== null && !this.followLatest ? `?run=${this.runId}` : '';
       const graph = await request<IGraph>(pipelinePath(this.pipeline, `graph${q}`));
-      const svg = await request<string>(pipelinePath(this.pipeline, `graph.svg${q}`));
       this.runId = graph.run ? graph.run.id : null;
-      this.renderHeader(graph);
-      this.svgBox.innerHTML = svg;
-      this.markSelected();
+      this.paramTypes = graph.param_types;
       live = !!graph.run && !FINISHED.has(graph.run.state);
-      this.svgBox.dataset.runState = graph.run ? graph.run.state : 'none';
+      this.renderHeader(graph);
+      const details =
+        this.runId !== null && (this.selectedTask || this.view === 'gantt')
+          ? await request<IRunDetails>(`runs/${this.runId}`)
+          : null;
+      await this.renderMain(graph, details, q);
       await this.renderRuns();
-      if (this.selectedTask && this.runId !== null) {
-        await this.renderTask(graph);
+      if (this.selectedTask && details) {
+        await this.renderTask(graph, details);
+      } else {
+        this.taskPane.replaceChildren(
+          h('div', { class: 'nbflow-hint' }, 'Click a task to see its tries, log and actions.')
+        );
       }
       this.status.textContent = '';
     } catch (err) {
@@ -105,6 +184,11 @@ export class DagView extends Widget {
       live = true; // try again: the server may be restarting
     } finally {
       this.busy = false;
+    }
+    if (this.again) {
+      this.again = false;
+      void this.refresh();
+      return;
     }
     if (!this.isDisposed && (live || this.followLatest)) {
       this.timer = window.setTimeout(() => void this.refresh(), live ? POLL_MS : POLL_MS * 5);
@@ -122,7 +206,7 @@ export class DagView extends Widget {
       h('span', { class: 'nbflow-dag-title' }, graph.pipeline),
       h(
         'span',
-        { class: `nbflow-badge nbflow-state-${run ? run.state : 'none'}` },
+        { class: `nbflow-badge nbflow-state-${run ? run.state : 'none'}`, 'data-run-state': run ? run.state : 'none' },
         run ? `run ${run.id}: ${state}` : state
       ),
       ...(run && !FINISHED.has(run.state) ? [cancel] : []),
@@ -130,32 +214,80 @@ export class DagView extends Widget {
     );
     if (graph.import_error) {
       this.header.append(
-        h(
-          'div',
-          { class: 'nbflow-import-error' },
-          `Broken DAG: ${graph.import_error.location || ''}: ${graph.import_error.error || ''}`
-        )
+        h('div', { class: 'nbflow-import-error' }, `Broken file: ${importErrorText(graph.import_error)}`)
       );
+    }
+    this.waiting.textContent = graph.waiting || '';
+  }
+
+  private async renderMain(graph: IGraph, details: IRunDetails | null, q: string): Promise<void> {
+    const order = graph.definition.tasks.map(t => t.id);
+    if (this.view === 'graph') {
+      const svg = await request<string>(pipelinePath(this.pipeline, `graph.svg${q}`));
+      const box = h('div', { class: 'nbflow-dag-svg', 'data-run-state': graph.run ? graph.run.state : 'none' });
+      box.innerHTML = svg;
+      this.main.replaceChildren(box);
+      this.markSelected();
+    } else if (this.view === 'gantt') {
+      this.main.replaceChildren(
+        details
+          ? ganttChart(details.attempts, order, (r, t, k) => this.openTry(r, t, k), details.run.id)
+          : h('div', { class: 'nbflow-empty' }, 'No runs yet.')
+      );
+    } else {
+      const grid = await request<IGrid>(pipelinePath(this.pipeline, `grid?limit=${GRID_RUNS}`));
+      const schedule = h(
+        'div',
+        { class: 'nbflow-schedule-text' },
+        `Schedule: ${grid.schedule_text}${grid.next_run ? ` · next run ${fmtTime(grid.next_run)}` : ''}`
+      );
+      const chart =
+        this.view === 'grid' ? gridChart(grid, (r, t, k) => this.openTry(r, t, k), this.runId) : durationChart(grid);
+      this.main.replaceChildren(schedule, chart);
     }
   }
 
   private async renderRuns(): Promise<void> {
-    const { runs } = await request<IRunPage>(pipelinePath(this.pipeline, 'runs?limit=15'));
-    const rows = runs.map(r => {
+    const page = await request<IRunPage>(
+      pipelinePath(this.pipeline, `runs?limit=${RUNS_PAGE + 1}&offset=${this.runsOffset}`)
+    );
+    const more = page.runs.length > RUNS_PAGE;
+    const rows = page.runs.slice(0, RUNS_PAGE).map(r => {
       const tr = h(
         'tr',
         { class: r.id === this.runId ? 'nbflow-selected' : '', 'data-run': String(r.id) },
         h('td', {}, String(r.id)),
         h('td', {}, h('span', { class: `nbflow-badge nbflow-state-${r.state}` }, r.state)),
         h('td', {}, r.trigger),
-        h('td', {}, (r.logical_date || '').replace('T', ' ').slice(0, 19)),
-        h('td', {}, duration(r.started_at, r.ended_at))
+        h('td', {}, fmtTime(r.started_at || r.created_at)),
+        h('td', {}, duration(r.started_at, r.ended_at)),
+        h('td', { class: 'nbflow-params-cell' }, paramsText(r.params, this.paramTypes))
       );
       tr.onclick = () => this.showRun(r.id);
       return tr;
     });
-    const head = h('tr', {}, ...['run', 'state', 'trigger', 'logical date', 'duration'].map(t => h('th', {}, t)));
-    this.runsBox.replaceChildren(h('table', { class: 'nbflow-table' }, h('thead', {}, head), h('tbody', {}, ...rows)));
+    const head = h(
+      'tr',
+      {},
+      ...['run', 'state', 'trigger', 'started', 'duration', 'parameters'].map(t => h('th', {}, t))
+    );
+    const prev = h('button', { class: 'jp-Button jp-mod-styled nbflow-page-prev' }, 'Newer');
+    const next = h('button', { class: 'jp-Button jp-mod-styled nbflow-page-next' }, 'Older');
+    prev.toggleAttribute('disabled', this.runsOffset === 0);
+    next.toggleAttribute('disabled', !more);
+    prev.onclick = () => {
+      this.runsOffset = Math.max(0, this.runsOffset - RUNS_PAGE);
+      void this.refresh();
+    };
+    next.onclick = () => {
+      this.runsOffset += RUNS_PAGE;
+      void this.refresh();
+    };
+    const shown = page.runs.length ? `runs ${this.runsOffset + 1}–${this.runsOffset + rows.length}` : 'no runs';
+    this.runsBox.replaceChildren(
+      h('table', { class: 'nbflow-table' }, h('thead', {}, head), h('tbody', {}, ...rows)),
+      h('div', { class: 'nbflow-buttons nbflow-pager' }, prev, h('span', { class: 'nbflow-page-label' }, shown), next)
+    );
   }
 
   private onSvgClick(ev: MouseEvent): void {
@@ -164,68 +296,233 @@ export class DagView extends Widget {
       return;
     }
     this.selectedTask = node.id.slice('task-'.length);
+    this.selectedTry = null;
     this.markSelected();
     void this.refresh();
   }
 
   private markSelected(): void {
-    this.svgBox
+    this.main
       .querySelectorAll('g.node')
       .forEach(n => n.classList.toggle('nbflow-node-selected', n.id === `task-${this.selectedTask}`));
   }
 
-  private async renderTask(graph: IGraph): Promise<void> {
+  private async renderTask(graph: IGraph, details: IRunDetails): Promise<void> {
     const task = this.selectedTask!;
-    const ti = graph.tasks[task];
+    const runId = details.run.id;
+    const ti = details.tasks.find(t => t.task_id === task);
     const def = graph.definition.tasks.find(t => t.id === task);
     if (!ti || !def) {
-      this.taskPane.replaceChildren(h('div', {}, `task ${task}: not in this run`));
+      this.taskPane.replaceChildren(h('div', {}, `task ${task}: not in run ${runId}`));
       return;
     }
-    const runId = this.runId!;
+    const attempts = details.attempts.filter(a => a.task_id === task);
+    const attempt: IAttempt | undefined =
+      attempts.find(a => a.try_number === this.selectedTry) ?? attempts[attempts.length - 1];
+    const tryNo = attempt ? attempt.try_number : null;
     let tail = '';
-    try {
-      const log = await request<ILogChunk>(taskPath(runId, task, `log?tail=${LOG_LINES}`));
-      tail = (log.truncated ? '…' : '') + log.text;
-    } catch (err) {
-      tail = `(no log: ${(err as Error).message})`;
-    }
-    const openBtn = h(
-      'button',
-      { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-open-output' },
-      'Open output notebook'
-    );
-    openBtn.onclick = async () => {
+    if (attempt) {
       try {
-        const out = await request<IOutput>(taskPath(runId, task, 'output'));
-        this.open(out.path);
+        const log = await request<ILogChunk>(taskPath(runId, task, `log?tail=${LOG_LINES}&try=${tryNo}`));
+        tail = (log.truncated ? '…' : '') + log.text;
       } catch (err) {
-        void showErrorMessage('No output notebook', (err as Error).message);
+        tail = `(no log: ${(err as Error).message})`;
       }
+    }
+    const runDone = FINISHED.has(details.run.state);
+    const picker = h('select', { class: 'nbflow-try-picker', 'aria-label': 'try' });
+    for (const a of attempts) {
+      const opt = h('option', { value: String(a.try_number) }, `try ${a.try_number}: ${a.state}`);
+      opt.selected = a.try_number === tryNo;
+      picker.append(opt);
+    }
+    picker.onchange = () => {
+      this.selectedTry = Number(picker.value);
+      void this.refresh();
     };
-    const retry = h('button', { class: 'jp-Button jp-mod-styled nbflow-retry' }, 'Retry task');
-    retry.onclick = () => void this.act(() => post(taskPath(runId, task, 'clear')));
-    const finished = graph.run ? FINISHED.has(graph.run.state) : false;
+    const buttons: HTMLElement[] = [];
+    const button = (cls: string, label: string, onclick: () => void, kind = '') => {
+      const b = h('button', { class: `jp-Button jp-mod-styled ${kind} ${cls}` }, label);
+      b.onclick = onclick;
+      buttons.push(b);
+    };
+    if (attempt?.output_uri) {
+      button(
+        'nbflow-open-output',
+        'Open output notebook',
+        () => void this.openOutput(runId, task, tryNo),
+        'jp-mod-accept'
+      );
+      const html = h(
+        'a',
+        {
+          class: 'jp-Button jp-mod-styled nbflow-export-html',
+          href: apiUrl(taskPath(runId, task, `output.html?try=${tryNo}&download=1`)),
+          download: ''
+        },
+        'Export as HTML'
+      );
+      buttons.push(html);
+      if (attempt.state === 'failed') {
+        button('nbflow-debug', 'Debug this try', () => void this.debug(runId, task, tryNo));
+      }
+    }
+    if (runDone) {
+      button('nbflow-retry', 'Clear…', () => void this.clear(runId, task));
+      if (FINISHED.has(ti.state)) {
+        if (ti.state !== 'success') {
+          button('nbflow-mark-success', 'Mark success', () => void this.mark(runId, task, 'success'));
+        }
+        if (ti.state !== 'failed') {
+          button('nbflow-mark-failed', 'Mark failed', () => void this.mark(runId, task, 'failed'));
+        }
+      }
+    }
+    const logLinks = h('div', { class: 'nbflow-buttons' });
+    if (attempt) {
+      const full = h('button', { class: 'jp-Button jp-mod-styled nbflow-full-log' }, 'Full log');
+      full.onclick = () => this.open.log(runId, task, tryNo);
+      const download = h(
+        'a',
+        {
+          class: 'jp-Button jp-mod-styled nbflow-download-log',
+          href: apiUrl(taskPath(runId, task, `log.txt?try=${tryNo}`)),
+          download: ''
+        },
+        'Download log'
+      );
+      logLinks.append(full, download);
+    }
+    const error = attempt && attempt.state !== 'success' && (attempt.message || attempt.evalue);
     this.taskPane.replaceChildren(
       h('h3', {}, task),
       h('div', {}, def.label),
       h('div', {}, 'state: ', h('span', { class: `nbflow-badge nbflow-state-${ti.state}` }, ti.state)),
-      h('div', {}, `tries: ${ti.try_number} of ${ti.max_tries}`),
+      h(
+        'div',
+        { class: 'nbflow-tries' },
+        ti.try_number ? `try ${tryNo} of ${Math.max(ti.max_tries, ti.try_number)} ` : 'not tried yet',
+        ...(attempts.length > 1 ? [picker] : [])
+      ),
       h(
         'div',
         {},
-        `duration: ${ti.duration != null ? ti.duration.toFixed(1) + ' s' : duration(ti.start_date, ti.end_date)}`
+        `duration: ${attempt?.start_date ? duration(attempt.start_date, attempt.end_date) : ti.duration != null ? fmtSeconds(ti.duration) : '-'}`
       ),
-      ...(ti.error ? [h('div', { class: 'nbflow-error' }, `${ti.reason || 'error'}: ${ti.error}`)] : []),
+      ...(error
+        ? [h('div', { class: 'nbflow-error' }, `${attempt.reason || 'error'}: ${error}`)]
+        : ti.error && ti.state !== 'success'
+          ? [h('div', { class: 'nbflow-error' }, `${ti.reason || ti.state}: ${ti.error}`)]
+          : []),
+      ...(ti.note ? [h('div', { class: 'nbflow-note' }, ti.note)] : []),
       ...whyLine(ti),
-      h(
-        'div',
-        { class: 'nbflow-buttons' },
-        ...(def.kind === 'notebook' || def.kind === 'cell' ? [openBtn] : []),
-        ...(finished ? [retry] : [])
-      ),
-      h('pre', { class: 'nbflow-log' }, tail || '(empty log)')
+      // the traceback with library frames folded, when any were (else the log tail below shows it as it is)
+      ...(attempt?.traceback_short && attempt.traceback_short !== attempt.traceback && attempt.state !== 'success'
+        ? [
+            h(
+              'pre',
+              { class: 'nbflow-traceback', title: 'library frames folded: the full traceback is in the log' },
+              attempt.traceback_short
+            )
+          ]
+        : []),
+      h('div', { class: 'nbflow-buttons nbflow-task-actions' }, ...buttons),
+      this.artifacts(details, task, tryNo),
+      logLinks,
+      h('pre', { class: 'nbflow-log' }, attempt ? tail || '(empty log)' : '(not run yet: no log)')
     );
+  }
+
+  /** The try's artifacts with their sizes; small JSON values inline (read through the drive). */
+  private artifacts(details: IRunDetails, task: string, tryNo: number | null): HTMLElement {
+    const rows = details.artifacts.filter(a => a.task_id === task && a.try_number === tryNo);
+    if (!rows.length) {
+      return h('div');
+    }
+    const list = h('ul', { class: 'nbflow-artifacts' });
+    for (const a of rows) {
+      const value = h('code', { class: 'nbflow-artifact-value' });
+      list.append(h('li', {}, h('b', {}, a.name), ` ${a.type}, ${fmtBytes(a.size)} `, value));
+      if (a.type === 'json' && a.size <= INLINE_JSON && a.path) {
+        void request<{ content: string }>(`contents/${a.path.replace(/^[^:]+:/, '')}?type=file&format=text&content=1`)
+          .then(m => (value.textContent = m.content))
+          .catch(() => undefined);
+      }
+    }
+    return h('div', {}, h('h4', {}, 'Artifacts'), list);
+  }
+
+  private async openOutput(runId: number, task: string, tryNo: number | null): Promise<void> {
+    try {
+      const out = await request<IOutput>(taskPath(runId, task, `output${tryNo ? `?try=${tryNo}` : ''}`));
+      this.open.notebook(out.path);
+    } catch (err) {
+      void showErrorMessage('No output notebook', (err as Error).message);
+    }
+  }
+
+  private async debug(runId: number, task: string, tryNo: number | null): Promise<void> {
+    try {
+      const copy = await post<IDebugCopy>(taskPath(runId, task, 'debug'), tryNo ? { try: tryNo } : {});
+      this.open.notebook(copy.path);
+    } catch (err) {
+      void showErrorMessage('Debug this try', (err as Error).message);
+    }
+  }
+
+  /** Clear with a confirmation that lists the tasks it will clear (a dry run of the server). */
+  private async clear(runId: number, task: string): Promise<void> {
+    const downstream = h('input', { type: 'checkbox', class: 'nbflow-clear-downstream' });
+    const upstream = h('input', { type: 'checkbox', class: 'nbflow-clear-upstream' });
+    downstream.checked = true;
+    const affected = h('div', { class: 'nbflow-clear-list' });
+    const preview = async () => {
+      try {
+        const dry = await post<ICleared>(taskPath(runId, task, 'clear'), {
+          downstream: downstream.checked,
+          upstream: upstream.checked,
+          dry_run: true
+        });
+        affected.replaceChildren(
+          h('div', {}, `These ${dry.cleared.length} task(s) of run ${runId} will run again:`),
+          h('ul', {}, ...dry.cleared.map(t => h('li', { 'data-task': t }, t)))
+        );
+      } catch (err) {
+        affected.textContent = (err as Error).message;
+      }
+    };
+    downstream.onchange = upstream.onchange = () => void preview();
+    await preview();
+    const body = new Widget({
+      node: h(
+        'div',
+        { class: 'nbflow-clear-dialog' },
+        h('label', {}, downstream, ' and what depends on it (downstream)'),
+        h('label', {}, upstream, ' and what it depends on (upstream)'),
+        affected
+      )
+    });
+    const result = await showDialog({
+      title: `Clear ${task}?`,
+      body,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Clear' })]
+    });
+    if (result.button.accept) {
+      await this.act(() =>
+        post(taskPath(runId, task, 'clear'), { downstream: downstream.checked, upstream: upstream.checked })
+      );
+    }
+  }
+
+  private async mark(runId: number, task: string, state: 'success' | 'failed'): Promise<void> {
+    const result = await showDialog({
+      title: `Mark ${task} ${state}?`,
+      body: `Task ${task} of run ${runId} becomes ${state} (no try runs); the run's state follows from its tasks. Tasks downstream keep their state: clear them to run them again.`,
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: `Mark ${state}` })]
+    });
+    if (result.button.accept) {
+      await this.act(() => post(taskPath(runId, task, 'mark'), { state }));
+    }
   }
 
   private async act(fn: () => Promise<unknown>): Promise<void> {
@@ -244,4 +541,14 @@ function whyLine(ti: ITaskInstance): HTMLElement[] {
     return [h('div', { class: 'nbflow-why' }, `reused from run ${ti.reused_run_id}, try ${ti.reused_try}`)];
   }
   return ti.why ? [h('div', { class: 'nbflow-why' }, `ran: ${ti.why}`)] : [];
+}
+
+/** A run's parameters as `C=0.5, n=3`; a float parameter keeps its point (2.0, not 2: JSON
+ * cannot tell them apart, the declared types can). */
+function paramsText(params: Record<string, unknown>, types: Record<string, string>): string {
+  return Object.entries(params || {})
+    .map(
+      ([k, v]) => `${k}=${types[k] === 'float' && Number.isInteger(v) ? (v as number).toFixed(1) : JSON.stringify(v)}`
+    )
+    .join(', ');
 }

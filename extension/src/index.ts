@@ -1,22 +1,30 @@
 /**
  * nbflow-jupyterlab: nbflow's web UI inside JupyterLab.
  *
- * - left sidebar: pipelines with state, schedule, trigger (params form), pause/unpause
- * - main area: a pipeline's live DAG (graphviz SVG from the server), runs table, task pane
- * - command palette + launcher: "nbflow: Open pipelines"
- * - notebook toolbar: "DAG" shows the pipeline(s) the notebook belongs to (asks the server:
- *   `GET pipelines?notebook=PATH`, matching a pipeline's file or its notebook tasks)
+ * - left sidebar: the scheduler's state (Start), pipelines with state, schedule in words and
+ *   next run, why a queued run waits, trigger (typed params form), pause/unpause
+ * - main area: a pipeline's views (live DAG, grid, Gantt, durations), runs table with paging,
+ *   task pane with the task actions; a try's full log in a tab
+ * - notebook toolbar: "DAG" (the pipeline(s) the notebook belongs to) and "Schedule" (the
+ *   "Schedule this notebook" dialog, also in the file browser's context menu)
+ * - a read-only drive `nbflow-runs:` of the artifact root: output notebooks open wherever the
+ *   nbflow home is (a hidden `.nbflow` too), each named (so titled) `task · run N · try K`
+ * - DAG tabs, log tabs and the sidebar come back on reload (JupyterLab's layout restorer)
  */
-import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, ToolbarButton, showErrorMessage } from '@jupyterlab/apputils';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget, ToolbarButton, WidgetTracker, showErrorMessage } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { NotebookPanel } from '@jupyterlab/notebook';
+import { Drive } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IDisposable } from '@lumino/disposable';
 
-import { IPipelineList, request } from './api';
+import { DRIVE, IPipelineList, request } from './api';
 import { DagView } from './dagview';
+import { LogView } from './logview';
+import { scheduleNotebook } from './schedule';
 import { PipelinesPanel } from './sidebar';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -26,26 +34,41 @@ export const nbflowIcon = new LabIcon({ name: 'nbflow:dag', svgstr: ICON_SVG });
 
 const CMD_OPEN = 'nbflow:open-panel';
 const CMD_DAG = 'nbflow:open-dag';
+const CMD_LOG = 'nbflow:open-log';
+const CMD_SCHEDULE = 'nbflow:schedule-notebook';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nbflow-jupyterlab:plugin',
-  description: 'nbflow pipelines, live DAGs, runs, logs and output notebooks',
+  description: 'nbflow pipelines, live DAGs, history, schedules, logs and output notebooks',
   autoStart: true,
-  optional: [ICommandPalette, ILauncher],
-  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null, launcher: ILauncher | null) => {
-    const views = new Map<string, MainAreaWidget<DagView>>();
+  optional: [ICommandPalette, ILauncher, ILayoutRestorer, IFileBrowserFactory],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    launcher: ILauncher | null,
+    restorer: ILayoutRestorer | null,
+    browsers: IFileBrowserFactory | null
+  ) => {
+    app.serviceManager.contents.addDrive(new Drive({ name: DRIVE, apiEndpoint: 'nbflow/api/contents' }));
+    const dags = new WidgetTracker<MainAreaWidget<DagView>>({ namespace: 'nbflow-dag' });
+    const logs = new WidgetTracker<MainAreaWidget<LogView>>({ namespace: 'nbflow-log' });
+
+    // an output notebook's file name in the drive is its title (`task · run N · try K.ipynb`):
+    // JupyterLab renames a document whose title is changed, so the title is never set here
     const openNotebook = (path: string) => void app.commands.execute('docmanager:open', { path });
+    const openLog = (runId: number, task: string, tryNumber: number | null) =>
+      void app.commands.execute(CMD_LOG, { run: runId, task, try: tryNumber ?? 0 });
 
     const openDag = (name: string, runId?: number) => {
-      let view = views.get(name);
-      if (!view || view.isDisposed) {
-        const content = new DagView(name, openNotebook);
+      let view = dags.find(w => w.content.pipeline === name);
+      if (!view) {
+        const content = new DagView(name, { notebook: openNotebook, log: openLog });
         view = new MainAreaWidget({ content });
         view.id = `nbflow-dag-area-${name}`;
         view.title.label = `DAG: ${name}`;
         view.title.icon = nbflowIcon;
         view.title.closable = true;
-        views.set(name, view);
+        void dags.add(view);
         app.shell.add(view, 'main');
       }
       view.content.showRun(runId ?? null);
@@ -55,6 +78,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const panel = new PipelinesPanel(openDag);
     panel.title.icon = nbflowIcon;
     app.shell.add(panel, 'left', { rank: 600 });
+    restorer?.add(panel, 'nbflow-sidebar');
 
     app.commands.addCommand(CMD_OPEN, {
       label: 'nbflow: Open pipelines',
@@ -67,32 +91,103 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     app.commands.addCommand(CMD_DAG, {
       label: args => `nbflow: Open DAG ${args.name ?? ''}`,
-      execute: args => openDag(String(args.name), args.run === undefined ? undefined : Number(args.run))
+      execute: args => openDag(String(args.name), args.run ? Number(args.run) : undefined)
     });
+    app.commands.addCommand(CMD_LOG, {
+      label: args => `nbflow: Log of ${args.task ?? ''}`,
+      execute: args => {
+        const runId = Number(args.run);
+        const task = String(args.task);
+        const tryNumber = Number(args.try) || null;
+        let view = logs.find(
+          w => w.content.runId === runId && w.content.task === task && w.content.tryNumber === tryNumber
+        );
+        if (!view) {
+          const content = new LogView(runId, task, tryNumber);
+          view = new MainAreaWidget({ content });
+          view.id = `${content.id}-area`;
+          view.title.label = content.title.label;
+          view.title.icon = nbflowIcon;
+          view.title.closable = true;
+          void logs.add(view);
+          app.shell.add(view, 'main');
+        }
+        app.shell.activateById(view.id);
+      }
+    });
+    const selectedNotebook = (): string | null => {
+      const item = browsers?.tracker.currentWidget?.selectedItems().next();
+      const model = item && !item.done ? item.value : null;
+      return model && model.type === 'notebook' ? model.path : null;
+    };
+    app.commands.addCommand(CMD_SCHEDULE, {
+      label: 'Schedule this notebook (nbflow)…',
+      caption: 'Run this notebook on a schedule: nbflow writes a pipeline file into the DAG folder',
+      icon: nbflowIcon,
+      isVisible: () => selectedNotebook() !== null,
+      execute: args => {
+        const path = typeof args.path === 'string' ? args.path : selectedNotebook();
+        if (path) {
+          void runSchedule(path, openDag, panel);
+        }
+      }
+    });
+    app.contextMenu.addItem({
+      command: CMD_SCHEDULE,
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 3
+    });
+
+    if (restorer) {
+      void restorer.restore(dags, {
+        command: CMD_DAG,
+        args: w => ({ name: w.content.pipeline }),
+        name: w => w.content.pipeline
+      });
+      void restorer.restore(logs, {
+        command: CMD_LOG,
+        args: w => ({ run: w.content.runId, task: w.content.task, try: w.content.tryNumber ?? 0 }),
+        name: w => w.content.id
+      });
+    }
     palette?.addItem({ command: CMD_OPEN, category: 'nbflow' });
     launcher?.add({ command: CMD_OPEN, category: 'Other', rank: 1 });
-    app.docRegistry.addWidgetExtension('Notebook', new NotebookDagButton(openDag));
+    app.docRegistry.addWidgetExtension('Notebook', new NotebookButtons(openDag, panel));
   }
 };
 
-/** A toolbar button on notebooks: open the DAG of the pipeline(s) this notebook is part of. */
-class NotebookDagButton implements DocumentRegistry.IWidgetExtension<NotebookPanel, DocumentRegistry.IModel> {
-  constructor(private openDag: (name: string) => void) {}
+async function runSchedule(path: string, openDag: (name: string) => void, panel: PipelinesPanel): Promise<void> {
+  try {
+    await scheduleNotebook(path, name => {
+      void panel.refresh();
+      openDag(name);
+    });
+  } catch (err) {
+    void showErrorMessage('Schedule this notebook', (err as Error).message);
+  }
+}
 
-  createNew(panel: NotebookPanel): IDisposable {
-    const button = new ToolbarButton({
+/** Notebook toolbar buttons: the DAG of the pipeline(s) the notebook is part of; Schedule. */
+class NotebookButtons implements DocumentRegistry.IWidgetExtension<NotebookPanel, DocumentRegistry.IModel> {
+  constructor(
+    private openDag: (name: string) => void,
+    private panel: PipelinesPanel
+  ) {}
+
+  createNew(nb: NotebookPanel): IDisposable {
+    const dag = new ToolbarButton({
       className: 'nbflow-notebook-dag',
       icon: nbflowIcon,
       label: 'DAG',
       tooltip: 'Show the nbflow DAG of the pipeline this notebook belongs to',
       onClick: async () => {
-        const path = panel.context.path;
+        const path = nb.context.path;
         try {
           const { pipelines } = await request<IPipelineList>(`pipelines?notebook=${encodeURIComponent(path)}`);
           if (!pipelines.length) {
             void showErrorMessage(
               'No nbflow pipeline',
-              `No known pipeline is defined in ${path} or runs it as a notebook task. Run it once (nbflow run ${path}) or put it in the DAG folder.`
+              `No known pipeline is defined in ${path} or runs it as a notebook task. Run its cell tasks (%nbflow run this), press "Schedule", or put a pipeline file in the DAG folder.`
             );
           }
           pipelines.forEach(p => this.openDag(p.name));
@@ -101,8 +196,28 @@ class NotebookDagButton implements DocumentRegistry.IWidgetExtension<NotebookPan
         }
       }
     });
-    panel.toolbar.insertItem(10, 'nbflowDag', button);
-    return button;
+    const schedule = new ToolbarButton({
+      className: 'nbflow-notebook-schedule',
+      label: 'Schedule',
+      tooltip: 'Schedule this notebook with nbflow (a pipeline file in the DAG folder; the scheduler runs it)',
+      onClick: async () => {
+        if (nb.context.model.dirty) {
+          await nb.context.save();
+        }
+        await runSchedule(nb.context.path, this.openDag, this.panel);
+      }
+    });
+    nb.toolbar.insertItem(10, 'nbflowDag', dag);
+    nb.toolbar.insertItem(11, 'nbflowSchedule', schedule);
+    return {
+      get isDisposed() {
+        return dag.isDisposed && schedule.isDisposed;
+      },
+      dispose() {
+        dag.dispose();
+        schedule.dispose();
+      }
+    };
   }
 }
 

@@ -81,7 +81,7 @@ export interface paths {
     };
     get?: never;
     put?: never;
-    /** Queue a manual run (the scheduler runs it, or a background `nbflow drive` when none is alive) */
+    /** Queue a manual run (the managed scheduler runs it; without one, a background `nbflow drive`). 409 for a duplicate logical date, a pipeline that exists only in a kernel, or a broken file without last_good */
     post: operations['triggerRun'];
     delete?: never;
     options?: never;
@@ -166,7 +166,7 @@ export interface paths {
     };
     get?: never;
     put?: never;
-    /** Retry a task of a finished run (it and what is downstream are cleared; the run is queued again) */
+    /** Retry a task of a finished run (it, and what is downstream and/or upstream, are cleared; the run is queued again) */
     post: operations['clearTask'];
     delete?: never;
     options?: never;
@@ -200,6 +200,227 @@ export interface paths {
     };
     /** The database and the schedulers, answered within 1 s (503 when degraded) */
     get: operations['health'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/runs/{run_id}/tasks/{task_id}/mark': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Mark a finished task of a finished run success or failed (a person's decision); the run's state follows from its tasks */
+    post: operations['markTask'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/runs/{run_id}/tasks/{task_id}/log.txt': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The whole log of a try as a download (text/plain, Content-Disposition attachment) */
+    get: operations['downloadLog'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/runs/{run_id}/tasks/{task_id}/output.html': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The output notebook of a try as a standalone HTML page (nbconvert, lab template) */
+    get: operations['exportHtml'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/runs/{run_id}/tasks/{task_id}/debug': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Write a runnable copy of a try's notebook (outputs dropped; a first cell sets its injected parameters and loads its upstream inputs) beside the pipeline file */
+    post: operations['debugTry'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/pipelines/{name}/grid': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Runs × tasks (newest run first) with each task's state, try and times; the schedule in words and the next run */
+    get: operations['runGrid'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/scheduler': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Whether a scheduler serves this home (since when, heartbeat age) or why not */
+    get: operations['schedulerState'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/scheduler/start': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Start a detached `nbflow scheduler` for this home unless a live one holds the lease */
+    post: operations['startScheduler'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/notebooks/form': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** What "Schedule this notebook" offers for a notebook (its declared parameters with types and defaults, its kernel) */
+    get: operations['notebookForm'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/notebooks/schedule': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Write `<DAG folder>/<name>.py` running the notebook on a schedule (one notebook task; editable by hand) and record it; optionally run it now */
+    post: operations['scheduleNotebook'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/notebooks/run': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get?: never;
+    put?: never;
+    /** Record a saved notebook of cell tasks as a pipeline and queue a run of it ("Run as pipeline") */
+    post: operations['runNotebookAsPipeline'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/schedule/preview': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** A schedule in words and its next 5 run times in a time zone */
+    get: operations['schedulePreview'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/contents/{path}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** A file under the artifact root as a Jupyter contents model (read-only), for the extension's drive `nbflow-runs` */
+    get: operations['driveGet'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/contents/{path}/checkpoints': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Checkpoints of a drive file (always none, the drive is read-only) */
+    get: operations['driveCheckpoints'];
     put?: never;
     post?: never;
     delete?: never;
@@ -272,6 +493,8 @@ export interface components {
       incremental: boolean;
       /** @description tasks an incremental run executes anyway (with their downstream) */
       force: string[] | null;
+      /** @description the Idempotency-Key of the trigger that made it */
+      idempotency_key?: string | null;
     };
     RunWithCounts: components['schemas']['Run'] & {
       /** @description task instances by state */
@@ -338,6 +561,8 @@ export interface components {
       why: string | null;
     };
     Attempt: {
+      /** @description the traceback with library frames folded (the user's own code first) */
+      traceback_short: string | null;
       id: number;
       run_id: number;
       task_id: string;
@@ -367,6 +592,8 @@ export interface components {
       output_uri: string | null;
     };
     Artifact: {
+      /** @description the file in the extension's drive (nbflow-runs:...); null outside the artifact root */
+      path: string | null;
       id: number;
       run_id: number;
       task_id: string;
@@ -428,8 +655,61 @@ export interface components {
       /** @description how many tasks */
       tasks: number;
       params: components['schemas']['Params'];
+      /** @description each parameter's type, from its default (JSON cannot tell 1.0 from 1) */
+      param_types: {
+        [key: string]: components['schemas']['ParamType'];
+      };
       last_run: components['schemas']['Run'] | components['schemas']['Nothing'];
       import_error: components['schemas']['ImportError'] | components['schemas']['Nothing'];
+      /** @description why the last run, queued for more than a few seconds, has no driver yet */
+      waiting: string | null;
+      /** @description the schedule in words */
+      schedule_text: string;
+      /** @description when the next scheduled run starts (ISO, the pipeline's time zone); null: no schedule or paused */
+      next_run: string | null;
+    };
+    /** @enum {string} */
+    ParamType: 'bool' | 'int' | 'float' | 'string' | 'list' | 'dict' | 'null';
+    SchedulerState: {
+      /** @enum {string} */
+      state: 'running' | 'starting' | 'stopped';
+      /**
+       * Format: date-time
+       * @description running: when it started; stopped: when it stopped (or last beat)
+       */
+      since: string | null;
+      /** @description seconds since its last heartbeat */
+      heartbeat_age: number | null;
+      /** @description why none runs (how the last one ended, the last line of its log) */
+      reason: string | null;
+      pid: number | null;
+      hostname: string | null;
+      /** @description the managed scheduler's log file */
+      log: string;
+      /** @description whether this server keeps a scheduler running (NbflowExtension.manage_scheduler) */
+      managed: boolean;
+      /** @description POST scheduler/start: the pid started (null: one serves already) */
+      started?: number | null;
+    };
+    GridCell: {
+      state: components['schemas']['TaskState'];
+      try_number: number;
+      max_tries: number;
+      duration: number | null;
+      /** Format: date-time */
+      start_date: string | null;
+      /** Format: date-time */
+      end_date: string | null;
+    };
+    NotebookParameter: {
+      name: string;
+      /** @description int, float, bool, str, list, dict; null when unknown */
+      type: string | null;
+      /** @description the default as a JSON value (null when it is no literal) */
+      default: unknown;
+      /** @description false when the default is no literal (e.g. a function call): not offered */
+      settable: boolean;
+      help: string;
     };
     Job: {
       id: number;
@@ -555,6 +835,12 @@ export interface operations {
         };
         content: {
           'application/json': {
+            /** @description each parameter's type, from its default */
+            param_types: {
+              [key: string]: components['schemas']['ParamType'];
+            };
+            /** @description why the run, queued for more than a few seconds, has no driver yet */
+            waiting: string | null;
             pipeline: string;
             definition: components['schemas']['Definition'];
             run: components['schemas']['Run'] | components['schemas']['Nothing'];
@@ -643,7 +929,10 @@ export interface operations {
   triggerRun: {
     parameters: {
       query?: never;
-      header?: never;
+      header?: {
+        /** @description a repeated request with the same key answers with the run the first one made */
+        'Idempotency-Key'?: string;
+      };
       path: {
         /** @description a pipeline name (at most 250 characters, no control characters) */
         name: components['parameters']['name'];
@@ -659,6 +948,8 @@ export interface operations {
           logical_date?: string;
           /** @description reuse the tasks that are up to date (default: the pipeline's incremental=) */
           incremental?: boolean;
+          /** @description run the last version that loaded although the file is broken now (else 409) */
+          last_good?: boolean;
         };
       };
     };
@@ -816,14 +1107,17 @@ export interface operations {
             run_id: number;
             task_id: string;
             uri: string;
-            /** @description relative to the Jupyter root */
+            try: number;
+            /** @description in the extension's read-only drive of the artifact root (`nbflow-runs:...`): what docmanager:open takes */
             path: string;
+            /** @description a tab title: 'task · run N · try K' */
+            title: string;
           };
         };
       };
       400: components['responses']['Error'];
       403: components['responses']['Error'];
-      /** @description no such task or try (the message names the tries that exist), no output notebook, or it lies outside the artifact root or the Jupyter root, or in a hidden folder */
+      /** @description no such task or try (the message names the tries that exist), or no output notebook (a task not run yet, or of another kind) */
       404: {
         headers: {
           [name: string]: unknown;
@@ -848,11 +1142,27 @@ export interface operations {
     };
     requestBody?: {
       content: {
-        'application/json': Record<string, never>;
+        'application/json': {
+          /**
+           * @description also what depends on it
+           * @default true
+           */
+          downstream?: boolean;
+          /**
+           * @description also what it depends on
+           * @default false
+           */
+          upstream?: boolean;
+          /**
+           * @description only answer which tasks would be cleared (for a confirmation)
+           * @default false
+           */
+          dry_run?: boolean;
+        };
       };
     };
     responses: {
-      /** @description the cleared tasks */
+      /** @description the cleared tasks (with dry_run, those that would be) */
       200: {
         headers: {
           [name: string]: unknown;
@@ -861,6 +1171,7 @@ export interface operations {
           'application/json': {
             run_id: number;
             cleared: string[];
+            dry_run: boolean;
           };
         };
       };
@@ -938,6 +1249,491 @@ export interface operations {
           'application/json': components['schemas']['Health'];
         };
       };
+    };
+  };
+  markTask: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        'application/json': {
+          /** @enum {string} */
+          state: 'success' | 'failed';
+        };
+      };
+    };
+    responses: {
+      /** @description the new states */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            run_id: number;
+            task_id: string;
+            state: string;
+            run_state: string;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      409: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  downloadLog: {
+    parameters: {
+      query?: {
+        /** @description a try number (default: the latest try) */
+        try?: components['parameters']['try'];
+      };
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the log */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'text/plain': string;
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  exportHtml: {
+    parameters: {
+      query?: {
+        /** @description a try number (default: the latest try) */
+        try?: components['parameters']['try'];
+        /** @description 1: as an attachment */
+        download?: '1';
+      };
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the page */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'text/html': string;
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  debugTry: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody?: {
+      content: {
+        'application/json': {
+          /** @description default: the latest try with a notebook */
+          try?: number;
+        };
+      };
+    };
+    responses: {
+      /** @description where the copy is */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            /** @description relative to the Jupyter root */
+            path: string;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      409: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  runGrid: {
+    parameters: {
+      query?: {
+        limit?: number;
+        offset?: number;
+      };
+      header?: never;
+      path: {
+        /** @description a pipeline name (at most 250 characters, no control characters) */
+        name: components['parameters']['name'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description a page of the grid */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            pipeline: string;
+            /** @description task ids, upstream first */
+            tasks: string[];
+            runs: (components['schemas']['Run'] & {
+              cells: {
+                [key: string]: components['schemas']['GridCell'];
+              };
+            })[];
+            /** @description runs of the pipeline */
+            total: number;
+            limit: number;
+            offset: number;
+            schedule: string | null;
+            schedule_text: string;
+            timezone: string;
+            next_run: string | null;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  schedulerState: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the state */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['SchedulerState'];
+        };
+      };
+      403: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  startScheduler: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: {
+      content: {
+        'application/json': Record<string, never>;
+      };
+    };
+    responses: {
+      /** @description the state after the start */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['SchedulerState'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  notebookForm: {
+    parameters: {
+      query: {
+        /** @description relative to the Jupyter root */
+        path: string;
+      };
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the form */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            path: string;
+            /** @description a suggested pipeline name */
+            name: string;
+            parameters: components['schemas']['NotebookParameter'][];
+            has_parameters_cell: boolean;
+            kernel: string | null;
+            /** @description the notebook has cell tasks: offer Run as pipeline */
+            cell_tasks: boolean;
+            presets: string[];
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  scheduleNotebook: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        'application/json': {
+          /** @description the notebook, relative to the Jupyter root */
+          path: string;
+          /** @description the pipeline's name: a letter, then letters, digits, _ and - */
+          name: string;
+          /** @description cron (5 fields) or a preset; null: manual runs only (then run_now) */
+          schedule?: string | null;
+          /** @default UTC */
+          timezone?: string;
+          /** @default false */
+          catchup?: boolean;
+          parameters?: components['schemas']['Params'];
+          /** @default 0 */
+          retries?: number;
+          /** @description seconds for the whole notebook */
+          timeout?: number | null;
+          /** @default default */
+          queue?: string;
+          /** @description default: the notebook's kernelspec */
+          kernel?: string | null;
+          /** @default false */
+          run_now?: boolean;
+        };
+      };
+    };
+    responses: {
+      /** @description the pipeline and its file */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            pipeline: string;
+            /** @description relative to the Jupyter root when inside it */
+            file: string;
+            /** @description the cron form */
+            schedule: string | null;
+            /** @description the schedule in words */
+            description: string;
+            /** @description the run queued by run_now */
+            run_id: number | null;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      409: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  runNotebookAsPipeline: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        'application/json': {
+          path: string;
+        };
+      };
+    };
+    responses: {
+      /** @description the run is queued */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            pipeline: string;
+            run_id: number;
+            file: string;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      409: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  schedulePreview: {
+    parameters: {
+      query: {
+        schedule: string;
+        timezone?: string;
+      };
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the preview */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            schedule: string;
+            cron: string;
+            timezone: string;
+            description: string;
+            /** @description ISO times in the time zone */
+            next: string[];
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      500: components['responses']['Error'];
+    };
+  };
+  driveGet: {
+    parameters: {
+      query?: {
+        content?: '0' | '1';
+      };
+      header?: never;
+      path: {
+        /** @description relative to the artifact root; may hold slashes */
+        path: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description a Jupyter contents model */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            name: string;
+            path: string;
+            /** @enum {string} */
+            type: 'notebook' | 'file';
+            format: string | null;
+            content: unknown;
+            mimetype: string | null;
+            created: string;
+            last_modified: string;
+            /** @enum {boolean} */
+            writable: false;
+          } & {
+            [key: string]: unknown;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  driveCheckpoints: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        path: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description no checkpoints */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': unknown[];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
     };
   };
 }

@@ -1,17 +1,34 @@
 /**
- * The left-sidebar panel: every pipeline with its last run's state, schedule and import
- * error, and buttons to open its DAG, trigger it (with a small params form) and pause it.
+ * The left-sidebar panel: the scheduler's state (running since, heartbeat age; or why it is
+ * not running, with Start), and every pipeline with its last run's state, its schedule in
+ * words and next run, why a queued run waits, its import error, and buttons to open its DAG,
+ * trigger it (a form of typed parameter inputs) and pause it.
  */
 import { Widget } from '@lumino/widgets';
-import { showErrorMessage } from '@jupyterlab/apputils';
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 
-import { ApiError, IImportError, IPipeline, IPipelineList, ITriggered, h, pipelinePath, post, request } from './api';
+import {
+  ApiError,
+  IImportError,
+  IPipeline,
+  IPipelineList,
+  ISchedulerState,
+  ITriggered,
+  fmtTime,
+  h,
+  importErrorText,
+  pipelinePath,
+  post,
+  request
+} from './api';
+import { paramInput, paramRow, readParams } from './params';
 
 const POLL_MS = 3000;
 
 export class PipelinesPanel extends Widget {
   private list = h('div', { class: 'nbflow-pipelines' });
   private status = h('div', { class: 'nbflow-status' });
+  private scheduler = h('div', { class: 'nbflow-scheduler' });
   private timer: number | null = null;
   private formOpen: string | null = null;
 
@@ -24,6 +41,7 @@ export class PipelinesPanel extends Widget {
     refresh.onclick = () => void this.refresh();
     this.node.append(
       h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh),
+      this.scheduler,
       this.status,
       this.list
     );
@@ -43,6 +61,7 @@ export class PipelinesPanel extends Widget {
       window.clearTimeout(this.timer);
     }
     try {
+      this.renderScheduler(await request<ISchedulerState>('scheduler'));
       if (this.formOpen === null) {
         const data = await request<IPipelineList>('pipelines');
         this.render(data.pipelines, data.import_errors);
@@ -54,6 +73,34 @@ export class PipelinesPanel extends Widget {
     this.timer = window.setTimeout(() => void this.refresh(), this.isVisible ? POLL_MS : POLL_MS * 5);
   }
 
+  private renderScheduler(s: ISchedulerState): void {
+    this.scheduler.dataset.state = s.state;
+    const text =
+      s.state === 'running'
+        ? `Scheduler running since ${fmtTime(s.since)} (pid ${s.pid}; heartbeat ${Math.round(s.heartbeat_age ?? 0)} s ago)`
+        : s.state === 'starting'
+          ? 'Scheduler starting…'
+          : `Scheduler not running: ${s.reason}`;
+    const parts: HTMLElement[] = [
+      h('span', { class: `nbflow-dot nbflow-dot-${s.state}` }),
+      h('span', { class: 'nbflow-scheduler-text' }, text)
+    ];
+    if (s.state === 'stopped') {
+      const start = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-scheduler-start' }, 'Start');
+      start.onclick = async () => {
+        start.setAttribute('disabled', '');
+        try {
+          this.renderScheduler(await post<ISchedulerState>('scheduler/start'));
+        } catch (err) {
+          void showErrorMessage('nbflow scheduler', (err as Error).message);
+        }
+      };
+      parts.push(start);
+    }
+    this.scheduler.replaceChildren(...parts);
+    this.scheduler.title = `log: ${s.log}${s.managed ? '' : ' (this server does not manage a scheduler)'}`;
+  }
+
   private render(pipelines: IPipeline[], errors: IImportError[]): void {
     const items = pipelines.map(p => this.item(p));
     if (!items.length) {
@@ -61,12 +108,13 @@ export class PipelinesPanel extends Widget {
         h(
           'div',
           { class: 'nbflow-empty' },
-          'No pipelines yet: run `nbflow scheduler` (DAG folder) or `nbflow run FILE`.'
+          'No pipelines yet: open a notebook and press "Schedule" in its toolbar, or put a pipeline file in the DAG folder.'
         )
       );
     }
-    for (const e of errors) {
-      items.push(h('div', { class: 'nbflow-import-error' }, `Broken: ${e.location || e.filename}: ${e.error || ''}`));
+    const shown = new Set(pipelines.map(p => p.import_error?.filename).filter(Boolean));
+    for (const e of errors.filter(e => !shown.has(e.filename))) {
+      items.push(h('div', { class: 'nbflow-import-error' }, `Broken file ${importErrorText(e)}`));
     }
     this.list.replaceChildren(...items);
   }
@@ -88,6 +136,9 @@ export class PipelinesPanel extends Widget {
       }
       void this.refresh();
     };
+    const when = p.schedule
+      ? `${p.schedule_text}${p.is_paused ? ' (paused)' : p.next_run ? ` · next ${fmtTime(p.next_run)}` : ''}`
+      : 'no schedule';
     const el = h(
       'div',
       { class: 'nbflow-pipeline', 'data-pipeline': p.name },
@@ -99,25 +150,26 @@ export class PipelinesPanel extends Widget {
       ),
       h(
         'div',
-        { class: 'nbflow-pipeline-meta' },
-        `${p.schedule || 'no schedule'}${p.is_paused ? ' (paused)' : ''} · ${p.tasks} tasks${p.last_run ? ` · run ${p.last_run.id}` : ''}`
+        { class: 'nbflow-pipeline-meta', title: p.schedule || '' },
+        `${when} · ${p.tasks} tasks${p.last_run ? ` · run ${p.last_run.id}` : ''}`
       ),
+      ...(p.waiting ? [h('div', { class: 'nbflow-waiting' }, p.waiting)] : []),
       ...(p.import_error
-        ? [
-            h(
-              'div',
-              { class: 'nbflow-import-error' },
-              `Broken DAG: ${p.import_error.location || ''}: ${p.import_error.error || ''}`
-            )
-          ]
+        ? [h('div', { class: 'nbflow-import-error' }, `Broken file ${importErrorText(p.import_error)}`)]
         : []),
       h('div', { class: 'nbflow-buttons' }, trigger, pause)
     );
     trigger.onclick = () => this.toggleForm(el, p);
+    if (!p.file) {
+      // recorded by a kernel (%nbflow run this): no driver can load it, so the server refuses a trigger
+      trigger.setAttribute('disabled', '');
+      trigger.title =
+        'Defined only in a notebook kernel: run it there (%nbflow run this), or use "Run as pipeline" on the saved notebook';
+    }
     return el;
   }
 
-  /** The params form: one input per declared parameter (JSON-ish values), then Run. */
+  /** The trigger form: one typed input per declared parameter, then Run (once per click). */
   private toggleForm(el: HTMLElement, p: IPipeline): void {
     const old = el.querySelector('.nbflow-params-form');
     if (old) {
@@ -126,55 +178,81 @@ export class PipelinesPanel extends Widget {
       return;
     }
     this.formOpen = p.name;
-    const inputs: Record<string, HTMLInputElement> = {};
-    const rows = Object.entries(p.params || {}).map(([k, v]) => {
-      inputs[k] = h('input', { class: 'jp-mod-styled', name: k, value: typeof v === 'string' ? v : JSON.stringify(v) });
-      return h('label', {}, h('span', {}, k), inputs[k]);
-    });
+    const inputs = Object.entries(p.params || {}).map(([k, v]) => paramInput(k, p.param_types[k], v));
     const errorBox = h('div', { class: 'nbflow-error' });
-    const run = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-run' }, 'Run');
-    const cancel = h('button', { class: 'jp-Button jp-mod-styled' }, 'Close');
+    const run = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-run', type: 'submit' }, 'Run');
+    const cancel = h('button', { class: 'jp-Button jp-mod-styled', type: 'button' }, 'Close');
     const form = h(
       'form',
       { class: 'nbflow-params-form' },
-      ...rows,
+      ...inputs.map(i => paramRow(i)),
       errorBox,
       h('div', { class: 'nbflow-buttons' }, run, cancel)
     );
-    cancel.onclick = ev => {
-      ev.preventDefault();
+    const close = () => {
       form.remove();
       this.formOpen = null;
     };
+    cancel.onclick = ev => {
+      ev.preventDefault();
+      close();
+    };
+    // one key per opened form: a double click, or a retry after a lost answer, makes one run
+    const key = crypto.randomUUID();
     form.onsubmit = async ev => {
       ev.preventDefault();
-      const params: Record<string, unknown> = {};
-      for (const [k, input] of Object.entries(inputs)) {
-        params[k] = parseValue(input.value, (p.params || {})[k]);
+      if (run.hasAttribute('disabled')) {
+        return;
       }
+      let params: Record<string, unknown>;
       try {
-        const res = await post<ITriggered>(pipelinePath(p.name, 'trigger'), { params });
-        form.remove();
-        this.formOpen = null;
+        params = readParams(inputs);
+      } catch (err) {
+        errorBox.textContent = (err as Error).message;
+        return;
+      }
+      run.setAttribute('disabled', '');
+      run.textContent = 'Queueing…';
+      try {
+        await this.trigger(p.name, params, key);
+        close();
         this.openDag(p.name);
         void this.refresh();
-        return res;
       } catch (err) {
         errorBox.textContent = err instanceof ApiError ? err.message : String(err);
+      } finally {
+        run.removeAttribute('disabled');
+        run.textContent = 'Run';
       }
     };
     el.append(form);
   }
-}
 
-/** Parse a form value like its declared default: numbers and booleans as JSON, else text. */
-function parseValue(text: string, declared: unknown): unknown {
-  if (typeof declared === 'string') {
-    return text;
-  }
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
+  /** Trigger; when the file is broken now, say so and ask before running the last good version. */
+  private async trigger(name: string, params: Record<string, unknown>, key: string): Promise<ITriggered | null> {
+    const headers = { 'Idempotency-Key': key };
+    try {
+      return await post<ITriggered>(pipelinePath(name, 'trigger'), { params }, headers);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 409 && err.body.fields?.last_good)) {
+        throw err;
+      }
+      const answer = await showDialog({
+        title: `${name}: the pipeline file is broken`,
+        body: err.body.message || '',
+        buttons: [
+          Dialog.cancelButton({ label: 'Fix it first' }),
+          Dialog.warnButton({ label: 'Run the last good version' })
+        ]
+      });
+      if (!answer.button.accept) {
+        throw new Error('Not triggered: fix the file first.');
+      }
+      return await post<ITriggered>(
+        pipelinePath(name, 'trigger'),
+        { params, last_good: true },
+        { 'Idempotency-Key': `${key}-last-good` }
+      );
+    }
   }
 }

@@ -4,10 +4,6 @@ clear, backfill, pools, retention."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,14 +12,20 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nbflow import params as nbparams
 from nbflow.api.runs import BACKGROUND, open_store
-from nbflow.store.scheduling import task_rows
+from nbflow.api.spawn import spawn_once
 from nbflow.artifacts import join
-from nbflow.exceptions import DuplicateRunError, NbflowError, PipelineNotFoundError
-from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
 from nbflow.config import get_settings
+from nbflow.exceptions import (
+    DuplicateRunError,
+    NbflowError,
+    PipelineNotFoundError,
+    StateConflictError,
+)
+from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
 from nbflow.store import Store
-from nbflow.store.session import is_transient, outage_kind, probe_engine
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import task_rows
+from nbflow.store.session import is_transient, outage_kind, probe_engine
 
 log = logging.getLogger("nbflow.api")
 
@@ -39,6 +41,18 @@ def _definition(store: Store, name: str) -> dict[str, Any]:
     return dict(store.get_version(row["latest_version_id"])["definition"])
 
 
+def _param_types(definition: Mapping[str, Any]) -> dict[str, str]:
+    """Each declared parameter's type (bool, int, float, string, ...): JSON cannot tell 1.0 from 1."""
+    return {k: nbparams.value_type(v) for k, v in (definition.get("params") or {}).items()}
+
+
+def pipeline_file(name: str, *, store: Store | None = None) -> str | None:
+    """The file a known pipeline is defined in (None: it exists only in a notebook kernel)."""
+    store = store or open_store()
+    _definition(store, name)
+    return store.get_pipeline(name)["file"]
+
+
 def scheduler_alive(store: Store | None = None) -> bool:
     """Whether a scheduler holds a fresh heartbeat lease on this database."""
     store = store or open_store()
@@ -51,57 +65,16 @@ def background_driver_alive(store: Store | None = None) -> bool:
     return bool(store.live_jobs(store.settings.orphan_timeout, kinds=(BACKGROUND,)))
 
 
-STARTING = 15.0  # seconds a spawned background driver may take to hold its lease
-
-
 def spawn_driver(store: Store | None = None) -> int | None:
     """Start a background ``nbflow drive`` process that drives every queued run until none is
     left, unless one serves this database already; returns its pid (None: one serves).
 
-    Used when no scheduler is alive, so a run triggered from the UI or a notebook still runs.
-    One at a time per home: spawns are serialised by a lock file, and a driver spawned a moment
-    ago that does not hold its lease yet counts as serving (ten triggers in a row start one
-    process, not ten). The child is reaped when it exits (a thread waits for it), so a
-    long-lived process that triggers many runs (the Jupyter server) collects no zombies. Its
-    log is ``$NBFLOW_HOME/drivers/background.log``.
+    Used when no scheduler is alive, so a run triggered from a notebook or the command line
+    still runs (one at a time per home, see :func:`nbflow.api.spawn.spawn_once`). Its log is
+    ``$NBFLOW_HOME/drivers/background.log``.
     """
-    import fcntl
-
     store = store or open_store()
-    folder = store.settings.home / "drivers"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "spawn.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pidfile = folder / "background.pid"
-        if _starting(pidfile) or background_driver_alive(store):
-            return None
-        with open(folder / "background.log", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "nbflow", "drive"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "NBFLOW_HOME": str(store.settings.home), "NBFLOW_DB_URL": store.url},
-            )
-        pidfile.write_text(str(proc.pid))
-    threading.Thread(target=proc.wait, name=f"nbflow-reap-{proc.pid}", daemon=True).start()
-    return proc.pid
-
-
-def _starting(pidfile: Any) -> bool:
-    """Whether the background driver spawned last is still starting (alive, spawned moments ago)."""
-    import time
-
-    import psutil
-
-    try:
-        proc = psutil.Process(int(pidfile.read_text()))
-        return proc.status() != psutil.STATUS_ZOMBIE and time.time() - proc.create_time() < STARTING and (
-            "drive" in proc.cmdline()
-        )
-    except (OSError, ValueError, psutil.Error):
-        return False
+    return spawn_once(store, "drivers", "background", ["drive"], lambda: background_driver_alive(store))
 
 
 def trigger(
@@ -111,6 +84,8 @@ def trigger(
     logical_date: datetime | str | None = None,
     incremental: bool | None = None,
     start: bool = True,
+    last_good: bool = False,
+    idempotency_key: str | None = None,
     store: Store | None = None,
 ) -> int:
     """Queue a manual run of a known pipeline with validated parameters; returns its id.
@@ -120,10 +95,33 @@ def trigger(
 
     The scheduler picks it up; when no scheduler is alive and ``start`` is true, a
     background ``nbflow drive`` process runs it. A second trigger for the same logical date
-    raises :class:`DuplicateRunError` with the existing run's id.
+    raises :class:`DuplicateRunError` with the existing run's id; a second trigger with the
+    same ``idempotency_key`` returns the run the first one made. Refused
+    (:class:`StateConflictError`): a pipeline that exists only in a notebook kernel (no file
+    a driver could load), and one whose file is broken now unless ``last_good`` (then the
+    last version that loaded runs).
     """
     store = store or open_store()
     definition = _definition(store, name)
+    if idempotency_key is not None:
+        earlier = store.run_for_key(name, idempotency_key)
+        if earlier is not None:
+            return int(earlier["id"])
+    row = store.get_pipeline(name)
+    if not row["file"]:
+        raise StateConflictError(
+            f"pipeline '{name}' exists only in a notebook kernel (%nbflow run this): no scheduler or background "
+            "driver can load it, so a triggered run would wait forever",
+            hint="save the notebook and use \"Run as pipeline\" (or `nbflow run NOTEBOOK.ipynb`), or run it "
+                 "again in the kernel with %nbflow run this",
+        )
+    broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"])
+    if broken is not None and not last_good:
+        raise StalePipelineError(
+            f"the file of pipeline '{name}' is broken now ({import_error_text(broken)}); a run would use "
+            f"the last version that loaded (saved {row['updated_at']:%Y-%m-%d %H:%M} UTC)",
+            hint="fix the file, or trigger again with last_good=true to run the last good version",
+        )
     resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
     if isinstance(logical_date, str):
         logical_date = parse_date(logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name))
@@ -132,17 +130,19 @@ def trigger(
         existing = store.run_for_date(name, logical)
         if existing is not None:
             raise DuplicateRunError(name, logical, existing["id"])
-    version = store.get_pipeline(name)["latest_version_id"]
+    version = row["latest_version_id"]
     try:
         (run_id,) = store.write(
             lambda tx: tx.create_runs(
                 pipeline=name, version_id=version, params=resolved, trigger="manual", tasks=task_rows(definition),
-                intervals=[(logical, logical)],
+                intervals=[(logical, logical)], idempotency_key=idempotency_key,
                 incremental=bool(definition.get("incremental")) if incremental is None else bool(incremental),
             ),
             what="trigger",
         )
     except IntegrityError as exc:
+        if idempotency_key is not None and (earlier := store.run_for_key(name, idempotency_key)) is not None:
+            return int(earlier["id"])  # a concurrent request with the same key won
         existing = store.run_for_date(name, logical)
         raise DuplicateRunError(name, logical, existing["id"] if existing else None) from exc
     if start and not scheduler_alive(store):
@@ -150,15 +150,34 @@ def trigger(
     return run_id
 
 
+def import_error_text(error: Mapping[str, Any]) -> str:
+    """An import error as ``file:line: message``, the location said once (the loader's message
+    often starts with it already)."""
+    where, what = error.get("location") or error.get("filename") or "", error.get("error") or ""
+    return what if not where or what.startswith(where) else f"{where}: {what}"
+
+
+class StalePipelineError(StateConflictError):
+    """A pipeline's file is broken now: a run would use its last good version (ask first)."""
+
+
 def clear_tasks(
-    run_id: int, task_ids: Iterable[str] | None = None, *, start: bool = True, store: Store | None = None
+    run_id: int,
+    task_ids: Iterable[str] | None = None,
+    *,
+    downstream: bool = True,
+    upstream: bool = False,
+    dry_run: bool = False,
+    start: bool = True,
+    store: Store | None = None,
 ) -> list[str]:
-    """Clear tasks of a finished run (default: the unsuccessful ones) and what is downstream; queue the run again."""
+    """Clear tasks of a finished run (default: the unsuccessful ones) and what is downstream
+    (``upstream``: and what they depend on); queue the run again. See :func:`~nbflow.api.runs.clear_run`."""
     from nbflow.api.runs import clear_run
 
     store = store or open_store()
-    cleared = clear_run(run_id, task_ids, store=store)
-    if start and not scheduler_alive(store):
+    cleared = clear_run(run_id, task_ids, downstream=downstream, upstream=upstream, dry_run=dry_run, store=store)
+    if start and not dry_run and not scheduler_alive(store):
         spawn_driver(store)
     return cleared
 
@@ -184,6 +203,7 @@ def list_pipelines(*, store: Store | None = None) -> list[dict[str, Any]]:
                 **dict(row),
                 "tasks": len(definition["tasks"]),
                 "params": definition.get("params", {}),
+                "param_types": _param_types(definition),
                 "last_run": dict(last[0]) if last else None,
                 "import_error": errors.get(row["file"] or ""),
             }
@@ -215,6 +235,7 @@ def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None 
         "states": {tid: r["state"] for tid, r in tasks.items()},
         "tasks": tasks,
         "import_error": errors.get(definition.get("file") or ""),
+        "param_types": _param_types(definition),
     }
 
 
@@ -349,6 +370,7 @@ def health(*, store: Store | None = None) -> dict[str, Any]:
 __all__ = [
     "DuplicateRunError",
     "backfill",
+    "background_driver_alive",
     "clean",
     "clear_tasks",
     "delete_pool",
@@ -356,9 +378,9 @@ __all__ = [
     "import_errors",
     "list_pipelines",
     "parse_age",
+    "pipeline_file",
     "pipeline_graph",
     "pools",
-    "background_driver_alive",
     "scheduler_alive",
     "set_paused",
     "set_pool",

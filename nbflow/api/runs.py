@@ -21,8 +21,8 @@ from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
-from nbflow.store.scheduling import task_rows
 from nbflow.store.orm import utcnow
+from nbflow.store.scheduling import task_rows
 
 _stores: dict[str, Store] = {}
 
@@ -255,10 +255,20 @@ def pipeline_of_run(run_id: int, *, store: Store | None = None) -> Pipeline:
     return load_pipeline(row["file"], run["pipeline"])
 
 
-def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store | None = None) -> list[str]:
-    """Reset tasks of a finished run (default: those not successful) and what is downstream of
-    them to ``pending``, and queue the run again; returns the cleared task ids. In an
-    incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
+def clear_run(
+    run_id: int,
+    tasks: Iterable[str] | None = None,
+    *,
+    downstream: bool = True,
+    upstream: bool = False,
+    dry_run: bool = False,
+    store: Store | None = None,
+) -> list[str]:
+    """Reset tasks of a finished run (default: those not successful), with what is downstream
+    of them (``downstream``) and what they depend on (``upstream``), to ``pending``, and queue
+    the run again; returns the cleared task ids (with ``dry_run``: the ones it would clear,
+    writing nothing). A cleared task gets its retries again (``max_tries`` grows by them). In
+    an incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
@@ -275,27 +285,50 @@ def clear_run(run_id: int, tasks: Iterable[str] | None = None, *, store: Store |
             if tid not in tis:
                 raise UnknownTaskError(run["pipeline"], tid, tis, where=f"run {run_id}")
     version = store.get_version(run["version_id"]) if run["version_id"] else None
-    down: dict[str, list[str]] = {}
-    for t in (version["definition"]["tasks"] if version else []):
-        for up in t["upstream"]:
-            down.setdefault(up, []).append(t["id"])
-    closure, stack = set(), list(chosen)
-    while stack:  # everything downstream of a cleared task must run again too
-        tid = stack.pop()
-        if tid in closure or tid not in tis:
-            continue
-        closure.add(tid)
-        stack.extend(down.get(tid, ()))
+    definition = version["definition"]["tasks"] if version else []
+    closure = set(chosen)
+    if downstream:
+        closure |= _closure(chosen, _edges(definition, down=True))
+    if upstream:
+        closure |= _closure(chosen, _edges(definition, down=False))
+    closure &= set(tis)
+    if dry_run:
+        return [tid for tid in tis if tid in closure]
+    retries = {t["id"]: int(t.get("retries") or 0) for t in definition}
 
     # an incremental run would reuse a chosen task again: choosing it is asking for it to run
     fields = {"force": sorted({*(run["force"] or ()), *chosen})} if run["incremental"] and tasks is not None else {}
 
     def write(tx: Any) -> list[str]:
-        cleared = tx.clear_tasks(run_id, sorted(closure))
+        cleared = tx.clear_tasks(run_id, [tid for tid in tis if tid in closure], retries)
         tx.set_run_state(run_id, RunState.QUEUED, driver_id=None, **fields)
         return cleared
 
     return store.write(write, what="clear tasks")
+
+
+def _edges(tasks: Iterable[Mapping[str, Any]], *, down: bool) -> dict[str, list[str]]:
+    """task -> its direct downstream (``down``) or upstream tasks, from a stored definition."""
+    out: dict[str, list[str]] = {}
+    for t in tasks:
+        for up in t["upstream"]:
+            if down:
+                out.setdefault(up, []).append(t["id"])
+            else:
+                out.setdefault(t["id"], []).append(up)
+    return out
+
+
+def _closure(start: Iterable[str], edges: Mapping[str, list[str]]) -> set[str]:
+    """Every task reachable from ``start`` along ``edges``."""
+    seen: set[str] = set()
+    stack = list(start)
+    while stack:
+        tid = stack.pop()
+        if tid not in seen:
+            seen.add(tid)
+            stack.extend(edges.get(tid, ()))
+    return seen
 
 
 def rerun(
@@ -365,12 +398,15 @@ def list_runs(
 
 
 def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
-    """A run, its task instances, attempts and artifacts."""
+    """A run, its task instances, attempts (each with ``traceback_short``: its traceback with
+    library frames folded, :mod:`nbflow.api.tracebacks`) and artifacts."""
+    from nbflow.api.tracebacks import fold_library_frames
+
     store = store or open_store()
     return {
         "run": dict(store.get_run(run_id)),
         "tasks": [dict(r) for r in store.task_instances(run_id)],
-        "attempts": [dict(r) for r in store.attempts(run_id)],
+        "attempts": [{**r, "traceback_short": fold_library_frames(r["traceback"])} for r in store.attempts(run_id)],
         "artifacts": [dict(r) for r in store.artifacts(run_id)],
     }
 

@@ -238,7 +238,7 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
     if failed:
         out.write("\nfailed attempts:\n")
         for a in failed:
-            cell = f" in cell {a['cell_index']}" if a["cell_index"] is not None else ""
+            cell = f" in Cell {a['cell_index'] + 1}" if a["cell_index"] is not None else ""
             out.write(f"  {a['task_id']} try {a['try_number']}: {a['reason']}{cell}: {a['ename']}: {a['evalue']}\n")
     return 0
 

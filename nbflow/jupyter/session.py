@@ -14,8 +14,6 @@ The kernel never sees the notebook file, so it records what it executes:
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 from nbflow.dag import Pipeline
@@ -25,6 +23,7 @@ from nbflow.tasks.cellspec import (
     PipelineDecl,
     build_pipeline,
     clean_setup,
+    kernel_pipeline_name,
     parse,
     pipeline_parser,
     resolve_inputs,
@@ -145,9 +144,7 @@ class ThisNotebook:
         """``%nbflow pipeline NAME``, else the notebook's file name (JupyterLab tells the kernel), else "notebook"."""
         if self.decl.name:
             return self.decl.name
-        session = self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or ""
-        stem = Path(session).stem if session else ""
-        return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "notebook"
+        return kernel_pipeline_name(self.shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME") or "")
 
     def tasks(self) -> list[str]:
         """Names of the declared task cells."""

@@ -4,7 +4,7 @@ An answer's body is JSON ``{error, message, hint?, fields?, run_id?, ...}``; its
 is written for the user and never carries SQL, a traceback or a path of the server's disk.
 
 * nbflow's typed errors (:mod:`nbflow.exceptions`) map through :data:`STATUS`, first match
-  wins: unknown pipeline/run/task/try 404, duplicate run and state conflicts 409, a database
+  wins: unknown pipeline/run/task/try and a missing output notebook 404, duplicate run and state conflicts 409, a database
   outage 503, and any other :class:`~nbflow.exceptions.NbflowError` (bad parameters, dates,
   values) 400.
 * Database errors the store lets through (:func:`nbflow.api.database_trouble`): a lost or
@@ -28,6 +28,7 @@ from nbflow.exceptions import (
     DuplicateRunError,
     InputError,
     NbflowError,
+    OutputNotFoundError,
     ParameterError,
     PipelineNotFoundError,
     RunNotFoundError,
@@ -45,6 +46,7 @@ STATUS: tuple[tuple[type[NbflowError], int], ...] = (
     (RunNotFoundError, 404),
     (UnknownTaskError, 404),
     (TryNotFoundError, 404),
+    (OutputNotFoundError, 404),
     (DuplicateRunError, 409),
     (StateConflictError, 409),
     (DatabaseUnavailableError, 503),
@@ -116,6 +118,8 @@ def _typed(exc: NbflowError, status: int) -> ApiError:
         extra["fields"] = {f"params.{n}": exc.message for n in exc.names} or {"params": exc.message}
     if isinstance(exc, InputError):
         extra["fields"] = {exc.field: exc.message}
+    if isinstance(exc, api.StalePipelineError):  # the UI asks, then sends last_good: true
+        extra["fields"] = {"last_good": "the file is broken now: confirm running the last good version"}
     return ApiError(status, exc.message, **extra)
 
 

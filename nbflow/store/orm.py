@@ -83,6 +83,7 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint("pipeline", "logical_date", name="uq_runs_logical_date"),
+        UniqueConstraint("pipeline", "idempotency_key", name="uq_runs_idempotency_key"),
         Index("ix_runs_pipeline_id", "pipeline", "id"),
         Index("ix_runs_state", "state"),
     )
@@ -106,6 +107,8 @@ class RunRow(Base):
     incremental: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     #: task ids an incremental run executes (with their downstream) even when up to date
     force: Mapped[list | None] = mapped_column(JSON)
+    #: the Idempotency-Key of the REST trigger that made the run (a repeated POST gets this run)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
 
 
 class TaskInstanceRow(Base):

@@ -177,6 +177,11 @@ class SchedulingReads:
         rows = self._all(select(JOB).where(JOB.c.kind.in_(kinds), JOB.c.state == "running", JOB.c.heartbeat_at > since))
         return {r["id"]: r for r in rows}
 
+    def last_job(self, kind: str) -> RowMapping | None:
+        """The newest job of ``kind`` (live or not), or None."""
+        rows = self._all(select(JOB).where(JOB.c.kind == kind).order_by(JOB.c.id.desc()).limit(1))
+        return rows[0] if rows else None
+
     def runs_to_drive(self, live: Iterable[int], limit: int = 100) -> list[RowMapping]:
         """Queued or running runs that no live job drives, oldest logical date first."""
         free = R.c.driver_id.is_(None)

@@ -21,6 +21,7 @@ from nbflow.config import Settings, get_settings
 from nbflow.exceptions import RunNotFoundError
 from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
+from nbflow.store.manual import ManualTx
 from nbflow.store.orm import utcnow
 from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
@@ -43,7 +44,7 @@ _TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
-class Tx(SchedulingTx):
+class Tx(SchedulingTx, ManualTx):
     """Write operations inside one transaction (get one from :meth:`Store.write`)."""
 
     def __init__(self, conn: Connection):
@@ -83,6 +84,7 @@ class Tx(SchedulingTx):
         pointer: datetime | None = None,
         incremental: bool = False,
         force: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[int]:
         """The one way runs are made: a queued run per data interval ``(start, end)`` (its
         logical date is ``start``), each with a pending task instance per entry of ``tasks``
@@ -94,10 +96,13 @@ class Tx(SchedulingTx):
         without, the ``IntegrityError`` is raised (a duplicate trigger). ``pointer`` moves the
         pipeline's next scheduled logical date in the same transaction. ``incremental`` runs reuse
         what is up to date, except the ``force``d tasks (:mod:`nbflow.incremental`).
+        ``idempotency_key`` is stored on the run (unique per pipeline: a second run with it raises
+        ``IntegrityError``).
         """
         created = []
         run = {"pipeline": pipeline, "version_id": version_id, "params": params, "trigger": trigger,
-               "executor": executor, "incremental": incremental, "force": list(force) if force else None}
+               "executor": executor, "incremental": incremental, "force": list(force) if force else None,
+               "idempotency_key": idempotency_key}
         for start, end in intervals:
             if not skip_existing:
                 created.append(self._insert_run(run, tasks, start, end))
@@ -145,8 +150,8 @@ class Tx(SchedulingTx):
         """Compare-and-set a run's state; sets ``started_at``/``ended_at`` as fitting."""
         to = RunState(to)
         now = utcnow()
-        if to is RunState.RUNNING:
-            fields.setdefault("started_at", now)
+        if to is RunState.RUNNING:  # a re-run (cleared tasks) keeps when the run first started
+            fields.setdefault("started_at", func.coalesce(R.c.started_at, now))
         elif to in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED):
             fields.setdefault("ended_at", now)
         elif to is RunState.QUEUED:
@@ -284,17 +289,6 @@ class Tx(SchedulingTx):
         )
         self.set_run_state(run_id, RunState.FAILED, note=note)
 
-    def clear_tasks(self, run_id: int, task_ids: Iterable[str]) -> list[str]:
-        """Reset finished task instances to ``pending`` (keeping their try count); returns those reset."""
-        cleared = []
-        for task_id in task_ids:
-            if self.set_task_state(
-                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None,
-                reused_run_id=None, reused_try=None, why=None,
-            ):
-                cleared.append(task_id)
-        return cleared
-
 
 class Store(SchedulingReads, ReuseReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
@@ -401,6 +395,11 @@ class Store(SchedulingReads, ReuseReads):
         if logical_date is not None:
             stmt = stmt.where(R.c.logical_date == logical_date)
         rows = self._all(stmt)
+        return rows[0] if rows else None
+
+    def run_for_key(self, pipeline: str, idempotency_key: str) -> RowMapping | None:
+        """The run of ``pipeline`` a trigger with this Idempotency-Key made, or None."""
+        rows = self._all(select(R).where(R.c.pipeline == pipeline, R.c.idempotency_key == idempotency_key))
         return rows[0] if rows else None
 
     def count_runs(self, pipeline: str | None = None) -> int:

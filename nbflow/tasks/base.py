@@ -102,3 +102,10 @@ class BaseTask(Task):
 
     def finalize(self, ctx: AttemptContext, record: AttemptRecord) -> None:
         """Hook after the attempt, also on failure (default: nothing)."""
+
+
+def cell_name(index: int, total: int) -> str:
+    """How nbflow names a notebook's cell in every message: as JupyterLab's status bar does,
+    ``Cell 5/7`` (``index`` 0-based among all ``total`` cells of the notebook file)."""
+    return f"Cell {index + 1}/{total}"
+

@@ -12,7 +12,7 @@ and the output notebook work as for notebook tasks. The tiny notebook is::
 
 Outputs are saved artifacts, so a cell task's value is a dict (like a notebook task's) and
 another cell's ``--inputs model`` reads the artifact named ``model`` of the task that outputs
-it. Failures are reported by the *notebook's* cell (``cell 5`` in a file, ``cell In [7]`` in a
+it. Failures are reported by the *notebook's* cell (``Cell 5/9`` in a file, ``cell In [7]`` in a
 kernel), not by the tiny notebook's. How cells become tasks: :mod:`nbflow.tasks.cellspec`.
 """
 
@@ -113,7 +113,7 @@ class CellTask(BaseTask):
         return super().part_label(key)
 
     def label(self) -> str:
-        """``cell 5`` (in a file) / ``cell In [7]`` (in a kernel): the kind and which cell."""
+        """``Cell 5/9`` (in a file, as JupyterLab's status bar) / ``cell In [7]`` (in a kernel, its prompt)."""
         return self.cell_label
 
     # -- running -------------------------------------------------------------------------
@@ -150,11 +150,11 @@ class CellTask(BaseTask):
             return result
         where, index = self._where(result.cell_index)
         if result.reason == "cell_error" and result.cell_index == len(self.setup) + 1 and result.ename == "NameError":
-            message = str(result.evalue)  # "cell 5 did not define model (named in --outputs)"
+            message = str(result.evalue)  # "Cell 5/9 did not define model (named in --outputs)"
         elif result.reason == "cell_error":
             message = f"{where} raised {result.ename}: {result.evalue}"
         else:  # timeouts and kernel deaths name the tiny notebook's cell: name the user's
-            message = re.sub(r"\bcell (\d+)\b", lambda m: self._where(int(m.group(1)))[0], result.message)
+            message = re.sub(r"\bCell (\d+)/\d+\b", lambda m: self._where(int(m.group(1)) - 1)[0], result.message)
         result.reason = "fail_now" if result.ename == "FailNow" else result.reason
         result.message = message.splitlines()[0] if message else ""
         result.cell_index = index

@@ -34,6 +34,7 @@ from typing import Any
 
 from nbflow.dag import Pipeline
 from nbflow.exceptions import DefinitionError, NbflowError, PipelineLoadError
+from nbflow.tasks.base import cell_name
 from nbflow.tasks.cell import CellTask, SetupCell
 
 _CELL_MAGIC = re.compile(r"^\s*%%nbflow\b[ \t]*(.*)$")
@@ -118,7 +119,7 @@ class CellDecl:
 
     role: str  # "task" | "setup" | "params"
     source: str  # without the %%nbflow line; setup cells without %nbflow lines
-    label: str  # "cell 3" (file) or "cell In [7]" (kernel)
+    label: str  # "Cell 4/9" (file, as JupyterLab's status bar) or "cell In [7]" (kernel, its prompt)
     index: int | None = None
     name: str | None = None
     options: argparse.Namespace | None = None
@@ -306,7 +307,8 @@ def notebook_decl(nb: Any, path: Path) -> PipelineDecl:
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        label, where = f"cell {index}", f"{path}:cell {index}"
+        label = cell_name(index, len(nb.cells))
+        where = f"{path}:{label}"
         tags = list(cell.get("metadata", {}).get("tags", []))
         for tag in tags:
             if tag.startswith(f"{TAG_PREFIX}pipeline="):
@@ -357,3 +359,11 @@ def load_notebook(path: str | Path) -> Pipeline:
     return build_pipeline(
         decl, name=decl.name or path.stem, prefix=str(path), file=str(path), cwd=str(path.parent), kernel_name=kernel
     )
+
+
+def kernel_pipeline_name(notebook_name: str) -> str:
+    """The name a kernel gives the pipeline of its notebook's cell tasks when ``%nbflow
+    pipeline NAME`` does not: the notebook file's stem, made a valid name."""
+    stem = Path(notebook_name).stem if notebook_name else ""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "notebook"
+

@@ -47,6 +47,7 @@ from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.exceptions import NotebookNotFoundError
 from nbflow.record import AttemptRecord
+from nbflow.tasks.base import cell_name
 from nbflow.tasks.kernel import PromptKernelManager
 
 __all__ = ["run_notebook", "NbflowEngine", "ENGINE_NAME", "CONTEXT_TAG"]
@@ -56,7 +57,7 @@ CONTEXT_TAG = "nbflow-context"
 INJECTED_TAG = "injected-parameters"
 BANNER_TAG, MARKER_TAG = "nbflow-error-banner", "nbflow-error-marker"
 # papermill drops cells tagged like its own error banner when it runs a notebook again.
-_PM_MARKER_TAG = "papermill-error-cell-tag"
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _STYLE = (  # papermill's banner style, so both kinds of failure look alike
     'style="color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;"'
@@ -76,6 +77,7 @@ class _Attempt:
         self.log = log  # open log file: the kernel process's own stdout/stderr go there too
         self.nb: nbformat.NotebookNode | None = None  # the executed notebook (papermill's object)
         self.source_map: list[int | None] = []  # executed cell index -> source cell index
+        self.source_total = 0  # cells of the source notebook (the injected ones not counted)
         self.kernel_name: str | None = None
         self.kernel_argv: list[str] | None = None
         self.kernel_ready = False
@@ -111,7 +113,7 @@ class _Attempt:
     def cell_name(self, executed: int | None) -> str:
         idx = self.source_index(executed)
         if idx is not None:
-            return f"cell {idx}"
+            return cell_name(idx, self.source_total)
         if self.nb is None or executed is None or executed >= len(self.nb.cells):
             return "the notebook"
         tags = _tags(self.nb.cells[executed])
@@ -167,6 +169,7 @@ class NbflowEngine(NBClientEngine):
                 nb.cells.insert(_context_position(nb), cell)
             attempt.nb, attempt.kernel_name = nb, kernel_name
             attempt.source_map = _source_map(nb)
+            attempt.source_total = sum(i is not None for i in attempt.source_map)
             kwargs.update(
                 on_notebook_start=attempt.on_notebook_start,
                 on_cell_start=attempt.on_cell_start,
@@ -438,13 +441,13 @@ def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecor
             f'<span id="nbflow-error-cell" {_STYLE}>nbflow stopped execution here: '
             f"{outcome.message}</span>"
         )
-        marker.metadata["tags"] = [MARKER_TAG, _PM_MARKER_TAG]
+        marker.metadata["tags"] = [MARKER_TAG, PAPERMILL_ERROR_TAG]
         nb.cells.insert(failing, marker)
     title = _TITLES.get(outcome.reason or "", "Execution failed")
     banner = nbformat.v4.new_markdown_cell(
         f"<span {_STYLE}>{title}{link}: {outcome.message}</span>"
     )
-    banner.metadata["tags"] = [BANNER_TAG, _PM_MARKER_TAG]
+    banner.metadata["tags"] = [BANNER_TAG, PAPERMILL_ERROR_TAG]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
     nb.metadata["nbflow"] = {

@@ -1,0 +1,247 @@
+/**
+ * History at a glance, drawn with plain DOM and SVG (no charting library, nothing loaded at
+ * run time; colours come from the theme's CSS variables and the `nbflow-state-*` classes):
+ *
+ * - the grid: tasks × runs (newest run on the left), each cell the task's state in that run;
+ * - the Gantt chart of one run: per task and try, a queued bar and a running bar;
+ * - the task-duration chart: each task's duration over the runs of the grid, one line per task.
+ */
+import { IAttempt, IGrid, fmtSeconds, fmtTime, h, parseTime } from './api';
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string | number> = {},
+  ...children: (Node | string)[]
+): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    el.setAttribute(k, String(v));
+  }
+  for (const c of children) {
+    el.append(c);
+  }
+  return el;
+}
+
+/** Called with the run, the task and its try when a grid cell or a Gantt bar is clicked. */
+export type OpenTry = (runId: number, task: string, tryNumber: number | null) => void;
+
+/** The grid: one row per task, one column per run (newest first); a cell is a button. */
+export function gridChart(grid: IGrid, open: OpenTry, selectedRun: number | null): HTMLElement {
+  if (!grid.runs.length) {
+    return h('div', { class: 'nbflow-empty' }, 'No runs yet.');
+  }
+  const head = h(
+    'tr',
+    {},
+    h('th', { class: 'nbflow-grid-task' }, 'task'),
+    ...grid.runs.map(r =>
+      h(
+        'th',
+        { class: `nbflow-grid-run${r.id === selectedRun ? ' nbflow-selected' : ''}`, title: fmtTime(r.logical_date) },
+        h('span', { class: `nbflow-grid-runstate nbflow-state-${r.state}` }, String(r.id))
+      )
+    )
+  );
+  const rows = grid.tasks.map(task =>
+    h(
+      'tr',
+      {},
+      h('th', { class: 'nbflow-grid-task' }, task),
+      ...grid.runs.map(r => {
+        const cell = r.cells[task];
+        if (!cell) {
+          return h('td', {}, '');
+        }
+        const tries = cell.try_number > 1 ? ` · try ${cell.try_number}` : '';
+        const took = cell.duration != null ? ` · ${fmtSeconds(cell.duration)}` : '';
+        const button = h('button', {
+          class: `nbflow-grid-cell nbflow-state-${cell.state}`,
+          title: `${task} · run ${r.id}: ${cell.state}${tries}${took}`,
+          'data-run': String(r.id),
+          'data-task': task,
+          'data-state': cell.state,
+          'aria-label': `${task} in run ${r.id}: ${cell.state}`
+        });
+        button.onclick = () => open(r.id, task, cell.try_number || null);
+        return h('td', {}, button);
+      })
+    )
+  );
+  return h('table', { class: 'nbflow-grid' }, h('thead', {}, head), h('tbody', {}, ...rows));
+}
+
+/** The Gantt chart of one run: a row per try of each task, queued (pale) then running (its state). */
+export function ganttChart(attempts: IAttempt[], order: string[], open: OpenTry, runId: number): HTMLElement {
+  const rows = [...attempts].sort(
+    (a, b) => order.indexOf(a.task_id) - order.indexOf(b.task_id) || a.try_number - b.try_number
+  );
+  const times = rows.flatMap(a => [a.queued_at, a.start_date, a.end_date].filter(Boolean).map(t => parseTime(t!)));
+  if (!rows.length || !times.length) {
+    return h('div', { class: 'nbflow-empty' }, 'No task of this run has started yet.');
+  }
+  const t0 = Math.min(...times);
+  const t1 = Math.max(...times, ...rows.filter(a => !a.end_date).map(() => Date.now()));
+  const span = Math.max(t1 - t0, 1);
+  const left = 150,
+    width = 500,
+    rowH = 22,
+    top = 24;
+  const x = (t: number) => left + ((t - t0) / span) * width;
+  const W = left + width + 20,
+    H = top + rows.length * rowH + 10;
+  const chart = svg('svg', {
+    class: 'nbflow-gantt',
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`, // scales with the pane instead of being cut
+    role: 'img',
+    'aria-label': `Gantt chart of run ${runId}`
+  });
+  for (let i = 0; i <= 4; i++) {
+    const tx = left + (width * i) / 4;
+    chart.append(
+      svg('line', { x1: tx, x2: tx, y1: top - 6, y2: top + rows.length * rowH, class: 'nbflow-axis' }),
+      svg('text', { x: tx, y: 12, class: 'nbflow-axis-label', 'text-anchor': 'middle' }, fmtSeconds((span * i) / 4000))
+    );
+  }
+  rows.forEach((a, i) => {
+    const y = top + i * rowH;
+    const queued = a.queued_at ? parseTime(a.queued_at) : null;
+    const start = a.start_date ? parseTime(a.start_date) : null;
+    const end = a.end_date ? parseTime(a.end_date) : Date.now();
+    const bar = svg('g', { class: 'nbflow-gantt-row', 'data-task': a.task_id, 'data-try': a.try_number });
+    bar.append(
+      svg(
+        'text',
+        { x: left - 8, y: y + 15, 'text-anchor': 'end', class: 'nbflow-axis-label' },
+        `${a.task_id} · try ${a.try_number}`
+      )
+    );
+    if (queued !== null) {
+      bar.append(
+        svg('rect', {
+          x: x(queued),
+          y: y + 4,
+          width: Math.max(1, x(start ?? end) - x(queued)),
+          height: rowH - 8,
+          class: 'nbflow-gantt-queued'
+        })
+      );
+    }
+    if (start !== null) {
+      const took = (end - start) / 1000;
+      bar.append(
+        svg(
+          'rect',
+          {
+            x: x(start),
+            y: y + 2,
+            width: Math.max(2, x(end) - x(start)),
+            height: rowH - 4,
+            rx: 3,
+            class: `nbflow-gantt-bar nbflow-fill-${a.state}`
+          },
+          svg(
+            'title',
+            {},
+            `${a.task_id} · try ${a.try_number}: ${a.state}, ${fmtSeconds(took)} (queued ${fmtTime(a.queued_at)}, started ${fmtTime(a.start_date)})`
+          )
+        )
+      );
+    }
+    bar.addEventListener('click', () => open(runId, a.task_id, a.try_number));
+    chart.append(bar);
+  });
+  return h(
+    'div',
+    { class: 'nbflow-chart' },
+    chart,
+    h(
+      'div',
+      { class: 'nbflow-legend' },
+      h('span', { class: 'nbflow-swatch nbflow-gantt-queued-swatch' }),
+      'queued ',
+      h('span', { class: 'nbflow-swatch nbflow-fill-running' }),
+      'running / finished (colour: state)'
+    )
+  );
+}
+
+const PALETTE = [
+  '#1f77b4',
+  '#ff7f0e',
+  '#2ca02c',
+  '#d62728',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#7f7f7f',
+  '#bcbd22',
+  '#17becf'
+];
+
+/** Each task's duration over the grid's runs (oldest left), one line per task. */
+export function durationChart(grid: IGrid): HTMLElement {
+  const runs = [...grid.runs].reverse();
+  const points = grid.tasks.map(task => runs.map(r => r.cells[task]?.duration ?? null));
+  const all = points.flat().filter((d): d is number => d != null);
+  if (runs.length < 1 || !all.length) {
+    return h('div', { class: 'nbflow-empty' }, 'No finished task yet.');
+  }
+  const max = Math.max(...all, 0.001);
+  const left = 60,
+    width = 600,
+    height = 200,
+    top = 10;
+  const x = (i: number) => left + (runs.length === 1 ? width / 2 : (i / (runs.length - 1)) * width);
+  const y = (d: number) => top + height - (d / max) * height;
+  const W = left + width + 20,
+    H = top + height + 30;
+  const chart = svg('svg', {
+    class: 'nbflow-durations',
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`,
+    role: 'img',
+    'aria-label': `task durations over the last ${runs.length} runs`
+  });
+  for (let i = 0; i <= 4; i++) {
+    const d = (max * i) / 4;
+    chart.append(
+      svg('line', { x1: left, x2: left + width, y1: y(d), y2: y(d), class: 'nbflow-axis' }),
+      svg('text', { x: left - 6, y: y(d) + 4, 'text-anchor': 'end', class: 'nbflow-axis-label' }, fmtSeconds(d))
+    );
+  }
+  runs.forEach((r, i) =>
+    chart.append(
+      svg('text', { x: x(i), y: top + height + 18, 'text-anchor': 'middle', class: 'nbflow-axis-label' }, String(r.id))
+    )
+  );
+  const legend = h('div', { class: 'nbflow-legend' });
+  grid.tasks.forEach((task, k) => {
+    const colour = PALETTE[k % PALETTE.length];
+    const coords = points[k].map((d, i) => (d == null ? null : `${x(i)},${y(d)}`)).filter(Boolean);
+    if (!coords.length) {
+      return;
+    }
+    const line = svg('g', { class: 'nbflow-duration-line', 'data-task': task });
+    line.append(svg('polyline', { points: coords.join(' '), fill: 'none', stroke: colour, 'stroke-width': 2 }));
+    points[k].forEach((d, i) => {
+      if (d != null) {
+        line.append(
+          svg(
+            'circle',
+            { cx: x(i), cy: y(d), r: 3, fill: colour },
+            svg('title', {}, `${task}, run ${runs[i].id}: ${fmtSeconds(d)}`)
+          )
+        );
+      }
+    });
+    chart.append(line);
+    legend.append(h('span', { class: 'nbflow-swatch', style: `background:${colour}` }), `${task} `);
+  });
+  return h('div', { class: 'nbflow-chart' }, chart, legend);
+}
