@@ -55,6 +55,7 @@ from nbflow.api.pipelines import (
     spawn_driver,
     trigger,
 )
+from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
 from nbflow.api.runs import (
     PlannedTask,
     RunResult,
@@ -62,18 +63,12 @@ from nbflow.api.runs import (
     clear_run,
     create_run,
     dag_picture,
-    drive_existing,
-    drive_queued,
-    drive_run,
     list_runs,
     load_output,
     open_store,
     pipeline_of_run,
     plan_run,
-    rerun,
     run_details,
-    run_file,
-    run_pipeline,
     task_finished,
     task_rows,
 )

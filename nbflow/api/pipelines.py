@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nbflow import params as nbparams
-from nbflow.api.runs import BACKGROUND, open_store
+from nbflow.api.driving import BACKGROUND
+from nbflow.api.runs import open_store
 from nbflow.api.spawn import spawn_once
 from nbflow.artifacts import join
 from nbflow.config import get_settings
