@@ -7,7 +7,7 @@ changed, in words a person can read:
 
 | part key                      | value                               | reason when it changed            |
 |-------------------------------|-------------------------------------|-----------------------------------|
-| ``code:train.ipynb cell 3``   | hash of one code cell (source+tags) | ``code changed: train.ipynb cell 3`` |
+| ``code:train.ipynb Cell 4/7`` | hash of one code cell (source+tags) | ``code changed: train.ipynb Cell 4/7`` |
 | ``function:evaluate``         | hash of a function's code objects   | ``function evaluate changed``     |
 | ``global:THRESHOLD``          | repr of a module constant it reads  | ``global THRESHOLD: 1 -> 2``      |
 | ``param:C`` / ``context:run_id`` | repr of the value it receives    | ``parameter C: 1.0 -> 0.5``       |
@@ -232,16 +232,18 @@ def reads_parts(patterns: Iterable[str], base_dir: str, memo: dict[tuple, Any] |
 
 
 def notebook_cell_parts(nb: Mapping[str, Any], label: str) -> dict[str, str]:
-    """``code:LABEL cell N`` per code cell of a notebook (N counts every cell from 0): the hash
-    of its source and tags; outputs, execution counts, ids and other metadata are left out."""
+    """``code:LABEL Cell N/M`` per code cell of a notebook (named as JupyterLab's status bar
+    names it, N counting every cell from 1): the hash of its source and tags; outputs, execution
+    counts, ids and other metadata are left out."""
     parts: dict[str, str] = {}
-    for index, cell in enumerate(nb.get("cells", [])):
+    cells = nb.get("cells", [])
+    for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else source
         tags = sorted((cell.get("metadata") or {}).get("tags") or [])
-        parts[f"code:{label} cell {index}"] = digest(json.dumps([source, tags]))
+        parts[f"code:{label} Cell {index + 1}/{len(cells)}"] = digest(json.dumps([source, tags]))
     return parts
 
 

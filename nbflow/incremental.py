@@ -14,7 +14,7 @@ The order of the checks, and the reason each gives when it fails:
 3. a value it depends on has no deterministic hash (``... has no deterministic hash``);
 4. no earlier success (``no earlier success``);
 5. the fingerprints differ: :func:`nbflow.fingerprint.explain` names the parts
-   (``parameter C: 1.0 -> 0.5``, ``code changed: train.ipynb cell 3``, ``upstream prepare
+   (``parameter C: 1.0 -> 0.5``, ``code changed: train.ipynb Cell 4/7``, ``upstream prepare
    changed``; in a plan ``upstream prepare will run``);
 6. ``cache_ttl`` and the success is older (``older than cache_ttl=60s ...``);
 7. its outputs (the attempt folder, each artifact with its size) are gone, or under another

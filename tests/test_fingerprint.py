@@ -101,14 +101,14 @@ def test_notebook_parts_ignore_outputs_counts_ids_and_metadata_but_not_tags():
     cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None, "id": "a"}
     nb = {"cells": [{"cell_type": "markdown", "source": "# title"}, cell]}
     base = fp.notebook_cell_parts(nb, "train.ipynb")
-    assert list(base) == ["code:train.ipynb cell 1"]
+    assert list(base) == ["code:train.ipynb Cell 2/2"]
     noisy = dict(cell, outputs=[{"output_type": "stream", "text": "1"}], execution_count=9, id="b",
                  metadata={"collapsed": True, "scrolled": False})
     assert fp.notebook_cell_parts({"cells": [nb["cells"][0], noisy]}, "train.ipynb") == base
     tagged = dict(cell, metadata={"tags": ["parameters"]})
     assert fp.notebook_cell_parts({"cells": [nb["cells"][0], tagged]}, "train.ipynb") != base
     edited = fp.notebook_cell_parts({"cells": [nb["cells"][0], dict(cell, source=["x = ", "2"])]}, "train.ipynb")
-    assert fp.changes(base, edited) == ["code changed: train.ipynb cell 1"]
+    assert fp.changes(base, edited) == ["code changed: train.ipynb Cell 2/2"]
 
 
 def test_reads_parts_hash_contents_globs_folders_and_say_missing(tmp_path):
@@ -139,13 +139,13 @@ def test_a_file_over_the_threshold_is_size_mtime_and_edges(tmp_path, monkeypatch
 
 
 def test_explain_orders_own_changes_before_upstream_and_counts_the_rest():
-    old = {"param:C": "1.0", "upstream:prepare": "aa", "code:train.ipynb cell 3": "x", "reads:a.csv": "1", "kind": "notebook"}
-    new = {"param:C": "0.5", "upstream:prepare": fp.WILL_RUN, "code:train.ipynb cell 3": "y", "reads:a.csv": "2",
+    old = {"param:C": "1.0", "upstream:prepare": "aa", "code:train.ipynb Cell 4/7": "x", "reads:a.csv": "1", "kind": "notebook"}
+    new = {"param:C": "0.5", "upstream:prepare": fp.WILL_RUN, "code:train.ipynb Cell 4/7": "y", "reads:a.csv": "2",
            "kind": "notebook"}
     assert fp.changes(old, new) == [
-        "code changed: train.ipynb cell 3", "parameter C: 1.0 -> 0.5", "reads a.csv changed", "upstream prepare will run",
+        "code changed: train.ipynb Cell 4/7", "parameter C: 1.0 -> 0.5", "reads a.csv changed", "upstream prepare will run",
     ]
-    assert fp.explain(old, new) == "code changed: train.ipynb cell 3; parameter C: 1.0 -> 0.5 (+2 more)"
+    assert fp.explain(old, new) == "code changed: train.ipynb Cell 4/7; parameter C: 1.0 -> 0.5 (+2 more)"
     assert fp.explain(None, new) == "fingerprint changed"
     assert fp.changes({"upstream:t:a": "1", "upstream:t:b": "1"}, {"upstream:t:a": "2", "upstream:t:b": "2"}) == [
         "upstream t changed"

@@ -140,7 +140,7 @@ def test_notebook_chain_runs_only_what_changed(tmp_path, nbflow_home, backend):
     edit_cell(cwd / "train.ipynb", 2, source="import nbflow\nnbflow.save('score', data * C)  # same result")
     run("-i", "-p", "C=0.5")  # train runs again; it saves the same bytes, so evaluate is still up to date
     assert executed(side) == ["train"]
-    assert whys(5)["train"] == "code changed: train.ipynb cell 2"
+    assert whys(5)["train"] == "code changed: train.ipynb Cell 3/3"
     assert states(5) == {"prepare": "cached", "train": "success", "evaluate": "cached"}
     assert [t["reused_run_id"] for t in api.run_details(5)["tasks"] if t["task_id"] == "evaluate"] == [3]
 
@@ -221,7 +221,7 @@ def test_editing_one_cell_reruns_that_cell_task_and_its_dependents_only(tmp_path
     res = nbflow("run", str(nb), "-e", "local", "-i", cwd=tmp_path, home=nbflow_home)
     assert res.returncode == 0, res.stderr
     assert executed(side) == ["square"]
-    assert whys(2)["square"] == "code changed: analysis.ipynb cell 3"
+    assert whys(2)["square"] == "code changed: analysis.ipynb Cell 4/5"
     assert states(2) == {"load": "cached", "double": "cached", "square": "success", "report": "cached"}
 
     cubed = cells[3].replace("z = x * x", "z = x ** 3")
@@ -235,7 +235,7 @@ def test_editing_one_cell_reruns_that_cell_task_and_its_dependents_only(tmp_path
     make_notebook(nb, [cells[0] + "\nLIMIT = 3"] + cells[1:])  # a setup cell: every cell task runs it
     assert nbflow("run", str(nb), "-e", "local", "-i", cwd=tmp_path, home=nbflow_home).returncode == 0
     assert sorted(executed(side)) == ["double", "load", "report", "square"]
-    assert whys(5)["load"] == "code changed: analysis.ipynb cell 0"
+    assert whys(5)["load"] == "code changed: analysis.ipynb Cell 1/5"
 
 
 PY_PIPELINE = """
