@@ -45,14 +45,24 @@ def render(rows: list[Any], *, wrap: int = 58) -> str:
     lines: list[list[str]] = []
     for row in rows:
         compares = textwrap.wrap(row.compares, wrap) or [""]
-        first = [row.name, compares[0], _fmt(row.nbflow, row.unit), _fmt(row.baseline, row.unit), _result(row), row.target or "-", row.verdict]
+        first = [
+            row.name,
+            compares[0],
+            _fmt(row.nbflow, row.unit),
+            _fmt(row.baseline, row.unit),
+            _result(row),
+            row.target or "-",
+            row.verdict,
+        ]
         lines.append(first)
         lines.extend(["", more, "", "", "", "", ""] for more in compares[1:])
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
     right = {2, 3, 4}
 
     def fmt_line(cells: list[str]) -> str:
-        return " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return " | ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     out = [fmt_line(header), "-+-".join("-" * w for w in widths)]
     out += [fmt_line(cells) for cells in lines]
@@ -80,7 +90,10 @@ def _use_workdir(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.core import GROUPS, REFERENCES, Config, Row, warm_up
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Run nbflow's benchmarks against baselines measured in the same run; print one table.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run nbflow's benchmarks against baselines measured in the same run; print one table.",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument(
         "--only",
@@ -90,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed")
-    parser.add_argument("--budget", type=float, metavar="SECONDS", help="seconds a flatness size may take before it is skipped (default 900)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a flatness size may take before it is skipped (default 900)",
+    )
     parser.add_argument(
         "--workdir",
         metavar="DIR",
@@ -99,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         "nbflow's default home ./.nbflow; on some machines /tmp is several times slower at creating folders, "
         "which every attempt does)",
     )
-    parser.add_argument("--notebook-repeat", type=int, metavar="N", help="runs of each side of the notebook comparison (default 3 for notebook, 5 for dask-notebook)")
+    parser.add_argument(
+        "--notebook-repeat",
+        type=int,
+        metavar="N",
+        help="runs of each side of the notebook comparison (default 3 for notebook, 5 for dask-notebook)",
+    )
     args = parser.parse_args(argv)
 
     cfg = Config.make(args.quick, args.budget)
@@ -132,8 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - reported as an ERROR row, exit 1
             traceback.print_exc()
             got = [
-                Row(name=group, group=group, compares="(the benchmark could not run)", nbflow=None, baseline=None,
-                    unit="s", result=None, result_unit="", verdict="ERROR", note=f"{type(exc).__name__}: {exc}")
+                Row(
+                    name=group,
+                    group=group,
+                    compares="(the benchmark could not run)",
+                    nbflow=None,
+                    baseline=None,
+                    unit="s",
+                    result=None,
+                    result_unit="",
+                    verdict="ERROR",
+                    note=f"{type(exc).__name__}: {exc}",
+                )
             ]
         if wanted:
             got = [r for r in got if r.group in wanted or r.name in wanted or r.verdict == "ERROR"]
@@ -146,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(REFERENCES))
     failed = [r.name for r in rows if r.verdict in ("FAIL", "ERROR")]
     print()
-    print(f"{len(rows)} rows, {len(failed)} missed: {', '.join(failed) or 'none'} "
-          f"({time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs, Python {platform.python_version()})")
+    print(
+        f"{len(rows)} rows, {len(failed)} missed: {', '.join(failed) or 'none'} "
+        f"({time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs, Python {platform.python_version()})"
+    )
 
     shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

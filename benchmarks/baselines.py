@@ -6,7 +6,7 @@ import itertools
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import funcs
@@ -84,7 +84,7 @@ def bare_sql(n: int, path: Path, *, tuned: bool = True) -> float:
     meta.create_all(engine)
     with engine.connect():  # open the pooled connection (and the pragmas) before timing
         pass
-    now = lambda: datetime.now(timezone.utc)  # noqa: E731
+    now = lambda: datetime.now(UTC)  # noqa: E731
     t0 = time.perf_counter()
     for i in range(n):
         tid = f"t{i}"

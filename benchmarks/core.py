@@ -57,9 +57,20 @@ class Config:
     def make(cls, quick: bool, budget_s: float | None = None) -> Config:
         cfg = (
             cls(
-                quick=True, wide=100, chain=20, flat_sizes=(100, 1_000), repeat=2, local_repeat=1,
-                dask_wide=100, dask_chain=20, dask_repeat=1, dask_notebooks=4, dask_notebook_repeat=1,
-                sched_pipelines=20, sched_minutes=1, trigger_repeat=5,
+                quick=True,
+                wide=100,
+                chain=20,
+                flat_sizes=(100, 1_000),
+                repeat=2,
+                local_repeat=1,
+                dask_wide=100,
+                dask_chain=20,
+                dask_repeat=1,
+                dask_notebooks=4,
+                dask_notebook_repeat=1,
+                sched_pipelines=20,
+                sched_minutes=1,
+                trigger_repeat=5,
             )
             if quick
             else cls()
@@ -298,9 +309,9 @@ def flatness_group(cfg: Config) -> list[Row]:
                 )
                 continue
         pipeline = dags.wide(n, f"bench_flat_{n}")
-        loop_s = clock(lambda: dags.plain_wide(n), 5)
+        loop_s = clock(lambda n=n: dags.plain_wide(n), 5)
         repeat = 1 if n >= 10_000 else (cfg.repeat + 2 if n <= 100 else cfg.repeat)
-        run_s, runs = best(lambda: nbflow_run(pipeline, "inline"), repeat)
+        run_s, runs = best(lambda pipeline=pipeline: nbflow_run(pipeline, "inline"), repeat)
         ovh = _ms(run_s - loop_s, n)
         measured.append((n, ovh))
         last = (n, run_s)
@@ -336,7 +347,8 @@ def flatness_group(cfg: Config) -> list[Row]:
                 result_unit="x",
                 target=f"<= {FLATNESS_TARGET:g}x and <= {INLINE_TARGET_MS:g} ms",
                 verdict=_verdict(ok),
-                note=f"sizes {', '.join(str(s) for s, _ in measured)}" + (f"; skipped: {', '.join(skipped)}" if skipped else ""),
+                note=f"sizes {', '.join(str(s) for s, _ in measured)}"
+                + (f"; skipped: {', '.join(skipped)}" if skipped else ""),
                 details={"overhead_ms_per_task": dict((str(s), o) for s, o in measured)},
             )
         )

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nbflow import Pipeline, notebook, task
-
 from benchmarks import funcs
+from nbflow import Pipeline, notebook, task
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 TRIVIAL = NOTEBOOKS / "trivial.ipynb"

@@ -194,7 +194,9 @@ def dask_group(cfg: Config) -> list[Row]:
 def _leftover_keys(cluster: Any) -> list[str]:
     """nbflow's keys the (in-process) Dask scheduler still holds: every run has ended by now."""
     try:
-        return sorted(f"{k} ({ts.state})" for k, ts in list(cluster.scheduler.tasks.items()) if str(k).startswith("bench_dask_"))
+        return sorted(
+            f"{k} ({ts.state})" for k, ts in list(cluster.scheduler.tasks.items()) if str(k).startswith("bench_dask_")
+        )
     except Exception:  # noqa: BLE001 - a diagnostic only
         return []
 
@@ -210,7 +212,9 @@ def _notebooks(cfg: Config, address: str) -> list[Row]:
 
     def run_pool(pool: ProcessPoolExecutor, count: int) -> float:
         t0 = time.perf_counter()
-        futures = [pool.submit(funcs.run_notebook, src, str(out_dir / f"out-{next(counter)}.ipynb")) for _ in range(count)]
+        futures = [
+            pool.submit(funcs.run_notebook, src, str(out_dir / f"out-{next(counter)}.ipynb")) for _ in range(count)
+        ]
         for f in futures:
             f.result()
         return time.perf_counter() - t0

@@ -19,10 +19,9 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    from nbflow import api
-
     from benchmarks import dags, funcs
     from benchmarks.core import clock, fresh_home
+    from nbflow import api
 
     import_s = time.perf_counter() - t0
     pipeline = dags.wide(1, "bench_fixed")

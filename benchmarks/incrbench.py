@@ -84,37 +84,52 @@ def _shape(kind: str, n: int, cfg: Config) -> list[Row]:
             raise RuntimeError(f"an unchanged incremental re-run of {kind} executed {sorted(executed)[:3]}")
         best_unchanged = min(unchanged)
         target = kind == "fanout"
-        rows.append(Row(
-            name=f"incremental-{kind}-unchanged",
-            group="incremental",
-            compares=f"{n}-task {kind}, nothing changed: incremental re-run (executes nothing) vs the first run",
-            nbflow=best_unchanged, baseline=first_s, unit="s", result=best_unchanged / first_s, result_unit="x",
-            target=f"<= {UNCHANGED_TARGET_S:g} s in total" if target else "",
-            verdict=_verdict(best_unchanged <= UNCHANGED_TARGET_S) if target else "info",
-            note=f"{_ms(best_unchanged, n):.3f} ms per task; best of {len(unchanged)}",
-            details={"tasks": n, "first_s": first_s, "unchanged_s": unchanged},
-        ))
+        rows.append(
+            Row(
+                name=f"incremental-{kind}-unchanged",
+                group="incremental",
+                compares=f"{n}-task {kind}, nothing changed: incremental re-run (executes nothing) vs the first run",
+                nbflow=best_unchanged,
+                baseline=first_s,
+                unit="s",
+                result=best_unchanged / first_s,
+                result_unit="x",
+                target=f"<= {UNCHANGED_TARGET_S:g} s in total" if target else "",
+                verdict=_verdict(best_unchanged <= UNCHANGED_TARGET_S) if target else "info",
+                note=f"{_ms(best_unchanged, n):.3f} ms per task; best of {len(unchanged)}",
+                details={"tasks": n, "first_s": first_s, "unchanged_s": unchanged},
+            )
+        )
         incremental, alone = [], []
         for i in range(cfg.repeat if cfg.quick else REPEAT):
             version = 100 + i
-            runs = [("incremental", lambda v=version: _run(build(n, v), incremental=True)),
-                    ("alone", lambda v=version: _run(build(n, v + 50), only=["leaf"]))]
-            for label, fn in (runs if i % 2 == 0 else runs[::-1]):
+            runs = [
+                ("incremental", lambda v=version: _run(build(n, v), incremental=True)),
+                ("alone", lambda v=version: _run(build(n, v + 50), only=["leaf"])),
+            ]
+            for label, fn in runs if i % 2 == 0 else runs[::-1]:
                 seconds, result = fn()
                 ran = sorted(t["task_id"] for t in result.tasks if t["state"] == "success")
                 if ran != ["leaf"]:
                     raise RuntimeError(f"{label} run of {kind} executed {ran[:3]}, not only the leaf")
                 (incremental if label == "incremental" else alone).append(seconds)
         ratio = min(incremental) / min(alone)
-        rows.append(Row(
-            name=f"incremental-{kind}-leaf",
-            group="incremental",
-            compares=f"{n}-task {kind}, one leaf (1 s of work) changed: incremental re-run vs a run of just that task (only=[leaf])",
-            nbflow=min(incremental), baseline=min(alone), unit="s", result=ratio, result_unit="x",
-            target=f"<= {LEAF_TARGET:g}x", verdict=_verdict(ratio <= LEAF_TARGET),
-            note=f"vs the first run: {min(incremental) / first_s:.2f}x; best of {len(incremental)} each, order alternated",
-            details={"incremental_s": incremental, "alone_s": alone},
-        ))
+        rows.append(
+            Row(
+                name=f"incremental-{kind}-leaf",
+                group="incremental",
+                compares=f"{n}-task {kind}, one leaf (1 s of work) changed: incremental re-run vs a run of just that task (only=[leaf])",
+                nbflow=min(incremental),
+                baseline=min(alone),
+                unit="s",
+                result=ratio,
+                result_unit="x",
+                target=f"<= {LEAF_TARGET:g}x",
+                verdict=_verdict(ratio <= LEAF_TARGET),
+                note=f"vs the first run: {min(incremental) / first_s:.2f}x; best of {len(incremental)} each, order alternated",
+                details={"incremental_s": incremental, "alone_s": alone},
+            )
+        )
     return rows
 
 
@@ -136,19 +151,34 @@ def incremental_group(cfg: Config) -> list[Row]:
     for n in sizes:
         seconds = _decision(n, cfg)
         per_task.append((n, _ms(seconds, n)))
-        rows.append(Row(
-            name=f"incremental-decision-{n}", group="incremental",
-            compares=f"{n}-task fan-out, nothing changed: incremental re-run per task",
-            nbflow=seconds, baseline=None, unit="s", result=_ms(seconds, n), result_unit="ms/task",
-            details={"tasks": n},
-        ))
+        rows.append(
+            Row(
+                name=f"incremental-decision-{n}",
+                group="incremental",
+                compares=f"{n}-task fan-out, nothing changed: incremental re-run per task",
+                nbflow=seconds,
+                baseline=None,
+                unit="s",
+                result=_ms(seconds, n),
+                result_unit="ms/task",
+                details={"tasks": n},
+            )
+        )
     (n0, c0), (n1, c1) = per_task[0], per_task[-1]
-    rows.append(Row(
-        name="incremental-decision-flatness", group="incremental",
-        compares=f"decision cost per task at {n1} vs {n0} tasks (unchanged re-run / tasks)",
-        nbflow=c1, baseline=c0, unit="ms/task", result=c1 / c0, result_unit="x",
-        target=f"<= {DECISION_FLATNESS:g}x", verdict=_verdict(c1 / c0 <= DECISION_FLATNESS),
-        note="the run's fixed cost is in every size's number: it weighs most at the smallest",
-        details={"ms_per_task": {str(n): c for n, c in per_task}},
-    ))
+    rows.append(
+        Row(
+            name="incremental-decision-flatness",
+            group="incremental",
+            compares=f"decision cost per task at {n1} vs {n0} tasks (unchanged re-run / tasks)",
+            nbflow=c1,
+            baseline=c0,
+            unit="ms/task",
+            result=c1 / c0,
+            result_unit="x",
+            target=f"<= {DECISION_FLATNESS:g}x",
+            verdict=_verdict(c1 / c0 <= DECISION_FLATNESS),
+            note="the run's fixed cost is in every size's number: it weighs most at the smallest",
+            details={"ms_per_task": {str(n): c for n, c in per_task}},
+        )
+    )
     return rows

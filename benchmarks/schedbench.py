@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ SQL_TARGET = 20.0  # statements per task instance
 CPU_TARGET_MS = 5.0  # scheduler CPU per task instance
 TRIGGER_TARGET_MS = 250.0  # median trigger -> first task start
 
-PIPELINE = '''\
+PIPELINE = """\
 from nbflow import Pipeline, task
 
 
@@ -52,9 +52,9 @@ with Pipeline("{name}", schedule="* * * * *", start_date="2026-06-01", catchup=F
     middle = [task(noop, name=f"t{{i}}")() for i in range(1, {tasks} - 1)]
     last = task(noop, name="t{last}")()
     first >> middle >> last
-'''
+"""
 
-TRIGGERED = '''\
+TRIGGERED = """\
 import time
 
 from nbflow import Pipeline, task
@@ -66,7 +66,7 @@ def stamp():
 
 with Pipeline("bench_trigger") as pipeline:
     task(stamp, name="t0")()
-'''
+"""
 
 
 class FakeClock:
@@ -89,7 +89,7 @@ def _due_walk(cfg: Config) -> Row:
     from nbflow.schedule import Schedule, normalize
 
     days = 1 if cfg.quick else 7
-    now = datetime(2026, 6, 1, 0, 0, 30, tzinfo=timezone.utc)
+    now = datetime(2026, 6, 1, 0, 0, 30, tzinfo=UTC)
     schedule = Schedule(normalize("* * * * *"), start=now - timedelta(days=days, seconds=30))
     t0 = time.perf_counter()
     dates, _ = schedule.due(None, now, catchup=False)
@@ -135,7 +135,9 @@ def _loop(cfg: Config) -> list[Row]:
         raise BenchmarkError("the scheduler benchmark needs at least 3 tasks per pipeline")
     folder = Path(tempfile.mkdtemp(prefix="nbflow-bench-dags-"))
     for i in range(n):
-        (folder / f"bench_sched_{i:03d}.py").write_text(PIPELINE.format(name=f"bench_sched_{i:03d}", tasks=k, last=k - 1))
+        (folder / f"bench_sched_{i:03d}.py").write_text(
+            PIPELINE.format(name=f"bench_sched_{i:03d}", tasks=k, last=k - 1)
+        )
 
     # the no-op attempts run inside this process on inline: time them to report their share
     attempt_cpu = [0.0, 0]
@@ -159,7 +161,7 @@ def _loop(cfg: Config) -> list[Row]:
 
     # start_date is 10 minutes before the fake "now": Schedule.due() walks every interval from
     # start_date on before keeping the newest when catchup=False (see the scheduler-due-walk row)
-    clock = FakeClock(datetime(2026, 6, 1, 0, 10, 30, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 6, 1, 0, 10, 30, tzinfo=UTC))
     created: list[int] = []
     claimed: set[int] = set()
     per_minute: list[dict[str, float]] = []
@@ -351,7 +353,9 @@ def _trigger_latency(cfg: Config) -> list[Row]:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-            _wait_for(lambda: store.get_pipeline("bench_trigger") is not None and api.scheduler_alive(store), 60, proc, log)
+            _wait_for(
+                lambda: store.get_pipeline("bench_trigger") is not None and api.scheduler_alive(store), 60, proc, log
+            )
             jitter = random.Random(4)
             for i in range(cfg.trigger_repeat + 1):  # the first one warms the executor's worker processes up
                 # a random phase against the scheduler's loop (it waits up to loop_interval = 0.1 s
@@ -359,7 +363,9 @@ def _trigger_latency(cfg: Config) -> list[Row]:
                 time.sleep(jitter.uniform(0, 0.2))
                 t0 = time.time()
                 run_id = api.trigger("bench_trigger", start=False, store=store)
-                _wait_for(lambda r=run_id: store.get_run(r)["state"] in ("success", "failed", "cancelled"), 60, proc, log)
+                _wait_for(
+                    lambda r=run_id: store.get_run(r)["state"] in ("success", "failed", "cancelled"), 60, proc, log
+                )
                 if store.get_run(run_id)["state"] != "success":
                     raise BenchmarkError(f"triggered run {run_id} ended {store.get_run(run_id)['state']}")
                 if i:
@@ -410,7 +416,11 @@ def _wait_for(cond: Any, timeout: float, proc: subprocess.Popen[bytes], log: Pat
     deadline = time.monotonic() + timeout
     while not cond():
         if proc.poll() is not None:
-            raise BenchmarkError(f"nbflow scheduler exited ({proc.returncode}):\n{log.read_text(errors='replace')[-2000:]}")
+            raise BenchmarkError(
+                f"nbflow scheduler exited ({proc.returncode}):\n{log.read_text(errors='replace')[-2000:]}"
+            )
         if time.monotonic() > deadline:
-            raise BenchmarkError(f"timed out after {timeout:g} s; scheduler log:\n{log.read_text(errors='replace')[-2000:]}")
+            raise BenchmarkError(
+                f"timed out after {timeout:g} s; scheduler log:\n{log.read_text(errors='replace')[-2000:]}"
+            )
         time.sleep(0.005)

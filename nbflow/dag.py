@@ -206,8 +206,14 @@ class Task(Fingerprinted):
                     where=where,
                     hint='e.g. resources={"GPU": 1, "MEM": 8e9}',
                 )
-        self.set_cache_options(task_id, merged["reads"], merged["cache"], _seconds("cache_ttl", merged["cache_ttl"], where),
-                               str(pipeline.base_dir), where)
+        self.set_cache_options(
+            task_id,
+            merged["reads"],
+            merged["cache"],
+            _seconds("cache_ttl", merged["cache_ttl"], where),
+            str(pipeline.base_dir),
+            where,
+        )
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(
@@ -361,7 +367,9 @@ class Pipeline:
         self.catchup = bool(catchup)
         for label, value in (("max_active_runs", max_active_runs), ("max_active_tasks", max_active_tasks)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise DefinitionError(f"{label} of pipeline '{name}' must be a whole number >= 1, got {value!r}", where=self.where)
+                raise DefinitionError(
+                    f"{label} of pipeline '{name}' must be a whole number >= 1, got {value!r}", where=self.where
+                )
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
         self.on_failure, self.on_success = on_failure, on_success
@@ -449,7 +457,7 @@ class Pipeline:
 
     def validate(self) -> None:
         """Check edges point at known tasks and the graph has no cycle."""
-        for tid, t in self.tasks.items():
+        for _tid, t in self.tasks.items():
             for u in t.upstream_ids:
                 if u not in self.tasks:
                     raise UnknownTaskError(self.name, u, self.tasks, where=_site(t.site))
@@ -549,7 +557,9 @@ HOOKS: dict[str, Callable[..., Any]] = {}
 
 def _hook(name: str) -> Callable[..., Any]:
     if name not in HOOKS:
-        raise DefinitionError(f"nothing is installed to {name} pipelines", hint="import nbflow (its __init__ installs it)")
+        raise DefinitionError(
+            f"nothing is installed to {name} pipelines", hint="import nbflow (its __init__ installs it)"
+        )
     return HOOKS[name]
 
 
@@ -564,5 +574,7 @@ def _not_a_task(other: Any, task_id: str, where: str) -> DefinitionError:
             f"cannot order task '{task_id}' {where} {name}: {name} is the @task function, not a task of this pipeline",
             hint=f"order the handle its call returns: {example} (a handle: the value of {name}(...) inside the pipeline)",
         )
-    return DefinitionError(f"cannot order task '{task_id}' {where} {other!r}: not a task",
-                           hint="order the handles that task calls return: a >> b, [a, b] >> c")
+    return DefinitionError(
+        f"cannot order task '{task_id}' {where} {other!r}: not a task",
+        hint="order the handles that task calls return: a >> b, [a, b] >> c",
+    )

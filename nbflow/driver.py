@@ -32,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+
 from sqlalchemy.exc import DBAPIError
 
 from nbflow.cancelwatch import CancelWatch
@@ -110,8 +111,13 @@ class Driver:
         self._outage_since: float | None = None  # monotonic start of the current outage
         self._retry_at = 0.0  # monotonic time of the next database try during an outage
         self._backoff = OUTAGE_BACKOFF
-        self._watch = CancelWatch(self.store, self.settings.cancel_poll, lambda: list(self.runs), self._interrupt,
-                                  enabled=executor.runs_in_poll)
+        self._watch = CancelWatch(
+            self.store,
+            self.settings.cancel_poll,
+            lambda: list(self.runs),
+            self._interrupt,
+            enabled=executor.runs_in_poll,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, exclusive: bool = False) -> None:
@@ -122,7 +128,9 @@ class Driver:
         from nbflow.store.orm import utcnow
 
         after = utcnow() - timedelta(seconds=self.settings.orphan_timeout) if exclusive else None
-        self.job_id = self.store.write(lambda tx: tx.start_job(self.kind, exclusive_after=after), what=f"register {self.kind}")
+        self.job_id = self.store.write(
+            lambda tx: tx.start_job(self.kind, exclusive_after=after), what=f"register {self.kind}"
+        )
         self._last_beat = time.monotonic()
         try:
             self.executor.start()
@@ -200,8 +208,16 @@ class Driver:
         """Load the run into a new engine and take its first step. If the database fails while
         the engine loads, it is made anew next time; once loaded, it keeps what it could not write."""
         run = self.runs[run_id]
-        engine = RunEngine(self.store, run.pipeline, run_id, self.executor, settings=self.settings,
-                           listeners=run.listeners, clock=self.clock, driver_id=self.job_id)
+        engine = RunEngine(
+            self.store,
+            run.pipeline,
+            run_id,
+            self.executor,
+            settings=self.settings,
+            listeners=run.listeners,
+            clock=self.clock,
+            driver_id=self.job_id,
+        )
         with self._isolated(run_id, "starting"):
             try:
                 engine.start()
@@ -281,7 +297,9 @@ class Driver:
             run_id = key_run_id(event.key)
             run = self.runs.get(run_id) if run_id is not None else None
             if run is None or run.engine is None or not run.engine.owns(event.key):
-                run_id = next((r for r, x in self.runs.items() if x.engine is not None and x.engine.owns(event.key)), None)
+                run_id = next(
+                    (r for r, x in self.runs.items() if x.engine is not None and x.engine.owns(event.key)), None
+                )
                 run = self.runs.get(run_id) if run_id is not None else None
             if run is None:
                 log.debug("ignoring %s event for %s: no run of this driver owns it", event.kind, event.key)
@@ -347,9 +365,13 @@ class Driver:
         if self._outage_since is None:
             self._outage_since = now
             self._backoff = OUTAGE_BACKOFF
-            log.error("database unreachable (%s): %d run(s) go on; their results are kept and written when it is "
-                      "back (trying again with backoff, every %.0fs at most)", str(getattr(exc, "orig", exc)).strip(),
-                      len(self.runs), MAX_OUTAGE_BACKOFF)
+            log.error(
+                "database unreachable (%s): %d run(s) go on; their results are kept and written when it is "
+                "back (trying again with backoff, every %.0fs at most)",
+                str(getattr(exc, "orig", exc)).strip(),
+                len(self.runs),
+                MAX_OUTAGE_BACKOFF,
+            )
         else:
             self._backoff = min(self._backoff * 2, MAX_OUTAGE_BACKOFF)
         self.status = "degraded"

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from nbflow.artifacts import attempt_dir
@@ -98,7 +98,7 @@ class _TI:
 
 
 def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class RunEngine(SensorPoking):
@@ -263,9 +263,16 @@ class RunEngine(SensorPoking):
         rows = self.store.task_instances(self.run_id)
         for row in rows:
             if row["task_id"] not in self.pipeline.tasks:
-                raise UnknownTaskError(self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}")
+                raise UnknownTaskError(
+                    self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}"
+                )
             self.tis[row["task_id"]] = _TI(
-                row["task_id"], T(row["state"]), row["try_number"], row["max_tries"], key=row["executor_key"], why=row["why"]
+                row["task_id"],
+                T(row["state"]),
+                row["try_number"],
+                row["max_tries"],
+                key=row["executor_key"],
+                why=row["why"],
             )
         in_run = set(self.tis)
         self._sensors = [ti for tid, ti in self.tis.items() if self.task(tid).runs_on_driver]
@@ -353,7 +360,9 @@ class RunEngine(SensorPoking):
     def _note(self, ti: _TI, message: str = "", duration: float | None = None, hostname: str | None = None) -> None:
         if self.listeners:
             self._notes.append(
-                TaskEvent(self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname, ti.why)
+                TaskEvent(
+                    self.run_id, ti.task_id, ti.state, ti.try_number, self.clock(), message, duration, hostname, ti.why
+                )
             )
 
     def _set(self, ti: _TI, to: TaskState, expect_try: int | None = None, **fields: Any) -> None:
@@ -405,7 +414,10 @@ class RunEngine(SensorPoking):
 
     def _run_or_reuse(self, ti: _TI, now: float) -> None:
         """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
-        state_of = lambda up: self.tis[up].state if up in self.tis else None
+
+        def state_of(up: str) -> str | None:
+            return self.tis[up].state if up in self.tis else None
+
         decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
         fields = decision.fields()
         ti.why = fields["why"]
@@ -430,7 +442,12 @@ class RunEngine(SensorPoking):
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         ti.starting = starting = {}  # filled by _started_at_once
-        self._op(lambda tx: tx.queue_attempt(run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits), tid)
+        self._op(
+            lambda tx: tx.queue_attempt(
+                run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits
+            ),
+            tid,
+        )
         self._note(ti)
         if task.runs_on_driver:
             ti.first_poke, ti.next_poke = now, now
@@ -445,7 +462,8 @@ class RunEngine(SensorPoking):
                 try_number=try_number,
                 task=task,
                 upstream={
-                    u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs)) for u in task.upstream_ids
+                    u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs))
+                    for u in task.upstream_ids
                 },
                 params=self.params,
                 context=self.context,
@@ -492,7 +510,15 @@ class RunEngine(SensorPoking):
             if ti.state is not T.QUEUED:
                 return
             started, try_number, run_id = _dt(event.at), ti.try_number, self.run_id
-            self._set(ti, T.RUNNING, expect_try=try_number, start_date=started, hostname=event.hostname, pid=event.pid, note=None)
+            self._set(
+                ti,
+                T.RUNNING,
+                expect_try=try_number,
+                start_date=started,
+                hostname=event.hostname,
+                pid=event.pid,
+                note=None,
+            )
             at = {"start_date": started, "hostname": event.hostname, "pid": event.pid}
             self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state="running", **at))
         elif event.kind == "finished":
@@ -533,7 +559,9 @@ class RunEngine(SensorPoking):
         else:
             state = self._after_failure(ti, reason, message, at, end_date=_dt(at))
         self._op(
-            lambda tx: tx.update_attempt(run_id, tid, try_number, state=state, reason=reason, message=message, end_date=_dt(at))
+            lambda tx: tx.update_attempt(
+                run_id, tid, try_number, state=state, reason=reason, message=message, end_date=_dt(at)
+            )
         )
 
     def _after_failure(self, ti: _TI, reason: str | None, message: str, at: float, **fields: Any) -> str:
@@ -543,8 +571,13 @@ class RunEngine(SensorPoking):
             ti.next_retry_at = at + retry_delay(task, ti.try_number)
             self._retrying[ti.task_id] = ti.next_retry_at
             self._set(
-                ti, T.UP_FOR_RETRY, expect_try=ti.try_number, reason=reason, error=error,
-                next_retry_at=_dt(ti.next_retry_at), **fields,
+                ti,
+                T.UP_FOR_RETRY,
+                expect_try=ti.try_number,
+                reason=reason,
+                error=error,
+                next_retry_at=_dt(ti.next_retry_at),
+                **fields,
             )
             return T.UP_FOR_RETRY.value
         if reason == "worker_lost" and self.lost_tries.get(ti.task_id) == ti.try_number:
@@ -580,4 +613,3 @@ def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:
         fn(ctx)
     except Exception:  # a notification must never break the run
         log.exception("callback %r failed for %s", fn, ctx)
-

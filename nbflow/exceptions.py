@@ -49,8 +49,7 @@ class DuplicateTaskError(DefinitionError):
     def __init__(self, pipeline: str, task_id: str, first: str | None, second: str | None):
         self.pipeline, self.task_id = pipeline, task_id
         super().__init__(
-            f"pipeline '{pipeline}' defines task '{task_id}' twice "
-            f"(first at {first or '?'}, again at {second or '?'})",
+            f"pipeline '{pipeline}' defines task '{task_id}' twice (first at {first or '?'}, again at {second or '?'})",
             where=second,
             hint="give one of them another name=...",
         )

@@ -87,7 +87,9 @@ def stable_repr(value: Any, what: str = "value") -> str:
         return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
     if isinstance(value, types.FunctionType):
         return f"<function {value.__qualname__} {code_digest(value.__code__)[:16]}>"
-    raise Unhashable(f"{what} is a {type(value).__module__}.{type(value).__qualname__}, which has no deterministic hash")
+    raise Unhashable(
+        f"{what} is a {type(value).__module__}.{type(value).__qualname__}, which has no deterministic hash"
+    )
 
 
 def short(value: Any, what: str = "value") -> str:
@@ -109,7 +111,9 @@ def code_digest(code: types.CodeType) -> str:
     """
     h = hashlib.sha256()
     h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount, code.co_kwonlyargcount)).encode())
+    h.update(
+        repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount, code.co_kwonlyargcount)).encode()
+    )
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             h.update(code_digest(const).encode())
@@ -204,7 +208,11 @@ def reads_parts(patterns: Iterable[str], base_dir: str, memo: dict[tuple, Any] |
     parts: dict[str, str] = {}
     for pattern in patterns:
         full = os.path.join(base_dir, pattern)
-        matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(pattern) else ([full] if os.path.exists(full) else [])
+        matches = (
+            sorted(glob.glob(full, recursive=True))
+            if glob.has_magic(pattern)
+            else ([full] if os.path.exists(full) else [])
+        )
         files: list[str] = []
         for match in matches:
             if os.path.isdir(match):
@@ -274,8 +282,23 @@ def outputs_key(refs: Iterable[Mapping[str, Any]], run_id: int, try_number: int)
 
 
 _LABELS = {"param": "parameter", "context": "run value", "literal": "literal", "global": "global"}
-_ORDER = ("kind", "code", "function", "command", "env", "cwd", "kernel", "args", "outputs", "literal",
-          "global", "param", "context", "reads", "upstream")
+_ORDER = (
+    "kind",
+    "code",
+    "function",
+    "command",
+    "env",
+    "cwd",
+    "kernel",
+    "args",
+    "outputs",
+    "literal",
+    "global",
+    "param",
+    "context",
+    "reads",
+    "upstream",
+)
 
 
 def _phrase(key: str, name: str, old: str | None, new: str | None) -> str:
@@ -294,7 +317,9 @@ def _phrase(key: str, name: str, old: str | None, new: str | None) -> str:
     if kind == "args":
         return "arguments changed"
     if kind in _LABELS:
-        return f"{_LABELS[kind]} {name}: {old if old is not None else '(none)'} -> {new if new is not None else '(none)'}"
+        return (
+            f"{_LABELS[kind]} {name}: {old if old is not None else '(none)'} -> {new if new is not None else '(none)'}"
+        )
     return f"{kind} changed"
 
 
@@ -341,8 +366,9 @@ class Fingerprinted:
     def code_fingerprint(self) -> str:  # provided by Task (kinds override)
         raise NotImplementedError
 
-    def set_cache_options(self, task_id: str, reads: Any, cache: Any, cache_ttl: float | None, base_dir: str,
-                          where: str) -> None:
+    def set_cache_options(
+        self, task_id: str, reads: Any, cache: Any, cache_ttl: float | None, base_dir: str, where: str
+    ) -> None:
         """Check and keep ``reads=`` (paths or globs), ``cache=`` and ``cache_ttl=`` (seconds)."""
         paths = [reads] if isinstance(reads, (str, os.PathLike)) else list(reads or ())
         if not all(isinstance(r, (str, os.PathLike)) and str(r) for r in paths):
@@ -377,7 +403,9 @@ class Fingerprinted:
         """How a reason names the part ``key`` (kinds whose keys are not readable override)."""
         return key.partition(":")[2]
 
-    def cache_parts(self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None) -> dict[str, str]:
+    def cache_parts(
+        self, params: Mapping[str, Any], context: Mapping[str, Any], memo: dict | None = None
+    ) -> dict[str, str]:
         """This task's fingerprint parts except its upstream outputs: its code, the parameters
         and run values it receives, the files it ``reads``. Raises
         :class:`~nbflow.fingerprint.Unhashable` naming a value without a deterministic hash.

@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 
-
 def toposort(upstream: Mapping[str, Iterable[str]]) -> list[str]:
     """Task ids so that every task comes after its upstream; raises ValueError on a cycle."""
     ups = {t: set(u) for t, u in upstream.items()}

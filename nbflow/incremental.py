@@ -89,8 +89,13 @@ class Decision:
         out: dict[str, Any] = {"why": self.why, "cache_key": self.cache_key, "cache_parts": self.parts}
         src, given = self.source, self.given
         if src is not None and given is not None:
-            out.update(reused_run_id=src.source_run_id, reused_try=src.source_try, output_digest=given.digest,
-                       log_uri=src.log_uri, output_uri=src.output_uri)
+            out.update(
+                reused_run_id=src.source_run_id,
+                reused_try=src.source_try,
+                output_digest=given.digest,
+                log_uri=src.log_uri,
+                output_uri=src.output_uri,
+            )
         return out
 
 
@@ -179,14 +184,28 @@ class Decider:
         self._memo: dict[tuple, Any] = {}  # file digests and code parts shared by this run's decisions
 
     @classmethod
-    def for_run(cls, store: Store, pipeline: Pipeline, run: Mapping[str, Any], artifact_root: str,
-                clock: Callable[[], float] = time.time) -> Decider:
+    def for_run(
+        cls,
+        store: Store,
+        pipeline: Pipeline,
+        run: Mapping[str, Any],
+        artifact_root: str,
+        clock: Callable[[], float] = time.time,
+    ) -> Decider:
         """The decider of a stored run (incremental or not, its ``--force`` list)."""
-        return cls(store, pipeline, artifact_root=artifact_root, incremental=bool(run["incremental"]),
-                   before_run=run["id"], force=run["force"] or (), clock=clock)
+        return cls(
+            store,
+            pipeline,
+            artifact_root=artifact_root,
+            incremental=bool(run["incremental"]),
+            before_run=run["id"],
+            force=run["force"] or (),
+            clock=clock,
+        )
 
-    def fingerprint(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
-                    upstream: Mapping[str, Produced]) -> dict[str, str]:
+    def fingerprint(
+        self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any], upstream: Mapping[str, Produced]
+    ) -> dict[str, str]:
         """The task's fingerprint parts, upstream outputs included (raises Unhashable)."""
         parts = task.cache_parts(params, context, self._memo)
         keyed: dict[str, set[str | None]] = {}
@@ -208,8 +227,14 @@ class Decider:
                 parts[f"upstream:{up}"] = given.digest
         return parts
 
-    def decide_ready(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
-                     state_of: Callable[[str], TaskState | None], outputs: Mapping[str, Produced]) -> Decision:
+    def decide_ready(
+        self,
+        task: Task,
+        params: Mapping[str, Any],
+        context: Mapping[str, Any],
+        state_of: Callable[[str], TaskState | None],
+        outputs: Mapping[str, Produced],
+    ) -> Decision:
         """:meth:`decide` in a run: ``state_of(upstream)`` is its finished state (None: not in
         the run), ``outputs`` what the successful ones gave."""
         upstream = {}
@@ -219,8 +244,9 @@ class Decider:
             upstream[up] = failed or outputs.get(up, NO_OUTPUTS)
         return self.decide(task, params, context, upstream)
 
-    def decide(self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any],
-               upstream: Mapping[str, Produced]) -> Decision:
+    def decide(
+        self, task: Task, params: Mapping[str, Any], context: Mapping[str, Any], upstream: Mapping[str, Produced]
+    ) -> Decision:
         """Reuse or run ``task`` (its upstream tasks finished, with ``upstream`` outputs)."""
         tid = task.task_id
         try:
@@ -312,10 +338,10 @@ def plan(
         decision = decider.decide(task, params, context, {u: given[u] for u in task.upstream_ids if u in given})
         if decision.given is not None and decision.source is not None:
             given[tid] = decision.given
-            out.append(PlannedTask(tid, "reuse", decision.why or "", decision.source.source_run_id, decision.source.source_try))
+            out.append(
+                PlannedTask(tid, "reuse", decision.why or "", decision.source.source_run_id, decision.source.source_try)
+            )
         else:
             given[tid] = Produced(WILL_RUN)
             out.append(PlannedTask(tid, "run", decision.why or NOT_INCREMENTAL))
     return out
-
-

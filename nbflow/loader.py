@@ -36,7 +36,9 @@ def load_file(path: str | Path) -> dict[str, Pipeline]:
     """Import ``path`` and return its module-level pipelines by name."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise PipelineNotFoundError(f"no pipeline file {path}", hint="pass the path of a .py file that defines a Pipeline")
+        raise PipelineNotFoundError(
+            f"no pipeline file {path}", hint="pass the path of a .py file that defines a Pipeline"
+        )
     if path.suffix == ".ipynb":  # a notebook of cell tasks (nbflow.tasks.cellspec); no kernel is started
         from nbflow.tasks.cellspec import load_notebook
 
@@ -152,7 +154,11 @@ class FolderLoader:
             raise PipelineNotFoundError(
                 f"DAG folder {self.folder} does not exist", hint="create it or set NBFLOW_DAGS_FOLDER"
             )
-        seen = {p for p in sorted(self.folder.rglob("*")) if p.suffix in (".py", ".ipynb") and p.is_file() and _is_candidate(p)}
+        seen = {
+            p
+            for p in sorted(self.folder.rglob("*"))
+            if p.suffix in (".py", ".ipynb") and p.is_file() and _is_candidate(p)
+        }
         changed = False
         for gone in set(self._stamps) - seen:
             changed = True
@@ -187,7 +193,10 @@ class FolderLoader:
                 tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
                 report = {"where": str(path), "error": f"{path}: import crashed ({tail[0]})"}
         except subprocess.TimeoutExpired:
-            report = {"where": str(path), "error": f"{path}: import took longer than {self.import_timeout:g}s and was killed"}
+            report = {
+                "where": str(path),
+                "error": f"{path}: import took longer than {self.import_timeout:g}s and was killed",
+            }
         return report
 
     def _load_one(self, path: Path, report: dict[str, str]) -> None:

@@ -26,9 +26,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only when a notebook is read
     import nbformat
@@ -79,8 +77,8 @@ class ParamSpec:
 def _read_notebook(path: Path) -> nbformat.NotebookNode:
     if not path.is_file():
         raise NotebookNotFoundError(
-            f"notebook {path} does not exist", hint="check the path (relative paths are resolved "
-            "against the pipeline file's folder)"
+            f"notebook {path} does not exist",
+            hint="check the path (relative paths are resolved against the pipeline file's folder)",
         )
     import nbformat
 
@@ -157,9 +155,7 @@ def _declared_type(annotation: str | None, default_src: str) -> str | None:
 
 
 def _is_python(nb: nbformat.NotebookNode) -> bool:
-    lang = nb.metadata.get("language_info", {}).get("name") or nb.metadata.get(
-        "kernelspec", {}
-    ).get("language")
+    lang = nb.metadata.get("language_info", {}).get("name") or nb.metadata.get("kernelspec", {}).get("language")
     return lang in (None, "python")
 
 
@@ -277,7 +273,7 @@ def check_notebook_parameters(
                 f"{nb_name} has no cell tagged 'parameters'; add a cell tagged 'parameters' "
                 "that declares them",
                 where=where,
-                hint=f"{_TAGS_HOW}; or pass params_cell=\"inject_top\" to inject them at the top "
+                hint=f'{_TAGS_HOW}; or pass params_cell="inject_top" to inject them at the top '
                 "of the notebook with nothing checked (papermill's behaviour, which only warns)",
                 unknown=sorted(given),
             )
@@ -313,11 +309,9 @@ def check_notebook_parameters(
             )
     if problems:
         raise ParameterError(
-            f"task '{task_id}' passes notebook {nb_name} a value of the wrong type: "
-            + "; ".join(problems),
+            f"task '{task_id}' passes notebook {nb_name} a value of the wrong type: " + "; ".join(problems),
             where=where,
-            hint="pass a value of the declared type, or change the annotation/default in the "
-            "parameters cell",
+            hint="pass a value of the declared type, or change the annotation/default in the parameters cell",
         )
 
 
@@ -362,6 +356,7 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- run parameters
+
 
 def resolve_run_params(
     declared: Mapping[str, Any], given: Mapping[str, Any], *, pipeline: str, max_bytes: int | None = None

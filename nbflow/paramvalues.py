@@ -111,7 +111,8 @@ def check_run_value(name: str, value: Any, default: Any, *, max_bytes: int) -> A
         except ValueError as exc:
             detail = str(exc).partition(" (")[2]  # a JSON list/dict: what the parser said
             raise ValueError(
-                f"parameter '{name}' expects {_type_name(default)}, got {value[:80]!r}" + (f" ({detail}" if detail else "")
+                f"parameter '{name}' expects {_type_name(default)}, got {value[:80]!r}"
+                + (f" ({detail}" if detail else "")
             ) from None
     problem = _json_problem(value)
     if problem:

@@ -18,7 +18,15 @@ import time
 from collections.abc import Callable, Iterable
 
 __all__ = [
-    "terminate", "terminate_later", "kill_now", "kill_descendants", "signal_group", "alive", "waiter", "KILL_WAIT", "POLL",
+    "terminate",
+    "terminate_later",
+    "kill_now",
+    "kill_descendants",
+    "signal_group",
+    "alive",
+    "waiter",
+    "KILL_WAIT",
+    "POLL",
 ]
 
 KILL_WAIT = 5.0  # seconds to wait for a group leader to exit after SIGKILL
@@ -85,7 +93,9 @@ def terminate(
     return _grace_then_kill(groups, grace, exited or _gone(groups), stop)
 
 
-def _grace_then_kill(groups: list[int], grace: float, wait: Callable[[float], bool], stop: threading.Event | None) -> bool:
+def _grace_then_kill(
+    groups: list[int], grace: float, wait: Callable[[float], bool], stop: threading.Event | None
+) -> bool:
     deadline = time.monotonic() + grace
     step = POLL if stop is not None else grace
     while True:
@@ -114,7 +124,9 @@ def terminate_later(pgids: Iterable[int], grace: float, *, name: str = "nbflow-k
     groups = _groups(pgids)
     for pgid in groups:
         signal_group(pgid, signal.SIGTERM)
-    thread = threading.Thread(target=_grace_then_kill, args=(groups, grace, _gone(groups), None), name=name, daemon=True)
+    thread = threading.Thread(
+        target=_grace_then_kill, args=(groups, grace, _gone(groups), None), name=name, daemon=True
+    )
     thread.start()
     return thread
 

@@ -14,7 +14,7 @@ import dataclasses
 import errno
 import traceback as tb_module
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from nbflow.exceptions import FailNow
@@ -54,7 +54,9 @@ class AttemptRecord:
     ended_at: float = 0.0
 
     @classmethod
-    def failure(cls, reason: str, message: str, *, ename: str | None = None, evalue: str | None = None, **fields: Any) -> AttemptRecord:
+    def failure(
+        cls, reason: str, message: str, *, ename: str | None = None, evalue: str | None = None, **fields: Any
+    ) -> AttemptRecord:
         """A failed attempt (``evalue`` defaults to ``message`` when an exception name is given)."""
         if ename is not None and evalue is None:
             evalue = message
@@ -85,11 +87,23 @@ class AttemptRecord:
         return cls.failure(
             "storage_error",
             f"cannot write {where}: {exc.strerror or exc} (errno {exc.errno}); check the artifact root (NBFLOW_ARTIFACT_ROOT)",
-            ename=type(exc).__name__, evalue=str(exc),
+            ename=type(exc).__name__,
+            evalue=str(exc),
         )
 
-    def stamp(self, *, key: str, run_id: int, task_id: str, try_number: int, log_uri: str, hostname: str,
-              pid: int, started_at: float, ended_at: float) -> AttemptRecord:
+    def stamp(
+        self,
+        *,
+        key: str,
+        run_id: int,
+        task_id: str,
+        try_number: int,
+        log_uri: str,
+        hostname: str,
+        pid: int,
+        started_at: float,
+        ended_at: float,
+    ) -> AttemptRecord:
         """Fill in which attempt this was, where and when it ran (the worker's part); returns self."""
         self.key, self.run_id, self.task_id, self.try_number = key, run_id, task_id, try_number
         self.log_uri, self.hostname, self.pid = log_uri, hostname, pid
@@ -128,11 +142,22 @@ class AttemptRecord:
 
 
 def _dt(ts: float) -> datetime | None:
-    return datetime.fromtimestamp(ts, timezone.utc) if ts else None
+    return datetime.fromtimestamp(ts, UTC) if ts else None
 
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptRecord))
-_ROW_FIELDS = ("reason", "ename", "evalue", "traceback", "cell_index", "exec_count", "output_uri", "hostname", "pid", "kernel_pid")
+_ROW_FIELDS = (
+    "reason",
+    "ename",
+    "evalue",
+    "traceback",
+    "cell_index",
+    "exec_count",
+    "output_uri",
+    "hostname",
+    "pid",
+    "kernel_pid",
+)
 #: columns of ``task_attempts`` that :meth:`AttemptRecord.to_row` returns
 ATTEMPT_COLUMNS = (*_ROW_FIELDS, "start_date", "end_date", "log_uri", "message")
 #: of those, the columns a task instance row takes over from its latest attempt

@@ -64,7 +64,7 @@ def to_dot(definition: Mapping[str, Any], states: Mapping[str, str] | None = Non
         lines.append(
             f'  {_q(t["id"])} [label="{label}", shape={shape}, style={style}, '
             f'fillcolor="{STATE_COLORS.get(state, "#ffffff")}", class={_q("nbflow-" + (state or "none"))}, '
-            f'id={_q("task-" + t["id"])}];'
+            f"id={_q('task-' + t['id'])}];"
         )
     for t in definition["tasks"]:
         for up in t["upstream"]:

@@ -16,7 +16,7 @@ date (the runs table is unique on ``(pipeline, logical_date)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,7 +39,7 @@ PRESETS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
 }
-UTC = timezone.utc
+UTC = UTC
 
 
 def normalize(expr: str) -> str:

@@ -38,7 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nbflow import params as nbparams
@@ -53,7 +53,7 @@ from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import task_rows
 
 log = logging.getLogger("nbflow.scheduler")
-LOOK_NOW = datetime.min.replace(tzinfo=timezone.utc)  # the due time of a pipeline not looked at since the last sync
+LOOK_NOW = datetime.min.replace(tzinfo=UTC)  # the due time of a pipeline not looked at since the last sync
 
 
 class Scheduler:
@@ -128,7 +128,11 @@ class Scheduler:
                 except Exception as exc:  # noqa: BLE001 - the loop outlives any one iteration
                     self._degraded = is_outage(exc)
                     if self._degraded:
-                        log.error("scheduler iteration failed (database): %s; retrying in %.1fs", getattr(exc, "orig", exc), backoff)
+                        log.error(
+                            "scheduler iteration failed (database): %s; retrying in %.1fs",
+                            getattr(exc, "orig", exc),
+                            backoff,
+                        )
                     else:
                         log.exception("scheduler iteration failed; retrying in %.1fs", backoff)
                     self._stop.wait(backoff)
@@ -166,8 +170,11 @@ class Scheduler:
         loaded = {n: p for n, p in self.loader.pipelines.items() if not self.loader.broken(n)}
         definitions = {n: (p.definition(), p.fingerprint()) for n, p in loaded.items()}
         known = {r["name"]: r for r in self.store.list_pipelines()}
-        gone = [n for n, r in known.items() if r["is_active"] and n not in self.loader.pipelines and r["file"]
-                and str(self.loader.folder) in r["file"]]
+        gone = [
+            n
+            for n, r in known.items()
+            if r["is_active"] and n not in self.loader.pipelines and r["file"] and str(self.loader.folder) in r["file"]
+        ]
 
         def write(tx: Any) -> None:
             for definition, fingerprint in definitions.values():
@@ -178,7 +185,7 @@ class Scheduler:
         self.store.write(write, what="sync pipelines")
         self._next_due = {name: LOOK_NOW for name in self.loader.pipelines}
         self._due_heap = sorted((at, name) for name, at in self._next_due.items())  # a sorted list is a heap
-        for path, (where, message) in self.loader.errors.items():
+        for _path, (where, message) in self.loader.errors.items():
             log.warning("cannot load %s: %s", where, message)
 
     # -- scheduled runs -------------------------------------------------------------------------
@@ -244,8 +251,15 @@ class Scheduler:
                 return [], next_due
             intervals = [schedule.interval(d) for d in dates]
             ids = tx.create_runs(
-                pipeline=pipeline.name, version_id=row["latest_version_id"], params=params, trigger="scheduled",
-                tasks=tasks, intervals=intervals, skip_existing=True, pointer=pointer, incremental=pipeline.incremental,
+                pipeline=pipeline.name,
+                version_id=row["latest_version_id"],
+                params=params,
+                trigger="scheduled",
+                tasks=tasks,
+                intervals=intervals,
+                skip_existing=True,
+                pointer=pointer,
+                incremental=pipeline.incremental,
             )
             return ids, next_due
 

@@ -9,18 +9,18 @@ result like any other task's.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from nbflow.record import AttemptRecord
 from nbflow.states import FINISHED, TaskState
 from nbflow.tasks.sensor import SensorContext
-from nbflow.record import AttemptRecord
 
 T = TaskState
 
 
 def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class SensorPoking:
@@ -73,7 +73,9 @@ class SensorPoking:
         try:
             ok = future.result()
         except Exception as exc:  # the condition itself failed: a failed try
-            record = AttemptRecord.failure("exception", f"{type(exc).__name__}: {exc}", ename=type(exc).__name__, evalue=str(exc))
+            record = AttemptRecord.failure(
+                "exception", f"{type(exc).__name__}: {exc}", ename=type(exc).__name__, evalue=str(exc)
+            )
         else:
             if ok:
                 record = AttemptRecord(ok=True)
@@ -83,6 +85,13 @@ class SensorPoking:
             else:
                 return None
         return record.stamp(
-            key=ti.key or "", run_id=self.run_id, task_id=ti.task_id, try_number=ti.try_number, log_uri="",
-            hostname="(driver)", pid=0, started_at=ti.first_poke or now, ended_at=now,
+            key=ti.key or "",
+            run_id=self.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            log_uri="",
+            hostname="(driver)",
+            pid=0,
+            started_at=ti.first_poke or now,
+            ended_at=now,
         )

@@ -142,7 +142,9 @@ def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = Non
             write_result(result, attempt_paths(item)[0])
         except OSError as exc:  # the driver still gets the record (an event, the future's result)
             if result.ok or result.reason != "storage_error":
-                result = AttemptRecord.storage_failure(exc, f"{attempt_paths(item)[0]}/result.json").stamp(**_identity(result))
+                result = AttemptRecord.storage_failure(exc, f"{attempt_paths(item)[0]}/result.json").stamp(
+                    **_identity(result)
+                )
     return result
 
 
@@ -161,14 +163,24 @@ def _worker_failure(item: WorkItem, exc: Exception, started: float) -> AttemptRe
     else:
         record = AttemptRecord.from_exception(exc)
         record.message = f"nbflow's worker failed running the attempt: {record.message}"
-    return record.stamp(key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number,
-                        log_uri=attempt_paths(item)[1], hostname=HOSTNAME, pid=os.getpid(), started_at=started,
-                        ended_at=time.time())
+    return record.stamp(
+        key=item.key,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        try_number=item.try_number,
+        log_uri=attempt_paths(item)[1],
+        hostname=HOSTNAME,
+        pid=os.getpid(),
+        started_at=started,
+        ended_at=time.time(),
+    )
 
 
 def _identity(record: AttemptRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in ("key", "run_id", "task_id", "try_number", "log_uri", "hostname",
-                                                     "pid", "started_at", "ended_at")}
+    return {
+        name: getattr(record, name)
+        for name in ("key", "run_id", "task_id", "try_number", "log_uri", "hostname", "pid", "started_at", "ended_at")
+    }
 
 
 def _register(key: str, also: Callable[[int], None] | None) -> Callable[[int], None]:
@@ -251,7 +263,11 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
             try:
                 record = task.execute(ctx)
             except Exception as exc:  # a kind's own bug, or the attempt folder refusing a write
-                record = AttemptRecord.storage_failure(exc) if _is_storage(exc, folder) else AttemptRecord.from_exception(exc)
+                record = (
+                    AttemptRecord.storage_failure(exc)
+                    if _is_storage(exc, folder)
+                    else AttemptRecord.from_exception(exc)
+                )
         finally:
             saved = [r.as_dict() for r in (artifacts.current_context() or {}).get("saved", [])]
             artifacts.unbind()
@@ -261,8 +277,15 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
     if log.error is not None:  # nothing counts as done whose log could not be written
         record = AttemptRecord.storage_failure(log.error, log_path)
     return record.stamp(
-        key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number, log_uri=log_path,
-        hostname=HOSTNAME, pid=os.getpid(), started_at=started, ended_at=time.time(),
+        key=item.key,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        try_number=item.try_number,
+        log_uri=log_path,
+        hostname=HOSTNAME,
+        pid=os.getpid(),
+        started_at=started,
+        ended_at=time.time(),
     )
 
 

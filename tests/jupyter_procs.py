@@ -35,8 +35,13 @@ def nbflow_env(root: Path, executor: str = "inline", *, managed: bool = False) -
     """Environment of the server and the helpers: NBFLOW_HOME inside ``root``; the managed
     scheduler off unless ``managed`` (a test of it stops the scheduler: :func:`stop_schedulers`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBFLOW_")}
-    env.update(NBFLOW_HOME=str(root / "home"), NBFLOW_EXECUTOR=executor, NBFLOW_DAGS_FOLDER=str(root / "pipelines"),
-               NBFLOW_KILL_GRACE="2", NBFLOW_MANAGE_SCHEDULER="1" if managed else "0")
+    env.update(
+        NBFLOW_HOME=str(root / "home"),
+        NBFLOW_EXECUTOR=executor,
+        NBFLOW_DAGS_FOLDER=str(root / "pipelines"),
+        NBFLOW_KILL_GRACE="2",
+        NBFLOW_MANAGE_SCHEDULER="1" if managed else "0",
+    )
     return env
 
 
@@ -84,8 +89,14 @@ s.sync_pipelines()
 def register_pipelines(root: Path, env: dict[str, str]) -> None:
     """Parse the DAG folder once, as the scheduler does (pipelines and import errors into the
     database), without creating scheduled runs."""
-    subprocess.run([sys.executable, "-c", REGISTER, str(root / "pipelines")], cwd=root, env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", REGISTER, str(root / "pipelines")],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @dataclass
@@ -101,14 +112,24 @@ class JupyterProc:
     #: check every answer against docs/openapi.yaml (tests/openapi_check.py)
     check_openapi: bool = True
 
-    def request(self, method: str, path: str, body: Any = None, *, token: bool = True,
-                headers: dict[str, str] | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: bool = True,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
         """Call ``/nbflow/api/<path>``; returns (status, parsed JSON or text), after checking the
         answer against docs/openapi.yaml."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if method == "POST" and data is None:
             data = b"{}"
-        req = urllib.request.Request(f"{self.url}nbflow/api/{path}", data=data, method=method, headers=dict(headers or {}))
+        req = urllib.request.Request(
+            f"{self.url}nbflow/api/{path}", data=data, method=method, headers=dict(headers or {})
+        )
         if token:
             req.add_header("Authorization", f"token {self.token}")
         try:
@@ -132,8 +153,14 @@ class JupyterProc:
             self.proc.wait(5)
 
 
-def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout: float = 90,
-                  extra_args: tuple[str, ...] = (), up: tuple[int, ...] = (200, 503)) -> JupyterProc:
+def start_jupyter(
+    root: Path,
+    env: dict[str, str],
+    app: str = "server",
+    timeout: float = 90,
+    extra_args: tuple[str, ...] = (),
+    up: tuple[int, ...] = (200, 503),
+) -> JupyterProc:
     """Start ``jupyter <app>`` on 127.0.0.1 with the token, rooted at ``root``; wait until it answers.
 
     It is up when ``GET /nbflow/api/health`` with the token answers one of the ``up`` statuses.
@@ -141,13 +168,25 @@ def start_jupyter(root: Path, env: dict[str, str], app: str = "server", timeout:
     port = free_port()
     log = root.parent / f"jupyter-{app}-{port}.log"
     args = [
-        sys.executable, "-m", "jupyter", app, "--no-browser", "--ip", "127.0.0.1", f"--port={port}", "--allow-root",
-        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
+        sys.executable,
+        "-m",
+        "jupyter",
+        app,
+        "--no-browser",
+        "--ip",
+        "127.0.0.1",
+        f"--port={port}",
+        "--allow-root",
+        f"--ServerApp.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
     ]
     args += list(extra_args)
     if app == "lab":  # a workspace of its own: no tabs restored from another test's JupyterLab
-        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                 f"--LabApp.workspaces_dir={root.parent / f'workspaces-{port}'}"]
+        args += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--LabApp.workspaces_dir={root.parent / f'workspaces-{port}'}",
+        ]
     out = open(log, "wb")
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = JupyterProc(f"http://127.0.0.1:{port}/", proc, root, log)

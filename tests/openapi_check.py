@@ -54,7 +54,9 @@ def check_answer(method: str, path: str, status: int, content_type: str, body: A
     """Assert that the answer is one the document lists for the operation, with a valid body."""
     template, op = operation(method, path.split("?", 1)[0])
     response = op["responses"].get(str(status)) or op["responses"].get("default")
-    assert response is not None, f"{method} {template} answered {status}, which {DOCUMENT.name} does not list: {body!r:.300}"
+    assert response is not None, (
+        f"{method} {template} answered {status}, which {DOCUMENT.name} does not list: {body!r:.300}"
+    )
     if "$ref" in response:
         response = document()["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     content = response.get("content")
@@ -87,4 +89,9 @@ def route_paths(routes: list[tuple[str, Any, tuple[str, ...]]]) -> set[tuple[str
 
 def document_paths() -> set[tuple[str, str]]:
     """(METHOD, /template) of every operation of the document."""
-    return {(m.upper(), t) for t, item in document()["paths"].items() for m in item if m in ("get", "post", "put", "delete", "patch")}
+    return {
+        (m.upper(), t)
+        for t, item in document()["paths"].items()
+        for m in item
+        if m in ("get", "post", "put", "delete", "patch")
+    }

@@ -40,8 +40,16 @@ def test_worker_command_advertises_each_queue_as_a_resource():
         "tcp://10.0.0.5:8786", queues=["gpu", "default"], nthreads=2, name="w1", resources=["GPU=1"]
     )
     assert argv == [
-        sys.executable, "-m", "distributed.cli.dask_worker", "tcp://10.0.0.5:8786", "--nthreads", "2",
-        "--resources", "queue-gpu=2 queue-default=2 GPU=1", "--name", "w1",
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_worker",
+        "tcp://10.0.0.5:8786",
+        "--nthreads",
+        "2",
+        "--resources",
+        "queue-gpu=2 queue-default=2 GPU=1",
+        "--name",
+        "w1",
     ]
     from nbflow.executors.dask import worker_environment
 

@@ -46,8 +46,14 @@ EXPECTED_ROWS = {
     "incremental-decision-flatness",
 }
 # rows that have no baseline of their own (a CPU or SQL count, a latency, a time per task)
-NO_BASELINE = {"scheduler-cpu-run", "scheduler-sql-task", "scheduler-trigger", "scheduler-trigger-p95",
-               "incremental-decision-100", "incremental-decision-1000"}
+NO_BASELINE = {
+    "scheduler-cpu-run",
+    "scheduler-sql-task",
+    "scheduler-trigger",
+    "scheduler-trigger-p95",
+    "incremental-decision-100",
+    "incremental-decision-1000",
+}
 
 
 @pytest.mark.slow

@@ -19,9 +19,13 @@ from tests.lab_browser import ARTIFACTS, CHROMIUM, lab_page
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EXAMPLE = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
+)
 if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
+    )
 pytest.importorskip("sklearn", reason="the example pipeline needs scikit-learn (pip install -e '.[examples]')")
 
 # a run that is still running when the test clicks "Cancel run": its shell command sleeps for
@@ -162,7 +166,7 @@ def test_cancel_run_button_kills_the_running_task(page: object, lab: JupyterProc
     item.wait_for(timeout=30_000)
     item.locator(".nbflow-trigger").click()
     pg.click(".nbflow-params-form .nbflow-run")
-    pg.wait_for_selector('.nbflow-dag-svg #task-nap.nbflow-running', timeout=60_000)
+    pg.wait_for_selector(".nbflow-dag-svg #task-nap.nbflow-running", timeout=60_000)
     pg.click(".nbflow-dag-header .nbflow-cancel", timeout=30_000)
     pg.wait_for_selector('.nbflow-dag-svg[data-run-state="cancelled"]', timeout=60_000)
     pg.screenshot(path=str(ARTIFACTS / "browser-6-cancelled.png"))
@@ -185,8 +189,10 @@ def _diagnosis(lab: JupyterProc, run_id: int) -> str:
     for pid in _sleepers():
         proc = psutil.Process(pid)
         parent = proc.parent()
-        lines.append(f"sleep {pid} started {time.time() - proc.create_time():.1f} s ago, parent "
-                     f"{parent.pid if parent else None} {parent.cmdline() if parent else ''}")
+        lines.append(
+            f"sleep {pid} started {time.time() - proc.create_time():.1f} s ago, parent "
+            f"{parent.pid if parent else None} {parent.cmdline() if parent else ''}"
+        )
     for log in sorted((lab.root / "home" / "drivers").glob("*.log")):
         lines.append(f"--- {log.name}\n{log.read_text()[-3000:]}")
     status, run = lab.request("GET", f"runs/{run_id}")

@@ -25,12 +25,16 @@ from tests.jupyter_procs import (
 from tests.lab_browser import CHROMIUM, lab_page, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
+)
 if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
+    )
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
-CHAIN = '''
+CHAIN = """
 from nbflow import Pipeline, task, notebook
 
 with Pipeline("chain", params={"C": 1.0}) as pipeline:
@@ -61,8 +65,8 @@ with Pipeline("chain", params={"C": 1.0}) as pipeline:
     side()
     parse()
     notebook("check.ipynb", name="check", inputs={"x": u})
-'''
-SLOWPOKE = '''
+"""
+SLOWPOKE = """
 from nbflow import Pipeline, shell, task
 
 with Pipeline("slowpoke") as pipeline:
@@ -73,8 +77,8 @@ with Pipeline("slowpoke") as pipeline:
         return 1
 
     wait >> after()
-'''
-FRAGILE = '''
+"""
+FRAGILE = """
 from nbflow import Pipeline, task
 
 with Pipeline("fragile") as pipeline:
@@ -82,7 +86,7 @@ with Pipeline("fragile") as pipeline:
     def only():
         return 1
     only()
-'''
+"""
 CELLS = [
     "%load_ext nbflow",
     "%%nbflow task numbers --outputs numbers\nnumbers = list(range(5))",
@@ -100,15 +104,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     (root / "pipelines" / "chain.py").write_text(textwrap.dedent(CHAIN))
     (root / "pipelines" / "slowpoke.py").write_text(textwrap.dedent(SLOWPOKE))
     (root / "pipelines" / "fragile.py").write_text(textwrap.dedent(FRAGILE))
-    make_notebook(root / "pipelines" / "check.ipynb", [
-        ("x = None", ["parameters"]), "import nbflow\nx = nbflow.load(x)", 'assert x[0] < 0, f"x is {x[0]}"'])
+    make_notebook(
+        root / "pipelines" / "check.ipynb",
+        [("x = None", ["parameters"]), "import nbflow\nx = nbflow.load(x)", 'assert x[0] < 0, f"x is {x[0]}"'],
+    )
     (root / "analysis").mkdir()
     shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "analysis" / "report.ipynb")
     make_notebook(root / "analysis" / "cells.ipynb", CELLS)
     env = {**nbflow_env(root, executor="local", managed=True), "NBFLOW_PARALLELISM": "2"}
     register_pipelines(root, env)
     time.sleep(1.1)
-    (root / "pipelines" / "fragile.py").write_text("from nbflow import Pipeline\nraise RuntimeError('broken on purpose')\n")
+    (root / "pipelines" / "fragile.py").write_text(
+        "from nbflow import Pipeline\nraise RuntimeError('broken on purpose')\n"
+    )
     register_pipelines(root, env)
     proc = start_jupyter(root, env, "lab", extra_args=("--LabApp.expose_app_in_browser=True",))
     yield proc
@@ -145,7 +153,9 @@ def _runs(lab: JupyterProc, name: str) -> list[dict]:
     return lab.request("GET", f"pipelines/{name}/runs?limit=100")[1]["runs"]
 
 
-def test_schedule_a_notebook_from_its_toolbar_and_its_first_scheduled_run_succeeds(page: object, lab: JupyterProc) -> None:
+def test_schedule_a_notebook_from_its_toolbar_and_its_first_scheduled_run_succeeds(
+    page: object, lab: JupyterProc
+) -> None:
     pg = page
     _sidebar(pg)
     pg.wait_for_selector('.nbflow-scheduler[data-state="running"]', timeout=90_000)  # the managed scheduler
@@ -193,7 +203,10 @@ def test_schedule_a_notebook_from_its_toolbar_and_its_first_scheduled_run_succee
     run = _finished(lab, runs[0]["id"], timeout=240)
     assert run["run"]["state"] == "success", run
     assert run["run"]["params"]["alpha"] == 2.0 and isinstance(run["run"]["params"]["alpha"], float), run["run"]
-    pg.wait_for_selector('.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-dag-svg[data-run-state="success"]', timeout=60_000)
+    pg.wait_for_selector(
+        '.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-dag-svg[data-run-state="success"]',
+        timeout=60_000,
+    )
     item = pg.locator('.nbflow-pipeline[data-pipeline="report_hourly"]')
     item.wait_for(timeout=30_000)
     assert "Every hour · next " in item.inner_text()
@@ -238,7 +251,8 @@ def test_grid_gantt_and_duration_views_of_real_runs(page: object, lab: JupyterPr
     shot(pg, "lab-3-grid")
     view.locator(f'.nbflow-grid-cell[data-task="mid"][data-run="{runs[-1]["id"]}"]').click()  # open that try
     pg.wait_for_function(
-        "(t) => document.querySelector('.nbflow-task-pane h3')?.innerText === t", arg="mid", timeout=30_000)
+        "(t) => document.querySelector('.nbflow-task-pane h3')?.innerText === t", arg="mid", timeout=30_000
+    )
     assert "try 1 of 1" in view.locator(".nbflow-task-pane").inner_text()
     assert f"run {runs[-1]['id']}" in view.locator(".nbflow-dag-header").inner_text()
 
@@ -250,7 +264,7 @@ def test_grid_gantt_and_duration_views_of_real_runs(page: object, lab: JupyterPr
 
     view.locator('.nbflow-view-tab[data-view="durations"]').click()
     pg.wait_for_function("document.querySelectorAll('.nbflow-durations polyline').length >= 3", timeout=30_000)
-    assert view.locator('.nbflow-durations circle').count() >= 3 * len(runs) - 2
+    assert view.locator(".nbflow-durations circle").count() >= 3 * len(runs) - 2
     shot(pg, "lab-5-durations")
 
     assert "C=2.0" in view.locator(".nbflow-runs").inner_text()  # the run's parameters, the float kept
@@ -275,15 +289,18 @@ def test_task_actions_clear_mark_debug_export_output_and_log(page: object, lab: 
     pg.click(".jp-Dialog-button.jp-mod-warn")
     pg.wait_for_function(
         "document.querySelector('.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane')?.innerText.includes('try 2 of 2')",
-        timeout=120_000)
+        timeout=120_000,
+    )
     details = _finished(lab, first)
     states = {t["task_id"]: (t["state"], t["try_number"]) for t in details["tasks"]}
     assert states["mid"] == ("failed", 2) and states["up"] == ("success", 1), states
 
     view.locator(".nbflow-task-pane .nbflow-mark-success").click()
     pg.click(".jp-Dialog-button.jp-mod-accept")
-    pg.wait_for_selector(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane .nbflow-badge.nbflow-state-success",
-                         timeout=30_000)
+    pg.wait_for_selector(
+        ".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane .nbflow-badge.nbflow-state-success",
+        timeout=30_000,
+    )
     _, details = lab.request("GET", f"runs/{first}")
     mid = next(t for t in details["tasks"] if t["task_id"] == "mid")
     assert mid["state"] == "success" and mid["reason"] == "marked", mid
@@ -291,7 +308,8 @@ def test_task_actions_clear_mark_debug_export_output_and_log(page: object, lab: 
     view.locator("#task-side").click()
     pg.wait_for_function(
         "document.querySelector('.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-artifact-value')?.innerText.includes('2.0')",
-        timeout=30_000)  # small JSON shown inline, with its size
+        timeout=30_000,
+    )  # small JSON shown inline, with its size
     assert " B " in view.locator(".nbflow-artifacts").inner_text()
 
     view.locator("#task-parse").click()
@@ -301,7 +319,9 @@ def test_task_actions_clear_mark_debug_export_output_and_log(page: object, lab: 
     assert "raw_decode" not in folded.inner_text()
 
     view.locator("#task-check").click()
-    pg.wait_for_selector(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane .nbflow-debug", timeout=30_000)
+    pg.wait_for_selector(
+        ".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view .nbflow-task-pane .nbflow-debug", timeout=30_000
+    )
     with pg.expect_download(timeout=60_000) as download:
         view.locator(".nbflow-task-pane .nbflow-export-html").click()
     html = Path(download.value.path()).read_text()
@@ -320,21 +340,26 @@ def test_task_actions_clear_mark_debug_export_output_and_log(page: object, lab: 
     pg.wait_for_selector(".lm-TabBar-tab:has-text('log: check')", timeout=30_000)
     pg.wait_for_function(
         "document.querySelector('.jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-log-view .nbflow-log-full')?.innerText.includes('x is 2')",
-        timeout=30_000)
+        timeout=30_000,
+    )
 
     pg.click(".lm-TabBar-tab:has-text('DAG: chain')")
     view.locator("#task-check").click()
     view.locator(".nbflow-task-pane .nbflow-debug").click()
     pg.locator(".lm-TabBar-tab .lm-TabBar-tabLabel", has_text=f"check-debug-run{first}-try1.ipynb").first.wait_for(
-        timeout=60_000)
+        timeout=60_000
+    )
     pg.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-cell", timeout=60_000)
     assert (lab.root / "pipelines" / f"check-debug-run{first}-try1.ipynb").is_file()
-    pg.wait_for_function("window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
-                         timeout=90_000)
+    pg.wait_for_function(
+        "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", timeout=90_000
+    )
     _command(pg, "notebook:run-all-cells")
     pg.wait_for_function(
         "[...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output')]"
-        ".some(e => e.innerText.includes('x is 2'))", timeout=90_000)  # its inputs loaded, it fails where the try did
+        ".some(e => e.innerText.includes('x is 2'))",
+        timeout=90_000,
+    )  # its inputs loaded, it fails where the try did
     shot(pg, "lab-8-debug-this-try")
 
 
@@ -377,19 +402,24 @@ def test_import_error_said_once_and_a_broken_file_asks_before_running(page: obje
     pg.click(".jp-Dialog-button:has-text('Fix it first')")
     pg.wait_for_function(
         "document.querySelector('.nbflow-pipeline[data-pipeline=\"fragile\"] .nbflow-error')?.innerText.includes('Not triggered')",
-        timeout=15_000)
+        timeout=15_000,
+    )
     assert not _runs(lab, "fragile")
 
 
 def test_dag_button_finds_the_pipeline_of_cell_tasks_just_run(page: object, lab: JupyterProc) -> None:
     pg = page
     _command(pg, "docmanager:open", {"path": "analysis/cells.ipynb"})
-    pg.wait_for_function("window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
-                         timeout=90_000)
+    pg.wait_for_function(
+        "window.jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'", timeout=90_000
+    )
     _command(pg, "notebook:run-all-cells")
     deadline = time.monotonic() + 120
-    while not [r for r in lab.request("GET", "pipelines")[1]["pipelines"] if r["name"] == "cells" and r["last_run"]
-               and r["last_run"]["state"] == "success"]:
+    while not [
+        r
+        for r in lab.request("GET", "pipelines")[1]["pipelines"]
+        if r["name"] == "cells" and r["last_run"] and r["last_run"]["state"] == "success"
+    ]:
         assert time.monotonic() < deadline, "the cell tasks did not run"
         time.sleep(1)
     pg.click(".jp-NotebookPanel:not(.lm-mod-hidden) .nbflow-notebook-dag")

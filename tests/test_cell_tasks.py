@@ -18,7 +18,10 @@ TAGGED = [
     ("scale = 2\nlabel = 'x'\nnot_a_param = math.pi", ["parameters"]),  # setup + run parameters
     ("base = [1, 2, 3]", ["nbflow:task=base", "nbflow:outputs=base", "nbflow:retries=1"]),
     ("%%nbflow task other --outputs other --queue q2\nother = 10 * scale", []),
-    ("total = sum(base) + other", ["nbflow:task=total", "nbflow:inputs=base", "nbflow:inputs=other", "nbflow:outputs=total"]),
+    (
+        "total = sum(base) + other",
+        ["nbflow:task=total", "nbflow:inputs=base", "nbflow:inputs=other", "nbflow:outputs=total"],
+    ),
     ("%%nbflow task report --after total\nprint('report', label)", []),
     "print('exploring below the tasks: not part of the pipeline')",
     ("%%nbflow setup\nimport json", []),  # setup although it is below the task cells
@@ -58,17 +61,43 @@ def test_pipeline_name_from_magic_line_tag_or_metadata(tmp_path):
 @pytest.mark.parametrize(
     "cells, error, text",
     [
-        (["x = 1", "%%nbflow task a --inputs y\nz = y"], DefinitionError,
-         "Cell 2/2: task 'a' takes input 'y' but no task cell above it (or in --after) outputs 'y'"),
-        (["%%nbflow task a --frobnicate 3\n1"], DefinitionError, "Cell 1/1: %%nbflow task: unrecognized arguments: --frobnicate 3"),
-        ([("1", ["nbflow:task=a", "nbflow:colour=red"])], DefinitionError, "Cell 1/1: %%nbflow task: unrecognized arguments: --colour red"),
-        (["%%nbflow task a\n1", "%%nbflow task a\n2"], DuplicateTaskError, "(first at {path}:Cell 1/2, again at {path}:Cell 2/2)"),
+        (
+            ["x = 1", "%%nbflow task a --inputs y\nz = y"],
+            DefinitionError,
+            "Cell 2/2: task 'a' takes input 'y' but no task cell above it (or in --after) outputs 'y'",
+        ),
+        (
+            ["%%nbflow task a --frobnicate 3\n1"],
+            DefinitionError,
+            "Cell 1/1: %%nbflow task: unrecognized arguments: --frobnicate 3",
+        ),
+        (
+            [("1", ["nbflow:task=a", "nbflow:colour=red"])],
+            DefinitionError,
+            "Cell 1/1: %%nbflow task: unrecognized arguments: --colour red",
+        ),
+        (
+            ["%%nbflow task a\n1", "%%nbflow task a\n2"],
+            DuplicateTaskError,
+            "(first at {path}:Cell 1/2, again at {path}:Cell 2/2)",
+        ),
         (["%%nbflow task a --after ghost\n1"], UnknownTaskError, "{path}:Cell 1/1: pipeline 'bad' has no task 'ghost'"),
-        ([("%%nbflow task a\n1", ["nbflow:task=b"])], DefinitionError, "Cell 1/1: the tag says task 'b' but %%nbflow says 'a'"),
+        (
+            [("%%nbflow task a\n1", ["nbflow:task=b"])],
+            DefinitionError,
+            "Cell 1/1: the tag says task 'b' but %%nbflow says 'a'",
+        ),
         (["%%nbflow frobnicate\n1"], DefinitionError, "Cell 1/1: unknown cell magic '%%nbflow frobnicate'"),
         (["import os"], PipelineLoadError, "declares no cell tasks"),
-        (["%%nbflow task a --outputs v\nv = 1", "%%nbflow task b --outputs v\nv = 2", "%%nbflow task c --after a,b --inputs v\nv"],
-         DefinitionError, "which its --after tasks a and b both output"),
+        (
+            [
+                "%%nbflow task a --outputs v\nv = 1",
+                "%%nbflow task b --outputs v\nv = 2",
+                "%%nbflow task c --after a,b --inputs v\nv",
+            ],
+            DefinitionError,
+            "which its --after tasks a and b both output",
+        ),
     ],
 )
 def test_definition_errors_name_the_notebook_cell(tmp_path, cells, error, text):
@@ -97,8 +126,10 @@ def test_cells_run_in_kernels_and_fail_by_notebook_cell(nbflow_home, tmp_path):
         "import json",
         ("scale = 2", ["parameters"]),
         ("base = [1, 2]", ["nbflow:task=base", "nbflow:outputs=base"]),
-        ("%%nbflow task total --inputs base --outputs total,blob\n"
-         "total = sum(base) * scale\nblob = {1, 2}  # a set: saved pickled\nprint(json.dumps(total))"),
+        (
+            "%%nbflow task total --inputs base --outputs total,blob\n"
+            "total = sum(base) * scale\nblob = {1, 2}  # a set: saved pickled\nprint(json.dumps(total))"
+        ),
         "%%nbflow task boom --inputs base\nx = 1\ny = base[0] / 0",
         "%%nbflow task forgetful --after base --outputs missing\nprint('defines nothing')",
         "%%nbflow task downstream --after boom\nprint('never runs')",
@@ -106,8 +137,13 @@ def test_cells_run_in_kernels_and_fail_by_notebook_cell(nbflow_home, tmp_path):
     path = make_notebook(tmp_path / "cells.ipynb", cells)
     result = api.run_pipeline(load_pipeline(path), params={"scale": "5"}, executor="local", parallelism=2)
     states = {t["task_id"]: t["state"] for t in result.tasks}
-    assert states == {"base": "success", "total": "success", "boom": "failed", "forgetful": "failed",
-                      "downstream": "upstream_failed"}
+    assert states == {
+        "base": "success",
+        "total": "success",
+        "boom": "failed",
+        "forgetful": "failed",
+        "downstream": "upstream_failed",
+    }
     assert api.load_output(result.run_id, "total") == {"total": 15, "blob": {1, 2}}
     assert "15" in api.read_log(result.run_id, "total")
     artifacts = {(a["task_id"], a["name"], a["type"]) for a in api.run_details(result.run_id)["artifacts"]}

@@ -152,10 +152,15 @@ def test_db_upgrade_creates_and_reports(tmp_path):
 
 def test_db_upgrade_of_a_database_it_cannot_use_says_why_without_a_traceback(tmp_path):
     env = {**os.environ, "NBFLOW_HOME": str(tmp_path / "home"), "NBFLOW_DB_URL": "sqlite:////proc/nbflow.db"}
-    res = subprocess.run([sys.executable, "-m", "nbflow", "db", "upgrade"], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "nbflow", "db", "upgrade"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "Traceback" not in res.stderr, res.stderr
-    assert "error: /proc/nbflow.db.schema-lock: cannot create the schema lock file of sqlite:////proc/nbflow.db" in res.stderr
+    assert (
+        "error: /proc/nbflow.db.schema-lock: cannot create the schema lock file of sqlite:////proc/nbflow.db"
+        in res.stderr
+    )
     assert "hint: nbflow locks the database's schema with a file beside it" in res.stderr
 
 

@@ -38,7 +38,16 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen] = {}
         self._start(
             "scheduler",
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-dashboard",
+            ],
             env={**os.environ, **(scheduler_env or {})},
         )
 
@@ -57,7 +66,9 @@ class Cluster:
 
         with Client(self.address, timeout="20s") as client:
             client.wait_for_workers(n, timeout=60)
-            return {w["name"]: {"address": addr, **w} for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+            return {
+                w["name"]: {"address": addr, **w} for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()
+            }
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -229,7 +240,9 @@ def test_task_whose_queue_no_worker_serves_waits_and_says_why(cluster, write_pip
     store = api.open_store()
     run_id = api.create_run(pipeline, executor="dask", store=store)
     done: dict = {}
-    driver = threading.Thread(target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store)))
+    driver = threading.Thread(
+        target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store))
+    )
     driver.start()
     note = None
     for _ in range(150):
@@ -260,13 +273,17 @@ with Pipeline("remote_nb") as pipeline:
 
 @pytest.mark.faults
 def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipeline):
-    path = write_pipeline(NOTEBOOKS_PIPE.format(ok=str(NOTEBOOKS / "params_ok.ipynb"), slow=str(NOTEBOOKS / "sleeps.ipynb")))
+    path = write_pipeline(
+        NOTEBOOKS_PIPE.format(ok=str(NOTEBOOKS / "params_ok.ipynb"), slow=str(NOTEBOOKS / "sleeps.ipynb"))
+    )
     pipeline = load_pipeline(path)
     store = api.open_store()
     before = _kernels()
     run_id = api.create_run(pipeline, executor="dask", store=store)
     done: dict = {}
-    driver = threading.Thread(target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store)))
+    driver = threading.Thread(
+        target=lambda: done.update(r=api.drive_run(pipeline, run_id, executor="dask", store=store))
+    )
     driver.start()
     states = {}
     for _ in range(300):
@@ -276,7 +293,9 @@ def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipelin
         time.sleep(0.1)
     assert states == {"params_ok": "success", "sleeps": "running"}, states
     row = {r["task_id"]: r for r in store.task_instances(run_id)}["params_ok"]
-    assert Path(row["output_uri"]).is_file() and str(row["output_uri"]).startswith(str(api.open_store().settings.artifact_root))
+    assert Path(row["output_uri"]).is_file() and str(row["output_uri"]).startswith(
+        str(api.open_store().settings.artifact_root)
+    )
     time.sleep(1.0)  # let the slow notebook's kernel start its sleeping cell
     api.cancel_run(run_id, store=store)
     driver.join(60)
@@ -309,7 +328,9 @@ def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_
     monkeypatch.setenv("NBFLOW_ORPHAN_TIMEOUT", "1.5")
     api.reset()
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
-    driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, start_new_session=True
+    )
     store = api.open_store()
     for _ in range(200):
         runs = store.list_runs()
@@ -333,12 +354,18 @@ def test_embedded_local_cluster_and_dashboard_link(tmp_path, write_pipeline):
     env = {k: v for k, v in os.environ.items() if k != "NBFLOW_DASK_ADDRESS"}
     env["NBFLOW_HOME"] = str(tmp_path / "home")
     res = subprocess.run(
-        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask", "-j", "2"], env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask", "-j", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "local Dask cluster, 2 workers, dashboard http://127.0.0.1:" in res.stdout
     assert "run 1 of fan: success" in res.stdout
-    assert not any(pid_alive(p.pid) for p in psutil.Process().children(recursive=True) if "distributed" in " ".join(p.cmdline()))
+    assert not any(
+        pid_alive(p.pid) for p in psutil.Process().children(recursive=True) if "distributed" in " ".join(p.cmdline())
+    )
 
 
 FOLLOW = """
@@ -359,7 +386,9 @@ with Pipeline("follow") as pipeline:
 def test_logs_follow_streams_while_running_and_timeouts_work_on_workers(cluster, write_pipeline, nbflow_home):
     path = write_pipeline(FOLLOW)
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
-    driver = subprocess.Popen([sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, stdout=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "dask"], env=env, stdout=subprocess.DEVNULL
+    )
     store = api.open_store()
     for _ in range(200):
         runs = store.list_runs()
@@ -367,7 +396,10 @@ def test_logs_follow_streams_while_running_and_timeouts_work_on_workers(cluster,
             break
         time.sleep(0.1)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "nbflow", "logs", str(runs[0]["id"]), "talk", "--follow"], env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "nbflow", "logs", str(runs[0]["id"]), "talk", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     first = follower.stdout.readline()
     got_first_at = time.time()
@@ -428,8 +460,19 @@ def test_results_arrive_as_events_and_large_ones_are_fetched(cluster, write_pipe
 
     pipeline = load_pipeline(write_pipeline(RESULTS))
     items = [
-        WorkItem(key=f"results/1/{tid}/1-t", pipeline="results", run_id=1, task_id=tid, try_number=1, task=task,
-                 upstream={}, params={}, artifact_root=str(tmp_path / "artifacts"), kill_grace=2.0, durable_result=True)
+        WorkItem(
+            key=f"results/1/{tid}/1-t",
+            pipeline="results",
+            run_id=1,
+            task_id=tid,
+            try_number=1,
+            task=task,
+            upstream={},
+            params={},
+            artifact_root=str(tmp_path / "artifacts"),
+            kill_grace=2.0,
+            durable_result=True,
+        )
         for tid, task in pipeline.tasks.items()
     ]
     with DaskExecutor(address=cluster.address) as executor:
@@ -455,7 +498,6 @@ def test_results_arrive_as_events_and_large_ones_are_fetched(cluster, write_pipe
     assert (tmp_path / "artifacts/results/run-1/huge_error/try-1/result.json").exists()
 
 
-
 def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(cluster, write_pipeline, tmp_path):
     """Dask drops fire-and-forget's claim on a key when its task ends; a claim that reaches the
     scheduler after that (a task faster than the message after client.map) used to keep the
@@ -469,8 +511,18 @@ def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(clus
     pipeline = load_pipeline(write_pipeline(RESULTS))
     task = pipeline.tasks["small"]
     key = "late/1/small/1-t"
-    item = WorkItem(key=key, pipeline="late", run_id=1, task_id="small", try_number=1, task=task, upstream={},
-                    params={}, artifact_root=str(tmp_path / "artifacts"), kill_grace=2.0)
+    item = WorkItem(
+        key=key,
+        pipeline="late",
+        run_id=1,
+        task_id="small",
+        try_number=1,
+        task=task,
+        upstream={},
+        params={},
+        artifact_root=str(tmp_path / "artifacts"),
+        kill_grace=2.0,
+    )
 
     def state() -> str | None:
         with Client(cluster.address, timeout="20s") as probe:
@@ -498,6 +550,8 @@ def test_a_fire_and_forget_claim_that_arrives_late_does_not_keep_the_result(clus
     # would be addressed to every driver that ever ran)
     with Client(cluster.address, timeout="20s") as probe:
         subscribers = probe.run_on_scheduler(
-            lambda dask_scheduler: {t: len(dask_scheduler._broker._topics[t].subscribers) for t in ("nbflow-started", "nbflow-result")}
+            lambda dask_scheduler: {
+                t: len(dask_scheduler._broker._topics[t].subscribers) for t in ("nbflow-started", "nbflow-result")
+            }
         )
     assert subscribers == {"nbflow-started": 0, "nbflow-result": 0}, subscribers

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from nbflow import api
-from nbflow.rules import decide, retry_delay
 from nbflow.exceptions import NbflowError, ParameterError, UnknownTaskError
 from nbflow.loader import load_pipeline
+from nbflow.rules import decide, retry_delay
 from nbflow.states import TaskState as T
 
 CHAIN = """
@@ -240,14 +242,14 @@ def test_only_uses_upstream_outputs_of_the_last_success(nbflow_home, write_pipel
 
 def test_orphaned_attempts_of_a_dead_driver_are_retried(nbflow_home, write_pipeline):
     """A run whose driver died with a task 'running' is resumed: the lost try is an infra retry."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     path = write_pipeline(RERUN)
     (path.parent / "fixed").write_text("yes")
     p = load_pipeline(path)
     store = api.open_store()
     run_id = api.create_run(p, executor="inline", store=store)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.write(lambda tx: tx.queue_attempt(run_id, "first", 1, "k", now))
     store.write(lambda tx: tx.set_task_state(run_id, "first", T.RUNNING))
     result = api.drive_run(p, run_id, executor="inline", store=store)
@@ -330,7 +332,9 @@ def test_a_step_larger_than_a_submit_batch_with_a_pool(nbflow_home, write_pipeli
 
     n = SUBMIT_BATCH * 2 + 7
     api.set_pool("slots", 1)  # two worker processes could run two at once: the pool must not let them
-    result = api.run_pipeline(load_pipeline(write_pipeline(WIDE_POOLED.replace("{n}", str(n)))), executor="local", parallelism=2)
+    result = api.run_pipeline(
+        load_pipeline(write_pipeline(WIDE_POOLED.replace("{n}", str(n)))), executor="local", parallelism=2
+    )
     assert result.ok, [t for t in result.tasks if t["state"] != "success"][:3]
     assert api.load_output(result.run_id, "total") == sum(i * i for i in range(n))
     details = api.run_details(result.run_id)
@@ -415,8 +419,17 @@ def _finished_event(item, ok=True):
     from nbflow.record import AttemptRecord
 
     now = time.time()
-    record = AttemptRecord(ok=ok).stamp(key=item.key, run_id=item.run_id, task_id=item.task_id, try_number=item.try_number,
-                                         log_uri="", hostname="here", pid=1, started_at=now, ended_at=now)
+    record = AttemptRecord(ok=ok).stamp(
+        key=item.key,
+        run_id=item.run_id,
+        task_id=item.task_id,
+        try_number=item.try_number,
+        log_uri="",
+        hostname="here",
+        pid=1,
+        started_at=now,
+        ended_at=now,
+    )
     return Event("finished", item.key, now, "here", 1, result=record)
 
 

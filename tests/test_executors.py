@@ -111,10 +111,16 @@ def test_nbflow_worker_environment_is_the_worker_config_dask_reads():
 
     from nbflow.executors.dask import WORKER_CONFIG, worker_environment
 
-    code = "import json, sys, dask, distributed; print(json.dumps([dask.config.get(k) for k in json.loads(sys.argv[1])]))"
+    code = (
+        "import json, sys, dask, distributed; print(json.dumps([dask.config.get(k) for k in json.loads(sys.argv[1])]))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(list(WORKER_CONFIG))],
-        env={**os.environ, **worker_environment()}, capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, **worker_environment()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert json.loads(out.stdout) == list(WORKER_CONFIG.values())
 

@@ -15,7 +15,9 @@ from nbflow.refs import OutputRef, ParamRef
 
 
 def test_stable_repr_sorts_sets_and_dicts_and_refuses_objects():
-    assert fp.stable_repr({"b": {3, 1, 2}, "a": (1, [2.5, None])}) == fp.stable_repr({"a": (1, [2.5, None]), "b": {2, 3, 1}})
+    assert fp.stable_repr({"b": {3, 1, 2}, "a": (1, [2.5, None])}) == fp.stable_repr(
+        {"a": (1, [2.5, None]), "b": {2, 3, 1}}
+    )
     assert fp.stable_repr([1]) != fp.stable_repr((1,))
     assert fp.stable_repr(OutputRef("prepare", "data")) != fp.stable_repr(OutputRef("prepare"))
     assert "C" in fp.stable_repr(ParamRef("C"))
@@ -31,8 +33,13 @@ def test_the_same_set_hashes_the_same_in_another_process():
     """Set order depends on PYTHONHASHSEED: the text must not."""
     code = "from nbflow.fingerprint import stable_repr; print(stable_repr({'pear', 'apple', 'fig', 'kiwi'}))"
     texts = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed},
-                       check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(texts) == 1
@@ -102,8 +109,13 @@ def test_notebook_parts_ignore_outputs_counts_ids_and_metadata_but_not_tags():
     nb = {"cells": [{"cell_type": "markdown", "source": "# title"}, cell]}
     base = fp.notebook_cell_parts(nb, "train.ipynb")
     assert list(base) == ["code:train.ipynb Cell 2/2"]
-    noisy = dict(cell, outputs=[{"output_type": "stream", "text": "1"}], execution_count=9, id="b",
-                 metadata={"collapsed": True, "scrolled": False})
+    noisy = dict(
+        cell,
+        outputs=[{"output_type": "stream", "text": "1"}],
+        execution_count=9,
+        id="b",
+        metadata={"collapsed": True, "scrolled": False},
+    )
     assert fp.notebook_cell_parts({"cells": [nb["cells"][0], noisy]}, "train.ipynb") == base
     tagged = dict(cell, metadata={"tags": ["parameters"]})
     assert fp.notebook_cell_parts({"cells": [nb["cells"][0], tagged]}, "train.ipynb") != base
@@ -124,7 +136,10 @@ def test_reads_parts_hash_contents_globs_folders_and_say_missing(tmp_path):
     again = fp.reads_parts(["conf/*.yaml", "data", "nope.csv"], str(tmp_path))
     assert fp.changes(parts, again) == ["reads data/raw.csv changed"]
     (tmp_path / "nope.csv").write_text("now here")
-    assert fp.explain({"reads:nope.csv": "missing"}, fp.reads_parts(["nope.csv"], str(tmp_path))) == "reads nope.csv changed"
+    assert (
+        fp.explain({"reads:nope.csv": "missing"}, fp.reads_parts(["nope.csv"], str(tmp_path)))
+        == "reads nope.csv changed"
+    )
 
 
 def test_a_file_over_the_threshold_is_size_mtime_and_edges(tmp_path, monkeypatch):
@@ -139,11 +154,25 @@ def test_a_file_over_the_threshold_is_size_mtime_and_edges(tmp_path, monkeypatch
 
 
 def test_explain_orders_own_changes_before_upstream_and_counts_the_rest():
-    old = {"param:C": "1.0", "upstream:prepare": "aa", "code:train.ipynb Cell 4/7": "x", "reads:a.csv": "1", "kind": "notebook"}
-    new = {"param:C": "0.5", "upstream:prepare": fp.WILL_RUN, "code:train.ipynb Cell 4/7": "y", "reads:a.csv": "2",
-           "kind": "notebook"}
+    old = {
+        "param:C": "1.0",
+        "upstream:prepare": "aa",
+        "code:train.ipynb Cell 4/7": "x",
+        "reads:a.csv": "1",
+        "kind": "notebook",
+    }
+    new = {
+        "param:C": "0.5",
+        "upstream:prepare": fp.WILL_RUN,
+        "code:train.ipynb Cell 4/7": "y",
+        "reads:a.csv": "2",
+        "kind": "notebook",
+    }
     assert fp.changes(old, new) == [
-        "code changed: train.ipynb Cell 4/7", "parameter C: 1.0 -> 0.5", "reads a.csv changed", "upstream prepare will run",
+        "code changed: train.ipynb Cell 4/7",
+        "parameter C: 1.0 -> 0.5",
+        "reads a.csv changed",
+        "upstream prepare will run",
     ]
     assert fp.explain(old, new) == "code changed: train.ipynb Cell 4/7; parameter C: 1.0 -> 0.5 (+2 more)"
     assert fp.explain(None, new) == "fingerprint changed"
@@ -156,6 +185,9 @@ def test_outputs_key_is_the_content_hash_or_the_attempt_itself():
     refs = [{"name": "a", "digest": "d1"}, {"name": "b", "digest": "d2"}]
     assert fp.outputs_key(refs, 1, 1) == fp.outputs_key(list(reversed(refs)), 7, 3)  # content, not run ids
     assert fp.outputs_key([], 1, 1) == "attempt 1/1" != fp.outputs_key([], 2, 1)
-    assert fp.changes({"args": "a", "command": "x"}, {"args": "b", "command": "y"}) == ["command changed", "arguments changed"]
+    assert fp.changes({"args": "a", "command": "x"}, {"args": "b", "command": "y"}) == [
+        "command changed",
+        "arguments changed",
+    ]
     assert fp.outputs_key([{"name": "a", "digest": ""}], 4, 2) == "attempt 4/2"  # written before digests were kept
     assert fp.output_digest(refs, ["a"]) != fp.output_digest(refs, ["b"])

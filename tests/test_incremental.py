@@ -25,8 +25,15 @@ from tests.conftest import make_notebook
 def nbflow(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
     """The real `nbflow` command (the database: NBFLOW_DB_URL when a test set it, else SQLite in home)."""
     env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "nbflow", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nbflow", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
 
 
 def executed(side: Path) -> list[str]:
@@ -47,23 +54,33 @@ def whys(run_id: int) -> dict[str, str | None]:
 def write_chain(folder: Path, side: Path) -> Path:
     """prepare.ipynb -> train.ipynb -> evaluate.ipynb; prepare reads data/raw.csv, train receives C."""
     folder.mkdir(parents=True, exist_ok=True)
-    make_notebook(folder / "prepare.ipynb", [
-        ("side = ''", ["parameters"]),
-        "open(side, 'a').write('prepare\\n')\nimport nbflow\nrows = open('data/raw.csv').read().split()\nnbflow.save('data', len(rows))",
-    ])
-    make_notebook(folder / "train.ipynb", [
-        ("data = None\nC = 1.0\nside = ''", ["parameters"]),
-        "open(side, 'a').write('train\\n')",
-        "import nbflow\nnbflow.save('score', data * C)",
-    ])
-    make_notebook(folder / "evaluate.ipynb", [
-        ("score = None\nside = ''", ["parameters"]),
-        "open(side, 'a').write('evaluate\\n')\nimport nbflow\nnbflow.save('report', f'score={score}')",
-    ])
+    make_notebook(
+        folder / "prepare.ipynb",
+        [
+            ("side = ''", ["parameters"]),
+            "open(side, 'a').write('prepare\\n')\nimport nbflow\nrows = open('data/raw.csv').read().split()\nnbflow.save('data', len(rows))",
+        ],
+    )
+    make_notebook(
+        folder / "train.ipynb",
+        [
+            ("data = None\nC = 1.0\nside = ''", ["parameters"]),
+            "open(side, 'a').write('train\\n')",
+            "import nbflow\nnbflow.save('score', data * C)",
+        ],
+    )
+    make_notebook(
+        folder / "evaluate.ipynb",
+        [
+            ("score = None\nside = ''", ["parameters"]),
+            "open(side, 'a').write('evaluate\\n')\nimport nbflow\nnbflow.save('report', f'score={score}')",
+        ],
+    )
     (folder / "data").mkdir(exist_ok=True)
     (folder / "data" / "raw.csv").write_text("a\nb\n")
     path = folder / "pipeline.py"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from nbflow import Pipeline, notebook
 
         SIDE = {str(side)!r}
@@ -71,7 +88,8 @@ def write_chain(folder: Path, side: Path) -> Path:
             data = notebook("prepare.ipynb", parameters={{"side": SIDE}}, reads=["data/raw.csv"])
             model = notebook("train.ipynb", inputs={{"data": data["data"]}}, parameters={{"side": SIDE}})
             notebook("evaluate.ipynb", inputs={{"score": model["score"]}}, parameters={{"side": SIDE}})
-    """))
+    """)
+    )
     return path
 
 
@@ -88,8 +106,10 @@ def edit_cell(path: Path, index: int, *, source: str | None = None, output: str 
     nbformat.write(nb, path)
 
 
-@pytest.fixture(params=[("sqlite", "local"), ("sqlite", "dask"), ("postgres", "local"), ("postgres", "dask")],
-                ids=lambda p: "-".join(p))
+@pytest.fixture(
+    params=[("sqlite", "local"), ("sqlite", "dask"), ("postgres", "local"), ("postgres", "dask")],
+    ids=lambda p: "-".join(p),
+)
 def backend(request, nbflow_home):
     """(database, executor); on PostgreSQL NBFLOW_DB_URL is set (the CLI inherits it)."""
     database, executor = request.param
@@ -126,8 +146,11 @@ def test_notebook_chain_runs_only_what_changed(tmp_path, nbflow_home, backend):
     run("-i", "-p", "C=0.5")  # a parameter: only the task that receives it, and what depends on it
     assert executed(side) == ["train", "evaluate"]
     assert states(3) == {"prepare": "cached", "train": "success", "evaluate": "success"}
-    assert whys(3) == {"prepare": "reused from run 1, try 1", "train": "parameter C: 1.0 -> 0.5",
-                       "evaluate": "upstream train changed"}
+    assert whys(3) == {
+        "prepare": "reused from run 1, try 1",
+        "train": "parameter C: 1.0 -> 0.5",
+        "evaluate": "upstream train changed",
+    }
     assert api.load_output(3, "evaluate") == {"report": "score=1.0"}
     if (database, executor) != ("sqlite", "local"):
         return
@@ -146,7 +169,11 @@ def test_notebook_chain_runs_only_what_changed(tmp_path, nbflow_home, backend):
 
     forced = run("-i", "-p", "C=0.5", "--force", "prepare")
     assert sorted(executed(side)) == ["evaluate", "prepare", "train"]
-    assert whys(6) == {"prepare": "forced (--force)", "train": "upstream prepare forced", "evaluate": "upstream prepare forced"}
+    assert whys(6) == {
+        "prepare": "forced (--force)",
+        "train": "upstream prepare forced",
+        "evaluate": "upstream prepare forced",
+    }
     assert "forced (--force)" in forced.stdout
 
 
@@ -178,14 +205,18 @@ def test_reads_changed_outputs_deleted_and_dry_run_reasons(tmp_path, nbflow_home
     shutil.rmtree(nbflow_home / "runs" / "ml" / "run-1" / "train")  # its folder gone: stale, never a reuse of nothing
     plan = nbflow("run", "pipeline.py", "-i", "--dry-run", cwd=cwd, home=nbflow_home)
     assert [line.split(None, 2)[1:] for line in plan.stdout.splitlines()[1:4]] == [
-        ["prepare", "from run 1, try 1"], ["train", "outputs of run 1 are gone"], ["evaluate", "upstream train will run"]
+        ["prepare", "from run 1, try 1"],
+        ["train", "outputs of run 1 are gone"],
+        ["evaluate", "upstream train will run"],
     ]
     res = nbflow("run", "pipeline.py", "-i", "-e", "local", cwd=cwd, home=nbflow_home)
     assert res.returncode == 0, res.stderr
     assert executed(side) == ["train"]  # the same score again: evaluate is reused
     assert states(2) == {"prepare": "cached", "train": "success", "evaluate": "cached"}
     tasks = nbflow("tasks", "2", cwd=cwd, home=nbflow_home).stdout
-    assert "why it ran / reused" in tasks and "outputs of run 1 are gone" in tasks and "reused from run 1, try 1" in tasks
+    assert (
+        "why it ran / reused" in tasks and "outputs of run 1 are gone" in tasks and "reused from run 1, try 1" in tasks
+    )
 
 
 def test_unknown_force_task_and_force_without_incremental_are_refused_before_anything_runs(tmp_path, nbflow_home):
@@ -196,7 +227,11 @@ def test_unknown_force_task_and_force_without_incremental_are_refused_before_any
     assert "--force: pipeline 'ml' has no task 'trian'" in res.stderr
     assert "known tasks: evaluate, prepare, train" in res.stderr
     res = nbflow("run", "pipeline.py", "--force", "train", cwd=cwd, home=nbflow_home)
-    assert res.returncode == 2 and "--force only matters in an incremental run" in res.stderr and "--incremental (-i)" in res.stderr
+    assert (
+        res.returncode == 2
+        and "--force only matters in an incremental run" in res.stderr
+        and "--incremental (-i)" in res.stderr
+    )
     assert executed(side) == [] and api.list_runs("ml") == []
 
 
@@ -286,8 +321,12 @@ def test_reads_cache_false_and_cache_ttl(tmp_path, nbflow_home):
     assert sorted(executed(side)) == ["count", "fresh", "load", "mail"]
     second = run(incremental=True)
     assert executed(side) == ["mail"]  # cache=False: side effects happen every time
-    assert whys(second.run_id) == {"load": "reused from run 1, try 1", "count": "reused from run 1, try 1",
-                                   "mail": "cache=False", "fresh": "reused from run 1, try 1"}
+    assert whys(second.run_id) == {
+        "load": "reused from run 1, try 1",
+        "count": "reused from run 1, try 1",
+        "mail": "cache=False",
+        "fresh": "reused from run 1, try 1",
+    }
     from datetime import datetime, timedelta
 
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)  # as if run 1 ended then
@@ -296,8 +335,11 @@ def test_reads_cache_false_and_cache_ttl(tmp_path, nbflow_home):
     from nbflow.store.orm import task_attempts
 
     with api.open_store().engine.begin() as conn:  # (finished attempt rows are final for nbflow itself)
-        conn.execute(update(task_attempts).where(task_attempts.c.run_id == 1, task_attempts.c.task_id == "fresh")
-                     .values(end_date=two_hours_ago))
+        conn.execute(
+            update(task_attempts)
+            .where(task_attempts.c.run_id == 1, task_attempts.c.task_id == "fresh")
+            .values(end_date=two_hours_ago)
+        )
     third = run(incremental=True)
     assert sorted(executed(side)) == ["fresh", "mail"]
     assert whys(third.run_id)["fresh"].startswith("older than cache_ttl=3600s (run 1 ended 72")
@@ -333,7 +375,9 @@ def test_a_value_without_a_deterministic_hash_always_runs_and_says_so(tmp_path, 
         assert result.ok
     assert executed(side) == ["fit", "fit"]
     why = result.task("fit")["why"]
-    assert why.startswith("an argument is a ") and why.endswith("Model, which has no deterministic hash (so it always runs)")
+    assert why.startswith("an argument is a ") and why.endswith(
+        "Model, which has no deterministic hash (so it always runs)"
+    )
 
 
 def test_reuse_never_crosses_pipelines_artifact_roots_or_cleaned_runs(tmp_path, nbflow_home, monkeypatch):
@@ -343,7 +387,9 @@ def test_reuse_never_crosses_pipelines_artifact_roots_or_cleaned_runs(tmp_path, 
     path.write_text(PY_PIPELINE.format(side=str(side), folder=str(tmp_path)))
     api.run_pipeline(load_pipeline(path), executor="inline")
     other = tmp_path / "other.py"
-    other.write_text(PY_PIPELINE.format(side=str(side), folder=str(tmp_path)).replace('Pipeline("py"', 'Pipeline("py2"'))
+    other.write_text(
+        PY_PIPELINE.format(side=str(side), folder=str(tmp_path)).replace('Pipeline("py"', 'Pipeline("py2"')
+    )
     executed(side)
     result = api.run_pipeline(load_pipeline(other), executor="inline", incremental=True)
     assert sorted(executed(side)) == ["count", "fresh", "load", "mail"]
@@ -360,8 +406,12 @@ def test_reuse_never_crosses_pipelines_artifact_roots_or_cleaned_runs(tmp_path, 
 
     assert sorted(api.clean(timedelta(0))) == [1, 2]  # nbflow db clean: the runs and their folders are gone
     planned = {p.task_id: p.why for p in api.plan_run(load_pipeline(path), incremental=True)}
-    assert planned == {"load": "no earlier success", "count": "no earlier success", "mail": "cache=False",
-                       "fresh": "no earlier success"}
+    assert planned == {
+        "load": "no earlier success",
+        "count": "no earlier success",
+        "mail": "cache=False",
+        "fresh": "no earlier success",
+    }
 
 
 def test_incremental_runs_reuse_only_finished_successes_even_when_started_together(tmp_path, nbflow_home):
@@ -397,7 +447,9 @@ def test_a_pipeline_can_be_incremental_by_default(tmp_path, nbflow_home):
     side = tmp_path / "executions.txt"
     (tmp_path / "raw.csv").write_text("1\n")
     path = tmp_path / "pipeline.py"
-    source = PY_PIPELINE.format(side=str(side), folder=str(tmp_path)).replace('params={"n": 2})', 'params={"n": 2}, incremental=True)')
+    source = PY_PIPELINE.format(side=str(side), folder=str(tmp_path)).replace(
+        'params={"n": 2})', 'params={"n": 2}, incremental=True)'
+    )
     path.write_text(source)
     assert nbflow("run", str(path), "-e", "inline", cwd=tmp_path, home=nbflow_home).returncode == 0
     executed(side)

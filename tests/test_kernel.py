@@ -87,12 +87,15 @@ def test_a_kernel_that_does_not_exit_is_terminated_after_the_grace(tmp_path: Pat
     """
     monkeypatch.setattr(kernel, "EXIT_GRACE", 0.5)
     mark = tmp_path / "late.txt"
-    nb = make_notebook(tmp_path / "late.ipynb", [
-        f"""
+    nb = make_notebook(
+        tmp_path / "late.ipynb",
+        [
+            f"""
         import atexit, pathlib, time
         atexit.register(lambda: (time.sleep(60), pathlib.Path({str(mark)!r}).write_text('late')))
         """,
-    ])
+        ],
+    )
     started = time.monotonic()
     outcome = run_notebook(str(nb), str(tmp_path / "out.ipynb"), startup_timeout=30)
     assert outcome.ok, outcome.message
@@ -107,13 +110,16 @@ def test_a_notebook_kernel_gets_the_whole_grace_to_exit(tmp_path: Path, monkeypa
     sent SIGTERM after 2.5 s (and the file would be missing); with a 6 s grace it finishes."""
     monkeypatch.setattr(kernel, "EXIT_GRACE", 6.0)
     mark = tmp_path / "atexit.txt"
-    nb = make_notebook(tmp_path / "bye.ipynb", [
-        f"""
+    nb = make_notebook(
+        tmp_path / "bye.ipynb",
+        [
+            f"""
         import atexit, pathlib, time
         atexit.register(lambda: (time.sleep(3), pathlib.Path({str(mark)!r}).write_text('bye')))
         """,
-        "x = 1",
-    ])
+            "x = 1",
+        ],
+    )
     outcome = run_notebook(str(nb), str(tmp_path / "out.ipynb"), startup_timeout=30)
     assert outcome.ok, outcome.message
     assert outcome.kernel_pid and not pid_alive(outcome.kernel_pid)

@@ -13,10 +13,12 @@ from nbflow.exceptions import TryNotFoundError, UnknownTaskError
 @pytest.fixture
 def run_id(nbflow_home) -> int:
     with Pipeline("logs") as p:
+
         @task
         def talk():
             for i in range(1000):
                 print(f"line {i} é€")  # multi-byte characters: chunk edges must not split them
+
         talk()
     return api.run_pipeline(p, executor="inline").run_id
 

@@ -36,7 +36,11 @@ def _execute(path: Path, allow_errors: bool = False) -> nbformat.NotebookNode:
 
     nb = nbformat.read(str(path), as_version=4)
     NotebookClient(
-        nb, timeout=180, kernel_name="python3", allow_errors=allow_errors, resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     return nb
 
@@ -80,7 +84,11 @@ def test_run_this_runs_the_cells_through_the_engine(demo):
     assert [(r["state"], r["trigger"], r["task_counts"]) for r in runs] == [("success", "notebook", {"success": 3})]
     run_id = runs[0]["id"]
     details = api.run_details(run_id)
-    assert {(a["task_id"], a["name"]) for a in details["artifacts"]} == {("load_a", "a"), ("load_b", "b"), ("combine", "total")}
+    assert {(a["task_id"], a["name"]) for a in details["artifacts"]} == {
+        ("load_a", "a"),
+        ("load_b", "b"),
+        ("combine", "total"),
+    }
     assert api.load_output(run_id, "combine") == {"total": 36}
     tasks = {t["task_id"]: t for t in details["tasks"]}
     assert all(t["kind"] == "cell" and os.path.isfile(t["output_uri"]) for t in tasks.values())
@@ -112,7 +120,11 @@ def test_cli_runs_the_same_notebook_without_a_kernel(demo):
     path, _ = demo
     res = subprocess.run(
         [sys.executable, "-m", "nbflow", "run", str(path), "--executor", "local", "-j", "2"],
-        capture_output=True, text=True, timeout=180, env=os.environ.copy(), cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=os.environ.copy(),
+        cwd=path.parent,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "of cells_demo: success" in res.stdout
@@ -146,7 +158,10 @@ def test_errors_are_short_and_name_the_cell(nbflow_home, tmp_path):
     assert error["ename"] == "MagicError"
     text = "\n".join(error["traceback"])
     assert f"boom: failed: {_in(nb, '%%nbflow task boom')} raised ZeroDivisionError: division by zero" in text
-    assert f"forgetful: failed: {_in(nb, '%%nbflow task forgetful --outputs z')} did not define z (named in --outputs)" in text
+    assert (
+        f"forgetful: failed: {_in(nb, '%%nbflow task forgetful --outputs z')} did not define z (named in --outputs)"
+        in text
+    )
     assert "after_boom: upstream_failed" in text
     assert len(text.splitlines()) <= 12 and "site-packages" not in text and "Traceback" not in text
     bad = _outputs(nb, "%%nbflow task bad --inputs nope")[0]
@@ -189,8 +204,11 @@ def test_setup_cells_are_those_run_before_the_first_task(shell):
     _run(ip, "import math  # again", "c1")  # a setup cell run again is updated in place
     _run(ip, "%%nbflow setup\nimport json", "c6")  # explicit setup, below the tasks
     assert [(c.role, c.source) for c in this.cells] == [
-        ("setup", "import os"), ("setup", "import math  # again"), ("setup", "factor = 2"),
-        ("task", "x = math.pi * factor"), ("setup", "import json"),
+        ("setup", "import os"),
+        ("setup", "import math  # again"),
+        ("setup", "factor = 2"),
+        ("task", "x = math.pi * factor"),
+        ("setup", "import json"),
     ]
     pipeline = this.pipeline()
     assert pipeline.name == "interactive" and pipeline.file is None and list(pipeline.tasks) == ["a"]

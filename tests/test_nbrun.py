@@ -79,8 +79,11 @@ def _assert_nbflow_marks(outcome: AttemptRecord, failing_source: str, words: str
 
 def test_success_with_parameters_context_and_log(tmp_path):
     outcome = _run(
-        "uses_context", tmp_path, parameters={"x": 7},
-        context_source='nbflow_ctx = {"run_id": "r1"}', timeout=30,
+        "uses_context",
+        tmp_path,
+        parameters={"x": 7},
+        context_source='nbflow_ctx = {"run_id": "r1"}',
+        timeout=30,
     )
     assert outcome.ok and outcome.reason is None and outcome.message == "notebook completed"
     assert outcome.cell_index is None and outcome.ename is None
@@ -102,7 +105,9 @@ def test_context_goes_on_top_without_parameters_cell_and_cwd_is_used(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     outcome = _run(
-        "no_params", tmp_path, cwd=str(workdir),
+        "no_params",
+        tmp_path,
+        cwd=str(workdir),
         context_source='import os\nprint("context ran in", os.getcwd())',
     )
     assert outcome.ok
@@ -134,7 +139,10 @@ def test_missing_or_unreadable_input_is_a_programmer_error(tmp_path):
 
 def test_cell_error_reports_source_cell_and_keeps_papermill_banner(tmp_path):
     outcome = _run(
-        "raises", tmp_path, parameters={"alpha": 0.3}, context_source="ctx = 1",
+        "raises",
+        tmp_path,
+        parameters={"alpha": 0.3},
+        context_source="ctx = 1",
         log_path=None,  # logging is optional
     )
     assert not outcome.ok and outcome.reason == "cell_error"
@@ -223,9 +231,7 @@ def test_kernel_died_reports_signal_and_cell(tmp_path):
     assert outcome.cell_index == 2
     assert outcome.message == "kernel died during Cell 3/4 (signal SIGKILL)"
     assert _gone(outcome.kernel_pid)
-    cells = _assert_nbflow_marks(
-        outcome, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "The kernel died"
-    )
+    cells = _assert_nbflow_marks(outcome, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "The kernel died")
     assert cells[1].outputs[0]["text"] == "about to die\n"  # partial outputs kept
 
 
@@ -235,9 +241,7 @@ def bad_kernels(tmp_path, monkeypatch):
     for name, argv in {"broken": ["/bin/false"], "mute": ["sleep", "60"]}.items():
         spec = tmp_path / "jupyter" / "kernels" / name
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(
-            json.dumps({"argv": argv, "display_name": name, "language": "python"})
-        )
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
 
 
@@ -298,8 +302,10 @@ def test_two_notebooks_in_two_threads_keep_their_own_kernels(tmp_path):
 
     def go(key: str, name: str, **kw) -> None:
         results[key] = run_notebook(
-            str(NB / f"{name}.ipynb"), str(tmp_path / f"{key}.ipynb"),
-            log_path=str(tmp_path / f"{key}.log"), **kw,
+            str(NB / f"{name}.ipynb"),
+            str(tmp_path / f"{key}.ipynb"),
+            log_path=str(tmp_path / f"{key}.log"),
+            **kw,
         )
 
     threads = [

@@ -25,7 +25,9 @@ def make_notebook(path: Path, params: str | None, *cells: str) -> Path:
         cell.metadata["tags"] = ["parameters"]
         nb_cells.append(cell)
     nb_cells += [new_code_cell(c) for c in cells]
-    nb = new_notebook(cells=nb_cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = new_notebook(
+        cells=nb_cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(nb, path)
     return path
 
@@ -123,7 +125,7 @@ def test_notebook_timeout_kills_the_kernel(nbflow_home, write_pipeline):
         f"""
 from nbflow import Pipeline, notebook
 with Pipeline("nbslow") as pipeline:
-    notebook({str(NOTEBOOKS / 'sleeps.ipynb')!r}, parameters={{"seconds": 60}}, timeout=3)
+    notebook({str(NOTEBOOKS / "sleeps.ipynb")!r}, parameters={{"seconds": 60}}, timeout=3)
 """
     )
     before = _kernels()
@@ -133,7 +135,9 @@ with Pipeline("nbslow") as pipeline:
     row = result.task("sleeps")
     assert row["state"] == "failed" and row["reason"] == "task_timeout"
     out = nbformat.read(row["output_uri"], as_version=4)
-    assert "before sleep" in json.dumps(out.cells[2].outputs) or "before sleep" in json.dumps([c.get("outputs") for c in out.cells])
+    assert "before sleep" in json.dumps(out.cells[2].outputs) or "before sleep" in json.dumps(
+        [c.get("outputs") for c in out.cells]
+    )
     time.sleep(1)
     assert not (_kernels() - before), "a kernel survived the timeout"
 

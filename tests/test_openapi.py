@@ -43,10 +43,21 @@ def test_the_generated_typescript_is_up_to_date(tmp_path: Path) -> None:
     prettier = EXTENSION / "node_modules" / ".bin" / "prettier"
     assert generator.exists() and prettier.exists(), "run `cd extension && jlpm install` first (.ci/run does)"
     out = tmp_path / "schema.d.ts"
-    subprocess.run([str(generator), "../docs/openapi.yaml", "--output", str(out)], cwd=EXTENSION, check=True,
-                   capture_output=True, timeout=120)
-    formatted = subprocess.run([str(prettier), "--stdin-filepath", "src/schema.d.ts"], cwd=EXTENSION, check=True,
-                               input=out.read_bytes(), capture_output=True, timeout=120).stdout.decode()
+    subprocess.run(
+        [str(generator), "../docs/openapi.yaml", "--output", str(out)],
+        cwd=EXTENSION,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    formatted = subprocess.run(
+        [str(prettier), "--stdin-filepath", "src/schema.d.ts"],
+        cwd=EXTENSION,
+        check=True,
+        input=out.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    ).stdout.decode()
     assert formatted == (EXTENSION / "src" / "schema.d.ts").read_text(), (
         "extension/src/schema.d.ts is out of date with docs/openapi.yaml: run `cd extension && jlpm gen:api` and commit it"
     )

@@ -217,8 +217,13 @@ def test_check_kernel_sees_kernel_installed_after_first_call(tmp_path, monkeypat
     spec = tmp_path / "kernels" / "fresh"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(
-        json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                    "display_name": "Fresh", "language": "python"})
+        json.dumps(
+            {
+                "argv": ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Fresh",
+                "language": "python",
+            }
+        )
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     assert check_kernel(PARAMS_OK, kernel_name="fresh") == "fresh"
@@ -276,7 +281,12 @@ def test_resolve_run_params_overlays_and_coerces():
     given = {"alpha": "0.2", "n": "3", "debug": "yes", "tags": '["a"]', "extra": "7"}
     given["region"] = "us"
     assert resolve_run_params(declared, given, pipeline="demo") == {
-        "alpha": 0.2, "n": 3, "region": "us", "debug": True, "tags": ["a"], "extra": 7,
+        "alpha": 0.2,
+        "n": 3,
+        "region": "us",
+        "debug": True,
+        "tags": ["a"],
+        "extra": 7,
     }
     assert resolve_run_params(declared, {}, pipeline="demo") == declared
     # Non-string values are taken as they are.
@@ -336,8 +346,10 @@ def test_run_value_of_the_wrong_json_type_is_refused_naming_it(name, value, word
 
 def test_run_values_of_the_declared_type_pass_and_keep_int_or_float():
     got = resolve_run_params(
-        DECLARED, {"n": 3, "C": 2, "name": "y", "flag": True, "tags": [1], "opts": {"a": None}, "free": [{"b": 1}]},
-        pipeline="demo", max_bytes=1000,
+        DECLARED,
+        {"n": 3, "C": 2, "name": "y", "flag": True, "tags": [1], "opts": {"a": None}, "free": [{"b": 1}]},
+        pipeline="demo",
+        max_bytes=1000,
     )
     assert got == {"n": 3, "C": 2.0, "name": "y", "flag": True, "tags": [1], "opts": {"a": None}, "free": [{"b": 1}]}
     assert type(got["C"]) is float and type(got["n"]) is int

@@ -12,11 +12,30 @@ from nbflow.store import orm
 
 
 def _stamped(**fields) -> AttemptRecord:
-    return AttemptRecord(ok=False, reason="cell_error", message="cell 2 raised ValueError: bad", ename="ValueError",
-                         evalue="bad", traceback="Traceback ...", cell_index=2, exec_count=3, output_uri="/o.ipynb",
-                         artifacts=[{"name": "m", "uri": "/m.json", "type": "json", "size": 3}], kernel_pid=77,
-                         **fields).stamp(key="p.t-1-1-x", run_id=1, task_id="t", try_number=1, log_uri="/log.txt",
-                                         hostname="h", pid=42, started_at=100.0, ended_at=102.5)
+    return AttemptRecord(
+        ok=False,
+        reason="cell_error",
+        message="cell 2 raised ValueError: bad",
+        ename="ValueError",
+        evalue="bad",
+        traceback="Traceback ...",
+        cell_index=2,
+        exec_count=3,
+        output_uri="/o.ipynb",
+        artifacts=[{"name": "m", "uri": "/m.json", "type": "json", "size": 3}],
+        kernel_pid=77,
+        **fields,
+    ).stamp(
+        key="p.t-1-1-x",
+        run_id=1,
+        task_id="t",
+        try_number=1,
+        log_uri="/log.txt",
+        hostname="h",
+        pid=42,
+        started_at=100.0,
+        ended_at=102.5,
+    )
 
 
 def test_a_record_crosses_processes_as_plain_data_unchanged():
@@ -42,7 +61,12 @@ def test_failures_from_exceptions_name_the_exception():
         raise FailNow("no point retrying")
     except FailNow as exc:
         record = AttemptRecord.from_exception(exc)
-    assert (record.ok, record.reason, record.ename, record.evalue) == (False, "fail_now", "FailNow", "no point retrying")
+    assert (record.ok, record.reason, record.ename, record.evalue) == (
+        False,
+        "fail_now",
+        "FailNow",
+        "no point retrying",
+    )
     assert record.message == "FailNow: no point retrying" and "raise FailNow" in record.traceback
     try:
         {}["x"]

@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from nbflow import api
 from nbflow.exceptions import ScheduleError
 from nbflow.scheduler import Scheduler
 
-UTC = timezone.utc
+UTC = UTC
 
 
 class Clock:
@@ -197,7 +197,9 @@ def test_dst_schedule_over_a_year_gives_one_run_per_day(dags):
         sched.sync_pipelines()
         created = sched.create_due_runs()
         assert len(created) == 365
-        days = [r["logical_date"].astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")) for r in runs_of("berlin")]
+        days = [
+            r["logical_date"].astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin")) for r in runs_of("berlin")
+        ]
         assert len({d.date() for d in days}) == 365
         spring = next(d for d in days if d.month == 3 and d.day == 29)
         assert (spring.hour, spring.minute) == (3, 0)  # 02:30 does not exist that day: it runs at 03:00
@@ -209,14 +211,22 @@ def test_broken_and_hanging_files_do_not_stop_the_others(dags):
     write(dags, "good.py", HOURLY.format(catchup=False))
     write(dags, "broken.py", "from nbflow import Pipeline\n\nx = 1\nraise RuntimeError('bad config')\n")
     write(dags, "hangs.py", "import time\nfrom nbflow import Pipeline\ntime.sleep(60)\n")
-    write(dags, "cyclic.py", """
+    write(
+        dags,
+        "cyclic.py",
+        """
         from nbflow import Pipeline, shell
         with Pipeline("cyc", schedule="@daily") as p:
             a = shell("true", name="a")
             b = shell("true", name="b")
             a >> b >> a
-        """)
-    write(dags, "badcron.py", 'from nbflow import Pipeline, shell\nwith Pipeline("cronbad", schedule="61 * * * *") as p:\n    shell("true", name="a")\n')
+        """,
+    )
+    write(
+        dags,
+        "badcron.py",
+        'from nbflow import Pipeline, shell\nwith Pipeline("cronbad", schedule="61 * * * *") as p:\n    shell("true", name="a")\n',
+    )
     write(dags, "helpers.py", "def util():\n    return 1\n")  # not a pipeline file: ignored
     sched = Scheduler(executor="inline", clock=Clock(datetime(2026, 1, 1, 3, 30, tzinfo=UTC)))
     sched.start()
@@ -228,7 +238,10 @@ def test_broken_and_hanging_files_do_not_stop_the_others(dags):
     assert time.monotonic() - t0 < 20  # the hanging import was killed after 3 s
     errors = {Path(e["filename"]).name: e for e in api.import_errors()}
     assert set(errors) == {"broken.py", "hangs.py", "cyclic.py", "badcron.py"}
-    assert errors["broken.py"]["location"].endswith("broken.py:4") and "RuntimeError: bad config" in errors["broken.py"]["error"]
+    assert (
+        errors["broken.py"]["location"].endswith("broken.py:4")
+        and "RuntimeError: bad config" in errors["broken.py"]["error"]
+    )
     assert "longer than 3s" in errors["hangs.py"]["error"]
     assert "a -> b -> a" in errors["cyclic.py"]["error"]
     assert "'61 * * * *'" in errors["badcron.py"]["error"] and "cronbad" in errors["badcron.py"]["error"]
@@ -383,7 +396,11 @@ def test_ten_triggers_without_a_scheduler_start_one_background_driver(dags, writ
         alive = []
         for p in me.children():
             try:
-                if "drive" in p.cmdline() and p.environ().get("NBFLOW_HOME") == home and p.status() != psutil.STATUS_ZOMBIE:
+                if (
+                    "drive" in p.cmdline()
+                    and p.environ().get("NBFLOW_HOME") == home
+                    and p.status() != psutil.STATUS_ZOMBIE
+                ):
                     alive.append(p)
             except psutil.Error:  # ended meanwhile
                 pass
@@ -457,7 +474,7 @@ def test_pools_are_never_exceeded_across_runs(dags):
         wait_for(lambda: all(api.run_details(i)["run"]["state"] == "success" for i in ids), timeout=60)
     spans = sorted(json.loads(p.read_text()) for p in (path.parent / "spans").iterdir())
     assert len(spans) == 8
-    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+    for (_s1, e1), (s2, _e2) in zip(spans, spans[1:]):
         assert s2 >= e1 - 0.01, "two tasks of pool 'db' (1 slot) overlapped"
 
 
@@ -590,7 +607,8 @@ def test_callbacks_are_called_once_per_state_change(nbflow_home, write_pipeline)
     api.run_pipeline(load_pipeline(path), executor="inline")
     calls = [json.loads(line) for line in (path.parent / "calls.jsonl").read_text().splitlines()]
     assert sorted(calls, key=str) == sorted(
-        [{"task": "boom", "state": "failed"}, {"task": "fine", "state": "success"}, {"task": None, "state": "failed"}], key=str
+        [{"task": "boom", "state": "failed"}, {"task": "fine", "state": "success"}, {"task": None, "state": "failed"}],
+        key=str,
     )
 
 
@@ -600,7 +618,13 @@ def test_second_scheduler_on_sqlite_is_refused(dags, nbflow_home):
     sched.start()
     try:
         env = {**os.environ, "NBFLOW_HOME": str(nbflow_home)}
-        res = subprocess.run([sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"], env=env, capture_output=True, text=True, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert res.returncode == 2
         assert "SQLite supports one scheduler; use PostgreSQL for HA" in res.stderr
         assert len(api.open_store().live_jobs(60, kinds=("scheduler",))) == 1
@@ -620,11 +644,15 @@ def test_invalid_start_date_names_the_pipeline():
 
 
 def test_real_time_short_schedule(dags):
-    write(dags, "fast.py", """
+    write(
+        dags,
+        "fast.py",
+        """
         from nbflow import Pipeline, shell
         with Pipeline("fast", schedule="* * * * * */1") as p:
             shell("true", name="tick")
-        """)
+        """,
+    )
     sched = Scheduler(executor="inline")
     with serving(sched):
         wait_for(lambda: len([r for r in api.list_runs("fast", limit=50) if r["state"] == "success"]) >= 3, timeout=30)

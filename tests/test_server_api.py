@@ -22,7 +22,7 @@ from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, sta
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
-QUICK = '''
+QUICK = """
 from nbflow import Pipeline, task, notebook
 
 with Pipeline("quick", params={"n": 2}) as pipeline:
@@ -40,8 +40,8 @@ with Pipeline("quick", params={"n": 2}) as pipeline:
     nb = notebook("params_ok.ipynb", name="nb", parameters={"n": pipeline.params.n})
     s = second(first())
     s >> nb
-'''
-FRAGILE = '''
+"""
+FRAGILE = """
 from nbflow import Pipeline, task
 
 with Pipeline("fragile") as pipeline:
@@ -49,7 +49,7 @@ with Pipeline("fragile") as pipeline:
     def only():
         return 1
     only()
-'''
+"""
 
 
 def _quick_root(root: Path) -> Path:
@@ -79,7 +79,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     register_pipelines(root, env)
     # break fragile.py after it was registered: the pipeline stays, with an import error
     time.sleep(1.1)
-    (root / "pipelines" / "fragile.py").write_text("from nbflow import Pipeline\nraise RuntimeError('boom at import')\n")
+    (root / "pipelines" / "fragile.py").write_text(
+        "from nbflow import Pipeline\nraise RuntimeError('boom at import')\n"
+    )
     register_pipelines(root, env)
     proc = start_jupyter(root, env, "server")
     yield proc
@@ -89,7 +91,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
 def _sample_path(pattern: str) -> str:
     """A concrete URL for a route pattern (its named groups filled in)."""
     path = pattern.replace(r"(?P<svg>\.svg)?", "").replace("\\.", ".")
-    for group, value in (("name", "quick"), ("run_id", "1"), ("task_id", "first"), ("path", "quick/run-1/nb/try-1/output.ipynb")):
+    for group, value in (
+        ("name", "quick"),
+        ("run_id", "1"),
+        ("task_id", "first"),
+        ("path", "quick/run-1/nb/try-1/output.ipynb"),
+    ):
         path = re.sub(rf"\(\?P<{group}>[^)]*\)", value, path)
     return path
 
@@ -155,7 +162,9 @@ def test_import_error_is_a_graph_payload_not_a_crash(server: JupyterProc) -> Non
         ("GET", "runs/1/tasks/first/log?offset=-1", None, "offset"),
     ],
 )
-def test_bad_input_is_400_naming_the_field(server: JupyterProc, method: str, path: str, body: object, field: str) -> None:
+def test_bad_input_is_400_naming_the_field(
+    server: JupyterProc, method: str, path: str, body: object, field: str
+) -> None:
     status, answer = server.request(method, path, body)
     assert status == 400, answer
     assert field in answer.get("fields", {}) or field in answer["message"], answer
@@ -187,7 +196,9 @@ def test_unknown_pipeline_or_run_is_404(server: JupyterProc, method: str, path: 
 
 
 def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: JupyterProc) -> None:
-    status, answer = server.request("POST", "pipelines/quick/trigger", {"params": {"n": 3}, "logical_date": "2026-01-02"})
+    status, answer = server.request(
+        "POST", "pipelines/quick/trigger", {"params": {"n": 3}, "logical_date": "2026-01-02"}
+    )
     assert status == 201, answer
     run_id = answer["run_id"]
     status, dup = server.request("POST", "pipelines/quick/trigger", {"logical_date": "2026-01-02"})
@@ -195,7 +206,11 @@ def test_trigger_runs_to_success_with_log_tailing_output_and_409(server: Jupyter
 
     details = _finished(server, run_id)
     assert details["run"]["state"] == "success", details
-    assert {t["task_id"]: t["state"] for t in details["tasks"]} == {"first": "success", "second": "success", "nb": "success"}
+    assert {t["task_id"]: t["state"] for t in details["tasks"]} == {
+        "first": "success",
+        "second": "success",
+        "nb": "success",
+    }
 
     status, log = server.request("GET", f"runs/{run_id}/tasks/first/log")
     assert status == 200 and "line 2" in log["text"]
@@ -240,7 +255,12 @@ def test_an_incremental_trigger_reuses_up_to_date_tasks_and_says_from_where(serv
     assert details["run"]["state"] == "success" and details["run"]["incremental"] is True, details
     run_id = first["run"]["id"]
     for t in details["tasks"]:
-        assert (t["state"], t["reused_run_id"], t["reused_try"], t["why"]) == ("cached", run_id, 1, f"reused from run {run_id}, try 1")
+        assert (t["state"], t["reused_run_id"], t["reused_try"], t["why"]) == (
+            "cached",
+            run_id,
+            1,
+            f"reused from run {run_id}, try 1",
+        )
         assert "cache_parts" not in t  # one part per notebook cell: not sent
     assert {a["task_id"] for a in first["artifacts"] if a["digest"]} == {"first", "second"}
     status, svg = server.request("GET", f"pipelines/quick/graph.svg?run={details['run']['id']}")
@@ -297,9 +317,13 @@ def test_a_user_without_the_nbflow_permission_gets_403_everywhere(tmp_path: Path
     env = nbflow_env(root)
     register_pipelines(root, env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path / "authz"), env.get("PYTHONPATH")]))
-    proc = start_jupyter(root, env, "server", extra_args=("--ServerApp.authorizer_class=deny_nbflow.DenyNbflow",), up=(403,))
+    proc = start_jupyter(
+        root, env, "server", extra_args=("--ServerApp.authorizer_class=deny_nbflow.DenyNbflow",), up=(403,)
+    )
     try:
-        req = urllib.request.Request(f"{proc.url}api/contents/pipelines", headers={"Authorization": f"token {proc.token}"})
+        req = urllib.request.Request(
+            f"{proc.url}api/contents/pipelines", headers={"Authorization": f"token {proc.token}"}
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert resp.status == 200 and "quick.py" in resp.read().decode()
         for pattern, _handler, methods in ROUTES:
@@ -335,8 +359,10 @@ def test_an_output_notebook_in_a_hidden_home_opens_through_the_drive(tmp_path: P
         status, checkpoints = proc.request("GET", f"contents/{drive_file}/checkpoints")
         assert status == 200 and checkpoints == []
         # Jupyter itself refuses the hidden path: the drive is what makes it open
-        req = urllib.request.Request(f"{proc.url}api/contents/.nbflow/runs/quick/run-{run_id}/nb/try-1/output.ipynb",
-                                     headers={"Authorization": f"token {proc.token}"})
+        req = urllib.request.Request(
+            f"{proc.url}api/contents/.nbflow/runs/quick/run-{run_id}/nb/try-1/output.ipynb",
+            headers={"Authorization": f"token {proc.token}"},
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(req, timeout=30)
         assert refused.value.code == 404

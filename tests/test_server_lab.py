@@ -31,7 +31,7 @@ from tests.jupyter_procs import (
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
-CHAIN = '''
+CHAIN = """
 from nbflow import Pipeline, task, notebook
 
 with Pipeline("chain", params={"C": 1.0}) as pipeline:
@@ -55,8 +55,8 @@ with Pipeline("chain", params={"C": 1.0}) as pipeline:
     down(mid(u))
     side()
     check = notebook("check.ipynb", name="check", inputs={"x": u})
-'''
-FRAGILE = '''
+"""
+FRAGILE = """
 from nbflow import Pipeline, task
 
 with Pipeline("fragile") as pipeline:
@@ -64,7 +64,7 @@ with Pipeline("fragile") as pipeline:
     def only():
         return 1
     only()
-'''
+"""
 
 
 def _finished(server: JupyterProc, run_id: int, timeout: float = 120) -> dict:
@@ -80,17 +80,23 @@ def _lab_root(root: Path) -> Path:
     (root / "pipelines").mkdir(parents=True)
     (root / "pipelines" / "chain.py").write_text(textwrap.dedent(CHAIN))
     (root / "pipelines" / "fragile.py").write_text(textwrap.dedent(FRAGILE))
-    make_notebook(root / "pipelines" / "check.ipynb", [
-        ("x = None", ["parameters"]),
-        "import nbflow\nx = nbflow.load(x)",
-        'assert x[0] < 0, f"x is {x[0]}"',
-    ])
+    make_notebook(
+        root / "pipelines" / "check.ipynb",
+        [
+            ("x = None", ["parameters"]),
+            "import nbflow\nx = nbflow.load(x)",
+            'assert x[0] < 0, f"x is {x[0]}"',
+        ],
+    )
     (root / "analysis").mkdir()
     shutil.copy(NOTEBOOKS / "params_ok.ipynb", root / "analysis" / "report.ipynb")
-    make_notebook(root / "analysis" / "cells.ipynb", [
-        "%%nbflow task numbers --outputs numbers\nnumbers = list(range(4))",
-        "%%nbflow task total --inputs numbers --outputs total\ntotal = sum(numbers)",
-    ])
+    make_notebook(
+        root / "analysis" / "cells.ipynb",
+        [
+            "%%nbflow task numbers --outputs numbers\nnumbers = list(range(4))",
+            "%%nbflow task total --inputs numbers --outputs total\ntotal = sum(numbers)",
+        ],
+    )
     return root
 
 
@@ -101,7 +107,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     env = nbflow_env(root)
     register_pipelines(root, env)
     time.sleep(1.1)
-    (root / "pipelines" / "fragile.py").write_text("from nbflow import Pipeline\nraise RuntimeError('broken on purpose')\n")
+    (root / "pipelines" / "fragile.py").write_text(
+        "from nbflow import Pipeline\nraise RuntimeError('broken on purpose')\n"
+    )
     register_pipelines(root, env)
     proc = start_jupyter(root, env, "server")
     yield proc
@@ -116,8 +124,13 @@ def failed_run(server: JupyterProc) -> dict:
     assert status == 201, answer
     details = _finished(server, answer["run_id"])
     states = {t["task_id"]: t["state"] for t in details["tasks"]}
-    assert states == {"up": "success", "mid": "failed", "down": "upstream_failed", "side": "success",
-                      "check": "failed"}, details
+    assert states == {
+        "up": "success",
+        "mid": "failed",
+        "down": "upstream_failed",
+        "side": "success",
+        "check": "failed",
+    }, details
     return details
 
 
@@ -131,10 +144,19 @@ def test_schedule_this_notebook_writes_a_pipeline_file_and_lists_it(server: Jupy
     status, preview = server.request("GET", "schedule/preview?schedule=0%206%20*%20*%201-5&timezone=Europe/Berlin")
     assert status == 200, preview
     assert preview["description"] == "At 06:00, Monday through Friday", preview
-    assert len(preview["next"]) == 5 and all(t.endswith(("+01:00", "+02:00")) and "T06:00:00" in t for t in preview["next"])
+    assert len(preview["next"]) == 5 and all(
+        t.endswith(("+01:00", "+02:00")) and "T06:00:00" in t for t in preview["next"]
+    )
 
-    body = {"path": "analysis/report.ipynb", "name": "report_daily", "schedule": "@daily", "timezone": "Europe/Berlin",
-            "parameters": {"alpha": 2.0, "n": 3}, "retries": 1, "timeout": 600}
+    body = {
+        "path": "analysis/report.ipynb",
+        "name": "report_daily",
+        "schedule": "@daily",
+        "timezone": "Europe/Berlin",
+        "parameters": {"alpha": 2.0, "n": 3},
+        "retries": 1,
+        "timeout": 600,
+    }
     status, made = server.request("POST", "notebooks/schedule", body)
     assert status == 201, made
     assert made["file"] == "pipelines/report_daily.py" and made["pipeline"] == "report_daily", made
@@ -152,20 +174,23 @@ def test_schedule_this_notebook_writes_a_pipeline_file_and_lists_it(server: Jupy
     assert "schedule='@hourly'" in (server.root / made["file"]).read_text()
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"schedule": "61 * * * *"}, "schedule"),
-    ({"schedule": "every day"}, "schedule"),
-    ({"timezone": "Mars/Olympus"}, "timezone"),
-    ({"parameters": {"alpha": True}}, "parameters.alpha"),
-    ({"parameters": {"n": 2.5}}, "parameters.n"),
-    ({"parameters": {"nope": 1}}, "parameters.nope"),
-    ({"path": "../outside.ipynb"}, "path"),
-    ({"path": "pipelines/chain.py"}, "path"),
-    ({"name": "1bad name"}, "name"),
-    ({"retries": -1}, "retries"),
-    ({"kernel": "no-such-kernel"}, "kernel"),
-    ({"schedule": None}, "schedule"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"schedule": "61 * * * *"}, "schedule"),
+        ({"schedule": "every day"}, "schedule"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"parameters": {"alpha": True}}, "parameters.alpha"),
+        ({"parameters": {"n": 2.5}}, "parameters.n"),
+        ({"parameters": {"nope": 1}}, "parameters.nope"),
+        ({"path": "../outside.ipynb"}, "path"),
+        ({"path": "pipelines/chain.py"}, "path"),
+        ({"name": "1bad name"}, "name"),
+        ({"retries": -1}, "retries"),
+        ({"kernel": "no-such-kernel"}, "kernel"),
+        ({"schedule": None}, "schedule"),
+    ],
+)
 def test_schedule_this_notebook_400_names_the_field(server: JupyterProc, change: dict, field: str) -> None:
     body = {"path": "analysis/report.ipynb", "name": "report_bad", "schedule": "@daily", **change}
     status, answer = server.request("POST", "notebooks/schedule", body)
@@ -175,8 +200,9 @@ def test_schedule_this_notebook_400_names_the_field(server: JupyterProc, change:
 
 
 def test_schedule_this_notebook_never_overwrites_another_pipeline(server: JupyterProc) -> None:
-    status, answer = server.request("POST", "notebooks/schedule",
-                                    {"path": "analysis/report.ipynb", "name": "chain", "schedule": "@daily"})
+    status, answer = server.request(
+        "POST", "notebooks/schedule", {"path": "analysis/report.ipynb", "name": "chain", "schedule": "@daily"}
+    )
     assert status == 409 and "chain.py already exists" in answer["message"], answer
     assert "raise ValueError" in (server.root / "pipelines" / "chain.py").read_text()
 
@@ -248,7 +274,9 @@ def test_clear_lists_affected_tasks_then_reruns_with_fresh_tries(server: Jupyter
     run_id = failed_run["run"]["id"]
     status, down = server.request("POST", f"runs/{run_id}/tasks/mid/clear", {"dry_run": True})
     assert status == 200 and down["dry_run"] and down["cleared"] == ["mid", "down"], down
-    _, up = server.request("POST", f"runs/{run_id}/tasks/mid/clear", {"dry_run": True, "downstream": False, "upstream": True})
+    _, up = server.request(
+        "POST", f"runs/{run_id}/tasks/mid/clear", {"dry_run": True, "downstream": False, "upstream": True}
+    )
     assert up["cleared"] == ["up", "mid"], up
     _, only = server.request("POST", f"runs/{run_id}/tasks/mid/clear", {"dry_run": True, "downstream": False})
     assert only["cleared"] == ["mid"], only
@@ -269,7 +297,9 @@ def test_mark_success_and_the_run_follows(server: JupyterProc, failed_run: dict)
     run_id = answer["run_id"]
     _finished(server, run_id)
     status, answer = server.request("POST", f"runs/{run_id}/tasks/mid/mark", {"state": "success"})
-    assert status == 200 and answer["state"] == "success" and answer["run_state"] == "failed", answer  # leaves still fail
+    assert status == 200 and answer["state"] == "success" and answer["run_state"] == "failed", (
+        answer
+    )  # leaves still fail
     for leaf in ("down", "check"):
         status, answer = server.request("POST", f"runs/{run_id}/tasks/{leaf}/mark", {"state": "success"})
     assert status == 200 and answer["run_state"] == "success", answer
@@ -292,7 +322,9 @@ def test_debug_copy_of_a_failed_try_runs_in_a_kernel_as_the_try_did(server: Jupy
     first = nb.cells[0].source
     assert 'x = "nbflow-artifact:pickle:' in first and "x = nbflow.load(x)" in first, first
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    client = nbclient.NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(server.root / "pipelines")}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", resources={"metadata": {"path": str(server.root / "pipelines")}}
+    )
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="x is 2"):
         client.execute()  # the inputs are loaded: the copy fails where the try failed, with the same value
 
@@ -306,8 +338,10 @@ def test_html_export_and_log_download(server: JupyterProc, failed_run: dict) -> 
     run_id = failed_run["run"]["id"]
     status, html = server.request("GET", f"runs/{run_id}/tasks/check/output.html")
     assert status == 200 and "<html" in html and "x is 2" in html
-    req = urllib.request.Request(f"{server.url}nbflow/api/runs/{run_id}/tasks/check/output.html?download=1",
-                                 headers={"Authorization": f"token {server.token}"})
+    req = urllib.request.Request(
+        f"{server.url}nbflow/api/runs/{run_id}/tasks/check/output.html?download=1",
+        headers={"Authorization": f"token {server.token}"},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert f'filename="chain-run{run_id}-check-try1.html"' in resp.headers["Content-Disposition"]
     status, log = server.request("GET", f"runs/{run_id}/tasks/mid/log.txt?try=1")
@@ -396,8 +430,13 @@ def test_a_live_scheduler_holds_the_lease_and_a_stopped_one_says_why(tmp_path: P
     env = nbflow_env(root, managed=True)
     register_pipelines(root, env)
     log = open(tmp_path / "own-scheduler.log", "wb")
-    own = subprocess.Popen([sys.executable, "-m", "nbflow", "scheduler", "--dags-folder", str(root / "pipelines")],
-                           cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    own = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "scheduler", "--dags-folder", str(root / "pipelines")],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     server = None
     try:
         deadline = time.monotonic() + 60
@@ -414,7 +453,9 @@ def test_a_live_scheduler_holds_the_lease_and_a_stopped_one_says_why(tmp_path: P
         own.terminate()
         own.wait(30)
         state = _wait_state(server, "stopped")
-        assert state["state"] == "stopped" and f"pid {own.pid}" in state["reason"] and "stopped at" in state["reason"], state
+        assert (
+            state["state"] == "stopped" and f"pid {own.pid}" in state["reason"] and "stopped at" in state["reason"]
+        ), state
         status, started = server.request("POST", "scheduler/start")
         assert status == 200 and started["started"], started
         assert _wait_state(server, "running")["pid"] == started["started"]

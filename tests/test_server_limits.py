@@ -28,7 +28,7 @@ from tests.openapi_check import check_answer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-LIMITS = '''
+LIMITS = """
 from nbflow import Pipeline, task
 
 with Pipeline("limits", params={"n": 2, "C": 1.0, "msg": "hi", "flag": False}) as pipeline:
@@ -36,7 +36,7 @@ with Pipeline("limits", params={"n": 2, "C": 1.0, "msg": "hi", "flag": False}) a
     def show(params):
         print("C is", repr(params["C"]), "n is", params["n"])
     show()
-'''
+"""
 BUGGY_EXTENSION = '''
 """A server extension that plants a bug in nbflow's facade (the test of the 500 answer)."""
 from nbflow import api
@@ -93,7 +93,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def leaks(server: JupyterProc, answer: Any) -> list[str]:
     """What in an answer must not be there: SQL, a traceback, an absolute server path."""
     text = answer if isinstance(answer, str) else json.dumps(answer)
-    found = [w for w in ("[SQL", "SELECT ", "Traceback", "File \"", "sqlalche", "psycopg") if w in text]
+    found = [w for w in ("[SQL", "SELECT ", "Traceback", 'File "', "sqlalche", "psycopg") if w in text]
     found += re.findall(r"(?<![\w.$])/(?:tmp|root|home|usr|srv|var|work|opt)/[^\s\"']*", text)
     found += [str(server.root)] if str(server.root) in text else []
     return found
@@ -129,7 +129,9 @@ def runs_of(server: JupyterProc) -> int:
         (b'{"params": 5}', "params", "must be an object"),
     ],
 )
-def test_a_bad_trigger_body_is_400_naming_the_field_and_queues_nothing(server: JupyterProc, raw: bytes, field: str, words: str) -> None:
+def test_a_bad_trigger_body_is_400_naming_the_field_and_queues_nothing(
+    server: JupyterProc, raw: bytes, field: str, words: str
+) -> None:
     before = runs_of(server)
     status, answer = ask(server, "POST", "pipelines/limits/trigger", raw=raw)
     assert status == 400, answer
@@ -178,11 +180,17 @@ def test_nul_and_overlong_names_are_400_on_every_route(server: JupyterProc, grou
 
 @pytest.mark.parametrize(
     "query,field",
-    [("pipelines/limits/runs?offset=1e20", "offset"), ("pipelines/limits/runs?offset=100000000000000000000", "offset"),
-     ("pipelines/limits/runs?limit=0", "limit"), ("pipelines/limits/graph?run=99999999999", "run"),
-     ("runs/1/tasks/show/log?try=" + "1" * 31, "try"), ("runs/1/tasks/show/output?try=" + "1" * 31, "try"),
-     ("runs/1/tasks/show/log?tail=0", "tail"), ("runs/1/tasks/show/log?tail=3&offset=0", "tail"),
-     ("pipelines?notebook=" + "a" * 5000, "notebook")],
+    [
+        ("pipelines/limits/runs?offset=1e20", "offset"),
+        ("pipelines/limits/runs?offset=100000000000000000000", "offset"),
+        ("pipelines/limits/runs?limit=0", "limit"),
+        ("pipelines/limits/graph?run=99999999999", "run"),
+        ("runs/1/tasks/show/log?try=" + "1" * 31, "try"),
+        ("runs/1/tasks/show/output?try=" + "1" * 31, "try"),
+        ("runs/1/tasks/show/log?tail=0", "tail"),
+        ("runs/1/tasks/show/log?tail=3&offset=0", "tail"),
+        ("pipelines?notebook=" + "a" * 5000, "notebook"),
+    ],
 )
 def test_query_arguments_out_of_range_are_400(server: JupyterProc, query: str, field: str) -> None:
     status, answer = ask(server, "GET", query)
@@ -220,16 +228,22 @@ def _raw_http(server: JupyterProc, head: str, body: bytes = b"") -> tuple[int, d
 def test_a_body_over_the_limit_is_413_before_it_is_read(server: JupyterProc) -> None:
     """150 MB announced, a few bytes sent: the answer comes at once, and nothing is stored."""
     before = runs_of(server)
-    head = (f"POST /nbflow/api/pipelines/limits/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {server.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {150 * 1024 * 1024}\r\n\r\n")
+    head = (
+        f"POST /nbflow/api/pipelines/limits/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {server.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {150 * 1024 * 1024}\r\n\r\n"
+    )
     status, answer, elapsed = _raw_http(server, head, b'{"params": {"msg": "')
-    assert status == 413 and "1048576" in answer["message"] and answer["fields"] == {"body": "at most 1048576 bytes"}, answer
+    assert status == 413 and "1048576" in answer["message"] and answer["fields"] == {"body": "at most 1048576 bytes"}, (
+        answer
+    )
     assert elapsed < 5, elapsed
     check_answer("POST", "pipelines/limits/trigger", status, "application/json", answer)
     # a chunked body (no Content-Length) is counted as it arrives
     chunk = b'{"params": {"msg": "' + b"x" * (1100 * 1024) + b'"}}'
-    head = (f"POST /nbflow/api/pipelines/limits/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {server.token}\r\n"
-            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    head = (
+        f"POST /nbflow/api/pipelines/limits/trigger HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: token {server.token}\r\n"
+        f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     status, answer, _ = _raw_http(server, head, f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n")
     assert status == 413, answer
     assert runs_of(server) == before
@@ -243,15 +257,21 @@ def test_the_output_route_refuses_a_try_that_does_not_exist(server: JupyterProc)
     status, answer = ask(server, "GET", f"runs/{run_id}/tasks/show/output?try={10**30}")
     assert status == 400 and "try" in answer["fields"], answer
     status, answer = ask(server, "GET", f"runs/{run_id}/tasks/show/output?try=1")
-    assert status == 404 and "try 1 of task 'show'" in answer["message"] and "no output notebook" in answer["message"], answer
+    assert (
+        status == 404 and "try 1 of task 'show'" in answer["message"] and "no output notebook" in answer["message"]
+    ), answer
 
 
 def test_state_conflicts_are_409_and_unknown_things_404(server: JupyterProc) -> None:
     run_id = server.extra["run_id"]
     status, answer = ask(server, "POST", f"runs/{run_id}/cancel")
     assert status == 409 and "only a queued or running run can be cancelled" in answer["message"], answer
-    for method, path in [("GET", "runs/2147483647"), ("GET", f"runs/{run_id}/tasks/nosuch/log"),
-                         ("GET", "pipelines/nosuch/runs"), ("POST", "runs/2147483647/tasks/show/clear")]:
+    for method, path in [
+        ("GET", "runs/2147483647"),
+        ("GET", f"runs/{run_id}/tasks/nosuch/log"),
+        ("GET", "pipelines/nosuch/runs"),
+        ("POST", "runs/2147483647/tasks/show/clear"),
+    ]:
         status, answer = ask(server, method, path)
         assert status == 404, (path, answer)
 
@@ -263,7 +283,11 @@ def test_no_answer_of_any_route_leaks_sql_tracebacks_or_paths(server: JupyterPro
         for method in methods:
             for values in ({"run_id": run_id}, {"name": "nosuch", "task_id": "nosuch", "run_id": "2147483647"}):
                 ask(server, method, _sample(pattern, **values), raw=b"{}" if method == "POST" else None)
-                ask(server, method, _sample(pattern, **values) + ".svg" if "svg" in pattern else _sample(pattern, **values))
+                ask(
+                    server,
+                    method,
+                    _sample(pattern, **values) + ".svg" if "svg" in pattern else _sample(pattern, **values),
+                )
 
 
 def test_a_bug_is_a_500_with_a_generic_body_and_the_traceback_in_the_log(tmp_path: Path) -> None:
@@ -281,8 +305,10 @@ def test_a_bug_is_a_500_with_a_generic_body_and_the_traceback_in_the_log(tmp_pat
     try:
         status, answer = ask(proc, "GET", "pipelines/limits/runs")
         assert status == 500, answer
-        assert answer == {"error": "Internal Server Error",
-                          "message": "internal error in the nbflow server extension; the server's log has the details"}
+        assert answer == {
+            "error": "Internal Server Error",
+            "message": "internal error in the nbflow server extension; the server's log has the details",
+        }
         log = proc.log.read_text()
         assert "Traceback" in log and "ZeroDivisionError: planted bug" in log, log[-3000:]
     finally:

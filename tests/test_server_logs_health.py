@@ -17,7 +17,7 @@ from tests.jupyter_procs import JupyterProc, free_port, nbflow_env, register_pip
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-CHATTY = '''
+CHATTY = """
 from nbflow import Pipeline, task
 
 with Pipeline("chatty") as pipeline:
@@ -26,7 +26,7 @@ with Pipeline("chatty") as pipeline:
         for i in range(5):
             print(f"line {i}")
     talk()
-'''
+"""
 LINE = b"0123456789 the same log line, again and again, to make a big file quickly.............\n"
 
 
@@ -84,7 +84,9 @@ def test_a_200_mb_log_is_read_without_the_server_growing(server: JupyterProc) ->
     server.request("GET", f"runs/{run_id}/tasks/talk/log?tail=40")  # warm up (imports, caches)
     before = _rss(server.proc.pid)
     status, tail = server.request("GET", f"runs/{run_id}/tasks/talk/log?tail=40")
-    assert status == 200 and tail["text"].endswith("again and again, to make a big file quickly.............\nthe very last line\n")
+    assert status == 200 and tail["text"].endswith(
+        "again and again, to make a big file quickly.............\nthe very last line\n"
+    )
     assert tail["text"].count("\n") == 40 and tail["offset"] == size and not tail["truncated"]
     status, middle = server.request("GET", f"runs/{run_id}/tasks/talk/log?offset={size // 2}&limit=100000000")
     assert status == 200 and middle["truncated"] and len(middle["text"].encode()) == 1024 * 1024, middle["offset"]
@@ -100,8 +102,13 @@ def test_health_is_degraded_without_a_scheduler_and_ok_with_one(server: JupyterP
     assert "no scheduler holds the lease" in health["reason"] and "nbflow scheduler" in health["reason"], health
     root = server.root
     env = nbflow_env(root)
-    scheduler = subprocess.Popen([sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"], cwd=root, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while (answer := server.request("GET", "health"))[0] != 200:
@@ -118,8 +125,10 @@ def test_health_is_degraded_without_a_scheduler_and_ok_with_one(server: JupyterP
 def test_health_marks_jobs_whose_lease_expired_dead(server: JupyterProc) -> None:
     db = server.root / "home" / "nbflow.db"
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO jobs (kind, hostname, pid, state, started_at, heartbeat_at) VALUES "
-                     "('scheduler', 'gone', 1, 'running', '2020-01-01 00:00:00', '2020-01-01 00:00:00')")
+        conn.execute(
+            "INSERT INTO jobs (kind, hostname, pid, state, started_at, heartbeat_at) VALUES "
+            "('scheduler', 'gone', 1, 'running', '2020-01-01 00:00:00', '2020-01-01 00:00:00')"
+        )
         job = conn.execute("SELECT max(id) FROM jobs").fetchone()[0]
     status, health = server.request("GET", "health")
     assert health["expired_jobs"] >= 1 and health["schedulers"] == [], health

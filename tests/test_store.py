@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +18,16 @@ from nbflow.store.orm import Base, utcnow
 from nbflow.store.session import SCHEMA_HEAD, get_engine, retrying, schema_revisions
 
 TABLES = {
-    "pipelines", "pipeline_versions", "runs", "task_instances", "task_attempts", "artifacts", "alembic_version",
-    "jobs", "import_errors", "pools",
+    "pipelines",
+    "pipeline_versions",
+    "runs",
+    "task_instances",
+    "task_attempts",
+    "artifacts",
+    "alembic_version",
+    "jobs",
+    "import_errors",
+    "pools",
 }
 
 
@@ -89,7 +97,7 @@ def test_compare_and_set_writes(backend, request, nbflow_home):
         request.getfixturevalue("pg_url")
     store = Store()
     run_id = _new_run(store)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert store.write(lambda tx: tx.queue_attempt(run_id, "a", 1, "k1", now))
     # queueing try 1 again finds the row at try 1 already: no change, no second attempt row
     assert not store.write(lambda tx: tx.queue_attempt(run_id, "a", 1, "k1", now))
@@ -218,7 +226,9 @@ def test_upgrade_from_an_older_schema_keeps_data(nbflow_home):
     engine = get_engine(url)
     command.upgrade(alembic_config(engine), "0001")
     with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO pipelines (name, description, is_paused, created_at, updated_at) VALUES ('old', '', 0, '2026-01-01', '2026-01-01')")
+        conn.exec_driver_sql(
+            "INSERT INTO pipelines (name, description, is_paused, created_at, updated_at) VALUES ('old', '', 0, '2026-01-01', '2026-01-01')"
+        )
     dispose_engines()
     assert str(engine.url) not in _upgraded
     store = Store(url)
@@ -260,8 +270,11 @@ def test_expire_jobs_marks_expired_leases_dead_and_a_beat_revives(nbflow_home):
 
     store = Store()
     old, fresh = store.write(lambda tx: tx.start_job("scheduler")), store.write(lambda tx: tx.start_job("runner"))
-    store.write(lambda tx: tx.conn.execute(
-        update(orm.jobs).where(orm.jobs.c.id == old).values(heartbeat_at=orm.utcnow() - timedelta(seconds=60))))
+    store.write(
+        lambda tx: tx.conn.execute(
+            update(orm.jobs).where(orm.jobs.c.id == old).values(heartbeat_at=orm.utcnow() - timedelta(seconds=60))
+        )
+    )
     assert store.write(lambda tx: tx.expire_jobs(30)) == 1
     assert store.write(lambda tx: tx.expire_jobs(30)) == 0
     assert set(store.live_jobs(30)) == {fresh}

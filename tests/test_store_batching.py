@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from nbflow.store.orm import utcnow
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 TASKS = [f"t{i}" for i in range(20)]
-NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -28,7 +28,9 @@ def _new_run(store: Store) -> int:
         version = tx.upsert_pipeline({"name": "p", "file": None, "schedule": None}, "f1")
         tasks = [{"task_id": t, "kind": "python", "max_tries": 3} for t in TASKS]
         now = utcnow()
-        return tx.create_runs(pipeline="p", version_id=version, params={}, trigger="test", tasks=tasks, intervals=[(now, now)])[0]
+        return tx.create_runs(
+            pipeline="p", version_id=version, params={}, trigger="test", tasks=tasks, intervals=[(now, now)]
+        )[0]
 
     return store.write(write)
 
@@ -47,7 +49,9 @@ def _succeed(run_id: int, tid: str, try_number: int = 1):
     def op(tx):
         ok = tx.set_task_state(run_id, tid, TaskState.SUCCESS, expect_try=try_number, end_date=NOW, duration=0.1)
         tx.update_attempt(run_id, tid, try_number, state="success", end_date=NOW)
-        tx.add_artifacts(run_id, tid, try_number, [{"name": "return", "uri": f"/a/{tid}.json", "type": "json", "size": 2}])
+        tx.add_artifacts(
+            run_id, tid, try_number, [{"name": "return", "uri": f"/a/{tid}.json", "type": "json", "size": 2}]
+        )
         return ok
 
     return op

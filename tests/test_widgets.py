@@ -89,14 +89,23 @@ def test_run_view_updates_are_sent_while_the_run_goes_on(nbflow_home, write_pipe
 
 
 def _event(task_id: str, state: str, **kw):
-    return SimpleNamespace(task_id=task_id, state=state, try_number=kw.get("try_number", 1), at=kw.get("at", 0.0),
-                           duration=kw.get("duration"), message=kw.get("message", ""))
+    return SimpleNamespace(
+        task_id=task_id,
+        state=state,
+        try_number=kw.get("try_number", 1),
+        at=kw.get("at", 0.0),
+        duration=kw.get("duration"),
+        message=kw.get("message", ""),
+    )
 
 
 def test_run_view_rows_follow_events_and_finish():
     details = {
         "run": {"id": 7, "pipeline": "p", "state": "queued"},
-        "tasks": [{"task_id": "a", "state": "pending", "max_tries": 2}, {"task_id": "b", "state": "pending", "max_tries": 1}],
+        "tasks": [
+            {"task_id": "a", "state": "pending", "max_tries": 2},
+            {"task_id": "b", "state": "pending", "max_tries": 1},
+        ],
     }
     view = RunView(details, tick=0)
     view(_event("a", "running"))
@@ -109,13 +118,38 @@ def test_run_view_rows_follow_events_and_finish():
     final = {
         "run": {"id": 7, "pipeline": "p", "state": "failed", "started_at": None, "ended_at": None},
         "tasks": [
-            {"task_id": "a", "state": "success", "try_number": 2, "max_tries": 2, "duration": 2.5,
-             "log_uri": "/x/a/log.txt", "output_uri": None, "error": None},
-            {"task_id": "b", "state": "failed", "try_number": 1, "max_tries": 1, "duration": 1.0,
-             "log_uri": None, "output_uri": "/x/b/output.ipynb", "error": "cell 2 raised KeyError: 'k'"},
+            {
+                "task_id": "a",
+                "state": "success",
+                "try_number": 2,
+                "max_tries": 2,
+                "duration": 2.5,
+                "log_uri": "/x/a/log.txt",
+                "output_uri": None,
+                "error": None,
+            },
+            {
+                "task_id": "b",
+                "state": "failed",
+                "try_number": 1,
+                "max_tries": 1,
+                "duration": 1.0,
+                "log_uri": None,
+                "output_uri": "/x/b/output.ipynb",
+                "error": "cell 2 raised KeyError: 'k'",
+            },
         ],
-        "attempts": [{"task_id": "b", "try_number": 1, "state": "failed", "message": "cell 2 raised KeyError: 'k'",
-                      "ename": "KeyError", "traceback": "KeyError <b>'k'</b>", "output_uri": "/x/b/output.ipynb"}],
+        "attempts": [
+            {
+                "task_id": "b",
+                "try_number": 1,
+                "state": "failed",
+                "message": "cell 2 raised KeyError: 'k'",
+                "ename": "KeyError",
+                "traceback": "KeyError <b>'k'</b>",
+                "output_uri": "/x/b/output.ipynb",
+            }
+        ],
     }
     view.finish(final)
     assert 'data-state="failed"' in view.header.value
@@ -145,7 +179,10 @@ def test_run_object_and_pipeline_display(nbflow_home, write_pipeline):
 def test_the_live_view_and_the_table_say_why_a_task_ran_or_was_reused():
     details = {
         "run": {"id": 5, "pipeline": "p", "state": "queued"},
-        "tasks": [{"task_id": "a", "state": "pending", "max_tries": 1}, {"task_id": "b", "state": "pending", "max_tries": 1}],
+        "tasks": [
+            {"task_id": "a", "state": "pending", "max_tries": 1},
+            {"task_id": "b", "state": "pending", "max_tries": 1},
+        ],
     }
     view = RunView(details, tick=0)
     view(SimpleNamespace(**{**vars(_event("a", "cached", try_number=0)), "why": "reused from run 4, try 1"}))
@@ -157,10 +194,28 @@ def test_the_live_view_and_the_table_say_why_a_task_ran_or_was_reused():
     final = {
         "run": {"id": 5, "pipeline": "p", "state": "success", "started_at": None, "ended_at": None},
         "tasks": [
-            {"task_id": "a", "state": "cached", "try_number": 0, "max_tries": 1, "duration": None, "log_uri": None,
-             "output_uri": None, "error": None, "why": "reused from run 4, try 1"},
-            {"task_id": "b", "state": "success", "try_number": 1, "max_tries": 1, "duration": 1.0, "log_uri": "/x/log.txt",
-             "output_uri": None, "error": None, "why": "parameter C: 1.0 -> 0.5"},
+            {
+                "task_id": "a",
+                "state": "cached",
+                "try_number": 0,
+                "max_tries": 1,
+                "duration": None,
+                "log_uri": None,
+                "output_uri": None,
+                "error": None,
+                "why": "reused from run 4, try 1",
+            },
+            {
+                "task_id": "b",
+                "state": "success",
+                "try_number": 1,
+                "max_tries": 1,
+                "duration": 1.0,
+                "log_uri": "/x/log.txt",
+                "output_uri": None,
+                "error": None,
+                "why": "parameter C: 1.0 -> 0.5",
+            },
         ],
         "attempts": [],
     }

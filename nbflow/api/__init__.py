@@ -13,6 +13,7 @@ from nbflow.api.admin import (
     upgrade_database,
     worker_command,
 )
+from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
 from nbflow.api.history import mark_task, next_run, run_grid
 from nbflow.api.logs import LogChunk, log_chunk, read_log
 from nbflow.api.manager import (
@@ -55,7 +56,6 @@ from nbflow.api.pipelines import (
     spawn_driver,
     trigger,
 )
-from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
 from nbflow.api.runs import (
     PlannedTask,
     RunResult,

@@ -44,7 +44,9 @@ def drive_run(
     except Exception as exc:
         note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
         store.write(lambda tx: tx.set_run_state(run_id, RunState.FAILED, note=note), what="run failed to start")
-        raise NbflowError(f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+        raise NbflowError(
+            f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)"
+        ) from exc
     try:
         if on_start is not None:
             on_start(driver.executor)
@@ -118,7 +120,14 @@ def run_pipeline(
     store = store or open_store()
     name = executor or store.settings.executor
     run_id = create_run(
-        pipeline, params=params, only=only, trigger=trigger, executor=name, incremental=incremental, force=force, store=store
+        pipeline,
+        params=params,
+        only=only,
+        trigger=trigger,
+        executor=name,
+        incremental=incremental,
+        force=force,
+        store=store,
     )
     return drive_run(
         pipeline, run_id, executor=name, parallelism=parallelism, listeners=listeners, store=store, on_start=on_start
@@ -154,4 +163,6 @@ def drive_existing(run_id: int, *, executor: str | None = None, store: Store | N
     """Drive a queued run (one triggered from the UI or a notebook) in this process."""
     store = store or open_store()
     run = store.get_run(run_id)
-    return drive_run(pipeline_of_run(run_id, store=store), run_id, executor=executor or run["executor"], store=store, **kwargs)
+    return drive_run(
+        pipeline_of_run(run_id, store=store), run_id, executor=executor or run["executor"], store=store, **kwargs
+    )

@@ -30,16 +30,24 @@ def run_grid(name: str, *, limit: int = 25, offset: int = 0, store: Store | None
     for run in store.list_runs(name, limit=limit, offset=offset):
         cells = {}
         for ti in store.task_instances(run["id"]):
-            cells[ti["task_id"]] = {k: ti[k] for k in ("state", "try_number", "max_tries", "duration", "start_date",
-                                                       "end_date")}
+            cells[ti["task_id"]] = {
+                k: ti[k] for k in ("state", "try_number", "max_tries", "duration", "start_date", "end_date")
+            }
             if ti["task_id"] not in order:  # a task of an older version
                 order.append(ti["task_id"])
         runs.append({**dict(run), "cells": cells})
     row = store.get_pipeline(name)
     return {
-        "pipeline": name, "tasks": order, "runs": runs, "total": store.count_runs(name), "limit": limit, "offset": offset,
-        "schedule": row["schedule"] if row else None, "schedule_text": describe(row["schedule"] if row else None),
-        "timezone": row["timezone"] if row else "UTC", "next_run": next_run(row),
+        "pipeline": name,
+        "tasks": order,
+        "runs": runs,
+        "total": store.count_runs(name),
+        "limit": limit,
+        "offset": offset,
+        "schedule": row["schedule"] if row else None,
+        "schedule_text": describe(row["schedule"] if row else None),
+        "timezone": row["timezone"] if row else "UTC",
+        "next_run": next_run(row),
     }
 
 
@@ -79,7 +87,9 @@ def mark_task(run_id: int, task_id: str, state: str, *, store: Store | None = No
         if not tx.mark_task(run_id, task_id, to, note=f"marked {to.value} by a person"):
             raise StateConflictError(
                 f"task '{task_id}' of run {run_id} is {tis[task_id]['state']} in a {run['state']} run; only a finished "
-                "task of a finished run can be marked", hint="wait until the run has finished, or cancel it")
+                "task of a finished run can be marked",
+                hint="wait until the run has finished, or cancel it",
+            )
         states = {t: TaskState(r["state"]) for t, r in tis.items()}
         states[task_id] = to
         outcome = run_outcome(states, leaves)

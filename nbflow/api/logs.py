@@ -77,8 +77,15 @@ def log_chunk(
             raise UnknownTaskError(run["pipeline"], task_id, list(rows), where=f"run {run_id}")
         reused = rows[task_id]["reused_run_id"]
         if reused is not None and try_number is None:  # cached: the log of the attempt it reuses
-            return log_chunk(reused, task_id, try_number=rows[task_id]["reused_try"], offset=offset, limit=limit,
-                             tail=tail, store=store)
+            return log_chunk(
+                reused,
+                task_id,
+                try_number=rows[task_id]["reused_try"],
+                offset=offset,
+                limit=limit,
+                tail=tail,
+                store=store,
+            )
         if try_number is not None:
             raise TryNotFoundError(run_id, task_id, try_number, [])
         return LogChunk("", 0, 0, 0, False, None)

@@ -33,13 +33,16 @@ FOLDER = "scheduler"  # under NBFLOW_HOME: scheduler.pid, scheduler.log, schedul
 STALL_AFTER = 5.0
 
 
-def start_scheduler(*, dags_folder: str | None = None, cwd: str | None = None, store: Store | None = None) -> int | None:
+def start_scheduler(
+    *, dags_folder: str | None = None, cwd: str | None = None, store: Store | None = None
+) -> int | None:
     """Spawn a detached ``nbflow scheduler`` for this home unless a live one holds the lease
     (or one is starting); returns its pid (None: one serves already)."""
     store = store or open_store()
     folder = dags_folder or store.settings.dags_folder
-    return spawn_once(store, FOLDER, "scheduler", ["scheduler", "--dags-folder", folder],
-                      lambda: scheduler_alive(store), cwd=cwd)
+    return spawn_once(
+        store, FOLDER, "scheduler", ["scheduler", "--dags-folder", folder], lambda: scheduler_alive(store), cwd=cwd
+    )
 
 
 def scheduler_log(store: Store | None = None) -> str:
@@ -54,31 +57,56 @@ def scheduler_state(*, store: Store | None = None) -> dict[str, Any]:
     why it stopped (or that a managed one is starting)."""
     store = store or open_store()
     now = utcnow()
-    jobs = sorted(store.live_jobs(store.settings.orphan_timeout, kinds=("scheduler",)).values(),
-                  key=lambda j: j["heartbeat_at"], reverse=True)
+    jobs = sorted(
+        store.live_jobs(store.settings.orphan_timeout, kinds=("scheduler",)).values(),
+        key=lambda j: j["heartbeat_at"],
+        reverse=True,
+    )
     answer: dict[str, Any] = {"log": scheduler_log(store)}
     if jobs:
         job = jobs[0]
-        return {**answer, "state": "running", "since": job["started_at"], "heartbeat_age": _age(now, job["heartbeat_at"]),
-                "reason": None, "pid": job["pid"], "hostname": job["hostname"]}
+        return {
+            **answer,
+            "state": "running",
+            "since": job["started_at"],
+            "heartbeat_age": _age(now, job["heartbeat_at"]),
+            "reason": None,
+            "pid": job["pid"],
+            "hostname": job["hostname"],
+        }
     pidfile = store.settings.home / FOLDER / "scheduler.pid"
     if starting(pidfile, "scheduler"):
-        return {**answer, "state": "starting", "since": None, "heartbeat_age": None, "pid": spawned_pid(pidfile, "scheduler"),
-                "hostname": None, "reason": "a scheduler was started moments ago and does not hold its lease yet"}
+        return {
+            **answer,
+            "state": "starting",
+            "since": None,
+            "heartbeat_age": None,
+            "pid": spawned_pid(pidfile, "scheduler"),
+            "hostname": None,
+            "reason": "a scheduler was started moments ago and does not hold its lease yet",
+        }
     last = store.last_job("scheduler")
     if last is None:
         reason = "no scheduler has run on this database yet"
     elif last["state"] == "stopped":
         reason = f"the scheduler (pid {last['pid']} on {last['hostname']}) stopped at {_clock(last['ended_at'])}"
     else:
-        reason = (f"the scheduler (pid {last['pid']} on {last['hostname']}) stopped sending heartbeats at "
-                  f"{_clock(last['heartbeat_at'])}: it was killed, or its machine is away")
+        reason = (
+            f"the scheduler (pid {last['pid']} on {last['hostname']}) stopped sending heartbeats at "
+            f"{_clock(last['heartbeat_at'])}: it was killed, or its machine is away"
+        )
     said = _last_words(store)
     if said:
         reason += f"; its log ends: {said}"
-    return {**answer, "state": "stopped", "since": last["ended_at"] or last["heartbeat_at"] if last else None,
-            "heartbeat_age": _age(now, last["heartbeat_at"]) if last else None, "reason": reason,
-            "pid": None, "hostname": None}
+    return {
+        **answer,
+        "state": "stopped",
+        "since": last["ended_at"] or last["heartbeat_at"] if last else None,
+        "heartbeat_age": _age(now, last["heartbeat_at"]) if last else None,
+        "reason": reason,
+        "pid": None,
+        "hostname": None,
+    }
 
 
 def waiting_reason(run: dict[str, Any], *, store: Store | None = None) -> str | None:
@@ -92,17 +120,24 @@ def waiting_reason(run: dict[str, Any], *, store: Store | None = None) -> str | 
     store = store or open_store()
     row = store.get_pipeline(run["pipeline"])
     if row is not None and not row["file"]:
-        return (f"queued {waited:.0f} s ago, but pipeline '{run['pipeline']}' exists only in a notebook kernel: "
-                "no scheduler can load it (save the notebook and use \"Run as pipeline\")")
+        return (
+            f"queued {waited:.0f} s ago, but pipeline '{run['pipeline']}' exists only in a notebook kernel: "
+            'no scheduler can load it (save the notebook and use "Run as pipeline")'
+        )
     alive = scheduler_alive(store)
     broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"] if row is not None else "")
     if broken is not None:
-        who = "the scheduler runs the version it loaded last, if it has one" if alive else (
-            "no scheduler is running to run the version it loaded last, and no other driver can load the file")
+        who = (
+            "the scheduler runs the version it loaded last, if it has one"
+            if alive
+            else ("no scheduler is running to run the version it loaded last, and no other driver can load the file")
+        )
         return f"queued {waited:.0f} s ago; its file is broken ({import_error_text(broken)}): {who}"
     if alive:
-        return (f"queued {waited:.0f} s ago and the scheduler has not taken it yet (max_active_runs reached, or "
-                f"its file cannot be loaded: see {scheduler_log(store)})")
+        return (
+            f"queued {waited:.0f} s ago and the scheduler has not taken it yet (max_active_runs reached, or "
+            f"its file cannot be loaded: see {scheduler_log(store)})"
+        )
     if background_driver_alive(store):
         return f"queued {waited:.0f} s ago; the background driver has not taken it yet"
     return f"queued {waited:.0f} s ago and no scheduler is running: start one (Start in the nbflow panel, or `nbflow scheduler`)"

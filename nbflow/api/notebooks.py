@@ -44,21 +44,35 @@ def notebook_form(path: Path) -> dict[str, Any]:
     parameters = []
     for spec in specs.values():
         default, ok = _literal(spec.default)
-        parameters.append({"name": spec.name, "type": spec.type_name if ok else None, "default": default if ok else None,
-                           "settable": ok, "help": spec.help})
+        parameters.append(
+            {
+                "name": spec.name,
+                "type": spec.type_name if ok else None,
+                "default": default if ok else None,
+                "settable": ok,
+                "help": spec.help,
+            }
+        )
     cell_tasks = any(
         (c.get("source") or "").lstrip().startswith("%%nbflow task")
         or any(str(t).startswith("nbflow:task=") for t in c.get("metadata", {}).get("tags", []))
-        for c in nb.cells if c.get("cell_type") == "code"
+        for c in nb.cells
+        if c.get("cell_type") == "code"
     )
     return {
-        "path": str(path), "name": _default_name(path), "parameters": parameters,
+        "path": str(path),
+        "name": _default_name(path),
+        "parameters": parameters,
         "has_parameters_cell": nbparams.has_parameters_cell(path),
-        "kernel": nb.metadata.get("kernelspec", {}).get("name"), "cell_tasks": cell_tasks, "presets": list(PRESETS),
+        "kernel": nb.metadata.get("kernelspec", {}).get("name"),
+        "cell_tasks": cell_tasks,
+        "presets": list(PRESETS),
     }
 
 
-def schedule_preview(schedule: str, timezone: str = "UTC", *, count: int = 5, now: datetime | None = None) -> dict[str, Any]:
+def schedule_preview(
+    schedule: str, timezone: str = "UTC", *, count: int = 5, now: datetime | None = None
+) -> dict[str, Any]:
     """A schedule in words and its next ``count`` run times in ``timezone`` (when a run with
     that logical date starts: at the end of its data interval)."""
     cron = _cron(schedule, "schedule")
@@ -107,8 +121,12 @@ def schedule_notebook(
     store = store or open_store()
     form = notebook_form(path)
     if not NAME.fullmatch(name or ""):
-        raise InputError("name", f"pipeline name {name!r} must start with a letter and hold only letters, digits, '_' "
-                                 "and '-' (at most 100 characters)", hint=f"for example {form['name']!r}")
+        raise InputError(
+            "name",
+            f"pipeline name {name!r} must start with a letter and hold only letters, digits, '_' "
+            "and '-' (at most 100 characters)",
+            hint=f"for example {form['name']!r}",
+        )
     cron = _cron(schedule, "schedule") if schedule else None
     _zone(timezone)
     for field, value, low in (("retries", retries, 0), ("timeout", timeout, 1)):
@@ -124,8 +142,11 @@ def schedule_notebook(
     given = dict(parameters or {})
     for key in given:
         if key not in declared:
-            raise InputError(f"parameters.{key}", f"the notebook declares no settable parameter {key!r}; declared: "
-                                                  f"{', '.join(declared) or '(none: it has no parameters cell)'}")
+            raise InputError(
+                f"parameters.{key}",
+                f"the notebook declares no settable parameter {key!r}; declared: "
+                f"{', '.join(declared) or '(none: it has no parameters cell)'}",
+            )
     try:
         values = nbparams.resolve_run_params(declared, given, pipeline=name)
     except NbflowError as exc:
@@ -134,8 +155,19 @@ def schedule_notebook(
     folder = Path(store.settings.dags_folder)
     target = folder / f"{name}.py"
     _check_free(store, name, target, path)
-    source = pipeline_source(path, folder, name=name, schedule=schedule or None, timezone=timezone, catchup=catchup,
-                             params=values, retries=retries, timeout=timeout, queue=queue, kernel=kernel)
+    source = pipeline_source(
+        path,
+        folder,
+        name=name,
+        schedule=schedule or None,
+        timezone=timezone,
+        catchup=catchup,
+        params=values,
+        retries=retries,
+        timeout=timeout,
+        queue=queue,
+        kernel=kernel,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     before = target.read_text() if target.is_file() else None
     _write(target, source)
@@ -147,8 +179,20 @@ def schedule_notebook(
     return {"pipeline": name, "file": str(target), "schedule": cron, "description": describe(schedule)}
 
 
-def pipeline_source(notebook: Path, folder: Path, *, name: str, schedule: str | None, timezone: str, catchup: bool,
-                    params: dict[str, Any], retries: int, timeout: float | None, queue: str, kernel: str | None) -> str:
+def pipeline_source(
+    notebook: Path,
+    folder: Path,
+    *,
+    name: str,
+    schedule: str | None,
+    timezone: str,
+    catchup: bool,
+    params: dict[str, Any],
+    retries: int,
+    timeout: float | None,
+    queue: str,
+    kernel: str | None,
+) -> str:
     """The text of the pipeline file that runs ``notebook`` (see :func:`schedule_notebook`)."""
     import os
 
@@ -199,19 +243,24 @@ def _write(target: Path, text: str) -> None:
 def _check_free(store: Store, name: str, target: Path, notebook: Path) -> None:
     ours = target.is_file() and target.read_text().startswith(MARKER)
     if target.exists() and not ours:
-        raise StateConflictError(f"{target.name} already exists in the DAG folder and was not written by "
-                                 "\"Schedule this notebook\"; it is not overwritten", hint="choose another name")
+        raise StateConflictError(
+            f"{target.name} already exists in the DAG folder and was not written by "
+            '"Schedule this notebook"; it is not overwritten',
+            hint="choose another name",
+        )
     row = store.get_pipeline(name)
     if row is not None and row["file"] and Path(row["file"]).resolve() != target.resolve():
-        raise StateConflictError(f"pipeline name '{name}' is taken by {Path(row['file']).name}",
-                                 hint="choose another name")
+        raise StateConflictError(
+            f"pipeline name '{name}' is taken by {Path(row['file']).name}", hint="choose another name"
+        )
     if ours:
         import os
 
-        first = target.read_text().splitlines()[0][len(MARKER):]
+        first = target.read_text().splitlines()[0][len(MARKER) :]
         if (target.parent / first).resolve() != notebook.resolve():
-            raise StateConflictError(f"{target.name} schedules another notebook ({os.path.basename(first)})",
-                                     hint="choose another name")
+            raise StateConflictError(
+                f"{target.name} schedules another notebook ({os.path.basename(first)})", hint="choose another name"
+            )
 
 
 def _cron(schedule: Any, field: str) -> str:
@@ -253,7 +302,9 @@ def _default_name(path: Path) -> str:
 # --- notebooks of finished tries ---------------------------------------------------------------
 
 
-def output_of(run_id: int, task_id: str, try_number: int | None = None, *, store: Store | None = None) -> dict[str, Any]:
+def output_of(
+    run_id: int, task_id: str, try_number: int | None = None, *, store: Store | None = None
+) -> dict[str, Any]:
     """The output notebook of a task's try (default: the latest try that has one):
     ``{"uri", "try", "task_id", "run_id", "pipeline", "state"}``. :class:`UnknownTaskError`,
     :class:`TryNotFoundError`, or :class:`OutputNotFoundError` when it has none (a pending task)."""
@@ -278,11 +329,19 @@ def output_of(run_id: int, task_id: str, try_number: int | None = None, *, store
     which = f"try {try_number} of task '{task_id}'" if try_number else f"task '{task_id}'"
     if not chosen or not chosen[0]["output_uri"]:
         state = tis[task_id]["state"]
-        raise OutputNotFoundError(f"{which} of run {run_id} has no output notebook"
-                                  + (f" (it is {state}: not run yet)" if state in ("pending", "queued") else ""))
+        raise OutputNotFoundError(
+            f"{which} of run {run_id} has no output notebook"
+            + (f" (it is {state}: not run yet)" if state in ("pending", "queued") else "")
+        )
     attempt = chosen[0]
-    return {"uri": attempt["output_uri"], "try": attempt["try_number"], "task_id": task_id, "run_id": run_id,
-            "pipeline": run["pipeline"], "state": attempt["state"]}
+    return {
+        "uri": attempt["output_uri"],
+        "try": attempt["try_number"],
+        "task_id": task_id,
+        "run_id": run_id,
+        "pipeline": run["pipeline"],
+        "state": attempt["state"],
+    }
 
 
 def read_notebook(uri: str) -> Any:
@@ -294,7 +353,9 @@ def read_notebook(uri: str) -> Any:
         return nbformat.read(fh, as_version=4)
 
 
-def export_html(run_id: int, task_id: str, try_number: int | None = None, *, store: Store | None = None) -> tuple[str, str]:
+def export_html(
+    run_id: int, task_id: str, try_number: int | None = None, *, store: Store | None = None
+) -> tuple[str, str]:
     """The output notebook of a try as a standalone HTML page (nbconvert's ``lab`` template);
     returns (file name, html)."""
     from nbconvert import HTMLExporter
@@ -339,18 +400,26 @@ def debug_copy(run_id: int, task_id: str, try_number: int | None, folder: Path, 
             cell.outputs, cell.execution_count = [], None
         if "parameters" in tags:  # its defaults would undo the first cell: kept for reading, inert
             cell.source = "# nbflow debug: the first cell sets these for this try\n" + "\n".join(
-                f"# {line}" if line.strip() else line for line in cell.source.splitlines())
+                f"# {line}" if line.strip() else line for line in cell.source.splitlines()
+            )
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
         cells.append(cell)
     loads = []
     for source in injected:
         for node in ast.parse(source).body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str) \
-                    and node.value.value.startswith(REF_PREFIX):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+                and node.value.value.startswith(REF_PREFIX)
+            ):
                 loads += [f"{t.id} = nbflow.load({t.id})" for t in node.targets if isinstance(t, ast.Name)]
-    first = [f"# nbflow: debug copy of try {found['try']} of task '{task_id}', run {run_id} ({found['pipeline']})",
-             "# the try's injected parameters and its upstream inputs:", *injected]
+    first = [
+        f"# nbflow: debug copy of try {found['try']} of task '{task_id}', run {run_id} ({found['pipeline']})",
+        "# the try's injected parameters and its upstream inputs:",
+        *injected,
+    ]
     if loads:
         first += ["import nbflow", *loads]
     head = nbformat.v4.new_code_cell("\n".join(first))

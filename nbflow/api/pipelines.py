@@ -113,8 +113,8 @@ def trigger(
         raise StateConflictError(
             f"pipeline '{name}' exists only in a notebook kernel (%nbflow run this): no scheduler or background "
             "driver can load it, so a triggered run would wait forever",
-            hint="save the notebook and use \"Run as pipeline\" (or `nbflow run NOTEBOOK.ipynb`), or run it "
-                 "again in the kernel with %nbflow run this",
+            hint='save the notebook and use "Run as pipeline" (or `nbflow run NOTEBOOK.ipynb`), or run it '
+            "again in the kernel with %nbflow run this",
         )
     broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"])
     if broken is not None and not last_good:
@@ -125,7 +125,9 @@ def trigger(
         )
     resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
     if isinstance(logical_date, str):
-        logical_date = parse_date(logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name))
+        logical_date = parse_date(
+            logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name)
+        )
     logical = logical_date or utcnow()
     if logical_date is not None:
         existing = store.run_for_date(name, logical)
@@ -135,8 +137,13 @@ def trigger(
     try:
         (run_id,) = store.write(
             lambda tx: tx.create_runs(
-                pipeline=name, version_id=version, params=resolved, trigger="manual", tasks=task_rows(definition),
-                intervals=[(logical, logical)], idempotency_key=idempotency_key,
+                pipeline=name,
+                version_id=version,
+                params=resolved,
+                trigger="manual",
+                tasks=task_rows(definition),
+                intervals=[(logical, logical)],
+                idempotency_key=idempotency_key,
                 incremental=bool(definition.get("incremental")) if incremental is None else bool(incremental),
             ),
             what="trigger",
@@ -265,8 +272,14 @@ def backfill(
     params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
     created = store.write(
         lambda tx: tx.create_runs(
-            pipeline=name, version_id=version, params=params, trigger="backfill", tasks=task_rows(definition),
-            intervals=intervals, skip_existing=True, incremental=bool(definition.get("incremental")),
+            pipeline=name,
+            version_id=version,
+            params=params,
+            trigger="backfill",
+            tasks=task_rows(definition),
+            intervals=intervals,
+            skip_existing=True,
+            incremental=bool(definition.get("incremental")),
         ),
         what="backfill",
     )
@@ -351,12 +364,26 @@ def health(*, store: Store | None = None) -> dict[str, Any]:
     except Exception as exc:  # report, never raise
         kind = outage_kind(exc) if isinstance(exc, DBAPIError) and is_transient(exc) else f"error: {type(exc).__name__}"
         log.warning("health: the database is unavailable: %s", exc)
-        return {"status": "degraded", "reason": f"the nbflow database is unavailable ({kind})", "database": kind,
-                "schedulers": [], "runners": 0, "serving": "unknown", "expired_jobs": 0}
+        return {
+            "status": "degraded",
+            "reason": f"the nbflow database is unavailable ({kind})",
+            "database": kind,
+            "schedulers": [],
+            "runners": 0,
+            "serving": "unknown",
+            "expired_jobs": 0,
+        }
     schedulers = [j for j in jobs if j["kind"] == "scheduler"]
     runners = len(jobs) - len(schedulers)
-    answer = {"status": "ok", "reason": None, "database": "ok", "schedulers": schedulers, "runners": runners,
-              "serving": "scheduler" if schedulers else "runners" if runners else "none", "expired_jobs": expired}
+    answer = {
+        "status": "ok",
+        "reason": None,
+        "database": "ok",
+        "schedulers": schedulers,
+        "runners": runners,
+        "serving": "scheduler" if schedulers else "runners" if runners else "none",
+        "expired_jobs": expired,
+    }
     if not schedulers:
         answer["status"] = "degraded"
         answer["reason"] = (

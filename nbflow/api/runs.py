@@ -10,8 +10,8 @@ from nbflow import params as nbparams
 from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
-from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.executors import executor_class
+from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.loader import load_pipeline
 from nbflow.render import render, to_dot
 from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
@@ -101,8 +101,15 @@ def create_run(
     def write(tx: Any) -> int:
         version = tx.upsert_pipeline(definition, fingerprint)
         (run_id,) = tx.create_runs(
-            pipeline=pipeline.name, version_id=version, params=resolved, trigger=trigger, tasks=tasks,
-            executor=executor, intervals=[(now, now)], incremental=incremental, force=force,
+            pipeline=pipeline.name,
+            version_id=version,
+            params=resolved,
+            trigger=trigger,
+            tasks=tasks,
+            executor=executor,
+            intervals=[(now, now)],
+            incremental=incremental,
+            force=force,
         )
         return run_id
 
@@ -125,8 +132,13 @@ def plan_run(
     resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
     selected = _only_subset(pipeline, only)
     return plan(
-        store, pipeline, resolved, artifact_root=store.settings.artifact_root, incremental=incremental,
-        selected=selected, force=force,
+        store,
+        pipeline,
+        resolved,
+        artifact_root=store.settings.artifact_root,
+        incremental=incremental,
+        selected=selected,
+        force=force,
     )
 
 

@@ -12,12 +12,17 @@ def cmd_scheduler(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
     def started(s: api.SchedulerStarted) -> None:
-        out.write(f"nbflow scheduler (job {s.job_id}): folder {s.dags_folder}, executor {s.executor}, database {s.database}\n")
+        out.write(
+            f"nbflow scheduler (job {s.job_id}): folder {s.dags_folder}, executor {s.executor}, database {s.database}\n"
+        )
         out.flush()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     api.serve_scheduler(
-        dags_folder=args.dags_folder, executor=args.executor, parallelism=args.parallelism, max_loops=args.loops,
+        dags_folder=args.dags_folder,
+        executor=args.executor,
+        parallelism=args.parallelism,
+        max_loops=args.loops,
         on_start=started,
     )
     return 0
@@ -25,10 +30,14 @@ def cmd_scheduler(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
-    from nbflow.cli import _params
+    from nbflow.cli.commands import _params
 
     run_id = api.trigger(args.name, params=_params(args.param), logical_date=args.logical_date)
-    how = "the scheduler will run it" if api.scheduler_alive() else "no scheduler is running, so it runs now in the background"
+    how = (
+        "the scheduler will run it"
+        if api.scheduler_alive()
+        else "no scheduler is running, so it runs now in the background"
+    )
     out.write(f"queued run {run_id} of {args.name}; {how} (follow it: nbflow tasks {run_id})\n")
     return 0
 
@@ -60,7 +69,7 @@ def cmd_pause(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_pools(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
-    from nbflow.cli import _table
+    from nbflow.cli.commands import _table
 
     if args.pools_command == "set":
         api.set_pool(args.name, args.slots, args.description or "")
@@ -79,7 +88,7 @@ def cmd_pools(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_dags(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
-    from nbflow.cli import _fmt_time, _table
+    from nbflow.cli.commands import _fmt_time, _table
 
     if args.dags_command == "errors":
         errors = api.import_errors()
@@ -91,9 +100,22 @@ def cmd_dags(args: argparse.Namespace, out: TextIO) -> int:
     rows = []
     for p in api.list_pipelines():
         last = p["last_run"]
-        state = "broken" if p["import_error"] else ("paused" if p["is_paused"] else ("active" if p["is_active"] else "removed"))
-        rows.append((p["name"], state, p["schedule"] or "-", p["tasks"], f"{last['id']} {last['state']}" if last else "-",
-                     _fmt_time(p["next_logical_date"]), p["file"] or "-"))
+        state = (
+            "broken"
+            if p["import_error"]
+            else ("paused" if p["is_paused"] else ("active" if p["is_active"] else "removed"))
+        )
+        rows.append(
+            (
+                p["name"],
+                state,
+                p["schedule"] or "-",
+                p["tasks"],
+                f"{last['id']} {last['state']}" if last else "-",
+                _fmt_time(p["next_logical_date"]),
+                p["file"] or "-",
+            )
+        )
     _table(rows, ("pipeline", "status", "schedule", "tasks", "last run", "next logical date", "file"), out)
     return 0
 
@@ -135,17 +157,29 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
     executor_args(p)
     p.set_defaults(func=cmd_scheduler)
 
-    p = sub.add_parser("trigger", help="queue a run of a known pipeline", description="Queue a manual run; the scheduler runs it, or a background process when no scheduler is alive.")
+    p = sub.add_parser(
+        "trigger",
+        help="queue a run of a known pipeline",
+        description="Queue a manual run; the scheduler runs it, or a background process when no scheduler is alive.",
+    )
     p.add_argument("name", help="pipeline name (see `nbflow dags list`)")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter")
+    p.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline parameter"
+    )
     p.add_argument("--logical-date", help="ISO date of the run (default now); one run per logical date")
     p.set_defaults(func=cmd_trigger)
 
-    p = sub.add_parser("backfill", help="queue the scheduled runs of a date range", description="Create the runs whose logical dates fall in [START, END] (existing ones are kept).")
+    p = sub.add_parser(
+        "backfill",
+        help="queue the scheduled runs of a date range",
+        description="Create the runs whose logical dates fall in [START, END] (existing ones are kept).",
+    )
     p.add_argument("name", help="pipeline name")
     p.add_argument("--start", required=True, help="first logical date, e.g. 2026-01-01")
     p.add_argument("--end", required=True, help="last logical date, e.g. 2026-01-31")
-    p.add_argument("--run", action="store_true", help="run them here, one after another, instead of leaving them to the scheduler")
+    p.add_argument(
+        "--run", action="store_true", help="run them here, one after another, instead of leaving them to the scheduler"
+    )
     executor_args(p)
     p.set_defaults(func=cmd_backfill)
 
@@ -154,7 +188,9 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
         p.add_argument("name", help="pipeline name")
         p.set_defaults(func=cmd_pause, paused=paused)
 
-    pools = sub.add_parser("pools", help="named pools of slots that limit concurrent tasks").add_subparsers(dest="pools_command", metavar="SUBCOMMAND")
+    pools = sub.add_parser("pools", help="named pools of slots that limit concurrent tasks").add_subparsers(
+        dest="pools_command", metavar="SUBCOMMAND"
+    )
     pools.required = True
     p = pools.add_parser("set", help="create or resize a pool")
     p.add_argument("name")
@@ -167,10 +203,14 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
     p.add_argument("name")
     p.set_defaults(func=cmd_pools)
 
-    dags = sub.add_parser("dags", help="pipelines known to the scheduler").add_subparsers(dest="dags_command", metavar="SUBCOMMAND")
+    dags = sub.add_parser("dags", help="pipelines known to the scheduler").add_subparsers(
+        dest="dags_command", metavar="SUBCOMMAND"
+    )
     dags.required = True
     dags.add_parser("list", help="pipelines with status, schedule and last run").set_defaults(func=cmd_dags)
-    dags.add_parser("errors", help="files of the DAG folder that failed to load (file:line: message)").set_defaults(func=cmd_dags)
+    dags.add_parser("errors", help="files of the DAG folder that failed to load (file:line: message)").set_defaults(
+        func=cmd_dags
+    )
 
     p = sub.add_parser(
         "drive",
@@ -190,4 +230,3 @@ def register_db(db: Any) -> None:
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h")
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.set_defaults(func=cmd_db_clean)
-

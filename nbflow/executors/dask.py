@@ -74,7 +74,9 @@ WORKER_CONFIG = {
 
 def worker_environment() -> dict[str, str]:
     """:data:`WORKER_CONFIG` as the ``DASK_*`` environment variables a worker process reads."""
-    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in WORKER_CONFIG.items()}
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in WORKER_CONFIG.items()
+    }
 
 
 def queue_resource(name: str) -> str:
@@ -213,7 +215,10 @@ class DaskExecutor(Executor):
         if refresh or time.monotonic() - at > 2.0:
             workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
             queues = {
-                r[len(QUEUE_PREFIX) :] for w in workers for r in (w.get("resources") or {}) if r.startswith(QUEUE_PREFIX)
+                r[len(QUEUE_PREFIX) :]
+                for w in workers
+                for r in (w.get("resources") or {})
+                if r.startswith(QUEUE_PREFIX)
             }
             self._queues = (time.monotonic(), queues)
         return queues

@@ -74,7 +74,7 @@ def _worker_main(conn: Connection) -> None:
         item: WorkItem = pickle.loads(data)
         send = _sender(conn)
         send(("started", item.key, time.time(), HOSTNAME, os.getpid()))
-        result = run_work_item(item, on_process=lambda pgid, key=item.key: send(("process", key, pgid)))
+        result = run_work_item(item, on_process=lambda pgid, key=item.key, send=send: send(("process", key, pgid)))
         send(("finished", item.key, result))
 
 
@@ -288,7 +288,9 @@ class LocalExecutor(Executor):
             for item in list(self._pending):
                 if item.key == key:
                     self._pending.remove(item)
-                    self._events.put(Event("lost", key, now(), reason="cancelled", message="cancelled before it started"))
+                    self._events.put(
+                        Event("lost", key, now(), reason="cancelled", message="cancelled before it started")
+                    )
                     return
             for worker in self._workers.values():
                 if worker.item is not None and worker.item.key == key:

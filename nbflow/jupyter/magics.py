@@ -147,7 +147,10 @@ class NbflowMagics(Magics):
     def _cell(self, line: str, cell: str) -> Any:
         role, _, args = line.strip().partition(" ")
         if role not in ("task", "setup", "params"):
-            raise NbflowError(f"unknown cell command '%%nbflow {role}'", hint="use %%nbflow task NAME, %%nbflow setup or %%nbflow params")
+            raise NbflowError(
+                f"unknown cell command '%%nbflow {role}'",
+                hint="use %%nbflow task NAME, %%nbflow setup or %%nbflow params",
+            )
         decl = self.this.declare(role, args.strip(), cell)
         if role == "task" and self.this.mode == "declare":
             return None
@@ -195,8 +198,14 @@ class NbflowMagics(Magics):
         pipeline = self._pipeline(args.target, args.pipeline)
         try:
             run = run_pipeline(
-                pipeline, _params(args.param), only=args.only, executor=args.executor, parallelism=args.parallelism,
-                incremental=args.incremental, force=args.force, live=True,
+                pipeline,
+                _params(args.param),
+                only=args.only,
+                executor=args.executor,
+                parallelism=args.parallelism,
+                incremental=args.incremental,
+                force=args.force,
+                live=True,
             )
         except KeyboardInterrupt:
             raise MagicError("interrupted: the run's unfinished tasks were cancelled") from None
@@ -236,12 +245,16 @@ class NbflowMagics(Magics):
 
         if self.this.cells:
             setup = [c.label for c in self.this.cells if c.role != "task"]
-            print(f"this notebook: pipeline '{self.this.name()}', mode {self.this.mode}, setup: {', '.join(setup) or 'none'}")
+            print(
+                f"this notebook: pipeline '{self.this.name()}', mode {self.this.mode}, setup: {', '.join(setup) or 'none'}"
+            )
             for c in self.this.cells:
                 if c.role == "task":
                     o = c.options
                     extra = "".join(
-                        f" {flag} {','.join(v)}" for flag, v in (("--after", o.after), ("--inputs", o.inputs), ("--outputs", o.outputs)) if v
+                        f" {flag} {','.join(v)}"
+                        for flag, v in (("--after", o.after), ("--inputs", o.inputs), ("--outputs", o.outputs))
+                        if v
                     )
                     print(f"  {c.name:<16} {c.label}{extra}")
         try:
@@ -277,7 +290,9 @@ class NbflowMagics(Magics):
             raise NbflowError("forget what?", hint="%nbflow forget TASK, or %nbflow forget --all")
         dropped = self.this.forget(None if args.all else args.task)
         if not dropped:
-            raise NbflowError(f"no declared task '{args.task}'", hint=f"declared: {', '.join(self.this.tasks()) or '(none)'}")
+            raise NbflowError(
+                f"no declared task '{args.task}'", hint=f"declared: {', '.join(self.this.tasks()) or '(none)'}"
+            )
         print(f"forgot: {', '.join(dropped)}")
 
 

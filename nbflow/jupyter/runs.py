@@ -69,7 +69,9 @@ class Run:
             return value[key]
         except (KeyError, IndexError, TypeError):
             known = ", ".join(value) if isinstance(value, dict) else type(value).__name__
-            raise NbflowError(f"task '{task_id}' of run {self.run_id} has no output '{key}' (it has: {known})") from None
+            raise NbflowError(
+                f"task '{task_id}' of run {self.run_id} has no output '{key}' (it has: {known})"
+            ) from None
 
     def __getitem__(self, task_id: str) -> Any:
         return self.get(task_id)
@@ -163,7 +165,14 @@ def run_pipeline(
     store = api.open_store()
     name = executor or store.settings.executor
     run_id = api.create_run(
-        pipeline, params=params, only=only, trigger=trigger, executor=name, incremental=incremental, force=force, store=store
+        pipeline,
+        params=params,
+        only=only,
+        trigger=trigger,
+        executor=name,
+        incremental=incremental,
+        force=force,
+        store=store,
     )
     listeners = []
     view = None

@@ -61,7 +61,9 @@ def failure_html(task_id: str, attempt: Mapping[str, Any]) -> str:
             f"{html.escape(tb.strip())}</pre></details>"
         )
     out = _link(attempt.get("output_uri"), "output notebook")
-    return f'<div style="margin:4px 0;border-left:3px solid {STATE_COLORS["failed"]};padding-left:8px">{text}{out}</div>'
+    return (
+        f'<div style="margin:4px 0;border-left:3px solid {STATE_COLORS["failed"]};padding-left:8px">{text}{out}</div>'
+    )
 
 
 def failures(details: Mapping[str, Any]) -> list[str]:
@@ -83,10 +85,7 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 def run_header(run: Mapping[str, Any], elapsed: float | None = None) -> str:
     """``run 3 of demo: running (4.1s)``."""
     took = f" ({fmt_duration(elapsed)})" if elapsed is not None else ""
-    return (
-        f'<b>run {run["id"]}</b> of <b>{html.escape(run["pipeline"])}</b>: '
-        f'{badge("_run", run["state"])}{took}'
-    )
+    return f"<b>run {run['id']}</b> of <b>{html.escape(run['pipeline'])}</b>: {badge('_run', run['state'])}{took}"
 
 
 def run_html(details: Mapping[str, Any]) -> str:
@@ -128,7 +127,17 @@ def runs_html(runs: Iterable[Mapping[str, Any]]) -> str:
         took = (r["ended_at"] - r["started_at"]).total_seconds() if r.get("ended_at") and r.get("started_at") else None
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r.get("task_counts", {}).items()))
         created = r["created_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.get("created_at") else "-"
-        rows.append((str(r["id"]), html.escape(r["pipeline"]), badge(str(r["id"]), r["state"]), r["trigger"], created, fmt_duration(took), counts))
+        rows.append(
+            (
+                str(r["id"]),
+                html.escape(r["pipeline"]),
+                badge(str(r["id"]), r["state"]),
+                r["trigger"],
+                created,
+                fmt_duration(took),
+                counts,
+            )
+        )
     return _table(("run", "pipeline", "state", "trigger", "created", "duration", "tasks"), rows)
 
 
@@ -210,11 +219,19 @@ class RunView:
                 row.badge.value = badge(t["task_id"], t["state"])
                 row.tries.value = f"{t['try_number']}/{t['max_tries']}"
                 row.duration.value = fmt_duration(t.get("duration"))
-                error = f'<span style="color:#b00">{html.escape((t.get("error") or "").splitlines()[0])}</span> ' if t.get("error") else ""
+                error = (
+                    f'<span style="color:#b00">{html.escape((t.get("error") or "").splitlines()[0])}</span> '
+                    if t.get("error")
+                    else ""
+                )
                 why = why_html(t.get("why"))
                 row.extra.value = error + links(t) + (f" · {why}" if why and links(t) else why)
             run = details["run"]
-            took = (run["ended_at"] - run["started_at"]).total_seconds() if run.get("ended_at") and run.get("started_at") else None
+            took = (
+                (run["ended_at"] - run["started_at"]).total_seconds()
+                if run.get("ended_at") and run.get("started_at")
+                else None
+            )
             self.header.value = run_header(run, took)
             self.problems.value = "".join(failures(details))
 

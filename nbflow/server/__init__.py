@@ -55,12 +55,14 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
 
     settings = NbflowExtension(parent=server_app)
     cwd = os.getcwd()
-    setup_handlers(server_app.web_app, root_dir=getattr(server_app, "root_dir", None), manage_scheduler=settings.manages,
-                   cwd=cwd)
+    setup_handlers(
+        server_app.web_app, root_dir=getattr(server_app, "root_dir", None), manage_scheduler=settings.manages, cwd=cwd
+    )
     server_app.log.info("nbflow API available at %snbflow/api/", server_app.web_app.settings.get("base_url", "/"))
     if settings.manages:
-        threading.Thread(target=_ensure_scheduler, args=(server_app.log, cwd), name="nbflow-scheduler-start",
-                         daemon=True).start()
+        threading.Thread(
+            target=_ensure_scheduler, args=(server_app.log, cwd), name="nbflow-scheduler-start", daemon=True
+        ).start()
 
 
 def _ensure_scheduler(log: Any, cwd: str) -> None:

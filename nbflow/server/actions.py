@@ -26,8 +26,15 @@ class ClearHandler(NbflowHandler):
         run, task = self.run_arg(run_id), limits.text("task_id", task_id)
         data = self.body()
         dry_run = data.get("dry_run", False)
-        cleared = await self.call(api.clear_tasks, run, [task], downstream=data.get("downstream", True),
-                                  upstream=data.get("upstream", False), dry_run=dry_run, start=not self.managed)
+        cleared = await self.call(
+            api.clear_tasks,
+            run,
+            [task],
+            downstream=data.get("downstream", True),
+            upstream=data.get("upstream", False),
+            dry_run=dry_run,
+            start=not self.managed,
+        )
         if not dry_run:
             await self.runs_queued()
         self.reply({"run_id": run, "cleared": cleared, "dry_run": dry_run})
@@ -45,7 +52,9 @@ class MarkHandler(NbflowHandler):
         run, task = self.run_arg(run_id), limits.text("task_id", task_id)
         state = self.body()["state"]
         if state not in ("success", "failed"):
-            raise limits.bad_input("state", f"'state' must be 'success' or 'failed', got {limits.text_preview(state)!r}")
+            raise limits.bad_input(
+                "state", f"'state' must be 'success' or 'failed', got {limits.text_preview(state)!r}"
+            )
         self.reply(await self.call(api.mark_task, run, task, state))
 
 

@@ -101,7 +101,8 @@ def to_api_error(exc: BaseException, *, context: str = "") -> ApiError:
     if trouble is not None:
         log.info("%s: the database refused a value: %s", context, getattr(exc, "orig", exc))
         return ApiError(
-            400, "a value of the request does not fit the database (a number out of range, or a NUL byte in a text)",
+            400,
+            "a value of the request does not fit the database (a number out of range, or a NUL byte in a text)",
             hint="check the ids and numbers in the URL and body",
         )
     log.error("%s: unexpected error", context, exc_info=exc)

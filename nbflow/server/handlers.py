@@ -131,7 +131,10 @@ class TriggerHandler(NbflowHandler):
     """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?, incremental?}`` → 201 ``{run_id}``."""
 
     body_fields = {
-        "params": (dict, False), "logical_date": (str, False), "incremental": (bool, False), "last_good": (bool, False),
+        "params": (dict, False),
+        "logical_date": (str, False),
+        "incremental": (bool, False),
+        "last_good": (bool, False),
     }
 
     @tornado.web.authenticated
@@ -145,8 +148,13 @@ class TriggerHandler(NbflowHandler):
         if key is not None:
             limits.text("Idempotency-Key", key, max_length=200)
         run_id = await self.call(
-            api.trigger, name, params=data.get("params") or {}, logical_date=data.get("logical_date"),
-            incremental=data.get("incremental"), last_good=data.get("last_good", False), idempotency_key=key,
+            api.trigger,
+            name,
+            params=data.get("params") or {},
+            logical_date=data.get("logical_date"),
+            incremental=data.get("incremental"),
+            last_good=data.get("last_good", False),
+            idempotency_key=key,
             start=not self.managed,
         )
         await self.runs_queued()
@@ -194,12 +202,22 @@ class LogHandler(NbflowHandler):
         tail = self.int_arg("tail", None, minimum=1, maximum=MAX_TAIL)
         offset = self.int_arg("offset", 0, maximum=limits.MAX_OFFSET)
         if tail is not None and self.get_query_argument("offset", None) is not None:
-            raise limits.bad_input("tail", "'tail' and 'offset' cannot be combined: ask for the last lines or a byte range")
+            raise limits.bad_input(
+                "tail", "'tail' and 'offset' cannot be combined: ask for the last lines or a byte range"
+            )
         limit = min(self.int_arg("limit", cap, minimum=1) or cap, cap)
         try_number = self.int_arg("try", None, minimum=1)
         chunk = await self.call(api.log_chunk, run, task, try_number=try_number, offset=offset, limit=limit, tail=tail)
-        self.reply({"text": chunk.text, "start": chunk.start, "offset": chunk.end, "size": chunk.size,
-                    "truncated": chunk.truncated, "try": chunk.try_number})
+        self.reply(
+            {
+                "text": chunk.text,
+                "start": chunk.start,
+                "offset": chunk.end,
+                "size": chunk.size,
+                "truncated": chunk.truncated,
+                "try": chunk.try_number,
+            }
+        )
 
 
 class OutputHandler(NbflowHandler):
@@ -214,8 +232,16 @@ class OutputHandler(NbflowHandler):
         run, task = self.run_arg(run_id), limits.text("task_id", task_id)
         found = await self.call(api.output_of, run, task, self.int_arg("try", None, minimum=1))
         path = output_drive_path(found["uri"], task, run, found["try"])
-        self.reply({"run_id": run, "task_id": task, "uri": found["uri"], "try": found["try"], "path": path,
-                    "title": path.rsplit("/", 1)[1].removesuffix(".ipynb")})
+        self.reply(
+            {
+                "run_id": run,
+                "task_id": task,
+                "uri": found["uri"],
+                "try": found["try"],
+                "path": path,
+                "title": path.rsplit("/", 1)[1].removesuffix(".ipynb"),
+            }
+        )
 
 
 class CancelHandler(NbflowHandler):
@@ -242,8 +268,15 @@ class HealthHandler(NbflowHandler):
         try:
             state = await asyncio.wait_for(loop.run_in_executor(None, api.health), HEALTH_TIMEOUT)
         except TimeoutError:
-            state = {"status": "degraded", "reason": f"the nbflow database did not answer within {HEALTH_TIMEOUT:g} s",
-                     "database": "timed out", "schedulers": [], "runners": 0, "serving": "unknown", "expired_jobs": 0}
+            state = {
+                "status": "degraded",
+                "reason": f"the nbflow database did not answer within {HEALTH_TIMEOUT:g} s",
+                "database": "timed out",
+                "schedulers": [],
+                "runners": 0,
+                "serving": "unknown",
+                "expired_jobs": 0,
+            }
         self.reply(state, status=200 if state["status"] == "ok" else 503)
 
 
@@ -278,8 +311,9 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
 ]
 
 
-def setup_handlers(web_app: Any, root_dir: str | None = None, *, manage_scheduler: bool = False,
-                   cwd: str | None = None) -> None:
+def setup_handlers(
+    web_app: Any, root_dir: str | None = None, *, manage_scheduler: bool = False, cwd: str | None = None
+) -> None:
     """Add :data:`ROUTES` under ``{base_url}nbflow/api/`` to the tornado application.
 
     ``manage_scheduler``: runs queued here are served by a managed scheduler

@@ -33,7 +33,9 @@ _DIGITS = re.compile(r"[0-9]{1,16}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def whole_number(field: str, text: str | None, default: int | None, minimum: int = 0, maximum: int = MAX_ID) -> int | None:
+def whole_number(
+    field: str, text: str | None, default: int | None, minimum: int = 0, maximum: int = MAX_ID
+) -> int | None:
     """``text`` (a path or query argument) as an int in ``[minimum, maximum]``; ``default`` when absent."""
     if text is None or text == "":
         return default
@@ -68,10 +70,11 @@ class BodyReader:
     def too_large(self, size: int) -> ApiError:
         """The 413 answer."""
         return ApiError(
-            413, f"the request body is {size} bytes, more than the limit of {self.limit}",
+            413,
+            f"the request body is {size} bytes, more than the limit of {self.limit}",
             fields={"body": f"at most {self.limit} bytes"},
             hint="send smaller parameters (pass large data by reference: a path or URL), "
-                 "or raise max_body_bytes (NBFLOW_MAX_BODY_BYTES) on the server",
+            "or raise max_body_bytes (NBFLOW_MAX_BODY_BYTES) on the server",
         )
 
     def feed(self, chunk: bytes) -> None:
@@ -107,11 +110,15 @@ class BodyReader:
                 if required:
                     errors[name] = "required"
             elif not isinstance(data[name], kinds) or (isinstance(data[name], bool) and bool not in kinds):
-                errors[name] = f"must be {' or '.join(_JSON_NAMES.get(t, t.__name__) for t in kinds)}, got {_json_name(data[name])}"
+                errors[name] = (
+                    f"must be {' or '.join(_JSON_NAMES.get(t, t.__name__) for t in kinds)}, got {_json_name(data[name])}"
+                )
             elif isinstance(data[name], str) and _CONTROL.search(data[name]):
                 errors[name] = "must not contain NUL or control characters"
         if errors:
-            raise ApiError(400, "invalid request body: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors)
+            raise ApiError(
+                400, "invalid request body: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors
+            )
         return data
 
 
@@ -119,8 +126,14 @@ _JSON_NAMES = {dict: "an object", str: "a string", bool: "true or false", list: 
 
 
 def _json_name(value: Any) -> str:
-    for kind, name in ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
-                       (int, "an integer"), (float, "a number")):
+    for kind, name in (
+        (bool, "a boolean"),
+        (dict, "an object"),
+        (list, "an array"),
+        (str, "a string"),
+        (int, "an integer"),
+        (float, "a number"),
+    ):
         if isinstance(value, kind):
             return name
     return "null"

@@ -44,7 +44,7 @@ def drive_path(uri: str, missing: Any = _RAISE) -> Any:
         if missing is _RAISE:
             raise ApiError(404, "the file is outside the nbflow artifact root")
         return missing
-    return f"{DRIVE}:{local[len(root) + 1:]}"
+    return f"{DRIVE}:{local[len(root) + 1 :]}"
 
 
 class NotebookFormHandler(NbflowHandler):
@@ -75,9 +75,16 @@ class ScheduleNotebookHandler(NbflowHandler):
     file running the notebook into the DAG folder (see :func:`nbflow.api.schedule_notebook`)."""
 
     body_fields = {
-        "path": (str, True), "name": (str, True), "schedule": ((str, type(None)), False), "timezone": (str, False),
-        "catchup": (bool, False), "parameters": (dict, False), "retries": (int, False),
-        "timeout": ((int, float, type(None)), False), "queue": (str, False), "kernel": ((str, type(None)), False),
+        "path": (str, True),
+        "name": (str, True),
+        "schedule": ((str, type(None)), False),
+        "timezone": (str, False),
+        "catchup": (bool, False),
+        "parameters": (dict, False),
+        "retries": (int, False),
+        "timeout": ((int, float, type(None)), False),
+        "queue": (str, False),
+        "kernel": ((str, type(None)), False),
         "run_now": (bool, False),
     }
 
@@ -90,10 +97,17 @@ class ScheduleNotebookHandler(NbflowHandler):
         if not data.get("schedule") and not data.get("run_now"):
             raise limits.bad_input("schedule", "give a schedule (cron or preset), or ask to run it now (run_now)")
         made = await self.call(
-            api.schedule_notebook, path, name=limits.text("name", data["name"], max_length=100),
-            schedule=data.get("schedule") or None, timezone=data.get("timezone") or "UTC",
-            catchup=data.get("catchup", False), parameters=data.get("parameters") or {}, retries=data.get("retries", 0),
-            timeout=data.get("timeout"), queue=data.get("queue") or "default", kernel=data.get("kernel"),
+            api.schedule_notebook,
+            path,
+            name=limits.text("name", data["name"], max_length=100),
+            schedule=data.get("schedule") or None,
+            timezone=data.get("timezone") or "UTC",
+            catchup=data.get("catchup", False),
+            parameters=data.get("parameters") or {},
+            retries=data.get("retries", 0),
+            timeout=data.get("timeout"),
+            queue=data.get("queue") or "default",
+            kernel=data.get("kernel"),
         )
         made["run_id"] = None
         if data.get("run_now"):
@@ -207,19 +221,36 @@ def _model(relative: PurePosixPath, content: bool) -> dict[str, Any]:
             raise ApiError(404, f"{relative} leads outside the nbflow artifact root (a symbolic link?)")
     info = fs.info(local)
     if relative.suffix != ".ipynb" and (info.get("size") or 0) > settings.max_log_bytes:
-        raise limits.bad_input("path", f"{relative.name} is {info.get('size')} bytes, more than max_log_bytes "
-                                       f"({settings.max_log_bytes}) that one answer carries: download it instead")
+        raise limits.bad_input(
+            "path",
+            f"{relative.name} is {info.get('size')} bytes, more than max_log_bytes "
+            f"({settings.max_log_bytes}) that one answer carries: download it instead",
+        )
     mtime = info.get("mtime") or info.get("created") or 0
     stamp = datetime.fromtimestamp(float(mtime.timestamp() if hasattr(mtime, "timestamp") else mtime), UTC)
     model: dict[str, Any] = {
-        "name": relative.name, "path": str(relative), "created": stamp.isoformat(), "last_modified": stamp.isoformat(),
-        "writable": False, "size": info.get("size"), "hash": None, "hash_algorithm": None,
+        "name": relative.name,
+        "path": str(relative),
+        "created": stamp.isoformat(),
+        "last_modified": stamp.isoformat(),
+        "writable": False,
+        "size": info.get("size"),
+        "hash": None,
+        "hash_algorithm": None,
     }
     if relative.suffix == ".ipynb":
-        model.update(type="notebook", format="json" if content else None, mimetype=None,
-                     content=api.read_notebook(uri) if content else None)
+        model.update(
+            type="notebook",
+            format="json" if content else None,
+            mimetype=None,
+            content=api.read_notebook(uri) if content else None,
+        )
     else:
         text = fs.cat_file(local).decode("utf-8", "replace") if content else None
-        model.update(type="file", format="text" if content else None, content=text,
-                     mimetype=mimetypes.guess_type(relative.name)[0] or "text/plain")
+        model.update(
+            type="file",
+            format="text" if content else None,
+            content=text,
+            mimetype=mimetypes.guess_type(relative.name)[0] or "text/plain",
+        )
     return model

@@ -25,9 +25,11 @@ class PathScrubber:
         # longest first, so a folder inside another is replaced by its own name
         ordered = sorted(((p.rstrip("/"), r) for p, r in prefixes if p and p != "/"), key=lambda pr: -len(pr[0]))
         self._replacement = dict(ordered)
-        self._pattern = re.compile(
-            "(?:file://)?(" + "|".join(re.escape(p) for p, _ in ordered) + ")(/|(?=$|[^\\w.-]))"
-        ) if ordered else None
+        self._pattern = (
+            re.compile("(?:file://)?(" + "|".join(re.escape(p) for p, _ in ordered) + ")(/|(?=$|[^\\w.-]))")
+            if ordered
+            else None
+        )
 
     @classmethod
     def of(cls, jupyter_root: str | None) -> PathScrubber:

@@ -32,12 +32,21 @@ class ManualTx:
         retries = retries or {}
         for task_id in task_ids:
             if self.set_task_state(
-                run_id, task_id, TaskState.PENDING, reason=None, error=None, next_retry_at=None, end_date=None,
-                reused_run_id=None, reused_try=None, why=None,  # a cleared cached task reuses nothing yet
+                run_id,
+                task_id,
+                TaskState.PENDING,
+                reason=None,
+                error=None,
+                next_retry_at=None,
+                end_date=None,
+                reused_run_id=None,
+                reused_try=None,
+                why=None,  # a cleared cached task reuses nothing yet
             ):
                 cleared.append(task_id)
                 self.conn.execute(
-                    update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id)
+                    update(TI)
+                    .where(TI.c.run_id == run_id, TI.c.task_id == task_id)
                     .values(max_tries=TI.c.try_number + retries.get(task_id, 0) + 1)
                 )
         return cleared
@@ -49,15 +58,26 @@ class ManualTx:
         run_done = [s.value for s in RUN_FINISHED]
         res = self.conn.execute(
             update(TI)
-            .where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.state.in_([s.value for s in MARKABLE]),
-                   TI.c.run_id.in_(select(R.c.id).where(R.c.id == run_id, R.c.state.in_(run_done))))
-            .values(state=TaskState(to).value, reason="marked", error=None if to is TaskState.SUCCESS else note,
-                    note=note, updated_at=utcnow())
+            .where(
+                TI.c.run_id == run_id,
+                TI.c.task_id == task_id,
+                TI.c.state.in_([s.value for s in MARKABLE]),
+                TI.c.run_id.in_(select(R.c.id).where(R.c.id == run_id, R.c.state.in_(run_done))),
+            )
+            .values(
+                state=TaskState(to).value,
+                reason="marked",
+                error=None if to is TaskState.SUCCESS else note,
+                note=note,
+                updated_at=utcnow(),
+            )
         )
         return res.rowcount == 1
 
     def set_finished_run_state(self, run_id: int, to: RunState) -> None:
         """Set a finished run's state to another finished state (after a task was marked)."""
         self.conn.execute(
-            update(R).where(R.c.id == run_id, R.c.state.in_([s.value for s in RUN_FINISHED])).values(state=RunState(to).value)
+            update(R)
+            .where(R.c.id == run_id, R.c.state.in_([s.value for s in RUN_FINISHED]))
+            .values(state=RunState(to).value)
         )

@@ -19,7 +19,16 @@ from nbflow.store import orm
 R, TI, A, ART = orm.runs, orm.task_instances, orm.task_attempts, orm.artifacts
 _SUCCEEDED = sorted(s.value for s in SUCCEEDED)
 _ATTEMPT_COLUMNS = (A.c.run_id, A.c.task_id, A.c.try_number, A.c.end_date, A.c.log_uri, A.c.output_uri)
-_ARTIFACT_COLUMNS = (ART.c.run_id, ART.c.task_id, ART.c.try_number, ART.c.name, ART.c.uri, ART.c.type, ART.c.size, ART.c.digest)
+_ARTIFACT_COLUMNS = (
+    ART.c.run_id,
+    ART.c.task_id,
+    ART.c.try_number,
+    ART.c.name,
+    ART.c.uri,
+    ART.c.type,
+    ART.c.size,
+    ART.c.digest,
+)
 
 
 @dataclass
@@ -47,7 +56,13 @@ def source_of(row: RowMapping | dict[str, Any]) -> tuple[int, int]:
 
 def artifact_ref(row: RowMapping) -> dict[str, Any]:
     """An artifact row as the reference a downstream task receives."""
-    return {"name": row["name"], "uri": row["uri"], "type": row["type"], "size": row["size"], "digest": row["digest"] or ""}
+    return {
+        "name": row["name"],
+        "uri": row["uri"],
+        "type": row["type"],
+        "size": row["size"],
+        "digest": row["digest"] or "",
+    }
 
 
 class ReuseReads:
@@ -84,8 +99,17 @@ class ReuseReads:
             where.append(TI.c.run_id < before_run)
         newest = func.row_number().over(partition_by=TI.c.task_id, order_by=TI.c.run_id.desc()).label("newest")
         ranked = (
-            select(TI.c.task_id, TI.c.run_id, TI.c.try_number, TI.c.reused_run_id, TI.c.reused_try, TI.c.cache_key,
-                   TI.c.cache_parts, TI.c.output_digest, newest)
+            select(
+                TI.c.task_id,
+                TI.c.run_id,
+                TI.c.try_number,
+                TI.c.reused_run_id,
+                TI.c.reused_try,
+                TI.c.cache_key,
+                TI.c.cache_parts,
+                TI.c.output_digest,
+                newest,
+            )
             .select_from(TI.join(R, R.c.id == TI.c.run_id))
             .where(*where)
             .subquery()

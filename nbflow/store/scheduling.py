@@ -60,9 +60,15 @@ class SchedulingTx:
         if exclusive_after is not None:
             if self.conn.dialect.name == "postgresql":
                 self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:kind))"), {"kind": f"nbflow-job-{kind}"})
-            other = self.conn.execute(
-                select(JOB).where(JOB.c.kind == kind, JOB.c.state == "running", JOB.c.heartbeat_at > exclusive_after)
-            ).mappings().first()
+            other = (
+                self.conn.execute(
+                    select(JOB).where(
+                        JOB.c.kind == kind, JOB.c.state == "running", JOB.c.heartbeat_at > exclusive_after
+                    )
+                )
+                .mappings()
+                .first()
+            )
             if other is not None:
                 who = f"job {other['id']}, pid {other['pid']} on {other['hostname']}"
                 if kind == "scheduler":
@@ -75,7 +81,12 @@ class SchedulingTx:
         return int(
             self.conn.execute(
                 insert(JOB).values(
-                    kind=kind, hostname=socket.gethostname(), pid=os.getpid(), state="running", started_at=now, heartbeat_at=now
+                    kind=kind,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    state="running",
+                    started_at=now,
+                    heartbeat_at=now,
                 )
             ).inserted_primary_key[0]
         )
@@ -140,7 +151,8 @@ class SchedulingTx:
         if errors:
             now = utcnow()
             self.conn.execute(
-                insert(ERR), [{"filename": f, "location": loc, "error": msg, "created_at": now} for f, (loc, msg) in errors.items()]
+                insert(ERR),
+                [{"filename": f, "location": loc, "error": msg, "created_at": now} for f, (loc, msg) in errors.items()],
             )
 
     def lock_pipeline(self, name: str, skip_locked: bool) -> RowMapping | None:
@@ -151,7 +163,12 @@ class SchedulingTx:
     # -- pools and retention -------------------------------------------------------------------
     def set_pool(self, name: str, slots: int, description: str = "") -> None:
         """Create or resize a pool."""
-        if self.conn.execute(update(POOL).where(POOL.c.name == name).values(slots=slots, description=description)).rowcount == 0:
+        if (
+            self.conn.execute(
+                update(POOL).where(POOL.c.name == name).values(slots=slots, description=description)
+            ).rowcount
+            == 0
+        ):
             self.conn.execute(insert(POOL).values(name=name, slots=slots, description=description))
 
     def delete_pool(self, name: str) -> bool:
@@ -207,7 +224,11 @@ class SchedulingReads:
 
     def active_run_counts(self) -> dict[str, int]:
         """Running runs per pipeline (for max_active_runs)."""
-        stmt = select(R.c.pipeline, func.count().label("n")).where(R.c.state == RunState.RUNNING.value).group_by(R.c.pipeline)
+        stmt = (
+            select(R.c.pipeline, func.count().label("n"))
+            .where(R.c.state == RunState.RUNNING.value)
+            .group_by(R.c.pipeline)
+        )
         return {r["pipeline"]: r["n"] for r in self._all(stmt)}
 
     def import_errors(self) -> list[RowMapping]:

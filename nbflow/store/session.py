@@ -104,8 +104,9 @@ def probe_engine(url: str) -> Engine:
             if url.startswith("sqlite"):
                 engine = _sqlite_engine(url, busy_ms=int(PROBE_TIMEOUT * 1000))
             else:
-                engine = create_engine(url, pool_size=1, max_overflow=2, pool_timeout=PROBE_TIMEOUT,
-                                       connect_args={"connect_timeout": 1})
+                engine = create_engine(
+                    url, pool_size=1, max_overflow=2, pool_timeout=PROBE_TIMEOUT, connect_args={"connect_timeout": 1}
+                )
 
                 @event.listens_for(engine, "connect")
                 def _statement_timeout(dbapi_conn, _record):  # noqa: ANN001
@@ -264,7 +265,9 @@ def _pg_advisory_lock(engine: Engine, timeout: float) -> Iterator[None]:
     with engine.connect() as conn:
         try:
             with conn.begin():  # set_config(..., true): the timeout ends with this transaction
-                conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(timeout * 1000))}ms"})
+                conn.execute(
+                    text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{max(1, int(timeout * 1000))}ms"}
+                )
                 conn.execute(text("SELECT pg_advisory_lock(CAST(:key AS bigint))"), {"key": SCHEMA_LOCK_KEY})
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
@@ -282,7 +285,9 @@ def _pg_advisory_lock(engine: Engine, timeout: float) -> Iterator[None]:
                 conn.execute(text("SELECT pg_advisory_unlock(CAST(:key AS bigint))"), {"key": SCHEMA_LOCK_KEY})
                 conn.commit()
             except DBAPIError:
-                log.warning("could not release the schema lock of %s; closing its connection releases it", _label(engine))
+                log.warning(
+                    "could not release the schema lock of %s; closing its connection releases it", _label(engine)
+                )
                 conn.invalidate()
 
 
@@ -394,6 +399,8 @@ def retrying(
                 raise
             delay = min(max_delay, base_delay * 2**attempt)
             level = logging.WARNING if attempt == 0 else logging.DEBUG
-            log.log(level, "%s failed (%s); retry %d/%d in %.2fs", what, str(exc.orig).strip(), attempt + 1, retries, delay)
+            log.log(
+                level, "%s failed (%s); retry %d/%d in %.2fs", what, str(exc.orig).strip(), attempt + 1, retries, delay
+            )
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

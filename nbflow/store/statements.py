@@ -33,7 +33,9 @@ def task_cas(to: TaskState, columns: tuple[str, ...], with_try: bool, via: TaskS
             raise ValueError(f"no transition {via.value} -> {to.value}")
         sources = [s.value for s in task_sources(via or to)]
         stmt = update(TI).where(  # sources as plain bound values: an expanding IN cannot be executemany'd
-            TI.c.run_id == bindparam("w_run_id"), TI.c.task_id == bindparam("w_task_id"), TI.c.state.in_(map(literal, sources))
+            TI.c.run_id == bindparam("w_run_id"),
+            TI.c.task_id == bindparam("w_task_id"),
+            TI.c.state.in_(map(literal, sources)),
         )
         if with_try:
             stmt = stmt.where(TI.c.try_number == bindparam("w_try"))
@@ -54,7 +56,11 @@ def attempt_update(columns: tuple[str, ...]) -> Any:
     if stmt is None:
         stmt = _cache[key] = (
             update(A)
-            .where(A.c.run_id == bindparam("w_run_id"), A.c.task_id == bindparam("w_task_id"), A.c.try_number == bindparam("w_try"))
+            .where(
+                A.c.run_id == bindparam("w_run_id"),
+                A.c.task_id == bindparam("w_task_id"),
+                A.c.try_number == bindparam("w_try"),
+            )
             .where(A.c.state.in_(map(literal, OPEN_ATTEMPT)))
             .values({c: bindparam(f"v_{c}") for c in columns})
         )

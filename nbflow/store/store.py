@@ -100,9 +100,16 @@ class Tx(SchedulingTx, ManualTx):
         ``IntegrityError``).
         """
         created = []
-        run = {"pipeline": pipeline, "version_id": version_id, "params": params, "trigger": trigger,
-               "executor": executor, "incremental": incremental, "force": list(force) if force else None,
-               "idempotency_key": idempotency_key}
+        run = {
+            "pipeline": pipeline,
+            "version_id": version_id,
+            "params": params,
+            "trigger": trigger,
+            "executor": executor,
+            "incremental": incremental,
+            "force": list(force) if force else None,
+            "idempotency_key": idempotency_key,
+        }
         for start, end in intervals:
             if not skip_existing:
                 created.append(self._insert_run(run, tasks, start, end))
@@ -120,8 +127,12 @@ class Tx(SchedulingTx, ManualTx):
         now = utcnow()
         run_id = self.conn.execute(
             insert(R).values(
-                state=RunState.QUEUED.value, logical_date=start, data_interval_start=start, data_interval_end=end,
-                created_at=now, **run,
+                state=RunState.QUEUED.value,
+                logical_date=start,
+                data_interval_start=start,
+                data_interval_end=end,
+                created_at=now,
+                **run,
             )
         ).inserted_primary_key[0]
         if tasks:
@@ -167,7 +178,13 @@ class Tx(SchedulingTx, ManualTx):
 
     # -- task instances ------------------------------------------------------------------
     def set_task_state(
-        self, run_id: int, task_id: str, to: TaskState, *, expect_try: int | None = None, via: TaskState | None = None,
+        self,
+        run_id: int,
+        task_id: str,
+        to: TaskState,
+        *,
+        expect_try: int | None = None,
+        via: TaskState | None = None,
         **fields: Any,
     ) -> bool:
         """Compare-and-set one task instance's state (and other columns in the same write).
@@ -223,9 +240,9 @@ class Tx(SchedulingTx, ManualTx):
             name, limit = pipeline_limit
             self.conn.execute(select(P.c.name).where(P.c.name == name).with_for_update()).first()
             active = self.conn.execute(
-                select(func.count()).select_from(TI.join(R, R.c.id == TI.c.run_id)).where(
-                    R.c.pipeline == name, TI.c.state.in_(_ACTIVE)
-                )
+                select(func.count())
+                .select_from(TI.join(R, R.c.id == TI.c.run_id))
+                .where(R.c.pipeline == name, TI.c.state.in_(_ACTIVE))
             ).scalar()
             if active >= limit:
                 return f"waiting: pipeline '{name}' already runs {active} tasks (max_active_tasks={limit})"
@@ -267,7 +284,8 @@ class Tx(SchedulingTx, ManualTx):
         is final: a late report of it changes nothing)."""
         stmt = statements.attempt_update(tuple(sorted(fields)))
         self.conn.execute(
-            stmt, {"w_run_id": run_id, "w_task_id": task_id, "w_try": try_number, **{f"v_{k}": v for k, v in fields.items()}}
+            stmt,
+            {"w_run_id": run_id, "w_task_id": task_id, "w_try": try_number, **{f"v_{k}": v for k, v in fields.items()}},
         )
 
     def add_artifacts(self, run_id: int, task_id: str, try_number: int, refs: Iterable[dict[str, Any]]) -> None:
@@ -284,7 +302,8 @@ class Tx(SchedulingTx, ManualTx):
         with ``note``, its unfinished task instances ``cancelled`` with reason ``driver_error``."""
         unfinished = [s.value for s in TaskState if s not in FINISHED]
         self.conn.execute(
-            update(TI).where(TI.c.run_id == run_id, TI.c.state.in_(unfinished))
+            update(TI)
+            .where(TI.c.run_id == run_id, TI.c.state.in_(unfinished))
             .values(state=TaskState.CANCELLED.value, reason="driver_error", error=note, updated_at=utcnow())
         )
         self.set_run_state(run_id, RunState.FAILED, note=note)
@@ -294,7 +313,12 @@ class Store(SchedulingReads, ReuseReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
     def __init__(
-        self, url: str | None = None, *, settings: Settings | None = None, upgrade: bool = True, engine: Engine | None = None
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        upgrade: bool = True,
+        engine: Engine | None = None,
     ):
         self.settings = settings or get_settings()
         self.url = url or self.settings.db_url

@@ -17,7 +17,6 @@ from nbflow.artifacts import UpstreamOutput
 from nbflow.dag import Task
 from nbflow.record import AttemptRecord
 
-
 #: Names a task may declare (a function argument, a notebook parameter) to receive the run's
 #: id, logical date and data interval.
 CONTEXT_NAMES = ("run_id", "logical_date", "data_interval_start", "data_interval_end")
@@ -108,4 +107,3 @@ def cell_name(index: int, total: int) -> str:
     """How nbflow names a notebook's cell in every message: as JupyterLab's status bar does,
     ``Cell 5/7`` (``index`` 0-based among all ``total`` cells of the notebook file)."""
     return f"Cell {index + 1}/{total}"
-

@@ -70,18 +70,29 @@ TASK_USAGE = (
 
 def task_parser() -> Parser:
     """Options of a task cell (``%%nbflow task ...``; tags ``nbflow:KEY=VALUE`` map onto them)."""
-    p = Parser(prog="%%nbflow task", usage=TASK_USAGE.replace("%", "%%"), add_help=False, description="Declare this cell as a task.")
+    p = Parser(
+        prog="%%nbflow task",
+        usage=TASK_USAGE.replace("%", "%%"),
+        add_help=False,
+        description="Declare this cell as a task.",
+    )
     p.add_argument("name", help="task name")
     p.add_argument("--after", type=_names, action="extend", default=[], help="run after these tasks (comma-separated)")
-    p.add_argument("--inputs", type=_names, action="extend", default=[], help="variables loaded from upstream --outputs")
-    p.add_argument("--outputs", type=_names, action="extend", default=[], help="variables saved as artifacts for later cells")
+    p.add_argument(
+        "--inputs", type=_names, action="extend", default=[], help="variables loaded from upstream --outputs"
+    )
+    p.add_argument(
+        "--outputs", type=_names, action="extend", default=[], help="variables saved as artifacts for later cells"
+    )
     p.add_argument("--retries", type=int, help="extra tries after a failure")
     p.add_argument("--retry-delay", type=float, help="seconds between tries")
     p.add_argument("--timeout", type=float, help="seconds for the whole task (its kernel is killed)")
     p.add_argument("--cell-timeout", type=float, help="seconds for each cell")
     p.add_argument("--queue", help="worker queue")
     p.add_argument("--trigger-rule", help="all_success (default), all_done, one_failed ...")
-    p.add_argument("--reads", type=_names, action="extend", default=[], help="files it reads (incremental runs hash them)")
+    p.add_argument(
+        "--reads", type=_names, action="extend", default=[], help="files it reads (incremental runs hash them)"
+    )
     p.add_argument("--cache", type=_bool, help="false: never reused by an incremental run (side effects)")
     p.add_argument("--cache-ttl", type=float, help="seconds: an incremental run reuses only a younger success")
     return p
@@ -174,7 +185,9 @@ def declared_params(source: str, where: str) -> dict[str, Any]:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise DefinitionError(f"parameters cell has a SyntaxError: {exc.msg} (line {exc.lineno})", where=where) from None
+        raise DefinitionError(
+            f"parameters cell has a SyntaxError: {exc.msg} (line {exc.lineno})", where=where
+        ) from None
     found: dict[str, Any] = {}
     for node in tree.body:
         target, value = None, None
@@ -366,4 +379,3 @@ def kernel_pipeline_name(notebook_name: str) -> str:
     pipeline NAME`` does not: the notebook file's stem, made a valid name."""
     stem = Path(notebook_name).stem if notebook_name else ""
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "notebook"
-

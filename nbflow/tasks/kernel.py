@@ -94,7 +94,9 @@ class PromptKernelClient(AsyncKernelClient):
             self.session.adapt_version = major
 
     @staticmethod
-    async def _next(channel: Any, parents: set[str], wait: float, msg_type: str, state: str | None = None) -> dict | None:
+    async def _next(
+        channel: Any, parents: set[str], wait: float, msg_type: str, state: str | None = None
+    ) -> dict | None:
         """The first message of ``msg_type`` answering one of ``parents`` within ``wait`` seconds.
 
         Other messages are dropped (nbclient ignores what answers requests it did not send).

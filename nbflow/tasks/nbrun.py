@@ -267,7 +267,8 @@ def run_notebook(
     src = Path(input_path).expanduser().resolve()
     if not src.is_file():
         raise NotebookNotFoundError(
-            f"notebook {input_path} does not exist", where=str(input_path),
+            f"notebook {input_path} does not exist",
+            where=str(input_path),
             hint="check the notebook path of the task",
         )
     out = Path(output_path).expanduser().resolve()
@@ -288,8 +289,10 @@ def run_notebook(
         watchdog = None
         if timeout is not None:
             watchdog = threading.Thread(
-                target=_watchdog, args=(attempt, timeout, kill_grace, stop),
-                name=f"nbflow-watchdog-{src.name}", daemon=True,
+                target=_watchdog,
+                args=(attempt, timeout, kill_grace, stop),
+                name=f"nbflow-watchdog-{src.name}",
+                daemon=True,
             )
             watchdog.start()
         error: Exception | None = None
@@ -337,18 +340,35 @@ def run_notebook(
 
 
 def _classify(
-    attempt: _Attempt, error: Exception | None, output_path: str,
-    cell_timeout: float | None, timeout: float | None, started: float,
+    attempt: _Attempt,
+    error: Exception | None,
+    output_path: str,
+    cell_timeout: float | None,
+    timeout: float | None,
+    started: float,
 ) -> AttemptRecord | None:
     """Map papermill's result to a record; None for an error nbflow cannot explain."""
 
     def outcome(reason: str | None, message: str, ename: str | None = None, **kw: Any) -> AttemptRecord:
-        fields = dict(cell_index=attempt.source_index(cell), exec_count=exec_count, ename=ename,
-                      evalue=message if ename else None, traceback=text or None)
+        fields = dict(
+            cell_index=attempt.source_index(cell),
+            exec_count=exec_count,
+            ename=ename,
+            evalue=message if ename else None,
+            traceback=text or None,
+        )
         fields.update(kw)
         ok = reason in (None, "stopped_early")
-        return AttemptRecord(ok=ok, reason=reason, message=message, output_uri=output_path,
-                             kernel_pid=attempt.pid, started_at=started, ended_at=time.time(), **fields)
+        return AttemptRecord(
+            ok=ok,
+            reason=reason,
+            message=message,
+            output_uri=output_path,
+            kernel_pid=attempt.pid,
+            started_at=started,
+            ended_at=time.time(),
+            **fields,
+        )
 
     cell = attempt.running
     exec_count = None
@@ -369,9 +389,15 @@ def _classify(
     if isinstance(error, PapermillExecutionError):
         msg = f"{attempt.cell_name(error.cell_index)} raised {error.ename}: {error.evalue}"
         tb = "\n".join(_ANSI.sub("", line) for line in (error.traceback or []))
-        return outcome("cell_error", msg.strip().rstrip(":").splitlines()[0], error.ename,
-                       cell_index=attempt.source_index(error.cell_index),
-                       exec_count=error.exec_count, evalue=error.evalue, traceback=tb)
+        return outcome(
+            "cell_error",
+            msg.strip().rstrip(":").splitlines()[0],
+            error.ename,
+            cell_index=attempt.source_index(error.cell_index),
+            exec_count=error.exec_count,
+            evalue=error.evalue,
+            traceback=tb,
+        )
     if isinstance(error, CellTimeoutError):
         limit = f"cell_timeout={cell_timeout:g}s" if cell_timeout else "the IOPub timeout"
         msg = f"{attempt.cell_name(cell)} exceeded {limit}"
@@ -384,10 +410,12 @@ def _classify(
         if attempt.process is not None and not attempt.alive_at_shutdown:
             details.append(_exit_description(attempt.process))
         suffix = f" ({', '.join(details)})" if details else ""
-        msg = (f"kernel '{attempt.kernel_name}' failed to start: {first}{suffix}"
-               if attempt.kernel_name else f"no kernel to start: {first}")
-        return outcome("kernel_start_failed", msg, type(error).__name__,
-                       cell_index=None, exec_count=None, evalue=first)
+        msg = (
+            f"kernel '{attempt.kernel_name}' failed to start: {first}{suffix}"
+            if attempt.kernel_name
+            else f"no kernel to start: {first}"
+        )
+        return outcome("kernel_start_failed", msg, type(error).__name__, cell_index=None, exec_count=None, evalue=first)
     proc = attempt.process
     if isinstance(error, DeadKernelError) or (proc is not None and proc.poll() is not None):
         msg = f"kernel died{during} ({_exit_description(proc)})"
@@ -425,32 +453,34 @@ def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecor
         meta = cell.metadata.setdefault("papermill", {})
         if i == failing:
             meta.update(status="failed", exception=True)
-            cell.outputs.append(nbformat.v4.new_output(
-                "error", ename=outcome.ename or "Error", evalue=outcome.message,
-                traceback=[f"nbflow: {outcome.message}"],
-            ))
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "error",
+                    ename=outcome.ename or "Error",
+                    evalue=outcome.message,
+                    traceback=[f"nbflow: {outcome.message}"],
+                )
+            )
         elif i >= first_pending:
-            meta.update(status="pending", start_time=None, end_time=None, duration=None,
-                        exception=None)
+            meta.update(status="pending", start_time=None, end_time=None, duration=None, exception=None)
             if cell.cell_type == "code":
                 cell.execution_count, cell.outputs = None, []
     link = ""
     if failing is not None:
         link = f' at <a href="#nbflow-error-cell">{attempt.cell_name(failing)}</a>'
         marker = nbformat.v4.new_markdown_cell(
-            f'<span id="nbflow-error-cell" {_STYLE}>nbflow stopped execution here: '
-            f"{outcome.message}</span>"
+            f'<span id="nbflow-error-cell" {_STYLE}>nbflow stopped execution here: {outcome.message}</span>'
         )
         marker.metadata["tags"] = [MARKER_TAG, PAPERMILL_ERROR_TAG]
         nb.cells.insert(failing, marker)
     title = _TITLES.get(outcome.reason or "", "Execution failed")
-    banner = nbformat.v4.new_markdown_cell(
-        f"<span {_STYLE}>{title}{link}: {outcome.message}</span>"
-    )
+    banner = nbformat.v4.new_markdown_cell(f"<span {_STYLE}>{title}{link}: {outcome.message}</span>")
     banner.metadata["tags"] = [BANNER_TAG, PAPERMILL_ERROR_TAG]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
     nb.metadata["nbflow"] = {
-        "reason": outcome.reason, "message": outcome.message, "cell_index": outcome.cell_index,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "cell_index": outcome.cell_index,
     }
     nbformat.write(nb, str(out))

@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from nbflow import params as nbparams
-from nbflow.dag import _UNSET, OutputRef, ParamRef, Task, caller_site, current_pipeline, find_refs, resolve_refs, to_refs
+from nbflow.dag import (
+    _UNSET,
+    OutputRef,
+    ParamRef,
+    Task,
+    caller_site,
+    current_pipeline,
+    find_refs,
+    resolve_refs,
+    to_refs,
+)
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
@@ -111,7 +121,9 @@ class NotebookTask(BaseTask):
         """Hash of the notebook file's bytes and the passed parameters."""
         with open(self.path, "rb") as fh:
             content = hashlib.sha256(fh.read()).hexdigest()
-        return hashlib.sha256(repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()).hexdigest()
+        return hashlib.sha256(
+            repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()
+        ).hexdigest()
 
     def code_parts(self, memo: dict) -> dict[str, str]:
         """The source and tags of each code cell (not outputs, counts, ids or other metadata),

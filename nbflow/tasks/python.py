@@ -136,7 +136,8 @@ class PythonTask(BaseTask):
         def named(match: re.Match[str]) -> str:
             source = linecache.getline(self.source_file, int(match.group(1))).strip()  # type: ignore[arg-type]
             return f'File "{self.source_file}", line {match.group(1)}, in {match.group(2)}' + (
-                f"\n    {source}" if source else "")
+                f"\n    {source}" if source else ""
+            )
 
         record.traceback = re.sub(r'File "<dynamic-code>", line (\d+), in (\S+)', named, record.traceback)
         return record
@@ -196,13 +197,19 @@ def _call_in_child(
                 return cloudpickle.loads(recv.recv_bytes())
             except EOFError:
                 return False, AttemptRecord.failure(
-                    "exception", f"task process died with exit code {proc.exitcode}", ename="ProcessDied", evalue=str(proc.exitcode)
+                    "exception",
+                    f"task process died with exit code {proc.exitcode}",
+                    ename="ProcessDied",
+                    evalue=str(proc.exitcode),
                 )
             finally:
                 proc.join()
         procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
         return False, AttemptRecord.failure(
-            "task_timeout", f"task exceeded timeout={timeout:g}s and was killed", ename="TimeoutError", evalue=f"timeout={timeout:g}s"
+            "task_timeout",
+            f"task exceeded timeout={timeout:g}s and was killed",
+            ename="TimeoutError",
+            evalue=f"timeout={timeout:g}s",
         )
     finally:
         recv.close()
@@ -221,7 +228,6 @@ class TaskFactory:
         self.fn = fn
         self.options = options
         self.__nbflow_task_factory__ = fn  # so ordering a factory (slow >> ok) names the fix (dag._not_a_task)
-
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_pipeline() is None:

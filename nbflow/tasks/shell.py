@@ -91,15 +91,20 @@ class ShellTask(BaseTask):
             except subprocess.TimeoutExpired:
                 procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
                 return AttemptRecord.failure(
-                    "task_timeout", f"command exceeded timeout={self.timeout:g}s and was killed",
-                    ename="TimeoutError", evalue=self.command,
+                    "task_timeout",
+                    f"command exceeded timeout={self.timeout:g}s and was killed",
+                    ename="TimeoutError",
+                    evalue=self.command,
                 )
             except BaseException:
                 procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
                 raise
         if code != 0:
             return AttemptRecord.failure(
-                "exit_code", f"command exited with code {code}: {self.command}", ename="CalledProcessError", evalue=f"exit code {code}"
+                "exit_code",
+                f"command exited with code {code}: {self.command}",
+                ename="CalledProcessError",
+                evalue=f"exit code {code}",
             )
         return AttemptRecord(ok=True)
 

@@ -60,7 +60,9 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _through_outage(pg_url: str, write_pipeline, argv: list[str], outage: float, prepare=None) -> tuple[int, float, float]:
+def _through_outage(
+    pg_url: str, write_pipeline, argv: list[str], outage: float, prepare=None
+) -> tuple[int, float, float]:
     """Start ``nbflow <argv>`` on the database through a proxy, cut it while `slow` runs, restore
     it ``outage`` seconds later; returns (run id, cut time, restore time)."""
     path = write_pipeline(PIPE)
@@ -69,8 +71,15 @@ def _through_outage(pg_url: str, write_pipeline, argv: list[str], outage: float,
     run_id = prepare(path) if prepare else None
     env = {**os.environ, "NBFLOW_DB_URL": proxied}
     args = [a.replace("{path}", str(path)).replace("{run}", str(run_id)) for a in argv]
-    proc = subprocess.Popen([sys.executable, "-m", "nbflow", *args], env=env, cwd=path.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", *args],
+        env=env,
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for(path.parent / "slow-started", 90)
         proxy.cut()
@@ -97,7 +106,9 @@ def _check_recorded(run_id: int, cut: float, restored: float) -> None:
     assert details["run"]["state"] == "success" and details["run"]["driver_id"] is not None
     attempts = {a["task_id"]: a for a in details["attempts"]}
     assert {t: (a["try_number"], a["state"]) for t, a in attempts.items()} == {
-        "first": (1, "success"), "slow": (1, "success"), "last": (1, "success")
+        "first": (1, "success"),
+        "slow": (1, "success"),
+        "last": (1, "success"),
     }
     # slow's result was kept through the outage: it ended before the database came back
     assert cut < attempts["slow"]["end_date"].timestamp() < restored
@@ -113,7 +124,9 @@ def test_nbflow_drive_rides_out_an_outage(pg_url, write_pipeline):
     def queue(path: Path) -> int:
         return api.create_run(load_pipeline(path), trigger="manual", executor="local")
 
-    run_id, cut, restored = _through_outage(pg_url, write_pipeline, ["drive", "{run}", "-e", "local", "-j", "1"], 45, queue)
+    run_id, cut, restored = _through_outage(
+        pg_url, write_pipeline, ["drive", "{run}", "-e", "local", "-j", "1"], 45, queue
+    )
     _check_recorded(run_id, cut, restored)
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -39,13 +39,24 @@ with Pipeline("ha", schedule="@hourly", start_date={start!r}, catchup=True, max_
 def test_two_schedulers_create_and_start_everything_exactly_once(tmp_path, pg_url, nbflow_home):
     dags = tmp_path / "dags"
     dags.mkdir()
-    start = (datetime.now(timezone.utc) - timedelta(hours=HOURS)).replace(minute=0, second=0, microsecond=0)
+    start = (datetime.now(UTC) - timedelta(hours=HOURS)).replace(minute=0, second=0, microsecond=0)
     (dags / "ha.py").write_text(textwrap.dedent(PIPE.format(start=start.isoformat())))
-    env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DB_URL": pg_url, "NBFLOW_DAGS_FOLDER": str(dags),
-           "NBFLOW_ORPHAN_TIMEOUT": "3", "NBFLOW_HEARTBEAT": "0.3"}
+    env = {
+        **os.environ,
+        "NBFLOW_HOME": str(nbflow_home),
+        "NBFLOW_DB_URL": pg_url,
+        "NBFLOW_DAGS_FOLDER": str(dags),
+        "NBFLOW_ORPHAN_TIMEOUT": "3",
+        "NBFLOW_HEARTBEAT": "0.3",
+    }
     procs = [
-        subprocess.Popen([sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"], env=env,
-                         stdout=open(tmp_path / f"s{i}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+        subprocess.Popen(
+            [sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"],
+            env=env,
+            stdout=open(tmp_path / f"s{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # noqa: SIM115
         for i in range(2)
     ]
     store = api.open_store()
@@ -71,14 +82,18 @@ def test_two_schedulers_create_and_start_everything_exactly_once(tmp_path, pg_ur
     assert len({r["logical_date"] for r in runs}) == HOURS
     assert all(r["state"] == "success" for r in runs), sorted({r["state"] for r in runs})
     with store.engine.connect() as conn:
-        attempts = conn.execute(sa.text(
-            "SELECT a.run_id, a.task_id, a.try_number, a.state, a.reason FROM task_attempts a "
-            "JOIN runs r ON r.id = a.run_id WHERE r.pipeline = 'ha'"
-        )).all()
-        queued_twice = conn.execute(sa.text(
-            "SELECT count(*) FROM (SELECT run_id, task_id FROM task_attempts WHERE state = 'success' "
-            "GROUP BY run_id, task_id HAVING count(*) > 1) x"
-        )).scalar()
+        attempts = conn.execute(
+            sa.text(
+                "SELECT a.run_id, a.task_id, a.try_number, a.state, a.reason FROM task_attempts a "
+                "JOIN runs r ON r.id = a.run_id WHERE r.pipeline = 'ha'"
+            )
+        ).all()
+        queued_twice = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT run_id, task_id FROM task_attempts WHERE state = 'success' "
+                "GROUP BY run_id, task_id HAVING count(*) > 1) x"
+            )
+        ).scalar()
     assert queued_twice == 0
     success = [a for a in attempts if a.state == "success"]
     assert len(success) == 2 * HOURS  # exactly one success per task instance

@@ -50,7 +50,10 @@ with Pipeline("survivor") as pipeline:
 def start_scheduler(env, log):
     return subprocess.Popen(
         [sys.executable, "-m", "nbflow", "scheduler", "-e", "local", "-j", "2"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -67,8 +70,13 @@ def test_scheduler_killed_mid_run_resumes_after_restart(tmp_path, nbflow_home, m
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "survivor.py").write_text(textwrap.dedent(PIPE))
-    env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DAGS_FOLDER": str(dags),
-           "NBFLOW_ORPHAN_TIMEOUT": "2", "NBFLOW_HEARTBEAT": "0.3"}
+    env = {
+        **os.environ,
+        "NBFLOW_HOME": str(nbflow_home),
+        "NBFLOW_DAGS_FOLDER": str(dags),
+        "NBFLOW_ORPHAN_TIMEOUT": "2",
+        "NBFLOW_HEARTBEAT": "0.3",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     api.reset()

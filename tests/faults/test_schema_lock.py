@@ -64,7 +64,10 @@ def _race(mode: str, url: str, tmp_path: Path) -> list[subprocess.CompletedProce
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACER, mode, url, str(barrier), str(i)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(PROCESSES)
     ]
@@ -152,7 +155,9 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.mark.postgres
-def test_a_held_postgres_schema_lock_ends_the_wait_with_an_error_naming_the_holder(new_pg_database, nbflow_home, monkeypatch):
+def test_a_held_postgres_schema_lock_ends_the_wait_with_an_error_naming_the_holder(
+    new_pg_database, nbflow_home, monkeypatch
+):
     from nbflow.exceptions import StoreError
     from nbflow.store import Store, session
 

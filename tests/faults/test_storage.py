@@ -59,7 +59,9 @@ def _attempts(run_id: int) -> dict[str, list[dict]]:
     return out
 
 
-def test_a_read_only_artifact_root_is_a_storage_error_not_a_dead_worker(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+def test_a_read_only_artifact_root_is_a_storage_error_not_a_dead_worker(
+    nbflow_home, write_pipeline, monkeypatch, tmp_path
+):
     with tmpfs(tmp_path / "ro", "size=1m") as root:
         subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
         result = _run(write_pipeline, monkeypatch, root, 10)
@@ -67,7 +69,10 @@ def test_a_read_only_artifact_root_is_a_storage_error_not_a_dead_worker(nbflow_h
     attempts = _attempts(result.run_id)
     for task in ("chatty", "command"):
         tries = attempts[task]
-        assert [(a["state"], a["reason"]) for a in tries] == [("up_for_retry", "storage_error"), ("failed", "storage_error")]
+        assert [(a["state"], a["reason"]) for a in tries] == [
+            ("up_for_retry", "storage_error"),
+            ("failed", "storage_error"),
+        ]
         assert "Read-only file system" in tries[0]["message"] and str(root) in tries[0]["message"]
         assert "NBFLOW_ARTIFACT_ROOT" in tries[0]["message"]
     pids = {a["pid"] for tries in attempts.values() for a in tries}
@@ -78,7 +83,10 @@ def test_a_full_artifact_root_is_a_storage_error_and_retried(nbflow_home, write_
     with tmpfs(tmp_path / "full", "size=256k") as root:
         result = _run(write_pipeline, monkeypatch, root, 2_000_000)  # a 2 MB return value on a 256 kB disk
     chatty = _attempts(result.run_id)["chatty"]
-    assert [(a["state"], a["reason"]) for a in chatty] == [("up_for_retry", "storage_error"), ("failed", "storage_error")]
+    assert [(a["state"], a["reason"]) for a in chatty] == [
+        ("up_for_retry", "storage_error"),
+        ("failed", "storage_error"),
+    ]
     assert "No space left on device" in chatty[0]["message"]
     assert result.task("command")["state"] == "success"  # small writes still fit
     assert len({a["pid"] for a in chatty}) == 1

@@ -71,9 +71,7 @@ NOTEBOOKS: dict[str, nbformat.NotebookNode] = {
     "failnow.ipynb": _nb(
         [
             new_code_cell(
-                "class FailNow(Exception):\n"
-                "    pass\n"
-                'raise FailNow("data is wrong, retrying will not help")'
+                'class FailNow(Exception):\n    pass\nraise FailNow("data is wrong, retrying will not help")'
             ),
             new_code_cell('print("never printed")'),
         ]
@@ -103,8 +101,7 @@ NOTEBOOKS: dict[str, nbformat.NotebookNode] = {
         ]
     ),
     "many_short_cells.ipynb": _nb(
-        [new_code_cell("import time")]
-        + [new_code_cell(f"time.sleep(0.25)\nprint('cell {i}')") for i in range(1, 41)]
+        [new_code_cell("import time")] + [new_code_cell(f"time.sleep(0.25)\nprint('cell {i}')") for i in range(1, 41)]
     ),
     "ignores_sigterm.ipynb": _nb(
         [

@@ -79,5 +79,14 @@ def downgrade() -> None:
         for col in ("driver_id", "data_interval_end", "data_interval_start"):
             batch.drop_column(col)
     with op.batch_alter_table("pipelines") as batch:
-        for col in ("is_active", "next_logical_date", "max_active_tasks", "max_active_runs", "catchup", "timezone", "end_date", "start_date"):
+        for col in (
+            "is_active",
+            "next_logical_date",
+            "max_active_tasks",
+            "max_active_runs",
+            "catchup",
+            "timezone",
+            "end_date",
+            "start_date",
+        ):
             batch.drop_column(col)
