@@ -7,9 +7,10 @@ changed, in words a person can read:
 
 | part key                      | value                               | reason when it changed            |
 |-------------------------------|-------------------------------------|-----------------------------------|
-| ``code:train.ipynb Cell 4/7`` | hash of one code cell (source+tags) | ``code changed: train.ipynb Cell 4/7`` |
+| ``code:train.ipynb code cell 3`` | hash of one code cell (source+tags) | ``code changed: train.ipynb Cell 4/7`` |
 | ``function:evaluate``         | hash of a function's code objects   | ``function evaluate changed``     |
-| ``global:THRESHOLD``          | repr of a module constant it reads  | ``global THRESHOLD: 1 -> 2``      |
+| ``global:THRESHOLD``          | repr of a module value it reads     | ``global THRESHOLD: 1 -> 2``      |
+| ``class:Model``               | hash of a module class it uses      | ``class Model changed``           |
 | ``param:C`` / ``context:run_id`` | repr of the value it receives    | ``parameter C: 1.0 -> 0.5``       |
 | ``literal:k`` / ``args``      | repr of literal arguments           | ``literal k: 1 -> 2`` / ``arguments changed`` |
 | ``reads:data/raw.csv``        | content hash of a declared file     | ``reads data/raw.csv changed``    |
@@ -27,6 +28,7 @@ by the engine's decider (:mod:`nbflow.incremental`), which knows the upstream ou
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import decimal
 import enum
@@ -34,6 +36,7 @@ import functools
 import glob
 import hashlib
 import json
+import logging
 import os
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -129,11 +132,37 @@ def _names(code: types.CodeType) -> Iterable[str]:
             yield from _names(const)
 
 
-def function_parts(fn: Callable[..., Any], unwrap: Callable[[Any], Any] = lambda obj: obj) -> dict[str, str]:
-    """Parts of a function: its code, defaults and closure, and, recursively, the functions and
-    plain constants it reads from its own module (``function:NAME``, ``global:NAME``).
+#: Class attributes that are Python's bookkeeping, not behaviour (a dataclass's fields are hashed
+#: from ``dataclasses.fields``; annotations name types, which hash as their qualified names).
+_CLASS_BOOKKEEPING = frozenset(
+    {
+        "__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__firstlineno__",
+        "__static_attributes__", "__annotations__", "__dataclass_fields__", "__dataclass_params__",
+        "__match_args__", "__orig_bases__", "__parameters__", "__slots__", "__hash__",
+    }
+)  # fmt: skip
 
-    ``unwrap`` turns a wrapper found among the globals (a ``@task`` factory) into its function.
+
+def _unwrap_decorated(obj: Any) -> Any:
+    """The function under ``functools.wraps``-style decorators (``lru_cache``, ``cache`` ...)."""
+    for _ in range(100):
+        inner = getattr(obj, "__wrapped__", None)
+        if inner is None or isinstance(obj, types.ModuleType):
+            return obj
+        obj = inner
+    return obj
+
+
+def function_parts(fn: Callable[..., Any], unwrap: Callable[[Any], Any] = lambda obj: obj) -> dict[str, str]:
+    """Parts of a function: its code, defaults and closure, and, recursively, what it reads from
+    its own module: functions (decorated ones too), classes (their methods and attributes) and
+    values (``function:NAME``, ``class:NAME``, ``global:NAME``).
+
+    Modules, and functions and classes of other modules (installed libraries), are not part of it.
+    Any other value it reads from a global must have a deterministic text (numbers, strings,
+    lists, dicts ...) or :class:`Unhashable` is raised naming it: an object nbflow cannot hash
+    makes the task stale, never wrongly reused. ``unwrap`` turns a wrapper found among the
+    globals (a ``@task`` factory) into its function.
     """
     parts: dict[str, str] = {}
     seen: set[int] = set()
@@ -162,21 +191,69 @@ def function_parts(fn: Callable[..., Any], unwrap: Callable[[Any], Any] = lambda
             if isinstance(inner, types.FunctionType):
                 visit(inner)
                 continue
+            if isinstance(inner, type) and cell_name == "__class__":  # zero-argument super()
+                continue
             h.update(stable_repr(inner, f"variable {cell_name} that {name} closes over").encode())
         parts[f"function:{name}"] = h.hexdigest()
         scope = getattr(f, "__globals__", {})
         for gname in dict.fromkeys(_names(code)):
-            if gname not in scope:
+            if gname in scope:
+                visit_global(gname, scope[gname])
+
+    def visit_global(gname: str, value: Any) -> None:
+        target = _unwrap_decorated(unwrap(value))
+        if isinstance(target, (types.ModuleType, logging.Logger, logging.LoggerAdapter)):
+            return  # an imported module; a logger (what it writes does not change results)
+        if isinstance(target, functools.partial):
+            parts[f"global:{gname}"] = short((target.args, target.keywords), f"global {gname}")
+            target = _unwrap_decorated(target.func)
+        if isinstance(target, (types.FunctionType, type)):
+            if getattr(target, "__module__", None) != module:
+                return  # another module's: the installed library
+            if isinstance(target, type):
+                visit_class(target)
+            else:
+                visit(target)
+            return
+        if callable(target) and getattr(target, "__module__", None) != module:
+            return  # a library's callable object (a numpy ufunc, a builtin)
+        parts[f"global:{gname}"] = short(target, f"global {gname}")
+
+    def visit_class(cls: type) -> None:
+        if id(cls) in seen:
+            return
+        seen.add(id(cls))
+        for base in cls.__mro__[1:]:
+            if base.__module__ == module:
+                visit_class(base)
+        h = hashlib.sha256()
+        if dataclasses.is_dataclass(cls):
+            for fld in dataclasses.fields(cls):
+                factory = fld.default_factory
+                if isinstance(factory, types.FunctionType) and factory.__module__ == module:
+                    visit(factory)
+                default = None if fld.default is dataclasses.MISSING else fld.default
+                h.update(stable_repr([fld.name, default], f"field {fld.name} of class {cls.__qualname__}").encode())
+                h.update(getattr(factory, "__qualname__", "").encode())
+        for attr, value in sorted(vars(cls).items()):
+            if attr in _CLASS_BOOKKEEPING:
                 continue
-            target = unwrap(scope[gname])
-            if isinstance(target, types.FunctionType):
-                if target.__module__ == module:
-                    visit(target)
-            elif isinstance(target, (bool, int, float, str, bytes, tuple, frozenset)) or target is None:
-                try:
-                    parts[f"global:{gname}"] = short(target, f"global {gname}")
-                except Unhashable:
-                    pass  # a tuple of objects: not a plain constant, like a module or a class
+            if isinstance(value, property):
+                for accessor in (value.fget, value.fset, value.fdel):
+                    if accessor is not None:
+                        visit(_unwrap_decorated(accessor))
+                continue
+            inner = _unwrap_decorated(value.__func__ if isinstance(value, (staticmethod, classmethod)) else value)
+            if isinstance(inner, types.FunctionType):
+                if not inner.__code__.co_filename.startswith("<"):  # not made by dataclasses (hashed above)
+                    visit(inner)
+                continue
+            if isinstance(inner, type):  # a nested class
+                if inner.__module__ == module:
+                    visit_class(inner)
+                continue
+            h.update(f"{attr}={stable_repr(value, f'attribute {attr} of class {cls.__qualname__}')}".encode())
+        parts[f"class:{cls.__qualname__}"] = h.hexdigest()
 
     visit(fn)
     return parts
@@ -239,11 +316,16 @@ def reads_parts(patterns: Iterable[str], base_dir: str, memo: dict[tuple, Any] |
     return parts
 
 
-def notebook_cell_parts(nb: Mapping[str, Any], label: str) -> dict[str, str]:
-    """``code:LABEL Cell N/M`` per code cell of a notebook (named as JupyterLab's status bar
-    names it, N counting every cell from 1): the hash of its source and tags; outputs, execution
-    counts, ids and other metadata are left out."""
+def notebook_cell_parts(nb: Mapping[str, Any], label: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The parts of a notebook's code cells and how reasons name them.
+
+    Parts are ``code:LABEL code cell K`` (K counting code cells only, from 1, so adding or
+    editing a markdown cell changes nothing), each the hash of the cell's source and tags;
+    outputs, execution counts, ids and other metadata are left out. Names are ``LABEL Cell
+    N/M``, as JupyterLab's status bar names the cell (N counting every cell).
+    """
     parts: dict[str, str] = {}
+    names: dict[str, str] = {}
     cells = nb.get("cells", [])
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
@@ -251,8 +333,10 @@ def notebook_cell_parts(nb: Mapping[str, Any], label: str) -> dict[str, str]:
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else source
         tags = sorted((cell.get("metadata") or {}).get("tags") or [])
-        parts[f"code:{label} Cell {index + 1}/{len(cells)}"] = digest(json.dumps([source, tags]))
-    return parts
+        key = f"code:{label} code cell {len(parts) + 1}"
+        parts[key] = digest(json.dumps([source, tags]))
+        names[key] = f"{label} Cell {index + 1}/{len(cells)}"
+    return parts, names
 
 
 # --- keys and reasons -------------------------------------------------------------------------
@@ -286,6 +370,7 @@ _ORDER = (
     "kind",
     "code",
     "function",
+    "class",
     "command",
     "env",
     "cwd",
@@ -305,8 +390,8 @@ def _phrase(key: str, name: str, old: str | None, new: str | None) -> str:
     kind = key.partition(":")[0]
     if kind == "code":
         return f"code changed: {name}" if name else "code changed"
-    if kind == "function":
-        return f"function {name} {'changed' if old and new else 'added' if new else 'no longer called'}"
+    if kind in ("function", "class"):
+        return f"{kind} {name} {'changed' if old and new else 'added' if new else 'no longer used'}"
     if kind == "reads":
         if new == "missing":
             return f"reads {name}: no such file"

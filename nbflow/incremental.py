@@ -292,6 +292,8 @@ class Decider:
         for art in prev.artifacts:
             if not art["uri"].startswith(root + "/"):
                 return f"outputs of run {prev.source_run_id} are under another artifact root"
+        if not prev.artifacts and not prev.output_uri:  # it returned nothing and kept no notebook: nothing to lose
+            return None
         folder = attempt_dir(self.artifact_root, self.pipeline.name, prev.source_run_id, tid, prev.source_try)
         if not stored(folder) or not all(stored(a["uri"], a["size"]) for a in prev.artifacts):
             return f"outputs of run {prev.source_run_id} are gone"

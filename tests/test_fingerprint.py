@@ -92,6 +92,72 @@ def test_function_parts_follow_helpers_and_constants_of_the_module_not_comments(
     assert fp.changes(base, literal) == ["function train changed"]
 
 
+GLOBALS = """
+import dataclasses
+import functools
+import logging
+import math
+
+CFG = {"lr": 0.1, "layers": [8, 4]}
+log = logging.getLogger("m")
+
+
+class Scaler:
+    factor = 2
+
+    def __init__(self, shift):
+        self.shift = shift
+
+    def apply(self, x):
+        return x * self.factor + self.shift
+
+
+@dataclasses.dataclass
+class Params:
+    alpha: float = 0.5
+
+
+@functools.lru_cache(maxsize=None)
+def cached_helper(x):
+    return x + 1
+
+
+add_two = functools.partial(math.fsum)
+
+
+def train(data):
+    log.info("training")
+    return Scaler(CFG["lr"]).apply(cached_helper(len(data))) + Params().alpha + add_two([1.0]) + math.floor(1.5)
+"""
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (('"lr": 0.1', '"lr": 0.5'), "global CFG: {'layers': [8, 4], 'lr': 0.1} -> {'layers': [8, 4], 'lr': 0.5}"),
+        (("x * self.factor", "x * self.factor * 2"), "function Scaler.apply changed"),
+        (("factor = 2", "factor = 3"), "class Scaler changed"),
+        (("alpha: float = 0.5", "alpha: float = 0.7"), "class Params changed"),
+        (("return x + 1", "return x + 2"), "function cached_helper changed"),
+    ],
+)
+def test_module_values_classes_and_decorated_helpers_a_task_uses_are_part_of_it(tmp_path, edit, reason):
+    """A dict constant, a class's method or attribute, a dataclass default, an lru_cache'd helper:
+    changing any of them must make the task stale (they were skipped, so the task was reused)."""
+    base = fp.function_parts(_module(tmp_path, "g_base", GLOBALS).train)
+    assert {"function:Scaler.apply", "function:Scaler.__init__", "class:Scaler", "class:Params"} <= set(base)
+    assert "global:log" not in base  # a logger's calls do not change results
+    assert fp.function_parts(_module(tmp_path, "g_same", GLOBALS).train) == base
+    changed = fp.function_parts(_module(tmp_path, "g_edit", GLOBALS.replace(*edit)).train)
+    assert fp.changes(base, changed) == [reason]
+
+
+def test_a_module_object_without_a_deterministic_text_makes_the_task_unhashable(tmp_path):
+    source = "import threading\nLOCK = threading.Lock()\n\ndef train():\n    with LOCK:\n        return 1\n"
+    with pytest.raises(Unhashable, match=r"global LOCK is a _thread.lock"):
+        fp.function_parts(_module(tmp_path, "g_lock", source).train)
+
+
 def test_a_closure_over_an_object_is_unhashable_and_over_a_number_is_part_of_it():
     def make(value):
         def fn():
@@ -104,11 +170,12 @@ def test_a_closure_over_an_object_is_unhashable_and_over_a_number_is_part_of_it(
         fp.function_parts(make(object()))
 
 
-def test_notebook_parts_ignore_outputs_counts_ids_and_metadata_but_not_tags():
+def test_notebook_parts_ignore_outputs_counts_ids_metadata_and_markdown_but_not_tags():
     cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [], "execution_count": None, "id": "a"}
-    nb = {"cells": [{"cell_type": "markdown", "source": "# title"}, cell]}
-    base = fp.notebook_cell_parts(nb, "train.ipynb")
-    assert list(base) == ["code:train.ipynb Cell 2/2"]
+    title = {"cell_type": "markdown", "source": "# title"}
+    base, names = fp.notebook_cell_parts({"cells": [title, cell]}, "train.ipynb")
+    assert list(base) == ["code:train.ipynb code cell 1"]
+    assert names == {"code:train.ipynb code cell 1": "train.ipynb Cell 2/2"}  # as JupyterLab's status bar
     noisy = dict(
         cell,
         outputs=[{"output_type": "stream", "text": "1"}],
@@ -116,11 +183,14 @@ def test_notebook_parts_ignore_outputs_counts_ids_and_metadata_but_not_tags():
         id="b",
         metadata={"collapsed": True, "scrolled": False},
     )
-    assert fp.notebook_cell_parts({"cells": [nb["cells"][0], noisy]}, "train.ipynb") == base
+    assert fp.notebook_cell_parts({"cells": [title, noisy]}, "train.ipynb")[0] == base
+    notes = {"cell_type": "markdown", "source": "more words"}  # a markdown cell added or edited: not code
+    assert fp.notebook_cell_parts({"cells": [title, notes, cell]}, "train.ipynb")[0] == base
+    assert fp.notebook_cell_parts({"cells": [dict(title, source="# renamed"), cell]}, "train.ipynb")[0] == base
     tagged = dict(cell, metadata={"tags": ["parameters"]})
-    assert fp.notebook_cell_parts({"cells": [nb["cells"][0], tagged]}, "train.ipynb") != base
-    edited = fp.notebook_cell_parts({"cells": [nb["cells"][0], dict(cell, source=["x = ", "2"])]}, "train.ipynb")
-    assert fp.changes(base, edited) == ["code changed: train.ipynb Cell 2/2"]
+    assert fp.notebook_cell_parts({"cells": [title, tagged]}, "train.ipynb")[0] != base
+    edited, names = fp.notebook_cell_parts({"cells": [title, notes, dict(cell, source=["x = ", "2"])]}, "train.ipynb")
+    assert fp.changes(base, edited, names.get) == ["code changed: train.ipynb Cell 3/3"]
 
 
 def test_reads_parts_hash_contents_globs_folders_and_say_missing(tmp_path):
@@ -157,24 +227,24 @@ def test_explain_orders_own_changes_before_upstream_and_counts_the_rest():
     old = {
         "param:C": "1.0",
         "upstream:prepare": "aa",
-        "code:train.ipynb Cell 4/7": "x",
+        "code:train.ipynb code cell 3": "x",
         "reads:a.csv": "1",
         "kind": "notebook",
     }
     new = {
         "param:C": "0.5",
         "upstream:prepare": fp.WILL_RUN,
-        "code:train.ipynb Cell 4/7": "y",
+        "code:train.ipynb code cell 3": "y",
         "reads:a.csv": "2",
         "kind": "notebook",
     }
     assert fp.changes(old, new) == [
-        "code changed: train.ipynb Cell 4/7",
+        "code changed: train.ipynb code cell 3",
         "parameter C: 1.0 -> 0.5",
         "reads a.csv changed",
         "upstream prepare will run",
     ]
-    assert fp.explain(old, new) == "code changed: train.ipynb Cell 4/7; parameter C: 1.0 -> 0.5 (+2 more)"
+    assert fp.explain(old, new) == "code changed: train.ipynb code cell 3; parameter C: 1.0 -> 0.5 (+2 more)"
     assert fp.explain(None, new) == "fingerprint changed"
     assert fp.changes({"upstream:t:a": "1", "upstream:t:b": "1"}, {"upstream:t:a": "2", "upstream:t:b": "2"}) == [
         "upstream t changed"

@@ -511,3 +511,88 @@ def test_retrying_a_task_of_an_incremental_run_runs_it_instead_of_reusing_it_aga
     assert result.ok and sorted(executed(side)) == ["count", "mail"]
     assert whys(second.run_id)["count"] == "forced (--force)" and states(second.run_id)["load"] == "cached"
     assert api.run_details(second.run_id)["run"]["force"] == ["count"]
+
+
+MODULE_THINGS = """
+import functools
+from nbflow import Pipeline, task
+
+SIDE = {side!r}
+CFG = {{"lr": 0.1}}
+
+
+class Scaler:
+    factor = 2
+
+    def apply(self, x):
+        return x * self.factor
+
+
+@functools.lru_cache(maxsize=None)
+def offset():
+    return 1
+
+
+def note(name):
+    open(SIDE, "a").write(name + "\\n")
+
+
+with Pipeline("things") as pipeline:
+    @task
+    def prepare():
+        note("prepare")  # returns None: no outputs, nothing that can be lost
+
+    @task
+    def fit():
+        note("fit")
+        return Scaler().apply(CFG["lr"]) + offset()
+
+    prepare() >> fit()
+"""
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (('{{"lr": 0.1}}', '{{"lr": 0.5}}'), "global CFG: {'lr': 0.1} -> {'lr': 0.5}"),
+        (("return x * self.factor", "return x * self.factor + 1"), "function Scaler.apply changed"),
+        (("factor = 2", "factor = 3"), "class Scaler changed"),
+        (("return 1", "return 2"), "function offset changed"),
+    ],
+)
+def test_what_a_task_uses_from_its_module_is_part_of_it_and_a_task_returning_none_is_reused(
+    tmp_path, nbflow_home, edit, why
+):
+    """A dict constant, a class's method or attribute, an lru_cache'd helper changed in the file:
+    the task that uses it runs again (these were once skipped and the stale result reused). A task
+    that returns None is reused (it was once said to have lost its outputs, and always ran)."""
+    side = tmp_path / "executions.txt"
+    path = tmp_path / "things.py"
+    path.write_text(MODULE_THINGS.format(side=str(side)))
+    assert nbflow("run", "things.py", "-e", "inline", cwd=tmp_path, home=nbflow_home).returncode == 0
+    assert executed(side) == ["prepare", "fit"]
+    res = nbflow("run", "things.py", "-e", "inline", "-i", cwd=tmp_path, home=nbflow_home)
+    assert res.returncode == 0, res.stderr
+    assert executed(side) == [] and states(2) == {"prepare": "cached", "fit": "cached"}
+    path.write_text(MODULE_THINGS.replace(*edit).format(side=str(side)))
+    res = nbflow("run", "things.py", "-e", "inline", "-i", cwd=tmp_path, home=nbflow_home)
+    assert res.returncode == 0, res.stderr
+    assert executed(side) == ["fit"] and whys(3) == {"prepare": "reused from run 1, try 1", "fit": why}
+
+
+def test_a_markdown_cell_added_to_a_notebook_changes_nothing(tmp_path, nbflow_home):
+    side = tmp_path / "executions.txt"
+    cwd = tmp_path / "proj"
+    write_chain(cwd, side)
+    assert nbflow("run", "pipeline.py", "-e", "local", cwd=cwd, home=nbflow_home).returncode == 0
+    executed(side)
+    nb = nbformat.read(cwd / "train.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("## Training\nnotes a person adds"))
+    nbformat.write(nb, cwd / "train.ipynb")
+    res = nbflow("run", "pipeline.py", "-e", "local", "-i", cwd=cwd, home=nbflow_home)
+    assert res.returncode == 0, res.stderr
+    assert executed(side) == [] and set(states(2).values()) == {"cached"}
+    edit_cell(cwd / "train.ipynb", 3, source="import nbflow\nnbflow.save('score', data * C * 2)")
+    assert nbflow("run", "pipeline.py", "-e", "local", "-i", cwd=cwd, home=nbflow_home).returncode == 0
+    assert executed(side) == ["train", "evaluate"]
+    assert whys(3)["train"] == "code changed: train.ipynb Cell 4/4"  # the cell as JupyterLab names it now

@@ -232,8 +232,9 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
     if failed:
         out.write("\nfailed attempts:\n")
         for a in failed:
-            cell = f" in Cell {a['cell_index'] + 1}" if a["cell_index"] is not None else ""
-            out.write(f"  {a['task_id']} try {a['try_number']}: {a['reason']}{cell}: {a['ename']}: {a['evalue']}\n")
+            # the message names the cell as every other one does (Cell 5/7, or cell In [7] in a kernel)
+            detail = a["message"] or f"{a['ename']}: {a['evalue']}"
+            out.write(f"  {a['task_id']} try {a['try_number']}: {a['reason']}: {detail}\n")
     return 0
 
 

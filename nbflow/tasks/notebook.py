@@ -134,11 +134,17 @@ class NotebookTask(BaseTask):
         if key not in memo:  # read once per decision pass, however many tasks run it
             with open(self.path, encoding="utf-8") as fh:
                 memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
-        parts = {**memo[key], "kernel": self.kernel_name}
+        cell_parts, self._cell_names = memo[key]
+        parts = {**cell_parts, "kernel": self.kernel_name}
         for name, value in sorted({**self.parameters, **self.inputs}.items()):
             if not any(True for _ in find_refs(value)):
                 parts[f"literal:{name}"] = short(value, f"parameter {name} of notebook {os.path.basename(self.path)}")
         return parts
+
+    def part_label(self, key: str) -> str:
+        """A code cell as the notebook names it now (``train.ipynb Cell 4/7``); a cell that is
+        gone keeps its part's name (``train.ipynb code cell 5``)."""
+        return getattr(self, "_cell_names", {}).get(key) or super().part_label(key)
 
     def received_context(self) -> list[str]:
         """The run values its parameters cell declares."""
