@@ -1,7 +1,8 @@
 """A real `jupyter server` / `jupyter lab` subprocess for the server-API and browser tests.
 
-The root folder holds a DAG folder (``pipelines/``) and NBFLOW_HOME (``home/``, visible so
-Jupyter's contents API can open output notebooks); pipelines are registered by a short
+The root folder holds a DAG folder (``pipelines/``) and NBFLOW_HOME (``home/``; output
+notebooks open through nbflow's read-only drive, hidden home or not, see
+``test_server_api.py`` for a hidden one); pipelines are registered by a short
 `nbflow scheduler --loops` run before the server starts.
 """
 

@@ -306,6 +306,11 @@ def test_mark_success_and_the_run_follows(server: JupyterProc, failed_run: dict)
     _, details = server.request("GET", f"runs/{run_id}")
     assert details["run"]["state"] == "success"
     assert {t["task_id"]: t["reason"] for t in details["tasks"]}["mid"] == "marked"
+    status, answer = server.request("POST", f"runs/{run_id}/tasks/down/mark", {"state": "failed"})  # Mark failed
+    assert status == 200 and answer["state"] == "failed" and answer["run_state"] == "failed", answer
+    _, details = server.request("GET", f"runs/{run_id}")
+    assert details["run"]["state"] == "failed"
+    assert {t["task_id"]: t["state"] for t in details["tasks"]}["down"] == "failed"
     status, answer = server.request("POST", f"runs/{run_id}/tasks/mid/mark", {"state": "running"})
     assert status == 400 and "state" in answer["fields"], answer
 
