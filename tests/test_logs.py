@@ -60,3 +60,17 @@ def test_unknown_task_and_try_are_typed_errors(run_id: int) -> None:
     with pytest.raises(TryNotFoundError) as info:
         api.log_chunk(run_id, "talk", try_number=4)
     assert info.value.tries == [1] and "its tries: 1" in str(info.value)
+
+
+def test_a_chunk_says_whether_the_try_has_ended(run_id: int) -> None:
+    """The log tab follows a try while it runs and stops once it ended (it polled for ever)."""
+    from sqlalchemy import update
+
+    from nbflow.api.runs import open_store
+    from nbflow.store.orm import task_attempts
+
+    assert api.log_chunk(run_id, "talk", tail=1).finished
+    assert api.log_chunk(run_id, "talk", offset=0, limit=10).finished
+    running = update(task_attempts).where(task_attempts.c.run_id == run_id).values(state="running", end_date=None)
+    open_store().write(lambda tx: tx.conn.execute(running))  # the row as it is while the try runs
+    assert not api.log_chunk(run_id, "talk", tail=1).finished

@@ -56,6 +56,7 @@ def test_tail_and_byte_ranges_of_a_log(server: JupyterProc) -> None:
     whole = log.read_bytes()
     status, chunk = server.request("GET", f"runs/{run_id}/tasks/talk/log?tail=2")
     assert status == 200 and chunk["text"] == "line 3\nline 4\n" and not chunk["truncated"], chunk
+    assert chunk["finished"] is True, chunk  # the try ended: a reader may stop following
     assert chunk["offset"] == chunk["size"] == len(whole) and chunk["start"] == len(whole) - len(b"line 3\nline 4\n")
     pieces, offset = [], 0
     while True:  # read the log 7 bytes at a time, as the UI or a client tailing it would

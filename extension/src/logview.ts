@@ -1,6 +1,7 @@
 /**
  * A try's whole log in a JupyterLab tab: read in pieces of the server's `max_log_bytes`
- * (`?offset=`), followed while the task runs, with a download link.
+ * (`?offset=`), followed while the try runs (polling stops once it has ended and all of it is
+ * read), with a download link.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -15,6 +16,7 @@ export class LogView extends Widget {
   private info = h('div', { class: 'nbflow-log-info' });
   private offset = 0;
   private timer: number | null = null;
+  private done = false;
 
   constructor(
     readonly runId: number,
@@ -59,11 +61,12 @@ export class LogView extends Widget {
         this.text.append(chunk.text);
         this.offset = chunk.offset;
       }
+      this.done = chunk.finished && this.offset >= chunk.size; // the try ended and all of it is shown
       this.info.textContent = `${fmtBytes(chunk.size)}${this.offset < chunk.size ? ` (first ${fmtBytes(this.offset)} shown: download for the rest)` : ''}`;
     } catch (err) {
       this.info.textContent = err instanceof ApiError ? err.message : String(err);
     }
-    if (!this.isDisposed && this.offset < MAX_SHOWN) {
+    if (!this.isDisposed && this.offset < MAX_SHOWN && !this.done) {
       this.timer = window.setTimeout(() => void this.read(), POLL_MS);
     }
   }

@@ -757,6 +757,8 @@ export interface components {
       truncated: boolean;
       /** @description the try the log belongs to (null: not tried yet) */
       try: number | null;
+      /** @description the try has ended: the log grows no more, a reader may stop following it */
+      finished: boolean;
     };
   };
   responses: {

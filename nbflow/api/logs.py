@@ -27,6 +27,7 @@ class LogChunk:
 
     ``truncated``: the piece stops short of what was asked for (bytes remain after ``end``
     for a range read, or the byte limit cut the ``tail`` lines); read on from ``end``.
+    ``finished``: the try has ended, so the log grows no more (a reader may stop following it).
     """
 
     text: str
@@ -35,6 +36,7 @@ class LogChunk:
     size: int
     truncated: bool
     try_number: int | None
+    finished: bool = False
 
 
 def read_log(
@@ -101,14 +103,15 @@ def log_chunk(
 
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
-        return LogChunk("", 0, 0, 0, False, attempt["try_number"])
+        return LogChunk("", 0, 0, 0, False, attempt["try_number"], attempt["end_date"] is not None)
     with fs.open(path, "rb") as fh:
         size = fs.size(path)
         if tail is not None:
             start, end, data, cut = _tail(fh, size, tail, limit)
         else:
             start, end, data, cut = _range(fh, size, offset, limit)
-    return LogChunk(data.decode("utf-8", errors="replace"), start, end, size, cut, attempt["try_number"])
+    finished = attempt["end_date"] is not None
+    return LogChunk(data.decode("utf-8", errors="replace"), start, end, size, cut, attempt["try_number"], finished)
 
 
 def _range(fh: Any, size: int, offset: int, limit: int | None) -> tuple[int, int, bytes, bool]:

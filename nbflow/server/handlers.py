@@ -216,6 +216,7 @@ class LogHandler(NbflowHandler):
                 "size": chunk.size,
                 "truncated": chunk.truncated,
                 "try": chunk.try_number,
+                "finished": chunk.finished,
             }
         )
 
