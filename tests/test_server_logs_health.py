@@ -168,3 +168,43 @@ def test_health_answers_within_a_second_when_the_database_is_unreachable(tmp_pat
         assert status == 503 and answer["message"].startswith("the nbflow database is unavailable"), answer
     finally:
         proc.stop()
+
+
+def test_health_answers_within_a_second_when_the_database_hangs(tmp_path: Path) -> None:
+    """A database host that takes the connection and never answers (a hung server, a dropped
+    route): health still answers within a second, every time, and says the database is away."""
+    import socket
+    import threading
+
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held: list[socket.socket] = []
+
+    def take() -> None:
+        while True:
+            try:
+                held.append(hole.accept()[0])  # accepted, never read from or written to
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    root = tmp_path / "root"
+    root.mkdir()
+    port = hole.getsockname()[1]
+    env = {**nbflow_env(root), "NBFLOW_DB_URL": f"postgresql+psycopg://postgres@127.0.0.1:{port}/hung"}
+    proc = start_jupyter(root, env, "server")
+    try:
+        proc.request("GET", "health")  # checked against docs/openapi.yaml (its first load is not timed)
+        for _ in range(5):  # one check at a time hangs; the others wait for it, never past the limit
+            started = time.monotonic()
+            status, health = proc.request("GET", "health")
+            assert time.monotonic() - started < 1.0
+            assert status == 503 and health["status"] == "degraded" and health["database"] != "ok", health
+        assert held, "the health check never reached the hung database"
+        assert len(held) <= 4, f"{len(held)} connections: health checks piled up on the hung database"
+    finally:
+        proc.stop()
+        hole.close()
+        for conn in held:
+            conn.close()

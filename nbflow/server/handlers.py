@@ -14,6 +14,7 @@ export, the read-only drive of output notebooks) in :mod:`nbflow.server.notebook
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from nbflow.server.notebooks import (
 )
 
 #: seconds ``GET health`` may take, whatever the database does
-HEALTH_TIMEOUT = 0.9
+HEALTH_TIMEOUT = 0.6
 #: most lines ``?tail=`` may ask for
 MAX_TAIL = 100_000
 
@@ -259,15 +260,29 @@ class CancelHandler(NbflowHandler):
 
 
 class HealthHandler(NbflowHandler):
-    """``GET /nbflow/api/health``: the database and the schedulers, answered within a second."""
+    """``GET /nbflow/api/health``: the database and the schedulers, answered within a second.
+
+    One check runs at a time, in a thread of its own pool, and requests that come while it runs
+    wait for that one: a database that hangs holds one thread, not one per request (load
+    balancers ask every few seconds), and the server's own pool stays free for other routes.
+    """
+
+    _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbflow-health")
+    _running: concurrent.futures.Future | None = None
+
+    @classmethod
+    def _check(cls) -> concurrent.futures.Future:
+        if cls._running is None or cls._running.done():
+            cls._running = cls._pool.submit(api.health)
+        return cls._running
 
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
         """``status`` ok (200) or degraded with a ``reason`` (503); see :func:`nbflow.api.health`."""
-        loop = tornado.ioloop.IOLoop.current()
         try:
-            state = await asyncio.wait_for(loop.run_in_executor(None, api.health), HEALTH_TIMEOUT)
+            check = asyncio.wrap_future(self._check())
+            state = await asyncio.wait_for(asyncio.shield(check), HEALTH_TIMEOUT)
         except TimeoutError:
             state = {
                 "status": "degraded",

@@ -1,5 +1,5 @@
-"""Every driver rides out a database outage (RELIABILITY 31): `nbflow run` for 120 s and
-`nbflow drive` for 45 s against the real PostgreSQL, through a proxy the test cuts. Attempts
+"""Every driver rides out a database outage (RELIABILITY 31): `nbflow run` and `nbflow drive`
+for 120 s together against the real PostgreSQL, through a proxy the test cuts. Attempts
 that finish meanwhile keep their results, written when the database is back; the run ends
 as it would have, with exit code 0 and each task run once."""
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,45 +61,54 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def _through_outage(
-    pg_url: str, write_pipeline, argv: list[str], outage: float, prepare=None
-) -> tuple[int, float, float]:
-    """Start ``nbflow <argv>`` on the database through a proxy, cut it while `slow` runs, restore
-    it ``outage`` seconds later; returns (run id, cut time, restore time)."""
-    path = write_pipeline(PIPE)
+def _through_outage(pg_url: str, write_pipeline, jobs: dict[str, tuple[list[str], Any]], outage: float) -> dict:
+    """Start one ``nbflow <argv>`` per job (pipeline ``name``, each in its own folder) on the
+    database through one proxy, cut it once every job's `slow` runs, restore it ``outage``
+    seconds later; returns {name: (run id, cut time, restore time)}."""
     proxy = Proxy("127.0.0.1", 5432)
     proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    run_id = prepare(path) if prepare else None
     env = {**os.environ, "NBFLOW_DB_URL": proxied}
-    args = [a.replace("{path}", str(path)).replace("{run}", str(run_id)) for a in argv]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nbflow", *args],
-        env=env,
-        cwd=path.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    started: dict[str, tuple[Path, int | None, subprocess.Popen]] = {}
     try:
-        _wait_for(path.parent / "slow-started", 90)
+        for name, (argv, prepare) in jobs.items():
+            path = write_pipeline(PIPE.replace('Pipeline("outage")', f'Pipeline("{name}")'), folder=name)
+            run_id = prepare(path) if prepare else None
+            args = [a.replace("{path}", str(path)).replace("{run}", str(run_id)) for a in argv]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "nbflow", *args],
+                env=env,
+                cwd=path.parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            started[name] = (path, run_id, proc)
+        for path, _, _ in started.values():
+            _wait_for(path.parent / "slow-started", 90)
         proxy.cut()
         cut = time.time()
-        _wait_for(path.parent / "slow-done", 30)  # the attempt ends while the database is away
+        for path, _, _ in started.values():
+            _wait_for(path.parent / "slow-done", 30)  # the attempts end while the database is away
         time.sleep(max(0.0, cut + outage - time.time()))
-        assert proc.poll() is None, proc.communicate()  # still alive after the whole outage
+        for _, _, proc in started.values():
+            assert proc.poll() is None, proc.communicate()  # still alive after the whole outage
         proxy.restore()
         restored = time.time()
-        out, err = proc.communicate(timeout=120)
+        outputs = {name: proc.communicate(timeout=120) for name, (_, _, proc) in started.items()}
     finally:
         proxy.close()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out + err
-    assert "database unreachable" in err  # the user is told why nothing moves
-    assert (path.parent / "executions.log").read_text().split() == ["first", "slow", "last"]  # each ran once
-    run_id = run_id or api.list_runs("outage")[0]["id"]
-    return run_id, cut, restored
+        for _, _, proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+    found = {}
+    for name, (path, run_id, proc) in started.items():
+        out, err = outputs[name]
+        assert proc.returncode == 0, f"{name}: {out}{err}"
+        assert "database unreachable" in err, name  # the user is told why nothing moves
+        assert (path.parent / "executions.log").read_text().split() == ["first", "slow", "last"], name  # once each
+        found[name] = (run_id or api.list_runs(name)[0]["id"], cut, restored)
+    return found
 
 
 def _check_recorded(run_id: int, cut: float, restored: float) -> None:
@@ -115,19 +125,23 @@ def _check_recorded(run_id: int, cut: float, restored: float) -> None:
     assert api.load_output(run_id, "last") == 20
 
 
-def test_nbflow_run_rides_out_a_120_s_outage(pg_url, write_pipeline):
-    run_id, cut, restored = _through_outage(pg_url, write_pipeline, ["run", "{path}", "-e", "local", "-j", "1"], 120)
-    _check_recorded(run_id, cut, restored)
+def test_nbflow_run_and_nbflow_drive_ride_out_a_120_s_outage(pg_url, write_pipeline):
+    """Both front doors that drive runs in a process of their own, through the same outage."""
 
-
-def test_nbflow_drive_rides_out_an_outage(pg_url, write_pipeline):
     def queue(path: Path) -> int:
         return api.create_run(load_pipeline(path), trigger="manual", executor="local")
 
-    run_id, cut, restored = _through_outage(
-        pg_url, write_pipeline, ["drive", "{run}", "-e", "local", "-j", "1"], 45, queue
+    found = _through_outage(
+        pg_url,
+        write_pipeline,
+        {
+            "outage_run": (["run", "{path}", "-e", "local", "-j", "1"], None),
+            "outage_drive": (["drive", "{run}", "-e", "local", "-j", "1"], queue),
+        },
+        120,
     )
-    _check_recorded(run_id, cut, restored)
+    for run_id, cut, restored in found.values():
+        _check_recorded(run_id, cut, restored)
 
 
 SLOW = """
