@@ -95,6 +95,7 @@ def test_queued_attempt_of_a_lost_worker_is_resubmitted_without_a_try(one_worker
     assert [(a["try_number"], a["state"], a["reason"]) for a in ys] == [(1, "success", None)]
     assert api.load_output(result.run_id, "y") != killed[0]  # it ran after the kill, elsewhere
     assert result.task("y")["try_number"] == 1
+    assert ys[0]["executor_key"].endswith("r1")  # it was on the dead worker: resubmitted under a new key
     xs = [a for a in attempts if a["task_id"] == "x"]
     assert [(a["state"], a["reason"]) for a in xs] == [("up_for_retry", "worker_lost"), ("success", None)]
     assert xs[0]["pid"] == killed[0] and xs[0]["hostname"], xs[0]
