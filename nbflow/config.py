@@ -21,6 +21,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_param_bytes  | NBFLOW_MAX_PARAM_BYTES  | ``65536``: longest run parameter value (as JSON) |
 | max_body_bytes   | NBFLOW_MAX_BODY_BYTES   | ``1048576``: largest REST request body (else 413) |
 | max_log_bytes    | NBFLOW_MAX_LOG_BYTES    | ``1048576``: most log bytes one REST answer carries |
+| max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Settings:
     max_param_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024
+    max_infra_retries: int = 2
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -77,6 +79,7 @@ _ENV = {
     "max_param_bytes": "NBFLOW_MAX_PARAM_BYTES",
     "max_body_bytes": "NBFLOW_MAX_BODY_BYTES",
     "max_log_bytes": "NBFLOW_MAX_LOG_BYTES",
+    "max_infra_retries": "NBFLOW_MAX_INFRA_RETRIES",
 }
 
 

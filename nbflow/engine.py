@@ -20,8 +20,9 @@ The algorithm, over plain in-memory records mirrored to the store:
    In-memory state changes first; a compare-and-set that matches no row (someone else
    changed the task) is reconciled.
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
-   ``FailNow`` fails at once. Callbacks run after their state change is committed. The
-   run ends when every task finished (:func:`nbflow.rules.run_outcome`).
+   ``FailNow`` fails at once; an attempt lost with its worker: :mod:`nbflow.lostwork`.
+   Callbacks run after their state change is committed. The run ends when every task
+   finished (:func:`nbflow.rules.run_outcome`).
 6. A queued task records its fingerprint (:mod:`nbflow.incremental`); in an incremental run an up-to-date
    task ends ``cached`` instead, and its downstream tasks receive the outputs of the attempt it reuses.
 
@@ -48,6 +49,7 @@ from nbflow.dag import Pipeline
 from nbflow.exceptions import RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
 from nbflow.incremental import NO_OUTPUTS, Decider, Produced, known_outputs, produced
+from nbflow.lostwork import LostWork
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
 from nbflow.sensing import SensorPoking
@@ -60,7 +62,6 @@ log = logging.getLogger("nbflow.engine")
 T = TaskState
 PARK_RECHECK = 0.5  # seconds between checks of a full pool
 SUBMIT_BATCH = 64  # attempts queued (one transaction) and submitted together within a step
-MAX_INFRA_RETRIES = 3  # extra tries for attempts lost because their driver died
 
 
 @dataclass
@@ -95,13 +96,15 @@ class _TI:
     poke: Future | None = None
     starting: dict[str, Any] = field(default_factory=dict)  # start of an attempt written with its queueing
     why: str | None = None  # the incremental decision's reason (written with its queueing or caching)
+    lost: int = 0  # tries lost with their worker or driver (the first max_infra_retries consume no retry)
+    resubmits: int = 0  # attempts resubmitted because their worker died before they started
 
 
 def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class RunEngine(SensorPoking):
+class RunEngine(SensorPoking, LostWork):
     """Drives the run ``run_id`` of ``pipeline`` on ``executor`` until every task finished."""
 
     def __init__(
@@ -126,7 +129,6 @@ class RunEngine(SensorPoking):
         self.produced: dict[str, Produced] = {}  # what each successful task gives downstream: outputs, content hash
         self.decider: Decider  # made by _load, from the run's row
         self.by_key: dict[str, str] = {}
-        self.lost_tries: dict[str, int] = {}
         self.state: RunState | None = None
         self._undecided: deque[str] = deque()
         self._retrying: dict[str, float] = {}  # task -> when its next try is due
@@ -274,6 +276,9 @@ class RunEngine(SensorPoking):
                 key=row["executor_key"],
                 why=row["why"],
             )
+        if any(ti.try_number for ti in self.tis.values()):  # driven before: its tries lost with their worker
+            for tid, lost in self.store.lost_tries(self.run_id).items():
+                self.tis[tid].lost = lost
         in_run = set(self.tis)
         self._sensors = [ti for tid, ti in self.tis.items() if self.task(tid).runs_on_driver]
         self.children = {tid: [] for tid in in_run}
@@ -312,13 +317,8 @@ class RunEngine(SensorPoking):
         if ti.key and self.executor.adopt(ti.key, folder):
             self.by_key[ti.key] = ti.task_id
             return
-        # The driver died, not the task: this lost try does not count against the task's
-        # retries (up to MAX_INFRA_RETRIES extra tries), like Airflow's infra retries.
-        if ti.max_tries - (task.retries + 1) < MAX_INFRA_RETRIES:
-            ti.max_tries += 1
-            run_id, tid, tries = self.run_id, ti.task_id, ti.max_tries
-            self._op(lambda tx: tx.set_max_tries(run_id, tid, tries))
-        self._fail_attempt(ti, "worker_lost", "the process driving this run stopped during the attempt", now)
+        # The driver died, not the task: a lost-worker try (consumes no retry up to max_infra_retries)
+        self._worker_lost(ti, Event("lost", ti.key or "", now, message="the process driving this run stopped"))
 
     # -- writing --------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -453,30 +453,31 @@ class RunEngine(SensorPoking):
             ti.first_poke, ti.next_poke = now, now
             return
         self.by_key[key] = tid
-        self._submits.append(
-            WorkItem(
-                key=key,
-                pipeline=self.pipeline.name,
-                run_id=run_id,
-                task_id=tid,
-                try_number=try_number,
-                task=task,
-                upstream={
-                    u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs))
-                    for u in task.upstream_ids
-                },
-                params=self.params,
-                context=self.context,
-                artifact_root=self.settings.artifact_root,
-                kill_grace=self.settings.kill_grace,
-                queue=task.queue,
-                resources=task.resources,
-                sys_path=[str(self.pipeline.base_dir)],
-                durable_result=self.executor.durable_results,
-            )
-        )
+        self._submits.append(self._work_item(ti, task))
         if len(self._submits) >= SUBMIT_BATCH:  # a large step starts its first tasks before queueing the last
             self._flush()
+
+    def _work_item(self, ti: _TI, task: BaseTask) -> WorkItem:
+        return WorkItem(
+            key=ti.key or "",
+            pipeline=self.pipeline.name,
+            run_id=self.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            task=task,
+            upstream={
+                u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs))
+                for u in task.upstream_ids
+            },
+            params=self.params,
+            context=self.context,
+            artifact_root=self.settings.artifact_root,
+            kill_grace=self.settings.kill_grace,
+            queue=task.queue,
+            resources=task.resources,
+            sys_path=[str(self.pipeline.base_dir)],
+            durable_result=self.executor.durable_results,
+        )
 
     def _started_at_once(self, event: Event) -> None:
         """An attempt the executor starts as soon as it is submitted: written running by its queueing."""
@@ -523,10 +524,10 @@ class RunEngine(SensorPoking):
             self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state="running", **at))
         elif event.kind == "finished":
             self._apply_result(ti, event.result)
-        else:  # lost
-            if event.reason in (None, "worker_lost"):
-                self.lost_tries[ti.task_id] = self.lost_tries.get(ti.task_id, 0) + 1
-            self._fail_attempt(ti, event.reason or "worker_lost", event.message, event.at)
+        elif event.reason in (None, "worker_lost"):  # lost with its worker
+            self._worker_lost(ti, event)
+        else:  # lost otherwise (cancelled)
+            self._fail_attempt(ti, event.reason, event.message, event.at)
 
     def _apply_result(self, ti: _TI, res: AttemptRecord) -> None:
         if res.reason == "cancelled":
@@ -550,19 +551,16 @@ class RunEngine(SensorPoking):
             state = self._after_failure(ti, res.reason, res.message, res.ended_at, **fields)
             self._op(lambda tx: record(tx, state))
 
-    def _fail_attempt(self, ti: _TI, reason: str, message: str, at: float) -> None:
-        """An attempt that will never report (worker lost, cancelled, driver died)."""
+    def _fail_attempt(self, ti: _TI, reason: str, message: str, at: float, **where: Any) -> None:
+        """An attempt that will never report (worker lost, cancelled, driver died); ``where``: its hostname and pid."""
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
         if reason == "cancelled":
             self._set(ti, T.CANCELLED, reason=reason, error=message, end_date=_dt(at))
             state = "cancelled"
         else:
-            state = self._after_failure(ti, reason, message, at, end_date=_dt(at))
-        self._op(
-            lambda tx: tx.update_attempt(
-                run_id, tid, try_number, state=state, reason=reason, message=message, end_date=_dt(at)
-            )
-        )
+            state = self._after_failure(ti, reason, message, at, end_date=_dt(at), **where)
+        fields = {"reason": reason, "message": message, "end_date": _dt(at), **where}
+        self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state=state, **fields))
 
     def _after_failure(self, ti: _TI, reason: str | None, message: str, at: float, **fields: Any) -> str:
         task = self.task(ti.task_id)
@@ -580,7 +578,7 @@ class RunEngine(SensorPoking):
                 **fields,
             )
             return T.UP_FOR_RETRY.value
-        if reason == "worker_lost" and self.lost_tries.get(ti.task_id) == ti.try_number:
+        if reason == "worker_lost" and ti.lost >= ti.try_number:
             # every try died with its worker: the task itself likely kills workers (Dask's KilledWorker)
             reason = "killed_worker"
             error = f"the worker died during each of {ti.try_number} tries; last: {error}"

@@ -207,6 +207,29 @@ def read_result(folder: str) -> AttemptRecord | None:
         return None
 
 
+def mark_started(item: WorkItem, host: str, pid: int) -> None:
+    """Write ``started.json`` (host, pid, time) into the attempt folder before the attempt runs.
+
+    When a worker dies, an attempt with this file had started (its loss is a lost-worker try);
+    one without it was still waiting in the worker's queue (it is resubmitted, no try is
+    charged). Dask workers write it (:func:`nbflow.executors.dask.run_on_worker`); a folder
+    that refuses the write is the attempt's ``storage_error`` soon after, so it is ignored here.
+    """
+    record = {"key": item.key, "host": host, "pid": pid, "at": time.time()}
+    try:
+        artifacts.write_bytes(f"{attempt_paths(item)[0]}/started.json", json.dumps(record).encode())
+    except OSError:
+        pass
+
+
+def read_started(folder: str) -> dict[str, Any] | None:
+    """The start marker of an attempt (``key``, ``host``, ``pid``, ``at``), None if it never started."""
+    try:
+        return json.loads(artifacts.read_bytes(f"{folder}/started.json"))
+    except (OSError, ValueError):
+        return None
+
+
 def _run(item: WorkItem, register: Callable[[int], None]) -> AttemptRecord:
     """Run in the attempt folder; for a remote root (``s3://``, ``file://`` ...) in a local
     staging folder that is uploaded when the attempt ends (logs then arrive at the end)."""

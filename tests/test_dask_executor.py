@@ -48,7 +48,8 @@ class Cluster:
                 str(self.port),
                 "--no-dashboard",
             ],
-            env={**os.environ, **(scheduler_env or {})},
+            # as the README tells an operator: nbflow leaves a cluster's allowed-failures alone
+            env={**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0", **(scheduler_env or {})},
         )
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:

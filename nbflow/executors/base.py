@@ -36,6 +36,9 @@ class Event:
     result: AttemptRecord | None = None
     reason: str | None = None
     message: str = ""
+    #: of a ``lost`` attempt: whether its worker had begun it (None: not known, taken as begun).
+    #: One that had not waited in the dead worker's queue and is resubmitted, charging nothing.
+    started: bool | None = None
 
 
 class Executor(ABC):

@@ -11,9 +11,11 @@ Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
   attempt. Submissions are ``fire_and_forget``: the cluster finishes an attempt
   even if the driver dies, and the worker writes ``result.json`` into the attempt folder,
   from which a restarted driver learns how it ended (:meth:`DaskExecutor.adopt`).
-* **Retries belong to nbflow.** The scheduler's ``allowed-failures`` is set to 0, so a task
-  whose worker dies fails at once (``KilledWorker``) instead of being re-run behind
-  nbflow's back; the engine records a ``worker_lost`` try and retries under a new key.
+* **Retries belong to nbflow.** The embedded cluster has ``allowed_failures=0``: a task whose
+  worker dies fails at once (``KilledWorker``), not re-run behind nbflow's back; a lost attempt
+  is ``started`` when its folder has the ``started.json`` the worker writes first (see
+  :mod:`nbflow.lostwork`). An external cluster's setting is its owner's: read, never changed,
+  and a warning when it is not 0 (Dask may re-run an attempt before nbflow sees the loss).
 * **Queues.** A task's ``queue="gpu"`` becomes the worker resource ``queue-gpu``;
   ``nbflow worker --queue gpu`` advertises it. A cluster whose workers advertise no queue
   at all (plain ``dask worker``, the embedded cluster) runs every queue. ``resources=``
@@ -43,8 +45,15 @@ from typing import Any
 
 from nbflow.config import get_settings
 from nbflow.executors.base import Event, Executor, drain, now
+from nbflow.executors.daskconf import (  # noqa: F401 - WORKER_CONFIG and worker_environment: imported from here
+    EMBEDDED_AT_LEAST_ONCE,
+    EXACTLY_ONCE,
+    WORKER_CONFIG,
+    check_allowed_failures,
+    worker_environment,
+)
 from nbflow.record import AttemptRecord
-from nbflow.worker import WorkItem, kill_attempt, read_result, run_work_item
+from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_result, read_started, run_work_item
 
 log = logging.getLogger("nbflow.executors.dask")
 
@@ -57,26 +66,6 @@ SUBMIT_INTERVAL = 0.001  # seconds the client batches submissions (Dask's defaul
 SWEEP_INTERVAL = 0.2  # seconds between looks at the statuses of futures in flight
 RELEASE_INTERVAL = 1.0  # seconds between two withdrawals of fire-and-forget claims (_release_ended)
 RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event before it is fetched
-
-
-#: Dask settings of nbflow's workers (the embedded cluster's and ``nbflow worker``'s): tasks
-#: may start processes of their own (kernels, timeouts); the statistical profiler's 10 ms
-#: sampling of every thread costs a notebook task a tenth of its time; the system monitor
-#: (psutil every 0.5 s, sent to the scheduler) and the 20 ms event-loop tick cost another
-#: ~14% of a worker's CPU on 8 notebooks (the dashboard's system plots update every 5 s).
-WORKER_CONFIG = {
-    "distributed.worker.daemon": False,
-    "distributed.worker.profile.enabled": False,
-    "distributed.admin.system-monitor.interval": "5s",
-    "distributed.admin.tick.interval": "500ms",
-}
-
-
-def worker_environment() -> dict[str, str]:
-    """:data:`WORKER_CONFIG` as the ``DASK_*`` environment variables a worker process reads."""
-    return {
-        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in WORKER_CONFIG.items()
-    }
 
 
 def queue_resource(name: str) -> str:
@@ -93,6 +82,7 @@ def run_on_worker(item: WorkItem) -> AttemptRecord:
     from distributed import get_worker
 
     worker = get_worker()
+    mark_started(item, worker.address, os.getpid())  # before anything runs: whether a lost attempt started
     msg = {"key": item.key, "worker": worker.address, "pid": os.getpid()}
     timer = threading.Timer(STARTED_DELAY, lambda: worker.log_event(STARTED_TOPIC, {**msg, "at": time.time()}))
     timer.daemon = True
@@ -113,12 +103,6 @@ def _small(result: AttemptRecord) -> bool:
     return len(result.traceback or "") + len(result.message) + 200 * len(result.artifacts) < RESULT_EVENT_LIMIT
 
 
-def _set_allowed_failures(dask_scheduler: Any, value: int) -> int:
-    previous = dask_scheduler.allowed_failures
-    dask_scheduler.allowed_failures = value
-    return previous
-
-
 def _key_state(dask_scheduler: Any, key: str) -> str | None:
     ts = dask_scheduler.tasks.get(key)
     return None if ts is None else ts.state
@@ -128,10 +112,6 @@ class DaskExecutor(Executor):
     """Runs attempts on a Dask cluster (``address``) or on an embedded ``LocalCluster``."""
 
     name = "dask"
-    guarantee = (
-        "an attempt in flight when this process dies finishes on the cluster and the next driver adopts its result "
-        "(exactly once)"
-    )
     durable_results = True
 
     def __init__(self, parallelism: int | None = None, address: str | None = None, **options: Any):
@@ -150,6 +130,12 @@ class DaskExecutor(Executor):
         self.fetched_results = 0  # results fetched from futures because no event came (a diagnostic)
         self._lock = threading.Lock()
         self._queues: tuple[float, set[str]] = (0.0, set())
+        self._folders: dict[str, str] = {}  # key -> attempt folder of attempts in flight (started.json)
+
+    @property
+    def guarantee(self) -> str:  # type: ignore[override]
+        """Exactly once on an external cluster; the embedded one dies with this process (at least once)."""
+        return EXACTLY_ONCE if self.address else EMBEDDED_AT_LEAST_ONCE
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +147,7 @@ class DaskExecutor(Executor):
             return
         if self.address:
             self.client = Client(self.address, timeout="10s")
+            check_allowed_failures(self.client, self.address)
         else:
             with dask.config.set(WORKER_CONFIG):
                 self.cluster = LocalCluster(
@@ -170,9 +157,9 @@ class DaskExecutor(Executor):
                     host="127.0.0.1",
                     dashboard_address="127.0.0.1:0",
                     silence_logs=logging.ERROR,
+                    scheduler_kwargs={"allowed_failures": 0},  # nbflow's own cluster: its retries are nbflow's
                 )
             self.client = Client(self.cluster)
-        self.client.run_on_scheduler(_set_allowed_failures, value=0)
         self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
         self.client.subscribe_topic(RESULT_TOPIC, self._on_result)
         comm = getattr(self.client, "scheduler_comm", None)  # Dask batches for 10 ms: each hand-off would wait
@@ -259,6 +246,7 @@ class DaskExecutor(Executor):
         for resources, group in groups.items():
             with self._lock:  # known before the map: a result event may beat client.map's return
                 self._futures.update((item.key, None) for item in group)
+                self._folders.update((item.key, attempt_paths(item)[0]) for item in group)
             futures = self.client.map(
                 run_on_worker,
                 [item.pack() for item in group],
@@ -288,6 +276,7 @@ class DaskExecutor(Executor):
         with self._lock:
             self._futures[key] = future
             self._adopted[key] = attempt_folder
+            self._folders[key] = attempt_folder
         return True
 
     # -- events -------------------------------------------------------------------------------
@@ -305,6 +294,7 @@ class DaskExecutor(Executor):
             if result.key not in self._futures:
                 return  # another driver's attempt, or already reported
             del self._futures[result.key]
+            self._folders.pop(result.key, None)
             self._adopted.pop(result.key, None)
             self._unreported.pop(result.key, None)
             self._ended_keys.append(result.key)
@@ -331,12 +321,13 @@ class DaskExecutor(Executor):
                 self._unreported.setdefault(key, time.monotonic())  # its result event is on the way
                 return
             del self._futures[key]
-            folder = self._adopted.pop(key, None)
+            adopted = self._adopted.pop(key, None)
+            folder = self._folders.pop(key, None)
             self._ended_keys.append(key)
         if future.status == "cancelled":
             self._events.put(Event("lost", key, now(), reason="cancelled", message="cancelled"))
             return
-        result = read_result(folder) if folder else None
+        result = read_result(adopted) if adopted else None
         if result is not None:  # an adopted attempt whose future was released after it ended
             self._events.put(_finished(result))
             return
@@ -346,7 +337,7 @@ class DaskExecutor(Executor):
                 message = _describe(future.exception(timeout=10))
             except Exception as err:  # noqa: BLE001 - the client lost the scheduler
                 message = _describe(err)
-        self._events.put(Event("lost", key, now(), reason="worker_lost", message=message))
+        self._events.put(_lost(key, folder, message))
 
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
@@ -389,8 +380,10 @@ class DaskExecutor(Executor):
                     self._futures.pop(key, None)
                     self._unreported.pop(key, None)
                     self._adopted.pop(key, None)
+                    folder = self._folders.pop(key, None)
                     self._ended_keys.append(key)
-                self._events.put(Event("lost", key, now(), reason="worker_lost", message=_describe(exc)))
+                result = read_result(folder) if folder else None  # it ended: the worker wrote how
+                self._events.put(_finished(result) if result is not None else _lost(key, folder, _describe(exc)))
 
     def _check_adopted(self) -> None:
         with self._lock:
@@ -416,6 +409,17 @@ class DaskExecutor(Executor):
 
 def _finished(result: AttemptRecord) -> Event:
     return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
+
+
+def _lost(key: str, folder: str | None, message: str) -> Event:
+    """A ``worker_lost`` event: ``started`` (with the marker's host and pid) when the worker
+    had begun the attempt, else not (it waited in the dead worker's queue)."""
+    if folder is None:  # not known here: the engine counts it as started
+        return Event("lost", key, now(), reason="worker_lost", message=message)
+    marker = read_started(folder)
+    if marker is None or marker.get("key") != key:
+        return Event("lost", key, now(), reason="worker_lost", message=message, started=False)
+    return Event("lost", key, now(), marker["host"], marker["pid"], reason="worker_lost", message=message, started=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,8 @@ Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its processes di
 task that segfaults, a cancelled notebook whose worker is killed) the whole pool breaks
 and every other running task is lost. Here each worker is a spawned process talking to
 the executor over its own pipe; a dead worker costs only its own attempt (reported as a
-``lost`` event with reason ``worker_lost`` or ``cancelled``) and is replaced.
+``lost`` event with reason ``worker_lost`` or ``cancelled``, ``started`` when its "started"
+message came: the engine resubmits one that had not, charging no try) and is replaced.
 
 Workers are started as ``python -m nbflow.executors.local FD`` with one end of a socket
 pair, not with multiprocessing's spawn: spawn re-imports the caller's ``__main__``, which
@@ -94,6 +95,7 @@ class _Worker:
     process: subprocess.Popen
     conn: Connection
     item: WorkItem | None = None
+    started: bool = False  # its "started" message for the current item came (read before its end)
     groups: set[int] = field(default_factory=set)  # process groups its current attempt started
 
     @property
@@ -175,7 +177,7 @@ class LocalExecutor(Executor):
                     return
                 idle = self._spawn()
             item = self._pending.popleft()
-            idle.item = item
+            idle.item, idle.started = item, False
             try:
                 idle.conn.send_bytes(pickle.dumps(item))
             except OSError:  # died while idle; the reader reports it and we retry the item
@@ -241,6 +243,7 @@ class LocalExecutor(Executor):
     def _on_message(self, worker: _Worker, message: tuple) -> None:
         if message[0] == "started":
             _, key, at, host, pid = message
+            worker.started = True
             self._events.put(Event("started", key, at, host, pid))
             return
         if message[0] == "process":
@@ -268,6 +271,7 @@ class LocalExecutor(Executor):
                 cancelled = item.key in self._cancelling
                 self._cancelling.discard(item.key)
                 how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+                doing = "while running the task" if worker.started else "before the task started"
                 self._events.put(
                     Event(
                         "lost",
@@ -276,7 +280,8 @@ class LocalExecutor(Executor):
                         HOSTNAME,
                         worker.pid,
                         reason="cancelled" if cancelled else "worker_lost",
-                        message=f"worker process {worker.pid} ended ({how}) while running the task",
+                        message=f"worker process {worker.pid} ended ({how}) {doing}",
+                        started=worker.started,
                     )
                 )
             self._dispatch()

@@ -272,6 +272,15 @@ class Tx(SchedulingTx, ManualTx):
         """Give a task instance more tries (an attempt lost to infrastructure does not count)."""
         self.conn.execute(update(TI).where(TI.c.run_id == run_id, TI.c.task_id == task_id).values(max_tries=max_tries))
 
+    def rekey_attempt(self, run_id: int, task_id: str, try_number: int, executor_key: str, note: str) -> None:
+        """A queued attempt resubmitted under a new executor key (its worker died before it started)."""
+        self.conn.execute(
+            update(TI)
+            .where(TI.c.run_id == run_id, TI.c.task_id == task_id, TI.c.try_number == try_number)
+            .values(executor_key=executor_key, note=note, updated_at=utcnow())
+        )
+        self.update_attempt(run_id, task_id, try_number, executor_key=executor_key)
+
     def set_task_note(self, run_id: int, task_id: str, note: str | None) -> bool:
         """Say why a task waits (shown by `nbflow tasks`); not a state change."""
         self.conn.execute(
@@ -403,6 +412,11 @@ class Store(SchedulingReads, ReuseReads):
         if task_id is not None:
             stmt = stmt.where(A.c.task_id == task_id)
         return self._all(stmt)
+
+    def lost_tries(self, run_id: int) -> dict[str, int]:
+        """Per task of a run, its attempts lost with their worker or driver (reason ``worker_lost``)."""
+        stmt = select(A.c.task_id, func.count().label("n")).where(A.c.run_id == run_id, A.c.reason == "worker_lost")
+        return {r["task_id"]: r["n"] for r in self._all(stmt.group_by(A.c.task_id))}
 
     def artifacts(self, run_id: int, task_id: str | None = None, try_number: int | None = None) -> list[RowMapping]:
         """Artifacts of a run (of one task, of one try)."""

@@ -70,9 +70,12 @@ def test_task_that_kills_every_worker_fails_as_killed_worker(nbflow_home, write_
     result = api.run_pipeline(load_pipeline(write_pipeline(ALWAYS_DIES)), executor="local", parallelism=2)
     row = result.task("poison")
     assert row["state"] == "failed" and row["reason"] == "killed_worker"
-    assert "the worker died during each of 2 tries" in row["error"]
+    # retries=1: two tries of its own plus max_infra_retries (2) lost-worker tries that cost no retry
+    assert "the worker died during each of 4 tries" in row["error"]
     assert result.task("healthy")["state"] == "success"  # the others and the pool recover
-    assert len([a for a in api.run_details(result.run_id)["attempts"] if a["task_id"] == "poison"]) == 2
+    attempts = [a for a in api.run_details(result.run_id)["attempts"] if a["task_id"] == "poison"]
+    assert [a["reason"] for a in attempts] == ["worker_lost"] * 4
+    assert ["no retry used" in a["message"] for a in attempts] == [True, True, False, False]
 
 
 SHELL_CHILD = """
