@@ -113,6 +113,7 @@ class LocalExecutor(Executor):
         "the worker processes die with this process: an attempt in flight then runs again under the next driver "
         "(at least once; use the dask executor for exactly once)"
     )
+    parallelism: int  # never None here: the settings' default fills it in
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         super().__init__(parallelism or get_settings().parallelism, **options)
