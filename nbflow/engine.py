@@ -444,16 +444,10 @@ class RunEngine(SensorPoking):
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
         starting: dict[str, Any] = {}  # filled by _started_at_once
         ti.starting = starting
+        queued_at = datetime.fromtimestamp(now, UTC)
         self._op(
             lambda tx: tx.queue_attempt(
-                run_id,
-                tid,
-                try_number,
-                key,
-                datetime.fromtimestamp(now, UTC),
-                started=starting,
-                decision=decision,
-                **limits,
+                run_id, tid, try_number, key, queued_at, started=starting, decision=decision, **limits
             ),
             tid,
         )
