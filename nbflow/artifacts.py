@@ -191,7 +191,7 @@ class UpstreamOutput:
             if key not in self.refs:
                 raise KeyError(f"no artifact named {key!r}; saved: {', '.join(self.refs) or '(none)'}")
             return read_value(self.refs[key])
-        whole = read_value(self.refs["return"]) if self.style == "single" and "return" in self.refs else None
+        whole: Any = read_value(self.refs["return"]) if self.style == "single" and "return" in self.refs else None
         if key is None:
             return whole
         try:

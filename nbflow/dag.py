@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
@@ -32,7 +33,7 @@ _active: contextvars.ContextVar[tuple[Pipeline, ...]] = contextvars.ContextVar("
 
 def caller_site() -> tuple[str, int]:
     """(file, line) of the first stack frame outside the nbflow package: the user's code."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_NBFLOW_DIR):
         frame = frame.f_back
     if frame is None:  # pragma: no cover - only when nbflow calls itself at top level

@@ -158,11 +158,18 @@ class Driver:
         self.job_id = self.store.write(lambda tx: tx.start_job(self.kind), what=f"register {self.kind}")
         return True
 
+    @property
+    def lease(self) -> int:
+        """The job id of this driver's lease (taken by :meth:`start`, before it claims or beats)."""
+        assert self.job_id is not None, "the driver holds no lease: start() it first"
+        return self.job_id
+
     def _end_job(self) -> None:
-        if self.job_id is None:
+        job_id = self.job_id
+        if job_id is None:
             return
         try:
-            self.store.write(lambda tx: tx.end_job(self.job_id), what=f"end {self.kind}")
+            self.store.write(lambda tx: tx.end_job(job_id), what=f"end {self.kind}")
         except DBAPIError as exc:  # the lease expires by itself
             log.warning("could not release the lease of job %s: %s", self.job_id, exc)
 
@@ -171,8 +178,8 @@ class Driver:
         """Become the driver of a queued or orphaned run and start it; False when a live job
         drives it already. A run that cannot start is failed with the reason (and True)."""
         live = set(self.store.live_jobs(self.settings.orphan_timeout))
-        live.add(self.job_id)
-        if not self.store.write(lambda tx: tx.claim_run(run_id, self.job_id, live), what="claim run"):
+        live.add(self.lease)
+        if not self.store.write(lambda tx: tx.claim_run(run_id, self.lease, live), what="claim run"):
             return False
         self.runs[run_id] = _Run(pipeline, list(listeners))
         self._start_run(run_id)
@@ -186,7 +193,7 @@ class Driver:
         here now; the run is left for later).
         """
         live = set(self.store.live_jobs(self.settings.orphan_timeout))
-        live.add(self.job_id)
+        live.add(self.lease)
         candidates = [r for r in self.store.runs_to_drive(live) if r["id"] not in self.runs]
         if not candidates:
             return []
@@ -268,7 +275,7 @@ class Driver:
 
     def heartbeat(self, retries: int | None = None) -> None:
         """Renew the job lease now."""
-        self.store.write(lambda tx: tx.heartbeat(self.job_id), what="heartbeat", retries=retries)
+        self.store.write(lambda tx: tx.heartbeat(self.lease), what="heartbeat", retries=retries)
         self._last_beat = time.monotonic()
 
     def drive(self, run_ids: Iterable[int] | None = None) -> dict[int, RunState]:

@@ -341,6 +341,7 @@ class RunEngine(SensorPoking, LostWork):
             stale = {tid for res, (_, tid) in zip(results, ops) if res is False and tid is not None} - parked
             for res, (_, tid) in zip(results, ops):
                 if isinstance(res, str):
+                    assert tid is not None  # only a task's queueing is refused (with the reason)
                     self._park(tid, res)
             self._stale |= stale
             drop = parked | stale
@@ -415,7 +416,7 @@ class RunEngine(SensorPoking, LostWork):
     def _run_or_reuse(self, ti: _TI, now: float) -> None:
         """Ask the decider; end the task ``cached`` with the outputs it reuses, or queue it."""
 
-        def state_of(up: str) -> str | None:
+        def state_of(up: str) -> TaskState | None:
             return self.tis[up].state if up in self.tis else None
 
         decision = self.decider.decide_ready(self.task(ti.task_id), self.params, self.context, state_of, self.produced)
@@ -438,13 +439,15 @@ class RunEngine(SensorPoking, LostWork):
         key = attempt_key(self.pipeline.name, tid, run_id, try_number, self._nonce)
         ti.key, ti.state, ti.next_retry_at = key, T.QUEUED, None
         self._parked_from[tid] = back
-        limits = {"pool": task.pool, "pool_slots": task.pool_slots}
+        limits: dict[str, Any] = {"pool": task.pool, "pool_slots": task.pool_slots}
         if self.pipeline.max_active_tasks:
             limits["pipeline_limit"] = (self.pipeline.name, self.pipeline.max_active_tasks)
-        ti.starting = starting = {}  # filled by _started_at_once
+        starting: dict[str, Any] = {}  # filled by _started_at_once
+        ti.starting = starting
+        queued_at = datetime.fromtimestamp(now, UTC)
         self._op(
             lambda tx: tx.queue_attempt(
-                run_id, tid, try_number, key, _dt(now), started=starting, decision=decision, **limits
+                run_id, tid, try_number, key, queued_at, started=starting, decision=decision, **limits
             ),
             tid,
         )
@@ -500,7 +503,7 @@ class RunEngine(SensorPoking, LostWork):
     def _apply(self, event: Event) -> None:
         tid = self.by_key.get(event.key)
         ti = self.tis.get(tid) if tid else None
-        if ti is None or ti.key != event.key:
+        if tid is None or ti is None or ti.key != event.key:
             log.info("ignoring %s event for %s: not the current attempt", event.kind, event.key)
             return
         if event.kind == "note":
@@ -523,6 +526,7 @@ class RunEngine(SensorPoking, LostWork):
             at = {"start_date": started, "hostname": event.hostname, "pid": event.pid}
             self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state="running", **at))
         elif event.kind == "finished":
+            assert event.result is not None, "a finished event carries the attempt's record"
             self._apply_result(ti, event.result)
         elif event.reason in (None, "worker_lost"):  # lost with its worker
             self._worker_lost(ti, event)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import RowMapping
+
 from nbflow.artifacts import attempt_dir, stored
 from nbflow.dag import OutputRef, Pipeline, Task
 from nbflow.exceptions import NbflowError, UnknownTaskError
@@ -139,7 +141,7 @@ def produced(refs: Iterable[dict[str, Any]], run_id: int, try_number: int, diges
 
 
 def known_outputs(
-    store: Store, rows: Iterable[Mapping[str, Any]], *, pipeline: str = "", external: Iterable[str] = ()
+    store: Store, rows: Iterable[Mapping[str, Any] | RowMapping], *, pipeline: str = "", external: Iterable[str] = ()
 ) -> dict[str, Produced]:
     """What the successful or cached ones of task instance ``rows`` give downstream: the outputs
     of the attempts they stand for (one artifact query per run involved); and the newest success
@@ -188,7 +190,7 @@ class Decider:
         cls,
         store: Store,
         pipeline: Pipeline,
-        run: Mapping[str, Any],
+        run: Mapping[str, Any] | RowMapping,
         artifact_root: str,
         clock: Callable[[], float] = time.time,
     ) -> Decider:
@@ -265,6 +267,7 @@ class Decider:
 
         if problem is not None:
             return run(problem)
+        assert parts is not None  # no problem: fingerprinted
         if tid in self.forced:
             return run(self.forced[tid])
         blocked = task.never_reused()

@@ -32,7 +32,7 @@ def _user_frame(tb: traceback.StackSummary, path: Path) -> str | None:
     return None
 
 
-def load_file(path: str | Path) -> dict[str, Pipeline]:
+def load_file(path: str | os.PathLike[str]) -> dict[str, Pipeline]:
     """Import ``path`` and return its module-level pipelines by name."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -85,7 +85,7 @@ def load_file(path: str | Path) -> dict[str, Pipeline]:
     return found
 
 
-def load_pipeline(path: str | Path, name: str | None = None) -> Pipeline:
+def load_pipeline(path: str | os.PathLike[str], name: str | None = None) -> Pipeline:
     """The pipeline ``name`` of a file (or its only pipeline)."""
     found = load_file(path)
     if name is None:

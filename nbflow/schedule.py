@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nbflow.exceptions import ScheduleError
@@ -81,6 +81,12 @@ def get_timezone(name: str, *, pipeline: str, where: str | None = None) -> ZoneI
         ) from exc
 
 
+@overload
+def parse_date(value: None, *, pipeline: str, field: str, tz: ZoneInfo, where: str | None = None) -> None: ...
+@overload
+def parse_date(
+    value: datetime | date | str, *, pipeline: str, field: str, tz: ZoneInfo, where: str | None = None
+) -> datetime: ...
 def parse_date(value: object, *, pipeline: str, field: str, tz: ZoneInfo, where: str | None = None) -> datetime | None:
     """A start/end date as an aware UTC datetime; naive values are in the pipeline's zone."""
     if value is None:

@@ -234,6 +234,7 @@ class Scheduler:
 
     def _create_runs(self, pipeline: Pipeline, now: datetime) -> list[int]:
         schedule = pipeline.timetable()
+        assert schedule is not None  # only pipelines with a cron get here
         tasks = self._rows_of(pipeline)
         params = nbparams.resolve_run_params(pipeline.param_defaults, {}, pipeline=pipeline.name)
         skip_locked = not self.store.is_sqlite
@@ -246,7 +247,7 @@ class Scheduler:
             dates, pointer = schedule.due(row["next_logical_date"], now, pipeline.catchup)
             # past its end date a pipeline is not looked at again (until the next sync)
             ended = pointer is None or (schedule.end is not None and pointer > schedule.end)
-            next_due = None if ended else schedule.interval(pointer)[1]
+            next_due = None if ended or pointer is None else schedule.interval(pointer)[1]
             if not dates and pointer == row["next_logical_date"]:
                 return [], next_due
             intervals = [schedule.interval(d) for d in dates]

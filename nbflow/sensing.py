@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nbflow.record import AttemptRecord
 from nbflow.states import FINISHED, TaskState
-from nbflow.tasks.sensor import SensorContext
+from nbflow.tasks.sensor import SensorContext, SensorTask
+
+if TYPE_CHECKING:
+    from nbflow.dag import Pipeline
+    from nbflow.store import Store
 
 T = TaskState
 
@@ -26,9 +30,20 @@ def _dt(ts: float | None) -> datetime | None:
 class SensorPoking:
     """Mixin of :class:`nbflow.engine.RunEngine` (uses its ``tis``, ``_set``, ``_apply_result``)."""
 
+    store: Store
+    pipeline: Pipeline
+    run_id: int
+    params: dict[str, Any]
+    context: dict[str, Any]
     tis: dict[str, Any]
     _sensors: list[Any]
     _pokers: ThreadPoolExecutor | None
+
+    if TYPE_CHECKING:  # RunEngine's methods
+
+        def _set(self, ti: Any, to: TaskState, expect_try: int | None = None, **fields: Any) -> None: ...
+
+        def _apply_result(self, ti: Any, res: AttemptRecord) -> None: ...
 
     def _start_pokes(self, now: float) -> None:
         for ti in self._sensors:
@@ -38,7 +53,11 @@ class SensorPoking:
                 self._set(ti, T.RUNNING, expect_try=ti.try_number, start_date=_dt(now), hostname="(driver)")
             if self._pokers is None:
                 self._pokers = ThreadPoolExecutor(4, thread_name_prefix=f"nbflow-poke-{self.run_id}")
-            ti.poke = self._pokers.submit(self.pipeline.tasks[ti.task_id].poke, self._sensor_context())
+            ti.poke = self._pokers.submit(self._sensor(ti.task_id).poke, self._sensor_context())
+
+    def _sensor(self, task_id: str) -> SensorTask:
+        """The task of one of :attr:`_sensors` (only sensor tasks are poked)."""
+        return cast(SensorTask, self.pipeline.tasks[task_id])
 
     def _sensor_context(self) -> SensorContext:
         def run_state(pipeline: str, logical_date: datetime | None) -> str | None:
@@ -60,7 +79,7 @@ class SensorPoking:
             if ti.poke is None or not ti.poke.done():
                 continue
             future, ti.poke = ti.poke, None
-            task = self.pipeline.tasks[ti.task_id]
+            task = self._sensor(ti.task_id)
             result = self._sensor_result(ti, task, future, now)
             if result is not None:
                 self._apply_result(ti, result)

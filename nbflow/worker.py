@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from nbflow import artifacts, procs
 from nbflow.artifacts import UpstreamOutput, attempt_dir
@@ -148,7 +148,7 @@ def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = Non
     return result
 
 
-def _is_storage(exc: BaseException, folder: str) -> bool:
+def _is_storage(exc: BaseException, folder: str) -> TypeGuard[OSError]:
     """Whether ``exc`` is the attempt folder refusing a write (not an error of the task's own files)."""
     if not isinstance(exc, OSError):
         return False
@@ -394,7 +394,7 @@ def _install_routers() -> tuple[_Router, _Router]:
         sys.stdout = _Router(sys.stdout)
     if not isinstance(sys.stderr, _Router):
         sys.stderr = _Router(sys.stderr)
-    return sys.stdout, sys.stderr  # type: ignore[return-value]
+    return sys.stdout, sys.stderr
 
 
 class capture_output:  # noqa: N801 - used like a function

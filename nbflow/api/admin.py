@@ -69,7 +69,7 @@ def serve_scheduler(
     if on_start is not None:
         on_start(
             SchedulerStarted(
-                job_id=scheduler.job_id,
+                job_id=scheduler.driver.lease,  # held since start()
                 dags_folder=str(scheduler.loader.folder),
                 executor=scheduler.executor.describe(),
                 database=scheduler.store.engine.url.render_as_string(hide_password=True),

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from nbflow import params as nbparams
@@ -23,7 +24,7 @@ from nbflow.exceptions import (
     StateConflictError,
 )
 from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
-from nbflow.store import Store
+from nbflow.store import Store, Tx
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import task_rows
 from nbflow.store.session import is_transient, outage_kind, probe_engine
@@ -31,7 +32,8 @@ from nbflow.store.session import is_transient, outage_kind, probe_engine
 log = logging.getLogger("nbflow.api")
 
 
-def _definition(store: Store, name: str) -> dict[str, Any]:
+def _pipeline_row(store: Store, name: str) -> RowMapping:
+    """A known pipeline's row (one with a stored version); :class:`PipelineNotFoundError` otherwise."""
     row = store.get_pipeline(name)
     if row is None or row["latest_version_id"] is None:
         known = [p["name"] for p in store.list_pipelines()]
@@ -39,7 +41,17 @@ def _definition(store: Store, name: str) -> dict[str, Any]:
             f"no pipeline named '{name}'",
             hint=f"known pipelines: {', '.join(known) or '(none: run `nbflow scheduler` or `nbflow run FILE` first)'}",
         )
-    return dict(store.get_version(row["latest_version_id"])["definition"])
+    return row
+
+
+def _version_definition(store: Store, version_id: int) -> dict[str, Any]:
+    version = store.get_version(version_id)
+    assert version is not None, f"pipeline version {version_id} is referenced by a row (a foreign key)"
+    return dict(version["definition"])
+
+
+def _definition(store: Store, name: str) -> dict[str, Any]:
+    return _version_definition(store, _pipeline_row(store, name)["latest_version_id"])
 
 
 def _param_types(definition: Mapping[str, Any]) -> dict[str, str]:
@@ -51,7 +63,7 @@ def pipeline_file(name: str, *, store: Store | None = None) -> str | None:
     """The file a known pipeline is defined in (None: it exists only in a notebook kernel)."""
     store = store or open_store()
     _definition(store, name)
-    return store.get_pipeline(name)["file"]
+    return _pipeline_row(store, name)["file"]
 
 
 def scheduler_alive(store: Store | None = None) -> bool:
@@ -108,7 +120,7 @@ def trigger(
         earlier = store.run_for_key(name, idempotency_key)
         if earlier is not None:
             return int(earlier["id"])
-    row = store.get_pipeline(name)
+    row = _pipeline_row(store, name)
     if not row["file"]:
         raise StateConflictError(
             f"pipeline '{name}' exists only in a notebook kernel (%nbflow run this): no scheduler or background "
@@ -158,7 +170,7 @@ def trigger(
     return run_id
 
 
-def import_error_text(error: Mapping[str, Any]) -> str:
+def import_error_text(error: Mapping[str, Any] | RowMapping) -> str:
     """An import error as ``file:line: message``, the location said once (the loader's message
     often starts with it already)."""
     where, what = error.get("location") or error.get("filename") or "", error.get("error") or ""
@@ -233,7 +245,7 @@ def pipeline_graph(name: str, *, run_id: int | None = None, store: Store | None 
     if run is not None and run["pipeline"] != name:
         raise NbflowError(f"run {run_id} belongs to pipeline '{run['pipeline']}', not '{name}'")
     if run is not None and run["version_id"]:
-        definition = dict(store.get_version(run["version_id"])["definition"])
+        definition = _version_definition(store, run["version_id"])
     tasks = {r["task_id"]: dict(r) for r in store.task_instances(run["id"])} if run is not None else {}
     errors = {e["filename"]: dict(e) for e in store.import_errors()}
     return {
@@ -268,7 +280,7 @@ def backfill(
     while tick <= last:
         intervals.append(schedule.interval(tick))
         tick = intervals[-1][1]
-    version = store.get_pipeline(name)["latest_version_id"]
+    version = _pipeline_row(store, name)["latest_version_id"]
     params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
     created = store.write(
         lambda tx: tx.create_runs(
@@ -323,7 +335,11 @@ def clean(older_than: timedelta, *, dry_run: bool = False, store: Store | None =
         if fs.exists(folder):
             fs.rm(folder, recursive=True)
     for chunk in range(0, len(ids), 500):
-        store.write(lambda tx, part=ids[chunk : chunk + 500]: tx.delete_runs(part), what="clean")
+
+        def delete(tx: Tx, part: list[int] = ids[chunk : chunk + 500]) -> None:
+            tx.delete_runs(part)
+
+        store.write(delete, what="clean")
     return ids
 
 

@@ -206,7 +206,7 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
     arts: dict[str, list[str]] = {}
     for a in details["artifacts"]:
         arts.setdefault(a["task_id"], []).append(a["name"])
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (
             t["task_id"],
             t["state"],

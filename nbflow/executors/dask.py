@@ -243,7 +243,7 @@ class DaskExecutor(Executor):
             groups.setdefault(tuple(sorted((resources or {}).items())), []).append(item)
             if note:
                 self._events.put(Event("note", item.key, now(), message=note))
-        for resources, group in groups.items():
+        for shape, group in groups.items():
             with self._lock:  # known before the map: a result event may beat client.map's return
                 self._futures.update((item.key, None) for item in group)
                 self._folders.update((item.key, attempt_paths(item)[0]) for item in group)
@@ -252,7 +252,7 @@ class DaskExecutor(Executor):
                 [item.pack() for item in group],
                 key=[item.key for item in group],
                 pure=False,
-                resources=dict(resources) or None,
+                resources=dict(shape) or None,
                 retries=0,
             )
             fire_and_forget(futures)
@@ -272,7 +272,7 @@ class DaskExecutor(Executor):
         state = self.client.run_on_scheduler(_key_state, key=key)
         if state in (None, "forgotten", "released", "erred"):
             return False
-        future = Future(key, self.client)
+        future: Future[Any] = Future(key, self.client)
         with self._lock:
             self._futures[key] = future
             self._adopted[key] = attempt_folder

@@ -39,7 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from nbflow import procs
 from nbflow.config import get_settings
@@ -75,7 +75,11 @@ def _worker_main(conn: Connection) -> None:
         item: WorkItem = pickle.loads(data)
         send = _sender(conn)
         send(("started", item.key, time.time(), HOSTNAME, os.getpid()))
-        result = run_work_item(item, on_process=lambda pgid, key=item.key, send=send: send(("process", key, pgid)))
+
+        def on_process(pgid: int, key: str = item.key, send: Any = send) -> None:
+            send(("process", key, pgid))
+
+        result = run_work_item(item, on_process=on_process)
         send(("finished", item.key, result))
 
 
@@ -111,6 +115,7 @@ class LocalExecutor(Executor):
         "the worker processes die with this process: an attempt in flight then runs again under the next driver "
         "(at least once; use the dask executor for exactly once)"
     )
+    parallelism: int  # never None here: the settings' default fills it in
 
     def __init__(self, parallelism: int | None = None, **options: Any):
         super().__init__(parallelism or get_settings().parallelism, **options)
@@ -225,7 +230,7 @@ class LocalExecutor(Executor):
                 if self._closing and not self._workers:
                     return
                 conns: list[Any] = [*self._workers, self._wake_r]
-            for conn in wait(conns):
+            for conn in cast(list[Connection], wait(conns)):  # only Connections are waited on
                 if conn is self._wake_r:
                     self._wake_r.recv_bytes()
                     continue

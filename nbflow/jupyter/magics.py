@@ -154,6 +154,7 @@ class NbflowMagics(Magics):
         decl = self.this.declare(role, args.strip(), cell)
         if role == "task" and self.this.mode == "declare":
             return None
+        assert self.shell is not None  # a registered Magics has its shell
         self.this.nested += 1
         try:
             result = self.shell.run_cell(cell, store_history=False)
@@ -167,7 +168,7 @@ class NbflowMagics(Magics):
     # -- commands -----------------------------------------------------------------------------
     def _line(self, line: str) -> Any:
         if not line.strip():
-            print(self.nbflow.__doc__)
+            print(type(self).nbflow.__doc__)
             return None
         sub, _, rest = line.strip().partition(" ")
         if sub == "pipeline":
@@ -177,7 +178,7 @@ class NbflowMagics(Magics):
         return getattr(self, f"_cmd_{args.command}")(args)
 
     def _cmd_help(self, args: argparse.Namespace) -> None:
-        print(self.nbflow.__doc__)
+        print(type(self).nbflow.__doc__)
 
     def _pipeline(self, target: str, name: str | None = None) -> Any:
         if target == "this":
@@ -250,7 +251,7 @@ class NbflowMagics(Magics):
             )
             for c in self.this.cells:
                 if c.role == "task":
-                    o = c.options
+                    o = c.task[1]
                     extra = "".join(
                         f" {flag} {','.join(v)}"
                         for flag, v in (("--after", o.after), ("--inputs", o.inputs), ("--outputs", o.outputs))

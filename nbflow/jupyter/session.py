@@ -148,7 +148,7 @@ class ThisNotebook:
 
     def tasks(self) -> list[str]:
         """Names of the declared task cells."""
-        return [c.name for c in self.cells if c.role == "task"]
+        return [c.task[0] for c in self.cells if c.role == "task"]
 
     def pipeline(self) -> Pipeline:
         """The pipeline these cells declare (built fresh; each cell task runs in a kernel of its own)."""

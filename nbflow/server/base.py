@@ -40,7 +40,8 @@ class NbflowHandler(APIHandler):
     #: the body's fields: {name: (JSON types, required)}; handlers that take a body set it
     body_fields: dict[str, tuple[type | tuple[type, ...], bool]] = {}
 
-    async def prepare(self) -> None:
+    # ignore[override]: APIHandler.prepare's own signature, which jupyter_server also marks ignore[override]
+    async def prepare(self) -> None:  # type: ignore[override]
         """Jupyter's checks (authentication, XSRF), then refuse a body over the size limit
         before reading it (the body is streamed to :meth:`data_received` after this)."""
         await super().prepare()

@@ -146,7 +146,7 @@ class HtmlExportHandler(NbflowHandler):
         name, html = await self.call(api.export_html, run, task, self.int_arg("try", None, minimum=1))
         if self.get_query_argument("download", "") == "1":
             self.set_header("Content-Disposition", f'attachment; filename="{name}"')
-        self.finish(html.encode("utf-8"), set_content_type="text/html; charset=utf-8")  # type: ignore[call-arg]
+        self.finish(html.encode("utf-8"), set_content_type="text/html; charset=utf-8")
 
 
 class ContentsHandler(NbflowHandler):

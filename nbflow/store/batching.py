@@ -128,6 +128,7 @@ def _group(calls: list[_Call]) -> list[_Group]:
         if group is None:
             group = segment[gkey] = _Group(call.stmt)
             groups.append(group)
+        assert group.rows is not None and call.rows is not None  # keyed calls carry rows; their groups a list
         group.rows.extend(call.rows)
         group.checked = group.checked or call.checked
         owner.update((k, gkey) for k in keys)

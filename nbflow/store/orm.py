@@ -7,7 +7,7 @@ checks that these models and the migrated schema agree.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -252,12 +253,13 @@ class PoolRow(Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
-pipelines = PipelineRow.__table__
-pipeline_versions = PipelineVersionRow.__table__
-runs = RunRow.__table__
-task_instances = TaskInstanceRow.__table__
-task_attempts = TaskAttemptRow.__table__
-artifacts = ArtifactRow.__table__
-jobs = JobRow.__table__
-import_errors = ImportErrorRow.__table__
-pools = PoolRow.__table__
+# Declarative types ``__table__`` as a FromClause; a mapped class's table is a Table (insert/update need one).
+pipelines = cast(Table, PipelineRow.__table__)
+pipeline_versions = cast(Table, PipelineVersionRow.__table__)
+runs = cast(Table, RunRow.__table__)
+task_instances = cast(Table, TaskInstanceRow.__table__)
+task_attempts = cast(Table, TaskAttemptRow.__table__)
+artifacts = cast(Table, ArtifactRow.__table__)
+jobs = cast(Table, JobRow.__table__)
+import_errors = cast(Table, ImportErrorRow.__table__)
+pools = cast(Table, PoolRow.__table__)

@@ -7,6 +7,7 @@ whose outputs it stands for, so a chain of reuses always points at an attempt th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,7 +48,7 @@ class Previous:
     output_uri: str | None = None
 
 
-def source_of(row: RowMapping | dict[str, Any]) -> tuple[int, int]:
+def source_of(row: RowMapping | Mapping[str, Any]) -> tuple[int, int]:
     """(run, try) of the attempt whose outputs a successful or cached task instance stands for."""
     if row["reused_run_id"] is not None:
         return int(row["reused_run_id"]), int(row["reused_try"])

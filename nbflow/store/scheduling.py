@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, case, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import ColumnElement, RowMapping, case, delete, func, insert, or_, select, text, true, update
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
@@ -201,7 +201,7 @@ class SchedulingReads:
 
     def runs_to_drive(self, live: Iterable[int], limit: int = 100) -> list[RowMapping]:
         """Queued or running runs that no live job drives, oldest logical date first."""
-        free = R.c.driver_id.is_(None)
+        free: ColumnElement[bool] = R.c.driver_id.is_(None)
         live = list(live)
         if live:
             free = or_(free, R.c.driver_id.notin_(live))

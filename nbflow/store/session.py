@@ -146,6 +146,7 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert head is not None, "nbflow's migrations have one head revision"
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     return current, head

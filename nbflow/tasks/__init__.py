@@ -9,8 +9,12 @@ entry point.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from nbflow.exceptions import NbflowError
+
+if TYPE_CHECKING:
+    from nbflow.tasks.base import BaseTask
 
 _BUILTIN = {
     "python": "nbflow.tasks.python:PythonTask",
@@ -29,7 +33,7 @@ def known_kinds() -> dict[str, str]:
     return kinds
 
 
-def get_kind(name: str) -> type:
+def get_kind(name: str) -> type[BaseTask]:
     """The task class registered as ``name``; fails naming the known kinds."""
     kinds = known_kinds()
     if name not in kinds:

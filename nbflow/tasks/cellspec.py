@@ -136,6 +136,12 @@ class CellDecl:
     options: argparse.Namespace | None = None
     key: Any = None  # the kernel's identity of the cell (cell id or name)
 
+    @property
+    def task(self) -> tuple[str, argparse.Namespace]:
+        """A task cell's ``(name, options)``: :func:`task_decl` sets both."""
+        assert self.role == "task" and self.name is not None and self.options is not None, self
+        return self.name, self.options
+
 
 @dataclass
 class PipelineDecl:
@@ -195,7 +201,7 @@ def declared_params(source: str, where: str) -> dict[str, Any]:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             target, value = node.target, node.value
-        if isinstance(target, ast.Name):
+        if isinstance(target, ast.Name) and value is not None:  # value is set with target
             try:
                 found[target.id] = ast.literal_eval(value)
             except (ValueError, SyntaxError, TypeError):
@@ -206,23 +212,24 @@ def declared_params(source: str, where: str) -> dict[str, Any]:
 def resolve_inputs(cells: list[CellDecl], prefix: str) -> dict[str, dict[str, str]]:
     """Per task: ``{input variable: producing task}``; a variable nobody outputs is an error."""
     tasks = [c for c in cells if c.role == "task"]
-    outputs = {c.name: set(c.options.outputs) for c in tasks}
+    outputs = {c.task[0]: set(c.task[1].outputs) for c in tasks}
     resolved: dict[str, dict[str, str]] = {}
     for i, cell in enumerate(tasks):
         where = f"{prefix}:{cell.label}"
-        mapping = resolved[cell.name] = {}
-        for var in cell.options.inputs:
-            after = [a for a in cell.options.after if var in outputs.get(a, ())]
+        name, options = cell.task
+        mapping = resolved[name] = {}
+        for var in options.inputs:
+            after = [a for a in options.after if var in outputs.get(a, ())]
             if len(after) > 1:
                 raise DefinitionError(
-                    f"task '{cell.name}' takes input '{var}', which its --after tasks {' and '.join(after)} both output",
+                    f"task '{name}' takes input '{var}', which its --after tasks {' and '.join(after)} both output",
                     where=where,
                     hint="rename one of the outputs, or keep only one of them in --after",
                 )
-            above = [t.name for t in tasks[:i] if var in outputs[t.name]]
+            above = [t.task[0] for t in tasks[:i] if var in outputs[t.task[0]]]
             if not after and not above:
                 raise DefinitionError(
-                    f"task '{cell.name}' takes input '{var}' but no task cell above it (or in --after) outputs '{var}'",
+                    f"task '{name}' takes input '{var}' but no task cell above it (or in --after) outputs '{var}'",
                     where=where,
                     hint=f"add --outputs {var} to the cell that computes it (tag nbflow:outputs={var})",
                 )
@@ -259,7 +266,7 @@ def build_pipeline(
     pipeline.site, pipeline.where = (prefix, 0), prefix
     with pipeline:
         for cell in tasks:
-            o = cell.options
+            name, o = cell.task
             options = {
                 k: v
                 for k, v in (
@@ -275,12 +282,12 @@ def build_pipeline(
                 if v is not None
             }
             task = CellTask(
-                cell.name,
+                name,
                 cell.source,
                 label=cell.label,
                 index=cell.index,
                 setup=setup,
-                inputs=inputs[cell.name],
+                inputs=inputs[name],
                 outputs=o.outputs,
                 params=list(params),
                 kernel_name=kernel_name,

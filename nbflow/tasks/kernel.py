@@ -124,7 +124,8 @@ class PromptKernelManager(AsyncKernelManager):
         """Whether the kernel runs nothing now (then it is not interrupted before shutdown)."""
         return False
 
-    async def start_kernel(self, **kw: Any) -> None:
+    # ignore[override]: jupyter_client types KernelManager's sync start_kernel, not AsyncKernelManager's coroutine
+    async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
         """Start as jupyter_client does, on IPC sockets when the kernel would listen on localhost.
 
         With TCP, each process picks its kernels' ports by binding port 0 and releasing it; two
@@ -138,7 +139,8 @@ class PromptKernelManager(AsyncKernelManager):
                 self.transport, self.ip = "ipc", prefix
         await super().start_kernel(**kw)
 
-    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+    # ignore[override]: jupyter_client types KernelManager's sync shutdown_kernel, not AsyncKernelManager's coroutine
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
         """jupyter_client's shutdown, or :func:`shutdown_idle_kernel` for an idle kernel."""
         if now or restart or not self.has_kernel or not self.kernel_is_idle():
             await super().shutdown_kernel(now=now, restart=restart)

@@ -127,7 +127,8 @@ class _Attempt:
             def kernel_is_idle(self) -> bool:
                 return attempt.running is None
 
-            async def start_kernel(self, **kw: Any) -> None:
+            # ignore[override]: jupyter_client types KernelManager's sync start_kernel, not AsyncKernelManager's coroutine
+            async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
                 if attempt.log is not None:  # e.g. a kernel's crash message before it is ready
                     kw.setdefault("stdout", attempt.log)
                     kw.setdefault("stderr", attempt.log)
@@ -138,13 +139,15 @@ class _Attempt:
                     # LocalProvisioner's public process and pgid; another provisioner (a remote
                     # kernel) has no local process to record, and its kernel is killed through it.
                     prov = self.provisioner
-                    if prov is not None and getattr(prov, "process", None) is not None:
-                        attempt.pgid = getattr(prov, "pgid", None) or prov.process.pid
-                        attempt.process = prov.process
+                    process = getattr(prov, "process", None)
+                    if process is not None:
+                        attempt.pgid = getattr(prov, "pgid", None) or process.pid
+                        attempt.process = process
                         if attempt.on_kernel_start is not None:
                             attempt.on_kernel_start(attempt.pgid)
 
-            async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            # ignore[override]: jupyter_client types KernelManager's sync shutdown_kernel, not AsyncKernelManager's coroutine
+            async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
                 if attempt.process is not None and attempt.process.poll() is None:
                     attempt.alive_at_shutdown = True
                 await super().shutdown_kernel(now=now, restart=restart)
@@ -350,7 +353,7 @@ def _classify(
     """Map papermill's result to a record; None for an error nbflow cannot explain."""
 
     def outcome(reason: str | None, message: str, ename: str | None = None, **kw: Any) -> AttemptRecord:
-        fields = dict(
+        fields: dict[str, Any] = dict(
             cell_index=attempt.source_index(cell),
             exec_count=exec_count,
             ename=ename,

@@ -166,7 +166,7 @@ class NotebookTask(BaseTask):
         except Exception as exc:
             return AttemptRecord.from_exception(exc, reason="input_missing")
         for name in self.context_params:  # dates as ISO strings: parameters are literals
-            value = ctx.run_context.get(name)
+            value: Any = ctx.run_context.get(name)
             values[name] = value.isoformat() if hasattr(value, "isoformat") else value
         os.makedirs(ctx.attempt_dir, exist_ok=True)
         record = run_notebook(

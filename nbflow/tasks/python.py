@@ -189,7 +189,9 @@ def _call_in_child(
     recv, send = mp.Pipe(duplex=False)
     proc = mp.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
     proc.start()
-    register(proc.pid)  # the child calls setsid(): its pid is its process group
+    pid = proc.pid
+    assert pid is not None  # set by start()
+    register(pid)  # the child calls setsid(): its pid is its process group
     send.close()
     try:
         if recv.poll(timeout):
@@ -204,7 +206,7 @@ def _call_in_child(
                 )
             finally:
                 proc.join()
-        procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
+        procs.terminate(pid, grace, exited=procs.waiter(proc))
         return False, AttemptRecord.failure(
             "task_timeout",
             f"task exceeded timeout={timeout:g}s and was killed",
@@ -214,7 +216,7 @@ def _call_in_child(
     finally:
         recv.close()
         if proc.is_alive():
-            procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
+            procs.terminate(pid, grace, exited=procs.waiter(proc))
 
 
 # --- the decorator -----------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _arity(fn: Callable[..., Any]) -> int:
 
 def describe(condition: Callable[..., Any]) -> str:
     """Short text naming a condition."""
-    return getattr(condition, "description", None) or getattr(condition, "__qualname__", repr(condition))
+    return getattr(condition, "description", "") or getattr(condition, "__qualname__", repr(condition))
 
 
 class file_exists:  # noqa: N801 - used like a function

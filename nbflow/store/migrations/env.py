@@ -20,7 +20,11 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     """Migrate through the engine nbflow passed in (or one made from the URL)."""
-    engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = config.attributes.get("engine")
+    if engine is None:
+        url = config.get_main_option("sqlalchemy.url")
+        assert url is not None, "alembic_config() or alembic.ini sets sqlalchemy.url"
+        engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
