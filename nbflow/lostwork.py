@@ -13,10 +13,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from nbflow.executors.base import Event, attempt_key
+from nbflow.executors.base import Event, WorkItem, attempt_key
 from nbflow.states import TaskState
+
+if TYPE_CHECKING:
+    from nbflow.config import Settings
+    from nbflow.dag import Pipeline
+    from nbflow.store import Tx
+    from nbflow.tasks.base import BaseTask
 
 MAX_RESUBMITS = 10  # resubmissions of a task's never-started attempts; past it a loss counts as a try
 
@@ -27,6 +34,24 @@ class LostWork:
 
     by_key: dict[str, str]
     _submits: list[Any]
+    settings: Settings
+    pipeline: Pipeline
+    run_id: int
+    _nonce: str
+
+    if TYPE_CHECKING:  # RunEngine's methods
+
+        def task(self, task_id: str) -> BaseTask: ...
+
+        def _op(self, fn: Callable[[Tx], Any], task_id: str | None = None) -> None: ...
+
+        def _note(
+            self, ti: Any, message: str = "", duration: float | None = None, hostname: str | None = None
+        ) -> None: ...
+
+        def _work_item(self, ti: Any, task: BaseTask) -> WorkItem: ...
+
+        def _fail_attempt(self, ti: Any, reason: str, message: str, at: float, **where: Any) -> None: ...
 
     def _worker_lost(self, ti: Any, event: Event) -> None:
         """An attempt lost with its worker or driver (see the module's docstring)."""
