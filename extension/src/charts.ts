@@ -10,6 +10,23 @@ import { IAttempt, IGrid, fmtSeconds, fmtTime, h, parseTime } from './api';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
+/**
+ * Axis marks in seconds at a round step (1, 2 or 5 × a power of ten) from 0 to `top`, the first
+ * mark at or above `max`: at most 6 marks, labelled with as many decimals as the step needs.
+ */
+export function niceTicks(max: number): { ticks: number[]; top: number; label: (s: number) => string } {
+  max = Math.max(max, 0.01);
+  const rough = max / 4;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map(m => m * power).find(s => s >= rough) ?? 10 * power;
+  const count = Math.max(1, Math.ceil(max / step - 1e-9));
+  const ticks = Array.from({ length: count + 1 }, (_, i) => i * step);
+  const decimals = step >= 1 ? 0 : step >= 0.1 ? 1 : step >= 0.01 ? 2 : 3;
+  const top = ticks[ticks.length - 1];
+  const label = (s: number) => (top >= 120 ? fmtSeconds(s) : `${s.toFixed(decimals)} s`);
+  return { ticks, top, label };
+}
+
 function svg<K extends keyof SVGElementTagNameMap>(
   tag: K,
   attrs: Record<string, string | number> = {},
@@ -84,7 +101,8 @@ export function ganttChart(attempts: IAttempt[], order: string[], open: OpenTry,
   }
   const t0 = Math.min(...times);
   const t1 = Math.max(...times, ...rows.filter(a => !a.end_date).map(() => Date.now()));
-  const span = Math.max(t1 - t0, 1);
+  const axis = niceTicks(Math.max(t1 - t0, 1) / 1000);
+  const span = axis.top * 1000; // the axis ends at a round mark past the last end
   const left = 150,
     width = 500,
     rowH = 22,
@@ -100,11 +118,11 @@ export function ganttChart(attempts: IAttempt[], order: string[], open: OpenTry,
     role: 'img',
     'aria-label': `Gantt chart of run ${runId}`
   });
-  for (let i = 0; i <= 4; i++) {
-    const tx = left + (width * i) / 4;
+  for (const mark of axis.ticks) {
+    const tx = x(t0 + mark * 1000);
     chart.append(
       svg('line', { x1: tx, x2: tx, y1: top - 6, y2: top + rows.length * rowH, class: 'nbflow-axis' }),
-      svg('text', { x: tx, y: 12, class: 'nbflow-axis-label', 'text-anchor': 'middle' }, fmtSeconds((span * i) / 4000))
+      svg('text', { x: tx, y: 12, class: 'nbflow-axis-label', 'text-anchor': 'middle' }, axis.label(mark))
     );
   }
   rows.forEach((a, i) => {
@@ -191,7 +209,8 @@ export function durationChart(grid: IGrid): HTMLElement {
   if (runs.length < 1 || !all.length) {
     return h('div', { class: 'nbflow-empty' }, 'No finished task yet.');
   }
-  const max = Math.max(...all, 0.001);
+  const axis = niceTicks(Math.max(...all, 0.001));
+  const max = axis.top;
   const left = 60,
     width = 600,
     height = 200,
@@ -208,11 +227,10 @@ export function durationChart(grid: IGrid): HTMLElement {
     role: 'img',
     'aria-label': `task durations over the last ${runs.length} runs`
   });
-  for (let i = 0; i <= 4; i++) {
-    const d = (max * i) / 4;
+  for (const d of axis.ticks) {
     chart.append(
       svg('line', { x1: left, x2: left + width, y1: y(d), y2: y(d), class: 'nbflow-axis' }),
-      svg('text', { x: left - 6, y: y(d) + 4, 'text-anchor': 'end', class: 'nbflow-axis-label' }, fmtSeconds(d))
+      svg('text', { x: left - 6, y: y(d) + 4, 'text-anchor': 'end', class: 'nbflow-axis-label' }, axis.label(d))
     );
   }
   runs.forEach((r, i) =>
