@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import UTC
 from pathlib import Path
 
@@ -596,3 +597,58 @@ def test_a_markdown_cell_added_to_a_notebook_changes_nothing(tmp_path, nbflow_ho
     assert nbflow("run", "pipeline.py", "-e", "local", "-i", cwd=cwd, home=nbflow_home).returncode == 0
     assert executed(side) == ["train", "evaluate"]
     assert whys(3)["train"] == "code changed: train.ipynb Cell 4/4"  # the cell as JupyterLab names it now
+
+
+RACE = """
+import os, time
+from nbflow import Pipeline, task
+
+SIDE, GATE = {side!r}, {gate!r}
+
+with Pipeline("race", params={{"n": 2}}) as pipeline:
+    @task
+    def slow(params):
+        open(SIDE, "a").write("slow\\n")
+        while not os.path.exists(GATE):  # held until the test opens the gate
+            time.sleep(0.05)
+        return params["n"]
+
+    slow()
+"""
+
+
+def test_an_attempt_still_running_in_another_run_is_never_reused(tmp_path, nbflow_home):
+    """Run 2 (n=3) is running `slow` when run 3 (n=3, incremental) decides it: the only finished
+    success is run 1's (n=2), so run 3 runs it too, saying why; nothing of run 2 is reused."""
+    side, gate = tmp_path / "executions.txt", tmp_path / "gate"
+    path = tmp_path / "race.py"
+    path.write_text(RACE.format(side=str(side), gate=str(gate)))
+    gate.write_text("open")
+    assert api.run_pipeline(load_pipeline(path), executor="inline").ok  # run 1, n=2
+    gate.unlink()
+    executed(side)
+    first = api.create_run(load_pipeline(path), params={"n": 3}, incremental=True)
+    second = api.create_run(load_pipeline(path), params={"n": 3}, incremental=True)
+    results: dict[int, str] = {}
+
+    def drive(run_id: int) -> None:
+        results[run_id] = api.drive_run(load_pipeline(path), run_id, executor="local").state.value
+
+    threads = {first: threading.Thread(target=drive, args=(first,))}
+    threads[first].start()
+    deadline = time.monotonic() + 60
+    while states(first)["slow"] != "running":  # run 2's attempt is in flight ...
+        assert time.monotonic() < deadline, states(first)
+        time.sleep(0.05)
+    threads[second] = threading.Thread(target=drive, args=(second,))
+    threads[second].start()  # ... when run 3 decides
+    while states(second)["slow"] not in ("running", "cached", "success"):
+        assert time.monotonic() < deadline, states(second)
+        time.sleep(0.05)
+    gate.write_text("open")
+    for thread in threads.values():
+        thread.join(120)
+    assert results == {first: "success", second: "success"}
+    assert executed(side) == ["slow", "slow"]
+    assert whys(second)["slow"] == "parameter n: 2 -> 3" and states(second)["slow"] == "success"
+    assert api.load_output(second, "slow") == 3
