@@ -43,6 +43,7 @@ EXPECTED_ROWS = {
     "incremental-fanout-leaf",
     "incremental-decision-100",
     "incremental-decision-1000",
+    "incremental-decision-3000",
     "incremental-decision-flatness",
 }
 # rows that have no baseline of their own (a CPU or SQL count, a latency, a time per task)
@@ -53,6 +54,7 @@ NO_BASELINE = {
     "scheduler-trigger-p95",
     "incremental-decision-100",
     "incremental-decision-1000",
+    "incremental-decision-3000",
 }
 
 
