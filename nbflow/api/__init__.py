@@ -13,6 +13,7 @@ from nbflow.api.admin import (
     upgrade_database,
     worker_command,
 )
+from nbflow.api.compare import compare, compare_columns, compare_csv, compare_rows, format_value, plot_compare
 from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
 from nbflow.api.history import mark_task, next_run, run_grid
 from nbflow.api.logs import LogChunk, log_chunk, read_log
@@ -62,6 +63,7 @@ from nbflow.api.runs import (
     cancel_run,
     clear_run,
     create_run,
+    create_runs,
     dag_picture,
     list_runs,
     load_output,
@@ -72,9 +74,19 @@ from nbflow.api.runs import (
     task_finished,
     task_rows,
 )
+from nbflow.api.sweeps import (
+    MAX_SWEEP_POINTS,
+    SweepResult,
+    create_sweep,
+    drive_runs,
+    parse_sweep_args,
+    run_sweep,
+    sweep_points,
+)
 from nbflow.tasks.cellspec import kernel_pipeline_name
 
 __all__ = [
+    "MAX_SWEEP_POINTS",
     "STALL_AFTER",
     "DuplicateRunError",
     "LogChunk",
@@ -83,13 +95,20 @@ __all__ = [
     "SchedulerStarted",
     "SchemaUpgrade",
     "StalePipelineError",
+    "SweepResult",
     "backfill",
     "background_driver_alive",
     "cancel_run",
     "clean",
     "clear_run",
     "clear_tasks",
+    "compare",
+    "compare_columns",
+    "compare_csv",
+    "compare_rows",
     "create_run",
+    "create_runs",
+    "create_sweep",
     "dag_picture",
     "database_trouble",
     "debug_copy",
@@ -98,7 +117,9 @@ __all__ = [
     "drive_existing",
     "drive_queued",
     "drive_run",
+    "drive_runs",
     "export_html",
+    "format_value",
     "health",
     "import_errors",
     "kernel_pipeline_name",
@@ -112,10 +133,12 @@ __all__ = [
     "open_store",
     "output_of",
     "parse_age",
+    "parse_sweep_args",
     "pipeline_file",
     "pipeline_graph",
     "pipeline_of_run",
     "plan_run",
+    "plot_compare",
     "pools",
     "read_log",
     "read_notebook",
@@ -127,6 +150,7 @@ __all__ = [
     "run_file",
     "run_grid",
     "run_pipeline",
+    "run_sweep",
     "schedule_notebook",
     "schedule_preview",
     "scheduler_alive",
@@ -137,6 +161,7 @@ __all__ = [
     "set_pool",
     "spawn_driver",
     "start_scheduler",
+    "sweep_points",
     "task_finished",
     "task_rows",
     "trigger",
