@@ -272,3 +272,56 @@ def test_metric_outside_a_run_only_checks_the_value():
         nbflow.metric("acc", float("nan"))
     with pytest.raises(ValueError, match="string of 201 characters"):
         nbflow.metric("acc", "x" * 201)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_rest_trigger_with_a_sweep_and_compare(tmp_path):
+    """The trigger route's "sweep" queues one run per point (the background driver runs them);
+    GET compare answers the table's data; every answer is checked against docs/openapi.yaml."""
+    import textwrap
+    import time
+
+    from tests.jupyter_procs import nbflow_env, register_pipelines, start_jupyter
+
+    root = tmp_path / "jroot"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "swept.py").write_text(textwrap.dedent(SWEPT))
+    env = nbflow_env(root)
+    register_pipelines(root, env)
+    server = start_jupyter(root, env, "server")
+    try:
+        status, bad = server.request("POST", "pipelines/swept/trigger", {"sweep": {"C": [0.5, "x"]}})
+        assert status == 400 and "sweep point 2 of 2 (C=x)" in bad["message"], bad
+        status, bad = server.request("POST", "pipelines/swept/trigger", {"sweep": {"C": 0.5}})
+        assert status == 400 and bad["fields"] == {"sweep.C": "'sweep.C' must be a list of values"}, bad
+        status, answer = server.request(
+            "POST", "pipelines/swept/trigger", {"sweep": {"C": [0.5, 2]}, "params": {"penalty": "l1"}}
+        )
+        assert status == 201, answer
+        assert answer["run_ids"] == [1, 2] and answer["run_id"] == 1, answer  # the bad requests made no run
+        sweep = answer["sweep_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            status, data = server.request("GET", f"compare?sweep={sweep}")
+            assert status == 200, data
+            if all(r["state"] in ("success", "failed") for r in data["runs"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert data["sweep"] == {"id": sweep, "pipeline": "swept", "grid": {"C": [0.5, 2.0]}}
+        assert [(r["state"], r["params"], r["metrics"]["train.accuracy"]) for r in data["runs"]] == [
+            ("success", {"C": 0.5, "penalty": "l1"}, 0.3333),
+            ("success", {"C": 2.0, "penalty": "l1"}, 0.6667),
+        ]
+        status, by_ids = server.request("GET", "compare?runs=2,1")
+        assert status == 200 and [r["run_id"] for r in by_ids["runs"]] == [1, 2] and by_ids["sweep"] is None
+        status, last = server.request("GET", "compare?pipeline=swept&last=1")
+        assert status == 200 and [r["run_id"] for r in last["runs"]] == [2]
+        status, missing = server.request("GET", "compare?sweep=99")
+        assert status == 404 and "sweep 99 does not exist" in missing["message"]
+        status, neither = server.request("GET", "compare")
+        assert status == 400 and "exactly one of" in neither["message"]
+        status, bad_ids = server.request("GET", "compare?runs=1,x")
+        assert status == 400 and "runs" in bad_ids["fields"]
+    finally:
+        server.stop()

@@ -82,6 +82,7 @@ from nbflow.api.sweeps import (
     parse_sweep_args,
     run_sweep,
     sweep_points,
+    trigger_sweep,
 )
 from nbflow.tasks.cellspec import kernel_pipeline_name
 
@@ -165,6 +166,7 @@ __all__ = [
     "task_finished",
     "task_rows",
     "trigger",
+    "trigger_sweep",
     "upgrade_database",
     "waiting_reason",
     "worker_command",

@@ -112,7 +112,10 @@ def create_runs(
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
     incremental, force = choose(pipeline, incremental, force)
-    resolved = [_resolve_point(pipeline, point, n, len(points), sweep) for n, point in enumerate(points, 1)]
+    resolved = [
+        resolve_point(pipeline.param_defaults, pipeline.name, point, n, len(points), sweep)
+        for n, point in enumerate(points, 1)
+    ]
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
     missing = sorted(u for u in external if store.latest_success(pipeline.name, u) is None)
@@ -152,11 +155,18 @@ def create_runs(
     return store.write(write, what="create runs" if sweep else "create run")
 
 
-def _resolve_point(
-    pipeline: Pipeline, point: Mapping[str, Any], n: int, total: int, sweep: Mapping[str, Any] | None
+def resolve_point(
+    defaults: Mapping[str, Any],
+    pipeline: str,
+    point: Mapping[str, Any],
+    n: int,
+    total: int,
+    sweep: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
+    """Run parameters of point ``n`` of ``total`` (see ``resolve_run_params``); a sweep's bad
+    point raises a ParameterError that names the point and says no run was created."""
     try:
-        return nbparams.resolve_run_params(pipeline.param_defaults, dict(point), pipeline=pipeline.name)
+        return nbparams.resolve_run_params(defaults, dict(point), pipeline=pipeline)
     except ParameterError as exc:
         if sweep is None:
             raise

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow.api.runs import RunResult, create_runs, open_store
+from nbflow.api.runs import RunResult, create_runs, open_store, resolve_point
 from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
@@ -215,3 +215,66 @@ def run_sweep(
         on_end=on_end,
     )
     return SweepResult(sweep_id, pipeline.name, runs)
+
+
+def trigger_sweep(
+    name: str,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    params: Mapping[str, Any] | None = None,
+    incremental: bool | None = None,
+    last_good: bool = False,
+    idempotency_key: str | None = None,
+    start: bool = True,
+    store: Store | None = None,
+) -> tuple[int, list[int]]:
+    """Queue a sweep of a known pipeline (the REST trigger's ``"sweep"``): one run per point of
+    ``grid``, each checked like :func:`~nbflow.api.trigger`'s parameters before any is made; the
+    scheduler or a background driver runs them within ``max_active_runs``. The same
+    ``idempotency_key`` again answers with the sweep the first request made (kept on its first
+    run). Returns ``(sweep id, run ids)``."""
+    from nbflow.api.pipelines import _definition, scheduler_alive, spawn_driver, triggerable
+    from nbflow.store.scheduling import task_rows
+
+    store = store or open_store()
+    definition = _definition(store, name)
+    if idempotency_key is not None:
+        earlier = store.run_for_key(name, idempotency_key)
+        if earlier is not None and earlier["sweep_id"] is not None:
+            return int(earlier["sweep_id"]), store.sweep_run_ids(earlier["sweep_id"])
+    row = triggerable(store, name, last_good)
+    defaults = definition.get("params") or {}
+    points = sweep_points(grid, params)
+    resolved = [resolve_point(defaults, name, p, n, len(points), grid) for n, p in enumerate(points, 1)]
+    converted = {k: [resolved[i][k] for i in range(len(points))] for k in grid}
+    converted = {k: list({json.dumps(v, sort_keys=True): v for v in vs}.values()) for k, vs in converted.items()}
+    tasks = task_rows(definition)
+    use_incremental = bool(definition.get("incremental")) if incremental is None else bool(incremental)
+
+    def write(tx: Any) -> tuple[int, list[int]]:
+        from datetime import timedelta
+
+        from nbflow.store.orm import utcnow
+
+        now, run_ids = utcnow(), []
+        for n, values in enumerate(resolved):
+            at = now + timedelta(microseconds=n)
+            (run_id,) = tx.create_runs(
+                pipeline=name,
+                version_id=row["latest_version_id"],
+                params=values,
+                trigger="manual",
+                tasks=tasks,
+                intervals=[(at, at)],
+                idempotency_key=idempotency_key if n == 0 else None,
+                incremental=use_incremental,
+            )
+            run_ids.append(run_id)
+        sweep_id = tx.create_sweep(name, converted)
+        tx.set_sweep(run_ids, sweep_id)
+        return sweep_id, run_ids
+
+    created = store.write(write, what="trigger sweep")
+    if start and not scheduler_alive(store):
+        spawn_driver(store)
+    return created
