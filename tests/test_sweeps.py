@@ -325,3 +325,33 @@ def test_rest_trigger_with_a_sweep_and_compare(tmp_path):
         assert status == 400 and "runs" in bad_ids["fields"]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_magic_run_this_with_a_sweep_shows_the_table(nbflow_home, tmp_path):
+    """``%nbflow run this --sweep C=1,3`` in a real kernel: a sweep of the notebook's cells,
+    ending with its params and metrics (a cell task's nbflow.metric and its saved output)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = make_notebook(
+        tmp_path / "sweep_cells.ipynb",
+        [
+            "%load_ext nbflow\n%nbflow pipeline sweep_cells",
+            "%%nbflow params\nC = 1.0",
+            "%%nbflow task train --outputs acc\nimport nbflow\nacc = C / (1 + C)\nnbflow.metric('accuracy', round(acc, 3))",
+            "%nbflow run this --sweep C=1,3 -e inline",
+        ],
+    )
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[-1].outputs
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "run 1: success" in text and "run 2: success" in text, outputs
+    shown = [o["data"]["text/html"] for o in outputs if o.output_type == "display_data"]
+    assert shown and "sweep 1 of sweep_cells" in shown[-1] and "train.accuracy" in shown[-1]
+    data = api.compare(sweep=1)
+    assert [r["params"]["C"] for r in data["runs"]] == [1.0, 3.0]
+    assert [r["metrics"]["train.accuracy"] for r in data["runs"]] == [0.5, 0.75]
+    assert [r["metrics"]["train.acc"] for r in data["runs"]] == [0.5, 0.75]  # the saved output is a metric too
+    assert {r["trigger"] for r in api.list_runs("sweep_cells")} == {"notebook"}
