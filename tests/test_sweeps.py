@@ -355,3 +355,12 @@ def test_magic_run_this_with_a_sweep_shows_the_table(nbflow_home, tmp_path):
     assert [r["metrics"]["train.accuracy"] for r in data["runs"]] == [0.5, 0.75]
     assert [r["metrics"]["train.acc"] for r in data["runs"]] == [0.5, 0.75]  # the saved output is a metric too
     assert {r["trigger"] for r in api.list_runs("sweep_cells")} == {"notebook"}
+
+
+def test_a_plot_draws_a_line_per_combination_of_the_other_swept_params():
+    from nbflow.api.compare import _groups
+
+    runs = [{"params": {"C": c, "penalty": p, "seed": 1}} for p in ("l1", "l2") for c in (0.1, 1)]
+    data = {"params": ["C", "penalty", "seed"], "runs": runs}
+    assert _groups(data, "C") == {"penalty=l1": [True, True, False, False], "penalty=l2": [False, False, True, True]}
+    assert _groups({"params": ["C"], "runs": runs[:2]}, "C") == {"": [True, True]}

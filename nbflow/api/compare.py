@@ -167,14 +167,18 @@ def plot_compare(data: dict[str, Any], x: str, y: Sequence[str], path: str) -> d
     if not y:
         raise InputError("plot", "--plot needs y=COLUMN", hint="e.g. --plot x=C y=train.accuracy")
     xs = column_values(data, x)
-    series = {name: column_values(data, name) for name in y}
+    series: dict[str, list[Any]] = {}
+    for name in y:
+        values = column_values(data, name)
+        for label, keep in _groups(data, x).items():  # a line per combination of the other varying params
+            series[f"{name} ({label})" if label else name] = [v if k else None for v, k in zip(values, keep)]
     numeric_x = all(isinstance(v, int | float) and not isinstance(v, bool) for v in xs)
     log_x = numeric_x and log_scale(xs)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     points = 0
     try:
         for name, ys in series.items():
-            pairs = [(a, b) for a, b in zip(xs, ys) if a is not None and isinstance(b, int | float)]
+            pairs = [(a, b) for a, b in zip(xs, ys) if a is not None and isinstance(b, int | float) and b is not None]
             if numeric_x:
                 pairs.sort(key=lambda p: p[0])
             if not pairs:
@@ -192,7 +196,7 @@ def plot_compare(data: dict[str, Any], x: str, y: Sequence[str], path: str) -> d
             ax.set_xscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel(y[0] if len(y) == 1 else "value")
-        if len(y) > 1:
+        if len(series) > 1:
             ax.legend()
         ax.grid(True, alpha=0.3)
         title = f"sweep {data['sweep']['id']}" if data.get("sweep") else f"{len(data['runs'])} runs"
@@ -202,3 +206,18 @@ def plot_compare(data: dict[str, Any], x: str, y: Sequence[str], path: str) -> d
     finally:
         plt.close(fig)
     return {"path": path, "log_x": log_x, "points": points}
+
+
+def _groups(data: dict[str, Any], x: str) -> dict[str, list[bool]]:
+    """Runs grouped by the parameters other than ``x`` whose values differ between them:
+    ``{"penalty=l1": [True, False, ...], ...}`` (one group ``""`` when none differ)."""
+    others = [
+        p
+        for p in data["params"]
+        if p != x and len({json.dumps(r["params"].get(p), sort_keys=True) for r in data["runs"]}) > 1
+    ]
+    groups: dict[str, list[bool]] = {}
+    keys = [", ".join(f"{p}={format_value(r['params'].get(p))}" for p in others) for r in data["runs"]]
+    for key in dict.fromkeys(keys):
+        groups[key] = [k == key for k in keys]
+    return groups
