@@ -5,7 +5,8 @@ Authoring API::
     from nbflow import Pipeline, task, notebook, shell
 
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
-``nbflow.save(name, value)`` publishes one. ``raise nbflow.FailNow(...)`` fails a task
+``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
+scalar for ``nbflow compare`` (saved scalars are metrics too). ``raise nbflow.FailNow(...)`` fails a task
 without retries. Names are imported lazily so ``import nbflow`` stays cheap in kernels.
 
 In Jupyter: ``%load_ext nbflow`` (see ``%nbflow?``); ``pipeline.run()`` runs a pipeline with a
@@ -29,6 +30,7 @@ _LAZY = {
     "pipeline_succeeded": "nbflow.tasks.sensor",
     "load": "nbflow.artifacts",
     "save": "nbflow.artifacts",
+    "metric": "nbflow.artifacts",
     "FailNow": "nbflow.exceptions",
     "NbflowError": "nbflow.exceptions",
 }

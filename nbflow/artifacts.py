@@ -8,10 +8,14 @@ Layout of one attempt under the root (a local folder or any fsspec URL)::
         artifacts/NAME.json   a JSON value that round-trips exactly
         artifacts/NAME.pkl    anything else, cloudpickled
         artifacts/_manifest.json   what a notebook's kernel saved
+        artifacts/_metrics.json    the metrics a notebook's kernel recorded
 
 Inside a task, :func:`save` publishes a named value and :func:`load` resolves an
 upstream value that arrived as a reference (or returns a plain value unchanged), so
-a notebook works the same whether it is run by nbflow or by hand.
+a notebook works the same whether it is run by nbflow or by hand. :func:`metric` records a
+named scalar (a number, a bool or a short string) for ``nbflow compare``; scalars given to
+:func:`save` are recorded as metrics too. A worker carries them back in the attempt record
+(``AttemptRecord.metrics``); the engine writes them to the store.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import numbers
 import os
 import posixpath
 import threading
@@ -27,6 +33,10 @@ from typing import Any
 
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
+METRICS = "_metrics.json"
+#: longest string metric (characters) and metric name
+METRIC_TEXT_LIMIT = 200
+METRIC_NAME_LIMIT = 100
 #: Largest JSON value (bytes) passed to a notebook as a literal parameter instead of a reference.
 INLINE_LIMIT = 64 * 1024
 
@@ -265,7 +275,77 @@ def save(name: str, value: Any) -> Any:
     saved.append(ref)
     if ctx.get("manifest", False):
         write_bytes(join(ctx["artifact_dir"], MANIFEST), json.dumps([r.as_dict() for r in saved]).encode(), atomic=True)
+    try:  # a scalar saved is a metric too; anything else is only an artifact
+        _record_metric(ctx, name, metric_value(name, value))
+    except ValueError:
+        pass
     return value
+
+
+def metric_value(name: str, value: Any) -> float | bool | str:
+    """``value`` as a metric (a finite number, a bool, or a string of at most
+    :data:`METRIC_TEXT_LIMIT` characters); ValueError naming the metric and the fix otherwise."""
+    if not isinstance(name, str) or not name or len(name) > METRIC_NAME_LIMIT:
+        raise ValueError(f"metric name {name!r} must be a non-empty string of at most {METRIC_NAME_LIMIT} characters")
+    if isinstance(value, bool) or (getattr(value, "dtype", None) is not None and value.dtype.kind == "b"):
+        return bool(value)
+    if isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except (OverflowError, ValueError):
+            number = math.inf
+        if not math.isfinite(number):
+            raise ValueError(
+                f"metric {name!r} is {value!r}: a metric must be a finite number; "
+                f"record str(value) to keep a note of it, or nbflow.save({name!r}, value) for an artifact only"
+            )
+        return int(value) if isinstance(value, numbers.Integral) and abs(number) < 2**53 else number
+    if isinstance(value, str):
+        if len(value) > METRIC_TEXT_LIMIT:
+            raise ValueError(
+                f"metric {name!r} is a string of {len(value)} characters (at most {METRIC_TEXT_LIMIT}): "
+                f"shorten it, or use nbflow.save({name!r}, value) to keep it as an artifact"
+            )
+        return value
+    raise ValueError(
+        f"metric {name!r} is a {type(value).__name__}: a metric is a number, a bool or a string of at most "
+        f"{METRIC_TEXT_LIMIT} characters; pass one (e.g. float(x)), or use nbflow.save({name!r}, value) for "
+        "an artifact"
+    )
+
+
+def metric(name: str, value: Any) -> Any:
+    """Record ``value`` as the metric ``name`` of this attempt (shown by ``nbflow compare``);
+    returns ``value``. A number, a bool or a short string, else :class:`ValueError` saying so.
+    Outside an nbflow run this only checks the value, so a notebook runs by hand unchanged."""
+    checked = metric_value(name, value)
+    ctx = current_context()
+    if ctx is not None:
+        _record_metric(ctx, name, checked)
+    return value
+
+
+def _record_metric(ctx: dict[str, Any], name: str, value: float | bool | str) -> None:
+    metrics = ctx.setdefault("metrics", {})
+    metrics.pop(name, None)  # the last value of a name wins, in the order of the last records
+    metrics[name] = value
+    if ctx.get("manifest", False):
+        data = json.dumps([{"name": n, "value": v} for n, v in metrics.items()]).encode()
+        write_bytes(join(ctx["artifact_dir"], METRICS), data, atomic=True)
+
+
+def recorded_metrics(folder: str | None = None) -> list[dict[str, Any]]:
+    """The metrics of this thread's task (``{"name", "value"}``), followed by those a notebook
+    kernel recorded into ``folder`` (its ``_metrics.json``), the last of a name winning."""
+    merged: dict[str, Any] = dict((current_context() or {}).get("metrics", {}))
+    if folder is not None:
+        try:
+            for item in json.loads(read_bytes(join(folder, METRICS))):
+                merged.pop(item["name"], None)
+                merged[item["name"]] = item["value"]
+        except FileNotFoundError:
+            pass
+    return [{"name": n, "value": v} for n, v in merged.items()]
 
 
 def load(value: Any) -> Any:

@@ -286,10 +286,14 @@ class Driver:
             while wanted & set(self.runs):
                 self.loop_once(self.settings.cancel_poll)
         except KeyboardInterrupt:
-            for run_id in list(self.runs):
-                self._cancel(run_id, "interrupted")
+            self.cancel_all("interrupted")
             raise
         return {run_id: self.ended[run_id] for run_id in wanted if run_id in self.ended}
+
+    def cancel_all(self, why: str) -> None:
+        """Cancel every run this driver drives now (Ctrl-C)."""
+        for run_id in list(self.runs):
+            self._cancel(run_id, why)
 
     def _wait(self, max_wait: float) -> float:
         now = time.monotonic()

@@ -541,11 +541,12 @@ class RunEngine(SensorPoking, LostWork):
             self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)
         row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
-        artifacts = list(res.artifacts)
+        artifacts, metrics = list(res.artifacts), list(res.metrics)
 
         def record(tx: Tx, state: str) -> None:
             tx.update_attempt(run_id, tid, try_number, state=state, **row)
             tx.add_artifacts(run_id, tid, try_number, artifacts)
+            tx.add_metrics(run_id, tid, try_number, metrics)
 
         if res.ok:
             fields["output_digest"] = self.produced[tid].digest

@@ -41,6 +41,9 @@ class AttemptRecord:
     exec_count: int | None = None
     output_uri: str | None = None  # the executed notebook
     artifacts: list[dict[str, Any]] = field(default_factory=list)  # ArtifactRef.as_dict() of what it saved
+    #: ``{"name", "value"}`` of what it recorded with ``nbflow.metric`` (and scalars it saved):
+    #: a finite number, a bool or a short string; the engine writes them to the ``metrics`` table
+    metrics: list[dict[str, Any]] = field(default_factory=list)
     kernel_pid: int | None = None
     # -- identity, place and time: filled by the worker (stamp) ------------------------------
     key: str = ""

@@ -255,6 +255,15 @@ def _run(item: WorkItem, register: Callable[[int], None]) -> AttemptRecord:
     return result
 
 
+def _metrics(folder: str) -> list[dict[str, Any]]:
+    """What the attempt recorded with ``nbflow.metric`` (here, or in its notebook's kernel)."""
+    try:
+        return artifacts.recorded_metrics(folder)
+    except (OSError, ValueError) as exc:  # an unreadable _metrics.json costs the metrics, not the attempt
+        sys.stderr.write(f"nbflow: the metrics of this attempt could not be read: {exc}\n")
+        return []
+
+
 def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> AttemptRecord:
     started = time.time()
     log_path = f"{folder}/log.txt"
@@ -293,8 +302,10 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
                 )
         finally:
             saved = [r.as_dict() for r in (artifacts.current_context() or {}).get("saved", [])]
+            metrics = _metrics(ctx.artifact_dir)
             artifacts.unbind()
         record.artifacts = [*saved, *record.artifacts]
+        record.metrics = [*metrics, *record.metrics]
         if not record.ok and record.traceback and record.reason not in ("cell_error", "storage_error"):
             sys.stderr.write(record.traceback)
     if log.error is not None:  # nothing counts as done whose log could not be written

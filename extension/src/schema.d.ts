@@ -191,6 +191,23 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/compare': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The params and metrics of runs side by side (nbflow compare); give exactly one of runs, sweep, pipeline */
+    get: operations['compareRuns'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/health': {
     parameters: {
       query?: never;
@@ -495,6 +512,38 @@ export interface components {
       force: string[] | null;
       /** @description the Idempotency-Key of the trigger that made it */
       idempotency_key?: string | null;
+      /** @description the sweep this run is a point of (nbflow run --sweep, a trigger's sweep) */
+      sweep_id?: number | null;
+    };
+    /** @description a metric: a number, a bool or a short string */
+    MetricValue: number | boolean | string;
+    Comparison: {
+      /** @description the sweep compared (null for runs or a pipeline's last runs) */
+      sweep: {
+        id: number;
+        pipeline: string;
+        /** @description parameter -> the values swept, as the runs received them */
+        grid: {
+          [key: string]: unknown[];
+        };
+      } | null;
+      /** @description parameter columns, in order of first appearance (a sweep's swept ones first) */
+      params: string[];
+      /** @description metric columns as task.metric (a mapped instance: task[i].metric), in order of first appearance */
+      metrics: string[];
+      /** @description one per run, by id */
+      runs: {
+        run_id: number;
+        pipeline: string;
+        /** @enum {string} */
+        state: 'queued' | 'running' | 'success' | 'failed' | 'cancelled';
+        sweep_id: number | null;
+        params: components['schemas']['Params'];
+        /** @description the final try of each task's metrics by column (nbflow.metric, and the numbers, bools and short strings it saved) */
+        metrics: {
+          [key: string]: components['schemas']['MetricValue'];
+        };
+      }[];
     };
     RunWithCounts: components['schemas']['Run'] & {
       /** @description task instances by state */
@@ -932,7 +981,7 @@ export interface operations {
     parameters: {
       query?: never;
       header?: {
-        /** @description a repeated request with the same key answers with the run the first one made */
+        /** @description a repeated request with the same key answers with the run (or sweep) the first one made */
         'Idempotency-Key'?: string;
       };
       path: {
@@ -952,11 +1001,15 @@ export interface operations {
           incremental?: boolean;
           /** @description run the last version that loaded although the file is broken now (else 409) */
           last_good?: boolean;
+          /** @description a sweep: one run per point of the cross product of these values ({"C": [0.1, 1], "penalty": ["l1", "l2"]}: 4 runs), each point checked like params before any run is made (400 naming the point); params holds the fixed values; no logical_date; at most 1,024 points */
+          sweep?: {
+            [key: string]: unknown[];
+          };
         };
       };
     };
     responses: {
-      /** @description the run is queued */
+      /** @description the run is queued (a sweep's runs are queued; run_id is the first) */
       201: {
         headers: {
           [name: string]: unknown;
@@ -965,6 +1018,10 @@ export interface operations {
           'application/json': {
             run_id: number;
             pipeline: string;
+            /** @description a sweep: its id (GET compare?sweep=ID) */
+            sweep_id?: number;
+            /** @description a sweep: its runs, one per point */
+            run_ids?: number[];
           };
         };
       };
@@ -1218,6 +1275,40 @@ export interface operations {
       404: components['responses']['Error'];
       409: components['responses']['Error'];
       413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  compareRuns: {
+    parameters: {
+      query?: {
+        /** @description run ids, comma-separated: 1,2,3 */
+        runs?: string;
+        /** @description a sweep's id: its runs */
+        sweep?: number;
+        /** @description a pipeline's newest runs (see last) */
+        pipeline?: string;
+        /** @description with pipeline: how many runs */
+        last?: number;
+      };
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description one row per run */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Comparison'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
       500: components['responses']['Error'];
       503: components['responses']['Error'];
     };

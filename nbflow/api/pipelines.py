@@ -120,21 +120,7 @@ def trigger(
         earlier = store.run_for_key(name, idempotency_key)
         if earlier is not None:
             return int(earlier["id"])
-    row = _pipeline_row(store, name)
-    if not row["file"]:
-        raise StateConflictError(
-            f"pipeline '{name}' exists only in a notebook kernel (%nbflow run this): no scheduler or background "
-            "driver can load it, so a triggered run would wait forever",
-            hint='save the notebook and use "Run as pipeline" (or `nbflow run NOTEBOOK.ipynb`), or run it '
-            "again in the kernel with %nbflow run this",
-        )
-    broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"])
-    if broken is not None and not last_good:
-        raise StalePipelineError(
-            f"the file of pipeline '{name}' is broken now ({import_error_text(broken)}); a run would use "
-            f"the last version that loaded (saved {row['updated_at']:%Y-%m-%d %H:%M} UTC)",
-            hint="fix the file, or trigger again with last_good=true to run the last good version",
-        )
+    row = triggerable(store, name, last_good)
     resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
     if isinstance(logical_date, str):
         logical_date = parse_date(
@@ -168,6 +154,27 @@ def trigger(
     if start and not scheduler_alive(store):
         spawn_driver(store)
     return run_id
+
+
+def triggerable(store: Store, name: str, last_good: bool = False) -> RowMapping:
+    """The row of a pipeline a trigger may queue runs of; refused (:class:`StateConflictError`)
+    when it exists only in a notebook kernel, or its file is broken now unless ``last_good``."""
+    row = _pipeline_row(store, name)
+    if not row["file"]:
+        raise StateConflictError(
+            f"pipeline '{name}' exists only in a notebook kernel (%nbflow run this): no scheduler or background "
+            "driver can load it, so a triggered run would wait forever",
+            hint='save the notebook and use "Run as pipeline" (or `nbflow run NOTEBOOK.ipynb`), or run it '
+            "again in the kernel with %nbflow run this",
+        )
+    broken = {e["filename"]: e for e in store.import_errors()}.get(row["file"])
+    if broken is not None and not last_good:
+        raise StalePipelineError(
+            f"the file of pipeline '{name}' is broken now ({import_error_text(broken)}); a run would use "
+            f"the last version that loaded (saved {row['updated_at']:%Y-%m-%d %H:%M} UTC)",
+            hint="fix the file, or trigger again with last_good=true to run the last good version",
+        )
+    return row
 
 
 def import_error_text(error: Mapping[str, Any] | RowMapping) -> str:

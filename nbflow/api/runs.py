@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from nbflow import params as nbparams
 from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
-from nbflow.exceptions import NbflowError, StateConflictError, UnknownTaskError
+from nbflow.exceptions import NbflowError, ParameterError, StateConflictError, UnknownTaskError
 from nbflow.executors import executor_class
 from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.loader import load_pipeline
@@ -80,11 +81,41 @@ def create_run(
     ``incremental`` (default: the pipeline's ``incremental=``): reuse up-to-date tasks, except
     the ``force``d ones and their downstream (:mod:`nbflow.incremental`).
     """
+    return create_runs(
+        pipeline,
+        [dict(params or {})],
+        only=only,
+        trigger=trigger,
+        executor=executor,
+        incremental=incremental,
+        force=force,
+        store=store,
+    )[1][0]
+
+
+def create_runs(
+    pipeline: Pipeline,
+    points: Sequence[Mapping[str, Any]],
+    *,
+    sweep: Mapping[str, Sequence[Any]] | None = None,
+    only: Iterable[str] | None = None,
+    trigger: str = "manual",
+    executor: str | None = None,
+    incremental: bool | None = None,
+    force: Iterable[str] | None = None,
+    store: Store | None = None,
+) -> tuple[int | None, list[int]]:
+    """:func:`create_run` for each parameter set of ``points``, in one transaction; every set
+    is validated before anything is written. With ``sweep`` (the grid ``{param: [values]}``
+    the points came from) a sweep row groups the runs. Returns ``(sweep id or None, run ids)``."""
     store = store or open_store()
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
     incremental, force = choose(pipeline, incremental, force)
-    resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
+    resolved = [
+        resolve_point(pipeline.param_defaults, pipeline.name, point, n, len(points), sweep)
+        for n, point in enumerate(points, 1)
+    ]
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
     missing = sorted(u for u in external if store.latest_success(pipeline.name, u) is None)
@@ -98,22 +129,55 @@ def create_run(
     tasks = task_rows(definition, selected)
     now = utcnow()
 
-    def write(tx: Any) -> int:
+    def write(tx: Any) -> tuple[int | None, list[int]]:
         version = tx.upsert_pipeline(definition, fingerprint)
-        (run_id,) = tx.create_runs(
-            pipeline=pipeline.name,
-            version_id=version,
-            params=resolved,
-            trigger=trigger,
-            tasks=tasks,
-            executor=executor,
-            intervals=[(now, now)],
-            incremental=incremental,
-            force=force,
-        )
-        return run_id
+        run_ids = []
+        for n, values in enumerate(resolved):
+            at = now + timedelta(microseconds=n)  # runs are unique per (pipeline, logical date)
+            (run_id,) = tx.create_runs(
+                pipeline=pipeline.name,
+                version_id=version,
+                params=values,
+                trigger=trigger,
+                tasks=tasks,
+                executor=executor,
+                intervals=[(at, at)],
+                incremental=incremental,
+                force=force,
+            )
+            run_ids.append(run_id)
+        if sweep is None:
+            return None, run_ids
+        sweep_id = tx.create_sweep(pipeline.name, sweep)
+        tx.set_sweep(run_ids, sweep_id)
+        return sweep_id, run_ids
 
-    return store.write(write, what="create run")
+    return store.write(write, what="create runs" if sweep else "create run")
+
+
+def resolve_point(
+    defaults: Mapping[str, Any],
+    pipeline: str,
+    point: Mapping[str, Any],
+    n: int,
+    total: int,
+    sweep: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Run parameters of point ``n`` of ``total`` (see ``resolve_run_params``); a sweep's bad
+    point raises a ParameterError that names the point and says no run was created."""
+    try:
+        return nbparams.resolve_run_params(defaults, dict(point), pipeline=pipeline)
+    except ParameterError as exc:
+        if sweep is None:
+            raise
+        shown = ", ".join(f"{k}={point[k]}" for k in sweep if k in point)
+        raise ParameterError(
+            f"sweep point {n} of {total} ({shown}): {exc.message}; no run was created",
+            where=exc.where,
+            hint=exc.hint,
+            unknown=exc.unknown,
+            invalid=exc.invalid,
+        ) from None
 
 
 def plan_run(

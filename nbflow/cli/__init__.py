@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from nbflow import __version__
-from nbflow.cli import scheduling
+from nbflow.cli import compare, scheduling
 from nbflow.cli.commands import (
     cmd_cancel,
     cmd_dag_show,
     cmd_db_upgrade,
     cmd_logs,
     cmd_rerun,
-    cmd_run,
     cmd_runs,
     cmd_tasks,
     cmd_worker,
@@ -32,6 +31,8 @@ examples:
   nbflow run pipeline.py --only train --executor inline     run one task (upstream outputs from the last success)
   nbflow run pipeline.py -i                                 run only what changed since the last success
   nbflow run pipeline.py -i --dry-run                       say what would run and why, run nothing
+  nbflow run pipeline.py --sweep C=0.01,0.1,1 -e local     one run per value, then their metrics side by side
+  nbflow compare --sweep 1 --plot x=C y=train.accuracy -o sweep.png
   nbflow dag show pipeline.py -o dag.svg                    draw the DAG with graphviz
   nbflow runs                                               list recent runs
   nbflow tasks 3                                            task instances of run 3
@@ -116,8 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print what would run (and why) or be reused; run nothing, record no run"
     )
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one run per point of the cross product of these values (repeatable), driven together; "
+        "ends with the runs' params and metrics (nbflow compare --sweep ID)",
+    )
     executor_args(p)
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=compare.run_or_sweep)
 
     p = sub.add_parser(
         "rerun",
@@ -200,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db_upgrade)
     scheduling.register_db(db)
     scheduling.register(sub, executor_args)
+    compare.register(sub)
     return parser
 
 

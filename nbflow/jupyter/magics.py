@@ -15,9 +15,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from nbflow import api
 from nbflow.exceptions import NbflowError
-from nbflow.jupyter.runs import Run, run_pipeline
+from nbflow.jupyter.runs import TRIGGER, Run, run_pipeline
 from nbflow.jupyter.session import ThisNotebook
-from nbflow.jupyter.widgets import runs_html
+from nbflow.jupyter.widgets import compare_html, runs_html
 from nbflow.tasks.cellspec import ArgumentError, Parser
 
 _RED, _RESET = "\x1b[0;31m", "\x1b[0m"
@@ -53,6 +53,7 @@ def _parser() -> Parser:
     p.add_argument("--only", nargs="+")
     p.add_argument("--incremental", "-i", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--force", nargs="+")
+    p.add_argument("--sweep", action="append", default=[])
     p = sub.add_parser("show", add_help=False)
     p.add_argument("target", nargs="?", default="this")
     p.add_argument("--pipeline")
@@ -197,6 +198,9 @@ class NbflowMagics(Magics):
 
     def _cmd_run(self, args: argparse.Namespace) -> Run | None:
         pipeline = self._pipeline(args.target, args.pipeline)
+        if args.sweep:
+            self._sweep(pipeline, args)
+            return None
         try:
             run = run_pipeline(
                 pipeline,
@@ -212,6 +216,37 @@ class NbflowMagics(Magics):
             raise MagicError("interrupted: the run's unfinished tasks were cancelled") from None
         self.this.last_run_id = run.run_id
         return run.raise_for_state()
+
+    def _sweep(self, pipeline: Any, args: argparse.Namespace) -> None:
+        """``%nbflow run ... --sweep C=1,2``: one run per point, then their params and metrics."""
+        from IPython.display import HTML, display
+
+        def on_end(run_id: int, state: Any) -> None:
+            print(f"run {run_id}: {state.value}", flush=True)
+
+        try:
+            result = api.run_sweep(
+                pipeline,
+                api.parse_sweep_args(args.sweep),
+                params=_params(args.param),
+                only=args.only,
+                executor=args.executor,
+                parallelism=args.parallelism,
+                incremental=args.incremental,
+                force=args.force,
+                trigger=TRIGGER,
+                on_end=on_end,
+            )
+        except KeyboardInterrupt:
+            raise MagicError("interrupted: the sweep's unfinished runs were cancelled") from None
+        self.this.last_run_id = result.runs[-1].run_id
+        display(HTML(compare_html(api.compare(sweep=result.sweep_id))))
+        failed = [f"run {r.run_id} {r.state.value}" for r in result.runs if not r.ok]
+        if failed:
+            raise MagicError(
+                f"sweep {result.sweep_id}: {len(failed)} of {len(result.runs)} runs did not succeed ({', '.join(failed)})"
+                f"\n  see %nbflow status RUN"
+            )
 
     def _cmd_show(self, args: argparse.Namespace) -> Any:
         from IPython.display import SVG

@@ -141,6 +141,18 @@ def runs_html(runs: Iterable[Mapping[str, Any]]) -> str:
     return _table(("run", "pipeline", "state", "trigger", "created", "duration", "tasks"), rows)
 
 
+def compare_html(data: Mapping[str, Any]) -> str:
+    """Runs' params and metrics side by side (``api.compare``'s data; a sweep's end)."""
+    from nbflow import api
+
+    title = f"<b>sweep {data['sweep']['id']} of {html.escape(data['sweep']['pipeline'])}</b>" if data["sweep"] else ""
+    rows = [
+        [str(row[0]), badge(str(row[0]), row[1]), *(html.escape(api.format_value(v)) for v in row[2:])]
+        for row in api.compare_rows(dict(data))
+    ]
+    return title + _table([html.escape(c) for c in api.compare_columns(dict(data))], rows)
+
+
 class _Row:
     """The widgets of one task's row."""
 

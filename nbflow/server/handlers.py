@@ -129,13 +129,15 @@ class PipelineRunsHandler(NbflowHandler):
 
 
 class TriggerHandler(NbflowHandler):
-    """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?, incremental?}`` → 201 ``{run_id}``."""
+    """``POST /nbflow/api/pipelines/{name}/trigger {params?, logical_date?, incremental?, sweep?}``
+    → 201 ``{run_id}`` (a sweep: also ``{sweep_id, run_ids}``)."""
 
     body_fields = {
         "params": (dict, False),
         "logical_date": (str, False),
         "incremental": (bool, False),
         "last_good": (bool, False),
+        "sweep": (dict, False),
     }
 
     @tornado.web.authenticated
@@ -148,6 +150,9 @@ class TriggerHandler(NbflowHandler):
         key = self.request.headers.get("Idempotency-Key")
         if key is not None:
             limits.text("Idempotency-Key", key, max_length=200)
+        if data.get("sweep") is not None:
+            await self._sweep(name, data, key)
+            return
         run_id = await self.call(
             api.trigger,
             name,
@@ -160,6 +165,27 @@ class TriggerHandler(NbflowHandler):
         )
         await self.runs_queued()
         self.reply({"run_id": run_id, "pipeline": name}, status=201)
+
+    async def _sweep(self, name: str, data: dict[str, Any], key: str | None) -> None:
+        """One run per point of ``sweep`` (``{param: [values]}``)."""
+        if data.get("logical_date") is not None:
+            raise limits.bad_input("logical_date", "a sweep's runs take no logical_date (each point is a run of now)")
+        for param, values in data["sweep"].items():
+            if not isinstance(values, list):
+                raise limits.bad_input(f"sweep.{param}", f"'sweep.{param}' must be a list of values")
+        sweep_id, run_ids = await self.call(
+            api.trigger_sweep,
+            name,
+            data["sweep"],
+            params=data.get("params") or {},
+            incremental=data.get("incremental"),
+            last_good=data.get("last_good", False),
+            idempotency_key=key,
+            start=not self.managed,
+        )
+        await self.runs_queued()
+        reply = {"run_id": run_ids[0], "pipeline": name, "sweep_id": sweep_id, "run_ids": run_ids}
+        self.reply(reply, status=201)
 
 
 class PauseHandler(NbflowHandler):
@@ -259,6 +285,26 @@ class CancelHandler(NbflowHandler):
         self.reply({"run_id": run, "cancelled": cancelled})
 
 
+class CompareHandler(NbflowHandler):
+    """``GET /nbflow/api/compare?runs=1,2,3`` | ``?sweep=ID`` | ``?pipeline=NAME&last=N``."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The params and metrics of runs side by side (``nbflow compare``'s data)."""
+        text = self.get_query_argument("runs", None)
+        runs = None
+        if text:
+            limits.text("runs", text, max_length=2000)
+            runs = [limits.whole_number("runs", part.strip(), None, minimum=1) for part in text.split(",")]
+        sweep = self.int_arg("sweep", None, minimum=1)
+        pipeline = self.get_query_argument("pipeline", None)
+        if pipeline is not None:
+            limits.text("pipeline", pipeline)
+        last = self.int_arg("last", None, minimum=1, maximum=500)
+        self.reply(await self.call(api.compare, runs, sweep=sweep, pipeline=pipeline, last=last))
+
+
 class HealthHandler(NbflowHandler):
     """``GET /nbflow/api/health``: the database and the schedulers, answered within a second.
 
@@ -324,6 +370,7 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"contents/{PATH}/checkpoints", CheckpointsHandler, ("GET",)),
     (rf"contents/{PATH}", ContentsHandler, ("GET",)),
     (r"health", HealthHandler, ("GET",)),
+    (r"compare", CompareHandler, ("GET",)),
 ]
 
 

@@ -123,6 +123,8 @@ class RunRow(Base):
     force: Mapped[list | None] = mapped_column(JSON)
     #: the Idempotency-Key of the REST trigger that made the run (a repeated POST gets this run)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: the sweep this run is a point of (``nbflow run --sweep``)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
 
 
 class TaskInstanceRow(Base):
@@ -219,6 +221,36 @@ class ArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class MetricRow(Base):
+    """A scalar an attempt recorded (``nbflow.metric``, or a number/bool/short string it saved)."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run", "run_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(String(250))
+    try_number: Mapped[int] = mapped_column(Integer)
+    #: the mapped instance's index (None: not a mapped task)
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    #: numbers, and bools as 1/0; None for strings
+    value_num: Mapped[float | None] = mapped_column(Float)
+    #: strings, and bools as "true"/"false"; None for numbers
+    value_text: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SweepRow(Base):
+    """Runs of one pipeline made together, one per point of a parameter grid (``--sweep``)."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(250), ForeignKey("pipelines.name", ondelete="CASCADE"))
+    #: ``{param: [values...]}``, in the order given; the runs are its cross product
+    grid: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class JobRow(Base):
     """A process that drives runs (a scheduler, or an `nbflow run`): its heartbeat lease."""
 
@@ -261,5 +293,7 @@ task_instances = cast(Table, TaskInstanceRow.__table__)
 task_attempts = cast(Table, TaskAttemptRow.__table__)
 artifacts = cast(Table, ArtifactRow.__table__)
 jobs = cast(Table, JobRow.__table__)
+metrics = cast(Table, MetricRow.__table__)
+sweeps = cast(Table, SweepRow.__table__)
 import_errors = cast(Table, ImportErrorRow.__table__)
 pools = cast(Table, PoolRow.__table__)

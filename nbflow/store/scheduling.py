@@ -176,8 +176,8 @@ class SchedulingTx:
         return self.conn.execute(delete(POOL).where(POOL.c.name == name)).rowcount == 1
 
     def delete_runs(self, run_ids: Sequence[int]) -> None:
-        """Delete runs with their task instances, attempts and artifact rows."""
-        for table in (ART, A, TI):
+        """Delete runs with their task instances, attempts, artifact and metric rows."""
+        for table in (ART, orm.metrics, A, TI):
             self.conn.execute(delete(table).where(table.c.run_id.in_(run_ids)))
         self.conn.execute(delete(R).where(R.c.id.in_(run_ids)))
 

@@ -17,6 +17,7 @@ from nbflow.store import orm
 TI, A = orm.task_instances, orm.task_attempts
 INSERT_ATTEMPT = insert(A)
 INSERT_ARTIFACT = insert(orm.artifacts)
+INSERT_METRIC = insert(orm.metrics)
 _cache: dict[tuple, Any] = {}
 
 

@@ -26,6 +26,7 @@ from nbflow.store.orm import utcnow
 from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
+from nbflow.store.sweeps import SweepReads, SweepTx
 
 log = logging.getLogger("nbflow.store")
 T = TypeVar("T")
@@ -44,7 +45,7 @@ _TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
-class Tx(SchedulingTx, ManualTx):
+class Tx(SchedulingTx, ManualTx, SweepTx):
     """Write operations inside one transaction (get one from :meth:`Store.write`)."""
 
     def __init__(self, conn: Connection):
@@ -318,7 +319,7 @@ class Tx(SchedulingTx, ManualTx):
         self.set_run_state(run_id, RunState.FAILED, note=note)
 
 
-class Store(SchedulingReads, ReuseReads):
+class Store(SchedulingReads, ReuseReads, SweepReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
     def __init__(
