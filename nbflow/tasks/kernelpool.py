@@ -299,7 +299,9 @@ def activate(slots: int = 1) -> KernelPool | None:
     from nbflow.config import get_settings
 
     per_slot = get_settings().kernel_pool
-    if per_slot <= 0:
+    if per_slot <= 0:  # turned off: a pool made before is drained
+        drain()
+        _pool = None
         return None
     with _pool_lock:
         if _pool is None or _pool._closing:
