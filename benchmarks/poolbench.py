@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.core import Config, Row, _verdict, nbflow_run
+from benchmarks.core import Config, Row, _verdict, fresh_home
 
 WARM_POOL_TARGET = 0.35  # nbflow notebook task with a warm pool / bare papermill
 REPEAT = 5
@@ -52,18 +52,30 @@ def warm_pool_group(cfg: Config) -> list[Row]:
         if pool is None or not pool.wait_ready(60) or not pool.kernels():
             raise RuntimeError("the kernel pool did not warm up")
 
+    def run_nbflow() -> float:
+        t0 = time.perf_counter()
+        result = api.run_pipeline(pipeline, executor="inline")
+        elapsed = time.perf_counter() - t0
+        if not result.ok:
+            raise RuntimeError(f"the notebook run ended {result.state.value}")
+        return elapsed
+
     nb_times: list[float] = []
     pm_times: list[float] = []
     try:
-        nbflow_run(pipeline, "inline")  # warm-up: the first notebook starts its own kernel, then the pool fills
-        run_papermill()
-        for i in range(repeat):
-            for side in ("nbflow", "papermill") if i % 2 == 0 else ("papermill", "nbflow"):
-                warm()
-                if side == "nbflow":
-                    nb_times.append(nbflow_run(pipeline, "inline"))
-                else:
-                    pm_times.append(run_papermill())
+        # One home for every run: a pooled kernel serves only the environment it was started in,
+        # and a fresh home per run changes NBFLOW_HOME (the database is opened before the clock).
+        with fresh_home():
+            api.open_store()
+            run_nbflow()  # warm-up: the first notebook starts its own kernel, then the pool fills
+            run_papermill()
+            for i in range(repeat):
+                for side in ("nbflow", "papermill") if i % 2 == 0 else ("papermill", "nbflow"):
+                    warm()
+                    if side == "nbflow":
+                        nb_times.append(run_nbflow())
+                    else:
+                        pm_times.append(run_papermill())
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
         kernelpool.drain()
