@@ -438,6 +438,11 @@ def notebook_group(cfg: Config) -> list[Row]:
     def run_nbflow() -> float:
         return nbflow_run(pipeline, "inline")
 
+    from nbflow import api
+
+    saved = os.environ.get("NBFLOW_KERNEL_POOL")
+    os.environ["NBFLOW_KERNEL_POOL"] = "0"  # every attempt starts its kernel (notebook-warm-pool: a pooled one)
+    api.reset()
     try:
         run_papermill(), run_nbflow()  # warm-up: imports and first kernel start, for both
         nb_times: list[float] = []
@@ -451,6 +456,11 @@ def notebook_group(cfg: Config) -> list[Row]:
                 nb_times.append(run_nbflow())
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("NBFLOW_KERNEL_POOL", None)
+        else:
+            os.environ["NBFLOW_KERNEL_POOL"] = saved
+        api.reset()
     nb, pm = statistics.median(nb_times), statistics.median(pm_times)
     ratio = nb / pm
     return [
@@ -475,6 +485,13 @@ def notebook_group(cfg: Config) -> list[Row]:
 
 
 # --- the dask executor and the scheduler (modules of their own) ------------------------------------------
+
+
+def warm_pool_group(cfg: Config) -> list[Row]:
+    """One notebook task taking a pre-started kernel vs bare papermill (:mod:`benchmarks.poolbench`)."""
+    from benchmarks.poolbench import warm_pool_group as run
+
+    return run(cfg)
 
 
 def dask_group(cfg: Config) -> list[Row]:
@@ -504,6 +521,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "flatness": flatness_group,
     "fixed-cost": fixed_cost_group,
     "notebook": notebook_group,
+    "notebook-warm-pool": warm_pool_group,
     "dask": dask_group,
     "scheduler": scheduler_group,
     "incremental": incremental_group,

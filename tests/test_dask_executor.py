@@ -17,6 +17,7 @@ import pytest
 
 from nbflow import api
 from nbflow.loader import load_pipeline
+from nbflow.tasks import kernelpool
 from tests.conftest import NOTEBOOKS, pid_alive
 
 pytestmark = pytest.mark.slow
@@ -260,7 +261,16 @@ def test_task_whose_queue_no_worker_serves_waits_and_says_why(cluster, write_pip
 
 
 def _kernels() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["cmdline"]) if "ipykernel" in " ".join(p.info["cmdline"] or [])}
+    """Kernel processes, but not pre-started ones waiting in a worker's pool (in the pool's folder)."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        if "ipykernel" in " ".join(p.info["cmdline"] or []):
+            try:
+                if kernelpool.POOL_DIR_PREFIX not in p.cwd():
+                    found.add(p.pid)
+            except psutil.Error:
+                pass
+    return found
 
 
 NOTEBOOKS_PIPE = """

@@ -53,6 +53,7 @@ from nbflow.executors.daskconf import (  # noqa: F401 - WORKER_CONFIG and worker
     worker_environment,
 )
 from nbflow.record import AttemptRecord
+from nbflow.tasks import kernelpool
 from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_result, read_started, run_work_item
 
 log = logging.getLogger("nbflow.executors.dask")
@@ -82,6 +83,7 @@ def run_on_worker(item: WorkItem) -> AttemptRecord:
     from distributed import get_worker
 
     worker = get_worker()
+    kernelpool.activate(slots=worker.state.nthreads)  # pre-started kernels, drained when the worker exits
     mark_started(item, worker.address, os.getpid())  # before anything runs: whether a lost attempt started
     msg = {"key": item.key, "worker": worker.address, "pid": os.getpid()}
     timer = threading.Timer(STARTED_DELAY, lambda: worker.log_event(STARTED_TOPIC, {**msg, "at": time.time()}))

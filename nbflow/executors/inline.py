@@ -6,6 +6,7 @@ import os
 from collections import deque
 
 from nbflow.executors.base import Event, Executor, now
+from nbflow.tasks import kernelpool
 from nbflow.worker import HOSTNAME, WorkItem, kill_attempt, run_work_item
 
 
@@ -20,6 +21,8 @@ class InlineExecutor(Executor):
 
     def __init__(self, parallelism: int | None = None, **options: object):
         super().__init__(1, **options)
+        # pre-started kernels in this process once it has run a notebook (drained at exit)
+        kernelpool.activate(slots=1)
         self._queue: deque[WorkItem] = deque()
         self._started: WorkItem | None = None
         self._promised: str | None = None  # key of the attempt start_now said starts next

@@ -44,6 +44,7 @@ from typing import Any, cast
 from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.executors.base import Event, Executor, drain, now
+from nbflow.tasks import kernelpool
 from nbflow.worker import HOSTNAME, WorkItem, run_work_item
 
 
@@ -65,6 +66,14 @@ def _worker_main(conn: Connection) -> None:
     signal.signal(signal.SIGTERM, _kill_children_and_exit)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    kernelpool.activate(slots=1)  # pre-started kernels, once this worker has run a notebook
+    try:
+        _serve(conn)
+    finally:
+        kernelpool.drain()
+
+
+def _serve(conn: Connection) -> None:
     while True:
         try:
             data = conn.recv_bytes()

@@ -80,11 +80,25 @@ class PromptKernelClient(AsyncKernelClient):
                 replied = await self._next(self.shell_channel, asked, REPLY_WAIT, "kernel_info_reply")
             if replied is not None and await self._next(self.iopub_channel, asked, IOPUB_WAIT, "status", "idle"):
                 self._adapt_protocol(replied)
+                await self._run_first_code(deadline)
                 return
             if not await self.is_alive():
                 raise RuntimeError("Kernel died before replying to kernel_info")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _run_first_code(self, deadline: float) -> None:
+        """Run the manager's ``first_code`` (e.g. a pooled kernel's ``os.chdir``) silently: no
+        execution count, no history, no output. Raises ``RuntimeError`` if it fails."""
+        code = getattr(self.parent, "first_code", None)
+        if not code:
+            return
+        msg_id = self.execute(code, silent=True, store_history=False)
+        wait = max(REPLY_WAIT, deadline - time.monotonic()) if deadline != math.inf else 60.0
+        reply = await self._next(self.shell_channel, {msg_id}, wait, "execute_reply")
+        if reply is None or reply["content"].get("status") != "ok":
+            why = "no reply" if reply is None else f"{reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+            raise RuntimeError(f"Kernel failed to run its set-up code ({why})")
 
     def _adapt_protocol(self, reply: dict) -> None:
         """Talk the kernel's protocol version, as jupyter_client's ``wait_for_ready`` does with
@@ -119,6 +133,8 @@ class PromptKernelManager(AsyncKernelManager):
     :func:`shutdown_idle_kernel` for a kernel that :meth:`kernel_is_idle` says runs nothing."""
 
     client_factory = Type(PromptKernelClient, klass=PromptKernelClient)
+    #: code the client runs silently once the kernel is ready (a pooled kernel's ``os.chdir``)
+    first_code: str | None = None
 
     def kernel_is_idle(self) -> bool:
         """Whether the kernel runs nothing now (then it is not interrupted before shutdown)."""

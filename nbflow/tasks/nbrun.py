@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.exceptions import NotebookNotFoundError
 from nbflow.record import AttemptRecord
+from nbflow.tasks import kernelpool
 from nbflow.tasks.base import cell_name
 from nbflow.tasks.kernel import PromptKernelManager
 
@@ -88,6 +91,9 @@ class _Attempt:
         self.pgid: int | None = None
         self.timed_out = False
         self.alive_at_shutdown = False  # then its exit status is nbclient's doing, not a cause
+        self.env: dict[str, str] | None = None  # variables added to the kernel's environment
+        self.kernel_key: kernelpool.Key | None = None  # kernel name and extra arguments of its start
+        self.pooled: kernelpool.PooledKernel | None = None  # the pre-started kernel it took, if any
 
     def on_notebook_start(self, **_: Any) -> None:
         self.kernel_ready = True
@@ -134,6 +140,9 @@ class _Attempt:
                     kw.setdefault("stderr", attempt.log)
                 try:
                     attempt.kernel_argv = list(self.kernel_spec.argv) if self.kernel_spec else None
+                    if attempt.env is not None:
+                        kw["env"] = {**os.environ, **attempt.env}
+                    self._adopt_pooled(kw)
                     await super().start_kernel(**kw)
                 finally:
                     # LocalProvisioner's public process and pgid; another provisioner (a remote
@@ -145,6 +154,28 @@ class _Attempt:
                         attempt.process = process
                         if attempt.on_kernel_start is not None:
                             attempt.on_kernel_start(attempt.pgid)
+
+            def _adopt_pooled(self, kw: dict[str, Any]) -> None:
+                """Take a pre-started kernel when the pool has one this start could use (see
+                :mod:`nbflow.tasks.kernelpool`): same worker environment and kernel arguments."""
+                pool = kernelpool.current()
+                attempt.kernel_key = (self.kernel_name, tuple(kw.get("extra_arguments") or ()))
+                if pool is None or attempt.env is not None or self.provisioner is not None:
+                    return
+                pooled = pool.take(*attempt.kernel_key)
+                if pooled is None:
+                    return
+                provisioner = kernelpool.PooledProvisioner(
+                    kernel_id=self.kernel_id or str(uuid.uuid4()), kernel_spec=self.kernel_spec, parent=self
+                )
+                provisioner.pooled = pooled
+                self.provisioner = provisioner
+                pooled.attach(attempt.log)
+                attempt.pooled = pooled
+                if kw.get("cwd"):
+                    self.first_code = kernelpool.chdir_code(str(kw["cwd"]))
+                kw.pop("stdout", None)
+                kw.pop("stderr", None)
 
             # ignore[override]: jupyter_client types KernelManager's sync shutdown_kernel, not AsyncKernelManager's coroutine
             async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
@@ -226,6 +257,15 @@ def _reap(attempt: _Attempt) -> None:
         procs.kill_now(attempt.pgid, exited=procs.waiter(attempt.process))
 
 
+def _after_kernel(attempt: _Attempt) -> None:
+    """Stop a taken kernel's output forwarding; start a replacement in the pool (background)."""
+    if attempt.pooled is not None:
+        attempt.pooled.detach()
+    pool = kernelpool.current()
+    if pool is not None and attempt.kernel_key:
+        pool.refill(*attempt.kernel_key)
+
+
 def _exit_description(proc: Any) -> str:
     code = proc.poll() if proc is not None else None
     if code is None:
@@ -255,6 +295,7 @@ def run_notebook(
     startup_timeout: float = 60.0,
     kill_grace: float | None = None,
     on_kernel_start: Callable[[int], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AttemptRecord:
     """Execute one notebook attempt with papermill in this process and say how it ended.
 
@@ -263,7 +304,10 @@ def run_notebook(
     NotebookNotFoundError, an unreadable notebook nbformat's error. ``on_kernel_start(pgid)``
     is called once the kernel's process group is known (so a canceller elsewhere can kill
     it). ``kill_grace``: seconds from SIGTERM to SIGKILL of a timed-out kernel (default: the
-    ``kill_grace`` setting).
+    ``kill_grace`` setting). ``env``: variables added to the kernel's environment (such an
+    attempt never takes a pre-started kernel). With this process's kernel pool
+    (:mod:`nbflow.tasks.kernelpool`) active, the attempt takes a pre-started kernel when it can
+    and a replacement starts in the background once it ends.
     """
     if kill_grace is None:
         kill_grace = get_settings().kill_grace
@@ -283,6 +327,7 @@ def run_notebook(
     log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
     attempt = _Attempt(log)
     attempt.on_kernel_start = on_kernel_start
+    attempt.env = dict(env) if env else None
     try:
         if log:
             shown = json.dumps(parameters or {}, sort_keys=True, default=repr)
@@ -327,6 +372,7 @@ def run_notebook(
             if watchdog is not None:
                 watchdog.join(timeout=kill_grace + 5)
             _reap(attempt)
+            _after_kernel(attempt)
         outcome = _classify(attempt, error, output_path, cell_timeout, timeout, started)
         if outcome is None:
             raise error  # type: ignore[misc]  # not a notebook failure: a bug or a bad file

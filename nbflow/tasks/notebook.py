@@ -58,9 +58,11 @@ class NotebookTask(BaseTask):
         kernel_name: str | None = None,
         cell_timeout: float | None = None,
         params_cell: str = "strict",
+        env: dict[str, str] | None = None,
         **options: Any,
     ):
         site = caller_site()
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
         try:
             self._check(path, name, parameters, inputs, kernel_name, params_cell)
         except NbflowError as exc:
@@ -122,7 +124,9 @@ class NotebookTask(BaseTask):
         with open(self.path, "rb") as fh:
             content = hashlib.sha256(fh.read()).hexdigest()
         return hashlib.sha256(
-            repr((content, sorted(self.parameters.items()), sorted(self.inputs.items()))).encode()
+            repr(
+                (content, sorted(self.parameters.items()), sorted(self.inputs.items()), sorted(self.env.items()))
+            ).encode()
         ).hexdigest()
 
     def code_parts(self, memo: dict) -> dict[str, str]:
@@ -136,6 +140,8 @@ class NotebookTask(BaseTask):
                 memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
         cell_parts, self._cell_names = memo[key]
         parts = {**cell_parts, "kernel": self.kernel_name}
+        if self.env:
+            parts["env"] = short(sorted(self.env.items()), f"env of notebook {os.path.basename(self.path)}")
         for name, value in sorted({**self.parameters, **self.inputs}.items()):
             if not any(True for _ in find_refs(value)):
                 parts[f"literal:{name}"] = short(value, f"parameter {name} of notebook {os.path.basename(self.path)}")
@@ -181,6 +187,7 @@ class NotebookTask(BaseTask):
             cwd=os.path.dirname(self.path),
             kill_grace=ctx.kill_grace,
             on_kernel_start=ctx.register_process,
+            env=self.env or None,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
         if record.ename == "FailNow":
@@ -197,6 +204,7 @@ def notebook(
     kernel_name: str | None = None,
     cell_timeout: float | None = None,
     params_cell: str = "strict",
+    env: dict[str, str] | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -218,7 +226,9 @@ def notebook(
     ``parameters``: literal values or ``pipeline.params.x``; ``inputs``: upstream handles
     (or ``handle["name"]``). ``timeout`` bounds the whole notebook (its kernel is killed),
     ``cell_timeout`` each cell. ``params_cell="inject_top"`` allows a notebook without a
-    ``parameters`` cell (nothing is checked then, as in plain papermill).
+    ``parameters`` cell (nothing is checked then, as in plain papermill). ``env``: variables
+    added to the kernel's environment (the kernel is then started for the attempt, never taken
+    from the worker's pool of pre-started kernels).
     """
     return NotebookTask(
         path,
@@ -228,6 +238,7 @@ def notebook(
         kernel_name=kernel_name,
         cell_timeout=cell_timeout,
         params_cell=params_cell,
+        env=env,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

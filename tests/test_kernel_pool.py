@@ -1,0 +1,201 @@
+"""Tests for nbflow/tasks/kernelpool.py: pre-started kernels, on real ipykernels (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from nbflow import api
+from nbflow.loader import load_pipeline
+from nbflow.tasks import kernelpool
+from nbflow.tasks.nbrun import run_notebook
+from tests.conftest import NOTEBOOKS, make_notebook, pid_alive
+
+pytestmark = pytest.mark.timeout(120)
+
+PROBE = """
+import json, os
+print(json.dumps({"count": get_ipython().execution_count, "marker": "MARKER" in globals(),
+                  "pid": os.getpid(), "cwd": os.getcwd(), "var": os.environ.get("NBFLOW_POOL_TEST_VAR")}))
+MARKER = 1
+"""
+
+
+@pytest.fixture
+def pool(monkeypatch: pytest.MonkeyPatch):
+    """This process's kernel pool, size 1, drained (and forgotten) after the test."""
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    api.reset()
+    made = kernelpool.activate(slots=1)
+    assert made is not None and made.size == 1
+    yield made
+    pids = [k.pid for k in made.kernels() if k.pid]
+    kernelpool.drain()
+    kernelpool._pool = None
+    api.reset()
+    assert not [p for p in pids if pid_alive(p)]
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    return make_notebook(tmp_path / "nbdir" / "probe.ipynb", [PROBE])
+
+
+def _run(nb: Path, tmp_path: Path, **kw):
+    out = tmp_path / f"out-{time.monotonic_ns()}.ipynb"
+    record = run_notebook(str(nb), str(out), log_path=str(tmp_path / "log.txt"), startup_timeout=30, **kw)
+    seen = None
+    if record.ok:
+        cells = nbformat.read(str(out), as_version=4).cells
+        text = "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        seen = json.loads(last) if last.startswith("{") else None
+    return record, seen
+
+
+def test_an_attempt_takes_a_fresh_kernel_and_the_next_gets_another(pool, probe, tmp_path):
+    cold, first = _run(probe, tmp_path)  # nothing pooled yet: a fresh start, as without a pool
+    assert cold.ok and first["marker"] is False
+    assert pool.wait_ready(60) and len(pool.kernels()) == 1  # started in the background afterwards
+    pooled = pool.kernels()[0].pid
+
+    warm, seen = _run(probe, tmp_path)
+    assert warm.ok and warm.kernel_pid == pooled == seen["pid"]
+    # never ran code before: same execution count as a fresh kernel, no variable of an earlier attempt
+    assert seen["count"] == first["count"] and seen["marker"] is False
+    # the attempt's working folder (the notebook's) is honoured by os.chdir in the kernel
+    assert seen["cwd"] == first["cwd"] == str(probe.parent)
+    assert not pid_alive(cold.kernel_pid) and not pid_alive(warm.kernel_pid)
+
+    assert pool.wait_ready(60)
+    again, third = _run(probe, tmp_path)
+    assert again.ok and again.kernel_pid not in (warm.kernel_pid, cold.kernel_pid)
+    assert third["marker"] is False and third["count"] == first["count"]
+    assert not pid_alive(warm.kernel_pid)
+
+
+def test_a_dead_pooled_kernel_is_replaced_and_the_task_succeeds(pool, probe, tmp_path):
+    assert _run(probe, tmp_path)[0].ok
+    assert pool.wait_ready(60)
+    dead = pool.kernels()[0].pid
+    os.kill(dead, signal.SIGKILL)
+    time.sleep(0.2)
+    record, seen = _run(probe, tmp_path)
+    assert record.ok and record.kernel_pid != dead and seen["marker"] is False
+    assert not pid_alive(dead)
+    assert pool.wait_ready(60) and pool.kernels()[0].alive()
+
+
+def test_a_task_with_env_gets_a_fresh_kernel_that_sees_it(pool, probe, tmp_path):
+    assert _run(probe, tmp_path)[0].ok
+    assert pool.wait_ready(60)
+    pooled = pool.kernels()[0]
+    record, seen = _run(probe, tmp_path, env={"NBFLOW_POOL_TEST_VAR": "here"})
+    assert record.ok and seen["var"] == "here" and record.kernel_pid != pooled.pid
+    assert pool.kernels() == [pooled] and pooled.alive()  # left for an attempt that can use it
+    record, seen = _run(probe, tmp_path)
+    assert record.kernel_pid == pooled.pid and seen["var"] is None
+
+
+def test_a_changed_worker_environment_is_not_served_a_stale_kernel(pool, probe, tmp_path, monkeypatch):
+    assert _run(probe, tmp_path)[0].ok
+    assert pool.wait_ready(60)
+    stale = pool.kernels()[0].pid
+    monkeypatch.setenv("NBFLOW_POOL_TEST_VAR", "changed")
+    record, seen = _run(probe, tmp_path)
+    assert record.ok and seen["var"] == "changed" and record.kernel_pid != stale
+    assert not pid_alive(stale)
+
+
+def test_a_pooled_kernel_is_killed_on_timeout_like_a_fresh_one(pool, tmp_path):
+    sleeps = NOTEBOOKS / "sleeps.ipynb"
+    assert _run(NOTEBOOKS / "params_ok.ipynb", tmp_path)[0].ok
+    assert pool.wait_ready(60)
+    pooled = pool.kernels()[0].pid
+    groups: list[int] = []
+    record, _ = _run(sleeps, tmp_path, parameters={"seconds": 60}, timeout=3, on_kernel_start=groups.append)
+    assert record.reason == "task_timeout" and record.kernel_pid == pooled and groups == [pooled]
+    assert not pid_alive(pooled)
+    assert "nbflow: failed" in (tmp_path / "log.txt").read_text()
+
+
+def test_the_pool_never_holds_more_than_its_size_and_drains(pool, probe, tmp_path):
+    most = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal most
+        while not stop.is_set():
+            most = max(most, len(pool.kernels()))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(4):
+            assert _run(probe, tmp_path)[0].ok
+            pool.refill("python3")  # asking again never adds beyond the size
+    finally:
+        stop.set()
+        watcher.join()
+    assert most == 1
+    assert pool.wait_ready(60)
+    pids = [k.pid for k in pool.kernels()]
+    assert len(pids) == 1 and pid_alive(pids[0])
+    kernelpool.drain()
+    assert not [p for p in pids if pid_alive(p)]
+    assert pool.take("python3") is None  # a drained pool hands out and starts nothing
+    pool.refill("python3")
+    assert pool.kernels() == []
+
+
+def test_no_pool_with_size_zero(monkeypatch):
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "0")
+    api.reset()
+    try:
+        assert kernelpool.activate(slots=4) is None
+    finally:
+        api.reset()
+
+
+def _pool_kernels() -> set[int]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if "ipykernel" in " ".join(proc.info["cmdline"] or []):
+            try:
+                if kernelpool.POOL_DIR_PREFIX in proc.cwd():
+                    found.add(proc.pid)
+            except psutil.Error:
+                pass
+    return found
+
+
+def test_local_workers_use_their_pool_and_leave_no_kernel(nbflow_home, write_pipeline, probe, monkeypatch):
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    path = write_pipeline(
+        f"""
+from nbflow import Pipeline, notebook
+with Pipeline("pooled") as pipeline:
+    a = notebook({str(probe)!r}, name="a", params_cell="inject_top")
+    b = notebook({str(probe)!r}, name="b", params_cell="inject_top")
+    c = notebook({str(probe)!r}, name="c", params_cell="inject_top")
+    a >> b >> c
+"""
+    )
+    before = _pool_kernels()
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
+    assert result.ok
+    attempts = {a["task_id"]: a for a in api.run_details(result.run_id)["attempts"]}
+    pids = [attempts[t]["kernel_pid"] for t in "abc"]
+    assert len(set(pids)) == 3  # one kernel per attempt
+    time.sleep(0.5)
+    assert not [p for p in pids if pid_alive(p)]
+    assert not (_pool_kernels() - before), "a pooled kernel outlived its worker"
