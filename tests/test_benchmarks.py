@@ -25,6 +25,7 @@ EXPECTED_ROWS = {
     "fixed-cost-warm",
     "fixed-cost-cold",
     "notebook",
+    "notebook-warm-pool",
     "dask-wide",
     "dask-chain",
     "dask-handoff",
