@@ -91,7 +91,7 @@ def attempt_paths(item: WorkItem) -> tuple[str, str]:
 # --- attempts running in this process, so they can be cancelled from another thread ----------
 
 _running: dict[str, set[int]] = {}
-_cancelled: set[str] = set()
+_cancelled: dict[str, float] = {}  # running attempts asked to stop -> their kill grace
 _running_lock = threading.Lock()
 
 
@@ -105,7 +105,7 @@ def kill_attempt(key: str, grace: float) -> bool:
     with _running_lock:
         if key not in _running:
             return False
-        _cancelled.add(key)
+        _cancelled[key] = grace
         groups = set(_running[key])
     procs.terminate_later(groups, grace, name=f"nbflow-kill-{key}")
     return True
@@ -133,8 +133,7 @@ def run_work_item(item: WorkItem, on_process: Callable[[int], None] | None = Non
     finally:
         with _running_lock:
             _running.pop(item.key, None)
-            cancelled = item.key in _cancelled
-            _cancelled.discard(item.key)
+            cancelled = _cancelled.pop(item.key, None) is not None
     if cancelled:
         result.ok, result.reason, result.message = False, "cancelled", f"cancelled ({result.message or 'killed'})"
     if item.durable_result:
@@ -188,8 +187,11 @@ def _register(key: str, also: Callable[[int], None] | None) -> Callable[[int], N
         with _running_lock:
             if key in _running:
                 _running[key].add(pgid)
+            grace = _cancelled.get(key)
         if also is not None:
             also(pgid)
+        if grace is not None:  # cancelled while this process was starting (a kernel): it goes too
+            procs.terminate_later({pgid}, grace, name=f"nbflow-kill-{key}")
 
     return register
 

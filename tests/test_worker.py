@@ -30,3 +30,28 @@ def test_url_artifact_root_stages_and_uploads_every_file(nbflow_home, write_pipe
     uris = [a["uri"] for a in api.run_details(result.run_id)["artifacts"]]
     assert uris and all(u.startswith(f"file://{root}/") for u in uris)
     assert not list(Path("/tmp").glob("nbflow-attempt-*")), "staging folders were left behind"
+
+
+def test_a_process_an_attempt_starts_after_its_cancel_is_killed_too():
+    """A cancel that reaches a worker while the attempt's kernel is still starting finds no
+    process group to kill; the kernel registered a moment later must go too (it lived on,
+    running the notebook, after the run was cancelled)."""
+    import subprocess
+    import sys
+
+    from nbflow import worker
+
+    key = "late-kernel-test"
+    with worker._running_lock:
+        worker._running[key] = set()
+    try:
+        assert worker.kill_attempt(key, 0.2)  # nothing to kill yet
+        late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        worker._register(key, None)(late.pid)  # the kernel's process group, registered after the cancel
+        assert late.wait(10) is not None
+    finally:
+        with worker._running_lock:
+            worker._running.pop(key, None)
+            worker._cancelled.pop(key, None)
+        if late.poll() is None:
+            late.kill()
