@@ -27,6 +27,7 @@ all a :class:`Driver` (the scheduler adds cron and the DAG folder). A driver own
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 import traceback
@@ -282,12 +283,18 @@ class Driver:
         """Loop until the given runs (default: every claimed run) have ended; returns their final
         states. Ctrl-C cancels them (and is raised again)."""
         wanted = set(self.runs if run_ids is None else run_ids)
+        # What exists now (the pipelines, the store) lives as long as the drive: frozen, the
+        # collector's full passes stop rescanning it (a 10,000-task run spent a third of its
+        # time there, more per task the larger the run). Thawed when the drive ends.
+        gc.freeze()
         try:
             while wanted & set(self.runs):
                 self.loop_once(self.settings.cancel_poll)
         except KeyboardInterrupt:
             self.cancel_all("interrupted")
             raise
+        finally:
+            gc.unfreeze()
         return {run_id: self.ended[run_id] for run_id in wanted if run_id in self.ended}
 
     def cancel_all(self, why: str) -> None:
