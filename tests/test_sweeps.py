@@ -367,9 +367,8 @@ def test_a_plot_draws_a_line_per_combination_of_the_other_swept_params():
 
 
 def test_the_text_table_rounds_long_floats_and_keeps_short_ones():
-    from nbflow import api
     from nbflow.cli.compare import _readable
 
-    assert _readable(0.9882629107981221, api.format_value) == "0.988263"  # --csv and --json keep every digit
-    assert _readable(1.0, api.format_value) == "1.0" and _readable(0.01, api.format_value) == "0.01"
-    assert _readable(True, api.format_value) == "true" and _readable("l1", api.format_value) == "l1"
+    assert _readable(0.9882629107981221) == "0.988263"  # --csv and --json keep every digit
+    assert _readable(1.0) == "1.0" and _readable(0.01) == "0.01"
+    assert _readable(True) == "true" and _readable("l1") == "l1"

@@ -20,6 +20,21 @@ from nbflow.states import RunState
 from nbflow.store import Store
 
 
+def started_driver(store: Store, run_ids: Sequence[int], executor: str | None, parallelism: int | None) -> Driver:
+    """A :class:`~nbflow.driver.Driver` with its executor up, for ``run_ids``; when the executor
+    cannot start, those runs fail with the reason and :class:`NbflowError` says it."""
+    name = executor or store.settings.executor
+    driver = Driver(store, get_executor(name, parallelism=parallelism))
+    try:
+        driver.start()
+    except Exception as exc:
+        note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
+        store.write(lambda tx: [tx.set_run_state(r, RunState.FAILED, note=note) for r in run_ids], what="runs failed")
+        which = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(map(str, run_ids))}"
+        raise NbflowError(f"{which}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+    return driver
+
+
 def drive_run(
     pipeline: Pipeline,
     run_id: int,
@@ -37,16 +52,7 @@ def drive_run(
     first task is queued.
     """
     store = store or open_store()
-    name = executor or store.settings.executor
-    driver = Driver(store, get_executor(name, parallelism=parallelism))
-    try:
-        driver.start()
-    except Exception as exc:
-        note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
-        store.write(lambda tx: tx.set_run_state(run_id, RunState.FAILED, note=note), what="run failed to start")
-        raise NbflowError(
-            f"run {run_id}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)"
-        ) from exc
+    driver = started_driver(store, [run_id], executor, parallelism)
     try:
         if on_start is not None:
             on_start(driver.executor)

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbflow.api.driving import started_driver
 from nbflow.api.runs import RunResult, create_runs, open_store, resolve_point
 from nbflow.dag import Pipeline
 from nbflow.driver import Driver
 from nbflow.engine import Listener
-from nbflow.exceptions import InputError, NbflowError, ParameterError
-from nbflow.executors import get_executor
+from nbflow.exceptions import InputError, ParameterError
 from nbflow.executors.base import Executor
 from nbflow.states import RunState
 from nbflow.store import Store
@@ -144,14 +144,7 @@ def drive_runs(
     ended, at most ``pipeline.max_active_runs`` running at a time (runs of the pipeline driven
     elsewhere count too); ``on_end(run_id, state)`` is called as each ends. Ctrl-C cancels them."""
     store = store or open_store()
-    name = executor or store.settings.executor
-    driver = Driver(store, get_executor(name, parallelism=parallelism))
-    try:
-        driver.start()
-    except Exception as exc:
-        note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
-        store.write(lambda tx: [tx.set_run_state(r, RunState.FAILED, note=note) for r in run_ids], what="runs failed")
-        raise NbflowError(note, hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+    driver = started_driver(store, run_ids, executor, parallelism)
     pending, reported = list(run_ids), set[int]()
     try:
         if on_start is not None:

@@ -57,15 +57,17 @@ def print_compare(data: dict[str, Any], out: TextIO) -> None:
     """The comparison as a text table."""
     from nbflow import api
 
-    rows = [[None if v is None else _readable(v, api.format_value) for v in row] for row in api.compare_rows(data)]
+    rows = [[None if v is None else _readable(v) for v in row] for row in api.compare_rows(data)]
     _table(rows, api.compare_columns(data), out)
 
 
-def _readable(value: Any, spell: Any) -> str:
+def _readable(value: Any) -> str:
     """A table cell: a float with many digits to 6 significant ones (``--csv``/``--json`` keep all)."""
+    from nbflow import api
+
     if isinstance(value, float) and len(repr(value)) > 8:
         return f"{value:.6g}"
-    return str(spell(value))
+    return api.format_value(value)
 
 
 def _plot_spec(items: list[str]) -> tuple[str, list[str]]:
