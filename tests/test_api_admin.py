@@ -56,3 +56,30 @@ def test_worker_command_advertises_each_queue_as_a_resource():
     dask_settings = worker_environment()
     assert dask_settings and {k: env[k] for k in dask_settings} == dask_settings
     assert env["PATH"]  # the rest of this process's environment
+
+
+def test_an_executor_that_cannot_start_fails_the_run_with_the_reason(nbflow_home, monkeypatch):
+    """api.started_driver: the run is not left queued; its note and the error say why."""
+    import pytest
+
+    from nbflow import Pipeline, task
+    from nbflow.exceptions import NbflowError
+    from nbflow.executors.inline import InlineExecutor
+
+    with Pipeline("nostart") as pipeline:
+
+        @task
+        def noop():
+            return 1
+
+        noop()
+
+    def refuse(self):
+        raise OSError("no workers can be started here")
+
+    monkeypatch.setattr(InlineExecutor, "start", refuse)
+    run_id = api.create_run(pipeline, executor="inline")
+    with pytest.raises(NbflowError, match=rf"run {run_id}: executor 'inline' could not start: OSError: no workers"):
+        api.drive_run(pipeline, run_id, executor="inline")
+    run = api.run_details(run_id)["run"]
+    assert run["state"] == "failed" and "no workers can be started here" in run["note"]
