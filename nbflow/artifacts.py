@@ -191,10 +191,21 @@ class UpstreamOutput:
 
     def __init__(self, style: str, refs: list[ArtifactRef] | list[dict[str, Any]]):
         self.style = style
+        if style == "mapped":  # a mapped task: each instance's {"style", "refs"}, in map-index order
+            self.items = [UpstreamOutput(d["style"], d["refs"]) for d in refs]  # type: ignore[index]
+            self.refs: dict[str, ArtifactRef] = {}
+            return
         self.refs = {r.name: r for r in (x if isinstance(x, ArtifactRef) else ArtifactRef(**x) for x in refs)}
 
-    def value(self, key: str | None = None) -> Any:
-        """The upstream value, or one key of it (for "dict" style only that artifact is read)."""
+    def value(self, key: str | int | None = None) -> Any:
+        """The upstream value, or one key of it (for "dict" style only that artifact is read).
+
+        A mapped task's value is the list of its successful instances' values; an int ``key``
+        is one instance's value, another key that key of each."""
+        if self.style == "mapped":
+            if isinstance(key, int):
+                return self.items[key].value()
+            return [item.value(key) for item in self.items]
         if self.style == "dict":
             if key is None:
                 return {name: read_value(ref) for name, ref in self.refs.items()}
@@ -209,8 +220,13 @@ class UpstreamOutput:
         except (KeyError, IndexError, TypeError) as exc:
             raise KeyError(f"upstream value {type(whole).__name__} has no key {key!r}") from exc
 
-    def parameter(self, key: str | None = None) -> Any:
-        """The value as a notebook parameter: small JSON values literally, others as references."""
+    def parameter(self, key: str | int | None = None) -> Any:
+        """The value as a notebook parameter: small JSON values literally, others as references
+        (a mapped task's: the list of its instances' parameters)."""
+        if self.style == "mapped":
+            if isinstance(key, int):
+                return self.items[key].parameter()
+            return [item.parameter(key) for item in self.items]
         if self.style == "dict":
             if key is None:
                 return {name: _as_param(ref) for name, ref in self.refs.items()}

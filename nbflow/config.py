@@ -21,6 +21,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_param_bytes  | NBFLOW_MAX_PARAM_BYTES  | ``65536``: longest run parameter value (as JSON) |
 | max_body_bytes   | NBFLOW_MAX_BODY_BYTES   | ``1048576``: largest REST request body (else 413) |
 | max_log_bytes    | NBFLOW_MAX_LOG_BYTES    | ``1048576``: most log bytes one REST answer carries |
+| max_map_length   | NBFLOW_MAX_MAP_LENGTH   | ``1024``: most instances of one mapped task |
 | max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
 | kernel_pool      | NBFLOW_KERNEL_POOL      | ``0`` (off): pre-started kernels per worker slot and kernel name |
 """
@@ -56,6 +57,7 @@ class Settings:
     max_param_bytes: int = 64 * 1024
     max_body_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024
+    max_map_length: int = 1024
     max_infra_retries: int = 2
     kernel_pool: int = 0  # opt in until its benchmark target is met (README, "Pre-started kernels")
 
@@ -81,6 +83,7 @@ _ENV = {
     "max_param_bytes": "NBFLOW_MAX_PARAM_BYTES",
     "max_body_bytes": "NBFLOW_MAX_BODY_BYTES",
     "max_log_bytes": "NBFLOW_MAX_LOG_BYTES",
+    "max_map_length": "NBFLOW_MAX_MAP_LENGTH",
     "max_infra_retries": "NBFLOW_MAX_INFRA_RETRIES",
     "kernel_pool": "NBFLOW_KERNEL_POOL",
 }

@@ -21,6 +21,7 @@ from typing import Any
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
 from nbflow.fingerprint import Fingerprinted
 from nbflow.graph import find_cycle, toposort
+from nbflow.mapspec import MapSpec, check_mapping
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
 
@@ -155,6 +156,11 @@ class Task(Fingerprinted):
     #: How downstream tasks see this task's value: "single" (the "return" artifact),
     #: "dict" (all saved artifacts by name) or "none".
     value_style: str = "single"
+    #: A mapped task's mapped arguments (:mod:`nbflow.mapspec`); None when it is not mapped.
+    mapping: MapSpec | None = None
+    #: An instance of a mapped task: its index and the mapped task's id (None otherwise).
+    map_index: int | None = None
+    map_parent: str | None = None
 
     def __init__(
         self,
@@ -240,6 +246,18 @@ class Task(Fingerprinted):
     def label(self) -> str:
         """Short text for pictures: the kind and what it runs."""
         return self.kind
+
+    def _map_over(self, fields: Mapping[str, str], zipped: bool) -> None:
+        """Make this task mapped over ``fields`` (name -> the attribute holding its values)."""
+        if self.mapping is not None:
+            raise DefinitionError(
+                f"task '{self.task_id}' is mapped already (over {', '.join(self.mapping.names)})",
+                where=_site(self.site),
+                hint="name every mapped argument in one call: .expand(C=[...], penalty=[...])",
+            )
+        sources = {name: getattr(self, attr)[name] for name, attr in fields.items()}
+        check_mapping(self.task_id, sources, _site(self.site), zipped)
+        self.mapping = MapSpec(dict(fields), bool(zipped))
 
     # -- graph helpers -----------------------------------------------------------------
     @property
@@ -484,6 +502,8 @@ class Pipeline:
             for part in (t.kind, t.code_fingerprint(), repr(t.retries), repr(t.timeout), t.trigger_rule, t.queue):
                 h.update(part.encode())
                 h.update(b"\0")
+            if t.mapping is not None:  # only when set, so unmapped tasks keep their fingerprints
+                h.update(repr((sorted(t.mapping.fields.items()), t.mapping.zip)).encode())
             for u in sorted(t.upstream_ids):
                 h.update(f"{u}={prints[u]}".encode())
             prints[tid] = h.hexdigest()[:16]
@@ -527,6 +547,7 @@ class Pipeline:
                     "retries": t.retries,
                     "timeout": t.timeout,
                     "trigger_rule": t.trigger_rule,
+                    "mapped": t.mapping.names if t.mapping is not None else None,
                     "fingerprint": prints[tid],
                     "where": _site(t.site),
                 }

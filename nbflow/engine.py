@@ -48,7 +48,8 @@ from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import RunTakenOverError, UnknownTaskError
 from nbflow.executors.base import Event, Executor, attempt_key
-from nbflow.incremental import NO_OUTPUTS, Decider, Produced, known_outputs, produced
+from nbflow.expansion import MappedTasks
+from nbflow.incremental import Decider, Produced, known_outputs, produced
 from nbflow.lostwork import LostWork
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, retry_delay, run_outcome
@@ -77,6 +78,7 @@ class TaskEvent:
     duration: float | None = None
     hostname: str | None = None
     why: str | None = None  # an incremental run's reason: "reused from run 4, try 1", or why it runs
+    mapped: int | None = None  # a mapped task expanded: how many instances it has now
 
 
 Listener = Callable[[TaskEvent], None]
@@ -104,7 +106,7 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class RunEngine(SensorPoking, LostWork):
+class RunEngine(SensorPoking, LostWork, MappedTasks):
     """Drives the run ``run_id`` of ``pipeline`` on ``executor`` until every task finished."""
 
     def __init__(
@@ -144,6 +146,7 @@ class RunEngine(SensorPoking, LostWork):
         self.loaded = False  # the run's rows are read (start() got past its reads)
         self._stale: set[str] = set()  # tasks whose compare-and-set missed: read back from the store
         self._nonce = secrets.token_hex(4)  # of this driver's Dask keys
+        self._init_mapping()
 
     def interrupt(self) -> None:
         """Kill this run's attempts running inside a blocked ``executor.poll()`` (from a :class:`CancelWatch`)."""
@@ -156,8 +159,8 @@ class RunEngine(SensorPoking, LostWork):
 
     # -- driving (by nbflow.driver.Driver) --------------------------------------------------------
     def task(self, task_id: str) -> BaseTask:
-        """The task object of ``task_id`` (every task of a pipeline is a kind of nbflow.tasks)."""
-        return self.pipeline.tasks[task_id]  # type: ignore[return-value]
+        """The task object of ``task_id``: a pipeline's (a kind of nbflow.tasks) or a mapped task's instance."""
+        return self.instance_tasks.get(task_id) or self.pipeline.tasks[task_id]  # type: ignore[return-value]
 
     def start(self) -> None:
         """Load the run, adopt or reset attempts left in flight, mark it running, take a first step.
@@ -224,7 +227,7 @@ class RunEngine(SensorPoking, LostWork):
         database cannot be written."""
         if self._ops or self._stale:
             self.step([])
-        leaves = [tid for tid in self.tis if not self.children.get(tid)]
+        leaves = [tid for tid in self.tis if tid in self.pipeline.tasks and not self.children.get(tid)]
         final = run_outcome({tid: ti.state for tid, ti in self.tis.items()}, leaves)
         self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
         self.state = final
@@ -263,19 +266,12 @@ class RunEngine(SensorPoking, LostWork):
             "data_interval_end": run["data_interval_end"],
         }
         rows = self.store.task_instances(self.run_id)
-        for row in rows:
+        for row in self._keep_instance_rows(rows):
             if row["task_id"] not in self.pipeline.tasks:
                 raise UnknownTaskError(
                     self.pipeline.name, row["task_id"], self.pipeline.tasks, where=f"run {self.run_id}"
                 )
-            self.tis[row["task_id"]] = _TI(
-                row["task_id"],
-                T(row["state"]),
-                row["try_number"],
-                row["max_tries"],
-                key=row["executor_key"],
-                why=row["why"],
-            )
+            self.tis[row["task_id"]] = self._ti_from_row(row)
         if any(ti.try_number for ti in self.tis.values()):  # driven before: its tries lost with their worker
             for tid, lost in self.store.lost_tries(self.run_id).items():
                 self.tis[tid].lost = lost
@@ -301,12 +297,25 @@ class RunEngine(SensorPoking, LostWork):
             ti.waiting = sum(self.tis[u].state not in FINISHED for u in ups)
             if ti.state is T.PENDING and ti.waiting == 0:
                 self._undecided.append(tid)
+        self._resume_mapping()
         now = self.clock()
         for ti in self.tis.values():
+            if ti.state in ADOPTABLE and ti.task_id in self.instances:  # a mapped task: its instances run
+                continue
             if ti.state in ADOPTABLE:  # left behind by a driver that stopped
                 self._adopt_or_reset(ti, now)
             elif ti.state is T.UP_FOR_RETRY:
                 self._retrying[ti.task_id] = now
+
+    def _ti_from_row(self, row: Any) -> _TI:
+        return _TI(
+            row["task_id"],
+            T(row["state"]),
+            row["try_number"],
+            row["max_tries"],
+            key=row.get("executor_key"),
+            why=row.get("why"),
+        )
 
     def _adopt_or_reset(self, ti: _TI, now: float) -> None:
         task = self.task(ti.task_id)
@@ -373,7 +382,7 @@ class RunEngine(SensorPoking, LostWork):
         run_id, tid = self.run_id, ti.task_id
         self._op(lambda tx: tx.set_task_state(run_id, tid, to, expect_try=expect_try, **fields), tid)
         self._note(ti, fields.get("error") or "", fields.get("duration"), fields.get("hostname"))
-        task = self.pipeline.tasks[tid]
+        task = self.task(tid)
         callback = task.on_success if to is T.SUCCESS else task.on_failure if to is T.FAILED else None
         if callback is not None:
             ctx = {"pipeline": self.pipeline.name, "run_id": run_id, "task_id": tid, "state": to.value}
@@ -396,6 +405,7 @@ class RunEngine(SensorPoking, LostWork):
             c.waiting -= 1
             if c.waiting == 0 and c.state is T.PENDING:
                 self._undecided.append(child)
+        self._instance_finished(ti.task_id)
 
     # -- deciding and queueing --------------------------------------------------------------
     def _decide_ready(self, now: float) -> None:
@@ -404,12 +414,15 @@ class RunEngine(SensorPoking, LostWork):
             ti = self.tis[tid]
             if ti.state is not T.PENDING:
                 continue
-            task = self.pipeline.tasks[tid]
-            verdict = decide(task.trigger_rule, [self.tis[u].state for u in task.upstream_ids if u in self.tis])
-            if verdict is None:
+            task = self.task(tid)
+            states = self._upstream_states(task)
+            verdict = decide(task.trigger_rule, states.values())
+            if verdict is None and task.mapping is not None:
+                self._expand(ti, now)
+            elif verdict is None:
                 self._run_or_reuse(ti, now)
             else:
-                failed = [u for u in task.upstream_ids if u in self.tis and self.tis[u].state in FAILED_STATES]
+                failed = [u for u, state in states.items() if state in FAILED_STATES]
                 why = f"upstream failed: {', '.join(sorted(failed))}" if failed else f"trigger rule {task.trigger_rule}"
                 self._set(ti, verdict, error=why, end_date=_dt(now))
 
@@ -468,10 +481,7 @@ class RunEngine(SensorPoking, LostWork):
             task_id=ti.task_id,
             try_number=ti.try_number,
             task=task,
-            upstream={
-                u: (self.pipeline.tasks[u].value_style, list(self.produced.get(u, NO_OUTPUTS).refs))
-                for u in task.upstream_ids
-            },
+            upstream={u: self._upstream_item(u) for u in task.upstream_ids},
             params=self.params,
             context=self.context,
             artifact_root=self.settings.artifact_root,

@@ -10,6 +10,7 @@ instance moves like this::
                   \\-> (a fast task may report its end before its start)
     pending -> upstream_failed | skipped       (decided by trigger rules)
     pending -> cached                           (an incremental run reuses an earlier success)
+    pending -> running -> success | failed      (a mapped task: running while its instances run)
     any unfinished -> cancelled                 (run cancelled)
     finished -> pending                         (cleared for a re-run)
     finished -> success | failed                (marked by a person, in a finished run: MARKABLE)
@@ -72,7 +73,7 @@ MARKABLE: frozenset[TaskState] = FINISHED
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.PENDING: frozenset(FINISHED | {T.UP_FOR_RETRY}),  # clear / re-run
     T.QUEUED: frozenset({T.PENDING, T.UP_FOR_RETRY}),
-    T.RUNNING: frozenset({T.QUEUED}),
+    T.RUNNING: frozenset({T.QUEUED, T.PENDING}),  # from pending: a mapped task expanded into its instances
     T.UP_FOR_RETRY: frozenset({T.QUEUED, T.RUNNING}),
     T.SUCCESS: frozenset({T.QUEUED, T.RUNNING}),
     T.FAILED: frozenset({T.QUEUED, T.RUNNING, T.UP_FOR_RETRY}),
@@ -126,4 +127,6 @@ REASONS = (
     "stopped_early",  # a success: the notebook ended itself with sys.exit(0)
     "driver_error",  # nbflow itself failed while driving the run (logged with its traceback)
     "storage_error",  # the artifact root refused a write (read-only, full): retries apply
+    "map_error",  # a mapped task's values cannot be mapped (not a list, too many); no retry
+    "mapped",  # a mapped task whose instances did not all succeed
 )

@@ -247,15 +247,26 @@ def clear_run(
                 raise UnknownTaskError(run["pipeline"], tid, tis, where=f"run {run_id}")
     version = store.get_version(run["version_id"]) if run["version_id"] else None
     definition = version["definition"]["tasks"] if version else []
-    closure = set(chosen)
+    # A mapped task's instances are not in the definition: a chosen instance brings its mapped
+    # task (which expands again, keeping the instances not cleared) and what is downstream of it.
+    instances = {tid: r["map_parent"] for tid, r in tis.items() if r["map_parent"]}
+    via_instance = {instances[tid] for tid in chosen if tid in instances}
+    seeds = [tid for tid in chosen if tid not in instances] + sorted(via_instance)
+    down = _edges(definition, down=True)
+    closure = set(chosen) | via_instance
     if downstream:
-        closure |= _closure(chosen, _edges(definition, down=True))
+        closure |= _closure(seeds, down)
     if upstream:
-        closure |= _closure(chosen, _edges(definition, down=False))
+        closure |= _closure(seeds, _edges(definition, down=False))
+    # ... but a mapped task cleared for its upstream's sake (or chosen alone) runs every instance again
+    reached = _closure([c for tid in seeds for c in down.get(tid, ())], down) if downstream else set()
+    whole = {tid for tid in closure if tid in reached or (tid in chosen and tid not in via_instance)}
+    closure |= {tid for tid, parent in instances.items() if parent in whole}
     closure &= set(tis)
     if dry_run:
         return [tid for tid in tis if tid in closure]
     retries = {t["id"]: int(t.get("retries") or 0) for t in definition}
+    retries.update({tid: retries.get(parent, 0) for tid, parent in instances.items()})
 
     # an incremental run would reuse a chosen task again: choosing it is asking for it to run
     fields = {"force": sorted({*(run["force"] or ()), *chosen})} if run["incremental"] and tasks is not None else {}
@@ -351,11 +362,21 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
     from nbflow.tasks import get_kind
 
     store = store or open_store()
-    ti = next((r for r in store.task_instances(run_id) if r["task_id"] == task_id), None)
+    rows = store.task_instances(run_id)
+    ti = next((r for r in rows if r["task_id"] == task_id), None)
     if ti is None or TaskState(ti["state"]) not in SUCCEEDED:
         raise NbflowError(f"task '{task_id}' of run {run_id} has no successful output")
+    style = get_kind(ti["kind"]).value_style
+    if ti["map_count"] is not None:  # a mapped task: its successful instances' values, in map-index order
+        done = sorted(
+            (r for r in rows if r["map_parent"] == task_id and TaskState(r["state"]) in SUCCEEDED),
+            key=lambda r: r["map_index"],
+        )
+        outputs = known_outputs(store, done)
+        items = [{"style": style, "refs": list(outputs[r["task_id"]].refs)} for r in done]
+        return UpstreamOutput("mapped", items).value()  # type: ignore[arg-type]
     refs = known_outputs(store, [ti])[task_id].refs  # a cached task: the outputs of the attempt it reused
-    return UpstreamOutput(get_kind(ti["kind"]).value_style, list(refs)).value()
+    return UpstreamOutput(style, list(refs)).value()
 
 
 def dag_picture(

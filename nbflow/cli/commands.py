@@ -57,6 +57,9 @@ class Progress:
             return
         if state in ("success", "cached", "failed", "upstream_failed", "skipped", "cancelled"):
             self.done += 1
+        mapped = getattr(ev, "mapped", None)
+        if mapped is not None and self.total:  # a mapped task's instances count as tasks of the run
+            self.total += mapped
         symbol = self.SYMBOLS.get(state, ("?", "?"))[0 if self.unicode else 1]
         why = f": {ev.why}" if getattr(ev, "why", None) and ev.try_number <= 1 else ""
         detail = {
@@ -64,8 +67,10 @@ class Progress:
             "cached": ev.why or "cached",
             "success": f"done in {fmt_duration(ev.duration)}",
             "up_for_retry": f"try {ev.try_number} failed, will retry: {ev.message}",
-            "failed": f"FAILED (try {ev.try_number}): {ev.message}",
+            "failed": f"FAILED (try {ev.try_number}): {ev.message}" if ev.try_number else f"FAILED: {ev.message}",
         }.get(state, f"{state}{': ' + ev.message if ev.message else ''}")
+        if mapped is not None:
+            detail = ev.message
         counter = f"{self.done}/{self.total}" if self.total else ""
         self.out.write(f"  [{time.time() - self.t0:6.1f}s {counter:>7}] {symbol} {ev.task_id:<20} {detail}\n")
         self.out.flush()
@@ -197,6 +202,13 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _task_cell(t: Any) -> str:
+    """A task instance as ``nbflow tasks`` names it: a mapped task's instance with its values."""
+    if not t["map_values"]:
+        return str(t["task_id"])
+    return f"{t['task_id']} ({', '.join(f'{k}={v}' for k, v in t['map_values'].items())})"
+
+
 def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
@@ -208,9 +220,9 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
         arts.setdefault(a["task_id"], []).append(a["name"])
     rows: list[tuple[Any, ...]] = [
         (
-            t["task_id"],
+            _task_cell(t),
             t["state"],
-            f"{t['try_number']}/{t['max_tries']}",
+            f"{t['map_count']} mapped" if t["map_count"] is not None else f"{t['try_number']}/{t['max_tries']}",
             t["queue"],
             t["hostname"],
             fmt_duration(t["duration"]),

@@ -173,6 +173,13 @@ class TaskInstanceRow(Base):
     reused_try: Mapped[int | None] = mapped_column(Integer)
     #: why an incremental run reused it ("reused from run 4, try 1") or ran it ("parameter C: 1.0 -> 0.5")
     why: Mapped[str | None] = mapped_column(Text)
+    # -- dynamic task mapping (nbflow.mapspec, nbflow.expansion) --------------------------------
+    #: a mapped task, once expanded: how many instances it has
+    map_count: Mapped[int | None] = mapped_column(Integer)
+    #: an instance of a mapped task: the mapped task's id, its index and its values ({"C": 0.1})
+    map_parent: Mapped[str | None] = mapped_column(String(250))
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    map_values: Mapped[dict | None] = mapped_column(JSON)
 
 
 class TaskAttemptRow(Base):

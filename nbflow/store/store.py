@@ -22,6 +22,7 @@ from nbflow.exceptions import RunNotFoundError
 from nbflow.states import FINISHED, RunState, TaskState, run_sources
 from nbflow.store import batching, orm, statements
 from nbflow.store.manual import ManualTx
+from nbflow.store.mapping import MappingTx, in_map_order
 from nbflow.store.orm import utcnow
 from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
@@ -45,7 +46,7 @@ _TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
 
-class Tx(SchedulingTx, ManualTx, SweepTx):
+class Tx(SchedulingTx, ManualTx, SweepTx, MappingTx):
     """Write operations inside one transaction (get one from :meth:`Store.write`)."""
 
     def __init__(self, conn: Connection):
@@ -403,9 +404,9 @@ class Store(SchedulingReads, ReuseReads, SweepReads):
         return self._all(stmt)
 
     def task_instances(self, run_id: int) -> list[RowMapping]:
-        """A run's task instances, in creation order (without ``cache_parts``: the parts of a
+        """A run's task instances, in creation order, instances after their mapped task (without ``cache_parts``: the parts of a
         fingerprint are read only to explain a change, by :meth:`previous_successes`)."""
-        return self._all(select(*_TI_SHOWN).where(TI.c.run_id == run_id).order_by(TI.c.id))
+        return in_map_order(self._all(select(*_TI_SHOWN).where(TI.c.run_id == run_id).order_by(TI.c.id)))
 
     def attempts(self, run_id: int, task_id: str | None = None) -> list[RowMapping]:
         """A run's attempts (of one task), in order."""

@@ -59,12 +59,21 @@ class NotebookTask(BaseTask):
         cell_timeout: float | None = None,
         params_cell: str = "strict",
         env: dict[str, str] | None = None,
+        expand: dict[str, Any] | None = None,
+        zip: bool = False,
         **options: Any,
     ):
         site = caller_site()
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        expand = dict(expand or {})
         try:
-            self._check(path, name, parameters, inputs, kernel_name, params_cell)
+            both = set(parameters or {}) & set(expand)
+            if both:
+                raise DefinitionError(
+                    f"task '{name or Path(path).stem}' passes {', '.join(sorted(both))} both as parameters and expand",
+                    hint="a mapped parameter goes in expand= only",
+                )
+            self._check(path, name, {**(parameters or {}), **expand}, inputs, kernel_name, params_cell, set(expand))
         except NbflowError as exc:
             here = f"{site[0]}:{site[1]}"
             if not (exc.where or "").startswith(site[0]):
@@ -73,8 +82,25 @@ class NotebookTask(BaseTask):
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
+        if expand:
+            self._map_over(dict.fromkeys(expand, "parameters"), zip)
 
-    def _check(self, path, name, parameters, inputs, kernel_name, params_cell) -> None:  # noqa: ANN001
+    def expand_inputs(self, *names: str, zip: bool = False) -> NotebookTask:
+        """Map this notebook over the inputs ``names`` (each an upstream list, or a mapped task):
+        one instance per item (per point of their cross product, or pair with ``zip=True``)."""
+        unknown = [n for n in names if n not in self.inputs]
+        if not names or unknown:
+            raise DefinitionError(
+                f"task '{self.task_id}' cannot map over input(s) {', '.join(unknown) or '(none given)'}",
+                where=f"{self.site[0]}:{self.site[1]}",
+                hint=f"name inputs it passes: {', '.join(self.inputs) or '(it passes none)'}",
+            )
+        fields = dict(self.mapping.fields) if self.mapping is not None else {}
+        self.mapping = None
+        self._map_over({**fields, **dict.fromkeys(names, "inputs")}, zip)
+        return self
+
+    def _check(self, path, name, parameters, inputs, kernel_name, params_cell, mapped) -> None:  # noqa: ANN001
         pipeline = current_pipeline()
         base = pipeline.base_dir if pipeline else Path.cwd()
         self.path = str((base / path).resolve())
@@ -99,8 +125,16 @@ class NotebookTask(BaseTask):
         self.kernel_name = kernel_name or nbparams.check_kernel(self.path)
         self.context_params: list[str] = []
         given = {**self.parameters, **self.inputs}
-        deferred = [k for k, v in given.items() if isinstance(v, Task) or any(True for _ in find_refs(v))]
+        deferred = [
+            k for k, v in given.items() if k in mapped or isinstance(v, Task) or any(True for _ in find_refs(v))
+        ]
         if params_cell == "strict":
+            for k in mapped:  # each item of a mapped list has the declared type
+                for item in given[k] if isinstance(given[k], (list, tuple)) else ():
+                    if not any(True for _ in find_refs(item)):
+                        nbparams.check_notebook_parameters(
+                            self.path, {k: item}, task_id=site_name, pipeline=pipeline.name if pipeline else "?"
+                        )
             nbparams.check_notebook_parameters(
                 self.path,
                 given,
@@ -205,6 +239,8 @@ def notebook(
     cell_timeout: float | None = None,
     params_cell: str = "strict",
     env: dict[str, str] | None = None,
+    expand: dict[str, Any] | None = None,
+    zip: bool = False,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -228,7 +264,9 @@ def notebook(
     ``cell_timeout`` each cell. ``params_cell="inject_top"`` allows a notebook without a
     ``parameters`` cell (nothing is checked then, as in plain papermill). ``env``: variables
     added to the kernel's environment (the kernel is then started for the attempt, never taken
-    from the worker's pool of pre-started kernels).
+    from the worker's pool of pre-started kernels). ``expand``: parameters to map over, each a
+    list of values (or an upstream list): one instance of the notebook per value, per point of
+    their cross product, or of their pairs with ``zip=True`` (see :mod:`nbflow.mapspec`).
     """
     return NotebookTask(
         path,
@@ -239,6 +277,8 @@ def notebook(
         cell_timeout=cell_timeout,
         params_cell=params_cell,
         env=env,
+        expand=expand,
+        zip=zip,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

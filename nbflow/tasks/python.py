@@ -28,6 +28,7 @@ from typing import Any
 from nbflow import procs
 from nbflow.artifacts import write_value
 from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
+from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
@@ -240,8 +241,45 @@ class TaskFactory:
         """A copy with other options (``name=``, ``retries=`` ...) for one call site."""
         return TaskFactory(self.fn, {**self.options, **options})
 
+    def partial(self, *args: Any, **kwargs: Any) -> Partial:
+        """Fix the arguments every instance of a mapped call shares: ``train.partial(data=d).expand(C=[...])``."""
+        return Partial(self, args, kwargs)
+
+    def expand(self, *, zip: bool = False, **mapped: Any) -> PythonTask:
+        """A mapped call: one task instance per value of each keyword list (per point of their
+        cross product, or of their pairs with ``zip=True``); see :mod:`nbflow.mapspec`."""
+        return self.partial().expand(zip=zip, **mapped)
+
     def __repr__(self) -> str:
         return f"<nbflow task factory {self.fn.__qualname__}>"
+
+
+class Partial:
+    """A ``@task`` function with some arguments fixed, waiting for :meth:`expand`."""
+
+    def __init__(self, factory: TaskFactory, args: tuple, kwargs: dict[str, Any]):
+        self.factory, self.args, self.kwargs = factory, args, kwargs
+
+    def expand(self, *, zip: bool = False, **mapped: Any) -> PythonTask:
+        """The mapped call (see :meth:`TaskFactory.expand`)."""
+        fn = self.factory.fn
+        if current_pipeline() is None:
+            raise DefinitionError(
+                f"{fn.__name__}.expand(...) is called outside a pipeline",
+                hint="map tasks inside `with Pipeline('name') as pipeline:`",
+            )
+        both = set(self.kwargs) & set(mapped)
+        if both:
+            raise DefinitionError(
+                f"{fn.__name__}: {', '.join(sorted(both))} given both to partial() and to expand()",
+                hint="a mapped argument goes in expand() only",
+            )
+        t = PythonTask(fn, self.args, {**self.kwargs, **mapped}, **self.factory.options)
+        t._map_over(dict.fromkeys(mapped, "kwargs"), zip)
+        return t
+
+    def __repr__(self) -> str:
+        return f"<nbflow partial {self.factory.fn.__qualname__} {self.kwargs}>"
 
 
 def task(
