@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nbflow.artifacts import UpstreamOutput
-from nbflow.incremental import NO_OUTPUTS, Produced
-from nbflow.mapspec import MapError, display_point, instance, map_sources, points, split_instance_id
+from nbflow.incremental import NO_OUTPUTS, Produced, value_style
+from nbflow.mapspec import MapError, display_point, instance, map_sources, points
 from nbflow.refs import OutputRef, ParamRef
 from nbflow.states import FAILED_STATES, FINISHED, TaskState
 
@@ -84,7 +84,7 @@ class MappedTasks:
         self._instance_rows: dict[str, list[Mapping[str, Any]]] = {}  # mapped task -> stored instance rows
 
     # -- loading ------------------------------------------------------------------------------
-    def _keep_instance_rows(self, rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def _keep_instance_rows(self, rows: Iterable[Any]) -> list[Any]:
         """The rows of the pipeline's tasks; instance rows are kept aside by mapped task."""
         own = []
         for row in rows:
@@ -117,8 +117,9 @@ class MappedTasks:
         made = self._instances_of(task)
         tid, run_id = ti.task_id, self.run_id
         if isinstance(made, str):
-            fields = {"reason": "map_error", "error": made, "start_date": _dt(now), "end_date": _dt(now)}
-            self._set(ti, T.FAILED, via=T.RUNNING, **fields)
+            self._set(
+                ti, T.FAILED, via=T.RUNNING, reason="map_error", error=made, start_date=_dt(now), end_date=_dt(now)
+            )
             return
         rows = [
             {
@@ -268,8 +269,7 @@ class MappedTasks:
 
     def _upstream_item(self, up: str) -> tuple[str, list[dict[str, Any]]]:
         """What a work item carries of upstream task ``up``: a mapped task's successful instances."""
-        of = split_instance_id(up) if up not in self.pipeline.tasks else None  # an instance: its mapped task's kind
-        style = self.pipeline.tasks[of[0]].value_style if of else self.task(up).value_style
+        style = value_style(self.pipeline, up)
         kids = self.instances.get(up)
         if kids is None:
             return style, list(self.produced.get(up, NO_OUTPUTS).refs)

@@ -47,6 +47,7 @@ from nbflow.fingerprint import (
     output_digest,
     outputs_key,
 )
+from nbflow.mapspec import split_instance_id
 from nbflow.states import SUCCEEDED, TaskState
 from nbflow.store import Store
 from nbflow.store.reuse import Previous, artifact_ref, source_of
@@ -140,6 +141,12 @@ def produced(refs: Iterable[dict[str, Any]], run_id: int, try_number: int, diges
     return Produced(digest or outputs_key(refs, run_id, try_number), refs)
 
 
+def value_style(pipeline: Pipeline, task_id: str) -> str:
+    """How task ``task_id`` (or, for a mapped task's instance, its mapped task) gives its value."""
+    of = split_instance_id(task_id) if task_id not in pipeline.tasks else None
+    return pipeline.tasks[of[0] if of else task_id].value_style
+
+
 def known_outputs(
     store: Store, rows: Iterable[Mapping[str, Any] | RowMapping], *, pipeline: str = "", external: Iterable[str] = ()
 ) -> dict[str, Produced]:
@@ -210,7 +217,7 @@ class Decider:
     ) -> dict[str, str]:
         """The task's fingerprint parts, upstream outputs included (raises Unhashable)."""
         parts = task.cache_parts(params, context, self._memo)
-        keyed: dict[str, set[str | None]] = {}
+        keyed: dict[str, set[str | int | None]] = {}
         for ref in task.references():
             if isinstance(ref, OutputRef):
                 keyed.setdefault(ref.task_id, set()).add(ref.key)
@@ -221,8 +228,8 @@ class Decider:
                 parts[f"upstream:{up}"] = "not in this run"
             elif given.state is not None:
                 parts[f"upstream:{up}"] = f"state {given.state}"
-            elif keys and None not in keys and self.pipeline.tasks[up].value_style == "dict":
-                for key in sorted(k for k in keys if k is not None):  # only the saved values it loads
+            elif keys and None not in keys and value_style(self.pipeline, up) == "dict":
+                for key in sorted(str(k) for k in keys):  # only the saved values it loads
                     known = given.digest != WILL_RUN and output_digest(given.refs, [key])
                     parts[f"upstream:{up}:{key}"] = known or given.digest
             else:

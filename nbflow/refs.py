@@ -11,10 +11,10 @@ from nbflow.exceptions import DefinitionError
 
 @dataclass(frozen=True)
 class OutputRef:
-    """The value of an upstream task (or one key of it), resolved when the task runs."""
+    """The value of an upstream task (or one key of it, or one item of a list), resolved when the task runs."""
 
     task_id: str
-    key: str | None = None
+    key: str | int | None = None
 
     def __getitem__(self, key: str) -> OutputRef:
         if self.key is not None:

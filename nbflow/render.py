@@ -7,10 +7,11 @@ into SVG/PNG bytes with the ``dot`` program (Debian package ``graphviz``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbflow.exceptions import NbflowError
+from nbflow.states import FINISHED
 
 #: fill colour per state (also used by the JupyterLab extension and widgets).
 STATE_COLORS = {
@@ -43,9 +44,25 @@ def _q(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(definition: Mapping[str, Any], states: Mapping[str, str] | None = None) -> str:
-    """DOT text: one node per task (id, kind label, state), one edge per dependency."""
-    states = states or {}
+def map_badges(rows: Iterable[Any]) -> dict[str, str]:
+    """``{mapped task: "2/3"}`` from a run's task instance rows: its finished and all instances."""
+    done: dict[str, list[int]] = {}
+    for row in rows:
+        if row.get("map_count") is not None:
+            done.setdefault(row["task_id"], [0, 0])[1] = row["map_count"]
+        parent = row.get("map_parent")
+        if parent is not None:
+            done.setdefault(parent, [0, 0])[0] += row["state"] in FINISHED
+    return {tid: f"{n}/{total}" for tid, (n, total) in done.items()}
+
+
+def to_dot(
+    definition: Mapping[str, Any], states: Mapping[str, str] | None = None, badges: Mapping[str, str] | None = None
+) -> str:
+    """DOT text: one node per task (id, kind label, state), one edge per dependency. A mapped task
+    is one node with a count badge: ``train [2/3]`` (finished/all instances, from ``badges``), or
+    ``train [mapped]`` before it expands."""
+    states, badges = states or {}, badges or {}
     lines = [
         f"digraph {_q(definition['name'])} {{",
         # no white page: the picture sits on the notebook's (or the DAG view's) background, dark
@@ -56,7 +73,8 @@ def to_dot(definition: Mapping[str, Any], states: Mapping[str, str] | None = Non
     ]
     for t in definition["tasks"]:
         state = states.get(t["id"])
-        label = t["id"] + "\\n" + t.get("label", t["kind"]).replace('"', "'")
+        badge = f" [{badges.get(t['id'], 'mapped')}]" if t.get("mapped") else ""
+        label = t["id"] + badge + "\\n" + t.get("label", t["kind"]).replace('"', "'")
         if state:
             label += f"\\n[{state}]"
         shape = KIND_SHAPES.get(t["kind"], "box")

@@ -28,10 +28,13 @@ def compare(
     sweep: int | None = None,
     pipeline: str | None = None,
     last: int | None = None,
+    task: str | None = None,
     store: Store | None = None,
 ) -> dict[str, Any]:
     """The parameters and metrics of some runs: the ``runs`` given, a ``sweep``'s runs, or the
-    ``last`` N runs of ``pipeline`` (exactly one of the three).
+    ``last`` N runs of ``pipeline`` (exactly one of the three). With ``task`` (a mapped task),
+    one row per instance of it in those runs instead: its mapped values join the parameters,
+    its metrics are the columns, and each row has ``task_id`` and ``map_index`` too.
 
     Returns plain data: ``{"sweep": {"id", "pipeline", "grid"} | None, "params": [names],
     "metrics": ["task.metric", ...], "runs": [{"run_id", "pipeline", "state", "sweep_id",
@@ -70,8 +73,8 @@ def compare(
     out = []
     values: dict[int, dict[str, Any]] = {i: {} for i in ids}
     for m in store.final_metrics(ids):
-        task = m["task_id"] if m["map_index"] is None else f"{m['task_id']}[{m['map_index']}]"
-        column = f"{task}.{m['name']}"
+        of = m["task_id"] if m["map_index"] is None else f"{m['task_id']}[{m['map_index']}]"
+        column = f"{of}.{m['name']}"
         metrics.setdefault(column)
         values[m["run_id"]][column] = m["value"]
     for run_id in sorted(ids):
@@ -89,12 +92,45 @@ def compare(
                 "metrics": values[run_id],
             }
         )
-    return {"sweep": sweep_row, "params": list(params), "metrics": list(metrics), "runs": out}
+    data = {"sweep": sweep_row, "params": list(params), "metrics": list(metrics), "runs": out}
+    return _instances(data, task, store) if task is not None else data
+
+
+def _instances(data: dict[str, Any], task: str, store: Store) -> dict[str, Any]:
+    """``data`` (a comparison of runs) as one row per instance of mapped task ``task``."""
+    rows: list[dict[str, Any]] = []
+    params: dict[str, None] = {}
+    metrics: dict[str, None] = {}
+    run_ids = [run["run_id"] for run in data["runs"]]
+    by_task: dict[tuple[int, str], dict[str, Any]] = {}
+    for m in store.final_metrics(run_ids):
+        column = f"{task}.{m['name']}"
+        by_task.setdefault((m["run_id"], m["task_id"]), {})[column] = m["value"]
+    for run in data["runs"]:
+        for ti in store.task_instances(run["run_id"]):
+            if ti["map_parent"] != task:
+                continue
+            values = dict(ti["map_values"] or {})
+            params.update(dict.fromkeys(values))
+            got = by_task.get((run["run_id"], ti["task_id"]), {})
+            metrics.update(dict.fromkeys(got))
+            row = {**run, "task_id": ti["task_id"], "map_index": ti["map_index"], "state": ti["state"]}
+            rows.append({**row, "params": {**values, **run["params"]}, "metrics": got})
+    if not rows:
+        raise InputError(
+            "task",
+            f"task '{task}' has no mapped instances in run(s) {', '.join(map(str, run_ids))}",
+            hint="give a mapped task (one made with .expand, expand= or .expand_inputs) that ran",
+        )
+    params.update(dict.fromkeys(data["params"]))
+    return {**data, "task": task, "params": list(params), "metrics": list(metrics), "runs": rows}
 
 
 def compare_columns(data: dict[str, Any]) -> list[str]:
-    """The columns of a comparison's table: run, state, each parameter, each metric."""
-    return [*FIXED, *data["params"], *data["metrics"]]
+    """The columns of a comparison's table: run (and a mapped task's instance), state, each
+    parameter, each metric."""
+    fixed = ("run", "task", "state") if data.get("task") else FIXED
+    return [*fixed, *data["params"], *data["metrics"]]
 
 
 def compare_rows(data: dict[str, Any]) -> list[list[Any]]:
@@ -102,6 +138,7 @@ def compare_rows(data: dict[str, Any]) -> list[list[Any]]:
     return [
         [
             run["run_id"],
+            *((run["task_id"],) if data.get("task") else ()),
             run["state"],
             *(run["params"].get(p) for p in data["params"]),
             *(run["metrics"].get(m) for m in data["metrics"]),

@@ -14,7 +14,7 @@ from nbflow.exceptions import NbflowError, ParameterError, StateConflictError, U
 from nbflow.executors import executor_class
 from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.loader import load_pipeline
-from nbflow.render import render, to_dot
+from nbflow.render import map_badges, render, to_dot
 from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
 from nbflow.store.orm import utcnow
@@ -374,7 +374,7 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
         )
         outputs = known_outputs(store, done)
         items = [{"style": style, "refs": list(outputs[r["task_id"]].refs)} for r in done]
-        return UpstreamOutput("mapped", items).value()  # type: ignore[arg-type]
+        return UpstreamOutput("mapped", items).value()
     refs = known_outputs(store, [ti])[task_id].refs  # a cached task: the outputs of the attempt it reused
     return UpstreamOutput(style, list(refs)).value()
 
@@ -384,11 +384,12 @@ def dag_picture(
 ) -> bytes | str:
     """The DAG as DOT text (``fmt="dot"``) or rendered bytes, coloured by a run's states."""
     definition = pipeline.definition() if isinstance(pipeline, Pipeline) else pipeline
-    states = None
+    states = badges = None
     if run_id is not None:
         store = store or open_store()
-        states = {r["task_id"]: r["state"] for r in store.task_instances(run_id)}
-    dot = to_dot(definition, states)
+        rows = store.task_instances(run_id)
+        states, badges = {r["task_id"]: r["state"] for r in rows}, map_badges(rows)
+    dot = to_dot(definition, states, badges)
     return dot if fmt == "dot" else render(dot, fmt)
 
 

@@ -24,13 +24,19 @@ def register(sub: Any) -> None:
         "(task.metric; recorded with nbflow.metric or scalars given to nbflow.save).",
         epilog="examples:\n  nbflow compare 3 4 5\n  nbflow compare --sweep 2 --csv\n"
         "  nbflow compare --pipeline ml_chain --last 5 --json\n"
-        "  nbflow compare --sweep 2 --plot x=C y=train.accuracy -o sweep.png",
+        "  nbflow compare --sweep 2 --plot x=C y=train.accuracy -o sweep.png\n"
+        "  nbflow compare 7 --task train --plot x=C y=train.accuracy    (a mapped task's instances)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs", nargs="*", type=int, metavar="RUN", help="run ids")
     p.add_argument("--sweep", type=int, metavar="ID", help="the runs of this sweep (nbflow run --sweep prints its id)")
     p.add_argument("--pipeline", metavar="NAME", help="the newest runs of this pipeline (see --last)")
     p.add_argument("--last", "-n", type=int, metavar="N", help="with --pipeline: how many runs (default 10)")
+    p.add_argument(
+        "--task",
+        metavar="MAPPED",
+        help="one row per instance of this mapped task (its mapped values are parameters, its metrics the columns)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -87,7 +93,7 @@ def _plot_spec(items: list[str]) -> tuple[str, list[str]]:
 def cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
-    data = api.compare(args.runs or None, sweep=args.sweep, pipeline=args.pipeline, last=args.last)
+    data = api.compare(args.runs or None, sweep=args.sweep, pipeline=args.pipeline, last=args.last, task=args.task)
     if args.plot:
         x, ys = _plot_spec(args.plot)
         drawn = api.plot_compare(data, x, ys, args.output)

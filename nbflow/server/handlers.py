@@ -286,7 +286,7 @@ class CancelHandler(NbflowHandler):
 
 
 class CompareHandler(NbflowHandler):
-    """``GET /nbflow/api/compare?runs=1,2,3`` | ``?sweep=ID`` | ``?pipeline=NAME&last=N``."""
+    """``GET /nbflow/api/compare?runs=1,2,3`` | ``?sweep=ID`` | ``?pipeline=NAME&last=N`` [``&task=MAPPED``]."""
 
     @tornado.web.authenticated
     @authorized
@@ -302,7 +302,10 @@ class CompareHandler(NbflowHandler):
         if pipeline is not None:
             limits.text("pipeline", pipeline)
         last = self.int_arg("last", None, minimum=1, maximum=500)
-        self.reply(await self.call(api.compare, runs, sweep=sweep, pipeline=pipeline, last=last))
+        task = self.get_query_argument("task", None)
+        if task is not None:
+            limits.text("task", task)
+        self.reply(await self.call(api.compare, runs, sweep=sweep, pipeline=pipeline, last=last, task=task))
 
 
 class HealthHandler(NbflowHandler):

@@ -18,6 +18,9 @@ TI, A = orm.task_instances, orm.task_attempts
 INSERT_ATTEMPT = insert(A)
 INSERT_ARTIFACT = insert(orm.artifacts)
 INSERT_METRIC = insert(orm.metrics)
+#: a queued or running task instance holds pool slots and counts for max_active_tasks (a running
+#: mapped task does not: its instances do)
+HOLDS_SLOT = (TI.c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]), TI.c.map_count.is_(None))
 _cache: dict[tuple, Any] = {}
 
 

@@ -41,7 +41,6 @@ P, V, R, TI, A, ART, POOL = (
     orm.artifacts,
     orm.pools,
 )
-_ACTIVE = [TaskState.QUEUED.value, TaskState.RUNNING.value]
 _TI_SHOWN = [c for c in TI.c if c.name != "cache_parts"]
 BATCH_MIN_OPS = 8  # fewer operations are written one by one (grouping would cost more than it saves)
 
@@ -234,7 +233,7 @@ class Tx(SchedulingTx, ManualTx, SweepTx, MappingTx):
             if slots is None:
                 return f"waiting: pool '{pool}' does not exist (create it: nbflow pools set {pool} SLOTS)"
             used = self.conn.execute(
-                select(func.coalesce(func.sum(TI.c.pool_slots), 0)).where(TI.c.pool == pool, TI.c.state.in_(_ACTIVE))
+                select(func.coalesce(func.sum(TI.c.pool_slots), 0)).where(TI.c.pool == pool, *statements.HOLDS_SLOT)
             ).scalar()
             if used + pool_slots > slots:
                 return f"waiting for a slot in pool '{pool}' ({used} of {slots} in use)"
@@ -244,7 +243,7 @@ class Tx(SchedulingTx, ManualTx, SweepTx, MappingTx):
             active = self.conn.execute(
                 select(func.count())
                 .select_from(TI.join(R, R.c.id == TI.c.run_id))
-                .where(R.c.pipeline == name, TI.c.state.in_(_ACTIVE))
+                .where(R.c.pipeline == name, *statements.HOLDS_SLOT)
             ).scalar()
             if active >= limit:
                 return f"waiting: pipeline '{name}' already runs {active} tasks (max_active_tasks={limit})"

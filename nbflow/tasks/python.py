@@ -90,7 +90,7 @@ class PythonTask(BaseTask):
 
     def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
         """Call the function with upstream values in place of handles; store its return value."""
-        loaded: dict[tuple[str, str | None], Any] = {}
+        loaded: dict[tuple[str, str | int | None], Any] = {}
 
         def output(ref: OutputRef) -> Any:
             if (ref.task_id, ref.key) not in loaded:
