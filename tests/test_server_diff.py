@@ -23,7 +23,7 @@ from nbflow import Pipeline, notebook, task
 with Pipeline("scored", params={"C": 1.0}) as pipeline:
     @task
     def gate(params):
-        if params["C"] > 50:
+        if params["C"] > 500:
             raise ValueError("C too large")
         return params["C"]
 
@@ -37,7 +37,7 @@ def score_notebook(path: Path) -> Path:
         path,
         [
             ("C = 1.0", ["parameters"]),
-            "import nbflow\naccuracy = round(1 - 1 / (1 + C), 4)\nnbflow.metric('accuracy', accuracy)",
+            "import nbflow\naccuracy = round(1 - 1 / (1 + C), 4)\n_ = nbflow.metric('accuracy', accuracy)",
             "print(f'accuracy is {accuracy}')",
         ],
     )
@@ -64,7 +64,7 @@ def wait_finished(server: JupyterProc, run_ids: list[int], timeout: float = 120)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     """A server with the `scored` pipeline and three finished runs: C=1 and C=9 (a sweep), and
-    C=99 whose gate fails, so its notebook task never runs."""
+    C=999 whose gate fails, so its notebook task never runs."""
     root = tmp_path_factory.mktemp("diffroot")
     (root / "pipelines").mkdir()
     (root / "pipelines" / "scored.py").write_text(textwrap.dedent(SCORED))
@@ -76,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
         status, swept = proc.request("POST", "pipelines/scored/trigger", {"sweep": {"C": ["1", "9"]}})
         assert status == 201 and swept["run_ids"] == [1, 2], swept
         wait_finished(proc, [1, 2])
-        status, third = proc.request("POST", "pipelines/scored/trigger", {"params": {"C": 99}})
+        status, third = proc.request("POST", "pipelines/scored/trigger", {"params": {"C": 999}})
         assert status == 201 and third["run_id"] == 3, third
         wait_finished(proc, [3])
         yield proc
@@ -98,10 +98,18 @@ def test_the_diff_of_two_runs_output_notebooks_is_nbdimes(server: JupyterProc) -
     changed = [d["key"] for d in cells["diff"] if d["op"] == "patch"]
     printing = next(i for i, c in enumerate(base_cells) if "print(" in "".join(c["source"]))
     assert printing in changed, cells  # the cell whose output differs (0.5 against 0.9)
+    metric = next(i for i, c in enumerate(base_cells) if "nbflow.metric(" in "".join(c["source"]))
+    assert metric not in changed, cells  # same source, no output: papermill's timings are left out
+    assert "papermill" not in found["base"]["metadata"]
     # what nbdime itself says: applying the diff to the base gives run 2's notebook outputs
     patched = nbdime.patch(found["base"], entries(found["diff"]))
     outputs = "".join(o.get("text", "") for o in patched["cells"][printing]["outputs"])
     assert "accuracy is 0.9" in outputs
+    # ... in every cell, paths included (the answer names no server path: the diff was computed
+    # on the texts it carries, so nbdime's web widgets can apply its offsets)
+    _, reverse = server.request("GET", "runs/1/tasks/score/diff?against=2")
+    assert [c["source"] for c in patched["cells"]] == [c["source"] for c in reverse["base"]["cells"]]
+    assert str(server.root) not in str(found)
 
 
 def test_a_run_with_no_output_notebook_of_the_task_is_a_404_naming_task_and_run(server: JupyterProc) -> None:

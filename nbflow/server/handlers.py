@@ -291,6 +291,7 @@ class DiffHandler(NbflowHandler):
             against,
             try_number=self.int_arg("try", None, minimum=1),
             against_try=self.int_arg("against_try", None, minimum=1),
+            prepare=self.scrub,  # before the diff: its offsets must fit the texts the answer carries
         )
         self.reply(found)
 
