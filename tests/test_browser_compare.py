@@ -5,20 +5,25 @@ view's table and chart (log x), two runs picked to compare, and nbdime's diff of
 output notebooks. Screenshots: ``test-artifacts/compare-*.png``.
 
 JupyterLab loads this tree's build of the extension (``nbflow/labextension``, ``jlpm build`` in
-``extension/``), not the copy an install left in the environment: a ``JUPYTER_PATH`` whose
-``labextensions/nbflow-jupyterlab`` is that folder comes first."""
+``extension/``; :func:`tests.jupyter_procs.with_tree_labextension`), not the copy an install
+left in the environment: the sweep toggle the first test finds exists only in this build."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter, stop_nbflow_processes
+from tests.jupyter_procs import (
+    TREE_LABEXTENSION,
+    JupyterProc,
+    nbflow_env,
+    register_pipelines,
+    start_jupyter,
+    stop_nbflow_processes,
+)
 from tests.lab_browser import CHROMIUM, lab_page, shot
 from tests.test_server_diff import SCORED, score_notebook
 
@@ -31,8 +36,7 @@ if not CHROMIUM.exists():
     pytest.skip(
         "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
     )
-BUILD = Path(__file__).parent.parent / "nbflow" / "labextension"
-if not (BUILD / "package.json").exists():
+if not (TREE_LABEXTENSION / "package.json").exists():
     pytest.skip("the extension is not built in this tree: cd extension && jlpm build", allow_module_level=True)
 
 
@@ -44,11 +48,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     (root / "pipelines").mkdir()
     (root / "pipelines" / "scored.py").write_text(textwrap.dedent(SCORED))
     score_notebook(root / "pipelines" / "score.ipynb")
-    jpath = root.parent / f"{root.name}-jupyter-path"
-    (jpath / "labextensions").mkdir(parents=True)
-    (jpath / "labextensions" / "nbflow-jupyterlab").symlink_to(BUILD.resolve())
     env = {**nbflow_env(root, executor="local"), "NBFLOW_PARALLELISM": "2"}
-    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(jpath), os.environ.get("JUPYTER_PATH")) if p)
     register_pipelines(root, env)
     proc = start_jupyter(root, env, "lab", extra_args=("--LabApp.expose_app_in_browser=True",))
     yield proc
