@@ -154,6 +154,25 @@ class JupyterProc:
             self.proc.wait(5)
 
 
+#: this tree's build of the JupyterLab extension (``cd extension && jlpm build``)
+TREE_LABEXTENSION = Path(__file__).parent.parent / "nbflow" / "labextension"
+
+
+def with_tree_labextension(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """``env`` with a ``JUPYTER_PATH`` that makes JupyterLab load this tree's build of the
+    extension (``folder/labextensions/nbflow-jupyterlab`` links it; JupyterLab takes the first
+    extension of a name it finds, and ``JUPYTER_PATH`` comes before the environment's copy,
+    which an editable install made of whatever tree was installed). Unchanged without a build."""
+    if not (TREE_LABEXTENSION / "package.json").exists():
+        return env
+    (folder / "labextensions").mkdir(parents=True, exist_ok=True)
+    link = folder / "labextensions" / "nbflow-jupyterlab"
+    if not link.exists():
+        link.symlink_to(TREE_LABEXTENSION.resolve())
+    paths = [str(folder), *([env["JUPYTER_PATH"]] if env.get("JUPYTER_PATH") else [])]
+    return {**env, "JUPYTER_PATH": os.pathsep.join(paths)}
+
+
 def start_jupyter(
     root: Path,
     env: dict[str, str],
@@ -182,6 +201,8 @@ def start_jupyter(
         f"--ServerApp.root_dir={root}",
     ]
     args += list(extra_args)
+    if app == "lab":
+        env = with_tree_labextension(env, root.parent / f"jupyter-path-{port}")
     if app == "lab":  # a workspace of its own: no tabs restored from another test's JupyterLab
         args += [
             "--LabApp.news_url=None",

@@ -36,6 +36,9 @@ export type IScheduled = Json<'/notebooks/schedule', 'post', 201>;
 export type IRunAsPipeline = Json<'/notebooks/run', 'post', 201>;
 export type ICleared = Json<'/runs/{run_id}/tasks/{task_id}/clear', 'post', 200>;
 export type IDebugCopy = Json<'/runs/{run_id}/tasks/{task_id}/debug', 'post', 201>;
+export type IRunWithCounts = Schemas['RunWithCounts'];
+export type IComparison = Schemas['Comparison'];
+export type INotebookDiff = Json<'/runs/{run_id}/tasks/{task_id}/diff', 'get', 200>;
 
 /** The JupyterLab drive through which output notebooks open (the server's read-only
  * `nbflow/api/contents` of the artifact root: no `allow_hidden` needed). */

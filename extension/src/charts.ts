@@ -4,7 +4,9 @@
  *
  * - the grid: tasks × runs (newest run on the left), each cell the task's state in that run;
  * - the Gantt chart of one run: per task and try, a queued bar and a running bar;
- * - the task-duration chart: each task's duration over the runs of the grid, one line per task.
+ * - the task-duration chart: each task's duration over the runs of the grid, one line per task;
+ * - the Compare view's chart: a metric (y) against a parameter (x) over compared runs, one line
+ *   per combination of the other parameters that differ; a log x axis when x spans decades.
  */
 import { IAttempt, IGrid, fmtSeconds, fmtTime, h, parseTime } from './api';
 
@@ -27,7 +29,8 @@ export function niceTicks(max: number): { ticks: number[]; top: number; label: (
   return { ticks, top, label };
 }
 
-function svg<K extends keyof SVGElementTagNameMap>(
+/** An SVG element with attributes and children. */
+export function svg<K extends keyof SVGElementTagNameMap>(
   tag: K,
   attrs: Record<string, string | number> = {},
   ...children: (Node | string)[]
@@ -262,4 +265,182 @@ export function durationChart(grid: IGrid): HTMLElement {
     legend.append(h('span', { class: 'nbflow-swatch', style: `background:${colour}` }), `${task} `);
   });
   return h('div', { class: 'nbflow-chart' }, chart, legend);
+}
+
+/** One compared run as the metric chart takes it (a row of `GET compare`). */
+export interface IChartRun {
+  run_id: number;
+  params: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+}
+
+const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * Whether x values call for a log axis: all positive numbers spanning two decades or more
+ * (the rule of `nbflow.api.compare.log_scale`, so the CLI's chart and this one agree).
+ */
+export function logScale(xs: unknown[]): boolean {
+  const nums = xs.filter(isNumber);
+  if (nums.length < 2 || nums.length !== xs.length || Math.min(...nums) <= 0) {
+    return false;
+  }
+  return Math.log10(Math.max(...nums) / Math.min(...nums)) >= 2;
+}
+
+/** Round marks from at or below `lo` to at or above `hi` (1, 2 or 5 × a power of ten), about 6. */
+export function valueTicks(lo: number, hi: number): number[] {
+  if (hi - lo < 1e-12) {
+    const pad = Math.abs(lo) * 0.1 || 1;
+    lo -= pad;
+    hi += pad;
+  }
+  const rough = (hi - lo) / 5;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map(m => m * power).find(s => s >= rough) ?? 10 * power;
+  const first = Math.floor(lo / step + 1e-9) * step;
+  const out = [Number(first.toPrecision(12))];
+  while (out[out.length - 1] < hi - step * 1e-9 || out.length < 2) {
+    out.push(Number((first + out.length * step).toPrecision(12)));
+  }
+  return out;
+}
+
+/** A value as a label: JSON's spelling for anything but numbers and strings; up to 6 significant digits. */
+export function fmtValue(v: unknown): string {
+  if (v === undefined || v === null) {
+    return '';
+  }
+  if (typeof v === 'number') {
+    return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(6)));
+  }
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
+/**
+ * Metric `y` against parameter `x` over `runs`: a point per run with a number for `y`, a line
+ * per combination of the other parameters in `params` whose values differ between runs; a
+ * numeric x axis (log when {@link logScale}), else one slot per distinct value.
+ */
+export function metricChart(runs: IChartRun[], params: string[], x: string, y: string, title: string): HTMLElement {
+  const xs = runs.map(r => r.params[x]);
+  const numeric = xs.every(isNumber);
+  const logX = numeric && logScale(xs);
+  const usable = runs.filter(r => isNumber(r.metrics[y]) && r.params[x] !== undefined);
+  if (!usable.length) {
+    return h('div', { class: 'nbflow-empty nbflow-metric-chart-empty' }, `No run has a number for ${y} yet.`);
+  }
+  const others = params.filter(p => p !== x && new Set(runs.map(r => JSON.stringify(r.params[p]))).size > 1);
+  const groups = new Map<string, IChartRun[]>();
+  for (const r of usable) {
+    const key = others.map(p => `${p}=${fmtValue(r.params[p])}`).join(', ');
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const categories = [...new Set(xs.map(v => JSON.stringify(v)))];
+  const left = 70,
+    width = 560,
+    height = 260,
+    top = 30;
+  const xv = (r: IChartRun) => r.params[x] as number;
+  const nums = numeric ? usable.map(xv) : [];
+  const [x0, x1] = numeric
+    ? logX
+      ? [Math.floor(Math.log10(Math.min(...nums))), Math.ceil(Math.log10(Math.max(...nums)))]
+      : [Math.min(...nums), Math.max(...nums)]
+    : [0, 0];
+  const xTicks = numeric ? (logX ? range(x0, x1).map(e => 10 ** e) : valueTicks(x0, x1)) : [];
+  const xLo = numeric ? (logX ? x0 : Math.min(xTicks[0], x0)) : 0;
+  const xHi = numeric ? (logX ? x1 : Math.max(xTicks[xTicks.length - 1], x1)) : 0;
+  const px = (v: unknown): number => {
+    if (!numeric) {
+      const i = categories.indexOf(JSON.stringify(v));
+      return left + (categories.length === 1 ? width / 2 : (i / (categories.length - 1)) * width);
+    }
+    const t = logX ? Math.log10(v as number) : (v as number);
+    return left + (xHi === xLo ? width / 2 : ((t - xLo) / (xHi - xLo)) * width);
+  };
+  const ys = usable.map(r => r.metrics[y] as number);
+  const yTicks = valueTicks(Math.min(...ys), Math.max(...ys));
+  const yLo = yTicks[0],
+    yHi = yTicks[yTicks.length - 1];
+  const py = (v: number) => top + height - ((v - yLo) / (yHi - yLo || 1)) * height;
+  const W = left + width + 30,
+    H = top + height + 50;
+  const chart = svg('svg', {
+    class: 'nbflow-metric-chart',
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`,
+    role: 'img',
+    'data-log-x': String(logX),
+    'aria-label': `${y} against ${x}${logX ? ' (log x)' : ''}`
+  });
+  chart.append(
+    svg('text', { x: left + width / 2, y: 16, 'text-anchor': 'middle', class: 'nbflow-chart-title' }, title)
+  );
+  for (const t of yTicks) {
+    chart.append(
+      svg('line', { x1: left, x2: left + width, y1: py(t), y2: py(t), class: 'nbflow-axis' }),
+      svg('text', { x: left - 6, y: py(t) + 4, 'text-anchor': 'end', class: 'nbflow-axis-label' }, fmtValue(t))
+    );
+  }
+  const xLabels = numeric ? xTicks.map(t => [t, logX ? `1e${Math.round(Math.log10(t))}` : fmtValue(t)] as const) : [];
+  for (const [t, label] of numeric ? xLabels : categories.map(c => [JSON.parse(c), fmtValue(JSON.parse(c))] as const)) {
+    const tx = px(t);
+    chart.append(
+      svg('line', { x1: tx, x2: tx, y1: top, y2: top + height, class: 'nbflow-axis' }),
+      svg(
+        'text',
+        { x: tx, y: top + height + 16, 'text-anchor': 'middle', class: 'nbflow-axis-label nbflow-x-tick' },
+        label
+      )
+    );
+  }
+  chart.append(
+    svg(
+      'text',
+      { x: left + width / 2, y: top + height + 38, 'text-anchor': 'middle', class: 'nbflow-axis-title' },
+      `${x}${logX ? ' (log scale)' : ''}`
+    ),
+    svg(
+      'text',
+      {
+        x: 14,
+        y: top + height / 2,
+        'text-anchor': 'middle',
+        class: 'nbflow-axis-title',
+        transform: `rotate(-90 14 ${top + height / 2})`
+      },
+      y
+    )
+  );
+  const legend = h('div', { class: 'nbflow-legend' });
+  [...groups.entries()].forEach(([key, members], k) => {
+    const colour = PALETTE[k % PALETTE.length];
+    const sorted = numeric ? [...members].sort((a, b) => xv(a) - xv(b)) : members;
+    const line = svg('g', { class: 'nbflow-metric-line', 'data-group': key });
+    if (sorted.length > 1) {
+      const coords = sorted.map(r => `${px(r.params[x])},${py(r.metrics[y] as number)}`).join(' ');
+      line.append(svg('polyline', { points: coords, fill: 'none', stroke: colour, 'stroke-width': 2 }));
+    }
+    for (const r of sorted) {
+      const v = r.metrics[y] as number;
+      line.append(
+        svg(
+          'circle',
+          { cx: px(r.params[x]), cy: py(v), r: 4, fill: colour, class: 'nbflow-point', 'data-run': r.run_id },
+          svg('title', {}, `run ${r.run_id}: ${x}=${fmtValue(r.params[x])}, ${y}=${fmtValue(v)}`)
+        )
+      );
+    }
+    chart.append(line);
+    if (key) {
+      legend.append(h('span', { class: 'nbflow-swatch', style: `background:${colour}` }), `${key} `);
+    }
+  });
+  return h('div', { class: 'nbflow-chart' }, chart, legend);
+}
+
+function range(a: number, b: number): number[] {
+  return Array.from({ length: b - a + 1 }, (_, i) => a + i);
 }

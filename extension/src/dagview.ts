@@ -19,7 +19,6 @@ import {
   ILogChunk,
   IOutput,
   IRunDetails,
-  IRunPage,
   ITaskInstance,
   apiUrl,
   duration,
@@ -34,6 +33,8 @@ import {
   taskPath
 } from './api';
 import { durationChart, ganttChart, gridChart } from './charts';
+import type { CompareSource } from './compare';
+import { RunsTable } from './runstable';
 
 /** What the view asks JupyterLab to open. */
 export interface IOpeners {
@@ -41,6 +42,8 @@ export interface IOpeners {
   notebook(path: string): void;
   /** The whole log of a try in a tab of its own. */
   log(runId: number, task: string, tryNumber: number | null): void;
+  /** The Compare view of a sweep or of chosen runs. */
+  compare(source: CompareSource): void;
 }
 
 type View = 'graph' | 'grid' | 'gantt' | 'durations';
@@ -53,8 +56,7 @@ const VIEWS: [View, string][] = [
 const POLL_MS = 1000;
 /** How many lines of a task's log the pane shows (the server sends only those: `?tail=`). */
 const LOG_LINES = 40;
-/** Runs per page of the runs table; runs in the grid and the duration chart. */
-const RUNS_PAGE = 10;
+/** Runs in the grid and the duration chart. */
 const GRID_RUNS = 25;
 /** Artifacts up to this size (JSON) are shown inline. */
 const INLINE_JSON = 2000;
@@ -66,7 +68,6 @@ export class DagView extends Widget {
   private selectedTask: string | null = null;
   private selectedTry: number | null = null;
   private view: View = 'graph';
-  private runsOffset = 0;
   private paramTypes: Record<string, string> = {};
   private timer: number | null = null;
   private busy = false;
@@ -76,7 +77,7 @@ export class DagView extends Widget {
   private tabs = h('div', { class: 'nbflow-view-tabs', role: 'tablist' });
   private main = h('div', { class: 'nbflow-view-main' });
   private taskPane = h('div', { class: 'nbflow-task-pane' });
-  private runsBox = h('div', { class: 'nbflow-runs' });
+  private runs: RunsTable;
   private status = h('div', { class: 'nbflow-status' });
 
   constructor(
@@ -89,13 +90,18 @@ export class DagView extends Widget {
     this.addClass('nbflow-dag-view');
     this.title.label = `DAG: ${pipeline}`;
     this.title.closable = true;
+    this.runs = new RunsTable(pipeline, {
+      showRun: id => this.showRun(id),
+      compare: source => this.open.compare(source),
+      refresh: () => void this.refresh()
+    });
     for (const [view, label] of VIEWS) {
       const tab = h('button', { class: 'nbflow-view-tab', role: 'tab', 'data-view': view }, label);
       tab.onclick = () => this.showView(view);
       this.tabs.append(tab);
     }
     const body = h('div', { class: 'nbflow-dag-body' }, this.main, this.taskPane);
-    this.node.append(this.header, this.waiting, this.status, this.tabs, body, h('h3', {}, 'Runs'), this.runsBox);
+    this.node.append(this.header, this.waiting, this.status, this.tabs, body, h('h3', {}, 'Runs'), this.runs.node);
     this.main.addEventListener('click', ev => this.onSvgClick(ev));
     this.markTabs();
     void this.refresh();
@@ -170,7 +176,7 @@ export class DagView extends Widget {
           ? await request<IRunDetails>(`runs/${this.runId}`)
           : null;
       await this.renderMain(graph, details, q);
-      await this.renderRuns();
+      await this.runs.render(this.runId, this.paramTypes);
       if (this.selectedTask && details) {
         await this.renderTask(graph, details);
       } else {
@@ -245,49 +251,6 @@ export class DagView extends Widget {
         this.view === 'grid' ? gridChart(grid, (r, t, k) => this.openTry(r, t, k), this.runId) : durationChart(grid);
       this.main.replaceChildren(schedule, chart);
     }
-  }
-
-  private async renderRuns(): Promise<void> {
-    const page = await request<IRunPage>(
-      pipelinePath(this.pipeline, `runs?limit=${RUNS_PAGE + 1}&offset=${this.runsOffset}`)
-    );
-    const more = page.runs.length > RUNS_PAGE;
-    const rows = page.runs.slice(0, RUNS_PAGE).map(r => {
-      const tr = h(
-        'tr',
-        { class: r.id === this.runId ? 'nbflow-selected' : '', 'data-run': String(r.id) },
-        h('td', {}, String(r.id)),
-        h('td', {}, h('span', { class: `nbflow-badge nbflow-state-${r.state}` }, r.state)),
-        h('td', {}, r.trigger),
-        h('td', {}, fmtTime(r.started_at || r.created_at)),
-        h('td', {}, duration(r.started_at, r.ended_at)),
-        h('td', { class: 'nbflow-params-cell' }, paramsText(r.params, this.paramTypes))
-      );
-      tr.onclick = () => this.showRun(r.id);
-      return tr;
-    });
-    const head = h(
-      'tr',
-      {},
-      ...['run', 'state', 'trigger', 'started', 'duration', 'parameters'].map(t => h('th', {}, t))
-    );
-    const prev = h('button', { class: 'jp-Button jp-mod-styled nbflow-page-prev' }, 'Newer');
-    const next = h('button', { class: 'jp-Button jp-mod-styled nbflow-page-next' }, 'Older');
-    prev.toggleAttribute('disabled', this.runsOffset === 0);
-    next.toggleAttribute('disabled', !more);
-    prev.onclick = () => {
-      this.runsOffset = Math.max(0, this.runsOffset - RUNS_PAGE);
-      void this.refresh();
-    };
-    next.onclick = () => {
-      this.runsOffset += RUNS_PAGE;
-      void this.refresh();
-    };
-    const shown = page.runs.length ? `runs ${this.runsOffset + 1}–${this.runsOffset + rows.length}` : 'no runs';
-    this.runsBox.replaceChildren(
-      h('table', { class: 'nbflow-table' }, h('thead', {}, head), h('tbody', {}, ...rows)),
-      h('div', { class: 'nbflow-buttons nbflow-pager' }, prev, h('span', { class: 'nbflow-page-label' }, shown), next)
-    );
   }
 
   private onSvgClick(ev: MouseEvent): void {
@@ -541,14 +504,4 @@ function whyLine(ti: ITaskInstance): HTMLElement[] {
     return [h('div', { class: 'nbflow-why' }, `reused from run ${ti.reused_run_id}, try ${ti.reused_try}`)];
   }
   return ti.why ? [h('div', { class: 'nbflow-why' }, `ran: ${ti.why}`)] : [];
-}
-
-/** A run's parameters as `C=0.5, n=3`; a float parameter keeps its point (2.0, not 2: JSON
- * cannot tell them apart, the declared types can). */
-function paramsText(params: Record<string, unknown>, types: Record<string, string>): string {
-  return Object.entries(params || {})
-    .map(
-      ([k, v]) => `${k}=${types[k] === 'float' && Number.isInteger(v) ? (v as number).toFixed(1) : JSON.stringify(v)}`
-    )
-    .join(', ');
 }

@@ -3,13 +3,15 @@
  *
  * - left sidebar: the scheduler's state (Start), pipelines with state, schedule in words and
  *   next run, why a queued run waits, trigger (typed params form), pause/unpause
- * - main area: a pipeline's views (live DAG, grid, Gantt, durations), runs table with paging,
- *   task pane with the task actions; a try's full log in a tab
+ * - main area: a pipeline's views (live DAG, grid, Gantt, durations), runs table with paging
+ *   (parameters, chosen metrics, sortable, sweep links, runs picked to compare), task pane with
+ *   the task actions; a try's full log in a tab; the Compare view of a sweep or of chosen runs
+ *   (params + metrics table, metric-against-parameter chart, nbdime diff of output notebooks)
  * - notebook toolbar: "DAG" (the pipeline(s) the notebook belongs to) and "Schedule" (the
  *   "Schedule this notebook" dialog, also in the file browser's context menu)
  * - a read-only drive `nbflow-runs:` of the artifact root: output notebooks open wherever the
  *   nbflow home is (a hidden `.nbflow` too), each named (so titled) `task · run N · try K`
- * - DAG tabs, log tabs and the sidebar come back on reload (JupyterLab's layout restorer)
+ * - DAG tabs, log tabs, Compare tabs and the sidebar come back on reload (JupyterLab's layout restorer)
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, ToolbarButton, WidgetTracker, showErrorMessage } from '@jupyterlab/apputils';
@@ -18,10 +20,12 @@ import { ILauncher } from '@jupyterlab/launcher';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { Drive } from '@jupyterlab/services';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { IRenderMimeRegistry, RenderMimeRegistry, standardRendererFactories } from '@jupyterlab/rendermime';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { IDisposable } from '@lumino/disposable';
 
 import { DRIVE, IPipelineList, request } from './api';
+import { CompareSource, CompareView, compareKey } from './compare';
 import { DagView } from './dagview';
 import { LogView } from './logview';
 import { scheduleNotebook } from './schedule';
@@ -36,22 +40,26 @@ const CMD_OPEN = 'nbflow:open-panel';
 const CMD_DAG = 'nbflow:open-dag';
 const CMD_LOG = 'nbflow:open-log';
 const CMD_SCHEDULE = 'nbflow:schedule-notebook';
+const CMD_COMPARE = 'nbflow:open-compare';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nbflow-jupyterlab:plugin',
   description: 'nbflow pipelines, live DAGs, history, schedules, logs and output notebooks',
   autoStart: true,
-  optional: [ICommandPalette, ILauncher, ILayoutRestorer, IFileBrowserFactory],
+  optional: [ICommandPalette, ILauncher, ILayoutRestorer, IFileBrowserFactory, IRenderMimeRegistry],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     launcher: ILauncher | null,
     restorer: ILayoutRestorer | null,
-    browsers: IFileBrowserFactory | null
+    browsers: IFileBrowserFactory | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     app.serviceManager.contents.addDrive(new Drive({ name: DRIVE, apiEndpoint: 'nbflow/api/contents' }));
     const dags = new WidgetTracker<MainAreaWidget<DagView>>({ namespace: 'nbflow-dag' });
     const logs = new WidgetTracker<MainAreaWidget<LogView>>({ namespace: 'nbflow-log' });
+    const compares = new WidgetTracker<MainAreaWidget<CompareView>>({ namespace: 'nbflow-compare' });
+    const mime = rendermime ?? new RenderMimeRegistry({ initialFactories: standardRendererFactories });
 
     // an output notebook's file name in the drive is its title (`task · run N · try K.ipynb`):
     // JupyterLab renames a document whose title is changed, so the title is never set here
@@ -59,10 +67,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const openLog = (runId: number, task: string, tryNumber: number | null) =>
       void app.commands.execute(CMD_LOG, { run: runId, task, try: tryNumber ?? 0 });
 
+    const openCompare = (source: CompareSource) =>
+      void app.commands.execute(
+        CMD_COMPARE,
+        'sweep' in source ? { sweep: source.sweep } : { runs: source.runs.join(',') }
+      );
+
     const openDag = (name: string, runId?: number) => {
       let view = dags.find(w => w.content.pipeline === name);
       if (!view) {
-        const content = new DagView(name, { notebook: openNotebook, log: openLog });
+        const content = new DagView(name, { notebook: openNotebook, log: openLog, compare: openCompare });
         view = new MainAreaWidget({ content });
         view.id = `nbflow-dag-area-${name}`;
         view.title.label = `DAG: ${name}`;
@@ -75,7 +89,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       app.shell.activateById(view.id);
     };
 
-    const panel = new PipelinesPanel(openDag);
+    const panel = new PipelinesPanel(openDag, openCompare);
     panel.title.icon = nbflowIcon;
     app.shell.add(panel, 'left', { rank: 600 });
     restorer?.add(panel, 'nbflow-sidebar');
@@ -115,6 +129,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
         app.shell.activateById(view.id);
       }
     });
+    app.commands.addCommand(CMD_COMPARE, {
+      label: args => (args.sweep ? `nbflow: Compare sweep ${args.sweep}` : `nbflow: Compare runs ${args.runs ?? ''}`),
+      execute: args => {
+        const source: CompareSource = args.sweep
+          ? { sweep: Number(args.sweep) }
+          : {
+              runs: String(args.runs ?? '')
+                .split(',')
+                .filter(Boolean)
+                .map(Number)
+            };
+        const key = compareKey(source);
+        let view = compares.find(w => w.content.key === key);
+        if (!view) {
+          const content = new CompareView(source, mime, (pipeline, run) => openDag(pipeline, run));
+          view = new MainAreaWidget({ content });
+          view.id = `${content.id}-area`;
+          view.title.label = content.title.label;
+          view.title.icon = nbflowIcon;
+          view.title.closable = true;
+          void compares.add(view);
+          app.shell.add(view, 'main');
+        } else {
+          void view.content.refresh();
+        }
+        app.shell.activateById(view.id);
+      }
+    });
     const selectedNotebook = (): string | null => {
       const item = browsers?.tracker.currentWidget?.selectedItems().next();
       const model = item && !item.done ? item.value : null;
@@ -143,6 +185,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         command: CMD_DAG,
         args: w => ({ name: w.content.pipeline }),
         name: w => w.content.pipeline
+      });
+      void restorer.restore(compares, {
+        command: CMD_COMPARE,
+        args: w =>
+          'sweep' in w.content.source ? { sweep: w.content.source.sweep } : { runs: w.content.source.runs.join(',') },
+        name: w => w.content.key
       });
       void restorer.restore(logs, {
         command: CMD_LOG,

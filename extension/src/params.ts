@@ -3,7 +3,10 @@
  * a checkbox for a bool, a number input for an int (whole numbers) or a float, text for a
  * string, JSON text for a list, a dict or a parameter of unknown type. Values are checked as
  * the server checks them (a bool is not a number, an int takes no 2.5), so a mistake is
- * named before anything is sent.
+ * named before anything is sent. In the trigger form a parameter's "sweep" toggle turns its
+ * input into a comma-separated list of values (a JSON list for list, dict or untyped
+ * parameters): the trigger's `sweep` makes one run per point, each value converted and checked
+ * by the server as the command line's `--sweep` is (a bad one: a 400 naming the point).
  */
 import { h } from './api';
 
@@ -14,6 +17,12 @@ export interface IParamInput {
   element: HTMLInputElement;
   /** The value to send, or throws an Error naming the parameter and what it expects. */
   value(): unknown;
+  /** Whether the input holds a sweep's values (see {@link setSweep}). */
+  sweeping: boolean;
+  /** Turn the input into a list of values to sweep (or back into one value). */
+  setSweep(on: boolean): void;
+  /** The sweep's values (texts the server converts like `--sweep`), or an Error naming the parameter. */
+  sweepValues(): unknown[];
 }
 
 /** Normalise the types the server uses ("str" from a notebook, "string" from a pipeline). */
@@ -67,7 +76,73 @@ export function paramInput(name: string, type: string | null | undefined, initia
       );
     }
   };
-  return { name, type: kind, element: el, value };
+  const single = { type: el.type, value: el.value, checked: el.checked };
+  const input: IParamInput = {
+    name,
+    type: kind,
+    element: el,
+    value,
+    sweeping: false,
+    setSweep(on: boolean): void {
+      if (on === input.sweeping) {
+        return;
+      }
+      input.sweeping = on;
+      el.dataset.sweep = String(on);
+      if (on) {
+        Object.assign(single, { type: el.type, value: el.value, checked: el.checked });
+        const now = kind === 'bool' ? 'true, false' : el.value;
+        el.type = 'text';
+        el.value = now;
+        el.placeholder = JSON_KINDS.has(kind)
+          ? 'a JSON list: [1, 2], ["a", "b"]'
+          : 'values, comma-separated: 0.1, 1, 10';
+      } else {
+        el.type = single.type;
+        el.value = single.value;
+        el.checked = single.checked;
+        el.placeholder = '';
+      }
+    },
+    sweepValues(): unknown[] {
+      const text = el.value.trim();
+      let values: unknown[];
+      if (JSON_KINDS.has(kind) && text.startsWith('[')) {
+        try {
+          values = JSON.parse(text);
+        } catch {
+          throw new Error(`${name}: the sweep's values are not a JSON list`);
+        }
+      } else {
+        values = text.split(',').map(v => v.trim());
+      }
+      if (!values.length || values.some(v => v === '')) {
+        throw new Error(`${name}: give the sweep's values, comma-separated (none may be empty)`);
+      }
+      return values;
+    }
+  };
+  return input;
+}
+
+/** Kinds whose values are JSON text (a sweep of them may be a JSON list). */
+const JSON_KINDS = new Set(['list', 'dict', 'null']);
+
+/** What a trigger sends: the fixed `params` and, when a parameter sweeps, the `sweep` grid. */
+export function readTrigger(inputs: IParamInput[]): {
+  params: Record<string, unknown>;
+  sweep?: Record<string, unknown[]>;
+} {
+  const params: Record<string, unknown> = {};
+  const sweep: Record<string, unknown[]> = {};
+  for (const input of inputs) {
+    if (input.sweeping) {
+      sweep[input.name] = input.sweepValues();
+    } else {
+      params[input.name] = input.value();
+    }
+  }
+  return Object.keys(sweep).length ? { params, sweep } : { params };
 }
 
 /** The values of `inputs`, or the first mistake as an Error. */
@@ -79,13 +154,25 @@ export function readParams(inputs: IParamInput[]): Record<string, unknown> {
   return out;
 }
 
-/** A labelled row for a parameter's input (the label names the type). */
-export function paramRow(input: IParamInput, help = ''): HTMLElement {
-  return h(
+/** A labelled row for a parameter's input (the label names the type); with `sweepable`, a
+ * "sweep" toggle after it. */
+export function paramRow(input: IParamInput, help = '', sweepable = false): HTMLElement {
+  const row = h(
     'label',
     { class: 'nbflow-param-row', title: help || input.type },
     h('span', { class: 'nbflow-param-name' }, input.name),
     input.element,
     h('span', { class: 'nbflow-param-type' }, input.type)
+  );
+  if (!sweepable) {
+    return row;
+  }
+  const toggle = h('input', { type: 'checkbox', class: 'nbflow-sweep-toggle', 'data-param': input.name });
+  toggle.onchange = () => input.setSweep(toggle.checked);
+  return h(
+    'div',
+    { class: 'nbflow-param-line' },
+    row,
+    h('label', { class: 'nbflow-sweep-label', title: `run once per value of ${input.name}` }, toggle, ' sweep')
   );
 }

@@ -157,6 +157,23 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/runs/{run_id}/tasks/{task_id}/diff': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The nbdime diff of a task's output notebooks in two runs: from run `against` (base) to this run (what nbdime's NotebookDiffModel takes) */
+    get: operations['diffOutputNotebooks'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/runs/{run_id}/tasks/{task_id}/clear': {
     parameters: {
       query?: never;
@@ -549,6 +566,10 @@ export interface components {
       /** @description task instances by state */
       task_counts: {
         [key: string]: number;
+      };
+      /** @description the run's metrics by column task.metric (a mapped instance: task[i].metric), as GET compare gives them: the final try of each task */
+      metrics: {
+        [key: string]: components['schemas']['MetricValue'];
       };
     };
     /**
@@ -1177,6 +1198,65 @@ export interface operations {
       400: components['responses']['Error'];
       403: components['responses']['Error'];
       /** @description no such task or try (the message names the tries that exist), or no output notebook (a task not run yet, or of another kind) */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Error'];
+        };
+      };
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  diffOutputNotebooks: {
+    parameters: {
+      query: {
+        /** @description the other run: the base (left side) of the diff */
+        against: number;
+        /** @description a try number (default: the latest try) */
+        try?: components['parameters']['try'];
+        /** @description a try of the task in run `against` (default: its latest try with an output notebook) */
+        against_try?: number;
+      };
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the base notebook and nbdime's diff to the other */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            task_id: string;
+            /** @description run `against` */
+            base_run: number;
+            base_try: number;
+            /** @description this run */
+            remote_run: number;
+            remote_try: number;
+            /** @description run `against`'s output notebook (nbformat 4 JSON) */
+            base: {
+              [key: string]: unknown;
+            };
+            /** @description nbdime.diff_notebooks(base, this run's notebook): nbdime's diff entries (op, key, ...) */
+            diff: {
+              [key: string]: unknown;
+            }[];
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      /** @description no such run, task or try, or the task has no output notebook in one of the runs (the message names the task and the run) */
       404: {
         headers: {
           [name: string]: unknown;

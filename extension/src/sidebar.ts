@@ -2,7 +2,8 @@
  * The left-sidebar panel: the scheduler's state (running since, heartbeat age; or why it is
  * not running, with Start), and every pipeline with its last run's state, its schedule in
  * words and next run, why a queued run waits, its import error, and buttons to open its DAG,
- * trigger it (a form of typed parameter inputs) and pause it.
+ * trigger it (a form of typed parameter inputs, each of which may sweep a list of values) and
+ * pause it.
  */
 import { Widget } from '@lumino/widgets';
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
@@ -21,7 +22,8 @@ import {
   post,
   request
 } from './api';
-import { paramInput, paramRow, readParams } from './params';
+import type { CompareSource } from './compare';
+import { IParamInput, paramInput, paramRow, readTrigger } from './params';
 
 const POLL_MS = 3000;
 
@@ -32,7 +34,10 @@ export class PipelinesPanel extends Widget {
   private timer: number | null = null;
   private formOpen: string | null = null;
 
-  constructor(private openDag: (name: string, runId?: number) => void) {
+  constructor(
+    private openDag: (name: string, runId?: number) => void,
+    private openCompare: (source: CompareSource) => void
+  ) {
     super();
     this.id = 'nbflow-sidebar';
     this.addClass('nbflow-sidebar');
@@ -169,7 +174,8 @@ export class PipelinesPanel extends Widget {
     return el;
   }
 
-  /** The trigger form: one typed input per declared parameter, then Run (once per click). */
+  /** The trigger form: one typed input per declared parameter (each with a "sweep" toggle), then
+   * Run (once per click); a sweep opens its Compare view. */
   private toggleForm(el: HTMLElement, p: IPipeline): void {
     const old = el.querySelector('.nbflow-params-form');
     if (old) {
@@ -185,7 +191,7 @@ export class PipelinesPanel extends Widget {
     const form = h(
       'form',
       { class: 'nbflow-params-form' },
-      ...inputs.map(i => paramRow(i)),
+      ...inputs.map(i => paramRow(i, '', true)),
       errorBox,
       h('div', { class: 'nbflow-buttons' }, run, cancel)
     );
@@ -204,9 +210,10 @@ export class PipelinesPanel extends Widget {
       if (run.hasAttribute('disabled')) {
         return;
       }
-      let params: Record<string, unknown>;
+      let body: { params: Record<string, unknown>; sweep?: Record<string, unknown[]> };
+      markBad(inputs, {});
       try {
-        params = readParams(inputs);
+        body = readTrigger(inputs);
       } catch (err) {
         errorBox.textContent = (err as Error).message;
         return;
@@ -214,12 +221,19 @@ export class PipelinesPanel extends Widget {
       run.setAttribute('disabled', '');
       run.textContent = 'Queueing…';
       try {
-        await this.trigger(p.name, params, key);
+        // a sweep's key names its grid: the same form sent again with other values is another sweep
+        const made = await this.trigger(p.name, body, body.sweep ? `${key}-${JSON.stringify(body.sweep)}` : key);
         close();
         this.openDag(p.name);
+        if (made?.sweep_id != null) {
+          this.openCompare({ sweep: made.sweep_id });
+        }
         void this.refresh();
       } catch (err) {
         errorBox.textContent = err instanceof ApiError ? err.message : String(err);
+        if (err instanceof ApiError) {
+          markBad(inputs, err.body.fields ?? {});
+        }
       } finally {
         run.removeAttribute('disabled');
         run.textContent = 'Run';
@@ -229,10 +243,14 @@ export class PipelinesPanel extends Widget {
   }
 
   /** Trigger; when the file is broken now, say so and ask before running the last good version. */
-  private async trigger(name: string, params: Record<string, unknown>, key: string): Promise<ITriggered | null> {
+  private async trigger(
+    name: string,
+    body: { params: Record<string, unknown>; sweep?: Record<string, unknown[]> },
+    key: string
+  ): Promise<ITriggered | null> {
     const headers = { 'Idempotency-Key': key };
     try {
-      return await post<ITriggered>(pipelinePath(name, 'trigger'), { params }, headers);
+      return await post<ITriggered>(pipelinePath(name, 'trigger'), body, headers);
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 409 && err.body.fields?.last_good)) {
         throw err;
@@ -250,9 +268,18 @@ export class PipelinesPanel extends Widget {
       }
       return await post<ITriggered>(
         pipelinePath(name, 'trigger'),
-        { params, last_good: true },
+        { ...body, last_good: true },
         { 'Idempotency-Key': `${key}-last-good` }
       );
     }
+  }
+}
+
+/** Mark the inputs an error answer names (`params.C`, `sweep.C`) and clear the others. */
+function markBad(inputs: IParamInput[], fields: Record<string, string>): void {
+  for (const input of inputs) {
+    const message = fields[`params.${input.name}`] ?? fields[`sweep.${input.name}`];
+    input.element.classList.toggle('nbflow-param-bad', message !== undefined);
+    input.element.title = message ?? '';
   }
 }

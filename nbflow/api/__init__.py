@@ -14,6 +14,7 @@ from nbflow.api.admin import (
     worker_command,
 )
 from nbflow.api.compare import compare, compare_columns, compare_csv, compare_rows, format_value, plot_compare
+from nbflow.api.diffs import diff_outputs
 from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
 from nbflow.api.history import mark_task, next_run, run_grid
 from nbflow.api.logs import LogChunk, log_chunk, read_log
@@ -71,6 +72,7 @@ from nbflow.api.runs import (
     pipeline_of_run,
     plan_run,
     run_details,
+    run_metrics,
     task_finished,
     task_rows,
 )
@@ -115,6 +117,7 @@ __all__ = [
     "debug_copy",
     "delete_pool",
     "describe",
+    "diff_outputs",
     "drive_existing",
     "drive_queued",
     "drive_run",
@@ -148,6 +151,7 @@ __all__ = [
     "reset",
     "run_as_pipeline",
     "run_details",
+    "run_metrics",
     "run_file",
     "run_grid",
     "run_pipeline",

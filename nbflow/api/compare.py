@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from nbflow.api.runs import open_store
+from nbflow.api.runs import open_store, run_metrics
 from nbflow.exceptions import InputError, NbflowError, RunNotFoundError
 from nbflow.store import Store
 
@@ -69,14 +69,8 @@ def compare(
     if missing:
         raise RunNotFoundError(f"no run {', '.join(map(str, missing))}", hint="run ids are listed by nbflow runs")
     params: dict[str, None] = dict.fromkeys(sweep_row["grid"] if sweep_row else [])
-    metrics: dict[str, None] = {}
     out = []
-    values: dict[int, dict[str, Any]] = {i: {} for i in ids}
-    for m in store.final_metrics(ids):
-        of = m["task_id"] if m["map_index"] is None else f"{m['task_id']}[{m['map_index']}]"
-        column = f"{of}.{m['name']}"
-        metrics.setdefault(column)
-        values[m["run_id"]][column] = m["value"]
+    values, metrics = run_metrics(ids, store=store)
     for run_id in sorted(ids):
         run = rows[run_id]
         run_params = dict(run["params"] or {})
@@ -92,7 +86,7 @@ def compare(
                 "metrics": values[run_id],
             }
         )
-    data = {"sweep": sweep_row, "params": list(params), "metrics": list(metrics), "runs": out}
+    data = {"sweep": sweep_row, "params": list(params), "metrics": metrics, "runs": out}
     return _instances(data, task, store) if task is not None else data
 
 

@@ -331,15 +331,33 @@ def cancel_run(run_id: int, *, why: str = "cancelled by request", store: Store |
 def list_runs(
     pipeline: str | None = None, *, limit: int = 20, offset: int = 0, store: Store | None = None
 ) -> list[dict[str, Any]]:
-    """Newest runs first (skipping ``offset``), with their task counts by state."""
+    """Newest runs first (skipping ``offset``), with their task counts by state and their
+    ``metrics`` (:func:`run_metrics`)."""
     store = store or open_store()
+    runs = store.list_runs(pipeline, limit=limit, offset=offset)
+    metrics, _ = run_metrics([r["id"] for r in runs], store=store)
     out = []
-    for run in store.list_runs(pipeline, limit=limit, offset=offset):
+    for run in runs:
         counts: dict[str, int] = {}
         for ti in store.task_instances(run["id"]):
             counts[ti["state"]] = counts.get(ti["state"], 0) + 1
-        out.append({**dict(run), "task_counts": counts})
+        out.append({**dict(run), "task_counts": counts, "metrics": metrics[run["id"]]})
     return out
+
+
+def run_metrics(run_ids: Sequence[int], *, store: Store | None = None) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Each run's metrics by column ``task.metric`` (a mapped instance: ``task[i].metric``): those
+    of the final try of each task (a task reused by an incremental run: the attempt it reused);
+    and the columns in order of first appearance."""
+    store = store or open_store()
+    values: dict[int, dict[str, Any]] = {i: {} for i in run_ids}
+    columns: dict[str, None] = {}
+    for m in store.final_metrics(list(values)):
+        task = m["task_id"] if m["map_index"] is None else f"{m['task_id']}[{m['map_index']}]"
+        column = f"{task}.{m['name']}"
+        columns.setdefault(column)
+        values[m["run_id"]][column] = m["value"]
+    return values, list(columns)
 
 
 def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:

@@ -272,6 +272,30 @@ class OutputHandler(NbflowHandler):
         )
 
 
+class DiffHandler(NbflowHandler):
+    """``GET /nbflow/api/runs/{id}/tasks/{task}/diff?against=OTHER[&try=K&against_try=J]``: the
+    nbdime diff of the task's output notebooks, from run OTHER (base) to this run."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id: str, task_id: str) -> None:
+        """``{base, diff, ...}`` as nbdime's web widgets take them (``NotebookDiffModel``)."""
+        run, task = self.run_arg(run_id), limits.text("task_id", task_id)
+        against = self.int_arg("against", None, minimum=1)
+        if against is None:
+            raise limits.bad_input("against", "'against' names the other run: ?against=RUN_ID")
+        found = await self.call(
+            api.diff_outputs,
+            run,
+            task,
+            against,
+            try_number=self.int_arg("try", None, minimum=1),
+            against_try=self.int_arg("against_try", None, minimum=1),
+            prepare=self.scrub,  # before the diff: its offsets must fit the texts the answer carries
+        )
+        self.reply(found)
+
+
 class CancelHandler(NbflowHandler):
     """``POST /nbflow/api/runs/{id}/cancel``: cancel a queued or running run."""
 
@@ -357,6 +381,7 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"runs/{RUN}", RunHandler, ("GET",)),
     (rf"runs/{RUN}/tasks/{TASK}/log", LogHandler, ("GET",)),
     (rf"runs/{RUN}/tasks/{TASK}/output", OutputHandler, ("GET",)),
+    (rf"runs/{RUN}/tasks/{TASK}/diff", DiffHandler, ("GET",)),
     (rf"runs/{RUN}/tasks/{TASK}/clear", ClearHandler, ("POST",)),
     (rf"runs/{RUN}/tasks/{TASK}/mark", MarkHandler, ("POST",)),
     (rf"runs/{RUN}/tasks/{TASK}/log\.txt", LogDownloadHandler, ("GET",)),
