@@ -535,6 +535,8 @@ export interface components {
     /** @description a metric: a number, a bool or a short string */
     MetricValue: number | boolean | string;
     Comparison: {
+      /** @description with ?task=: the mapped task whose instances are the rows */
+      task?: string;
       /** @description the sweep compared (null for runs or a pipeline's last runs) */
       sweep: {
         id: number;
@@ -548,12 +550,16 @@ export interface components {
       params: string[];
       /** @description metric columns as task.metric (a mapped instance: task[i].metric), in order of first appearance */
       metrics: string[];
-      /** @description one per run, by id */
+      /** @description one per run, by id (with ?task=: one per instance of the mapped task, by run and map index) */
       runs: {
         run_id: number;
         pipeline: string;
-        /** @enum {string} */
-        state: 'queued' | 'running' | 'success' | 'failed' | 'cancelled';
+        /** @description the run's state (with ?task=: the instance's task state) */
+        state: string;
+        /** @description with ?task=: the instance, task[i] */
+        task_id?: string;
+        /** @description with ?task=: the instance's index */
+        map_index?: number;
         sweep_id: number | null;
         params: components['schemas']['Params'];
         /** @description the final try of each task's metrics by column (nbflow.metric, and the numbers, bools and short strings it saved) */
@@ -629,6 +635,16 @@ export interface components {
       reused_try: number | null;
       /** @description incremental runs: 'reused from run 4, try 1', or why it ran ('parameter C: 1.0 -> 0.5') */
       why: string | null;
+      /** @description a mapped task, once expanded: how many instances it has */
+      map_count: number | null;
+      /** @description an instance of a mapped task (task_id task[i]): the mapped task */
+      map_parent: string | null;
+      /** @description an instance: its index (the order downstream tasks receive the values in) */
+      map_index: number | null;
+      /** @description an instance: the values it was mapped to, e.g. {"C": 0.1} */
+      map_values: {
+        [key: string]: unknown;
+      } | null;
     };
     Attempt: {
       /** @description the traceback with library frames folded (the user's own code first) */
@@ -686,6 +702,8 @@ export interface components {
       upstream: string[];
       queue?: string;
       retries?: number;
+      /** @description a mapped task: the names it maps over (its instances are task[i]) */
+      mapped?: string[] | null;
     } & {
       [key: string]: unknown;
     };
@@ -1370,6 +1388,8 @@ export interface operations {
         pipeline?: string;
         /** @description with pipeline: how many runs */
         last?: number;
+        /** @description a mapped task: one row per instance of it, its mapped values as parameters */
+        task?: string;
       };
       header?: never;
       path?: never;
