@@ -78,6 +78,22 @@ with Pipeline("slowpoke") as pipeline:
 
     wait >> after()
 """
+MAPPED = """
+from nbflow import Pipeline, task
+
+with Pipeline("mapped") as pipeline:
+    @task
+    def train(C):
+        if C == 10:
+            raise ValueError("C=10 diverges")
+        return C / (1 + C)
+
+    @task(trigger_rule="all_done")
+    def best(scores):
+        return max(scores)
+
+    best(train.expand(C=[0.1, 1, 10]))
+"""
 FRAGILE = """
 from nbflow import Pipeline, task
 
@@ -104,6 +120,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
     (root / "pipelines" / "chain.py").write_text(textwrap.dedent(CHAIN))
     (root / "pipelines" / "slowpoke.py").write_text(textwrap.dedent(SLOWPOKE))
     (root / "pipelines" / "fragile.py").write_text(textwrap.dedent(FRAGILE))
+    (root / "pipelines" / "mapped.py").write_text(textwrap.dedent(MAPPED))
     make_notebook(
         root / "pipelines" / "check.ipynb",
         [("x = None", ["parameters"]), "import nbflow\nx = nbflow.load(x)", 'assert x[0] < 0, f"x is {x[0]}"'],
@@ -451,3 +468,37 @@ CONTRAST = """e => {
   const a = lum(rgb(style.color)), b = lum(rgb(style.backgroundColor));
   return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
 }"""
+
+
+def test_a_mapped_task_is_one_node_with_a_count_badge_that_expands_on_click(page: object, lab: JupyterProc) -> None:
+    pg = page
+    status, answer = lab.request("POST", "pipelines/mapped/trigger", {})
+    assert status == 201
+    details = _finished(lab, answer["run_id"])
+    assert {t["task_id"]: t["state"] for t in details["tasks"]}["train[2]"] == "failed"
+    _command(pg, "nbflow:open-dag", {"name": "mapped"})
+    view = pg.locator(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view")
+    view.locator('.nbflow-view-tab[data-view="graph"]').click()
+    pg.wait_for_selector(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-svg #task-train", timeout=30_000)
+    assert "train [3/3]" in view.locator("#task-train").text_content()  # one node, a count badge
+    assert view.locator(".nbflow-dag-svg g.node").count() == 2  # no node per instance
+    view.locator("#task-train").click()
+    pg.wait_for_selector(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-instances tr", timeout=30_000)
+    rows = view.locator(".nbflow-instances tr").all_inner_texts()
+    assert len(rows) == 3
+    assert rows[0].split() == ["train[0]", "C=0.1", "success"] and rows[2].split() == ["train[2]", "C=10", "failed"]
+    assert view.locator(".nbflow-instances-title").inner_text() == "3/3 instances finished"
+    assert "mapped into 3 instances" in view.locator(".nbflow-task-pane").inner_text()
+    shot(pg, "lab-10-mapped")
+    view.locator('.nbflow-instance[data-task="train[2]"]').click()  # open one instance: its own try, error and log
+    pg.wait_for_function(
+        "(t) => document.querySelector('.nbflow-task-pane h3')?.innerText === t", arg="train[2]", timeout=30_000
+    )
+    pane = view.locator(".nbflow-task-pane")
+    assert "instance 2 of train" in pane.inner_text() and "C=10 diverges" in pane.inner_text()
+    assert "try 1 of 1" in pane.inner_text()
+    assert view.locator("#task-train.nbflow-node-selected").count() == 1  # its mapped task's node stays selected
+    pane.locator(".nbflow-map-parent").click()
+    pg.wait_for_function(
+        "(t) => document.querySelector('.nbflow-task-pane h3')?.innerText === t", arg="train", timeout=30_000
+    )

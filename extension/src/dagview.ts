@@ -265,16 +265,17 @@ export class DagView extends Widget {
   }
 
   private markSelected(): void {
+    const node = this.selectedTask ? mappedTaskOf(this.selectedTask) : null; // an instance: its mapped task's node
     this.main
       .querySelectorAll('g.node')
-      .forEach(n => n.classList.toggle('nbflow-node-selected', n.id === `task-${this.selectedTask}`));
+      .forEach(n => n.classList.toggle('nbflow-node-selected', n.id === `task-${node}`));
   }
 
   private async renderTask(graph: IGraph, details: IRunDetails): Promise<void> {
     const task = this.selectedTask!;
     const runId = details.run.id;
     const ti = details.tasks.find(t => t.task_id === task);
-    const def = graph.definition.tasks.find(t => t.id === task);
+    const def = graph.definition.tasks.find(t => t.id === mappedTaskOf(task));
     if (!ti || !def) {
       this.taskPane.replaceChildren(h('div', {}, `task ${task}: not in run ${runId}`));
       return;
@@ -364,7 +365,11 @@ export class DagView extends Widget {
       h(
         'div',
         { class: 'nbflow-tries' },
-        ti.try_number ? `try ${tryNo} of ${Math.max(ti.max_tries, ti.try_number)} ` : 'not tried yet',
+        ti.map_count != null
+          ? `mapped into ${ti.map_count} instances`
+          : ti.try_number
+            ? `try ${tryNo} of ${Math.max(ti.max_tries, ti.try_number)} `
+            : 'not tried yet',
         ...(attempts.length > 1 ? [picker] : [])
       ),
       h(
@@ -379,6 +384,7 @@ export class DagView extends Widget {
           : []),
       ...(ti.note ? [h('div', { class: 'nbflow-note' }, ti.note)] : []),
       ...whyLine(ti),
+      ...this.instances(details, ti),
       // the traceback with library frames folded, when any were (else the log tail below shows it as it is)
       ...(attempt?.traceback_short && attempt.traceback_short !== attempt.traceback && attempt.state !== 'success'
         ? [
@@ -392,8 +398,48 @@ export class DagView extends Widget {
       h('div', { class: 'nbflow-buttons nbflow-task-actions' }, ...buttons),
       this.artifacts(details, task, tryNo),
       logLinks,
-      h('pre', { class: 'nbflow-log' }, attempt ? tail || '(empty log)' : '(not run yet: no log)')
+      ti.map_count != null
+        ? h('div', { class: 'nbflow-note' }, 'each instance has its own tries, log and output: click one above')
+        : h('pre', { class: 'nbflow-log' }, attempt ? tail || '(empty log)' : '(not run yet: no log)')
     );
+  }
+
+  /** A mapped task's instances (a clicked node "expands" here): each with its values and state;
+   * clicking one opens it in this pane. An instance links back to its mapped task. */
+  private instances(details: IRunDetails, ti: ITaskInstance): HTMLElement[] {
+    const open = (task: string) => () => {
+      this.selectedTask = task;
+      this.selectedTry = null;
+      void this.refresh();
+    };
+    if (ti.map_parent) {
+      const back = h('a', { class: 'nbflow-map-parent', href: '#' }, `instance ${ti.map_index} of ${ti.map_parent}`);
+      back.onclick = ev => {
+        ev.preventDefault();
+        open(ti.map_parent!)();
+      };
+      return [h('div', {}, back, ` · ${fmtValues(ti.map_values)}`)];
+    }
+    if (ti.map_count == null) {
+      return [];
+    }
+    const kids = details.tasks.filter(t => t.map_parent === ti.task_id);
+    const rows = kids.map(k => {
+      const row = h(
+        'tr',
+        { class: 'nbflow-instance', 'data-task': k.task_id },
+        h('td', {}, k.task_id),
+        h('td', {}, fmtValues(k.map_values)),
+        h('td', {}, h('span', { class: `nbflow-badge nbflow-state-${k.state}` }, k.state))
+      );
+      row.onclick = open(k.task_id);
+      return row;
+    });
+    const done = kids.filter(k => FINISHED.has(k.state)).length;
+    return [
+      h('div', { class: 'nbflow-instances-title' }, `${done}/${kids.length} instances finished`),
+      h('table', { class: 'nbflow-instances' }, h('tbody', {}, ...rows))
+    ];
   }
 
   /** The try's artifacts with their sizes; small JSON values inline (read through the drive). */
@@ -499,6 +545,18 @@ export class DagView extends Widget {
 }
 
 /** An incremental run's decision: "reused from run 4, try 1" for a cached task, else why it ran. */
+/** The mapped task an instance id ``train[2]`` belongs to (any other id: itself). */
+function mappedTaskOf(task: string): string {
+  return task.replace(/\[\d+\]$/, '');
+}
+
+/** A mapped instance's values: ``C=0.1, penalty=l1``. */
+function fmtValues(values: { [key: string]: unknown } | null | undefined): string {
+  return Object.entries(values ?? {})
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(', ');
+}
+
 function whyLine(ti: ITaskInstance): HTMLElement[] {
   if (ti.state === 'cached' && ti.reused_run_id != null) {
     return [h('div', { class: 'nbflow-why' }, `reused from run ${ti.reused_run_id}, try ${ti.reused_try}`)];
