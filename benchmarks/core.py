@@ -508,6 +508,13 @@ def incremental_group(cfg: Config) -> list[Row]:
     return run(cfg)
 
 
+def mapping_group(cfg: Config) -> list[Row]:
+    """Mapped instances vs the same count of plain tasks, inline and dask (:mod:`benchmarks.mapbench`)."""
+    from benchmarks.mapbench import mapping_group as run
+
+    return run(cfg)
+
+
 def scheduler_group(cfg: Config) -> list[Row]:
     """The scheduler's loop on a simulated clock, and trigger-to-start latency (:mod:`benchmarks.schedbench`)."""
     from benchmarks.schedbench import scheduler_group as run
@@ -525,6 +532,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "dask": dask_group,
     "scheduler": scheduler_group,
     "incremental": incremental_group,
+    "mapping": mapping_group,
 }
 
 REFERENCES = [

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.artifacts import UpstreamOutput
 from nbflow.incremental import NO_OUTPUTS, Produced, value_style
-from nbflow.mapspec import MapError, display_point, instance, map_sources, points
+from nbflow.mapspec import MapError, display_point, instance, map_sources, mapped_from, points
 from nbflow.refs import OutputRef, ParamRef
 from nbflow.states import FAILED_STATES, FINISHED, TaskState
 
@@ -163,7 +163,8 @@ class MappedTasks:
         except MapError as exc:
             return f"{exc.message}; {exc.hint}"
         seen = points(task.task_id, shown, task.mapping.zip, self.settings.max_map_length)
-        return [(instance(task, i, point), display_point(seen[i])) for i, point in enumerate(made)]
+        lists_from = mapped_from(task)
+        return [(instance(task, i, point, lists_from), display_point(seen[i])) for i, point in enumerate(made)]
 
     def _map_values(self, source: Any) -> tuple[Any, Any]:
         """The values a mapped argument holding ``source`` maps over (a list, unless mistaken),

@@ -129,10 +129,16 @@ def points(task_id: str, values: Mapping[str, Sequence[Any]], zipped: bool, limi
     return [dict(zip(names, combo, strict=True)) for combo in combos]
 
 
-def instance(task: Any, index: int, point: Mapping[str, Any]) -> Any:
+def mapped_from(task: Any) -> set[str]:
+    """The tasks a mapped task's lists reference (its instances depend on their items instead)."""
+    return {r.task_id for r in find_refs(list(map_sources(task).values())) if isinstance(r, OutputRef)}
+
+
+def instance(task: Any, index: int, point: Mapping[str, Any], lists_from: set[str] | None = None) -> Any:
     """Instance ``index`` of mapped ``task``: a copy with ``point``'s values in place of the
     mapped lists, id ``task[index]``, depending on what the values reference (an upstream
-    task's item, another mapped task's instance) instead of what the lists referenced."""
+    task's item, another mapped task's instance) instead of what the lists referenced
+    (``lists_from``: :func:`mapped_from`, when known)."""
     spec: MapSpec = task.mapping
     child = copy.copy(task)
     for name, value in point.items():
@@ -142,9 +148,9 @@ def instance(task: Any, index: int, point: Mapping[str, Any]) -> Any:
     child.mapping = None
     child.map_index = index
     child.map_parent = task.task_id
-    mapped_from = {r.task_id for r in find_refs(list(map_sources(task).values())) if isinstance(r, OutputRef)}
+    lists_from = mapped_from(task) if lists_from is None else lists_from
     now_from = {r.task_id for r in find_refs(list(point.values())) if isinstance(r, OutputRef)}
-    child.upstream_ids = (set(task.upstream_ids) - mapped_from) | now_from
+    child.upstream_ids = (set(task.upstream_ids) - lists_from) | now_from
     return child
 
 

@@ -26,6 +26,8 @@ EXPECTED_ROWS = {
     "fixed-cost-cold",
     "notebook",
     "notebook-warm-pool",
+    "map-inline",
+    "map-dask",
     "dask-wide",
     "dask-chain",
     "dask-handoff",
