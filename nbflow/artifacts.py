@@ -365,11 +365,14 @@ def recorded_metrics(folder: str | None = None) -> list[dict[str, Any]]:
 
 
 def load(value: Any) -> Any:
-    """Resolve an upstream value: references are loaded, dicts of them too, plain values pass."""
+    """Resolve an upstream value: references are loaded, dicts and lists of them too (a mapped
+    task's value is a list), plain values pass."""
     if isinstance(value, str) and value.startswith(REF_PREFIX):
         return read_value(ArtifactRef.from_param(value))
     if isinstance(value, ArtifactRef):
         return read_value(value)
     if isinstance(value, dict):
         return {k: load(v) for k, v in value.items()}
+    if isinstance(value, list):  # a mapped task's value: one item per instance
+        return [load(v) for v in value]
     return value

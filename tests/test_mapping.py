@@ -293,3 +293,99 @@ def test_cli_lists_instances_with_their_values(nbflow_home, write_pipeline, tmp_
     assert "train__1[1] (C=2)" in tasks  # an item of an upstream list shows its value
     line = next(line for line in tasks.splitlines() if line.startswith("pair "))
     assert "6 mapped" in line
+
+
+RESUMED = """
+from nbflow import Pipeline, task
+
+with Pipeline("resumed") as pipeline:
+    @task
+    def grid():
+        return [1, 2, 3, 4]
+
+    @task
+    def square(x):
+        return x * x
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    total(square.expand(x=grid()))
+"""
+
+
+def test_a_driver_that_stops_mid_mapping_is_resumed_by_the_next_one(nbflow_home, write_pipeline):
+    """The next driver expands the running mapped task again from its stored rows: finished
+    instances keep their tries, the one left in flight is a lost try run again, and the
+    downstream task gets every value in map-index order."""
+    from nbflow.engine import RunEngine
+    from nbflow.executors import get_executor
+
+    p = load_pipeline(write_pipeline(RESUMED))
+    store = api.open_store()
+    run_id = api.create_run(p, executor="inline", store=store)
+    with get_executor("inline") as ex:
+        engine = RunEngine(store, p, run_id, ex)
+        engine.start()
+        done = lambda: {t["task_id"]: t["state"] for t in store.task_instances(run_id)}  # noqa: E731
+        while done().get("square[1]") != "success":
+            engine.step(ex.poll(0.1))
+        # this driver stops here: square is running, square[2] may be queued, total pending
+    left = done()
+    assert left["square"] == "running" and left["total"] == "pending"
+    result = api.drive_run(p, run_id, executor="inline", store=store)
+    assert result.ok, result.tasks
+    assert api.load_output(run_id, "total") == 1 + 4 + 9 + 16
+    tries = {t["task_id"]: t["try_number"] for t in result.tasks}
+    assert tries["square[0]"] == 1 and tries["square[1]"] == 1  # not run again
+    assert [t["task_id"] for t in result.tasks].count("square[3]") == 1  # no duplicate rows
+
+
+def test_an_incremental_rerun_reuses_each_unchanged_instance(nbflow_home, write_pipeline):
+    source = """
+    from nbflow import Pipeline, task
+
+    @task
+    def train(C):
+        return C * 2
+
+    @task
+    def best(xs):
+        return max(xs)
+
+    with Pipeline("incr_map", params={"grid": [1, 2, 3]}, incremental=True) as pipeline:
+        best(train.expand(C=pipeline.params.grid))
+    """
+    p = load_pipeline(write_pipeline(source))
+    first = api.run_pipeline(p, executor="inline")
+    assert first.ok and api.load_output(first.run_id, "best") == 6
+    again = api.run_pipeline(p, params={"grid": [1, 2, 3, 4]}, executor="inline")
+    s = states(again)
+    assert [s[f"train[{i}]"] for i in range(4)] == ["cached", "cached", "cached", "success"]
+    assert s["best"] == "success" and api.load_output(again.run_id, "best") == 8  # its input changed
+    third = api.run_pipeline(p, params={"grid": [1, 2, 3, 4]}, executor="inline")
+    assert set(states(third).values()) <= {"cached", "success"} and states(third)["best"] == "cached"
+
+
+def test_a_notebook_downstream_of_a_mapped_task_loads_the_list(nbflow_home, write_pipeline, tmp_path):
+    make_notebook(
+        tmp_path / "pipelines" / "report.ipynb",
+        [
+            ("scores = None", ["parameters"]),
+            "import nbflow\nvalues = nbflow.load(scores)\nnbflow.save('n', len(values))",
+        ],
+    )
+    source = """
+    from nbflow import Pipeline, task, notebook
+
+    @task
+    def score(C):
+        return {"C": C, "weights": list(range(50))}   # not small JSON: the notebook gets references
+
+    with Pipeline("nb_reduce") as pipeline:
+        notebook("report.ipynb", inputs={"scores": score.expand(C=[1, 2, 3])})
+    """
+    result = api.run_pipeline(load_pipeline(write_pipeline(source)), executor="inline")
+    assert result.ok, result.tasks
+    assert api.load_output(result.run_id, "report") == {"n": 3}
