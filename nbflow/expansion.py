@@ -203,10 +203,9 @@ class MappedTasks:
             self.children.setdefault(cid, [])
             if child is not None:
                 self.instance_tasks[cid] = child
-            if cti.state in FINISHED:
+            if cti.state in FINISHED or child is None:  # (no task: its mapped task finished, nothing runs)
                 continue
             opened += 1
-            assert child is not None
             for up in child.upstream_ids:
                 if up in self.tis:
                     self.children.setdefault(up, []).append(cid)
