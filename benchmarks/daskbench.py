@@ -13,6 +13,7 @@ still held there (see the README).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,17 +71,31 @@ def start_cluster() -> Any:
         )
 
 
-def dask_group(cfg: Config) -> list[Row]:
-    """(a) fan-out and chain vs raw Dask, (b) parent-end -> child-start, (c) notebooks vs a pool."""
-    from benchmarks import baselines, dags
-
+@contextlib.contextmanager
+def shared_cluster() -> Iterator[tuple[Any, float]]:
+    """:func:`start_cluster` (and the seconds it took) as ``NBFLOW_DASK_ADDRESS`` (read by every
+    ``fresh_home()``: settings are reset there) until the block ends; then closed."""
     saved = os.environ.get("NBFLOW_DASK_ADDRESS")
     t0 = time.perf_counter()
     cluster = start_cluster()
     cluster_s = time.perf_counter() - t0
-    address = cluster.scheduler_address
-    os.environ["NBFLOW_DASK_ADDRESS"] = address  # read by every fresh_home() (settings are reset there)
+    os.environ["NBFLOW_DASK_ADDRESS"] = cluster.scheduler_address
     try:
+        yield cluster, cluster_s
+    finally:
+        cluster.close()
+        if saved is None:
+            os.environ.pop("NBFLOW_DASK_ADDRESS", None)
+        else:
+            os.environ["NBFLOW_DASK_ADDRESS"] = saved
+
+
+def dask_group(cfg: Config) -> list[Row]:
+    """(a) fan-out and chain vs raw Dask, (b) parent-end -> child-start, (c) notebooks vs a pool."""
+    from benchmarks import baselines, dags
+
+    with shared_cluster() as (cluster, cluster_s):
+        address = cluster.scheduler_address
         connect_s = min(baselines.dask_connect(address) for _ in range(3))
         # warm-up, untimed: imports of nbflow and of the task functions on both workers
         nbflow_run(dags.wide(4, _name("warmup")), "dask")
@@ -114,12 +130,6 @@ def dask_group(cfg: Config) -> list[Row]:
         nb_rows = _notebooks(cfg, address)
         time.sleep(0.5)
         leftover = _leftover_keys(cluster)
-    finally:
-        cluster.close()
-        if saved is None:
-            os.environ.pop("NBFLOW_DASK_ADDRESS", None)
-        else:
-            os.environ["NBFLOW_DASK_ADDRESS"] = saved
 
     setup = f"LocalCluster 2x1 started once ({cluster_s:.1f} s, untimed); a Client connect+close {connect_s * 1000:.0f} ms is in both sides"
     if leftover:

@@ -12,7 +12,6 @@ what it saves is defining and registering 1,000 tasks. Order alternated, best of
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from benchmarks.core import Config, Row, _verdict, nbflow_run
@@ -64,26 +63,15 @@ def _check(kind: str, n: int) -> Any:
 
 def mapping_group(cfg: Config) -> list[Row]:
     """(c) of issue 14: 1,000-way mapped no-op on inline and dask vs the same count of plain tasks."""
-    from benchmarks.daskbench import start_cluster
+    from benchmarks.daskbench import shared_cluster
 
     n = 100 if cfg.quick else 1_000
     repeat = 1 if cfg.quick else 3
     rows = []
     inline = _pair(n, "inline", repeat, "inline")
-    saved = os.environ.get("NBFLOW_DASK_ADDRESS")
-    t0 = time.perf_counter()
-    cluster = start_cluster()
-    cluster_s = time.perf_counter() - t0
-    os.environ["NBFLOW_DASK_ADDRESS"] = cluster.scheduler_address
-    try:
+    with shared_cluster() as (_, cluster_s):
         nbflow_run(plain(4, f"bench_map_warmup_{os.getpid()}"), "dask")  # imports on both workers, untimed
         on_dask = _pair(n, "dask", repeat, "dask")
-    finally:
-        cluster.close()
-        if saved is None:
-            os.environ.pop("NBFLOW_DASK_ADDRESS", None)
-        else:
-            os.environ["NBFLOW_DASK_ADDRESS"] = saved
     for executor, (m, p) in (("inline", inline), ("dask", on_dask)):
         ratio = m / p
         rows.append(
