@@ -199,3 +199,67 @@ with Pipeline("pooled") as pipeline:
     time.sleep(0.5)
     assert not [p for p in pids if pid_alive(p)]
     assert not (_pool_kernels() - before), "a pooled kernel outlived its worker"
+
+
+# --- a worker killed outright takes its pooled kernels with it ------------------------------------
+
+
+@pytest.fixture
+def pollerless_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Kernel 'nopoller': ipykernel without its parent poller (``parent_handle=0``), so only
+    nbflow's own guard can stop it when its worker dies (as with a Python kernel that has no
+    poller, or a parent that died while ipykernel booted and an orphan reparented to a subreaper)."""
+    import sys
+
+    spec = tmp_path / "jupyter" / "kernels" / "nopoller"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.parent_handle=0"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "nopoller", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "nopoller"
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    """The pids still alive after up to ``seconds`` (SIGKILLed after, so no test leaves them)."""
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive:
+        os.killpg(pid, signal.SIGKILL)
+    return alive
+
+
+def _fill_pool_on_worker(notebook: str, out: str, kernel_name: str) -> tuple[int, list[int]]:
+    """Run on a Dask worker: one notebook attempt as ``run_on_worker`` makes it (this worker's
+    pool, then the notebook), then wait for the pool's replacement kernel."""
+    from distributed import get_worker
+
+    from nbflow.tasks import kernelpool
+    from nbflow.tasks.nbrun import run_notebook
+
+    pool = kernelpool.activate(slots=get_worker().state.nthreads)
+    assert pool is not None
+    assert run_notebook(notebook, out, kernel_name=kernel_name, startup_timeout=30).ok
+    assert pool.wait_ready(60)
+    return os.getpid(), [k.pid for k in pool.kernels() if k.pid]
+
+
+@pytest.mark.faults
+def test_a_sigkilled_dask_worker_leaves_no_pooled_kernel(nbflow_home, pollerless_kernel, probe, tmp_path, monkeypatch):
+    """RELIABILITY 18 for pre-started kernels: a Dask worker (under its nanny) holding a pooled
+    kernel is SIGKILLed; the kernel, which has no parent poller, is gone within a few seconds."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        job = client.submit(
+            _fill_pool_on_worker, str(probe), str(tmp_path / "out.ipynb"), pollerless_kernel, pure=False
+        )
+        worker_pid, pooled = job.result(timeout=120)
+        assert len(pooled) == 1 and pid_alive(pooled[0])
+        assert psutil.Process(pooled[0]).ppid() == worker_pid
+        os.kill(worker_pid, signal.SIGKILL)
+        assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed worker"
