@@ -99,6 +99,37 @@ def make_notebook(path: Path, cells: list, metadata: dict | None = None) -> Path
     return path
 
 
+def kernel_pids() -> set[int]:
+    """ipykernel processes alive now, except fresh kernels held by a live kernel pool.
+
+    A pooled kernel waits in its pool's folder (``kernelpool.POOL_DIR_PREFIX``) until it is
+    taken, as a child of the (Python) process whose pool holds it; it belongs to that process
+    (a worker, or this test process on ``inline``), not to any attempt. One whose parent is gone
+    (reparented to init or a subreaper, which is no Python process) is a leak and is counted.
+    """
+    import psutil
+
+    from nbflow.tasks import kernelpool
+
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if "ipykernel" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            parent = proc.parent()
+            held = (
+                kernelpool.POOL_DIR_PREFIX in proc.cwd()
+                and parent is not None
+                and parent.pid != 1
+                and "python" in os.path.basename(parent.exe())
+            )
+        except psutil.Error:  # gone meanwhile, or a zombie: not a live kernel held by a pool
+            held = not pid_alive(proc.pid)
+        if not held:
+            found.add(proc.pid)
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     import psutil

@@ -26,6 +26,7 @@ EXPECTED_ROWS = {
     "fixed-cost-cold",
     "notebook",
     "notebook-warm-pool",
+    "notebook-sweep",
     "dask-wide",
     "dask-chain",
     "dask-handoff",

@@ -263,3 +263,40 @@ def test_a_sigkilled_dask_worker_leaves_no_pooled_kernel(nbflow_home, pollerless
         assert psutil.Process(pooled[0]).ppid() == worker_pid
         os.kill(worker_pid, signal.SIGKILL)
         assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed worker"
+
+
+@pytest.mark.faults
+def test_a_sigkilled_local_worker_leaves_no_pooled_kernel(
+    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch
+):
+    """The same on the local executor: a worker process holding a pooled kernel dies by SIGKILL
+    (its task kills it, once); the kernel goes with it, and the retry on a new worker succeeds."""
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    pids_file = tmp_path / "pooled.txt"
+    path = write_pipeline(
+        f"""
+import os, signal
+from pathlib import Path
+from nbflow import Pipeline, notebook, task
+
+@task
+def die_holding_the_pool():
+    from nbflow.tasks import kernelpool
+    marker = Path({str(pids_file)!r})
+    if not marker.exists():
+        pool = kernelpool.current()
+        assert pool is not None and pool.wait_ready(60) and pool.kernels()
+        marker.write_text(" ".join(str(k.pid) for k in pool.kernels()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "retried"
+
+with Pipeline("pooled_killed") as pipeline:
+    nb = notebook({str(probe)!r}, name="nb", params_cell="inject_top", kernel_name={pollerless_kernel!r})
+    nb >> die_holding_the_pool()
+"""
+    )
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
+    pooled = [int(p) for p in pids_file.read_text().split()]
+    assert pooled
+    assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed local worker"
+    assert result.ok, result.tasks
