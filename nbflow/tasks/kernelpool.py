@@ -275,25 +275,29 @@ class KernelPool:
     async def _launch(self, entry: PooledKernel, workdir: str) -> None:
         km = PromptKernelManager(kernel_name=entry.kernel_name)
         spec = km.kernel_spec
-        # os.chdir is Python; a kernelspec naming its own provisioner (a remote kernel) is not ours to start
-        if spec is None or (spec.language or "").lower() != "python" or spec.metadata.get("kernel_provisioner"):
+        # os.chdir is Python; a kernelspec naming another provisioner (a remote kernel) is not ours to start
+        provisioner = (spec.metadata.get("kernel_provisioner") or {}).get("provisioner_name") if spec else None
+        if spec is None or (spec.language or "").lower() != "python" or provisioner not in (None, "local-provisioner"):
             with self._lock:
                 self._unpoolable.add(entry.kernel_name)
             raise RuntimeError(f"kernel {entry.kernel_name!r} is not a local Python kernel")
-        km.provisioner = LaunchingProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=spec, parent=km)
+        launcher = LaunchingProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=spec, parent=km)
+        km.provisioner = launcher
         with self._launch_lock:
             if self._closing:
                 raise RuntimeError("the kernel pool is draining")
-            await km.start_kernel(
-                extra_arguments=list(entry.extra_arguments),
-                cwd=workdir,
-                env=entry.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            prov = km.provisioner
-            entry.process = prov.process  # type: ignore[union-attr]
-            entry.pgid = getattr(prov, "pgid", None) or entry.process.pid
+            try:
+                await km.start_kernel(
+                    extra_arguments=list(entry.extra_arguments),
+                    cwd=workdir,
+                    env=entry.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            finally:  # a process launched before a later step failed is killed with the entry
+                if launcher.process is not None:
+                    entry.process = launcher.process
+                    entry.pgid = launcher.pgid or launcher.process.pid
         entry.info = dict(km.get_connection_info())
         entry.argv = km.format_kernel_cmd(extra_arguments=list(entry.extra_arguments))
         assert entry.process is not None and entry.process.stdout is not None
