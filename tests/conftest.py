@@ -100,8 +100,11 @@ def make_notebook(path: Path, cells: list, metadata: dict | None = None) -> Path
 
 
 def kernel_pids() -> set[int]:
-    """ipykernel processes alive now, except fresh kernels held by a live kernel pool.
+    """This test's ipykernel processes alive now, except fresh kernels held by a live kernel pool.
 
+    A kernel is this test's when its environment has this test's ``NBFLOW_HOME`` (kernels inherit
+    it from the workers that start them): the machine is shared, and other sessions start and
+    stop kernels of their own while a test runs (a machine-wide count saw those as leftovers).
     A pooled kernel waits in its pool's folder (``kernelpool.POOL_DIR_PREFIX``) until it is
     taken, as a child of the (Python) process whose pool holds it; it belongs to that process
     (a worker, or this test process on ``inline``), not to any attempt. One whose parent is gone
@@ -111,9 +114,15 @@ def kernel_pids() -> set[int]:
 
     from nbflow.tasks import kernelpool
 
+    home = os.environ.get("NBFLOW_HOME")
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
         if "ipykernel" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if home is None or proc.environ().get("NBFLOW_HOME") != home:
+                continue  # another test's or session's kernel
+        except psutil.Error:  # gone meanwhile
             continue
         try:
             parent = proc.parent()

@@ -167,11 +167,16 @@ def test_no_pool_with_size_zero(monkeypatch):
 
 
 def _pool_kernels() -> set[int]:
+    """Pooled kernels (in a pool's folder) of this test (its NBFLOW_HOME in their environment:
+    other sessions on this machine keep pools of their own)."""
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
         if "ipykernel" in " ".join(proc.info["cmdline"] or []):
             try:
-                if kernelpool.POOL_DIR_PREFIX in proc.cwd():
+                if (
+                    kernelpool.POOL_DIR_PREFIX in proc.cwd()
+                    and proc.environ().get("NBFLOW_HOME") == os.environ["NBFLOW_HOME"]
+                ):
                     found.add(proc.pid)
             except psutil.Error:
                 pass
