@@ -305,3 +305,27 @@ with Pipeline("pooled_killed") as pipeline:
     assert pooled
     assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed local worker"
     assert result.ok, result.tasks
+
+
+@pytest.mark.faults
+def test_a_pooled_kernel_that_never_answers_costs_no_more_than_the_start_up_allowance(pool, tmp_path, monkeypatch):
+    """A pooled kernel still booting is waited for at most the attempt's start-up allowance
+    (here its 1.5 s timeout): it used to be waited for up to 60 s, past the task's timeout."""
+    spec = tmp_path / "jupyter" / "kernels" / "mute"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": ["sleep", "60"], "display_name": "mute", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # as if an attempt here had asked for it (no extra arguments: nbclient adds IPython's
+    # history option only for kernels named python*)
+    pool._seen.add(("mute", ()))
+    pool.refill("mute")
+    held = pool.kernels()
+    assert len(held) == 1 and not held[0].ready.is_set()
+    started = time.monotonic()
+    record, _ = _run(NOTEBOOKS / "no_params.ipynb", tmp_path, kernel_name="mute", timeout=1.5, kill_grace=1)
+    assert time.monotonic() - started < 1.5 + 1.5 + 1 + 5
+    assert record.reason == "task_timeout"
+    assert not pid_alive(held[0].pid)  # taken, not ready within the allowance: thrown away
+    assert all(k is not held[0] for k in pool.kernels())
