@@ -48,6 +48,8 @@ class Config:
     dask_repeat: int = 2  # nbflow runs per dask measurement (raw Dask: repeat + 2)
     dask_notebooks: int = 8
     dask_notebook_repeat: int = 5  # kernel starts on 2 shared CPUs: the noisiest row
+    sweep_points: int = 32
+    sweep_repeat: int = 3
     sched_pipelines: int = 200
     sched_tasks: int = 10
     sched_minutes: int = 3
@@ -68,6 +70,8 @@ class Config:
                 dask_repeat=1,
                 dask_notebooks=4,
                 dask_notebook_repeat=1,
+                sweep_points=8,
+                sweep_repeat=1,
                 sched_pipelines=20,
                 sched_minutes=1,
                 trigger_repeat=5,
@@ -494,6 +498,13 @@ def warm_pool_group(cfg: Config) -> list[Row]:
     return run(cfg)
 
 
+def sweep_group(cfg: Config) -> list[Row]:
+    """A notebook sweep on 2 local workers vs papermill in a 2-process pool (:mod:`benchmarks.sweepbench`)."""
+    from benchmarks.sweepbench import sweep_group as run
+
+    return run(cfg)
+
+
 def dask_group(cfg: Config) -> list[Row]:
     """nbflow on a 2-worker ``LocalCluster`` vs raw Dask and a papermill pool (:mod:`benchmarks.daskbench`)."""
     from benchmarks.daskbench import dask_group as run
@@ -529,6 +540,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "fixed-cost": fixed_cost_group,
     "notebook": notebook_group,
     "notebook-warm-pool": warm_pool_group,
+    "notebook-sweep": sweep_group,
     "dask": dask_group,
     "scheduler": scheduler_group,
     "incremental": incremental_group,

@@ -23,7 +23,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_log_bytes    | NBFLOW_MAX_LOG_BYTES    | ``1048576``: most log bytes one REST answer carries |
 | max_map_length   | NBFLOW_MAX_MAP_LENGTH   | ``1024``: most instances of one mapped task |
 | max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
-| kernel_pool      | NBFLOW_KERNEL_POOL      | ``0`` (off): pre-started kernels per worker slot and kernel name |
+| kernel_pool      | NBFLOW_KERNEL_POOL      | ``1``: pre-started kernels per worker slot and kernel name (0: off) |
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Settings:
     max_log_bytes: int = 1024 * 1024
     max_map_length: int = 1024
     max_infra_retries: int = 2
-    kernel_pool: int = 0  # opt in until its benchmark target is met (README, "Pre-started kernels")
+    kernel_pool: int = 1
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""

@@ -5,17 +5,27 @@ timeout child) leads a process group of its own, so signalling the group also re
 *it* started. One sequence serves every caller: :func:`terminate` (wait here),
 :func:`terminate_later` (wait in a thread, for callers on an event loop) and :func:`kill_now`.
 The grace is always the caller's ``kill_grace`` setting (``NBFLOW_KILL_GRACE``).
+
+A process that must not outlive the one that started it even when that one is SIGKILLed (a
+worker's pre-started kernels) is started by :func:`in_lasting_thread` with the ``preexec_fn``
+of :func:`parent_death_preexec`: Linux's ``PR_SET_PDEATHSIG`` sends the child SIGKILL when the
+*thread* that forked it ends, so the fork happens on one thread that lives as long as the
+process (never on a short-lived one, whose end would kill the child at once).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing.process
 import os
+import queue
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 __all__ = [
     "terminate",
@@ -25,6 +35,8 @@ __all__ = [
     "signal_group",
     "alive",
     "waiter",
+    "parent_death_preexec",
+    "in_lasting_thread",
     "KILL_WAIT",
     "POLL",
 ]
@@ -163,3 +175,77 @@ def kill_descendants(timeout: float = KILL_WAIT) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(children, timeout=timeout)
+
+
+# --- children that die with this process ----------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+T = TypeVar("T")
+
+
+def _prctl() -> Any:
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux (no prctl): the caller goes without
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return prctl
+
+
+def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for a child that gets ``sig`` when the thread forking it ends (so also when
+    this process dies, however: SIGKILL too); None where Linux's ``PR_SET_PDEATHSIG`` is missing.
+
+    Fork such children with :func:`in_lasting_thread` only. A child whose parent died between the
+    fork and the ``prctl`` exits at once (its parent pid is no longer this process's).
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class _LastingThread:
+    """One daemon thread per process that runs the calls given to it, and never ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._pid != os.getpid():  # first call, or a forked child (it has no such thread)
+                self._calls = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._calls,), name="nbflow-lasting", daemon=True).start()
+                self._pid = os.getpid()
+            calls = self._calls
+        done: Future = Future()
+        calls.put((fn, done))
+        return done.result()
+
+    @staticmethod
+    def _serve(calls: queue.SimpleQueue) -> None:
+        while True:
+            fn, done = calls.get()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+
+_lasting = _LastingThread()
+
+
+def in_lasting_thread(fn: Callable[[], T]) -> T:
+    """Call ``fn()`` on this process's lasting thread (started on first use, never ended) and
+    return its result or raise its exception: children forked there with
+    :func:`parent_death_preexec` live until this process ends, not until the caller's thread does."""
+    return _lasting.run(fn)

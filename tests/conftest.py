@@ -99,6 +99,46 @@ def make_notebook(path: Path, cells: list, metadata: dict | None = None) -> Path
     return path
 
 
+def kernel_pids() -> set[int]:
+    """This test's ipykernel processes alive now, except fresh kernels held by a live kernel pool.
+
+    A kernel is this test's when its environment has this test's ``NBFLOW_HOME`` (kernels inherit
+    it from the workers that start them): the machine is shared, and other sessions start and
+    stop kernels of their own while a test runs (a machine-wide count saw those as leftovers).
+    A pooled kernel waits in its pool's folder (``kernelpool.POOL_DIR_PREFIX``) until it is
+    taken, as a child of the (Python) process whose pool holds it; it belongs to that process
+    (a worker, or this test process on ``inline``), not to any attempt. One whose parent is gone
+    (reparented to init or a subreaper, which is no Python process) is a leak and is counted.
+    """
+    import psutil
+
+    from nbflow.tasks import kernelpool
+
+    home = os.environ.get("NBFLOW_HOME")
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        if "ipykernel" not in " ".join(proc.info["cmdline"] or []):
+            continue
+        try:
+            if home is None or proc.environ().get("NBFLOW_HOME") != home:
+                continue  # another test's or session's kernel
+        except psutil.Error:  # gone meanwhile
+            continue
+        try:
+            parent = proc.parent()
+            held = (
+                kernelpool.POOL_DIR_PREFIX in proc.cwd()
+                and parent is not None
+                and parent.pid != 1
+                and "python" in os.path.basename(parent.exe())
+            )
+        except psutil.Error:  # gone meanwhile, or a zombie: not a live kernel held by a pool
+            held = not pid_alive(proc.pid)
+        if not held:
+            found.add(proc.pid)
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie."""
     import psutil

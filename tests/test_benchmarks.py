@@ -28,6 +28,7 @@ EXPECTED_ROWS = {
     "notebook-warm-pool",
     "map-inline",
     "map-dask",
+    "notebook-sweep",
     "dask-wide",
     "dask-chain",
     "dask-handoff",

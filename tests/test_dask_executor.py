@@ -17,8 +17,7 @@ import pytest
 
 from nbflow import api
 from nbflow.loader import load_pipeline
-from nbflow.tasks import kernelpool
-from tests.conftest import NOTEBOOKS, pid_alive
+from tests.conftest import NOTEBOOKS, kernel_pids, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -260,19 +259,6 @@ def test_task_whose_queue_no_worker_serves_waits_and_says_why(cluster, write_pip
     assert done["r"].state.value == "cancelled"
 
 
-def _kernels() -> set[int]:
-    """Kernel processes, but not pre-started ones waiting in a worker's pool (in the pool's folder)."""
-    found = set()
-    for p in psutil.process_iter(["cmdline"]):
-        if "ipykernel" in " ".join(p.info["cmdline"] or []):
-            try:
-                if kernelpool.POOL_DIR_PREFIX not in p.cwd():
-                    found.add(p.pid)
-            except psutil.Error:
-                pass
-    return found
-
-
 NOTEBOOKS_PIPE = """
 from nbflow import Pipeline, notebook
 
@@ -289,7 +275,7 @@ def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipelin
     )
     pipeline = load_pipeline(path)
     store = api.open_store()
-    before = _kernels()
+    before = kernel_pids()
     run_id = api.create_run(pipeline, executor="dask", store=store)
     done: dict = {}
     driver = threading.Thread(
@@ -299,7 +285,7 @@ def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipelin
     states = {}
     for _ in range(300):
         states = {r["task_id"]: r["state"] for r in store.task_instances(run_id)}
-        if states.get("params_ok") == "success" and states.get("sleeps") == "running" and _kernels() - before:
+        if states.get("params_ok") == "success" and states.get("sleeps") == "running" and kernel_pids() - before:
             break
         time.sleep(0.1)
     assert states == {"params_ok": "success", "sleeps": "running"}, states
@@ -312,9 +298,9 @@ def test_notebooks_on_workers_and_cancel_kills_the_kernel(cluster, write_pipelin
     driver.join(60)
     assert done["r"].state.value == "cancelled"
     deadline = time.time() + 15
-    while time.time() < deadline and (_kernels() - before):
+    while time.time() < deadline and (kernel_pids() - before):
         time.sleep(0.2)
-    assert not (_kernels() - before), "the cancelled notebook's kernel is still alive"
+    assert not (kernel_pids() - before), "the cancelled notebook's kernel is still alive"
 
 
 ADOPT = """

@@ -167,11 +167,16 @@ def test_no_pool_with_size_zero(monkeypatch):
 
 
 def _pool_kernels() -> set[int]:
+    """Pooled kernels (in a pool's folder) of this test (its NBFLOW_HOME in their environment:
+    other sessions on this machine keep pools of their own)."""
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
         if "ipykernel" in " ".join(proc.info["cmdline"] or []):
             try:
-                if kernelpool.POOL_DIR_PREFIX in proc.cwd():
+                if (
+                    kernelpool.POOL_DIR_PREFIX in proc.cwd()
+                    and proc.environ().get("NBFLOW_HOME") == os.environ["NBFLOW_HOME"]
+                ):
                     found.add(proc.pid)
             except psutil.Error:
                 pass
@@ -199,3 +204,128 @@ with Pipeline("pooled") as pipeline:
     time.sleep(0.5)
     assert not [p for p in pids if pid_alive(p)]
     assert not (_pool_kernels() - before), "a pooled kernel outlived its worker"
+
+
+# --- a worker killed outright takes its pooled kernels with it ------------------------------------
+
+
+@pytest.fixture
+def pollerless_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Kernel 'nopoller': ipykernel without its parent poller (``parent_handle=0``), so only
+    nbflow's own guard can stop it when its worker dies (as with a Python kernel that has no
+    poller, or a parent that died while ipykernel booted and an orphan reparented to a subreaper)."""
+    import sys
+
+    spec = tmp_path / "jupyter" / "kernels" / "nopoller"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.parent_handle=0"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "nopoller", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "nopoller"
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    """The pids still alive after up to ``seconds`` (SIGKILLed after, so no test leaves them)."""
+    deadline = time.monotonic() + seconds
+    while (alive := [p for p in pids if pid_alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in alive:
+        os.killpg(pid, signal.SIGKILL)
+    return alive
+
+
+def _fill_pool_on_worker(notebook: str, out: str, kernel_name: str) -> tuple[int, list[int]]:
+    """Run on a Dask worker: one notebook attempt as ``run_on_worker`` makes it (this worker's
+    pool, then the notebook), then wait for the pool's replacement kernel."""
+    from distributed import get_worker
+
+    from nbflow.tasks import kernelpool
+    from nbflow.tasks.nbrun import run_notebook
+
+    pool = kernelpool.activate(slots=get_worker().state.nthreads)
+    assert pool is not None
+    assert run_notebook(notebook, out, kernel_name=kernel_name, startup_timeout=30).ok
+    assert pool.wait_ready(60)
+    return os.getpid(), [k.pid for k in pool.kernels() if k.pid]
+
+
+@pytest.mark.faults
+def test_a_sigkilled_dask_worker_leaves_no_pooled_kernel(nbflow_home, pollerless_kernel, probe, tmp_path, monkeypatch):
+    """RELIABILITY 18 for pre-started kernels: a Dask worker (under its nanny) holding a pooled
+    kernel is SIGKILLed; the kernel, which has no parent poller, is gone within a few seconds."""
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        job = client.submit(
+            _fill_pool_on_worker, str(probe), str(tmp_path / "out.ipynb"), pollerless_kernel, pure=False
+        )
+        worker_pid, pooled = job.result(timeout=120)
+        assert len(pooled) == 1 and pid_alive(pooled[0])
+        assert psutil.Process(pooled[0]).ppid() == worker_pid
+        os.kill(worker_pid, signal.SIGKILL)
+        assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed worker"
+
+
+@pytest.mark.faults
+def test_a_sigkilled_local_worker_leaves_no_pooled_kernel(
+    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch
+):
+    """The same on the local executor: a worker process holding a pooled kernel dies by SIGKILL
+    (its task kills it, once); the kernel goes with it, and the retry on a new worker succeeds."""
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    pids_file = tmp_path / "pooled.txt"
+    path = write_pipeline(
+        f"""
+import os, signal
+from pathlib import Path
+from nbflow import Pipeline, notebook, task
+
+@task
+def die_holding_the_pool():
+    from nbflow.tasks import kernelpool
+    marker = Path({str(pids_file)!r})
+    if not marker.exists():
+        pool = kernelpool.current()
+        assert pool is not None and pool.wait_ready(60) and pool.kernels()
+        marker.write_text(" ".join(str(k.pid) for k in pool.kernels()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "retried"
+
+with Pipeline("pooled_killed") as pipeline:
+    nb = notebook({str(probe)!r}, name="nb", params_cell="inject_top", kernel_name={pollerless_kernel!r})
+    nb >> die_holding_the_pool()
+"""
+    )
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
+    pooled = [int(p) for p in pids_file.read_text().split()]
+    assert pooled
+    assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed local worker"
+    assert result.ok, result.tasks
+
+
+@pytest.mark.faults
+def test_a_pooled_kernel_that_never_answers_costs_no_more_than_the_start_up_allowance(pool, tmp_path, monkeypatch):
+    """A pooled kernel still booting is waited for at most the attempt's start-up allowance
+    (here its 1.5 s timeout): it used to be waited for up to 60 s, past the task's timeout."""
+    spec = tmp_path / "jupyter" / "kernels" / "mute"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": ["sleep", "60"], "display_name": "mute", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # as if an attempt here had asked for it (no extra arguments: nbclient adds IPython's
+    # history option only for kernels named python*)
+    pool._seen.add(("mute", ()))
+    pool.refill("mute")
+    held = pool.kernels()
+    assert len(held) == 1 and not held[0].ready.is_set()
+    started = time.monotonic()
+    record, _ = _run(NOTEBOOKS / "no_params.ipynb", tmp_path, kernel_name="mute", timeout=1.5, kill_grace=1)
+    assert time.monotonic() - started < 1.5 + 1.5 + 1 + 5
+    assert record.reason == "task_timeout"
+    assert not pid_alive(held[0].pid)  # taken, not ready within the allowance: thrown away
+    assert all(k is not held[0] for k in pool.kernels())

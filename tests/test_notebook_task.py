@@ -15,7 +15,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nbflow import Pipeline, api, notebook
 from nbflow.exceptions import NotebookNotFoundError, ParameterError
 from nbflow.loader import load_pipeline
-from nbflow.tasks import kernelpool
+from tests.conftest import kernel_pids
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -112,23 +112,6 @@ def test_failing_cell_is_recorded_with_index_and_output_notebook(nbflow_home, wr
     assert "before the error" in api.read_log(result.run_id, "raises", try_number=1)
 
 
-def _kernels() -> set[int]:
-    found = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "ipykernel" in cmd and not _pooled_idle(proc):
-            found.add(proc.info["pid"])
-    return found
-
-
-def _pooled_idle(proc: psutil.Process) -> bool:
-    """A pre-started kernel waiting in a pool (its working folder is the pool's until it is taken)."""
-    try:
-        return kernelpool.POOL_DIR_PREFIX in proc.cwd()
-    except psutil.Error:
-        return False
-
-
 @pytest.mark.faults
 def test_notebook_timeout_kills_the_kernel(nbflow_home, write_pipeline):
     path = write_pipeline(
@@ -138,7 +121,7 @@ with Pipeline("nbslow") as pipeline:
     notebook({str(NOTEBOOKS / "sleeps.ipynb")!r}, parameters={{"seconds": 60}}, timeout=3)
 """
     )
-    before = _kernels()
+    before = kernel_pids()
     t0 = time.monotonic()
     result = api.run_pipeline(load_pipeline(path), executor="local")
     assert time.monotonic() - t0 < 40
@@ -149,7 +132,7 @@ with Pipeline("nbslow") as pipeline:
         [c.get("outputs") for c in out.cells]
     )
     time.sleep(1)
-    left = _kernels() - before
+    left = kernel_pids() - before
     assert not left, [(p, psutil.Process(p).cwd(), psutil.Process(p).ppid(), os.getpid()) for p in left]
 
 

@@ -84,3 +84,26 @@ def test_a_multiprocessing_child_is_joined(grace):
     proc.start()
     procs.terminate(proc.pid, grace, exited=procs.waiter(proc))
     assert not proc.is_alive() and proc.exitcode is not None
+
+
+def test_a_child_bound_to_this_process_outlives_the_thread_that_asked_for_it():
+    """PR_SET_PDEATHSIG fires when the forking *thread* ends: children are forked on the lasting
+    thread, so the short-lived thread that asks for one can end without killing it."""
+    preexec = procs.parent_death_preexec()
+    if preexec is None:
+        pytest.skip("no prctl(PR_SET_PDEATHSIG) here")
+    started: list[subprocess.Popen] = []
+
+    def ask() -> None:
+        started.append(procs.in_lasting_thread(lambda: subprocess.Popen(["sleep", "30"], preexec_fn=preexec)))
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    thread.join()
+    time.sleep(0.3)
+    child = started[0]
+    try:
+        assert child.poll() is None, "the child died with the thread that asked for it"
+    finally:
+        child.kill()
+        child.wait()

@@ -24,6 +24,14 @@ attempt *takes* one instead of starting its own. A kernel still serves exactly o
 - **Shutdown**: :func:`drain` (atexit, multiprocessing's finalizers, the executors' worker
   shutdown) kills every pooled kernel's process group and removes its socket files; a kernel
   being launched during a drain is not launched at all.
+- **A worker killed outright** (SIGKILL, the OOM killer) runs none of that. A pooled kernel is
+  forked on this process's lasting thread with Linux's ``PR_SET_PDEATHSIG`` (SIGKILL), so it
+  dies with the worker process (:func:`nbflow.procs.parent_death_preexec`), also while it
+  boots and also when the orphan would be reparented to a subreaper rather than init. (Forked
+  from the short-lived thread that starts it, it would be killed as soon as that thread ended.)
+  ipykernel's own parent poller (``JPY_PARENT_PID``, checked every second) is a second line
+  where ``prctl`` is missing; it misses a parent that died while the kernel booted if the
+  orphan's new parent is a subreaper, and a Python kernel other than ipykernel may have none.
 
 The attempt adopts the kernel through :class:`PooledProvisioner` (a jupyter_client provisioner
 that hands over the pool's process instead of launching one), so nbclient, the attempt's
@@ -39,6 +47,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +57,17 @@ from jupyter_client.provisioning import LocalProvisioner
 from nbflow import procs
 from nbflow.tasks.kernel import PromptKernelManager
 
-__all__ = ["KernelPool", "PooledKernel", "PooledProvisioner", "activate", "current", "drain", "POOL_DIR_PREFIX"]
+__all__ = [
+    "KernelPool",
+    "LaunchingProvisioner",
+    "PooledKernel",
+    "PooledProvisioner",
+    "activate",
+    "after_attempt",
+    "current",
+    "drain",
+    "POOL_DIR_PREFIX",
+]
 
 POOL_DIR_PREFIX = "nbflow-kernel-pool-"  # a pooled kernel's working folder until it is taken
 READY_TIMEOUT = 60.0  # seconds a pooled kernel may take to answer kernel_info
@@ -119,6 +138,19 @@ class PooledKernel:
                         pass
 
 
+class LaunchingProvisioner(LocalProvisioner):
+    """A local provisioner that forks the kernel on this process's lasting thread, bound to die
+    with this process (``PR_SET_PDEATHSIG``, see :mod:`nbflow.procs`): a pooled kernel's start."""
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """LocalProvisioner's launch, run on the lasting thread with the parent-death preexec."""
+        preexec = procs.parent_death_preexec()
+        if preexec is not None:
+            kwargs["preexec_fn"] = preexec
+        launch = super().launch_kernel(cmd, **kwargs)  # its body forks without awaiting anything
+        return procs.in_lasting_thread(lambda: asyncio.run(launch))
+
+
 class PooledProvisioner(LocalProvisioner):
     """A local provisioner whose "launch" adopts a pooled kernel's process (set :attr:`pooled`)."""
 
@@ -165,9 +197,13 @@ class KernelPool:
         self._dir: str | None = None
 
     # -- handing out ---------------------------------------------------------------------------
-    def take(self, kernel_name: str, extra_arguments: Any = (), timeout: float = READY_TIMEOUT) -> PooledKernel | None:
+    def take(self, kernel_name: str, extra_arguments: Any = (), wait: float = READY_TIMEOUT) -> PooledKernel | None:
         """A fresh, alive kernel of that name and extra arguments (removed from the pool), or None
         (start one yourself). Marks them as used here, so :meth:`refill` keeps such kernels from now on.
+
+        A kernel still booting is waited for up to ``wait`` seconds (the caller's start-up
+        allowance): it started before a fresh one would, but one that is not ready by then is
+        thrown away, never waited for beyond what a fresh start may take.
         """
         env = dict(os.environ)
         key = (kernel_name, tuple(extra_arguments or ()))
@@ -182,8 +218,8 @@ class KernelPool:
                     return None
                 chosen = (ready or held)[0]
                 held.remove(chosen)
-            if not chosen.ready.wait(timeout) or chosen.failed or not chosen.alive() or chosen.env != env:
-                chosen.kill()  # dead, stuck, or started with another environment
+            if chosen.env != env or not chosen.ready.wait(wait) or chosen.failed or not chosen.alive():
+                chosen.kill()  # started with another environment, not ready in time, or dead
                 continue
             return chosen
 
@@ -239,23 +275,29 @@ class KernelPool:
     async def _launch(self, entry: PooledKernel, workdir: str) -> None:
         km = PromptKernelManager(kernel_name=entry.kernel_name)
         spec = km.kernel_spec
-        if spec is None or (spec.language or "").lower() != "python":  # os.chdir is Python
+        # os.chdir is Python; a kernelspec naming another provisioner (a remote kernel) is not ours to start
+        provisioner = (spec.metadata.get("kernel_provisioner") or {}).get("provisioner_name") if spec else None
+        if spec is None or (spec.language or "").lower() != "python" or provisioner not in (None, "local-provisioner"):
             with self._lock:
                 self._unpoolable.add(entry.kernel_name)
-            raise RuntimeError(f"kernel {entry.kernel_name!r} is not a Python kernel")
+            raise RuntimeError(f"kernel {entry.kernel_name!r} is not a local Python kernel")
+        launcher = LaunchingProvisioner(kernel_id=str(uuid.uuid4()), kernel_spec=spec, parent=km)
+        km.provisioner = launcher
         with self._launch_lock:
             if self._closing:
                 raise RuntimeError("the kernel pool is draining")
-            await km.start_kernel(
-                extra_arguments=list(entry.extra_arguments),
-                cwd=workdir,
-                env=entry.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            prov = km.provisioner
-            entry.process = prov.process  # type: ignore[union-attr]
-            entry.pgid = getattr(prov, "pgid", None) or entry.process.pid
+            try:
+                await km.start_kernel(
+                    extra_arguments=list(entry.extra_arguments),
+                    cwd=workdir,
+                    env=entry.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+            finally:  # a process launched before a later step failed is killed with the entry
+                if launcher.process is not None:
+                    entry.process = launcher.process
+                    entry.pgid = launcher.pgid or launcher.process.pid
         entry.info = dict(km.get_connection_info())
         entry.argv = km.format_kernel_cmd(extra_arguments=list(entry.extra_arguments))
         assert entry.process is not None and entry.process.stdout is not None
@@ -321,6 +363,17 @@ def activate(slots: int = 1) -> KernelPool | None:
 def current() -> KernelPool | None:
     """This process's pool, if :func:`activate` made one."""
     return _pool
+
+
+def after_attempt(pooled: PooledKernel | None, key: Key | None, kernel_was_ready: bool) -> None:
+    """An attempt's kernel is gone: stop forwarding a taken kernel's output, and start a
+    replacement in the background (only for a kernel that started: one that cannot start is
+    not worth keeping ready)."""
+    if pooled is not None:
+        pooled.detach()
+    pool = _pool
+    if pool is not None and key and kernel_was_ready:
+        pool.refill(*key)
 
 
 def drain() -> None:

@@ -94,6 +94,7 @@ class _Attempt:
         self.env: dict[str, str] | None = None  # variables added to the kernel's environment
         self.kernel_key: kernelpool.Key | None = None  # kernel name and extra arguments of its start
         self.pooled: kernelpool.PooledKernel | None = None  # the pre-started kernel it took, if any
+        self.start_wait = kernelpool.READY_TIMEOUT  # seconds to wait for a pooled kernel still booting
 
     def on_notebook_start(self, **_: Any) -> None:
         self.kernel_ready = True
@@ -162,7 +163,7 @@ class _Attempt:
                 attempt.kernel_key = (self.kernel_name, tuple(kw.get("extra_arguments") or ()))
                 if pool is None or attempt.env is not None or self.provisioner is not None:
                     return
-                pooled = pool.take(*attempt.kernel_key)
+                pooled = pool.take(*attempt.kernel_key, wait=attempt.start_wait)
                 if pooled is None:
                     return
                 provisioner = kernelpool.PooledProvisioner(
@@ -257,15 +258,6 @@ def _reap(attempt: _Attempt) -> None:
         procs.kill_now(attempt.pgid, exited=procs.waiter(attempt.process))
 
 
-def _after_kernel(attempt: _Attempt) -> None:
-    """Stop a taken kernel's output forwarding; start a replacement in the pool (background)."""
-    if attempt.pooled is not None:
-        attempt.pooled.detach()
-    pool = kernelpool.current()
-    if pool is not None and attempt.kernel_key:
-        pool.refill(*attempt.kernel_key)
-
-
 def _exit_description(proc: Any) -> str:
     code = proc.poll() if proc is not None else None
     if code is None:
@@ -328,6 +320,7 @@ def run_notebook(
     attempt = _Attempt(log)
     attempt.on_kernel_start = on_kernel_start
     attempt.env = dict(env) if env else None
+    attempt.start_wait = min(startup_timeout, timeout or math.inf)
     try:
         if log:
             shown = json.dumps(parameters or {}, sort_keys=True, default=repr)
@@ -372,7 +365,7 @@ def run_notebook(
             if watchdog is not None:
                 watchdog.join(timeout=kill_grace + 5)
             _reap(attempt)
-            _after_kernel(attempt)
+            kernelpool.after_attempt(attempt.pooled, attempt.kernel_key, attempt.kernel_ready)
         outcome = _classify(attempt, error, output_path, cell_timeout, timeout, started)
         if outcome is None:
             raise error  # type: ignore[misc]  # not a notebook failure: a bug or a bad file
