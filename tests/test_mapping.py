@@ -389,3 +389,13 @@ def test_a_notebook_downstream_of_a_mapped_task_loads_the_list(nbflow_home, writ
     result = api.run_pipeline(load_pipeline(write_pipeline(source)), executor="inline")
     assert result.ok, result.tasks
     assert api.load_output(result.run_id, "report") == {"n": 3}
+
+
+def test_dag_show_names_what_a_task_maps_over(nbflow_home, write_pipeline):
+    path = write_pipeline(MAPPED)
+    out = subprocess.run(
+        [sys.executable, "-m", "nbflow", "dag", "show", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    line = next(line for line in out.splitlines() if line.strip().startswith("pair__1 "))
+    assert line.endswith("mapped over a, b"), line
+

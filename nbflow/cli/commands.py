@@ -170,7 +170,8 @@ def cmd_dag_show(args: argparse.Namespace, out: TextIO) -> int:
         )
         for t in definition["tasks"]:
             after = f"  after {', '.join(t['upstream'])}" if t["upstream"] else ""
-            out.write(f"  {t['id']:<20} {t['label']}{after}\n")
+            mapped = f"  mapped over {', '.join(t['mapped'])}" if t.get("mapped") else ""
+            out.write(f"  {t['id']:<20} {t['label']}{after}{mapped}\n")
         out.write("draw it: nbflow dag show PATH -o dag.svg (or .png, .dot)\n")
         return 0
     fmt = Path(args.output).suffix.lstrip(".").lower() or "svg"
