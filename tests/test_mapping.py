@@ -398,4 +398,3 @@ def test_dag_show_names_what_a_task_maps_over(nbflow_home, write_pipeline):
     ).stdout
     line = next(line for line in out.splitlines() if line.strip().startswith("pair__1 "))
     assert line.endswith("mapped over a, b"), line
-
