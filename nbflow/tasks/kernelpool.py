@@ -346,6 +346,7 @@ class KernelPool:
                 kernel.kill()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+        zygote.close_idle()  # reaped here, so its CPU time counts as this process's children's
 
 
 # --- this process's pool ------------------------------------------------------------------------

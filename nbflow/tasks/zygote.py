@@ -55,7 +55,7 @@ from typing import Any
 
 from nbflow import procs
 
-__all__ = ["ForkedProcess", "Zygote", "enabled", "launch", "zygote_args"]
+__all__ = ["ForkedProcess", "Zygote", "close_idle", "enabled", "launch", "zygote_args", "zygotes"]
 
 START_TIMEOUT = 60.0  # seconds a zygote may take to import ipykernel
 REPLY_TIMEOUT = 30.0  # seconds a zygote may take to fork a kernel
@@ -254,6 +254,7 @@ class Zygote:
         self._exits: dict[int, int] = {}
         self._cond = threading.Condition()
         self._closed = False
+        self._forked: list[ForkedProcess] = []
         preexec = procs.parent_death_preexec()
 
         def start() -> subprocess.Popen[bytes]:
@@ -331,9 +332,17 @@ class Zygote:
         if not got or reply is None:
             os.close(read_end)
             raise RuntimeError("the kernel zygote did not fork a kernel")
-        return ForkedProcess(
+        forked = ForkedProcess(
             int(reply["pid"]), open(read_end, "rb"), self, [self.python, "-m", "ipykernel_launcher", *args]
         )
+        with self._lock:
+            self._forked = [p for p in self._forked if p.returncode is None] + [forked]
+        return forked
+
+    def idle(self) -> bool:
+        """Whether every kernel it forked has ended (so stopping it kills nothing in use)."""
+        with self._lock:
+            return all(p.poll() is not None for p in self._forked)
 
     def close(self) -> None:
         """Stop the zygote (its kernels die with it) and reap it."""
@@ -384,6 +393,20 @@ def launch(cmd: list[str], cwd: str, env: dict[str, str]) -> ForkedProcess | Non
         return zygote.fork(args, cwd, env)
     except Exception:  # noqa: BLE001 - a zygote that cannot fork now: launch this one as before
         return None
+
+
+def close_idle() -> None:
+    """Stop (and reap) this process's zygotes none of whose kernels is alive: a worker's pool drains
+    (its pooled kernels are killed first), so the zygote's CPU time, and its kernels', is counted
+    as the worker's children's, as launched kernels' is. One with a kernel in use is left to die
+    with the worker."""
+    with _zygotes_lock:
+        if _zygotes_pid != os.getpid():
+            return
+        for key, zygote in list(_zygotes.items()):
+            if zygote.idle():
+                del _zygotes[key]
+                zygote.close()
 
 
 def zygotes() -> list[Zygote]:
