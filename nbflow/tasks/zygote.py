@@ -70,9 +70,9 @@ import atexit, ctypes, json, select, signal, socket, traceback
 import ipykernel_launcher
 from ipykernel import kernelapp
 for name in ("ipykernel.debugger", "sqlite3", "pdb", "pydoc", "faulthandler", "unicodedata", "code",
-             "gzip", "mimetypes", "http.client", "xmlrpc.client"):
+             "gzip", "mimetypes", "http.client", "xmlrpc.client", "nbflow", "nbflow.artifacts"):
     try:
-        __import__(name)  # what IPKernelApp imports while it starts
+        __import__(name)  # what IPKernelApp imports while it starts, and nbflow's context cell
     except Exception:
         pass
 prctl = ctypes.CDLL(None, use_errno=True).prctl
