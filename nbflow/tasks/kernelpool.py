@@ -33,6 +33,15 @@ attempt *takes* one instead of starting its own. A kernel still serves exactly o
   where ``prctl`` is missing; it misses a parent that died while the kernel booted if the
   orphan's new parent is a subreaper, and a Python kernel other than ipykernel may have none.
 
+- **Where pooled kernels come from**: on Linux, for a ``PYTHON -m ipykernel_launcher`` kernel
+  spec, they are forked by this process's kernel zygote (:mod:`nbflow.tasks.zygote`, a process
+  that has imported ipykernel once; ~0.06 s of CPU per kernel instead of ~0.5 s), through
+  :class:`ZygoteProvisioner`; otherwise, or when no zygote can start, launched as above. A forked
+  kernel leads its own process group, dies with the zygote, which dies with this process
+  (``PR_SET_PDEATHSIG`` both), and is seen by the worker through a ``Popen``-like
+  :class:`~nbflow.tasks.zygote.ForkedProcess`. :meth:`KernelPool.drain` also stops and reaps the
+  zygotes none of whose kernels is alive.
+
 The attempt adopts the kernel through :class:`PooledProvisioner` (a jupyter_client provisioner
 that hands over the pool's process instead of launching one), so nbclient, the attempt's
 kernel manager and the kill-on-timeout/cancel path see a pooled kernel exactly as a fresh one.
