@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "terminate",
@@ -143,9 +143,16 @@ def terminate_later(pgids: Iterable[int], grace: float, *, name: str = "nbflow-k
     return thread
 
 
-def waiter(proc: subprocess.Popen | multiprocessing.process.BaseProcess) -> Callable[[float], bool]:
+class PopenLike(Protocol):
+    """What :func:`waiter` uses of a ``subprocess.Popen`` (also a kernel zygote's fork)."""
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def waiter(proc: PopenLike | multiprocessing.process.BaseProcess) -> Callable[[float], bool]:
     """An ``exited`` callable for :func:`terminate`: waits for (and reaps) a ``subprocess.Popen``
-    or a ``multiprocessing`` process, and says whether it is gone."""
+    (or an object with its ``wait``, raising ``TimeoutExpired``) or a ``multiprocessing`` process,
+    and says whether it is gone."""
     if isinstance(proc, multiprocessing.process.BaseProcess):
 
         def join(timeout: float) -> bool:

@@ -265,7 +265,9 @@ def test_a_sigkilled_dask_worker_leaves_no_pooled_kernel(nbflow_home, pollerless
         )
         worker_pid, pooled = job.result(timeout=120)
         assert len(pooled) == 1 and pid_alive(pooled[0])
-        assert psutil.Process(pooled[0]).ppid() == worker_pid
+        # forked by the worker's kernel zygote (nbflow.tasks.zygote), or launched by the worker itself
+        parent = psutil.Process(pooled[0]).parent()
+        assert parent is not None and worker_pid in (parent.pid, parent.ppid())
         os.kill(worker_pid, signal.SIGKILL)
         assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed worker"
 
@@ -329,3 +331,50 @@ def test_a_pooled_kernel_that_never_answers_costs_no_more_than_the_start_up_allo
     assert record.reason == "task_timeout"
     assert not pid_alive(held[0].pid)  # taken, not ready within the allowance: thrown away
     assert all(k is not held[0] for k in pool.kernels())
+
+
+@pytest.mark.faults
+def test_a_zygote_forked_kernel_dies_with_its_sigkilled_worker(
+    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch
+):
+    """A pooled kernel forked by the worker's zygote (its parent is the zygote, not the worker) and
+    the zygote itself both die when the worker is SIGKILLed, without ipykernel's parent poller."""
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    pids_file = tmp_path / "pooled.json"
+    path = write_pipeline(
+        f"""
+import json, os, signal
+from pathlib import Path
+import psutil
+from nbflow import Pipeline, notebook, task
+
+@task
+def die_holding_the_pool():
+    from nbflow.tasks import kernelpool, zygote
+    marker = Path({str(pids_file)!r})
+    if not marker.exists():
+        pool = kernelpool.current()
+        assert pool is not None and pool.wait_ready(60) and pool.kernels()
+        kernels = pool.kernels()
+        marker.write_text(json.dumps({{
+            "worker": os.getpid(),
+            "kernels": [k.pid for k in kernels],
+            "forked": [type(k.process).__name__ == "ForkedProcess" for k in kernels],
+            "parents": [psutil.Process(k.pid).ppid() for k in kernels],
+            "zygotes": [z.process.pid for z in zygote.zygotes()],
+        }}))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "retried"
+
+with Pipeline("zygote_killed") as pipeline:
+    nb = notebook({str(probe)!r}, name="nb", params_cell="inject_top", kernel_name={pollerless_kernel!r})
+    nb >> die_holding_the_pool()
+"""
+    )
+    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
+    seen = json.loads(pids_file.read_text())
+    assert seen["kernels"] and all(seen["forked"]), seen
+    assert len(seen["zygotes"]) == 1 and set(seen["parents"]) == set(seen["zygotes"]), seen
+    assert seen["worker"] not in seen["parents"]
+    assert not _gone_within(seen["kernels"] + seen["zygotes"], 5), "a forked kernel outlived its SIGKILLed worker"
+    assert result.ok, result.tasks
