@@ -340,6 +340,7 @@ def test_a_zygote_forked_kernel_dies_with_its_sigkilled_worker(
     """A pooled kernel forked by the worker's zygote (its parent is the zygote, not the worker) and
     the zygote itself both die when the worker is SIGKILLed, without ipykernel's parent poller."""
     monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
+    monkeypatch.setenv("NBFLOW_KERNEL_ZYGOTE", "1")  # opt in (off by default for now)
     pids_file = tmp_path / "pooled.json"
     path = write_pipeline(
         f"""
