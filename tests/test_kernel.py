@@ -129,6 +129,9 @@ def test_a_notebook_kernel_gets_the_whole_grace_to_exit(tmp_path: Path, monkeypa
 def test_local_kernels_listen_on_unix_sockets_that_are_removed_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """No TCP ports to race for between worker processes: the channels are socket files with a
     random name under the temp folder, gone once the kernel is shut down."""
+    from nbflow.tasks import kernelpool
+
+    kernelpool.drain()  # a replacement the pool starts after an earlier test's notebook would put its sockets here
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
 
