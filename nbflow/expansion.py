@@ -60,6 +60,7 @@ class MappedTasks:
     _undecided: Any
     _unfinished: int
     _notes: list[Any]
+    clock: Callable[[], float]
 
     if TYPE_CHECKING:  # RunEngine's methods
 
@@ -232,7 +233,7 @@ class MappedTasks:
             return
         ids = self.instances[ti.task_id]
         states = {cid: self.tis[cid].state for cid in ids}
-        end = datetime.now(UTC)
+        end = _dt(self.clock())  # the engine's clock, as every other end it writes
         if any(s is T.CANCELLED for s in states.values()):
             self._set(ti, T.CANCELLED, reason="cancelled", error="instances were cancelled", end_date=end)
             return
