@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import BenchmarkError, Config, Row, _verdict, best, nbflow_run
+from benchmarks.core import BenchmarkError, Config, Row, _verdict, best, measured_again, nbflow_run
 
 DASK_WIDE_TARGET = 1.5  # nbflow per-task cost / raw Dask per-task cost on the fan-out
 HANDOFF_TARGET_MS = 15.0  # median parent end -> child start
@@ -236,32 +236,21 @@ def _notebooks(cfg: Config, address: str) -> list[Row]:
     pool_times: list[float] = []
     failures: list[str] = []
 
-    def again(fn: Any) -> float:
-        """``fn()``, measured again when it fails: two TCP kernels starting at once in two
-        processes can be handed the same free port by jupyter_client ("Address already in use",
-        then "Kernel didn't respond in 60 seconds"); that is not what is measured here. (Bare
-        papermill's kernels use TCP; nbflow's listen on Unix sockets, see nbflow/tasks/kernel.py.)"""
-        for attempt in range(3):
-            try:
-                return fn()
-            except Exception as exc:
-                if attempt == 2:
-                    raise
-                failures.append(f"{type(exc).__name__}: {str(exc)[:120]}")
-        raise AssertionError("unreachable")
+    def again(fn: Any) -> float:  # the baseline's TCP kernels only; nbflow's runs are measured once
+        return measured_again(fn, failures)
 
     try:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
             # warm-up, untimed: papermill imports and a first kernel start in each process
             again(lambda: run_pool(pool, 2))
-            again(lambda: run_nbflow(2))
+            run_nbflow(2)
             for i in range(cfg.dask_notebook_repeat):
                 if i % 2 == 0:
-                    nb_times.append(again(lambda: run_nbflow(k)))
+                    nb_times.append(run_nbflow(k))
                     pool_times.append(again(lambda: run_pool(pool, k)))
                 else:
                     pool_times.append(again(lambda: run_pool(pool, k)))
-                    nb_times.append(again(lambda: run_nbflow(k)))
+                    nb_times.append(run_nbflow(k))
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     if not nb_times:

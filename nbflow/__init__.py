@@ -18,7 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from nbflow import lazyimports
+
 __version__ = "0.1.0"
+
+lazyimports.defer()  # seconds of CPU in every process that reads a notebook: see nbflow/lazyimports.py
 
 _LAZY = {
     "Pipeline": "nbflow.dag",

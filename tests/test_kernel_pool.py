@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from nbflow import api
 from nbflow.loader import load_pipeline
-from nbflow.tasks import kernelpool
+from nbflow.tasks import kernelpool, zygote
 from nbflow.tasks.nbrun import run_notebook
 from tests.conftest import NOTEBOOKS, make_notebook, pid_alive
 
@@ -66,6 +67,7 @@ def test_an_attempt_takes_a_fresh_kernel_and_the_next_gets_another(pool, probe, 
     assert cold.ok and first["marker"] is False
     assert pool.wait_ready(60) and len(pool.kernels()) == 1  # started in the background afterwards
     pooled = pool.kernels()[0].pid
+    assert isinstance(pool.kernels()[0].process, zygote.ForkedProcess)  # forked by the zygote (the default)
 
     warm, seen = _run(probe, tmp_path)
     assert warm.ok and warm.kernel_pid == pooled == seen["pid"]
@@ -80,6 +82,17 @@ def test_an_attempt_takes_a_fresh_kernel_and_the_next_gets_another(pool, probe, 
     assert again.ok and again.kernel_pid not in (warm.kernel_pid, cold.kernel_pid)
     assert third["marker"] is False and third["count"] == first["count"]
     assert not pid_alive(warm.kernel_pid)
+
+
+def test_with_the_zygote_turned_off_pooled_kernels_are_launched(pool, probe, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_KERNEL_ZYGOTE", "0")
+    assert not zygote.enabled()
+    assert _run(probe, tmp_path)[0].ok
+    assert pool.wait_ready(60)
+    launched = pool.kernels()[0]
+    assert isinstance(launched.process, subprocess.Popen)  # jupyter_client's launch, no zygote
+    record, seen = _run(probe, tmp_path)
+    assert record.ok and record.kernel_pid == launched.pid == seen["pid"] and seen["marker"] is False
 
 
 def test_a_dead_pooled_kernel_is_replaced_and_the_task_succeeds(pool, probe, tmp_path):
@@ -340,7 +353,7 @@ def test_a_zygote_forked_kernel_dies_with_its_sigkilled_worker(
     """A pooled kernel forked by the worker's zygote (its parent is the zygote, not the worker) and
     the zygote itself both die when the worker is SIGKILLed, without ipykernel's parent poller."""
     monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
-    monkeypatch.setenv("NBFLOW_KERNEL_ZYGOTE", "1")  # opt in (off by default for now)
+    monkeypatch.delenv("NBFLOW_KERNEL_ZYGOTE", raising=False)  # on by default
     pids_file = tmp_path / "pooled.json"
     path = write_pipeline(
         f"""

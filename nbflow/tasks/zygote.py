@@ -6,13 +6,15 @@ kernel Python and environment) that has done those imports once, and started not
 context, no thread); for each pooled kernel it forks a child that runs ``IPKernelApp`` from the
 kernel's connection file, as ``python -m ipykernel_launcher -f FILE`` would (measured: ~0.06 s
 of CPU per kernel instead of ~0.5 s). The forked kernel never ran user code before it is taken,
-so an attempt's isolation is as with a fresh start.
+so an attempt's isolation is as with a fresh start. On by default; ``NBFLOW_KERNEL_ZYGOTE=0``
+turns it off (the pool then launches each kernel as ``jupyter_client`` does).
 
 Used by :class:`nbflow.tasks.kernelpool.KernelPool` only (an attempt's own, unpooled start is
 unchanged), and only for a kernel spec whose command is ``PYTHON -m ipykernel_launcher -f
 {connection_file} [ARGS...]``, on Linux (``prctl``, ``fork``, ``SCM_RIGHTS``); otherwise, or if the
-zygote cannot start, or it is not turned on (``NBFLOW_KERNEL_ZYGOTE=1``; off by default until the two
-kernel failures seen in its benchmark runs are understood: benchmarks/README.md), the pool launches the kernel as before.
+zygote cannot start, or it is turned off, the pool launches the kernel as before. (The two kernel
+start failures seen in its first benchmark runs were the papermill baseline's: its kernels listen
+on TCP ports, nbflow's on Unix sockets; see benchmarks/README.md.)
 
 What a forked kernel keeps of a launched one:
 
@@ -168,8 +170,8 @@ while True:
 
 def enabled() -> bool:
     """Whether zygotes may be used here: Linux-like (fork, prctl, SCM_RIGHTS, pidfd) and not turned off."""
-    if os.environ.get("NBFLOW_KERNEL_ZYGOTE", "0").strip().lower() not in ("1", "true", "yes", "on"):
-        return False  # opt in for now: see the module's docstring
+    if os.environ.get("NBFLOW_KERNEL_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False  # turned off
     return (
         sys.platform.startswith("linux")
         and hasattr(os, "fork")
