@@ -286,43 +286,6 @@ def test_a_sigkilled_dask_worker_leaves_no_pooled_kernel(nbflow_home, pollerless
 
 
 @pytest.mark.faults
-def test_a_sigkilled_local_worker_leaves_no_pooled_kernel(
-    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch
-):
-    """The same on the local executor: a worker process holding a pooled kernel dies by SIGKILL
-    (its task kills it, once); the kernel goes with it, and the retry on a new worker succeeds."""
-    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
-    pids_file = tmp_path / "pooled.txt"
-    path = write_pipeline(
-        f"""
-import os, signal
-from pathlib import Path
-from nbflow import Pipeline, notebook, task
-
-@task
-def die_holding_the_pool():
-    from nbflow.tasks import kernelpool
-    marker = Path({str(pids_file)!r})
-    if not marker.exists():
-        pool = kernelpool.current()
-        assert pool is not None and pool.wait_ready(60) and pool.kernels()
-        marker.write_text(" ".join(str(k.pid) for k in pool.kernels()))
-        os.kill(os.getpid(), signal.SIGKILL)
-    return "retried"
-
-with Pipeline("pooled_killed") as pipeline:
-    nb = notebook({str(probe)!r}, name="nb", params_cell="inject_top", kernel_name={pollerless_kernel!r})
-    nb >> die_holding_the_pool()
-"""
-    )
-    result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
-    pooled = [int(p) for p in pids_file.read_text().split()]
-    assert pooled
-    assert not _gone_within(pooled, 5), "a pooled kernel outlived its SIGKILLed local worker"
-    assert result.ok, result.tasks
-
-
-@pytest.mark.faults
 def test_a_pooled_kernel_that_never_answers_costs_no_more_than_the_start_up_allowance(pool, tmp_path, monkeypatch):
     """A pooled kernel still booting is waited for at most the attempt's start-up allowance
     (here its 1.5 s timeout): it used to be waited for up to 60 s, past the task's timeout."""
@@ -347,13 +310,16 @@ def test_a_pooled_kernel_that_never_answers_costs_no_more_than_the_start_up_allo
 
 
 @pytest.mark.faults
-def test_a_zygote_forked_kernel_dies_with_its_sigkilled_worker(
-    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch
+@pytest.mark.parametrize("forked", [True, False], ids=["zygote", "launched"])
+def test_a_sigkilled_local_worker_leaves_no_pooled_kernel(
+    nbflow_home, write_pipeline, pollerless_kernel, probe, tmp_path, monkeypatch, forked
 ):
-    """A pooled kernel forked by the worker's zygote (its parent is the zygote, not the worker) and
-    the zygote itself both die when the worker is SIGKILLed, without ipykernel's parent poller."""
+    """A local worker process holding pooled kernels dies by SIGKILL (its task kills it, once):
+    its kernels go with it, without ipykernel's parent poller, whether they were forked by the
+    worker's zygote (their parent is the zygote, which dies too; the default) or launched by the
+    worker (NBFLOW_KERNEL_ZYGOTE=0); the retry on a new worker succeeds."""
     monkeypatch.setenv("NBFLOW_KERNEL_POOL", "1")
-    monkeypatch.delenv("NBFLOW_KERNEL_ZYGOTE", raising=False)  # on by default
+    monkeypatch.setenv("NBFLOW_KERNEL_ZYGOTE", "1" if forked else "0")
     pids_file = tmp_path / "pooled.json"
     path = write_pipeline(
         f"""
@@ -380,15 +346,17 @@ def die_holding_the_pool():
         os.kill(os.getpid(), signal.SIGKILL)
     return "retried"
 
-with Pipeline("zygote_killed") as pipeline:
+with Pipeline("pooled_killed") as pipeline:
     nb = notebook({str(probe)!r}, name="nb", params_cell="inject_top", kernel_name={pollerless_kernel!r})
     nb >> die_holding_the_pool()
 """
     )
     result = api.run_pipeline(load_pipeline(path), executor="local", parallelism=1)
     seen = json.loads(pids_file.read_text())
-    assert seen["kernels"] and all(seen["forked"]), seen
-    assert len(seen["zygotes"]) == 1 and set(seen["parents"]) == set(seen["zygotes"]), seen
-    assert seen["worker"] not in seen["parents"]
-    assert not _gone_within(seen["kernels"] + seen["zygotes"], 5), "a forked kernel outlived its SIGKILLed worker"
+    assert seen["kernels"] and all(f is forked for f in seen["forked"]), seen
+    if forked:
+        assert len(seen["zygotes"]) == 1 and set(seen["parents"]) == set(seen["zygotes"]), seen
+    else:
+        assert not seen["zygotes"] and set(seen["parents"]) == {seen["worker"]}, seen
+    assert not _gone_within(seen["kernels"] + seen["zygotes"], 5), "a pooled kernel outlived its SIGKILLed worker"
     assert result.ok, result.tasks
