@@ -187,7 +187,9 @@ class Task(Fingerprinted):
                 where=where,
                 hint=f"known options: {', '.join(TASK_OPTIONS)}",
             )
-        merged = {**TASK_OPTIONS, **pipeline.default_args}
+        # inside `with nbflow.group(...)` (nbflow.groups): the id gets the group's prefix, the options its default_args
+        task_id, self.group_id, group_args = pipeline.groups.place(task_id) if pipeline.groups else (task_id, None, {})
+        merged = {**TASK_OPTIONS, **pipeline.default_args, **group_args}
         merged.update({k: v for k, v in options.items() if v is not _UNSET})
         self.retries = int(merged["retries"])
         if self.retries < 0:
@@ -272,7 +274,7 @@ class Task(Fingerprinted):
 
     def set_upstream(self, *others: Task | Iterable[Task]) -> None:
         """Make this task run after ``others`` (no data passed)."""
-        for other in _flatten(others):
+        for other in _flatten(others, "leaves", self):
             if not isinstance(other, Task):
                 raise _not_a_task(other, self.task_id, "after")
             if other.pipeline_name != self.pipeline_name:
@@ -283,7 +285,7 @@ class Task(Fingerprinted):
             self.upstream_ids.add(other.task_id)
 
     def __rshift__(self, other: Task | list[Task]) -> Task | list[Task]:
-        for o in _flatten([other]):
+        for o in _flatten([other], "roots", self):
             if not isinstance(o, Task):
                 raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
@@ -298,7 +300,7 @@ class Task(Fingerprinted):
         return self
 
     def __rlshift__(self, other: list[Task]) -> list[Task]:
-        for o in _flatten([other]):
+        for o in _flatten([other], "roots", self):
             if not isinstance(o, Task):
                 raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
@@ -326,12 +328,13 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _flatten(items: Iterable[Any]) -> Iterator[Any]:
+def _flatten(items: Iterable[Any], ends: str = "roots", peer: Any = None) -> Iterator[Any]:
+    """Tasks of nested lists; a task group (nbflow.groups) gives its entry ("roots") or exit tasks."""
     for item in items:
         if isinstance(item, (list, tuple, set)):
-            yield from _flatten(item)
+            yield from _flatten(item, ends, peer)
         else:
-            yield item
+            yield from item.wiring_ends(ends, peer) if hasattr(item, "wiring_ends") else (item,)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -408,6 +411,7 @@ class Pipeline:
         self.description = description
         self.tags = list(tags)
         self.tasks: dict[str, Task] = {}
+        self.groups: Any = None  # its task groups: a nbflow.groups.GroupTree, made by the first nbflow.group()
         self._order: tuple[tuple[int, int], list[str]] | None = None
         self._token: contextvars.Token | None = None
 
@@ -488,6 +492,8 @@ class Pipeline:
                         where=_site(ref_task.site),
                         hint=f"declared: {', '.join(self.param_defaults) or '(none)'}",
                     )
+        if self.groups:
+            self.groups.validate(self)  # a group id that is a task id too
         cycle = find_cycle(self.upstream_map())
         if cycle:
             raise DagCycleError(self.name, cycle, where=self.where)
@@ -535,6 +541,7 @@ class Pipeline:
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
             "incremental": self.incremental,
+            "groups": self.groups.definition() if self.groups else [],
             "tasks": [
                 {
                     "id": tid,
@@ -548,6 +555,7 @@ class Pipeline:
                     "timeout": t.timeout,
                     "trigger_rule": t.trigger_rule,
                     "mapped": t.mapping.names if t.mapping is not None else None,
+                    "group": t.group_id,
                     "fingerprint": prints[tid],
                     "where": _site(t.site),
                 }
