@@ -213,8 +213,10 @@ class TaskGroup:
     # -- wiring: a group stands for its entry tasks downstream and its exit tasks upstream -------
     def set_upstream(self, *others: Any) -> None:
         """Make every entry task run after ``others`` (tasks or groups: their exit tasks)."""
-        for entry in self.wiring_ends("roots", others):
-            entry.set_upstream(*others)
+        entries = self.wiring_ends("roots", others)
+        upstream = list(_flat(others, "leaves", self))  # groups among them: their exit tasks
+        for entry in entries:
+            entry.set_upstream(upstream)
 
     def __rshift__(self, other: Any) -> Any:
         for o in _flat([other]):
@@ -287,10 +289,13 @@ def group(
     return TaskGroup(group_id, **options)
 
 
-def _flat(items: Iterable[Any]) -> Iterator[Any]:
+def _flat(items: Iterable[Any], ends: str | None = None, peer: Any = None) -> Iterator[Any]:
+    """The items of nested lists; with ``ends``, a group's entry ("roots") or exit ("leaves") tasks."""
     for item in items:
         if isinstance(item, (list, tuple, set)):
-            yield from _flat(item)
+            yield from _flat(item, ends, peer)
+        elif ends is not None and isinstance(item, TaskGroup):
+            yield from item.wiring_ends(ends, peer)
         else:
             yield item
 
