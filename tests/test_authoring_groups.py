@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from nbflow import Pipeline, shell, task
 from nbflow.exceptions import DefinitionError
 from nbflow.mapspec import split_instance_id
 from nbflow.render import render, to_dot
+from tests.jupyter_procs import nbflow_env, register_pipelines, start_jupyter, stop_nbflow_processes
+from tests.lab_browser import CHROMIUM, lab_page, shot
 from tests.test_cli import nbflow as run_cli
 
 EXAMPLES = Path(__file__).parent / "airflow_examples"
@@ -477,3 +481,74 @@ def test_the_svg_has_a_cluster_element_per_group_and_a_node_per_collapsed_group(
     ids = {g.get("id"): g.get("class") for g in folded.iterfind(".//svg:g", ns)}
     assert ids["group-section_1"] == "node nbflow-group-collapsed nbflow-none"
     assert "task-section_1.task_1" not in ids and "task-section_2.task_1" in ids
+
+
+# --- JupyterLab: the DAG view draws the groups; a click on a group's label folds it, and back ----
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium")
+def test_the_lab_dag_view_collapses_a_group_on_a_click_on_its_label_and_expands_it_on_a_click(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')")
+    root = tmp_path / "lab"
+    (root / "pipelines").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "example_task_group.py", root / "pipelines")
+    env = nbflow_env(root, executor="inline")
+    ran = subprocess.run(
+        [sys.executable, "-m", "nbflow", "run", "pipelines/example_task_group.py", "--executor", "inline"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    register_pipelines(root, env)
+    lab = start_jupyter(root, env, "lab", extra_args=("--LabApp.expose_app_in_browser=True",))
+    try:
+        # REST: dotted task ids in paths; the groups in the definition; a collapsed group in the SVG
+        status, log = lab.request("GET", "runs/1/tasks/section_1.task_2/log")
+        assert status == 200 and log["text"].splitlines()[-1] == "1"
+        status, graph = lab.request("GET", "pipelines/example_task_group/graph")
+        assert status == 200 and [g["id"] for g in graph["definition"]["groups"]] == [
+            "section_1",
+            "section_2",
+            "section_2.inner_section_2",
+        ]
+        status, svg = lab.request("GET", "pipelines/example_task_group/graph.svg?collapsed=section_1")
+        svg = svg.replace("&#45;", "-")  # graphviz writes '-' in attributes as a character reference
+        assert status == 200 and 'id="group-section_1" class="node nbflow-group-collapsed nbflow-success"' in svg
+
+        with lab_page(lab.url, lab.token) as pg:
+            pg.evaluate("() => window.jupyterapp.commands.execute('nbflow:open-dag', {name: 'example_task_group'})")
+            view = pg.locator(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view")
+            cluster = view.locator('g.cluster[id="group-section_1"]')
+            cluster.wait_for(timeout=60_000)
+            assert view.locator("g.cluster.nbflow-group").count() == 3
+            assert view.locator('g.node[id="task-section_1.task_1"]').count() == 1
+            assert view.locator('g.cluster[id="group-section_2.inner_section_2"] text').text_content() == "inner_section_2"
+            shot(pg, "lab-groups-1-expanded")
+
+            cluster.locator("text").click()  # the group's label
+            folded = view.locator('g.nbflow-group-collapsed[id="group-section_1"]')
+            folded.wait_for(timeout=30_000)
+            assert "section_1 ▸ (3 tasks)" in folded.text_content() and "3 success" in folded.text_content()
+            assert view.locator('g.node[id="task-section_1.task_1"]').count() == 0
+            assert view.locator("g.cluster.nbflow-group").count() == 2  # section_2 and its inner group stay
+            shot(pg, "lab-groups-2-collapsed")
+
+            folded.click()  # a second click expands it again
+            cluster.wait_for(timeout=30_000)
+            assert view.locator('g.node[id="task-section_1.task_1"]').count() == 1
+            assert view.locator("g.nbflow-group-collapsed").count() == 0
+            view.locator('g.node[id="task-section_1.task_2"]').click()  # a task of a group opens its pane
+            pg.wait_for_function(
+                "(t) => document.querySelector('.nbflow-task-pane h3')?.innerText === t",
+                arg="section_1.task_2",
+                timeout=30_000,
+            )
+            shot(pg, "lab-groups-3-expanded-again")
+    finally:
+        lab.stop()
+        stop_nbflow_processes(root)
