@@ -161,6 +161,7 @@ class Task(Fingerprinted):
     #: An instance of a mapped task: its index and the mapped task's id (None otherwise).
     map_index: int | None = None
     map_parent: str | None = None
+    group_id: str | None = None  # made in `with nbflow.group(...)`: its innermost group (nbflow.groups.GroupTree.place)
 
     def __init__(
         self,
@@ -187,9 +188,8 @@ class Task(Fingerprinted):
                 where=where,
                 hint=f"known options: {', '.join(TASK_OPTIONS)}",
             )
-        # inside `with nbflow.group(...)` (nbflow.groups): the id gets the group's prefix, the options its default_args
-        task_id, self.group_id, group_args = pipeline.groups.place(task_id) if pipeline.groups else (task_id, None, {})
-        merged = {**TASK_OPTIONS, **pipeline.default_args, **group_args}
+        task_id, defaults = pipeline.groups.place(self, task_id) if pipeline.groups else (task_id, {})
+        merged = {**TASK_OPTIONS, **pipeline.default_args, **defaults}
         merged.update({k: v for k, v in options.items() if v is not _UNSET})
         self.retries = int(merged["retries"])
         if self.retries < 0:
@@ -492,8 +492,6 @@ class Pipeline:
                         where=_site(ref_task.site),
                         hint=f"declared: {', '.join(self.param_defaults) or '(none)'}",
                     )
-        if self.groups:
-            self.groups.validate(self)  # a group id that is a task id too
         cycle = find_cycle(self.upstream_map())
         if cycle:
             raise DagCycleError(self.name, cycle, where=self.where)
@@ -521,6 +519,8 @@ class Pipeline:
         h = hashlib.sha256(repr(sorted((prints or self.task_fingerprints()).items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
+        if self.groups:  # only when there are groups (ids, nesting, labels: what the picture shows)
+            h.update(repr(self.groups.definition()).encode())
         if self.incremental:  # only when set, so older pipelines keep their version
             h.update(b"incremental")
         return h.hexdigest()[:16]

@@ -41,19 +41,17 @@ class GroupTree:
         self.groups: dict[str, TaskGroup] = {}
         self.open: list[TaskGroup] = []
 
-    def place(self, task_id: str) -> tuple[str, str | None, dict[str, Any]]:
-        """For a task being made: its id (prefixed by the open groups), its innermost group's id
-        and the group's default task options (nested groups' merged, the inner one winning)."""
-        if not self.open:
-            return task_id, None, {}
-        inner = self.open[-1]
-        return inner.child_id(task_id), inner.group_id, inner.default_args
-
-    def validate(self, pipeline: Pipeline) -> None:
-        """A group id that is also a task id (a task made after its group) is an error."""
-        for gid, grp in self.groups.items():
-            if gid in pipeline.tasks:
-                raise grp.clash(pipeline.tasks[gid])
+    def place(self, task: Task, task_id: str) -> tuple[str, dict[str, Any]]:
+        """For a task being made (``Task.__init__``): its id (prefixed by the open groups) and the
+        innermost group's default task options (nested groups' merged, the inner one winning); sets
+        its ``group_id``. A task whose id is a group's is an error (a group named like an earlier
+        task is refused when it opens)."""
+        inner = self.open[-1] if self.open else None
+        full_id = inner.child_id(task_id) if inner else task_id
+        if full_id in self.groups:
+            raise self.groups[full_id].clash(full_id, f"{task.site[0]}:{task.site[1]}")
+        task.group_id = inner.group_id if inner else None
+        return full_id, inner.default_args if inner else {}
 
     def definition(self) -> list[dict[str, Any]]:
         """The groups as plain data, outer groups before the ones they hold."""
@@ -147,7 +145,8 @@ class TaskGroup:
                 hint=f"give one of them another name, or re-enter the first one: `with {self.label}:`",
             )
         if self.group_id in pipeline.tasks:
-            raise self.clash(pipeline.tasks[self.group_id])
+            task = pipeline.tasks[self.group_id]
+            raise self.clash(task.task_id, f"{task.site[0]}:{task.site[1]}")
         self.pipeline = pipeline
         tree.groups[self.group_id] = self
 
@@ -158,11 +157,10 @@ class TaskGroup:
         """The id of a task or group named ``label`` made inside this group."""
         return f"{self.group_id}.{label}" if self.prefix_group_id else label
 
-    def clash(self, task: Task) -> DefinitionError:
-        """The error for a task whose id is this group's id."""
+    def clash(self, task_id: str, task_where: str) -> DefinitionError:
+        """The error for a task (made at ``task_where``) whose id is this group's id."""
         return DefinitionError(
-            f"task group '{self.group_id}' (at {self.where}) and task '{task.task_id}' "
-            f"(at {task.site[0]}:{task.site[1]}) have the same id",
+            f"task group '{self.group_id}' (at {self.where}) and task '{task_id}' (at {task_where}) have the same id",
             where=self.where,
             hint="rename one: nbflow.group('other_name') or the task's name='other_name' "
             "(task ids and group ids share one namespace, as in Airflow)",
@@ -220,7 +218,8 @@ class TaskGroup:
 
     def __rshift__(self, other: Any) -> Any:
         for o in _flat([other]):
-            _wireable(o, self).set_upstream(self)
+            target: Any = _wireable(o, self)  # a task's set_upstream expands a group too (dag._flatten)
+            target.set_upstream(self)
         return other
 
     def __lshift__(self, other: Any) -> Any:
@@ -281,7 +280,7 @@ def group(
     group's ``default_args`` under their own options; ``g >> other``, ``other >> g`` and
     ``[g1, g2] >> g3`` wire the group's exit and entry tasks.
     """
-    options = {"prefix_group_id": prefix_group_id, "default_args": default_args, "tooltip": tooltip}
+    options: dict[str, Any] = {"prefix_group_id": prefix_group_id, "default_args": default_args, "tooltip": tooltip}
     if callable(group_id):
         return GroupFunction(group_id, None, options)
     if group_id is None:

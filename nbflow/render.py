@@ -82,7 +82,7 @@ def to_dot(
             continue
         state = states.get(t["id"])
         badge = f" [{badges.get(t['id'], 'mapped')}]" if t.get("mapped") else ""
-        label = t["id"] + badge + "\\n" + t.get("label", t["kind"]).replace('"', "'")
+        label = layout.name_in_cluster(t) + badge + "\\n" + t.get("label", t["kind"]).replace('"', "'")
         if state:
             label += f"\\n[{state}]"
         shape = KIND_SHAPES.get(t["kind"], "box")
@@ -127,6 +127,12 @@ class _GroupLayout:
             chain.append(gid)
             gid = self.groups[gid].get("parent")
         return chain
+
+    def name_in_cluster(self, task: Mapping[str, Any]) -> str:
+        """A task's id without its group's prefix (the cluster's label says it): ``task_2`` in
+        ``section_1``, as Airflow draws it."""
+        gid, tid = task.get("group") or "", task["id"]
+        return tid[len(gid) + 1 :] if gid in self.groups and tid.startswith(f"{gid}.") else tid
 
     def add_node(self, gid: str | None, line: str) -> None:
         self.nodes.setdefault(gid if gid in self.groups else None, []).append(line)

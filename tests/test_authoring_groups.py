@@ -50,7 +50,12 @@ def test_a_group_prefixes_its_task_ids_nested_groups_prefix_outer_inner_task():
                 b = step.options_(name="b")(a)
                 c = step(b)  # a name from the function; a second call gets __1 inside the group
                 d = step(c)
-    assert (a.task_id, b.task_id, c.task_id, d.task_id) == ("outer.a", "outer.inner.b", "outer.inner.step", "outer.inner.step__1")
+    assert (a.task_id, b.task_id, c.task_id, d.task_id) == (
+        "outer.a",
+        "outer.inner.b",
+        "outer.inner.step",
+        "outer.inner.step__1",
+    )
     assert (outer.group_id, inner.group_id, inner.parent) == ("outer", "outer.inner", outer)
     assert (top.group_id, a.group_id, b.group_id) == (None, "outer", "outer.inner")
     assert b.upstream_ids == {"outer.a"}  # data edges use the prefixed ids
@@ -159,7 +164,9 @@ def test_a_nested_group_wires_as_part_of_its_outer_group_and_on_its_own():
     up = _up(p)
     assert sorted(t.task_id for t in outer.entry_tasks()) == ["outer.first", "outer.solo"]
     assert sorted(t.task_id for t in outer.exit_tasks()) == ["outer.inner.i2", "outer.solo"]
-    assert up["outer.inner.i1"] == ["outer.first"] and first.upstream_ids == {"start"} and solo.upstream_ids == {"start"}
+    assert (
+        up["outer.inner.i1"] == ["outer.first"] and first.upstream_ids == {"start"} and solo.upstream_ids == {"start"}
+    )
     assert up["end"] == ["outer.inner.i2", "outer.solo"]
     assert up["mid"] == ["outer.inner.i2"] and i2.upstream_ids == {"outer.inner.i1"}
 
@@ -272,7 +279,9 @@ def test_other_group_errors():
     with pytest.raises(DefinitionError, match=r"task group 'g' is opened outside a pipeline"):
         with nbflow.group("g"):
             pass
-    with pytest.raises(DefinitionError, match=r"opens task group 'g' twice \(first at .*test_authoring_groups.py:\d+, again at"):
+    with pytest.raises(
+        DefinitionError, match=r"opens task group 'g' twice \(first at .*test_authoring_groups.py:\d+, again at"
+    ):
         with Pipeline("twice"):
             with nbflow.group("g"):
                 step()
@@ -330,7 +339,9 @@ def test_a_mapped_task_in_a_group_runs_with_dotted_instance_ids_through_the_cli(
     assert "training with 3" in run_cli("logs", "1", "section_1.train[2]", home=home).stdout
     assert (home / "runs" / "grouped_map" / "run-1" / "section_1.train[2]" / "try-1" / "log.txt").is_file()
     assert re.search(r"^best\s+success", tasks, re.M), tasks
-    assert (home / "runs" / "grouped_map" / "run-1" / "best" / "try-1" / "artifacts" / "return.json").read_text() == "30"
+    assert (
+        home / "runs" / "grouped_map" / "run-1" / "best" / "try-1" / "artifacts" / "return.json"
+    ).read_text() == "30"
 
 
 # --- Airflow's example DAGs through the real CLI -----------------------------------------------
@@ -373,7 +384,9 @@ def test_airflow_example_task_group_runs_with_airflows_task_ids_and_only_one_tas
     assert show.returncode == 0, show.stderr
     after = dict(re.findall(r"^  (\S+)\s+.*?(?:  after (.*))?$", show.stdout, re.M))
     assert after["section_1.task_1"] == "start"
-    assert after["section_2.task_1"] == after["section_2.inner_section_2.task_2"] == "section_1.task_2, section_1.task_3"
+    assert (
+        after["section_2.task_1"] == after["section_2.inner_section_2.task_2"] == "section_1.task_2, section_1.task_3"
+    )
     assert after["end"] == "section_2.inner_section_2.task_4, section_2.task_1"
     drawn = run_cli("dag", "show", str(example), "-o", str(tmp_path / "dag.dot"), home=home)
     assert drawn.returncode == 0, drawn.stderr
@@ -435,12 +448,18 @@ def test_to_dot_draws_each_group_as_a_labelled_cluster_nested_as_the_groups_are(
         "cluster_section_2.inner_section_2": (
             "cluster_section_2",
             "inner_section_2",
-            ["section_2.inner_section_2.task_2", "section_2.inner_section_2.task_3", "section_2.inner_section_2.task_4"],
+            [
+                "section_2.inner_section_2.task_2",
+                "section_2.inner_section_2.task_3",
+                "section_2.inner_section_2.task_4",
+            ],
         ),
     }
     assert 'tooltip="Tasks for section_1"' in dot and 'id="group-section_1"' in dot
     assert '"start" -> "section_1.task_1";' in dot and '"section_2.task_1" -> "end";' in dot
-    assert "#8fdb8f" in dot  # the state colour of a task inside a cluster
+    # inside its cluster a task is labelled without the group's prefix (as Airflow draws it), in its state colour
+    assert '"section_1.task_1" [label="task_1\\npython: empty\\n[success]"' in dot and "#8fdb8f" in dot
+    assert '"section_2.inner_section_2.task_4" [label="task_4\\n' in dot and '"start" [label="start\\n' in dot
 
 
 def test_to_dot_draws_a_collapsed_group_as_one_node_with_its_states_and_reroutes_edges():
@@ -467,7 +486,9 @@ def test_to_dot_draws_a_collapsed_group_as_one_node_with_its_states_and_reroutes
 def test_the_svg_has_a_cluster_element_per_group_and_a_node_per_collapsed_group():
     ns = {"svg": "http://www.w3.org/2000/svg"}
     svg = ET.fromstring(render(to_dot(_example_definition(), {})))
-    groups = {g.get("id"): g.get("class") for g in svg.iterfind(".//svg:g", ns) if (g.get("id") or "").startswith("group-")}
+    groups = {
+        g.get("id"): g.get("class") for g in svg.iterfind(".//svg:g", ns) if (g.get("id") or "").startswith("group-")
+    }
     assert groups == {
         "group-section_1": "cluster nbflow-group",
         "group-section_2": "cluster nbflow-group",
@@ -527,7 +548,9 @@ def test_the_lab_dag_view_collapses_a_group_on_a_click_on_its_label_and_expands_
             cluster.wait_for(timeout=60_000)
             assert view.locator("g.cluster.nbflow-group").count() == 3
             assert view.locator('g.node[id="task-section_1.task_1"]').count() == 1
-            assert view.locator('g.cluster[id="group-section_2.inner_section_2"] text').text_content() == "inner_section_2"
+            assert (
+                view.locator('g.cluster[id="group-section_2.inner_section_2"] text').text_content() == "inner_section_2"
+            )
             shot(pg, "lab-groups-1-expanded")
 
             cluster.locator("text").click()  # the group's label
@@ -552,3 +575,22 @@ def test_the_lab_dag_view_collapses_a_group_on_a_click_on_its_label_and_expands_
     finally:
         lab.stop()
         stop_nbflow_processes(root)
+
+
+def test_the_groups_are_part_of_the_pipeline_version():
+    """A stored version keeps its definition, so what the picture shows of the groups (ids,
+    nesting, labels, tooltips) makes a new version when it changes; a pipeline without groups
+    keeps its fingerprint."""
+
+    def make(tooltip: str | None) -> Pipeline:
+        with Pipeline("versioned") as p:
+            if tooltip is None:
+                step.options_(name="x")()
+            else:
+                with nbflow.group("g", prefix_group_id=False, tooltip=tooltip):
+                    step.options_(name="x")()
+        return p
+
+    plain, first, same, other = make(None), make("one"), make("one"), make("two")
+    assert plain.task_fingerprints() == first.task_fingerprints()  # the same tasks (no prefix)
+    assert plain.fingerprint() != first.fingerprint() == same.fingerprint() != other.fingerprint()

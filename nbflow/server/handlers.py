@@ -110,7 +110,9 @@ class GraphHandler(NbflowHandler):
             self.reply(graph)
             return
         run = graph["run"]["id"] if graph["run"] else None
-        collapsed = [g for g in limits.text("collapsed", self.get_query_argument("collapsed", ""), 4000).split(",") if g]
+        collapsed = [
+            g for g in limits.text("collapsed", self.get_query_argument("collapsed", ""), 4000).split(",") if g
+        ]
         picture = await self.call(api.dag_picture, graph["definition"], run_id=run, fmt="svg", collapsed=collapsed)
         self.finish(picture, set_content_type="image/svg+xml")
 
