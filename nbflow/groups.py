@@ -16,8 +16,8 @@ the prefix; :meth:`dag.Pipeline.definition` names each task's innermost group (`
 lists the groups (``groups``: id, label, parent, tooltip) for pictures.
 
 The pipeline holds its groups in a :class:`GroupTree` (``pipeline.groups``, made by the first
-group), which dag consults when a task is made (:meth:`GroupTree.place`) and validated
-(:meth:`GroupTree.validate`); ``>>`` on tasks expands a group through :meth:`TaskGroup.wiring_ends`.
+group), which dag consults when a task is made (:meth:`GroupTree.place`: its id, its group,
+its default options); ``>>`` on tasks expands a group through :meth:`TaskGroup.wiring_ends`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from nbflow.dag import TASK_OPTIONS, Pipeline, Task, caller_site, current_pipeline
+from nbflow.dag import TASK_OPTIONS, Pipeline, Task, _flatten, caller_site, current_pipeline
 from nbflow.exceptions import DefinitionError
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")  # no dots: they join group and task names
@@ -212,7 +212,7 @@ class TaskGroup:
     def set_upstream(self, *others: Any) -> None:
         """Make every entry task run after ``others`` (tasks or groups: their exit tasks)."""
         entries = self.wiring_ends("roots", others)
-        upstream = list(_flat(others, "leaves", self))  # groups among them: their exit tasks
+        upstream = list(_flatten(others, "leaves", self))  # groups among them: their exit tasks
         for entry in entries:
             entry.set_upstream(upstream)
 
@@ -288,13 +288,11 @@ def group(
     return TaskGroup(group_id, **options)
 
 
-def _flat(items: Iterable[Any], ends: str | None = None, peer: Any = None) -> Iterator[Any]:
-    """The items of nested lists; with ``ends``, a group's entry ("roots") or exit ("leaves") tasks."""
+def _flat(items: Iterable[Any]) -> Iterator[Any]:
+    """The items of nested lists, groups as they are (dag's ``_flatten`` expands them)."""
     for item in items:
         if isinstance(item, (list, tuple, set)):
-            yield from _flat(item, ends, peer)
-        elif ends is not None and isinstance(item, TaskGroup):
-            yield from item.wiring_ends(ends, peer)
+            yield from _flat(item)
         else:
             yield item
 

@@ -20,6 +20,7 @@ import pytest
 import nbflow
 from nbflow import Pipeline, shell, task
 from nbflow.exceptions import DefinitionError
+from nbflow.groups import TaskGroup
 from nbflow.mapspec import split_instance_id
 from nbflow.render import render, to_dot
 from tests.jupyter_procs import nbflow_env, register_pipelines, start_jupyter, stop_nbflow_processes
@@ -227,7 +228,7 @@ def test_the_decorator_form_makes_a_group_per_call_and_passes_default_args():
         g >> h
     assert section.__doc__ == "A section." and section.__name__ == "section"
     assert (first.task_id, second.task_id) == ("section.step__1", "section__1.step__1")
-    assert isinstance(g, nbflow.groups.TaskGroup) and (g.group_id, h.group_id) == ("silent", "named")
+    assert isinstance(g, TaskGroup) and (g.group_id, h.group_id) == ("silent", "named")
     assert consumer.upstream_ids == {"section__1.step__1"}
     assert p.tasks["section.step"].retries == 3 and p.tasks["silent.only"].retries == 0
     assert _up(p)["named.t"] == ["silent.only"]
