@@ -78,7 +78,7 @@ def to_dot(
     ]
     layout = _GroupLayout(definition, set(collapsed))
     for t in definition["tasks"]:
-        if t["id"] not in layout.node_of:  # drawn as its collapsed group
+        if layout.drawn_as[t["id"]] != t["id"]:  # drawn as its collapsed group
             continue
         state = states.get(t["id"])
         badge = f" [{badges.get(t['id'], 'mapped')}]" if t.get("mapped") else ""
@@ -108,16 +108,12 @@ class _GroupLayout:
         self.definition = definition
         self.groups = {g["id"]: g for g in definition.get("groups") or []}  # older definitions have none
         self.members: dict[str, list[str]] = {}  # collapsed group -> the tasks it stands for
-        self.node_of: dict[str, str] = {}  # task id -> the DOT node it is drawn as (tasks not folded)
-        folded: dict[str, str] = {}
+        self.drawn_as: dict[str, str] = {}  # task id -> the DOT node it is drawn as: its own, or its group's
         for t in definition["tasks"]:
             outer = next((g for g in reversed(self._ancestry(t.get("group"))) if g in collapsed), None)
-            if outer is None:
-                self.node_of[t["id"]] = t["id"]
-            else:
-                folded[t["id"]] = "group:" + outer  # ':' is in no task id
+            self.drawn_as[t["id"]] = t["id"] if outer is None else "group:" + outer  # ':' is in no task id
+            if outer is not None:
                 self.members.setdefault(outer, []).append(t["id"])
-        self.drawn_as = {**folded, **self.node_of}
         self.nodes: dict[str | None, list[str]] = {}  # group (None: none) -> its node lines
 
     def _ancestry(self, gid: str | None) -> list[str]:
