@@ -29,6 +29,7 @@ _LAZY = {
     "task": "nbflow.tasks.python",
     "notebook": "nbflow.tasks.notebook",
     "shell": "nbflow.tasks.shell",
+    "group": "nbflow.groups",
     "sensor": "nbflow.tasks.sensor",
     "file_exists": "nbflow.tasks.sensor",
     "pipeline_succeeded": "nbflow.tasks.sensor",

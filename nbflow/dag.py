@@ -161,6 +161,7 @@ class Task(Fingerprinted):
     #: An instance of a mapped task: its index and the mapped task's id (None otherwise).
     map_index: int | None = None
     map_parent: str | None = None
+    group_id: str | None = None  # made in `with nbflow.group(...)`: its innermost group (nbflow.groups.GroupTree.place)
 
     def __init__(
         self,
@@ -187,7 +188,8 @@ class Task(Fingerprinted):
                 where=where,
                 hint=f"known options: {', '.join(TASK_OPTIONS)}",
             )
-        merged = {**TASK_OPTIONS, **pipeline.default_args}
+        task_id, defaults = pipeline.groups.place(self, task_id) if pipeline.groups else (task_id, {})
+        merged = {**TASK_OPTIONS, **pipeline.default_args, **defaults}
         merged.update({k: v for k, v in options.items() if v is not _UNSET})
         self.retries = int(merged["retries"])
         if self.retries < 0:
@@ -272,7 +274,7 @@ class Task(Fingerprinted):
 
     def set_upstream(self, *others: Task | Iterable[Task]) -> None:
         """Make this task run after ``others`` (no data passed)."""
-        for other in _flatten(others):
+        for other in _flatten(others, "leaves", self):
             if not isinstance(other, Task):
                 raise _not_a_task(other, self.task_id, "after")
             if other.pipeline_name != self.pipeline_name:
@@ -283,7 +285,7 @@ class Task(Fingerprinted):
             self.upstream_ids.add(other.task_id)
 
     def __rshift__(self, other: Task | list[Task]) -> Task | list[Task]:
-        for o in _flatten([other]):
+        for o in _flatten([other], "roots", self):
             if not isinstance(o, Task):
                 raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
@@ -298,7 +300,7 @@ class Task(Fingerprinted):
         return self
 
     def __rlshift__(self, other: list[Task]) -> list[Task]:
-        for o in _flatten([other]):
+        for o in _flatten([other], "roots", self):
             if not isinstance(o, Task):
                 raise _not_a_task(o, self.task_id, "before")
             o.set_upstream(self)
@@ -326,12 +328,13 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _flatten(items: Iterable[Any]) -> Iterator[Any]:
+def _flatten(items: Iterable[Any], ends: str = "roots", peer: Any = None) -> Iterator[Any]:
+    """Tasks of nested lists; a task group (nbflow.groups) gives its entry ("roots") or exit tasks."""
     for item in items:
         if isinstance(item, (list, tuple, set)):
-            yield from _flatten(item)
+            yield from _flatten(item, ends, peer)
         else:
-            yield item
+            yield from item.wiring_ends(ends, peer) if hasattr(item, "wiring_ends") else (item,)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -408,6 +411,7 @@ class Pipeline:
         self.description = description
         self.tags = list(tags)
         self.tasks: dict[str, Task] = {}
+        self.groups: Any = None  # its task groups: a nbflow.groups.GroupTree, made by the first nbflow.group()
         self._order: tuple[tuple[int, int], list[str]] | None = None
         self._token: contextvars.Token | None = None
 
@@ -515,6 +519,8 @@ class Pipeline:
         h = hashlib.sha256(repr(sorted((prints or self.task_fingerprints()).items())).encode())
         h.update(repr(sorted((k, repr(v)) for k, v in self.param_defaults.items())).encode())
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
+        if self.groups:  # only when there are groups (ids, nesting, labels: what the picture shows)
+            h.update(repr(self.groups.definition()).encode())
         if self.incremental:  # only when set, so older pipelines keep their version
             h.update(b"incremental")
         return h.hexdigest()[:16]
@@ -535,6 +541,7 @@ class Pipeline:
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
             "incremental": self.incremental,
+            "groups": self.groups.definition() if self.groups else [],
             "tasks": [
                 {
                     "id": tid,
@@ -548,6 +555,7 @@ class Pipeline:
                     "timeout": t.timeout,
                     "trigger_rule": t.trigger_rule,
                     "mapped": t.mapping.names if t.mapping is not None else None,
+                    "group": t.group_id,
                     "fingerprint": prints[tid],
                     "where": _site(t.site),
                 }

@@ -67,6 +67,8 @@ export class DagView extends Widget {
   private followLatest = true;
   private selectedTask: string | null = null;
   private selectedTry: number | null = null;
+  /** Task groups drawn as one node (a click on a group's label collapses it, on its node expands it). */
+  private collapsed = new Set<string>();
   private view: View = 'graph';
   private paramTypes: Record<string, string> = {};
   private timer: number | null = null;
@@ -229,7 +231,9 @@ export class DagView extends Widget {
   private async renderMain(graph: IGraph, details: IRunDetails | null, q: string): Promise<void> {
     const order = graph.definition.tasks.map(t => t.id);
     if (this.view === 'graph') {
-      const svg = await request<string>(pipelinePath(this.pipeline, `graph.svg${q}`));
+      const folded = [...this.collapsed].map(encodeURIComponent).join(',');
+      const query = folded ? `${q ? `${q}&` : '?'}collapsed=${folded}` : q;
+      const svg = await request<string>(pipelinePath(this.pipeline, `graph.svg${query}`));
       const box = h('div', { class: 'nbflow-dag-svg', 'data-run-state': graph.run ? graph.run.state : 'none' });
       box.innerHTML = svg;
       this.main.replaceChildren(box);
@@ -254,6 +258,11 @@ export class DagView extends Widget {
   }
 
   private onSvgClick(ev: MouseEvent): void {
+    const group = groupOf(ev.target as Element);
+    if (group !== null) {
+      this.toggleGroup(group);
+      return;
+    }
     const node = (ev.target as Element).closest('g.node');
     if (!node || !node.id.startsWith('task-')) {
       return;
@@ -261,6 +270,14 @@ export class DagView extends Widget {
     this.selectedTask = node.id.slice('task-'.length);
     this.selectedTry = null;
     this.markSelected();
+    void this.refresh();
+  }
+
+  /** Collapse a task group into one node, or expand it again. */
+  toggleGroup(group: string): void {
+    if (!this.collapsed.delete(group)) {
+      this.collapsed.add(group);
+    }
     void this.refresh();
   }
 
@@ -546,6 +563,14 @@ export class DagView extends Widget {
 
 /** An incremental run's decision: "reused from run 4, try 1" for a cached task, else why it ran. */
 /** The mapped task an instance id ``train[2]`` belongs to (any other id: itself). */
+/** The task group a click in the picture toggles: the label of an expanded group (a graphviz
+ * cluster `<g id="group-ID" class="cluster">`) or the node of a collapsed one. */
+function groupOf(target: Element): string | null {
+  const cluster = target.closest('g.cluster');
+  const hit = cluster && target.closest('text') ? cluster : target.closest('g.nbflow-group-collapsed');
+  return hit && hit.id.startsWith('group-') ? hit.id.slice('group-'.length) : null;
+}
+
 function mappedTaskOf(task: string): string {
   return task.replace(/\[\d+\]$/, '');
 }

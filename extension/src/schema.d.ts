@@ -45,7 +45,7 @@ export interface paths {
       path?: never;
       cookie?: never;
     };
-    /** The graphviz SVG; nodes are `<g id="task-ID" class="node nbflow-STATE">` */
+    /** The graphviz SVG; nodes are `<g id="task-ID" class="node nbflow-STATE">`, task groups `<g id="group-ID" class="cluster nbflow-group">` (a collapsed one `<g id="group-ID" class="node nbflow-group-collapsed nbflow-STATE">`) */
     get: operations['pipelineGraphSvg'];
     put?: never;
     post?: never;
@@ -704,8 +704,19 @@ export interface components {
       retries?: number;
       /** @description a mapped task: the names it maps over (its instances are task[i]) */
       mapped?: string[] | null;
+      /** @description the id of the innermost task group the task was made in (its id starts with it unless the group has prefix_group_id=False) */
+      group?: string | null;
     } & {
       [key: string]: unknown;
+    };
+    GroupDefinition: {
+      /** @description e.g. 'section_2.inner_section_2' */
+      id: string;
+      /** @description its own name, e.g. 'inner_section_2' */
+      label: string;
+      /** @description the id of the group around it */
+      parent: string | null;
+      tooltip: string;
     };
     Definition: {
       name: string;
@@ -714,6 +725,8 @@ export interface components {
       description?: string;
       params?: components['schemas']['Params'];
       tasks: components['schemas']['TaskDefinition'][];
+      /** @description task groups, outer ones first (absent in definitions stored before groups existed) */
+      groups?: components['schemas']['GroupDefinition'][];
     } & {
       [key: string]: unknown;
     };
@@ -955,6 +968,8 @@ export interface operations {
     parameters: {
       query?: {
         run?: number;
+        /** @description task group ids, comma-separated, each drawn as one node with a summary of its tasks' states */
+        collapsed?: string;
       };
       header?: never;
       path: {

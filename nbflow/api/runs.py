@@ -398,16 +398,22 @@ def load_output(run_id: int, task_id: str, *, store: Store | None = None) -> Any
 
 
 def dag_picture(
-    pipeline: Pipeline | Mapping[str, Any], *, run_id: int | None = None, fmt: str = "svg", store: Store | None = None
+    pipeline: Pipeline | Mapping[str, Any],
+    *,
+    run_id: int | None = None,
+    fmt: str = "svg",
+    store: Store | None = None,
+    collapsed: Iterable[str] = (),
 ) -> bytes | str:
-    """The DAG as DOT text (``fmt="dot"``) or rendered bytes, coloured by a run's states."""
+    """The DAG as DOT text (``fmt="dot"``) or rendered bytes, coloured by a run's states; the task
+    groups in ``collapsed`` drawn as one node each."""
     definition = pipeline.definition() if isinstance(pipeline, Pipeline) else pipeline
     states = badges = None
     if run_id is not None:
         store = store or open_store()
         rows = store.task_instances(run_id)
         states, badges = {r["task_id"]: r["state"] for r in rows}, map_badges(rows)
-    dot = to_dot(definition, states, badges)
+    dot = to_dot(definition, states, badges, collapsed)
     return dot if fmt == "dot" else render(dot, fmt)
 
 

@@ -95,7 +95,8 @@ class PipelinesHandler(NbflowHandler):
 
 
 class GraphHandler(NbflowHandler):
-    """``GET /nbflow/api/pipelines/{name}/graph[.svg]?run=ID``: the DAG with a run's states."""
+    """``GET /nbflow/api/pipelines/{name}/graph[.svg]?run=ID[&collapsed=G1,G2]``: the DAG with a run's
+    states (in the SVG, the task groups named by ``collapsed`` are one node each)."""
 
     @tornado.web.authenticated
     @authorized
@@ -109,7 +110,10 @@ class GraphHandler(NbflowHandler):
             self.reply(graph)
             return
         run = graph["run"]["id"] if graph["run"] else None
-        picture = await self.call(api.dag_picture, graph["definition"], run_id=run, fmt="svg")
+        collapsed = [
+            g for g in limits.text("collapsed", self.get_query_argument("collapsed", ""), 4000).split(",") if g
+        ]
+        picture = await self.call(api.dag_picture, graph["definition"], run_id=run, fmt="svg", collapsed=collapsed)
         self.finish(picture, set_content_type="image/svg+xml")
 
 
