@@ -49,7 +49,7 @@ def time_reached(target):
     """TimeSensor's condition: the UTC time of day is past ``target``."""
 
     def condition():
-        return datetime.datetime.now(tz=datetime.timezone.utc).time() >= target
+        return datetime.datetime.now(tz=datetime.UTC).time() >= target
 
     condition.description = f"time_reached({target})"
     return condition
@@ -65,7 +65,7 @@ def week_day_is(day):
     return condition
 
 
-NOW = datetime.datetime.now(tz=datetime.timezone.utc)
+NOW = datetime.datetime.now(tz=datetime.UTC)
 IN_AN_HOUR = (NOW + datetime.timedelta(hours=1)).time()
 NOT_TODAY = (datetime.date.today().weekday() + 3) % 7
 
@@ -76,9 +76,7 @@ with Pipeline("example_sensors") as pipeline:
     t1 = sensor(time_reached(NOW.time()), name="fire_immediately", **fast)
     # the hour ahead wraps past midnight in the last hour of a day: a time of day that never comes
     never = IN_AN_HOUR if IN_AN_HOUR > NOW.time() else datetime.time(23, 59, 59, 999999)
-    t2 = sensor(
-        time_reached(never), name="timeout_after_second_date_in_the_future", timeout=1, soft_fail=True, **fast
-    )
+    t2 = sensor(time_reached(never), name="timeout_after_second_date_in_the_future", timeout=1, soft_fail=True, **fast)
     t1a = sensor(time_reached(NOW.time()), name="fire_immediately_async", **fast)
     t2a = sensor(
         time_reached(never), name="timeout_after_second_date_in_the_future_async", timeout=1, soft_fail=True, **fast
