@@ -16,14 +16,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nbflow.artifacts import UpstreamOutput
+from nbflow.incremental import NO_OUTPUTS, Produced
 from nbflow.record import AttemptRecord
 from nbflow.rules import decide, run_outcome
 from nbflow.setupteardown import TEARDOWN_RULE, rows_of, setups_of, teardown_ids
-from nbflow.states import RunState, TaskState
+from nbflow.states import SUCCEEDED, RunState, TaskState
+from nbflow.tasks.flow import Flow, follow_of
 
 if TYPE_CHECKING:
     from nbflow.dag import Pipeline
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from nbflow.tasks.base import BaseTask
 
 T = TaskState
+log = logging.getLogger("nbflow.engine")
 
 
 class Skipping:
@@ -41,7 +46,9 @@ class Skipping:
     tis: dict[str, Any]
     children: dict[str, list[str]]
     clock: Callable[[], float]
+    produced: dict[str, Produced]
     _roles: dict[str, dict[str, Any]] | None = None
+    _follows: dict[str, list[str] | None] | None = None
 
     if TYPE_CHECKING:  # RunEngine's methods
 
@@ -51,18 +58,48 @@ class Skipping:
 
         def _set(self, ti: Any, to: TaskState, expect_try: int | None = None, **fields: Any) -> None: ...
 
+    def _choices(self) -> dict[str, list[str] | None]:
+        """What each branch or short-circuit task of this run chose to follow (None: everything)."""
+        if self._follows is None:
+            self._follows = {}
+        return self._follows
+
     def _role_rows(self) -> dict[str, dict[str, Any]]:
         if self._roles is None:
             self._roles = rows_of(self.pipeline.tasks)
         return self._roles
 
     def _verdict(self, task: BaseTask, states: Mapping[str, TaskState]) -> TaskState | None:
-        """The trigger rule's verdict for ready ``task`` (a teardown's over its setups too)."""
+        """The trigger rule's verdict for ready ``task`` (a teardown's over its setups too); a
+        task a succeeded branch or short-circuit upstream did not follow stays skipped (after a
+        re-run cleared it: the first time, :meth:`_skip_or_branch` skipped it already)."""
+        if not task.is_teardown and any(self._not_followed(up, task.task_id) for up in states):
+            return T.SKIPPED
         setups: list[TaskState] = []
         if task.trigger_rule == TEARDOWN_RULE:
             own = task.map_parent or task.task_id
             setups = [self.tis[s].state for s in setups_of(self._role_rows(), own) if s in self.tis]
         return decide(task.trigger_rule, states.values(), setups)
+
+    def _not_followed(self, up: str, task_id: str) -> bool:
+        """Whether succeeded branch or short-circuit ``up`` chose not to go on to ``task_id``."""
+        if up not in self.pipeline.tasks or self.tis[up].state not in SUCCEEDED:
+            return False
+        flow = self.task(up)
+        if not (isinstance(flow, Flow) and (flow.branch or flow.short_circuit)):
+            return False
+        choices = self._choices()
+        if up not in choices:  # decided before this engine: its saved value says
+            try:
+                value = UpstreamOutput(flow.value_style, list(self.produced.get(up, NO_OUTPUTS).refs)).value(
+                    "branch" if flow.value_style == "dict" else None
+                )
+                choices[up] = follow_of(value) if flow.branch else (None if value else [])
+            except Exception:  # an unreadable value: the task's trigger rule decides
+                log.warning("cannot read what %s chose to follow", up, exc_info=True)
+                choices[up] = None
+        follow = choices[up]
+        return follow is not None and task_id not in follow
 
     def _outcome(self) -> RunState:
         """The finished run's state (teardowns left out)."""
@@ -78,11 +115,13 @@ class Skipping:
             self._set(ti, T.SKIPPED, expect_try=try_number, reason="skipped", error=res.message, note=None, **fields)
             self._op(lambda tx: tx.update_attempt(run_id, tid, try_number, state="skipped", **row))
             return True
+        if res.ok:
+            self._choices()[ti.task_id] = res.follow
         if not res.ok or res.follow is None:
             return False
         task, kids = self.task(ti.task_id), self.children.get(ti.task_id, [])
-        if getattr(task, "short_circuit", False):
-            below = self._below(ti.task_id) if getattr(task, "ignore_downstream_trigger_rules", True) else kids
+        if isinstance(task, Flow) and task.short_circuit:
+            below = self._below(ti.task_id) if task.ignore_downstream_trigger_rules else kids
             self._skip_all(below, f"short-circuit {ti.task_id} returned a falsy value")
             return False
         wrong = [f for f in res.follow if f not in kids]

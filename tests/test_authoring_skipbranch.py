@@ -298,6 +298,14 @@ def test_branch_returning_names_and_handles(nbflow_home, write_pipeline, pick, w
     assert {k: got[k] for k in want} == want
     assert got["h1"] == "skipped" and got["h2"] == "success"  # a handle returned by the branch
     assert got["by_names"] == "success" and result.state is RunState.SUCCESS
+    if pick == "names":
+        # a re-run of a task the branch did not choose: the branch's saved choice still skips it
+        again = api.rerun(result.run_id, tasks=["b", "h1"], executor="inline")
+        rows = {t["task_id"]: t for t in again.tasks}
+        assert rows["b"]["state"] == rows["h1"]["state"] == "skipped" and rows["join"]["state"] == "success"
+        assert rows["by_names"]["try_number"] == 1 and rows["join"]["try_number"] == 2
+        # a plain re-run clears what failed: skipped is no failure, nothing runs again
+        assert api.clear_run(result.run_id, dry_run=True) == []
 
 
 @pytest.mark.parametrize(

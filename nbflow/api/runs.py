@@ -227,7 +227,7 @@ def clear_run(
     dry_run: bool = False,
     store: Store | None = None,
 ) -> list[str]:
-    """Reset tasks of a finished run (default: those not successful), with what is downstream
+    """Reset tasks of a finished run (default: those that failed or were cancelled), with what is downstream
     of them (``downstream``) and what they depend on (``upstream``), to ``pending``, and queue
     the run again; returns the cleared task ids (with ``dry_run``: the ones it would clear,
     writing nothing). A cleared task brings its setups and teardowns (:mod:`nbflow.setupteardown`).
@@ -242,7 +242,8 @@ def clear_run(
         )
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if tasks is None:
-        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED]
+        # what failed (or was cancelled); a skipped task is no failure (Airflow's "clear failed")
+        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED | {TaskState.SKIPPED}]
     else:
         chosen = list(tasks)
         for tid in chosen:
