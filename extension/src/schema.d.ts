@@ -704,6 +704,12 @@ export interface components {
       retries?: number;
       /** @description a mapped task: the names it maps over (its instances are task[i]) */
       mapped?: string[] | null;
+      /** @description a setup task (present only when true) */
+      setup?: boolean;
+      /** @description a teardown task (present only when true): it runs when one of its setups succeeded and is left out of the run's outcome */
+      teardown?: boolean;
+      /** @description a teardown's setups named with setups= (empty: the setup tasks upstream of it) */
+      setups?: string[];
     } & {
       [key: string]: unknown;
     };
