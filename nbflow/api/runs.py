@@ -227,12 +227,13 @@ def clear_run(
     dry_run: bool = False,
     store: Store | None = None,
 ) -> list[str]:
-    """Reset tasks of a finished run (default: those that failed or were cancelled), with what is downstream
-    of them (``downstream``) and what they depend on (``upstream``), to ``pending``, and queue
-    the run again; returns the cleared task ids (with ``dry_run``: the ones it would clear,
-    writing nothing). A cleared task brings its setups and teardowns (:mod:`nbflow.setupteardown`).
-    A cleared task gets its retries again (``max_tries`` grows by them). In
-    an incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
+    """Reset tasks of a finished run (default: those that failed or were cancelled; skipped is
+    no failure), with what is downstream of them (``downstream``) and what they depend on
+    (``upstream``), and their setups and teardowns (:mod:`nbflow.setupteardown`), to
+    ``pending``, and queue the run again; returns the cleared task ids (with ``dry_run``: the
+    ones it would clear, writing nothing). A cleared task gets its retries again (``max_tries``
+    grows by them). In an incremental run the chosen ``tasks`` join its ``--force`` list (they
+    run, not reused)."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
