@@ -13,8 +13,9 @@ mapped task's end.
   fails its own branch.
 * **The mapped task ends** when its last instance does: ``success`` when none failed (zero
   instances included), ``skipped`` when every instance was skipped, else ``failed`` (reason
-  ``mapped``) or ``cancelled``. Its downstream tasks see the mapped set: trigger rules count each instance's state, and the value they
-  receive is the list of the successful instances' values in map-index order.
+  ``mapped``) or ``cancelled``. Its downstream tasks see the mapped set: trigger rules count
+  each instance's state, and the value they receive is the list of the successful instances'
+  values in map-index order.
 * **A restarted driver** finds the instance rows of a running mapped task and expands it again
   (the same values give the same points) to rebuild the instances' tasks; a cleared mapped task
   keeps the rows of its instances that were not cleared, and their states.
