@@ -472,3 +472,25 @@ def test_skip_in_a_cell_task(nbflow_home, tmp_path):
     assert rows["check"]["state"] == "skipped" and rows["check"]["error"] == "no rows to load"
     assert rows["check"]["try_number"] == 1 and rows["load"]["state"] == "skipped"
     assert result.state is RunState.SUCCESS
+
+
+def test_what_a_cleared_task_brings_with_it():
+    from nbflow.setupteardown import setups_of, with_setups_and_teardowns
+
+    rows = {
+        "s1": {"id": "s1", "upstream": [], "setup": True},
+        "s2": {"id": "s2", "upstream": [], "setup": True},
+        "lone": {"id": "lone", "upstream": [], "setup": True},  # a setup without a teardown
+        "w1": {"id": "w1", "upstream": ["s1"]},
+        "w2": {"id": "w2", "upstream": ["s1", "s2", "lone"]},
+        "t1": {"id": "t1", "upstream": ["w1", "s1"], "teardown": True, "setups": ["s1"]},
+        "t2": {"id": "t2", "upstream": ["w2"], "teardown": True, "setups": []},  # its setups: found upstream
+        "after": {"id": "after", "upstream": ["t2"]},
+    }
+    assert setups_of(rows, "t2") == ["lone", "s1", "s2"] and setups_of(rows, "t1") == ["s1"]
+    # Airflow's clear: a setup upstream whose teardown is downstream (or that has none), with its teardowns
+    assert with_setups_and_teardowns(rows, ["w1"]) == {"w1", "s1", "t1", "t2"}
+    assert with_setups_and_teardowns(rows, ["w2"]) == {"w2", "s1", "s2", "lone", "t1", "t2"}
+    assert with_setups_and_teardowns(rows, ["t1"]) == {"t1", "s1"}  # a teardown brings its setups
+    assert with_setups_and_teardowns(rows, ["s2"]) == {"s2", "t2"}  # a setup its teardowns
+    assert with_setups_and_teardowns(rows, ["after"]) == {"after"}  # outside every scope
