@@ -7,7 +7,8 @@ Authoring API::
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
 scalar for ``nbflow compare`` (saved scalars are metrics too). ``raise nbflow.FailNow(...)`` fails a task
-without retries. Names are imported lazily so ``import nbflow`` stays cheap in kernels.
+without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. Names are imported lazily
+so ``import nbflow`` stays cheap in kernels.
 
 In Jupyter: ``%load_ext nbflow`` (see ``%nbflow?``); ``pipeline.run()`` runs a pipeline with a
 live view and a pipeline displays as its DAG.
@@ -37,6 +38,7 @@ _LAZY = {
     "save": "nbflow.artifacts",
     "metric": "nbflow.artifacts",
     "FailNow": "nbflow.exceptions",
+    "Skip": "nbflow.exceptions",
     "NbflowError": "nbflow.exceptions",
 }
 

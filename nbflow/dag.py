@@ -24,8 +24,11 @@ from nbflow.graph import find_cycle, toposort
 from nbflow.mapspec import MapSpec, check_mapping
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
+from nbflow.setupteardown import SetupTeardown
 
-TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed", "always")
+TRIGGER_RULES: tuple[str, ...] = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed")
+TRIGGER_RULES += ("always", "one_done", "none_failed_min_one_success", "none_skipped", "all_skipped")
+TRIGGER_RULES += ("all_done_setup_success",)  # a teardown's (nbflow.setupteardown)
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _NBFLOW_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -144,7 +147,7 @@ def _seconds(name: str, value: Any, where: str) -> float | None:
     return float(value)
 
 
-class Task(Fingerprinted):
+class Task(Fingerprinted, SetupTeardown):
     """A node of a pipeline. Kinds (python, notebook, shell) subclass it in ``nbflow.tasks``.
 
     Calling a task factory inside ``with Pipeline(...)`` returns the task itself, which acts
@@ -558,6 +561,7 @@ class Pipeline:
                     "group": t.group_id,
                     "fingerprint": prints[tid],
                     "where": _site(t.site),
+                    **t.role_fields(),  # setup / teardown (with its setups), for a re-run's clear
                 }
                 for tid, t in ((tid, self.tasks[tid]) for tid in self.order())
             ],

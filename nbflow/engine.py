@@ -22,7 +22,7 @@ The algorithm, over plain in-memory records mirrored to the store:
 5. A failed attempt goes to ``up_for_retry`` while tries remain, else ``failed``;
    ``FailNow`` fails at once; an attempt lost with its worker: :mod:`nbflow.lostwork`.
    Callbacks run after their state change is committed. The run ends when every task
-   finished (:func:`nbflow.rules.run_outcome`).
+   finished (:func:`nbflow.rules.run_outcome`). Skips, branches, teardowns: :mod:`nbflow.skipping`.
 6. A queued task records its fingerprint (:mod:`nbflow.incremental`); in an incremental run an up-to-date
    task ends ``cached`` instead, and its downstream tasks receive the outputs of the attempt it reuses.
 
@@ -52,8 +52,9 @@ from nbflow.expansion import MappedTasks
 from nbflow.incremental import Decider, Produced, known_outputs, produced
 from nbflow.lostwork import LostWork
 from nbflow.record import AttemptRecord
-from nbflow.rules import decide, retry_delay, run_outcome
+from nbflow.rules import retry_delay
 from nbflow.sensing import SensorPoking
+from nbflow.skipping import Skipping
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
 from nbflow.tasks.base import BaseTask
@@ -106,7 +107,7 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class RunEngine(SensorPoking, LostWork, MappedTasks):
+class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
     """Drives the run ``run_id`` of ``pipeline`` on ``executor`` until every task finished."""
 
     def __init__(
@@ -227,8 +228,7 @@ class RunEngine(SensorPoking, LostWork, MappedTasks):
         database cannot be written."""
         if self._ops or self._stale:
             self.step([])
-        leaves = [tid for tid in self.tis if tid in self.pipeline.tasks and not self.children.get(tid)]
-        final = run_outcome({tid: ti.state for tid, ti in self.tis.items()}, leaves)
+        final = self._outcome()  # nbflow.skipping: teardowns left out
         self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
         self.state = final
         callback = self.pipeline.on_success if final is RunState.SUCCESS else self.pipeline.on_failure
@@ -416,7 +416,7 @@ class RunEngine(SensorPoking, LostWork, MappedTasks):
                 continue
             task = self.task(tid)
             states = self._upstream_states(task)
-            verdict = decide(task.trigger_rule, states.values())
+            verdict = self._verdict(task, states)
             if verdict is None and task.mapping is not None:
                 self._expand(ti, now)
             elif verdict is None:
@@ -546,6 +546,8 @@ class RunEngine(SensorPoking, LostWork, MappedTasks):
     def _apply_result(self, ti: _TI, res: AttemptRecord) -> None:
         if res.reason == "cancelled":
             self._fail_attempt(ti, "cancelled", res.message, res.ended_at)
+            return
+        if self._skip_or_branch(ti, res):  # skipped (nbflow.skipping); a branch skips what it did not choose
             return
         if res.ok:
             self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)

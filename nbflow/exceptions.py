@@ -166,3 +166,8 @@ class RunTakenOverError(NbflowError):
 
 class FailNow(Exception):
     """Raise inside a task (or a notebook cell) to fail it at once, skipping remaining retries."""
+
+
+class Skip(Exception):
+    """Raise inside a task (a function, a notebook cell, a cell task) to end it ``skipped`` with
+    the message as its reason: no retry, never a failure; downstream tasks follow their trigger rules."""

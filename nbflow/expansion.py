@@ -12,9 +12,10 @@ mapped task's end.
   maps over another mapped task's instance depends on that instance only: a failed instance
   fails its own branch.
 * **The mapped task ends** when its last instance does: ``success`` when none failed (zero
-  instances included), else ``failed`` (reason ``mapped``) or ``cancelled``. Its downstream
-  tasks see the mapped set: trigger rules count each instance's state, and the value they
-  receive is the list of the successful instances' values in map-index order.
+  instances included), ``skipped`` when every instance was skipped, else ``failed`` (reason
+  ``mapped``) or ``cancelled``. Its downstream tasks see the mapped set: trigger rules count
+  each instance's state, and the value they receive is the list of the successful instances'
+  values in map-index order.
 * **A restarted driver** finds the instance rows of a running mapped task and expands it again
   (the same values give the same points) to rebuild the instances' tasks; a cleared mapped task
   keeps the rows of its instances that were not cleared, and their states.
@@ -242,6 +243,9 @@ class MappedTasks:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             error = f"{len(bad)} of {len(ids)} instances did not succeed: {shown}"
             self._set(ti, T.FAILED, reason="mapped", error=error, end_date=end)
+            return
+        if ids and all(s is T.SKIPPED for s in states.values()):  # nothing ran: skipped, as its instances
+            self._set(ti, T.SKIPPED, reason="skipped", error=f"all {len(ids)} instances were skipped", end_date=end)
             return
         h = hashlib.sha256()
         for cid in ids:

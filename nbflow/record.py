@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nbflow.exceptions import FailNow
+from nbflow.exceptions import FailNow, Skip
 
 __all__ = ["AttemptRecord", "RECORD_FIELDS", "ATTEMPT_COLUMNS", "TASK_COLUMNS", "STORAGE_ERRNOS"]
 
@@ -45,6 +45,9 @@ class AttemptRecord:
     #: a finite number, a bool or a short string; the engine writes them to the ``metrics`` table
     metrics: list[dict[str, Any]] = field(default_factory=list)
     kernel_pid: int | None = None
+    #: a branch or short-circuit task's choice: the ids of the downstream tasks to follow (None:
+    #: not a branch, or a short-circuit that goes on); the engine skips the others
+    follow: list[str] | None = None
     # -- identity, place and time: filled by the worker (stamp) ------------------------------
     key: str = ""
     run_id: int = 0
@@ -66,8 +69,17 @@ class AttemptRecord:
         return cls(ok=False, reason=reason, message=message, ename=ename, evalue=evalue, **fields)
 
     @classmethod
+    def skipped(cls, message: str) -> AttemptRecord:
+        """An attempt that skipped itself (``nbflow.Skip``, ``skip_on_exit_code``, a ``soft_fail``
+        sensor's timeout): the task ends ``skipped`` with ``message`` as its reason, no retry."""
+        return cls(ok=False, reason="skipped", message=message, ename="Skip", evalue=message)
+
+    @classmethod
     def from_exception(cls, exc: BaseException, *, skip_frames: int = 0, reason: str | None = None) -> AttemptRecord:
-        """A failed attempt describing ``exc`` (``fail_now`` for :class:`FailNow`, else ``reason`` or ``exception``)."""
+        """A failed attempt describing ``exc`` (``fail_now`` for :class:`FailNow`, else ``reason`` or
+        ``exception``); a skipped one for :class:`Skip`."""
+        if isinstance(exc, Skip):
+            return cls.skipped(str(exc) or "skipped by nbflow.Skip")
         tb = exc.__traceback__
         for _ in range(skip_frames):
             if tb is not None and tb.tb_next is not None:

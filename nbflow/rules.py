@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from nbflow.exceptions import NbflowError
@@ -11,8 +11,14 @@ from nbflow.states import FAILED_STATES, SUCCEEDED, RunState, TaskState
 T = TaskState
 
 
-def decide(rule: str, states: Iterable[TaskState]) -> TaskState | None:
-    """Trigger rule over finished upstream states: None to run, else the state to set."""
+def decide(rule: str, states: Iterable[TaskState], setups: Iterable[TaskState] = ()) -> TaskState | None:
+    """Trigger rule over finished upstream states: None to run, else the state to set.
+
+    As Airflow's: a skipped upstream skips an ``all_success`` task (never ``upstream_failed``);
+    ``all_done_setup_success`` (a teardown's rule) runs when every upstream task finished and at
+    least one of its ``setups`` (their states) succeeded: skipped when they all were skipped,
+    ``upstream_failed`` when none succeeded otherwise; without setups it is ``all_done``.
+    """
     states = list(states)
     failed = sum(s in FAILED_STATES for s in states)
     skipped = sum(s is T.SKIPPED for s in states)
@@ -29,8 +35,23 @@ def decide(rule: str, states: Iterable[TaskState]) -> TaskState | None:
         return T.SKIPPED if skipped == len(states) else T.UPSTREAM_FAILED
     if rule == "one_failed":
         return None if failed else T.SKIPPED
+    if rule == "one_done":
+        return None if failed or success or not states else T.SKIPPED
     if rule == "none_failed":
         return T.UPSTREAM_FAILED if failed else None
+    if rule == "none_failed_min_one_success":
+        if failed:
+            return T.UPSTREAM_FAILED
+        return T.SKIPPED if states and skipped == len(states) else None
+    if rule == "none_skipped":
+        return T.SKIPPED if skipped else None
+    if rule == "all_skipped":
+        return None if skipped == len(states) else T.SKIPPED
+    if rule == "all_done_setup_success":
+        setups = list(setups)
+        if not setups or any(s in SUCCEEDED for s in setups):
+            return None
+        return T.SKIPPED if all(s is T.SKIPPED for s in setups) else T.UPSTREAM_FAILED
     raise NbflowError(f"unknown trigger rule {rule!r}")
 
 
@@ -46,10 +67,13 @@ def retry_delay(task: Any, try_number: int) -> float:
     return min(delay, float(task.max_retry_delay)) if task.max_retry_delay else delay
 
 
-def run_outcome(states: Mapping[str, TaskState], leaves: Iterable[str]) -> RunState:
-    """A finished run's state: cancelled if any task was, failed if a leaf failed, else success."""
+def run_outcome(states: Mapping[str, TaskState], teardowns: Collection[str] = ()) -> RunState:
+    """A finished run's state: cancelled if any task was; failed if any task other than a
+    teardown failed or was ``upstream_failed`` (a failure stays a failure even when an
+    ``all_done`` task after it is the only leaf and succeeded; teardowns are left out, as
+    Airflow leaves them out of a run's state); else success. Skipped is never a failure."""
     if any(s is T.CANCELLED for s in states.values()):
         return RunState.CANCELLED
-    if any(states[tid] in FAILED_STATES for tid in leaves):
+    if any(s in FAILED_STATES for tid, s in states.items() if tid not in teardowns):
         return RunState.FAILED
     return RunState.SUCCESS

@@ -100,7 +100,7 @@ class SensorPoking:
                 record = AttemptRecord(ok=True)
             elif task.timeout is not None and now - (ti.first_poke or now) >= task.timeout:
                 msg = f"sensor timed out after {task.timeout:g}s: condition {task.label()[8:]} never became true"
-                record = AttemptRecord.failure("sensor_timeout", msg)
+                record = AttemptRecord.skipped(msg) if task.soft_fail else AttemptRecord.failure("sensor_timeout", msg)
             else:
                 return None
         return record.stamp(

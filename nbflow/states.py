@@ -8,7 +8,8 @@ instance moves like this::
                   |         |  \\-> failed
                   |         \\---> up_for_retry -> queued (next try)
                   \\-> (a fast task may report its end before its start)
-    pending -> upstream_failed | skipped       (decided by trigger rules)
+    pending -> upstream_failed | skipped       (decided by trigger rules, or a branch not followed)
+    queued | running -> skipped                 (the attempt skipped itself: nbflow.Skip, skip_on_exit_code)
     pending -> cached                           (an incremental run reuses an earlier success)
     pending -> running -> success | failed      (a mapped task: running while its instances run)
     any unfinished -> cancelled                 (run cancelled)
@@ -78,7 +79,7 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     T.SUCCESS: frozenset({T.QUEUED, T.RUNNING}),
     T.FAILED: frozenset({T.QUEUED, T.RUNNING, T.UP_FOR_RETRY}),
     T.UPSTREAM_FAILED: frozenset({T.PENDING}),
-    T.SKIPPED: frozenset({T.PENDING}),
+    T.SKIPPED: frozenset({T.PENDING, T.QUEUED, T.RUNNING}),  # from running: nbflow.Skip, a mapped task
     T.CACHED: frozenset({T.PENDING}),
     T.CANCELLED: frozenset(UNFINISHED),
 }
@@ -129,4 +130,6 @@ REASONS = (
     "storage_error",  # the artifact root refused a write (read-only, full): retries apply
     "map_error",  # a mapped task's values cannot be mapped (not a list, too many); no retry
     "mapped",  # a mapped task whose instances did not all succeed
+    "skipped",  # not a failure: the attempt skipped itself (nbflow.Skip, skip_on_exit_code, a soft_fail sensor)
+    "branch_error",  # a branch task chose a task that is not directly downstream of it
 )

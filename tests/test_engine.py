@@ -177,8 +177,9 @@ def test_upstream_failed_propagates_and_trigger_rules_run(nbflow_home, write_pip
         "ok_only": "success",
     }
     assert "upstream failed: bad" in rows(result)["after_bad"]["error"]
-    # leaves are cleanup, alert, ok_only: all succeeded, so the run succeeds (Airflow's leaf rule)
-    assert result.state.value == "success"
+    # the leaves cleanup, alert, ok_only all succeeded, yet bad failed: the run fails (a failure is
+    # never hidden by an all_done task after it; Airflow's leaf rule would call it a success)
+    assert result.state.value == "failed"
     assert "cleaning" in api.read_log(result.run_id, "cleanup")
 
 

@@ -706,6 +706,12 @@ export interface components {
       mapped?: string[] | null;
       /** @description the id of the innermost task group the task was made in (its id starts with it unless the group has prefix_group_id=False) */
       group?: string | null;
+      /** @description a setup task (present only when true) */
+      setup?: boolean;
+      /** @description a teardown task (present only when true): it runs when one of its setups succeeded and is left out of the run's outcome */
+      teardown?: boolean;
+      /** @description a teardown's setups named with setups= (empty: the setup tasks upstream of it) */
+      setups?: string[];
     } & {
       [key: string]: unknown;
     };

@@ -11,6 +11,7 @@ from nbflow.exceptions import StateConflictError, UnknownTaskError
 from nbflow.graph import toposort
 from nbflow.rules import run_outcome
 from nbflow.schedule import Schedule, get_timezone, normalize
+from nbflow.setupteardown import by_id, teardown_ids
 from nbflow.states import TaskState
 from nbflow.store import Store
 from nbflow.store.orm import utcnow
@@ -80,8 +81,7 @@ def mark_task(run_id: int, task_id: str, state: str, *, store: Store | None = No
         raise UnknownTaskError(run["pipeline"], task_id, tis, where=f"run {run_id}")
     version = store.get_version(run["version_id"]) if run["version_id"] else None
     definition = version["definition"] if version is not None else {"tasks": []}
-    downstream = {u for t in definition["tasks"] for u in t["upstream"]}
-    leaves = [t for t in tis if t not in downstream]
+    teardowns = teardown_ids(by_id(definition["tasks"]))
 
     def write(tx: Any) -> str:
         if not tx.mark_task(run_id, task_id, to, note=f"marked {to.value} by a person"):
@@ -92,7 +92,7 @@ def mark_task(run_id: int, task_id: str, state: str, *, store: Store | None = No
             )
         states = {t: TaskState(r["state"]) for t, r in tis.items()}
         states[task_id] = to
-        outcome = run_outcome(states, leaves)
+        outcome = run_outcome(states, teardowns)
         tx.set_finished_run_state(run_id, outcome)
         return outcome.value
 

@@ -15,6 +15,7 @@ from nbflow.executors import executor_class
 from nbflow.incremental import PlannedTask, choose, known_outputs, plan
 from nbflow.loader import load_pipeline
 from nbflow.render import map_badges, render, to_dot
+from nbflow.setupteardown import by_id, rows_of, with_setups_and_teardowns
 from nbflow.states import FINISHED, SUCCEEDED, RunState, TaskState
 from nbflow.store import Store
 from nbflow.store.orm import utcnow
@@ -62,7 +63,8 @@ def _only_subset(pipeline: Pipeline, only: Iterable[str] | None) -> list[str]:
     for tid in wanted:
         if tid not in pipeline.tasks:
             raise UnknownTaskError(pipeline.name, tid, pipeline.tasks, where="--only")
-    return [tid for tid in order if tid in wanted]
+    chosen = with_setups_and_teardowns(rows_of(pipeline.tasks), wanted)  # a task runs with its setups and teardowns
+    return [tid for tid in order if tid in chosen]
 
 
 def create_run(
@@ -225,11 +227,13 @@ def clear_run(
     dry_run: bool = False,
     store: Store | None = None,
 ) -> list[str]:
-    """Reset tasks of a finished run (default: those not successful), with what is downstream
-    of them (``downstream``) and what they depend on (``upstream``), to ``pending``, and queue
-    the run again; returns the cleared task ids (with ``dry_run``: the ones it would clear,
-    writing nothing). A cleared task gets its retries again (``max_tries`` grows by them). In
-    an incremental run the chosen ``tasks`` join its ``--force`` list (they run, not reused)."""
+    """Reset tasks of a finished run (default: those that failed or were cancelled; skipped is
+    no failure), with what is downstream of them (``downstream``) and what they depend on
+    (``upstream``), and their setups and teardowns (:mod:`nbflow.setupteardown`), to
+    ``pending``, and queue the run again; returns the cleared task ids (with ``dry_run``: the
+    ones it would clear, writing nothing). A cleared task gets its retries again (``max_tries``
+    grows by them). In an incremental run the chosen ``tasks`` join its ``--force`` list (they
+    run, not reused)."""
     store = store or open_store()
     run = store.get_run(run_id)
     if run["state"] not in {s.value for s in (RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED)}:
@@ -239,7 +243,8 @@ def clear_run(
         )
     tis = {r["task_id"]: r for r in store.task_instances(run_id)}
     if tasks is None:
-        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED]
+        # what failed (or was cancelled); a skipped task is no failure (Airflow's "clear failed")
+        chosen = [tid for tid, r in tis.items() if TaskState(r["state"]) not in SUCCEEDED | {TaskState.SKIPPED}]
     else:
         chosen = list(tasks)
         for tid in chosen:
@@ -258,6 +263,7 @@ def clear_run(
         closure |= _closure(seeds, down)
     if upstream:
         closure |= _closure(seeds, _edges(definition, down=False))
+    closure |= with_setups_and_teardowns(by_id(definition), closure)  # a cleared task's setups and teardowns
     # ... but a mapped task cleared for its upstream's sake (or chosen alone) runs every instance again
     reached = _closure([c for tid in seeds for c in down.get(tid, ())], down) if downstream else set()
     whole = {tid for tid in closure if tid in reached or (tid in chosen and tid not in via_instance)}

@@ -29,6 +29,7 @@ from nbflow.dag import OutputRef
 from nbflow.fingerprint import digest
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
+from nbflow.tasks.flow import skipped_in_kernel
 
 INJECTED_TAG = "injected-parameters"  # nbrun does not count these cells as source cells
 
@@ -158,7 +159,7 @@ class CellTask(BaseTask):
         result.reason = "fail_now" if result.ename == "FailNow" else result.reason
         result.message = message.splitlines()[0] if message else ""
         result.cell_index = index
-        return result
+        return skipped_in_kernel(result)
 
     def _inputs_source(self, ctx: AttemptContext) -> str:
         lines = ["# nbflow: this cell task's --inputs", "import nbflow as _nbflow"]

@@ -38,11 +38,12 @@ from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundErro
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.tasks.flow import Flow, skipped_in_kernel
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 
 
-class NotebookTask(BaseTask):
+class NotebookTask(Flow, BaseTask):
     """One execution of a notebook with papermill, in this worker process."""
 
     kind = "notebook"
@@ -61,6 +62,7 @@ class NotebookTask(BaseTask):
         env: dict[str, str] | None = None,
         expand: dict[str, Any] | None = None,
         zip: bool = False,
+        branch: bool = False,
         **options: Any,
     ):
         site = caller_site()
@@ -82,6 +84,7 @@ class NotebookTask(BaseTask):
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
+        self.set_flow(branch=branch)
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
 
@@ -226,7 +229,7 @@ class NotebookTask(BaseTask):
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
         if record.ename == "FailNow":
             record.reason = "fail_now"
-        return record
+        return self.with_saved_choice(skipped_in_kernel(record))
 
 
 def notebook(
@@ -241,6 +244,7 @@ def notebook(
     env: dict[str, str] | None = None,
     expand: dict[str, Any] | None = None,
     zip: bool = False,
+    branch: bool = False,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -267,6 +271,9 @@ def notebook(
     from the worker's pool of pre-started kernels). ``expand``: parameters to map over, each a
     list of values (or an upstream list): one instance of the notebook per value, per point of
     their cross product, or of their pairs with ``zip=True`` (see :mod:`nbflow.mapspec`).
+    ``branch=True``: the notebook saves the tasks to follow, ``nbflow.save("branch", ["task_a"])``;
+    the other tasks directly downstream are skipped. ``raise nbflow.Skip("why")`` in a cell ends
+    the task ``skipped``.
     """
     return NotebookTask(
         path,
@@ -279,6 +286,7 @@ def notebook(
         env=env,
         expand=expand,
         zip=zip,
+        branch=branch,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

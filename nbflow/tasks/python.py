@@ -32,15 +32,30 @@ from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.tasks.flow import Flow
 
 
-class PythonTask(BaseTask):
+class PythonTask(Flow, BaseTask):
     """One call of a Python function; its return value is the task's value."""
 
     kind = "python"
     value_style = "single"
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str | None = None, **options: Any):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        *,
+        name: str | None = None,
+        branch: bool = False,
+        short_circuit: bool = False,
+        ignore_downstream_trigger_rules: bool = True,
+        setup: bool = False,
+        teardown: bool = False,
+        setups: Any = None,
+        **options: Any,
+    ):
         self.fn = fn
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
@@ -51,6 +66,10 @@ class PythonTask(BaseTask):
         # so a traceback names the pipeline file and line again (see _own_file)
         self.source_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
         super().__init__(name or fn.__name__, explicit_id=name is not None, **options)
+        self.set_flow(
+            branch=branch, short_circuit=short_circuit, ignore_downstream_trigger_rules=ignore_downstream_trigger_rules
+        )
+        self.set_role(setup=setup, teardown=teardown, setups=setups)
 
     def references(self) -> list[OutputRef | ParamRef]:
         """References among the call's arguments."""
@@ -124,7 +143,7 @@ class PythonTask(BaseTask):
             except Exception as exc:  # the value itself cannot be stored (it does not pickle)
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
-        return record
+        return self.with_choice(record, value)
 
     def _own_file(self, record: AttemptRecord) -> AttemptRecord:
         """``record`` with its traceback's ``File "<dynamic-code>"`` frames (code cloudpickle sent
@@ -301,8 +320,20 @@ def task(
     reads: Any = _UNSET,
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
+    branch: bool = False,
+    short_circuit: bool = False,
+    ignore_downstream_trigger_rules: bool = True,
+    setup: bool = False,
+    teardown: bool = False,
+    setups: Any = None,
 ) -> Any:
-    """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
+    """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``.
+
+    ``branch=True``: the function returns the downstream tasks to follow (ids or handles), the
+    others are skipped; ``short_circuit=True``: a falsy return value skips everything downstream
+    (``ignore_downstream_trigger_rules=False``: only the tasks directly downstream);
+    ``setup=True``, ``teardown=True`` (with ``setups=[...]``): see :mod:`nbflow.setupteardown`.
+    """
     options = {
         "name": name,
         "retries": retries,
@@ -320,6 +351,12 @@ def task(
         "reads": reads,
         "cache": cache,
         "cache_ttl": cache_ttl,
+        "branch": branch,
+        "short_circuit": short_circuit,
+        "ignore_downstream_trigger_rules": ignore_downstream_trigger_rules,
+        "setup": setup,
+        "teardown": teardown,
+        "setups": setups,
     }
     if fn is not None:
         return TaskFactory(fn, options)

@@ -4,7 +4,7 @@ Sensors run in *reschedule* mode only: each poke is a short call made by the pro
 driving the run (the scheduler or ``nbflow run``), in a small thread pool, so a waiting
 sensor holds no worker slot, kernel or process. The task is ``running`` from its first
 poke until the condition is true (``success``) or ``timeout`` seconds have passed since
-the first poke (``failed``, reason ``sensor_timeout``). A poke that raises is a failed try
+the first poke (``failed``, reason ``sensor_timeout``; ``skipped`` with ``soft_fail=True``). A poke that raises is a failed try
 (retries apply).
 
 A condition is a callable taking a :class:`SensorContext` (or nothing) and returning a
@@ -57,8 +57,11 @@ class SensorTask(BaseTask):
         name: str | None = None,
         poke_interval: float = 30.0,
         timeout: float | None = 3600.0,
+        soft_fail: bool = False,
         **options: Any,
     ):
+        #: at its timeout the sensor ends ``skipped`` instead of failed (Airflow's soft_fail)
+        self.soft_fail = bool(soft_fail)
         if not callable(condition):
             raise DefinitionError(f"sensor condition must be callable, got {condition!r}")
         if poke_interval <= 0:
@@ -135,6 +138,7 @@ def sensor(
     name: str | None = None,
     poke_interval: float = 30.0,
     timeout: float | None = 3600.0,
+    soft_fail: bool = False,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     trigger_rule: str = _UNSET,
@@ -145,12 +149,15 @@ def sensor(
 
     ``sensor(file_exists("data/*.csv"), poke_interval=60, timeout=3600)``,
     ``sensor(pipeline_succeeded("ingest"))`` or ``sensor(lambda ctx: ..., name="ready")``.
+    ``soft_fail=True``: at its timeout the sensor ends ``skipped`` (its downstream tasks follow
+    their trigger rules) instead of failed.
     """
     return SensorTask(
         condition,
         name=name,
         poke_interval=poke_interval,
         timeout=timeout,
+        soft_fail=soft_fail,
         retries=retries,
         retry_delay=retry_delay,
         trigger_rule=trigger_rule,

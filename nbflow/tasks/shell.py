@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,21 @@ class ShellTask(BaseTask):
         name: str | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        skip_on_exit_code: int | Iterable[int] | None = None,
         **options: Any,
     ):
-        if not isinstance(command, str) or not command.strip():
-            from nbflow.exceptions import DefinitionError
+        from nbflow.exceptions import DefinitionError
 
+        if not isinstance(command, str) or not command.strip():
             raise DefinitionError(f"shell task needs a non-empty command string, got {command!r}")
+        codes = [skip_on_exit_code] if isinstance(skip_on_exit_code, int) else list(skip_on_exit_code or ())
+        if any(not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 255 for c in codes):
+            raise DefinitionError(
+                f"skip_on_exit_code of shell task {name or command!r} must be exit codes (0-255), got {skip_on_exit_code!r}",
+                hint="an int or a list of ints, e.g. skip_on_exit_code=99 or [99, 100]",
+            )
+        #: exit codes that end the task ``skipped`` instead of failed (Airflow's BashOperator)
+        self.skip_on_exit_code = tuple(codes)
         self.command = command
         self.env = dict(env or {})
         pipeline = current_pipeline()
@@ -99,6 +108,8 @@ class ShellTask(BaseTask):
             except BaseException:
                 procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
                 raise
+        if code in self.skip_on_exit_code:
+            return AttemptRecord.skipped(f"command exited with code {code} (skip_on_exit_code): {self.command}")
         if code != 0:
             return AttemptRecord.failure(
                 "exit_code",
@@ -115,6 +126,7 @@ def shell(
     name: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    skip_on_exit_code: int | Iterable[int] | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -131,12 +143,16 @@ def shell(
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
 ) -> ShellTask:
-    """Add a shell command task to the current pipeline and return its handle."""
+    """Add a shell command task to the current pipeline and return its handle.
+
+    ``skip_on_exit_code`` (an int or a list): exit codes that end the task ``skipped``, not failed.
+    """
     return ShellTask(
         command,
         name=name,
         env=env,
         cwd=cwd,
+        skip_on_exit_code=skip_on_exit_code,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,
