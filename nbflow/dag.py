@@ -22,7 +22,7 @@ from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError
 from nbflow.fingerprint import Fingerprinted
 from nbflow.graph import find_cycle, toposort
 from nbflow.mapspec import MapSpec, check_mapping
-from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
+from nbflow.refs import OutputRef, ParamRef, ParamsView, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
 from nbflow.setupteardown import SetupTeardown
 
@@ -69,38 +69,6 @@ def current_pipeline() -> Pipeline | None:
 # --- references resolved at run time -----------------------------------------------------
 
 
-class ParamsView:
-    """``pipeline.params``: ``params["alpha"]`` or ``params.alpha`` give a :class:`ParamRef`.
-
-    Deliberately not a Mapping, so a parameter may be named ``keys`` or ``items``.
-    """
-
-    def __init__(self, pipeline: Pipeline):
-        self._pipeline = pipeline
-
-    def __getitem__(self, name: str) -> ParamRef:
-        if name not in self._pipeline.param_defaults:
-            raise DefinitionError(
-                f"pipeline '{self._pipeline.name}' declares no parameter '{name}'",
-                hint=f"declared: {', '.join(self._pipeline.param_defaults) or '(none)'}; add it to Pipeline(params=...)",
-            )
-        return ParamRef(name)
-
-    def __getattr__(self, name: str) -> ParamRef:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._pipeline.param_defaults)
-
-    def __len__(self) -> int:
-        return len(self._pipeline.param_defaults)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._pipeline.param_defaults
-
-
 def to_refs(value: Any) -> Any:
     """Replace task handles inside ``value`` by :class:`OutputRef` (so tasks pickle small)."""
     if isinstance(value, Task):
@@ -135,6 +103,18 @@ TASK_OPTIONS: dict[str, Any] = {
     "cache": True,
     "cache_ttl": None,
 }
+
+
+def check_default_args(args: Mapping[str, Any] | None, owner: str, where: str | None) -> dict[str, Any]:
+    """The ``default_args`` of a pipeline or a task group (``owner``), refused with a key no task has."""
+    unknown = set(args or {}) - set(TASK_OPTIONS)
+    if unknown:
+        raise DefinitionError(
+            f"unknown default_args key(s) {', '.join(sorted(unknown))} in {owner}",
+            where=where,
+            hint=f"known: {', '.join(TASK_OPTIONS)}",
+        )
+    return dict(args or {})
 
 
 def _seconds(name: str, value: Any, where: str) -> float | None:
@@ -403,14 +383,7 @@ class Pipeline:
         self.param_defaults: dict[str, Any] = dict(params or {})
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
-        self.default_args = dict(default_args or {})
-        unknown = set(self.default_args) - set(TASK_OPTIONS)
-        if unknown:
-            raise DefinitionError(
-                f"unknown default_args key(s) {', '.join(sorted(unknown))} in pipeline '{name}'",
-                where=self.where,
-                hint=f"known: {', '.join(TASK_OPTIONS)}",
-            )
+        self.default_args = check_default_args(default_args, f"pipeline '{name}'", self.where)
         self.description = description
         self.tags = list(tags)
         self.tasks: dict[str, Task] = {}

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from nbflow.dag import TASK_OPTIONS, Pipeline, Task, _flatten, caller_site, current_pipeline
+from nbflow.dag import Pipeline, Task, _flatten, caller_site, check_default_args, current_pipeline
 from nbflow.exceptions import DefinitionError
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")  # no dots: they join group and task names
@@ -84,14 +84,7 @@ class TaskGroup:
             )
         self.label = group_id
         self.prefix_group_id = bool(prefix_group_id)
-        self.own_default_args = dict(default_args or {})
-        unknown = set(self.own_default_args) - set(TASK_OPTIONS)
-        if unknown:
-            raise DefinitionError(
-                f"unknown default_args key(s) {', '.join(sorted(unknown))} in group '{group_id}'",
-                where=self.where,
-                hint=f"known: {', '.join(TASK_OPTIONS)}",
-            )
+        self.own_default_args = check_default_args(default_args, f"group '{group_id}'", self.where)
         self.tooltip = str(tooltip)
         self.suffix_on_collision = suffix_on_collision
         self.pipeline: Pipeline | None = None

@@ -52,3 +52,35 @@ def resolve_refs(value: Any, output: Callable[[OutputRef], Any], params: Mapping
     if isinstance(value, dict):
         return {k: resolve_refs(v, output, params) for k, v in value.items()}
     return value
+
+
+class ParamsView:
+    """``pipeline.params``: ``params["alpha"]`` or ``params.alpha`` give a :class:`ParamRef`.
+
+    Deliberately not a Mapping, so a parameter may be named ``keys`` or ``items``.
+    """
+
+    def __init__(self, pipeline: Any):  # a dag.Pipeline
+        self._pipeline = pipeline
+
+    def __getitem__(self, name: str) -> ParamRef:
+        if name not in self._pipeline.param_defaults:
+            raise DefinitionError(
+                f"pipeline '{self._pipeline.name}' declares no parameter '{name}'",
+                hint=f"declared: {', '.join(self._pipeline.param_defaults) or '(none)'}; add it to Pipeline(params=...)",
+            )
+        return ParamRef(name)
+
+    def __getattr__(self, name: str) -> ParamRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pipeline.param_defaults)
+
+    def __len__(self) -> int:
+        return len(self._pipeline.param_defaults)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pipeline.param_defaults
