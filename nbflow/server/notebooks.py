@@ -134,6 +134,21 @@ class RunNotebookHandler(NbflowHandler):
         self.reply(answer, status=201)
 
 
+class ExportedHtmlHandler(NbflowHandler):
+    """``GET /nbflow/api/runs/{id}/tasks/{task}/export.html[?try=K&download=1]``: the page the
+    task's ``export="html"`` wrote beside its output notebook."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id: str, task_id: str) -> None:
+        """``text/html``; with ``download=1`` as an attachment named after pipeline, run, task and try."""
+        run, task = self.run_arg(run_id), limits.text("task_id", task_id)
+        name, data = await self.call(api.exported_html, run, task, self.int_arg("try", None, minimum=1))
+        if self.get_query_argument("download", "") == "1":
+            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(data, set_content_type="text/html; charset=utf-8")
+
+
 class HtmlExportHandler(NbflowHandler):
     """``GET /nbflow/api/runs/{id}/tasks/{task}/output.html[?try=K&download=1]``: the output
     notebook as a standalone HTML page (nbconvert)."""

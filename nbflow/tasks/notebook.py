@@ -37,6 +37,7 @@ from nbflow.dag import (
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
+from nbflow.tasks import nbexport
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
@@ -61,6 +62,9 @@ class NotebookTask(BaseTask):
         env: dict[str, str] | None = None,
         expand: dict[str, Any] | None = None,
         zip: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        report_mode: bool = False,
+        export: str | None = None,
         **options: Any,
     ):
         site = caller_site()
@@ -74,6 +78,9 @@ class NotebookTask(BaseTask):
                     hint="a mapped parameter goes in expand= only",
                 )
             self._check(path, name, {**(parameters or {}), **expand}, inputs, kernel_name, params_cell, set(expand))
+            base = current_pipeline().base_dir if current_pipeline() else Path.cwd()  # type: ignore[union-attr]
+            self.cwd = nbexport.check_cwd(name or Path(path).stem, base, cwd)
+            self.export = nbexport.check_export(name or Path(path).stem, export)
         except NbflowError as exc:
             here = f"{site[0]}:{site[1]}"
             if not (exc.where or "").startswith(site[0]):
@@ -81,9 +88,18 @@ class NotebookTask(BaseTask):
             raise
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
+        self.report_mode = bool(report_mode)
+        self.publishes_output_notebook = False  # set when a downstream task asks for .output_notebook
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
+
+    @property
+    def output_notebook(self) -> OutputRef:
+        """A reference to the path of this task's output notebook, for a downstream task's
+        parameter or argument (papermill's output path, as Airflow users pass it on)."""
+        self.publishes_output_notebook = True
+        return OutputRef(self.task_id, nbexport.OUTPUT_NOTEBOOK)
 
     def expand_inputs(self, *names: str, zip: bool = False) -> NotebookTask:
         """Map this notebook over the inputs ``names`` (each an upstream list, or a mapped task):
@@ -174,6 +190,8 @@ class NotebookTask(BaseTask):
                 memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
         cell_parts, self._cell_names = memo[key]
         parts = {**cell_parts, "kernel": self.kernel_name}
+        if self.cwd:
+            parts["cwd"] = short(self.cwd, f"cwd of notebook {os.path.basename(self.path)}")
         if self.env:
             parts["env"] = short(sorted(self.env.items()), f"env of notebook {os.path.basename(self.path)}")
         for name, value in sorted({**self.parameters, **self.inputs}.items()):
@@ -218,12 +236,35 @@ class NotebookTask(BaseTask):
             cell_timeout=self.cell_timeout,
             timeout=self.timeout,
             log_path=ctx.log_path,
-            cwd=os.path.dirname(self.path),
+            cwd=self.cwd or os.path.dirname(self.path),
             kill_grace=ctx.kill_grace,
             on_kernel_start=ctx.register_process,
             env=self.env or None,
+            report_mode=self.report_mode,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        return self._papermill_extras(ctx, record)
+
+    def _papermill_extras(self, ctx: AttemptContext, record: AttemptRecord) -> AttemptRecord:
+        """The HTML export (``export="html"``) and the output notebook's path for downstream tasks."""
+        from nbflow.artifacts import write_value
+
+        output = f"{ctx.attempt_dir}/output.ipynb"
+        if self.export == "html" and os.path.isfile(output):
+            try:
+                nbexport.export_html(output, exclude_input=self.report_mode)
+            except Exception as exc:  # nbconvert's error: the notebook ran, its page could not be made
+                if record.ok:
+                    failed = AttemptRecord.from_exception(exc)
+                    failed.message = f"task '{ctx.task_id}': the HTML export of {output} failed: {failed.message}"
+                    failed.output_uri, failed.artifacts = record.output_uri, record.artifacts
+                    return failed
+        if self.publishes_output_notebook and record.ok:
+            try:
+                saved = write_value(ctx.artifact_dir, nbexport.OUTPUT_NOTEBOOK, output)
+            except OSError as exc:
+                return AttemptRecord.storage_failure(exc)
+            record.artifacts.append(saved.as_dict())
         if record.ename == "FailNow":
             record.reason = "fail_now"
         return record
@@ -241,6 +282,9 @@ def notebook(
     env: dict[str, str] | None = None,
     expand: dict[str, Any] | None = None,
     zip: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    report_mode: bool = False,
+    export: str | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -267,6 +311,7 @@ def notebook(
     from the worker's pool of pre-started kernels). ``expand``: parameters to map over, each a
     list of values (or an upstream list): one instance of the notebook per value, per point of
     their cross product, or of their pairs with ``zip=True`` (see :mod:`nbflow.mapspec`).
+    ``cwd``, ``report_mode``, ``export="html"``: papermill's options (see :mod:`nbflow.tasks.nbexport`).
     """
     return NotebookTask(
         path,
@@ -279,6 +324,9 @@ def notebook(
         env=env,
         expand=expand,
         zip=zip,
+        cwd=cwd,
+        report_mode=report_mode,
+        export=export,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

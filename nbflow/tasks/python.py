@@ -32,6 +32,7 @@ from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.tasks.external import check_options, run_elsewhere
 
 
 class PythonTask(BaseTask):
@@ -42,6 +43,7 @@ class PythonTask(BaseTask):
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str | None = None, **options: Any):
         self.fn = fn
+        self.python, self.requirements = check_options(name or fn.__name__, options.pop("python", None), options.pop("requirements", None))
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
         declared = _parameters(fn)
@@ -73,7 +75,10 @@ class PythonTask(BaseTask):
         shared = memo[key]
         if isinstance(shared, Unhashable):
             raise shared
-        return {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
+        parts = {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
+        if self.python or self.requirements:
+            parts["interpreter"] = digest(stable_repr((self.python, sorted(self.requirements)), "an interpreter"))
+        return parts
 
     def received_params(self, params: Any) -> list[str]:
         """Parameters among its arguments; all of them when it declares ``params``."""
@@ -106,7 +111,12 @@ class PythonTask(BaseTask):
             kwargs["params"] = dict(ctx.params)
         for name in self.context_args:
             kwargs[name] = ctx.run_context.get(name)
-        if self.timeout is not None:
+        if self.python or self.requirements:
+            ok, value = run_elsewhere(
+                self.fn, args, kwargs, python=self.python, requirements=self.requirements,
+                task_id=ctx.task_id, timeout=self.timeout, ctx=ctx,
+            )
+        elif self.timeout is not None:
             ok, value = _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
         else:
             try:
@@ -301,8 +311,13 @@ def task(
     reads: Any = _UNSET,
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
+    python: str | os.PathLike[str] | None = None,
+    requirements: list[str] | None = None,
 ) -> Any:
-    """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``."""
+    """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``.
+
+    ``python=``: run it in that interpreter; ``requirements=``: in a cached virtualenv with
+    those packages (see :mod:`nbflow.tasks.external`)."""
     options = {
         "name": name,
         "retries": retries,
@@ -321,6 +336,8 @@ def task(
         "cache": cache,
         "cache_ttl": cache_ttl,
     }
+    if python is not None or requirements is not None:
+        options.update(python=python, requirements=requirements)
     if fn is not None:
         return TaskFactory(fn, options)
     return lambda f: TaskFactory(f, options)
