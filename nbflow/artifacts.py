@@ -87,9 +87,10 @@ def _json_roundtrips(value: Any) -> bytes | None:
     return data if json.loads(data) == value else None
 
 
-def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
-    """Store ``value`` as ``folder/NAME.json`` when JSON round-trips it, else as a pickle."""
-    if not name or "/" in name or name.startswith("_"):
+def write_value(folder: str, name: str, value: Any, *, internal: bool = False) -> ArtifactRef:
+    """Store ``value`` as ``folder/NAME.json`` when JSON round-trips it, else as a pickle
+    (``internal``: nbflow's own name such as :data:`OUTPUT_NOTEBOOK`, which starts with ``_``)."""
+    if not name or "/" in name or (name.startswith("_") and not internal):
         raise ValueError(f"artifact name {name!r} must be non-empty, without '/', not starting with '_'")
     data = _json_roundtrips(value)
     kind = "json"

@@ -261,7 +261,7 @@ class NotebookTask(BaseTask):
                     return failed
         if self.publishes_output_notebook and record.ok:
             try:
-                saved = write_value(ctx.artifact_dir, nbexport.OUTPUT_NOTEBOOK, output)
+                saved = write_value(ctx.artifact_dir, nbexport.OUTPUT_NOTEBOOK, output, internal=True)
             except OSError as exc:
                 return AttemptRecord.storage_failure(exc)
             record.artifacts.append(saved.as_dict())
