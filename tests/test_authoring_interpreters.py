@@ -183,9 +183,7 @@ with Pipeline("venv_task") as pipeline:
 """
 
 
-def test_requirements_task_builds_a_cached_virtualenv_and_reuses_it(
-    nbflow_home, write_pipeline, tmp_path, monkeypatch
-):
+def test_requirements_task_builds_a_cached_virtualenv_and_reuses_it(nbflow_home, write_pipeline, tmp_path, monkeypatch):
     cache = tmp_path / "venvs"
     monkeypatch.setenv("NBFLOW_VENV_CACHE", str(cache))
     api.reset()
@@ -220,7 +218,9 @@ def test_bad_interpreter_options_are_definition_errors(nbflow_home, write_pipeli
     with pytest.raises(DefinitionError, match="sets both python= and requirements="):
         load_pipeline(write_pipeline(both))
     as_string = both.replace('python="/usr/bin/python3", requirements=["six"]', 'requirements="six"')
-    with pytest.raises(DefinitionError, match=r"(?s)requirements= must be a list.*hint: e.g. @task\(requirements=\[.scikit-learn"):
+    with pytest.raises(
+        DefinitionError, match=r"(?s)requirements= must be a list.*hint: e.g. @task\(requirements=\[.scikit-learn"
+    ):
         load_pipeline(write_pipeline(as_string, name="two.py"))
     missing = both.replace('python="/usr/bin/python3", requirements=["six"]', 'python="/nope/bin/python"')
     result = _run(write_pipeline(missing, name="three.py"))

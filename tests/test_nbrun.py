@@ -96,7 +96,9 @@ def test_success_with_parameters_context_and_log(tmp_path):
     assert [c.execution_count for c in cells] == [1, 2, 3]
     assert "x = 7" in cells[1].source
     assert cells[2].outputs[0]["text"] == "ctx r1 7\n"
-    assert nbformat.read(outcome.output_uri, as_version=4).metadata["nbflow"]["context"] == 'nbflow_ctx = {"run_id": "r1"}'
+    assert (
+        nbformat.read(outcome.output_uri, as_version=4).metadata["nbflow"]["context"] == 'nbflow_ctx = {"run_id": "r1"}'
+    )
     log = Path(tmp_path / "uses_context.log").read_text()
     assert f"nbflow: executing {NB / 'uses_context.ipynb'} with parameters" in log
     assert json.dumps({"x": 7}) in log

@@ -41,7 +41,7 @@ def exported_html(
     if not has_export(found["uri"]):
         raise OutputNotFoundError(
             f"try {found['try']} of task '{task_id}' of run {run_id} has no HTML export",
-            hint="give the task notebook(..., export=\"html\"); GET .../output.html converts any output notebook",
+            hint='give the task notebook(..., export="html"); GET .../output.html converts any output notebook',
         )
     with fsspec.open(uri, "rb") as fh:
         data = fh.read()

@@ -41,7 +41,7 @@ __all__ = ["RUNNER", "Interpreter", "call_external", "check_options", "probe", "
 #: The script the other interpreter runs: ``python RUNNER FOLDER``. FOLDER holds ``call.json``
 #: (transport, function source or ``function.pkl``, arguments) and gets ``result.json`` (or
 #: ``result.pkl``). Standard library only, any Python 3.
-RUNNER = r'''
+RUNNER = r"""
 import json, os, sys, traceback
 
 def main(folder):
@@ -97,7 +97,7 @@ def write(folder, outcome):
         json.dump(outcome, fh)
 
 main(sys.argv[1])
-'''
+"""
 
 #: asked of an interpreter once: its version, and whether cloudpickle imports there
 _PROBE = (
@@ -250,7 +250,9 @@ def call_external(
         return _outcome(folder, code, task_id, interp)
 
 
-def _write_call(folder: str, fn: Callable[..., Any], args: tuple, kwargs: dict, task_id: str, interp: Interpreter) -> dict:
+def _write_call(
+    folder: str, fn: Callable[..., Any], args: tuple, kwargs: dict, task_id: str, interp: Interpreter
+) -> dict:
     call: dict[str, Any] = {"transport": interp.transport, "name": getattr(fn, "__name__", "function")}
     if interp.transport == "pickle":
         try:

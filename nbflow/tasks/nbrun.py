@@ -516,9 +516,6 @@ def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecor
     banner.metadata["tags"] = [BANNER_TAG, PAPERMILL_ERROR_TAG]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
-    nb.metadata.setdefault("nbflow", {}).update({
-        "reason": outcome.reason,
-        "message": outcome.message,
-        "cell_index": outcome.cell_index,
-    })
+    failure = {"reason": outcome.reason, "message": outcome.message, "cell_index": outcome.cell_index}
+    nb.metadata.setdefault("nbflow", {}).update(failure)  # beside the context the kernel ran first
     nbformat.write(nb, str(out))

@@ -43,7 +43,9 @@ class PythonTask(BaseTask):
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str | None = None, **options: Any):
         self.fn = fn
-        self.python, self.requirements = check_options(name or fn.__name__, options.pop("python", None), options.pop("requirements", None))
+        self.python, self.requirements = check_options(
+            name or fn.__name__, options.pop("python", None), options.pop("requirements", None)
+        )
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
         declared = _parameters(fn)
@@ -113,8 +115,14 @@ class PythonTask(BaseTask):
             kwargs[name] = ctx.run_context.get(name)
         if self.python or self.requirements:
             ok, value = run_elsewhere(
-                self.fn, args, kwargs, python=self.python, requirements=self.requirements,
-                task_id=ctx.task_id, timeout=self.timeout, ctx=ctx,
+                self.fn,
+                args,
+                kwargs,
+                python=self.python,
+                requirements=self.requirements,
+                task_id=ctx.task_id,
+                timeout=self.timeout,
+                ctx=ctx,
             )
         elif self.timeout is not None:
             ok, value = _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
