@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -19,7 +20,8 @@ from nbflow import api
 from nbflow.exceptions import DefinitionError
 from nbflow.loader import load_pipeline
 from tests.conftest import make_notebook
-from tests.jupyter_procs import nbflow_env, start_jupyter
+from tests.jupyter_procs import JupyterProc, nbflow_env, start_jupyter
+from tests.lab_browser import CHROMIUM, lab_page, shot
 
 
 @pytest.fixture(scope="module")
@@ -280,8 +282,10 @@ with Pipeline("papermill_options") as pipeline:
 """
 
 
-def test_cwd_report_mode_export_and_output_notebook_by_cli_and_rest(tmp_path):
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, JupyterProc]]:
+    """PAPERMILL_OPTIONS run once by the real ``nbflow run`` (inline), then ``jupyter lab`` on its home."""
+    root = tmp_path_factory.mktemp("papermill") / "root"
     env = nbflow_env(root)
     folder = root / "pipelines"
     (folder / "data").mkdir(parents=True)
@@ -296,7 +300,15 @@ def test_cwd_report_mode_export_and_output_notebook_by_cli_and_rest(tmp_path):
         timeout=300,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    attempt = folder.parent / "home" / "runs" / "papermill_options" / "run-1" / "report" / "try-1"
+    proc = start_jupyter(root, env, "lab", extra_args=("--LabApp.expose_app_in_browser=True",))
+    yield root, proc
+    proc.stop()
+
+
+def test_cwd_report_mode_export_and_output_notebook_by_cli_and_rest(lab):
+    root, proc = lab
+    folder = root / "pipelines"
+    attempt = root / "home" / "runs" / "papermill_options" / "run-1" / "report" / "try-1"
     output = attempt / "output.ipynb"
     out = nbformat.read(output, as_version=4)
     # report_mode: every code cell's source hidden, as papermill does
@@ -304,23 +316,44 @@ def test_cwd_report_mode_export_and_output_notebook_by_cli_and_rest(tmp_path):
     html = (attempt / "output.html").read_text()  # export="html": beside output.ipynb
     assert "x is 10" in html and "nbflow.save" not in html  # outputs kept, inputs left out in report mode
 
-    proc = start_jupyter(root, env, "server")
-    try:
-        status, details = proc.request("GET", "runs/1")
-        assert status == 200
-        tries = {a["task_id"]: a for a in details["attempts"]}
-        assert tries["report"]["html_export"] is True
-        assert tries["plain"]["html_export"] is False and tries["read_it"]["html_export"] is False
-        value = next(a for a in details["artifacts"] if a["task_id"] == "read_it")
-        status, page = proc.request("GET", "runs/1/tasks/report/export.html")
-        assert status == 200 and page == html
-        status, answer = proc.request("GET", "runs/1/tasks/plain/export.html")
-        assert status == 404 and "try 1 of task 'plain' of run 1 has no HTML export" in answer["message"]
-        assert 'export="html"' in answer["hint"]
-        status, answer = proc.request("GET", "runs/1/tasks/read_it/export.html")
-        assert status == 404 and "has no output notebook" in answer["message"]
-    finally:
-        proc.stop()
+    status, details = proc.request("GET", "runs/1")
+    assert status == 200
+    tries = {a["task_id"]: a for a in details["attempts"]}
+    assert tries["report"]["html_export"] is True
+    assert tries["plain"]["html_export"] is False and tries["read_it"]["html_export"] is False
+    status, page = proc.request("GET", "runs/1/tasks/report/export.html")
+    assert status == 200 and page == html
+    status, answer = proc.request("GET", "runs/1/tasks/plain/export.html")
+    assert status == 404 and "try 1 of task 'plain' of run 1 has no HTML export" in answer["message"]
+    assert 'export="html"' in answer["hint"]
+    status, answer = proc.request("GET", "runs/1/tasks/read_it/export.html")
+    assert status == 404 and "has no output notebook" in answer["message"]
     # the downstream task received the output notebook's path (and the notebook's values without it)
+    value = next(a for a in details["artifacts"] if a["task_id"] == "read_it")
     received = json.loads((root / value["uri"]).read_text())  # (answers name files relative to the root)
     assert received == {"path": str(output), "printed": "x is 10\n", "values": {"cwd": str(folder / "data")}}
+
+
+@pytest.mark.browser
+def test_task_pane_links_the_html_export(lab):
+    root, proc = lab
+    assert CHROMIUM.exists(), "Debian chromium is needed at /usr/bin/chromium (apt-get install chromium)"
+    with lab_page(proc.url, proc.token) as pg:
+        pg.evaluate(
+            "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => null)",
+            ["nbflow:open-dag", {"name": "papermill_options", "run": 1}],
+        )
+        view = pg.locator(".jp-MainAreaWidget:not(.lm-mod-hidden) .nbflow-dag-view")
+        view.locator('.nbflow-view-tab[data-view="graph"]').click()
+        view.locator("#task-plain").click()
+        view.locator(".nbflow-task-pane .nbflow-open-output").wait_for(timeout=60_000)
+        assert view.locator(".nbflow-task-pane .nbflow-exported-html").count() == 0  # no export="html"
+        view.locator("#task-report").click()
+        link = view.locator(".nbflow-task-pane .nbflow-exported-html")
+        link.wait_for(timeout=60_000)
+        shot(pg, "interpreters-html-export-link")
+        with pg.expect_download(timeout=60_000) as download:
+            link.click()
+        attempt = root / "home" / "runs" / "papermill_options" / "run-1" / "report" / "try-1"
+        assert Path(download.value.path()).read_text() == (attempt / "output.html").read_text()
+        assert download.value.suggested_filename == "papermill_options-run1-report-try1.html"

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -137,6 +138,9 @@ def _probe(path: str, _mtime: float) -> Interpreter:
     return Interpreter(path, tuple(info["version"]), info["cloudpickle"])
 
 
+_BY_VALUE = threading.Lock()
+
+
 class CannotCross(Exception):
     """A value that the chosen transport cannot carry to (or from) the other interpreter."""
 
@@ -185,16 +189,17 @@ def _pickled_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
 
     module = sys.modules.get(getattr(fn, "__module__", "") or "")
     by_value = module is not None and module.__name__ not in sys.stdlib_module_names and module.__name__ != "__main__"
-    if by_value:
-        try:
-            cloudpickle.register_pickle_by_value(module)
-        except ValueError:  # a module cloudpickle refuses (not importable by name)
-            by_value = False
-    try:
-        return cloudpickle.dumps((fn, args, kwargs))
-    finally:
+    with _BY_VALUE:  # cloudpickle's registry is process-wide: attempts in other threads wait
         if by_value:
-            cloudpickle.unregister_pickle_by_value(module)
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:  # a module cloudpickle refuses (not importable by name)
+                by_value = False
+        try:
+            return cloudpickle.dumps((fn, args, kwargs))
+        finally:
+            if by_value:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def call_external(

@@ -78,8 +78,8 @@ class NotebookTask(BaseTask):
                     hint="a mapped parameter goes in expand= only",
                 )
             self._check(path, name, {**(parameters or {}), **expand}, inputs, kernel_name, params_cell, set(expand))
-            base = current_pipeline().base_dir if current_pipeline() else Path.cwd()  # type: ignore[union-attr]
-            self.cwd = nbexport.check_cwd(name or Path(path).stem, base, cwd)
+            pipeline = current_pipeline()
+            self.cwd = nbexport.check_cwd(name or Path(path).stem, pipeline.base_dir if pipeline else Path.cwd(), cwd)
             self.export = nbexport.check_export(name or Path(path).stem, export)
         except NbflowError as exc:
             here = f"{site[0]}:{site[1]}"
