@@ -28,9 +28,9 @@ def has_export(output_uri: str | None, fmt: str = "html") -> bool:
 
 def exported_html(
     run_id: int, task_id: str, try_number: int | None = None, *, store: Store | None = None
-) -> tuple[str, bytes]:
+) -> tuple[str, str]:
     """The HTML page that ``export="html"`` wrote for a try (default: the latest with an output
-    notebook): (download name, bytes). :class:`OutputNotFoundError` naming the try and the fix
+    notebook): (download name, the page). :class:`OutputNotFoundError` naming the try and the fix
     when it wrote none."""
     import fsspec
 
@@ -43,6 +43,6 @@ def exported_html(
             f"try {found['try']} of task '{task_id}' of run {run_id} has no HTML export",
             hint='give the task notebook(..., export="html"); GET .../output.html converts any output notebook',
         )
-    with fsspec.open(uri, "rb") as fh:
-        data = fh.read()
-    return f"{found['pipeline']}-run{run_id}-{task_id}-try{found['try']}.html", data
+    with fsspec.open(uri, "r", encoding="utf-8") as fh:
+        page = fh.read()
+    return f"{found['pipeline']}-run{run_id}-{task_id}-try{found['try']}.html", page
