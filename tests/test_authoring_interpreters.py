@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +41,11 @@ def _attempts(run_id: int) -> dict[str, dict]:
 
 
 def _run(path: Path):
-    return api.run_pipeline(load_pipeline(path), executor="inline")
+    return _run_loaded(load_pipeline(path))
+
+
+def _run_loaded(pipeline):
+    return api.run_pipeline(pipeline, executor="inline")
 
 
 # --- item 6: other interpreters ---------------------------------------------------------------
@@ -167,6 +173,28 @@ def test_timeout_kills_the_other_interpreters_process(nbflow_home, write_pipelin
     attempt = _attempts(result.run_id)["slow"]
     assert attempt["state"] == "failed" and attempt["reason"] == "task_timeout", attempt
     pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_cancel_kills_the_other_interpreters_process(nbflow_home, write_pipeline, bare_python, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
+    api.reset()
+    pidfile = tmp_path / "pid"
+    source = TIMEOUT.replace("PYTHON", repr(bare_python)).replace("PIDFILE", repr(str(pidfile)))
+    pipeline = load_pipeline(write_pipeline(source.replace(", timeout=1", "")))
+    results = []
+    driver = threading.Thread(target=lambda: results.append(_run_loaded(pipeline)), daemon=True)
+    driver.start()
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # (the pid is written: the call runs)
+    pid = int(pidfile.read_text())
+    (run,) = api.list_runs("slow_elsewhere")
+    api.cancel_run(run["id"])
+    driver.join(30)  # not the 60 s the function sleeps
+    assert not driver.is_alive() and results[0].state.value == "cancelled"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
