@@ -139,7 +139,8 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
         home = (cwd / home).resolve()
     db_url = values.pop("db_url", None) or f"sqlite:///{home / 'nbflow.db'}"
     artifact_root = str(values.pop("artifact_root", None) or home / "runs")
-    values["venv_cache"] = str((home / Path(values.get("venv_cache") or "venvs").expanduser()).resolve())
+    venvs = values.get("venv_cache")
+    values["venv_cache"] = str((cwd / Path(venvs).expanduser()).resolve()) if venvs else str(home / "venvs")
     values["dags_folder"] = str((cwd / values.get("dags_folder", "pipelines")).resolve())
     if "://" not in artifact_root and not Path(artifact_root).is_absolute():
         artifact_root = str((cwd / artifact_root).resolve())

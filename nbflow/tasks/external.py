@@ -31,11 +31,15 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 from nbflow import procs
 from nbflow.record import AttemptRecord
+
+if TYPE_CHECKING:
+    from nbflow.tasks.base import AttemptContext
+    from nbflow.tasks.python import PythonTask
 
 __all__ = ["RUNNER", "Interpreter", "call_external", "check_options", "probe", "run_elsewhere"]
 
@@ -343,22 +347,14 @@ def check_options(task_name: str, python: Any, requirements: Any) -> tuple[str |
     return None, tuple(r.strip() for r in requirements)
 
 
-def run_elsewhere(
-    fn: Callable[..., Any],
-    args: tuple,
-    kwargs: dict,
-    *,
-    python: str | None,
-    requirements: Sequence[str],
-    task_id: str,
-    timeout: float | None,
-    ctx: Any,
-) -> tuple[bool, Any]:
-    """The call in ``python``, or in the cached virtualenv of ``requirements`` (built first if
-    needed, its progress in the task log): (True, value) or (False, the failed record)."""
+def run_elsewhere(task: PythonTask, args: tuple, kwargs: dict, ctx: AttemptContext) -> tuple[bool, Any]:
+    """The call of a ``@task`` (a :class:`~nbflow.tasks.python.PythonTask`) in its ``python``,
+    or in the cached virtualenv of its ``requirements`` (built first if needed, its progress in
+    the task log): (True, value) or (False, the failed record)."""
     from nbflow.config import get_settings
     from nbflow.tasks.venvs import VenvBuildError, ensure_venv
 
+    python, requirements, task_id = task.python, task.requirements, ctx.task_id
     os.makedirs(os.path.dirname(ctx.log_path), exist_ok=True)
     with open(ctx.log_path, "a", encoding="utf-8") as log:
         if python is None:
@@ -377,12 +373,12 @@ def run_elsewhere(
                     ename=type(exc).__name__,
                 )
         return call_external(
-            fn,
+            task.fn,
             args,
             kwargs,
             python=python,
             task_id=task_id,
-            timeout=timeout,
+            timeout=task.timeout,
             grace=ctx.kill_grace,
             register=ctx.register_process,
             log=log,

@@ -114,16 +114,7 @@ class PythonTask(BaseTask):
         for name in self.context_args:
             kwargs[name] = ctx.run_context.get(name)
         if self.python or self.requirements:
-            ok, value = run_elsewhere(
-                self.fn,
-                args,
-                kwargs,
-                python=self.python,
-                requirements=self.requirements,
-                task_id=ctx.task_id,
-                timeout=self.timeout,
-                ctx=ctx,
-            )
+            ok, value = run_elsewhere(self, args, kwargs, ctx)
         elif self.timeout is not None:
             ok, value = _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
         else:
