@@ -91,7 +91,9 @@ with Pipeline("other") as pipeline:
 
 def test_python_task_runs_in_another_interpreter_over_json(nbflow_home, write_pipeline, bare_python):
     path = write_pipeline(OTHER.replace("PYTHON", repr(bare_python)))
-    result = _run(path)
+    pipeline = load_pipeline(path)
+    path.rename(path.with_suffix(".moved"))  # the source was read when defined (a worker may lack the file)
+    result = _run_loaded(pipeline)
     attempts = _attempts(result.run_id)
     assert attempts["elsewhere"]["state"] == "success", attempts["elsewhere"]
     value = api.load_output(result.run_id, "elsewhere")

@@ -47,7 +47,7 @@ __all__ = ["RUNNER", "Interpreter", "call_external", "check_options", "probe", "
 #: (transport, function source or ``function.pkl``, arguments) and gets ``result.json`` (or
 #: ``result.pkl``). Standard library only, any Python 3.
 RUNNER = r"""
-import json, os, sys, traceback
+import json, linecache, os, sys, traceback
 
 def main(folder):
     with open(os.path.join(folder, "call.json")) as fh:
@@ -60,7 +60,10 @@ def main(folder):
                 fn, args, kwargs = cloudpickle.load(fh)
         else:
             scope = {"__name__": "__nbflow_task__"}
-            code = compile("\n" * (call["line"] - 1) + call["source"], call["file"], "exec")
+            text = "\n" * (call["line"] - 1) + call["source"]  # the pipeline file's line numbers
+            # tracebacks show the lines even where the pipeline file is not (another machine)
+            linecache.cache[call["file"]] = (len(text), None, text.splitlines(True), call["file"])
+            code = compile(text, call["file"], "exec")
             exec(code, scope)
             fn, args, kwargs = scope[call["name"]], call["args"], call["kwargs"]
     except BaseException as exc:
@@ -170,7 +173,11 @@ def _why_json(interp: Interpreter) -> str:
     return "no cloudpickle there" if not interp.cloudpickle else "another Python version than the worker's"
 
 
-def function_source(fn: Callable[..., Any]) -> tuple[str, str, int]:
+#: a function's source without its decorators, its file and the line it starts on
+Source = tuple[str, str, int]
+
+
+def function_source(fn: Callable[..., Any]) -> Source:
     """The function's source without its decorators, its file and first line (so tracebacks
     in the other interpreter name the pipeline file's lines). ``CannotCross`` when there is none."""
     try:
@@ -217,6 +224,7 @@ def call_external(
     grace: float,
     register: Callable[[int], None],
     log: IO[str],
+    source: Source | None = None,
 ) -> tuple[bool, Any]:
     """Call ``fn(*args, **kwargs)`` in the interpreter ``python``: (True, the return value) or
     (False, the failed attempt's record). The process's output goes to ``log``."""
@@ -226,7 +234,7 @@ def call_external(
         return False, AttemptRecord.failure("exception", f"task '{task_id}': {exc}", ename="InterpreterError")
     with tempfile.TemporaryDirectory(prefix="nbflow-call-") as folder:
         try:
-            call = _write_call(folder, fn, args, kwargs, task_id, interp)
+            call = _write_call(folder, fn, args, kwargs, task_id, interp, source)
         except CannotCross as exc:
             return False, AttemptRecord.failure("exception", str(exc), ename="CannotCross")
         log.write(f"nbflow: calling {call['name']} in {python} (Python {'.'.join(map(str, interp.version))}, ")
@@ -260,7 +268,13 @@ def call_external(
 
 
 def _write_call(
-    folder: str, fn: Callable[..., Any], args: tuple, kwargs: dict, task_id: str, interp: Interpreter
+    folder: str,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    task_id: str,
+    interp: Interpreter,
+    source: Source | None,
 ) -> dict:
     call: dict[str, Any] = {"transport": interp.transport, "name": getattr(fn, "__name__", "function")}
     if interp.transport == "pickle":
@@ -271,8 +285,8 @@ def _write_call(
         with open(os.path.join(folder, "call.pkl"), "wb") as fh:
             fh.write(data)
     else:
-        source, file, line = function_source(fn)
-        call.update(source=source, file=file, line=line)
+        text, file, line = source or function_source(fn)
+        call.update(source=text, file=file, line=line)
         call["args"] = [_json_value(task_id, f"argument {i + 1}", v, interp) for i, v in enumerate(args)]
         call["kwargs"] = {k: _json_value(task_id, f"argument '{k}'", v, interp) for k, v in kwargs.items()}
     with open(os.path.join(folder, "call.json"), "w", encoding="utf-8") as fh:
@@ -323,8 +337,11 @@ def _outcome(folder: str, code: int, task_id: str, interp: Interpreter) -> tuple
         )
 
 
-def check_options(task_name: str, python: Any, requirements: Any) -> tuple[str | None, tuple[str, ...]]:
-    """``python=`` and ``requirements=`` of ``@task`` checked: (interpreter path, requirements)."""
+def check_options(
+    fn: Callable[..., Any], task_name: str, python: Any, requirements: Any
+) -> tuple[str | None, tuple[str, ...], Source | None]:
+    """``python=`` and ``requirements=`` of ``@task`` checked: (interpreter path, requirements,
+    the function's source read now, so that a worker without the pipeline file can send it)."""
     from nbflow.exceptions import DefinitionError
 
     if python is not None and requirements is not None:
@@ -337,14 +354,20 @@ def check_options(task_name: str, python: Any, requirements: Any) -> tuple[str |
             f"task '{task_name}': python= must be the path of an interpreter, got {type(python).__name__}",
             hint='e.g. @task(python="/opt/envs/ml/bin/python")',
         )
+    source = None
+    if python is not None or requirements is not None:
+        try:
+            source = function_source(fn)
+        except (CannotCross, SyntaxError):  # a lambda: only the pickle transport can send it
+            source = None
     if requirements is None:
-        return (os.fspath(python) if python is not None else None), ()
+        return (os.fspath(python) if python is not None else None), (), source
     if isinstance(requirements, str) or not all(isinstance(r, str) and r.strip() for r in requirements):
         raise DefinitionError(
             f"task '{task_name}': requirements= must be a list of requirement strings, got {requirements!r}",
             hint='e.g. @task(requirements=["scikit-learn==1.5"])',
         )
-    return None, tuple(r.strip() for r in requirements)
+    return None, tuple(r.strip() for r in requirements), source
 
 
 def run_elsewhere(task: PythonTask, args: tuple, kwargs: dict, ctx: AttemptContext) -> tuple[bool, Any]:
@@ -379,6 +402,7 @@ def run_elsewhere(task: PythonTask, args: tuple, kwargs: dict, ctx: AttemptConte
             python=python,
             task_id=task_id,
             timeout=task.timeout,
+            source=task.shipped_source,
             grace=ctx.kill_grace,
             register=ctx.register_process,
             log=log,

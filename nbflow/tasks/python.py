@@ -43,8 +43,8 @@ class PythonTask(BaseTask):
 
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict, *, name: str | None = None, **options: Any):
         self.fn = fn
-        self.python, self.requirements = check_options(
-            name or fn.__name__, options.pop("python", None), options.pop("requirements", None)
+        self.python, self.requirements, self.shipped_source = check_options(
+            fn, name or fn.__name__, options.pop("python", None), options.pop("requirements", None)
         )
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
