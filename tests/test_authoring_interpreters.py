@@ -387,3 +387,34 @@ def test_task_pane_links_the_html_export(lab):
         attempt = root / "home" / "runs" / "papermill_options" / "run-1" / "report" / "try-1"
         assert Path(download.value.path()).read_text() == (attempt / "output.html").read_text()
         assert download.value.suggested_filename == "papermill_options-run1-report-try1.html"
+
+
+def test_two_workers_asking_for_one_virtualenv_build_it_once(tmp_path):
+    from nbflow.tasks.venvs import ensure_venv
+
+    logs = [tmp_path / "log-1.txt", tmp_path / "log-2.txt"]
+    pythons: list[str] = []
+
+    def ask(log: Path) -> None:  # (a task log: the installer's output goes there too)
+        with log.open("w") as fh:
+            pythons.append(ensure_venv(["six==1.17.0"], str(tmp_path / "venvs"), log=fh))
+
+    workers = [threading.Thread(target=ask, args=(log,)) for log in logs]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(300)
+    assert len(pythons) == 2 and pythons[0] == pythons[1], pythons
+    texts = sorted((log.read_text() for log in logs), key=lambda t: "building a virtualenv" not in t)
+    assert "building a virtualenv" in texts[0] and "virtualenv ready" in texts[0], texts
+    assert "building a virtualenv" not in texts[1], texts  # built once
+    assert "waiting for another worker building" in texts[1] and "another worker built" in texts[1], texts
+    out = subprocess.run([pythons[0], "-c", "import six; print(six.__version__)"], capture_output=True, text=True)
+    assert out.stdout.strip() == "1.17.0"
+
+
+def test_venv_cache_setting(tmp_path):
+    from nbflow.config import load_settings
+
+    assert load_settings(cwd=tmp_path, environ={}).venv_cache == str(tmp_path / ".nbflow" / "venvs")
+    assert load_settings(cwd=tmp_path, environ={"NBFLOW_VENV_CACHE": "envs"}).venv_cache == str(tmp_path / "envs")
