@@ -260,6 +260,17 @@ def test_bad_interpreter_options_are_definition_errors(nbflow_home, write_pipeli
     assert attempt["state"] == "failed" and "task 'f': no Python interpreter at /nope/bin/python" in attempt["message"]
 
 
+def test_a_lambda_cannot_cross_as_source(nbflow_home, write_pipeline, bare_python):
+    path = write_pipeline(f"""
+    from nbflow import Pipeline, task
+    with Pipeline("lam") as pipeline:
+        task(python={bare_python!r}, name="lam")(lambda: 1)()
+    """)
+    attempt = _attempts(_run(path).run_id)["lam"]
+    assert attempt["state"] == "failed" and attempt["ename"] == "CannotCross", attempt
+    assert "task 'lam'" in attempt["message"] and "define the function with def" in attempt["message"]
+
+
 # --- item 7: papermill options of notebook() ----------------------------------------------------
 
 

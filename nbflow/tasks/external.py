@@ -285,7 +285,13 @@ def _write_call(
         with open(os.path.join(folder, "call.pkl"), "wb") as fh:
             fh.write(data)
     else:
-        text, file, line = source or function_source(fn)
+        try:
+            text, file, line = source or function_source(fn)
+        except CannotCross as exc:
+            raise CannotCross(
+                f"task '{task_id}': {exc}; {interp.path} gets functions as source ({_why_json(interp)}): "
+                "define the function with def in the pipeline file"
+            ) from exc
         call.update(source=text, file=file, line=line)
         call["args"] = [_json_value(task_id, f"argument {i + 1}", v, interp) for i, v in enumerate(args)]
         call["kwargs"] = {k: _json_value(task_id, f"argument '{k}'", v, interp) for k, v in kwargs.items()}
