@@ -33,6 +33,8 @@ from typing import Any
 
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
+#: the saved value under which a notebook task publishes its output notebook's path (``handle.output_notebook``)
+OUTPUT_NOTEBOOK = "_output_notebook"
 METRICS = "_metrics.json"
 #: longest string metric (characters) and metric name
 METRIC_TEXT_LIMIT = 200
@@ -85,9 +87,10 @@ def _json_roundtrips(value: Any) -> bytes | None:
     return data if json.loads(data) == value else None
 
 
-def write_value(folder: str, name: str, value: Any) -> ArtifactRef:
-    """Store ``value`` as ``folder/NAME.json`` when JSON round-trips it, else as a pickle."""
-    if not name or "/" in name or name.startswith("_"):
+def write_value(folder: str, name: str, value: Any, *, internal: bool = False) -> ArtifactRef:
+    """Store ``value`` as ``folder/NAME.json`` when JSON round-trips it, else as a pickle
+    (``internal``: nbflow's own name such as :data:`OUTPUT_NOTEBOOK`, which starts with ``_``)."""
+    if not name or "/" in name or (name.startswith("_") and not internal):
         raise ValueError(f"artifact name {name!r} must be non-empty, without '/', not starting with '_'")
     data = _json_roundtrips(value)
     kind = "json"
@@ -207,8 +210,8 @@ class UpstreamOutput:
                 return self.items[key].value()
             return [item.value(key) for item in self.items]
         if self.style == "dict":
-            if key is None:
-                return {name: read_value(ref) for name, ref in self.refs.items()}
+            if key is None:  # (a notebook's output notebook path only for who asks for it)
+                return {name: read_value(ref) for name, ref in self.refs.items() if name != OUTPUT_NOTEBOOK}
             if key not in self.refs:
                 raise KeyError(f"no artifact named {key!r}; saved: {', '.join(self.refs) or '(none)'}")
             return read_value(self.refs[key])
@@ -229,7 +232,7 @@ class UpstreamOutput:
             return [item.parameter(key) for item in self.items]
         if self.style == "dict":
             if key is None:
-                return {name: _as_param(ref) for name, ref in self.refs.items()}
+                return {name: _as_param(ref) for name, ref in self.refs.items() if name != OUTPUT_NOTEBOOK}
             if key not in self.refs:
                 raise KeyError(f"no artifact named {key!r}; saved: {', '.join(self.refs) or '(none)'}")
             return _as_param(self.refs[key])

@@ -24,6 +24,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_map_length   | NBFLOW_MAX_MAP_LENGTH   | ``1024``: most instances of one mapped task |
 | max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
 | kernel_pool      | NBFLOW_KERNEL_POOL      | ``1``: pre-started kernels per worker slot and kernel name (0: off) |
+| venv_cache       | NBFLOW_VENV_CACHE       | ``{home}/venvs``: virtualenvs of ``@task(requirements=...)`` |
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Settings:
     max_map_length: int = 1024
     max_infra_retries: int = 2
     kernel_pool: int = 1
+    venv_cache: str = ""  # load_settings fills in {home}/venvs
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -86,6 +88,7 @@ _ENV = {
     "max_map_length": "NBFLOW_MAX_MAP_LENGTH",
     "max_infra_retries": "NBFLOW_MAX_INFRA_RETRIES",
     "kernel_pool": "NBFLOW_KERNEL_POOL",
+    "venv_cache": "NBFLOW_VENV_CACHE",
 }
 
 
@@ -136,6 +139,8 @@ def load_settings(cwd: Path | None = None, environ: dict[str, str] | None = None
         home = (cwd / home).resolve()
     db_url = values.pop("db_url", None) or f"sqlite:///{home / 'nbflow.db'}"
     artifact_root = str(values.pop("artifact_root", None) or home / "runs")
+    venvs = values.get("venv_cache")
+    values["venv_cache"] = str((cwd / Path(venvs).expanduser()).resolve()) if venvs else str(home / "venvs")
     values["dags_folder"] = str((cwd / values.get("dags_folder", "pipelines")).resolve())
     if "://" not in artifact_root and not Path(artifact_root).is_absolute():
         artifact_root = str((cwd / artifact_root).resolve())

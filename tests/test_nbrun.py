@@ -90,32 +90,36 @@ def test_success_with_parameters_context_and_log(tmp_path):
     assert outcome.duration > 0 and outcome.kernel_pid and _gone(outcome.kernel_pid)
     cells = _cells(outcome)
     tags = [c.metadata.get("tags", []) for c in cells]
-    # parameters cell, papermill's injected cell, then nbflow's context cell, then user code
-    assert tags[:3] == [["parameters"], ["injected-parameters"], [CONTEXT_TAG]]
-    assert cells[2].metadata["jupyter"]["source_hidden"] is True
+    # parameters cell, papermill's injected cell, then user code: the context ran silently
+    # before them (no cell, no In [n] of its own) and is kept in the notebook's metadata
+    assert tags == [["parameters"], ["injected-parameters"], []]
+    assert [c.execution_count for c in cells] == [1, 2, 3]
     assert "x = 7" in cells[1].source
-    assert cells[3].outputs[0]["text"] == "ctx r1 7\n"
+    assert cells[2].outputs[0]["text"] == "ctx r1 7\n"
+    assert (
+        nbformat.read(outcome.output_uri, as_version=4).metadata["nbflow"]["context"] == 'nbflow_ctx = {"run_id": "r1"}'
+    )
     log = Path(tmp_path / "uses_context.log").read_text()
     assert f"nbflow: executing {NB / 'uses_context.ipynb'} with parameters" in log
     assert json.dumps({"x": 7}) in log
     assert "ctx r1 7" in log and "nbflow: succeeded" in log
 
 
-def test_context_goes_on_top_without_parameters_cell_and_cwd_is_used(tmp_path):
+def test_context_runs_first_without_parameters_cell_and_cwd_is_used(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
+    seen = tmp_path / "context-ran-in.txt"
     outcome = _run(
         "no_params",
         tmp_path,
         cwd=str(workdir),
-        context_source='import os\nprint("context ran in", os.getcwd())',
+        context_source=f"import os\nopen({str(seen)!r}, 'w').write(os.getcwd())",
     )
     assert outcome.ok
     cells = _cells(outcome)
-    assert CONTEXT_TAG in cells[0].metadata["tags"]
-    log = (tmp_path / "no_params.log").read_text()
-    assert f"context ran in {workdir}" in log
-    assert log.index("context ran in") < log.index("no params here")
+    assert not any(CONTEXT_TAG in c.metadata.get("tags", []) for c in cells)
+    assert seen.read_text() == str(workdir)
+    assert "no params here" in (tmp_path / "no_params.log").read_text()
 
 
 def test_sys_exit_zero_is_success_stopped_early(tmp_path):
@@ -146,9 +150,9 @@ def test_cell_error_reports_source_cell_and_keeps_papermill_banner(tmp_path):
         log_path=None,  # logging is optional
     )
     assert not outcome.ok and outcome.reason == "cell_error"
-    # executed notebook: parameters, injected, context, print, raise -> source index 2
+    # executed notebook: parameters, injected, print, raise -> source index 2
     assert outcome.cell_index == 2
-    assert outcome.exec_count == 5  # parameters, injected, context, print ran before it
+    assert outcome.exec_count == 4  # parameters, injected, print ran before it (the context: silently)
     assert outcome.ename == "ValueError" and outcome.evalue == "bad alpha 0.3"
     assert outcome.message == "Cell 3/4 raised ValueError: bad alpha 0.3"  # as JupyterLab's status bar
     assert "ValueError" in outcome.traceback and "\x1b[" not in outcome.traceback

@@ -344,6 +344,20 @@ export class DagView extends Widget {
         'Export as HTML'
       );
       buttons.push(html);
+      if (attempt.html_export) {
+        // the page the task's export="html" wrote beside its output notebook
+        buttons.push(
+          h(
+            'a',
+            {
+              class: 'jp-Button jp-mod-styled nbflow-exported-html',
+              href: apiUrl(taskPath(runId, task, `export.html?try=${tryNo}&download=1`)),
+              download: ''
+            },
+            'Download HTML export'
+          )
+        );
+      }
       if (attempt.state === 'failed') {
         button('nbflow-debug', 'Debug this try', () => void this.debug(runId, task, tryNo));
       }

@@ -293,6 +293,23 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/runs/{run_id}/tasks/{task_id}/export.html': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The HTML page a notebook task's export="html" wrote beside its output notebook (404 naming the try when it wrote none) */
+    get: operations['exportedHtml'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/runs/{run_id}/tasks/{task_id}/debug': {
     parameters: {
       query?: never;
@@ -676,6 +693,8 @@ export interface components {
       exec_count: number | null;
       log_uri: string | null;
       output_uri: string | null;
+      /** @description the try wrote an export="html" page (GET .../export.html) */
+      html_export?: boolean;
     };
     Artifact: {
       /** @description the file in the extension's drive (nbflow-runs:...); null outside the artifact root */
@@ -1539,6 +1558,39 @@ export interface operations {
     };
   };
   exportHtml: {
+    parameters: {
+      query?: {
+        /** @description a try number (default: the latest try) */
+        try?: components['parameters']['try'];
+        /** @description 1: as an attachment */
+        download?: '1';
+      };
+      header?: never;
+      path: {
+        run_id: components['parameters']['run'];
+        task_id: components['parameters']['task'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the page */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'text/html': string;
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  exportedHtml: {
     parameters: {
       query?: {
         /** @description a try number (default: the latest try) */

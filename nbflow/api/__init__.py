@@ -16,6 +16,7 @@ from nbflow.api.admin import (
 from nbflow.api.compare import compare, compare_columns, compare_csv, compare_rows, format_value, plot_compare
 from nbflow.api.diffs import diff_outputs
 from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
+from nbflow.api.exports import exported_html
 from nbflow.api.history import mark_task, next_run, run_grid
 from nbflow.api.logs import LogChunk, log_chunk, read_log
 from nbflow.api.manager import (
@@ -123,6 +124,7 @@ __all__ = [
     "drive_run",
     "drive_runs",
     "export_html",
+    "exported_html",
     "format_value",
     "health",
     "import_errors",

@@ -368,14 +368,19 @@ def run_metrics(run_ids: Sequence[int], *, store: Store | None = None) -> tuple[
 
 def run_details(run_id: int, *, store: Store | None = None) -> dict[str, Any]:
     """A run, its task instances, attempts (each with ``traceback_short``: its traceback with
-    library frames folded, :mod:`nbflow.api.tracebacks`) and artifacts."""
+    library frames folded, :mod:`nbflow.api.tracebacks`; ``html_export``: whether it wrote an
+    ``export="html"`` page) and artifacts."""
+    from nbflow.api.exports import has_export
     from nbflow.api.tracebacks import fold_library_frames
 
     store = store or open_store()
     return {
         "run": dict(store.get_run(run_id)),
         "tasks": [dict(r) for r in store.task_instances(run_id)],
-        "attempts": [{**r, "traceback_short": fold_library_frames(r["traceback"])} for r in store.attempts(run_id)],
+        "attempts": [
+            {**r, "traceback_short": fold_library_frames(r["traceback"]), "html_export": has_export(r["output_uri"])}
+            for r in store.attempts(run_id)
+        ],
         "artifacts": [dict(r) for r in store.artifacts(run_id)],
     }
 

@@ -39,6 +39,7 @@ from nbflow.server.base import NbflowHandler
 from nbflow.server.notebooks import (
     CheckpointsHandler,
     ContentsHandler,
+    ExportedHtmlHandler,
     HtmlExportHandler,
     NotebookFormHandler,
     RunNotebookHandler,
@@ -390,6 +391,7 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"runs/{RUN}/tasks/{TASK}/mark", MarkHandler, ("POST",)),
     (rf"runs/{RUN}/tasks/{TASK}/log\.txt", LogDownloadHandler, ("GET",)),
     (rf"runs/{RUN}/tasks/{TASK}/output\.html", HtmlExportHandler, ("GET",)),
+    (rf"runs/{RUN}/tasks/{TASK}/export\.html", ExportedHtmlHandler, ("GET",)),
     (rf"runs/{RUN}/tasks/{TASK}/debug", DebugHandler, ("POST",)),
     (rf"runs/{RUN}/cancel", CancelHandler, ("POST",)),
     (rf"pipelines/{NAME}/grid", GridHandler, ("GET",)),

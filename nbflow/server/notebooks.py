@@ -138,15 +138,25 @@ class HtmlExportHandler(NbflowHandler):
     """``GET /nbflow/api/runs/{id}/tasks/{task}/output.html[?try=K&download=1]``: the output
     notebook as a standalone HTML page (nbconvert)."""
 
+    #: the facade function (run, task, try) -> (download name, the page)
+    page = staticmethod(api.export_html)
+
     @tornado.web.authenticated
     @authorized
     async def get(self, run_id: str, task_id: str) -> None:
         """``text/html``; with ``download=1`` as an attachment named after pipeline, run, task and try."""
         run, task = self.run_arg(run_id), limits.text("task_id", task_id)
-        name, html = await self.call(api.export_html, run, task, self.int_arg("try", None, minimum=1))
+        name, html = await self.call(self.page, run, task, self.int_arg("try", None, minimum=1))
         if self.get_query_argument("download", "") == "1":
             self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(html.encode("utf-8"), set_content_type="text/html; charset=utf-8")
+
+
+class ExportedHtmlHandler(HtmlExportHandler):
+    """``GET /nbflow/api/runs/{id}/tasks/{task}/export.html[?try=K&download=1]``: the page the
+    task's ``export="html"`` wrote beside its output notebook (as ``output.html`` answers)."""
+
+    page = staticmethod(api.exported_html)
 
 
 class ContentsHandler(NbflowHandler):

@@ -3,8 +3,8 @@
 papermill executes the notebook (the kernel is a subprocess as usual) through a small papermill
 engine registered as ``"nbflow"``: nbclient plus three per-attempt additions:
 
-- an optional *context cell* (tagged ``nbflow-context``, source hidden) inserted right after
-  papermill's injected-parameters cell, or after the ``parameters`` cell, or at the top;
+- optional *context code* run silently in the kernel before the first cell (no cell, no
+  ``In [n]`` of its own) and kept in the notebook's metadata (``nbflow.context``);
 - nbclient hooks that record the cell being run and whether the kernel became ready;
 - a per-call kernel manager subclass that records the kernel's process, so that two
   attempts in two threads of one process never see each other's kernel, and that starts and
@@ -95,6 +95,7 @@ class _Attempt:
         self.kernel_key: kernelpool.Key | None = None  # kernel name and extra arguments of its start
         self.pooled: kernelpool.PooledKernel | None = None  # the pre-started kernel it took, if any
         self.start_wait = kernelpool.READY_TIMEOUT  # seconds to wait for a pooled kernel still booting
+        self.context: str | None = None  # code the kernel runs silently before the first cell
 
     def on_notebook_start(self, **_: Any) -> None:
         self.kernel_ready = True
@@ -144,6 +145,8 @@ class _Attempt:
                     if attempt.env is not None:
                         kw["env"] = {**os.environ, **attempt.env}
                     self._adopt_pooled(kw)
+                    if attempt.context:
+                        self.first_code = "\n".join(filter(None, [self.first_code, attempt.context]))
                     await super().start_kernel(**kw)
                 finally:
                     # LocalProvisioner's public process and pgid; another provisioner (a remote
@@ -196,12 +199,11 @@ class NbflowEngine(NBClientEngine):
         attempt: _Attempt | None = kwargs.pop("nbflow_attempt", None)
         context: str | None = kwargs.pop("nbflow_context", None)
         if attempt is not None:
-            # A context cell left in a re-executed output notebook must not run twice.
+            # A context cell of an older nbflow left in a re-executed output notebook must not run.
             nb.cells = [c for c in nb.cells if CONTEXT_TAG not in _tags(c)]
-            if context is not None:
-                cell = nbformat.v4.new_code_cell(context)
-                cell.metadata.update(tags=[CONTEXT_TAG], jupyter={"source_hidden": True})
-                nb.cells.insert(_context_position(nb), cell)
+            if context is not None:  # run silently before the first cell (kernel manager's first_code)
+                attempt.context = context
+                nb.metadata.setdefault("nbflow", {})["context"] = context
             attempt.nb, attempt.kernel_name = nb, kernel_name
             attempt.source_map = _source_map(nb)
             attempt.source_total = sum(i is not None for i in attempt.source_map)
@@ -219,14 +221,6 @@ papermill_engines.register(ENGINE_NAME, NbflowEngine)
 
 def _tags(cell: nbformat.NotebookNode) -> list[str]:
     return cell.get("metadata", {}).get("tags", [])
-
-
-def _context_position(nb: nbformat.NotebookNode) -> int:
-    for tag in (INJECTED_TAG, "parameters"):
-        for i, cell in enumerate(nb.cells):
-            if tag in _tags(cell):
-                return i + 1
-    return 0
 
 
 def _source_map(nb: nbformat.NotebookNode) -> list[int | None]:
@@ -288,6 +282,7 @@ def run_notebook(
     kill_grace: float | None = None,
     on_kernel_start: Callable[[int], None] | None = None,
     env: dict[str, str] | None = None,
+    report_mode: bool = False,
 ) -> AttemptRecord:
     """Execute one notebook attempt with papermill in this process and say how it ended.
 
@@ -345,6 +340,7 @@ def run_notebook(
                 engine_name=ENGINE_NAME,
                 kernel_name=kernel_name,
                 progress_bar=False,
+                report_mode=report_mode,  # papermill hides the code cells' sources
                 log_output=False,
                 stdout_file=log,
                 stderr_file=log,
@@ -520,9 +516,6 @@ def _mark_failure(out: Path, src: Path, attempt: _Attempt, outcome: AttemptRecor
     banner.metadata["tags"] = [BANNER_TAG, PAPERMILL_ERROR_TAG]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
-    nb.metadata["nbflow"] = {
-        "reason": outcome.reason,
-        "message": outcome.message,
-        "cell_index": outcome.cell_index,
-    }
+    failure = {"reason": outcome.reason, "message": outcome.message, "cell_index": outcome.cell_index}
+    nb.metadata.setdefault("nbflow", {}).update(failure)  # beside the context the kernel ran first
     nbformat.write(nb, str(out))

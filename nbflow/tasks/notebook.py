@@ -37,6 +37,7 @@ from nbflow.dag import (
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
+from nbflow.tasks import nbexport
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 from nbflow.tasks.flow import Flow, skipped_in_kernel
 
@@ -63,6 +64,9 @@ class NotebookTask(Flow, BaseTask):
         expand: dict[str, Any] | None = None,
         zip: bool = False,
         branch: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        report_mode: bool = False,
+        export: str | None = None,
         **options: Any,
     ):
         site = caller_site()
@@ -76,6 +80,9 @@ class NotebookTask(Flow, BaseTask):
                     hint="a mapped parameter goes in expand= only",
                 )
             self._check(path, name, {**(parameters or {}), **expand}, inputs, kernel_name, params_cell, set(expand))
+            pipeline = current_pipeline()
+            self.cwd = nbexport.check_cwd(name or Path(path).stem, pipeline.base_dir if pipeline else Path.cwd(), cwd)
+            self.export = nbexport.check_export(name or Path(path).stem, export)
         except NbflowError as exc:
             here = f"{site[0]}:{site[1]}"
             if not (exc.where or "").startswith(site[0]):
@@ -83,10 +90,19 @@ class NotebookTask(Flow, BaseTask):
             raise
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
+        self.report_mode = bool(report_mode)
+        self.publishes_output_notebook = False  # set when a downstream task asks for .output_notebook
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
         self.set_flow(branch=branch)
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
+
+    @property
+    def output_notebook(self) -> OutputRef:
+        """A reference to the path of this task's output notebook, for a downstream task's
+        parameter or argument (papermill's output path, as Airflow users pass it on)."""
+        self.publishes_output_notebook = True
+        return OutputRef(self.task_id, nbexport.OUTPUT_NOTEBOOK)
 
     def expand_inputs(self, *names: str, zip: bool = False) -> NotebookTask:
         """Map this notebook over the inputs ``names`` (each an upstream list, or a mapped task):
@@ -177,6 +193,8 @@ class NotebookTask(Flow, BaseTask):
                 memo[key] = notebook_cell_parts(json.load(fh), os.path.basename(self.path))
         cell_parts, self._cell_names = memo[key]
         parts = {**cell_parts, "kernel": self.kernel_name}
+        if self.cwd:
+            parts["cwd"] = short(self.cwd, f"cwd of notebook {os.path.basename(self.path)}")
         if self.env:
             parts["env"] = short(sorted(self.env.items()), f"env of notebook {os.path.basename(self.path)}")
         for name, value in sorted({**self.parameters, **self.inputs}.items()):
@@ -221,12 +239,35 @@ class NotebookTask(Flow, BaseTask):
             cell_timeout=self.cell_timeout,
             timeout=self.timeout,
             log_path=ctx.log_path,
-            cwd=os.path.dirname(self.path),
+            cwd=self.cwd or os.path.dirname(self.path),
             kill_grace=ctx.kill_grace,
             on_kernel_start=ctx.register_process,
             env=self.env or None,
+            report_mode=self.report_mode,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        return self._papermill_extras(ctx, record)
+
+    def _papermill_extras(self, ctx: AttemptContext, record: AttemptRecord) -> AttemptRecord:
+        """The HTML export (``export="html"``) and the output notebook's path for downstream tasks."""
+        from nbflow.artifacts import write_value
+
+        output = f"{ctx.attempt_dir}/output.ipynb"
+        if self.export == "html" and os.path.isfile(output):
+            try:
+                nbexport.export_html(output, exclude_input=self.report_mode)
+            except Exception as exc:  # nbconvert's error: the notebook ran, its page could not be made
+                if record.ok:
+                    failed = AttemptRecord.from_exception(exc)
+                    failed.message = f"task '{ctx.task_id}': the HTML export of {output} failed: {failed.message}"
+                    failed.output_uri, failed.artifacts = record.output_uri, record.artifacts
+                    return failed
+        if self.publishes_output_notebook and record.ok:
+            try:
+                saved = write_value(ctx.artifact_dir, nbexport.OUTPUT_NOTEBOOK, output, internal=True)
+            except OSError as exc:
+                return AttemptRecord.storage_failure(exc)
+            record.artifacts.append(saved.as_dict())
         if record.ename == "FailNow":
             record.reason = "fail_now"
         return self.with_saved_choice(skipped_in_kernel(record))
@@ -245,6 +286,9 @@ def notebook(
     expand: dict[str, Any] | None = None,
     zip: bool = False,
     branch: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    report_mode: bool = False,
+    export: str | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -274,6 +318,7 @@ def notebook(
     ``branch=True``: the notebook saves the tasks to follow, ``nbflow.save("branch", ["task_a"])``;
     the other tasks directly downstream are skipped. ``raise nbflow.Skip("why")`` in a cell ends
     the task ``skipped``.
+    ``cwd``, ``report_mode``, ``export="html"``: papermill's options (see :mod:`nbflow.tasks.nbexport`).
     """
     return NotebookTask(
         path,
@@ -287,6 +332,9 @@ def notebook(
         expand=expand,
         zip=zip,
         branch=branch,
+        cwd=cwd,
+        report_mode=report_mode,
+        export=export,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

@@ -32,6 +32,7 @@ from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.tasks.external import check_options, run_elsewhere
 from nbflow.tasks.flow import Flow
 
 
@@ -57,6 +58,9 @@ class PythonTask(Flow, BaseTask):
         **options: Any,
     ):
         self.fn = fn
+        self.python, self.requirements, self.shipped_source = check_options(
+            fn, name or fn.__name__, options.pop("python", None), options.pop("requirements", None)
+        )
         self.args = to_refs(tuple(args))
         self.kwargs = to_refs(dict(kwargs))
         declared = _parameters(fn)
@@ -92,7 +96,10 @@ class PythonTask(Flow, BaseTask):
         shared = memo[key]
         if isinstance(shared, Unhashable):
             raise shared
-        return {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
+        parts = {**shared, "args": digest(stable_repr((self.args, self.kwargs), "an argument"))}
+        if self.python or self.requirements:
+            parts["interpreter"] = digest(stable_repr((self.python, sorted(self.requirements)), "an interpreter"))
+        return parts
 
     def received_params(self, params: Any) -> list[str]:
         """Parameters among its arguments; all of them when it declares ``params``."""
@@ -125,7 +132,9 @@ class PythonTask(Flow, BaseTask):
             kwargs["params"] = dict(ctx.params)
         for name in self.context_args:
             kwargs[name] = ctx.run_context.get(name)
-        if self.timeout is not None:
+        if self.python or self.requirements:
+            ok, value = run_elsewhere(self, args, kwargs, ctx)
+        elif self.timeout is not None:
             ok, value = _call_in_child(self.fn, args, kwargs, self.timeout, ctx.kill_grace, ctx.register_process)
         else:
             try:
@@ -326,6 +335,8 @@ def task(
     setup: bool = False,
     teardown: bool = False,
     setups: Any = None,
+    python: str | os.PathLike[str] | None = None,
+    requirements: list[str] | None = None,
 ) -> Any:
     """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``.
 
@@ -333,6 +344,8 @@ def task(
     others are skipped; ``short_circuit=True``: a falsy return value skips everything downstream
     (``ignore_downstream_trigger_rules=False``: only the tasks directly downstream);
     ``setup=True``, ``teardown=True`` (with ``setups=[...]``): see :mod:`nbflow.setupteardown`.
+    ``python=``: run it in that interpreter; ``requirements=``: in a cached virtualenv with
+    those packages (see :mod:`nbflow.tasks.external`).
     """
     options = {
         "name": name,
@@ -358,6 +371,8 @@ def task(
         "teardown": teardown,
         "setups": setups,
     }
+    if python is not None or requirements is not None:
+        options.update(python=python, requirements=requirements)
     if fn is not None:
         return TaskFactory(fn, options)
     return lambda f: TaskFactory(f, options)
