@@ -48,3 +48,47 @@ def test_functions_keep_their_file_line_and_source_on_workers(nbflow_home, write
     assert "<dynamic-code>" not in tb, tb
     assert f'File "{path}", line 18, in fail' in tb and "helper(3)" in tb, tb
     assert f'File "{path}", line 6, in helper' in tb and 'raise ValueError(f"boom {x}")' in tb, tb
+
+
+SIMPLE = """
+from nbflow import Pipeline, task
+
+with Pipeline("simple", params={"n": 2}) as pipeline:
+    @task
+    def first(params):
+        return params["n"]
+
+    @task
+    def second(x):
+        return x + 1
+
+    second(first())
+"""
+
+
+def nbflow_cli(
+    *args: str, home: Path, cwd: Path | None = None, stdout_closed: bool = False
+) -> subprocess.CompletedProcess:
+    """The real ``nbflow`` command; ``stdout_closed``: its reader has gone (``| head`` that exited)."""
+    env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
+    env.pop("NBFLOW_DB_URL", None)
+    argv = [sys.executable, "-m", "nbflow", *args]
+    if not stdout_closed:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(argv, proc.returncode, "", err)
+
+
+def test_a_closed_stdout_neither_fails_the_run_nor_prints_a_traceback(tmp_path, write_pipeline):
+    path = write_pipeline(SIMPLE)
+    home = tmp_path / "home"
+    res = nbflow_cli("run", str(path), "-e", "inline", home=home, stdout_closed=True)
+    assert (res.returncode, res.stderr) == (0, ""), res.stderr
+    row = next(line for line in nbflow_cli("runs", home=home).stdout.splitlines() if line.startswith("1 "))
+    assert row.split()[1:3] == ["simple", "success"], row  # driven to its end, not failed by the pipe
+    for command in (("tasks", "1"), ("runs",), ("logs", "1", "first")):
+        res = nbflow_cli(*command, home=home, stdout_closed=True)
+        assert (res.returncode, res.stderr) == (0, ""), (command, res.stderr)
