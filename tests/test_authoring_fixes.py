@@ -92,3 +92,15 @@ def test_a_closed_stdout_neither_fails_the_run_nor_prints_a_traceback(tmp_path, 
     for command in (("tasks", "1"), ("runs",), ("logs", "1", "first")):
         res = nbflow_cli(*command, home=home, stdout_closed=True)
         assert (res.returncode, res.stderr) == (0, ""), (command, res.stderr)
+
+
+def test_rerun_of_a_successful_run_says_nothing_to_rerun_and_starts_nothing(tmp_path, write_pipeline):
+    path = write_pipeline(SIMPLE)
+    home = tmp_path / "home"
+    assert nbflow_cli("run", str(path), "-e", "inline", home=home).returncode == 0
+    res = nbflow_cli("rerun", "1", home=home)  # the default executor: dask, whose cluster it used to start
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "nothing to re-run: every task of run 1 succeeded (re-run one anyway: --task TASK)\n"
+    assert "dask" not in res.stderr.lower()
+    tasks = nbflow_cli("tasks", "1", home=home).stdout
+    assert "success  1/1" in tasks and "2/" not in tasks  # no task ran again

@@ -148,6 +148,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_rerun(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
+    if not args.task and not api.clear_run(args.run, dry_run=True):
+        out.write(f"nothing to re-run: every task of run {args.run} succeeded (re-run one anyway: --task TASK)\n")
+        return 0
     progress = Progress(out, args.verbose)
     started = time.time()
     out.write(f"nbflow: re-running run {args.run}\n")
