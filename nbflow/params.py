@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import shlex
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -394,9 +395,18 @@ def resolve_run_params(
         raise ParameterError(
             "; ".join(problems.values()),
             where=f"pipeline '{pipeline}'",
-            hint=f"pass {first}= {_kind(declared[first])} like {json.dumps(declared[first], default=str)}"
-            if declared[first] is not None
-            else f"pass {first}= a JSON value (string, number, true/false, null, list or object)",
+            hint=_value_hint(first, declared[first]),
             invalid=list(problems),
         )
     return resolved
+
+
+def _value_hint(name: str, default: Any) -> str:
+    """How to pass a good value of a parameter; a list or dict as the command line takes it
+    (JSON, quoted for the shell: ``-p 'items=[1, 2]'``; an unquoted ``[1, 2]`` is two arguments)."""
+    if default is None:
+        return f"pass {name}= a JSON value (string, number, true/false, null, list or object)"
+    example = json.dumps(default, default=str)
+    if isinstance(default, (list, tuple, dict)):
+        return f"pass {name}= a JSON {value_type(default)} like {example}; on the command line: -p {shlex.quote(f'{name}={example}')}"
+    return f"pass {name}= {_kind(default)} like {example}"

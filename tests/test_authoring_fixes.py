@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,34 @@ def test_rerun_of_a_successful_run_says_nothing_to_rerun_and_starts_nothing(tmp_
     assert "dask" not in res.stderr.lower()
     tasks = nbflow_cli("tasks", "1", home=home).stdout
     assert "success  1/1" in tasks and "2/" not in tasks  # no task ran again
+
+
+LISTS = """
+from nbflow import Pipeline, task
+
+with Pipeline("lists", params={"items": [1, 2], "opts": {"a": 1}}) as pipeline:
+    @task
+    def total(params):
+        return sum(params["items"])
+
+    total()
+"""
+
+
+def test_error_says_its_where_once(tmp_path, write_pipeline):
+    path = write_pipeline(LISTS)
+    res = nbflow_cli("run", str(path), "-e", "inline", "-p", "itms=[3]", home=tmp_path / "home")
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: pipeline 'lists' has no parameter 'itms'; declared: items, opts\n"), res.stderr
+
+
+@pytest.mark.parametrize("param", ["items", "opts"])
+def test_list_parameter_hint_is_syntax_the_parser_takes(tmp_path, write_pipeline, param):
+    path = write_pipeline(LISTS)
+    home = tmp_path / "home"
+    bad = nbflow_cli("run", str(path), "-e", "inline", "-p", f"{param}=1,2", home=home)
+    assert bad.returncode == 2 and "hint:" in bad.stderr, bad.stderr
+    suggested = shlex.split(bad.stderr.split("on the command line: ", 1)[1])  # as a shell would split it
+    assert suggested[0] == "-p", suggested
+    good = nbflow_cli("run", str(path), "-e", "inline", *suggested, home=home)
+    assert good.returncode == 0, good.stderr
