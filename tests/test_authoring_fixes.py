@@ -71,7 +71,7 @@ def nbflow_cli(
     *args: str, home: Path, cwd: Path | None = None, stdout_closed: bool = False
 ) -> subprocess.CompletedProcess:
     """The real ``nbflow`` command; ``stdout_closed``: its reader has gone (``| head`` that exited)."""
-    env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONIOENCODING": "utf-8"}
+    env = {**os.environ, "NBFLOW_HOME": str(home), "PYTHONIOENCODING": "utf-8", "TZ": "UTC"}
     env.pop("NBFLOW_DB_URL", None)
     argv = [sys.executable, "-m", "nbflow", *args]
     if not stdout_closed:
@@ -136,3 +136,57 @@ def test_list_parameter_hint_is_syntax_the_parser_takes(tmp_path, write_pipeline
     assert suggested[0] == "-p", suggested
     good = nbflow_cli("run", str(path), "-e", "inline", *suggested, home=home)
     assert good.returncode == 0, good.stderr
+
+
+DAILY = """
+from nbflow import Pipeline, task
+
+with Pipeline("daily", schedule="@daily", start_date="2026-01-01") as pipeline:
+    @task
+    def work(logical_date):
+        return str(logical_date)
+
+    work()
+"""
+
+
+def test_backfill_refuses_dates_whose_interval_has_not_ended(tmp_path, write_pipeline):
+    from datetime import UTC, datetime, timedelta
+
+    path = write_pipeline(DAILY)
+    home = tmp_path / "home"
+    today = datetime.now(UTC).date()
+    start, end = today - timedelta(days=2), today + timedelta(days=3)
+    res = nbflow_cli("backfill", str(path), "--start", str(start), "--end", str(end), home=home)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"the data interval of {today} has not ended (it ends {today + timedelta(days=1)} UTC)" in res.stderr
+    assert "nor have the 3 after it; no run was queued" in res.stderr
+    assert f"end the range at --end {today - timedelta(days=1)}" in res.stderr
+    assert "no runs yet" in nbflow_cli("runs", home=home).stdout  # nothing was queued
+    ok = nbflow_cli("backfill", "daily", "--start", str(start), "--end", str(today - timedelta(days=1)), home=home)
+    assert ok.returncode == 0 and "backfill of daily: 2 run(s) queued" in ok.stdout, ok.stderr
+
+
+def test_backfill_takes_a_file_not_run_yet_and_dags_register_records_one(tmp_path, write_pipeline):
+    path = write_pipeline(DAILY)
+    home = tmp_path / "home"
+    by_name = nbflow_cli("backfill", "daily", "--start", "2026-01-01", "--end", "2026-01-02", home=home)
+    assert by_name.returncode == 2 and "nbflow dags register FILE" in by_name.stderr, by_name.stderr
+    by_path = nbflow_cli("backfill", str(path), "--start", "2026-01-01", "--end", "2026-01-02", home=home)
+    assert by_path.returncode == 0 and "backfill of daily: 2 run(s) queued" in by_path.stdout, by_path.stderr
+
+    other = tmp_path / "other_home"
+    reg = nbflow_cli("dags", "register", str(path), home=other)
+    assert reg.returncode == 0 and "registered pipeline daily" in reg.stdout, reg.stderr
+    again = nbflow_cli("backfill", "daily", "--start", "2026-01-01", "--end", "2026-01-01", home=other)
+    assert again.returncode == 0 and "1 run(s) queued" in again.stdout, again.stderr
+
+
+def test_runs_lists_the_logical_date(tmp_path, write_pipeline):
+    path = write_pipeline(DAILY)
+    home = tmp_path / "home"
+    nbflow_cli("backfill", str(path), "--start", "2026-01-01", "--end", "2026-01-02", home=home)
+    header, _, *rows = nbflow_cli("runs", home=home).stdout.splitlines()
+    assert header.split()[:6] == ["run", "pipeline", "state", "trigger", "logical", "date"], header
+    at = header.index("logical date")
+    assert [r[at : at + 10] for r in rows] == ["2026-01-02", "2026-01-01"], rows

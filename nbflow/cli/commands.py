@@ -200,9 +200,18 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         took = (r["ended_at"] - r["started_at"]).total_seconds() if r["ended_at"] and r["started_at"] else None
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["task_counts"].items()))
         rows.append(
-            (r["id"], r["pipeline"], r["state"], r["trigger"], _fmt_time(r["created_at"]), fmt_duration(took), counts)
+            (
+                r["id"],
+                r["pipeline"],
+                r["state"],
+                r["trigger"],
+                _fmt_time(r["logical_date"]),
+                _fmt_time(r["created_at"]),
+                fmt_duration(took),
+                counts,
+            )
         )
-    _table(rows, ("run", "pipeline", "state", "trigger", "created", "duration", "tasks"), out)
+    _table(rows, ("run", "pipeline", "state", "trigger", "logical date", "created", "duration", "tasks"), out)
     return 0
 
 
