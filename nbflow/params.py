@@ -330,6 +330,14 @@ def _kernel_names(refresh: bool = False) -> set[str]:
         return set(_available_kernels)
 
 
+def kernel_alias(name: str) -> str:
+    """A kernel name as jupyter_client resolves it (so papermill runs it): ``python`` is the native
+    Python kernel, ``python3`` (``KernelManager``'s alias)."""
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+
+    return NATIVE_KERNEL_NAME if name.lower() == "python" else name
+
+
 def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
     """The kernel the notebook will run with; DefinitionError if it has none or it is unknown.
 
@@ -344,6 +352,7 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
             hint="open it in JupyterLab and pick a kernel (Kernel -> Change Kernel), then save; "
             "or pass kernel_name=... to the task",
         )
+    name = kernel_alias(name)
     # Kernel lists are cached per process; refresh once on a miss in case one was just installed.
     if name.lower() not in _kernel_names() and name.lower() not in _kernel_names(refresh=True):
         available = ", ".join(sorted(_kernel_names())) or "(none)"

@@ -12,6 +12,7 @@ import pytest
 
 from nbflow import api
 from nbflow.loader import load_pipeline
+from tests.conftest import make_notebook
 
 SOURCE = """
 from nbflow import Pipeline, task
@@ -190,3 +191,47 @@ def test_runs_lists_the_logical_date(tmp_path, write_pipeline):
     assert header.split()[:6] == ["run", "pipeline", "state", "trigger", "logical", "date"], header
     at = header.index("logical date")
     assert [r[at : at + 10] for r in rows] == ["2026-01-02", "2026-01-01"], rows
+
+
+NOTEBOOK_PIPELINE = """
+from nbflow import Pipeline, notebook
+
+with Pipeline("nb") as pipeline:
+    notebook("work.ipynb", name="work", parameters={"x": 21}, params_cell=PARAMS_CELL)
+"""
+
+
+@pytest.fixture
+def no_pool(nbflow_home, monkeypatch):
+    """One notebook attempt per test: no pre-started kernel for a next one."""
+    monkeypatch.setenv("NBFLOW_KERNEL_POOL", "0")
+    api.reset()
+
+
+def _notebook_run(write_pipeline, cells, *, kernel="python3", params_cell="strict"):
+    path = write_pipeline(NOTEBOOK_PIPELINE.replace("PARAMS_CELL", repr(params_cell)))
+    spec = {"kernelspec": {"name": kernel, "display_name": "Python", "language": "python"}}
+    make_notebook(path.parent / "work.ipynb", cells, metadata=spec)
+    result = api.run_pipeline(load_pipeline(path), executor="inline")
+    return result, api.run_details(result.run_id)
+
+
+def test_kernelspec_named_python_runs_as_papermill_runs_it(no_pool, write_pipeline):
+    result, _ = _notebook_run(write_pipeline, [("x = 1", ["parameters"]), "print('doubled', x * 2)"], kernel="python")
+    assert result.ok, result.tasks
+    assert "doubled 42" in api.read_log(result.run_id, "work")
+
+
+def test_papermill_does_not_warn_of_parameters_nbflow_injects_on_purpose(no_pool, write_pipeline):
+    result, _ = _notebook_run(write_pipeline, ["print('got', x)"], params_cell="inject_top")
+    assert result.ok, result.tasks
+    log = api.read_log(result.run_id, "work")
+    assert "got 21" in log and "Passed unknown parameter" not in log, log
+
+
+def test_line_magic_error_keeps_its_type_and_message(no_pool, write_pipeline):
+    result, details = _notebook_run(write_pipeline, [("x = 1", ["parameters"]), "%nosuchmagic 1"])
+    assert not result.ok
+    (attempt,) = details["attempts"]
+    assert (attempt["ename"], attempt["evalue"]) == ("UsageError", "Line magic function `%nosuchmagic` not found.")
+    assert attempt["message"] == "Cell 2/2 raised UsageError: Line magic function `%nosuchmagic` not found."
