@@ -235,3 +235,62 @@ def test_line_magic_error_keeps_its_type_and_message(no_pool, write_pipeline):
     (attempt,) = details["attempts"]
     assert (attempt["ename"], attempt["evalue"]) == ("UsageError", "Line magic function `%nosuchmagic` not found.")
     assert attempt["message"] == "Cell 2/2 raised UsageError: Line magic function `%nosuchmagic` not found."
+
+
+GPU = """
+from nbflow import Pipeline, task
+
+with Pipeline("gpu") as pipeline:
+    @task(queue="gpu", resources={"GPU": 1})
+    def train():
+        return 1
+
+    train()
+"""
+
+
+def _note_when(store, run_id, done, predicate, seconds=60):
+    import time
+
+    note = None
+    for _ in range(int(seconds * 10)):
+        note = store.task_instances(run_id)[0]["note"]
+        if predicate(note) or done:
+            break
+        time.sleep(0.1)
+    return note
+
+
+@pytest.mark.slow
+def test_queue_waiting_note_follows_the_workers_and_names_the_resources(
+    tmp_path, nbflow_home, monkeypatch, write_pipeline
+):
+    import threading
+
+    from tests.test_dask_executor import Cluster, _serve
+
+    cluster = Cluster(tmp_path)
+    cluster.worker("cpu", "default")
+    try:
+        _serve(cluster, 1, monkeypatch)
+        pipeline = load_pipeline(write_pipeline(GPU))
+        store = api.open_store()
+        run_id = api.create_run(pipeline, executor="dask", store=store)
+        done: dict = {}
+        driver = threading.Thread(target=lambda: done.update(r=api.drive_run(pipeline, run_id, store=store)))
+        driver.start()
+        start = f"start one with: nbflow worker --scheduler {cluster.address} --queue gpu --resources GPU=1"
+        note = _note_when(store, run_id, done, lambda n: bool(n))
+        assert note == f"waiting: no worker serves queue 'gpu' (served: default); {start}", note
+
+        cluster.worker("gpu-without-gpus", "gpu")  # serves the queue, but has no GPU: the note says so
+        note = _note_when(store, run_id, done, lambda n: n and "has the resources" in n)
+        assert note == f"waiting: no worker of queue 'gpu' has the resources GPU=1; {start}", note
+
+        argv = [sys.executable, "-m", "nbflow", *start.split("nbflow ", 1)[1].split(), "--name", "gpu1"]
+        cluster._start("gpu1", argv)  # the command the note gives
+        driver.join(90)
+        assert done["r"].ok, done["r"].tasks
+        assert done["r"].task("train")["hostname"] is not None and store.task_instances(run_id)[0]["note"] is None
+    finally:
+        cluster.close()
