@@ -294,3 +294,49 @@ def test_queue_waiting_note_follows_the_workers_and_names_the_resources(
         assert done["r"].task("train")["hostname"] is not None and store.task_instances(run_id)[0]["note"] is None
     finally:
         cluster.close()
+
+
+ONLY = """
+from nbflow import Pipeline, task
+
+with Pipeline("only", params={"rows": 10, "C": 1.0}) as pipeline:
+    @task
+    def prepare(rows):
+        return list(range(rows))
+
+    @task
+    def train(data, C):
+        return len(data) * C
+
+    train(prepare(pipeline.params.rows), pipeline.params.C)
+"""
+
+
+def test_only_names_the_run_of_each_upstream_value_and_refuses_one_with_other_parameters(tmp_path, write_pipeline):
+    path = write_pipeline(ONLY)
+    home = tmp_path / "home"
+    assert nbflow_cli("run", str(path), "-e", "inline", home=home).returncode == 0  # run 1: rows=10, C=1.0
+    # train's own parameter may change: prepare's value (rows=10) still fits
+    fits = nbflow_cli("run", str(path), "-e", "inline", "--only", "train", "-p", "C=0.5", home=home)
+    assert fits.returncode == 0, fits.stderr
+    assert fits.stdout.startswith("nbflow: upstream value of prepare: from run 1, try 1\n"), fits.stdout
+
+    stale = nbflow_cli("run", str(path), "-e", "inline", "--only", "train", "-p", "rows=5", home=home)
+    assert stale.returncode == 2, stale.stdout
+    assert stale.stderr == (
+        "error: pipeline 'only': --only: the value of upstream task 'prepare' would come from run 1, whose "
+        "parameters differ: rows=10 there, 5 here\n"
+        "  hint: run it too (--only prepare train), or pass --allow-stale-inputs to use run 1's value anyway\n"
+    )
+    assert [line.split()[0] for line in nbflow_cli("runs", home=home).stdout.splitlines()[2:]] == [
+        "2",
+        "1",
+    ]  # no run made
+
+    allowed = nbflow_cli(
+        "run", str(path), "-e", "inline", "--only", "train", "-p", "rows=5", "--allow-stale-inputs", home=home
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "upstream value of prepare: from run 1, try 1 (computed with other parameters: rows=10 there, 5 here)" in (
+        allowed.stdout
+    )

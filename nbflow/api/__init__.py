@@ -86,6 +86,7 @@ from nbflow.api.sweeps import (
     sweep_points,
     trigger_sweep,
 )
+from nbflow.api.upstream import UpstreamValue, upstream_values
 from nbflow.tasks.cellspec import kernel_pipeline_name
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "SchedulerStarted",
     "SchemaUpgrade",
     "StalePipelineError",
+    "UpstreamValue",
     "SweepResult",
     "backfill",
     "background_driver_alive",
@@ -172,6 +174,7 @@ __all__ = [
     "trigger",
     "trigger_sweep",
     "upgrade_database",
+    "upstream_values",
     "waiting_reason",
     "worker_command",
 ]

@@ -118,6 +118,7 @@ def run_pipeline(
     trigger: str = "manual",
     incremental: bool | None = None,
     force: Iterable[str] | None = None,
+    allow_stale_inputs: bool = False,
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
     on_start: Callable[[Executor], None] | None = None,
@@ -133,6 +134,7 @@ def run_pipeline(
         executor=name,
         incremental=incremental,
         force=force,
+        allow_stale_inputs=allow_stale_inputs,
         store=store,
     )
     return drive_run(

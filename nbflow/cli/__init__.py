@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="TASK",
-        help="run only these tasks; upstream values come from their last successful run",
+        help="run only these tasks; upstream values come from their last successful run (each named as the run starts)",
+    )
+    p.add_argument(
+        "--allow-stale-inputs",
+        action="store_true",
+        help="with --only: use an upstream value even when the run it comes from had other parameters "
+        "(refused by default)",
     )
     p.add_argument(
         "--incremental",

@@ -122,9 +122,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
         incremental=args.incremental,
         force=args.force,
+        allow_stale_inputs=args.allow_stale_inputs,
         store=store,
     )
-    progress.total = len(api.run_details(run_id, store=store)["tasks"])
+    details = api.run_details(run_id, store=store)
+    progress.total = len(details["tasks"])
+    for value in api.upstream_values(pipeline, args.only or (), details["run"]["params"], store=store):
+        out.write(f"nbflow: upstream value of {value.describe()}\n")
     started = time.time()
 
     def on_start(ex: Any) -> None:
