@@ -231,11 +231,11 @@ class DaskExecutor(Executor):
         workers = self.worker_resources(refresh)
         for key, (item, said) in waiting:
             note = waiting_note(item.queue, item.resources or {}, workers, self.client.scheduler.address)
-            with self._lock:
+            with self._lock:  # (put under the lock: never after the attempt's "started" event)
                 if note == said or key not in self._waiting:
                     continue
                 self._waiting[key] = (item, note)
-            self._events.put(Event("note", key, now(), message=note))
+                self._events.put(Event("note", key, now(), message=note or ""))  # "": a worker can take it now
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:

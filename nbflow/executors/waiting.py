@@ -7,7 +7,7 @@ that joins (or leaves) changes the answer, and the note with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 QUEUE_PREFIX = "queue-"
 
@@ -27,7 +27,7 @@ def _amount(value: float) -> str:
 
 
 def waiting_note(
-    queue: str, resources: Mapping[str, float], workers: list[Mapping[str, float]], scheduler: str
+    queue: str, resources: Mapping[str, float], workers: Sequence[Mapping[str, float]], scheduler: str
 ) -> str | None:
     """Why no worker can run an attempt of ``queue`` needing ``resources`` (None: one can, so
     it waits only for a free slot), with the command that starts one that can.
