@@ -20,7 +20,9 @@ class NbflowError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
+        # "pipeline 'p': pipeline 'p' has no ..." says the where twice: a message that starts with it stands alone
+        said = not self.where or self.message.startswith(self.where)
+        text = self.message if said else f"{self.where}: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text

@@ -17,6 +17,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nbflow import codeship
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, PipelineLoadError, PipelineNotFoundError
 
@@ -65,6 +66,7 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, Pipeline]:
     except ValueError:  # already registered (the file is loaded again)
         pass
     try:
+        codeship.remember(str(spec.origin), path.read_text(encoding="utf-8"))
         spec.loader.exec_module(module)
     except NbflowError as exc:
         if not exc.where or not exc.where.startswith(str(path)):

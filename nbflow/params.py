@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import shlex
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -329,6 +330,14 @@ def _kernel_names(refresh: bool = False) -> set[str]:
         return set(_available_kernels)
 
 
+def kernel_alias(name: str) -> str:
+    """A kernel name as jupyter_client resolves it (so papermill runs it): ``python`` is the native
+    Python kernel, ``python3`` (``KernelManager``'s alias)."""
+    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+
+    return NATIVE_KERNEL_NAME if name.lower() == "python" else name
+
+
 def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
     """The kernel the notebook will run with; DefinitionError if it has none or it is unknown.
 
@@ -343,6 +352,7 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
             hint="open it in JupyterLab and pick a kernel (Kernel -> Change Kernel), then save; "
             "or pass kernel_name=... to the task",
         )
+    name = kernel_alias(name)
     # Kernel lists are cached per process; refresh once on a miss in case one was just installed.
     if name.lower() not in _kernel_names() and name.lower() not in _kernel_names(refresh=True):
         available = ", ".join(sorted(_kernel_names())) or "(none)"
@@ -394,9 +404,18 @@ def resolve_run_params(
         raise ParameterError(
             "; ".join(problems.values()),
             where=f"pipeline '{pipeline}'",
-            hint=f"pass {first}= {_kind(declared[first])} like {json.dumps(declared[first], default=str)}"
-            if declared[first] is not None
-            else f"pass {first}= a JSON value (string, number, true/false, null, list or object)",
+            hint=_value_hint(first, declared[first]),
             invalid=list(problems),
         )
     return resolved
+
+
+def _value_hint(name: str, default: Any) -> str:
+    """How to pass a good value of a parameter; a list or dict as the command line takes it
+    (JSON, quoted for the shell: ``-p 'items=[1, 2]'``; an unquoted ``[1, 2]`` is two arguments)."""
+    if default is None:
+        return f"pass {name}= a JSON value (string, number, true/false, null, list or object)"
+    example = json.dumps(default, default=str)
+    if isinstance(default, (list, tuple, dict)):
+        return f"pass {name}= a JSON {value_type(default)} like {example}; on the command line: -p {shlex.quote(f'{name}={example}')}"
+    return f"pass {name}= {_kind(default)} like {example}"

@@ -192,3 +192,25 @@ def utcnow() -> datetime:
 def next_after(expr: str, after: datetime) -> datetime:
     """The first tick of ``expr`` strictly after ``after`` (aware datetimes, UTC zone)."""
     return Schedule(normalize(expr)).next_tick(after)
+
+
+def refuse_unended(pipeline: str, intervals: list[tuple[datetime, datetime]], tz: ZoneInfo) -> None:
+    """A backfill makes a run only for a data interval that has ended (as the scheduler does):
+    a range that reaches an interval still to come is refused, naming it and the ``--end`` to use."""
+    now = utcnow()
+    ended = [start for start, end in intervals if end <= now]
+    if len(ended) == len(intervals):
+        return
+
+    def when(t: datetime) -> str:
+        local = t.astimezone(tz)
+        return f"{local:%Y-%m-%d}" if local.time() == time(0) else f"{local:%Y-%m-%dT%H:%M}"
+
+    start, end = intervals[len(ended)]
+    more = len(intervals) - len(ended) - 1
+    raise ScheduleError(
+        f"backfill of '{pipeline}': the data interval of {when(start)} has not ended (it ends {when(end)} {tz}"
+        f"){f', nor have the {more} after it' if more else ''}; no run was queued",
+        hint=(f"end the range at --end {when(ended[-1])}; " if ended else "")
+        + "the scheduler queues each later run when its interval has ended",
+    )

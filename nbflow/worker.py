@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from nbflow import artifacts, procs
+from nbflow import artifacts, codeship, procs
 from nbflow.artifacts import UpstreamOutput, attempt_dir
 from nbflow.record import STORAGE_ERRNOS, AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
@@ -58,17 +58,18 @@ class WorkItem:
     resources: dict[str, float] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
     payload: bytes | None = None
+    #: the source text of the files the pickled task's code comes from (see nbflow.codeship)
+    sources: dict[str, str] = field(default_factory=dict)
     #: Also write the result record to ``result.json`` in the attempt folder, so a driver
     #: restarted while the attempt ran can still learn how it ended.
     durable_result: bool = False
 
     def pack(self) -> WorkItem:
         """A copy whose task is cloudpickled (for another process or machine)."""
-        import cloudpickle
-
         if self.payload is not None:
             return self
-        return WorkItem(**{**self.__dict__, "task": None, "payload": cloudpickle.dumps(self.task)})
+        payload, sources = codeship.dumps(self.task)
+        return WorkItem(**{**self.__dict__, "task": None, "payload": payload, "sources": sources})
 
     def unpack(self) -> BaseTask:
         """The task, unpickled on the worker (after adding the pipeline's folder to sys.path)."""
@@ -78,6 +79,7 @@ class WorkItem:
             for path in self.sys_path:
                 if path not in sys.path:
                     sys.path.insert(0, path)
+            codeship.register_sources(self.sources)
             self.task = cloudpickle.loads(self.payload)
         return self.task
 

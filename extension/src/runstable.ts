@@ -128,6 +128,12 @@ export class RunsTable {
       },
       { key: 'trigger', label: 'trigger', value: r => r.trigger, cell: r => r.trigger },
       {
+        key: 'logical',
+        label: 'logical date',
+        value: r => r.logical_date,
+        cell: r => fmtTime(r.logical_date)
+      },
+      {
         key: 'started',
         label: 'started',
         value: r => r.started_at || r.created_at,

@@ -87,6 +87,7 @@ from nbflow.api.sweeps import (
     sweep_points,
     trigger_sweep,
 )
+from nbflow.api.upstream import UpstreamValue, upstream_values
 from nbflow.tasks.cellspec import kernel_pipeline_name
 
 __all__ = [
@@ -99,6 +100,7 @@ __all__ = [
     "SchedulerStarted",
     "SchemaUpgrade",
     "StalePipelineError",
+    "UpstreamValue",
     "SweepResult",
     "backfill",
     "background_driver_alive",
@@ -174,6 +176,7 @@ __all__ = [
     "trigger",
     "trigger_sweep",
     "upgrade_database",
+    "upstream_values",
     "waiting_reason",
     "worker_command",
 ]

@@ -93,7 +93,8 @@ def worker_command(
     others, as ``NAME=COUNT``); the environment is this process's plus the Dask settings of
     nbflow's workers.
     """
-    from nbflow.executors.dask import queue_resource, worker_environment
+    from nbflow.executors.dask import worker_environment
+    from nbflow.executors.waiting import queue_resource
 
     advertised = [f"{queue_resource(q)}={nthreads}" for q in queues] + list(resources)
     argv = [sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", str(nthreads)]

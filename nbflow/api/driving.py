@@ -118,6 +118,7 @@ def run_pipeline(
     trigger: str = "manual",
     incremental: bool | None = None,
     force: Iterable[str] | None = None,
+    allow_stale_inputs: bool = False,
     listeners: Sequence[Listener] = (),
     store: Store | None = None,
     on_start: Callable[[Executor], None] | None = None,
@@ -133,6 +134,7 @@ def run_pipeline(
         executor=name,
         incremental=incremental,
         force=force,
+        allow_stale_inputs=allow_stale_inputs,
         store=store,
     )
     return drive_run(
@@ -157,9 +159,15 @@ def rerun(
     """Clear tasks of a finished run (see :func:`clear_run`) and drive it again here.
 
     The pipeline is loaded again from its file, so a fixed notebook or function is used;
-    successful tasks keep their outputs and are not run again.
+    successful tasks keep their outputs and are not run again. When there is nothing to clear
+    (every task succeeded), nothing is loaded or started and the run is returned as it is.
     """
     store = store or open_store()
+    if not clear_run(run_id, tasks, dry_run=True, store=store):  # every task succeeded: nothing to start
+        run = store.get_run(run_id)
+        return RunResult(
+            run_id, run["pipeline"], RunState(run["state"]), [dict(r) for r in store.task_instances(run_id)]
+        )
     pipeline = pipeline_of_run(run_id, store=store)
     clear_run(run_id, tasks, store=store)
     return drive_run(pipeline, run_id, executor=executor, parallelism=parallelism, listeners=listeners, store=store)

@@ -23,7 +23,7 @@ from nbflow.exceptions import (
     PipelineNotFoundError,
     StateConflictError,
 )
-from nbflow.schedule import Schedule, get_timezone, normalize, parse_date
+from nbflow.schedule import Schedule, get_timezone, normalize, parse_date, refuse_unended
 from nbflow.store import Store, Tx
 from nbflow.store.orm import utcnow
 from nbflow.store.scheduling import task_rows
@@ -39,7 +39,8 @@ def _pipeline_row(store: Store, name: str) -> RowMapping:
         known = [p["name"] for p in store.list_pipelines()]
         raise PipelineNotFoundError(
             f"no pipeline named '{name}'",
-            hint=f"known pipelines: {', '.join(known) or '(none: run `nbflow scheduler` or `nbflow run FILE` first)'}",
+            hint=f"known pipelines: {', '.join(known) or '(none)'}; a file not run or scheduled yet: "
+            "`nbflow dags register FILE` records its pipeline",
         )
     return row
 
@@ -287,6 +288,7 @@ def backfill(
     while tick <= last:
         intervals.append(schedule.interval(tick))
         tick = intervals[-1][1]
+    refuse_unended(name, intervals, tz)
     version = _pipeline_row(store, name)["latest_version_id"]
     params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
     created = store.write(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from nbflow import params as nbparams
+from nbflow.api.upstream import refuse_stale, upstream_values
 from nbflow.config import Settings, get_settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import NbflowError, ParameterError, StateConflictError, UnknownTaskError
@@ -76,12 +77,15 @@ def create_run(
     executor: str | None = None,
     incremental: bool | None = None,
     force: Iterable[str] | None = None,
+    allow_stale_inputs: bool = False,
     store: Store | None = None,
 ) -> int:
     """Validate parameters and the task selection, record the pipeline version and a queued run.
 
     ``incremental`` (default: the pipeline's ``incremental=``): reuse up-to-date tasks, except
-    the ``force``d ones and their downstream (:mod:`nbflow.incremental`).
+    the ``force``d ones and their downstream (:mod:`nbflow.incremental`). With ``only``, an
+    upstream value computed with other parameters is refused unless ``allow_stale_inputs``
+    (:mod:`nbflow.api.upstream`).
     """
     return create_runs(
         pipeline,
@@ -91,6 +95,7 @@ def create_run(
         executor=executor,
         incremental=incremental,
         force=force,
+        allow_stale_inputs=allow_stale_inputs,
         store=store,
     )[1][0]
 
@@ -105,6 +110,7 @@ def create_runs(
     executor: str | None = None,
     incremental: bool | None = None,
     force: Iterable[str] | None = None,
+    allow_stale_inputs: bool = False,
     store: Store | None = None,
 ) -> tuple[int | None, list[int]]:
     """:func:`create_run` for each parameter set of ``points``, in one transaction; every set
@@ -126,6 +132,9 @@ def create_runs(
             f"--only needs the output of {', '.join(missing)}, which never succeeded in pipeline '{pipeline.name}'",
             hint=f"run them first or add them: --only {' '.join([*missing, *selected])}",
         )
+    if external and not allow_stale_inputs:
+        for values in resolved:
+            refuse_stale(pipeline, upstream_values(pipeline, selected, values, store=store), selected)
     prints = pipeline.task_fingerprints()  # once: a 1,000-task pipeline hashes every task for both
     definition, fingerprint = pipeline.definition(prints), pipeline.fingerprint(prints)
     tasks = task_rows(definition, selected)

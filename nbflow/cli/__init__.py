@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="TASK",
-        help="run only these tasks; upstream values come from their last successful run",
+        help="run only these tasks; upstream values come from their last successful run (each named as the run starts)",
+    )
+    p.add_argument(
+        "--allow-stale-inputs",
+        action="store_true",
+        help="with --only: use an upstream value even when the run it comes from had other parameters "
+        "(refused by default)",
     )
     p.add_argument(
         "--incremental",
@@ -213,9 +219,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class QuietPipe:
+    """``out`` that stops printing, quietly, once its reader has gone (``nbflow run ... | head``):
+    the command goes on (a run is driven to its end and recorded as it ends) and exits as it
+    would have. Python ignores SIGPIPE, so a closed pipe is a ``BrokenPipeError`` on write."""
+
+    def __init__(self, out: TextIO):
+        self.out, self.closed_by_reader = out, False
+
+    def _quiet(self) -> None:
+        if not self.closed_by_reader and self.out is sys.stdout:
+            import os
+
+            # the interpreter flushes stdout at exit: give it somewhere to go
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), sys.stdout.fileno())
+        self.closed_by_reader = True
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader:
+            try:
+                return self.out.write(text)
+            except BrokenPipeError:
+                self._quiet()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader:
+            try:
+                self.out.flush()
+            except BrokenPipeError:
+                self._quiet()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.out, name)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point of the ``nbflow`` console script; returns the exit code."""
-    out = out or sys.stdout
+    out = QuietPipe(out or sys.stdout)  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
     if getattr(args, "dask_address", None):
         import os

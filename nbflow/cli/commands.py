@@ -122,9 +122,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
         incremental=args.incremental,
         force=args.force,
+        allow_stale_inputs=args.allow_stale_inputs,
         store=store,
     )
-    progress.total = len(api.run_details(run_id, store=store)["tasks"])
+    details = api.run_details(run_id, store=store)
+    progress.total = len(details["tasks"])
+    for value in api.upstream_values(pipeline, args.only or (), details["run"]["params"], store=store):
+        out.write(f"nbflow: upstream value of {value.describe()}\n")
     started = time.time()
 
     def on_start(ex: Any) -> None:
@@ -148,6 +152,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_rerun(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
+    if not args.task and not api.clear_run(args.run, dry_run=True):
+        out.write(f"nothing to re-run: every task of run {args.run} succeeded (re-run one anyway: --task TASK)\n")
+        return 0
     progress = Progress(out, args.verbose)
     started = time.time()
     out.write(f"nbflow: re-running run {args.run}\n")
@@ -197,9 +204,18 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         took = (r["ended_at"] - r["started_at"]).total_seconds() if r["ended_at"] and r["started_at"] else None
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["task_counts"].items()))
         rows.append(
-            (r["id"], r["pipeline"], r["state"], r["trigger"], _fmt_time(r["created_at"]), fmt_duration(took), counts)
+            (
+                r["id"],
+                r["pipeline"],
+                r["state"],
+                r["trigger"],
+                _fmt_time(r["logical_date"]),
+                _fmt_time(r["created_at"]),
+                fmt_duration(took),
+                counts,
+            )
         )
-    _table(rows, ("run", "pipeline", "state", "trigger", "created", "duration", "tasks"), out)
+    _table(rows, ("run", "pipeline", "state", "trigger", "logical date", "created", "duration", "tasks"), out)
     return 0
 
 

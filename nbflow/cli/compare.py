@@ -138,6 +138,7 @@ def cmd_sweep(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
         incremental=args.incremental,
         force=args.force,
+        allow_stale_inputs=args.allow_stale_inputs,
         store=store,
     )
     labels = {

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -42,9 +44,16 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _is_path(name: str) -> bool:
+    """Whether a NAME argument is a pipeline file (a ``.py`` file or a notebook) rather than a name."""
+    return name.endswith((".py", ".ipynb")) or "/" in name or os.path.isfile(name)
+
+
 def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
 
+    if _is_path(args.name):  # a file not run or scheduled yet is registered first
+        args.name = api.register_file(Path(args.name), args.pipeline)
     created, existing = api.backfill(args.name, args.start, args.end)
     out.write(f"backfill of {args.name}: {len(created)} run(s) queued, {existing} existed already\n")
     if args.run:
@@ -90,6 +99,10 @@ def cmd_dags(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
     from nbflow.cli.commands import _fmt_time, _table
 
+    if args.dags_command == "register":
+        name = api.register_file(Path(args.path), args.pipeline)
+        out.write(f"registered pipeline {name} from {args.path}: trigger, backfill or schedule it by name\n")
+        return 0
     if args.dags_command == "errors":
         errors = api.import_errors()
         if not errors:
@@ -174,7 +187,8 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
         help="queue the scheduled runs of a date range",
         description="Create the runs whose logical dates fall in [START, END] (existing ones are kept).",
     )
-    p.add_argument("name", help="pipeline name")
+    p.add_argument("name", help="pipeline name, or its file (registered first, as `nbflow dags register` does)")
+    p.add_argument("--pipeline", help="which pipeline, when the file defines several")
     p.add_argument("--start", required=True, help="first logical date, e.g. 2026-01-01")
     p.add_argument("--end", required=True, help="last logical date, e.g. 2026-01-31")
     p.add_argument(
@@ -211,6 +225,14 @@ def register(sub: Any, executor_args: Callable[[argparse.ArgumentParser], None])
     dags.add_parser("errors", help="files of the DAG folder that failed to load (file:line: message)").set_defaults(
         func=cmd_dags
     )
+    p = dags.add_parser(
+        "register",
+        help="record a pipeline file's pipeline(s) so they can be triggered and backfilled by name",
+        description="Load PATH and record its pipeline as the scheduler would (without running anything).",
+    )
+    p.add_argument("path", help="a .py pipeline file, or a notebook of %%%%nbflow task cells")
+    p.add_argument("--pipeline", help="which pipeline, when the file defines several")
+    p.set_defaults(func=cmd_dags)
 
     p = sub.add_parser(
         "drive",

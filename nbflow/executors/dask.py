@@ -19,7 +19,9 @@ Without an address (``--dask-address`` / ``NBFLOW_DASK_ADDRESS``) an embedded
 * **Queues.** A task's ``queue="gpu"`` becomes the worker resource ``queue-gpu``;
   ``nbflow worker --queue gpu`` advertises it. A cluster whose workers advertise no queue
   at all (plain ``dask worker``, the embedded cluster) runs every queue. ``resources=``
-  amounts (``{"GPU": 1}``) are passed to Dask as they are.
+  amounts (``{"GPU": 1}``) are passed to Dask as they are. While a submitted attempt has not
+  started, its note says why no worker can take it and the ``nbflow worker`` command that
+  would (:mod:`nbflow.executors.waiting`), looked at again every ``RENOTE_INTERVAL``.
 * **Code.** Tasks are cloudpickled by value (pipeline files are registered for that), so
   workers need nbflow and the libraries the tasks import, not the pipeline file. Modules
   a pipeline imports from its own folder must be importable on the workers (a shared
@@ -52,6 +54,7 @@ from nbflow.executors.daskconf import (  # noqa: F401 - WORKER_CONFIG and worker
     check_allowed_failures,
     worker_environment,
 )
+from nbflow.executors.waiting import queue_resource, served_queues, waiting_note
 from nbflow.record import AttemptRecord
 from nbflow.tasks import kernelpool
 from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_result, read_started, run_work_item
@@ -59,19 +62,14 @@ from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, r
 log = logging.getLogger("nbflow.executors.dask")
 
 STARTED_TOPIC = "nbflow-started"
-QUEUE_PREFIX = "queue-"
 RESULT_TOPIC = "nbflow-result"
+RENOTE_INTERVAL = 2.0  # seconds between looks at why submitted attempts still wait
 STARTED_DELAY = 0.05
 RESULT_EVENT_LIMIT = 16_000  # characters of traceback/message in a result sent as an event
 SUBMIT_INTERVAL = 0.001  # seconds the client batches submissions (Dask's default: 0.01)
 SWEEP_INTERVAL = 0.2  # seconds between looks at the statuses of futures in flight
 RELEASE_INTERVAL = 1.0  # seconds between two withdrawals of fire-and-forget claims (_release_ended)
 RESULT_GRACE = 0.5  # seconds a finished future may wait for its result event before it is fetched
-
-
-def queue_resource(name: str) -> str:
-    """The Dask worker resource that stands for nbflow queue ``name``."""
-    return f"{QUEUE_PREFIX}{name}"
 
 
 def run_on_worker(item: WorkItem) -> AttemptRecord:
@@ -131,7 +129,9 @@ class DaskExecutor(Executor):
         self._swept = 0.0
         self.fetched_results = 0  # results fetched from futures because no event came (a diagnostic)
         self._lock = threading.Lock()
-        self._queues: tuple[float, set[str]] = (0.0, set())
+        self._workers: tuple[float, list[dict[str, float]]] = (0.0, [])  # when read, each worker's resources
+        self._waiting: dict[str, tuple[WorkItem, str | None]] = {}  # submitted, not started: item, its note
+        self._renoted = 0.0  # when the waiting attempts' notes were last looked at (monotonic)
         self._folders: dict[str, str] = {}  # key -> attempt folder of attempts in flight (started.json)
 
     @property
@@ -198,34 +198,44 @@ class DaskExecutor(Executor):
             return None
 
     # -- queues ------------------------------------------------------------------------------
-    def served_queues(self, refresh: bool = False) -> set[str]:
-        """Queues advertised by the cluster's workers (cached for 2 s)."""
-        at, queues = self._queues
+    def worker_resources(self, refresh: bool = False) -> list[dict[str, float]]:
+        """Each worker's resources, queues among them (read again after 2 s)."""
+        at, workers = self._workers
         if refresh or time.monotonic() - at > 2.0:
-            workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
-            queues = {
-                r[len(QUEUE_PREFIX) :]
-                for w in workers
-                for r in (w.get("resources") or {})
-                if r.startswith(QUEUE_PREFIX)
-            }
-            self._queues = (time.monotonic(), queues)
-        return queues
+            info = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            workers = [dict(w.get("resources") or {}) for w in info]
+            self._workers = (time.monotonic(), workers)
+        return workers
 
-    def _resources(self, item: WorkItem) -> tuple[dict[str, float] | None, str | None]:
+    def served_queues(self, refresh: bool = False) -> set[str]:
+        """Queues advertised by the cluster's workers."""
+        return served_queues(self.worker_resources(refresh))
+
+    def _resources(self, item: WorkItem) -> dict[str, float] | None:
         resources = dict(item.resources or {})
-        note = None
         served = self.served_queues()
         if served:  # the cluster routes by queue
-            if item.queue not in served:
-                served = self.served_queues(refresh=True)
-            if item.queue not in served:
-                note = (
-                    f"waiting: no worker serves queue '{item.queue}' (served: {', '.join(sorted(served))}); "
-                    f"start one with: nbflow worker --scheduler {self.client.scheduler.address} --queue {item.queue}"
-                )
             resources[queue_resource(item.queue)] = 1
-        return resources or None, note
+        return resources or None
+
+    def _renote(self, refresh: bool = False) -> None:
+        """Say again why each attempt not started yet waits, when that changed (a worker came or
+        went): its note names what no worker has and the ``nbflow worker`` command to start."""
+        self._renoted = time.monotonic()
+        with self._lock:
+            for key in [k for k in self._waiting if k not in self._futures]:  # ended, lost or cancelled
+                del self._waiting[key]
+            waiting = list(self._waiting.items())
+        if not waiting:
+            return
+        workers = self.worker_resources(refresh)
+        for key, (item, said) in waiting:
+            note = waiting_note(item.queue, item.resources or {}, workers, self.client.scheduler.address)
+            with self._lock:  # (put under the lock: never after the attempt's "started" event)
+                if note == said or key not in self._waiting:
+                    continue
+                self._waiting[key] = (item, note)
+                self._events.put(Event("note", key, now(), message=note or ""))  # "": a worker can take it now
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -241,13 +251,12 @@ class DaskExecutor(Executor):
             self.start()
         groups: dict[tuple[tuple[str, float], ...], list[WorkItem]] = {}
         for item in items:
-            resources, note = self._resources(item)
+            resources = self._resources(item)
             groups.setdefault(tuple(sorted((resources or {}).items())), []).append(item)
-            if note:
-                self._events.put(Event("note", item.key, now(), message=note))
         for shape, group in groups.items():
             with self._lock:  # known before the map: a result event may beat client.map's return
                 self._futures.update((item.key, None) for item in group)
+                self._waiting.update((item.key, (item, None)) for item in group)
                 self._folders.update((item.key, attempt_paths(item)[0]) for item in group)
             futures = self.client.map(
                 run_on_worker,
@@ -260,6 +269,7 @@ class DaskExecutor(Executor):
             fire_and_forget(futures)
             with self._lock:
                 self._futures.update((f.key, f) for f in futures if f.key in self._futures)
+        self._renote()
 
     def adopt(self, key: str, attempt_folder: str) -> bool:
         """Follow an attempt a previous driver submitted: by its result file, or its key."""
@@ -284,6 +294,8 @@ class DaskExecutor(Executor):
     # -- events -------------------------------------------------------------------------------
     def _on_started(self, event: tuple[float, dict[str, Any]]) -> None:
         _, msg = event
+        with self._lock:
+            self._waiting.pop(msg["key"], None)
         self._events.put(Event("started", msg["key"], msg["at"], msg["worker"], msg["pid"]))
 
     def _on_result(self, event: tuple[float, dict[str, Any]]) -> None:
@@ -348,6 +360,8 @@ class DaskExecutor(Executor):
         self._fetch_unreported()
         if time.monotonic() - self._released >= RELEASE_INTERVAL:
             self._release_ended()
+        if time.monotonic() - self._renoted >= RENOTE_INTERVAL:
+            self._renote()
         if self._futures:  # wake up to sweep
             timeout = SWEEP_INTERVAL if timeout is None else min(timeout, SWEEP_INTERVAL)
         return drain(self._events, timeout)

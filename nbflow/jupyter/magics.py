@@ -51,6 +51,7 @@ def _parser() -> Parser:
     p.add_argument("--executor", "-e")
     p.add_argument("--parallelism", "-j", type=int)
     p.add_argument("--only", nargs="+")
+    p.add_argument("--allow-stale-inputs", action="store_true")
     p.add_argument("--incremental", "-i", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--force", nargs="+")
     p.add_argument("--sweep", action="append", default=[])
@@ -114,7 +115,7 @@ class NbflowMagics(Magics):
         name of a pipeline nbflow knows from an earlier run or the scheduler):
 
           %nbflow run [PIPELINE] [-p K=V ...] [--executor local|inline|...] [-j N]
-                      [--only TASK ...] [--pipeline NAME] [--incremental|-i] [--force TASK ...]
+                      [--only TASK ...] [--allow-stale-inputs] [--pipeline NAME] [--incremental|-i] [--force TASK ...]
               Run it now through the engine and store the CLI uses, with a live table of
               tasks (state, tries, duration, log and output-notebook links). A failed run fails
               the cell with each failed task's error and cell. Returns the run.
@@ -210,6 +211,7 @@ class NbflowMagics(Magics):
                 parallelism=args.parallelism,
                 incremental=args.incremental,
                 force=args.force,
+                allow_stale_inputs=args.allow_stale_inputs,
                 live=True,
             )
         except KeyboardInterrupt:

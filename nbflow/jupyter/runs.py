@@ -152,11 +152,13 @@ def run_pipeline(
     trigger: str = TRIGGER,
     incremental: bool | None = None,
     force: Iterable[str] | None = None,
+    allow_stale_inputs: bool = False,
 ) -> Run:
     """Run ``pipeline`` now through the engine and store, showing a live view in a notebook.
 
     ``params``: run parameters (strings are converted to the declared type); ``only``: run
-    these tasks (upstream values from their last success); ``incremental``: reuse the tasks
+    these tasks (upstream values from their last success; one computed with other parameters
+    is refused unless ``allow_stale_inputs``); ``incremental``: reuse the tasks
     that are up to date (default: the pipeline's ``incremental=``), except the ``force``d ones
     and their downstream; ``executor``: ``local`` (default
     from settings), ``inline``, ``dask`` ...; ``live``: show the live widget (default: when
@@ -172,6 +174,7 @@ def run_pipeline(
         executor=name,
         incremental=incremental,
         force=force,
+        allow_stale_inputs=allow_stale_inputs,
         store=store,
     )
     listeners = []

@@ -49,7 +49,7 @@ from nbflow import procs
 from nbflow.config import get_settings
 from nbflow.exceptions import NotebookNotFoundError
 from nbflow.record import AttemptRecord
-from nbflow.tasks import kernelpool
+from nbflow.tasks import kernelpool, pmlog
 from nbflow.tasks.base import cell_name
 from nbflow.tasks.kernel import PromptKernelManager
 
@@ -86,6 +86,7 @@ class _Attempt:
         self.kernel_ready = False
         self.running: int | None = None  # executed index of the code cell in flight
         self.last_started: int | None = None
+        self.failed_replies: dict[int, tuple[str, str]] = {}  # executed index -> the kernel's (ename, evalue)
         self.process: Any = None  # the kernel's subprocess.Popen
         self.on_kernel_start: Callable[[int], None] | None = None
         self.pgid: int | None = None
@@ -106,8 +107,11 @@ class _Attempt:
         runs_code = cell.get("cell_type") == "code" and cell.get("source", "").strip()
         self.running = cell_index if runs_code else None
 
-    def on_cell_executed(self, **_: Any) -> None:
+    def on_cell_executed(self, cell_index: int | None = None, execute_reply: Any = None, **_: Any) -> None:
         self.running = None
+        reply = (execute_reply or {}).get("content", {})
+        if reply.get("status") == "error" and cell_index is not None:  # the error a magic shows as text only
+            self.failed_replies[cell_index] = (reply.get("ename") or "Error", reply.get("evalue") or "")
 
     @property
     def pid(self) -> int | None:
@@ -332,6 +336,7 @@ def run_notebook(
             )
             watchdog.start()
         error: Exception | None = None
+        pmlog.passing(parameters or ())  # checked by nbflow: papermill's "unknown parameter" is noise
         try:
             papermill.execute_notebook(
                 _escape_template(str(src)),
@@ -357,6 +362,7 @@ def run_notebook(
         except Exception as exc:  # noqa: BLE001 - classified below; unknown ones re-raised
             error = exc
         finally:
+            pmlog.passing(())
             stop.set()
             if watchdog is not None:
                 watchdog.join(timeout=kill_grace + 5)
@@ -425,6 +431,8 @@ def _classify(
         msg = f"task exceeded timeout={timeout:g}s{during}; kernel killed"
         return outcome("task_timeout", msg, "TaskTimeout")
     if isinstance(error, PapermillExecutionError):
+        if error.ename == "CellExecutionError" and not error.evalue:  # papermill found no error output: ask the reply
+            error.ename, error.evalue = attempt.failed_replies.get(error.cell_index, (error.ename, error.evalue))
         msg = f"{attempt.cell_name(error.cell_index)} raised {error.ename}: {error.evalue}"
         tb = "\n".join(_ANSI.sub("", line) for line in (error.traceback or []))
         return outcome(

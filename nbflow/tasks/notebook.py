@@ -141,7 +141,7 @@ class NotebookTask(Flow, BaseTask):
                 f"task '{site_name}' passes {', '.join(sorted(clash))} both as parameters and inputs",
                 hint="pass each name once",
             )
-        self.kernel_name = kernel_name or nbparams.check_kernel(self.path)
+        self.kernel_name = nbparams.kernel_alias(kernel_name) if kernel_name else nbparams.check_kernel(self.path)
         self.context_params: list[str] = []
         given = {**self.parameters, **self.inputs}
         deferred = [

@@ -19,7 +19,6 @@ import hashlib
 import inspect
 import multiprocessing
 import os
-import re
 import sys
 from collections.abc import Callable
 from types import CodeType
@@ -66,9 +65,6 @@ class PythonTask(Flow, BaseTask):
         declared = _parameters(fn)
         self.wants_params = "params" in declared and "params" not in kwargs
         self.context_args = [n for n in CONTEXT_NAMES if n in declared and n not in kwargs]
-        # cloudpickle sends the function by value and renames its file "<dynamic-code>": kept here
-        # so a traceback names the pipeline file and line again (see _own_file)
-        self.source_file = getattr(getattr(fn, "__code__", None), "co_filename", None)
         super().__init__(name or fn.__name__, explicit_id=name is not None, **options)
         self.set_flow(
             branch=branch, short_circuit=short_circuit, ignore_downstream_trigger_rules=ignore_downstream_trigger_rules
@@ -142,7 +138,7 @@ class PythonTask(Flow, BaseTask):
             except Exception as exc:
                 ok, value = False, AttemptRecord.from_exception(exc, skip_frames=1)
         if not ok:
-            return self._own_file(value)
+            return value  # its traceback names the pipeline file: see nbflow.codeship
         record = AttemptRecord(ok=True)
         if value is not None:
             try:
@@ -153,23 +149,6 @@ class PythonTask(Flow, BaseTask):
                 record = AttemptRecord.from_exception(exc)
                 record.message = f"cannot store the return value: {record.message}"
         return self.with_choice(record, value)
-
-    def _own_file(self, record: AttemptRecord) -> AttemptRecord:
-        """``record`` with its traceback's ``File "<dynamic-code>"`` frames (code cloudpickle sent
-        by value: the pipeline file's) naming the pipeline file; line numbers are kept by
-        cloudpickle, so ``file:line`` points at the failing line."""
-        if not (record.traceback and self.source_file and not self.source_file.startswith("<")):
-            return record
-        import linecache
-
-        def named(match: re.Match[str]) -> str:
-            source = linecache.getline(self.source_file, int(match.group(1))).strip()  # type: ignore[arg-type]
-            return f'File "{self.source_file}", line {match.group(1)}, in {match.group(2)}' + (
-                f"\n    {source}" if source else ""
-            )
-
-        record.traceback = re.sub(r'File "<dynamic-code>", line (\d+), in (\S+)', named, record.traceback)
-        return record
 
 
 def _unwrap(obj: Any) -> Any:
