@@ -108,11 +108,12 @@ def kernel_pids() -> set[int]:
     A pooled kernel waits in its pool's folder (``kernelpool.POOL_DIR_PREFIX``) until it is
     taken, as a child of the (Python) process whose pool holds it; it belongs to that process
     (a worker, or this test process on ``inline``), not to any attempt. One whose parent is gone
-    (reparented to init or a subreaper, which is no Python process) is a leak and is counted.
+    (reparented to init or a subreaper, which is no Python process) is a leak and is counted. A
+    worker's kernel zygote, which forks its pooled kernels, belongs to its worker in the same way.
     """
     import psutil
 
-    from nbflow.tasks import kernelpool
+    from nbflow.tasks import kernelpool, zygote
 
     home = os.environ.get("NBFLOW_HOME")
     found = set()
@@ -126,8 +127,12 @@ def kernel_pids() -> set[int]:
             continue
         try:
             parent = proc.parent()
+            cmdline = proc.info["cmdline"] or []
+            # a worker's kernel zygote (nbflow.tasks.zygote) is no kernel but lives as long as its
+            # worker, like a pooled kernel; the kernels it forks share its command line
+            is_zygote = cmdline[1:3] == ["-c", zygote.SERVER] and parent is not None and parent.cmdline() != cmdline
             held = (
-                kernelpool.POOL_DIR_PREFIX in proc.cwd()
+                (is_zygote or kernelpool.POOL_DIR_PREFIX in proc.cwd())
                 and parent is not None
                 and parent.pid != 1
                 and "python" in os.path.basename(parent.exe())
