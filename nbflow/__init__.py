@@ -32,6 +32,7 @@ _LAZY = {
     "save": "nbflow.artifacts",
     "metric": "nbflow.artifacts",
     "FailNow": "nbflow.exceptions",
+    "Param": "nbflow.typedparams",
     "NbflowError": "nbflow.exceptions",
 }
 

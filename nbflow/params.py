@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only wh
 
 from nbflow.exceptions import DefinitionError, NotebookNotFoundError, ParameterError
 from nbflow.paramvalues import _kind, check_run_value, coerce_value, value_type
+from nbflow.templating import check_rendering
+from nbflow.typedparams import schema_problem
 
 __all__ = [
     "ParamSpec",
@@ -44,6 +46,7 @@ __all__ = [
     "check_run_value",
     "coerce_value",
     "resolve_run_params",
+    "resolve_for",
 ]
 
 PARAMETERS_TAG = "parameters"
@@ -359,13 +362,20 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
 
 
 def resolve_run_params(
-    declared: Mapping[str, Any], given: Mapping[str, Any], *, pipeline: str, max_bytes: int | None = None
+    declared: Mapping[str, Any],
+    given: Mapping[str, Any],
+    *,
+    pipeline: str,
+    max_bytes: int | None = None,
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Pipeline defaults overlaid with ``given``, each value checked against its default.
 
     Strings (from the command line) are coerced to the default's type; other values must be
-    of that type already (see :func:`check_run_value`). Every bad value is reported at once,
-    in one :class:`ParameterError` whose ``invalid`` names them.
+    of that type already (see :func:`check_run_value`). A parameter with a JSON Schema
+    (``schemas``, from :class:`~nbflow.typedparams.Param`) is then validated against it, its
+    default too. Every bad value is reported at once, in one :class:`ParameterError` whose
+    ``invalid`` names them.
     """
     unknown = sorted(name for name in given if name not in declared)
     if unknown:
@@ -389,8 +399,21 @@ def resolve_run_params(
             resolved[name] = check_run_value(name, value, declared[name], max_bytes=max_bytes)
         except ValueError as exc:
             problems[name] = str(exc)
+    by_schema = {}
+    for name, schema in (schemas or {}).items():
+        problem = None if name in problems else schema_problem(name, resolved.get(name), schema)
+        if problem:
+            by_schema[name] = schema
+            problems[name] = problem if name in given else f"{problem}; no value was given and the default does not fit"
     if problems:
         first = next(iter(problems))
+        if first in by_schema:
+            raise ParameterError(
+                "; ".join(problems.values()),
+                where=f"pipeline '{pipeline}'",
+                hint=f"pass {first}= a value its schema accepts: {json.dumps(by_schema[first], default=str)}",
+                invalid=list(problems),
+            )
         raise ParameterError(
             "; ".join(problems.values()),
             where=f"pipeline '{pipeline}'",
@@ -399,4 +422,22 @@ def resolve_run_params(
             else f"pass {first}= a JSON value (string, number, true/false, null, list or object)",
             invalid=list(problems),
         )
+    return resolved
+
+
+def resolve_for(source: Any, given: Mapping[str, Any], *, max_bytes: int | None = None) -> dict:
+    """:func:`resolve_run_params` for a pipeline (a ``Pipeline``, or the definition its version
+    stored): its defaults and JSON Schemas, then every template of its tasks rendered with the
+    run's values (:func:`nbflow.templating.check_rendering`), so a run that could not render
+    one is refused before it exists."""
+    if isinstance(source, Mapping):
+        name, defaults = source["name"], source.get("params") or {}
+        schemas, templates = source.get("param_schemas"), source.get("templates")
+    else:
+        from nbflow.templating import templates_of
+
+        name, defaults, schemas = source.name, source.param_defaults, source.param_schemas
+        templates = templates_of(source.tasks.values())
+    resolved = resolve_run_params(defaults, given, pipeline=name, max_bytes=max_bytes, schemas=schemas)
+    check_rendering(templates, resolved, pipeline=name)
     return resolved

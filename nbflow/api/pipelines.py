@@ -121,7 +121,7 @@ def trigger(
         if earlier is not None:
             return int(earlier["id"])
     row = triggerable(store, name, last_good)
-    resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
+    resolved = nbparams.resolve_for(definition, dict(params or {}))
     if isinstance(logical_date, str):
         logical_date = parse_date(
             logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name)
@@ -288,7 +288,7 @@ def backfill(
         intervals.append(schedule.interval(tick))
         tick = intervals[-1][1]
     version = _pipeline_row(store, name)["latest_version_id"]
-    params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
+    params = nbparams.resolve_for(definition, {})
     created = store.write(
         lambda tx: tx.create_runs(
             pipeline=name,

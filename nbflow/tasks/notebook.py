@@ -37,6 +37,7 @@ from nbflow.dag import (
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
+from nbflow.templating import is_template, render_value
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
@@ -82,6 +83,7 @@ class NotebookTask(BaseTask):
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
+        self.declare_templates({"parameters": self.parameters})
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
 
@@ -126,7 +128,9 @@ class NotebookTask(BaseTask):
         self.context_params: list[str] = []
         given = {**self.parameters, **self.inputs}
         deferred = [
-            k for k, v in given.items() if k in mapped or isinstance(v, Task) or any(True for _ in find_refs(v))
+            k
+            for k, v in given.items()
+            if k in mapped or isinstance(v, Task) or any(True for _ in find_refs(v)) or is_template(v)
         ]
         if params_cell == "strict":
             for k in mapped:  # each item of a mapped list has the declared type
@@ -200,8 +204,11 @@ class NotebookTask(BaseTask):
         from nbflow.tasks.nbrun import run_notebook
 
         try:
+            parameters = self.parameters  # templates rendered before references: values are never templates
+            if self.templates:
+                parameters = render_value(parameters, ctx.template_values(), task=self.task_id, field="parameters")
             values = resolve_refs(
-                {**self.parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
+                {**parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
             )
         except Exception as exc:
             return AttemptRecord.from_exception(exc, reason="input_missing")
@@ -259,7 +266,8 @@ def notebook(
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
-    ``parameters``: literal values or ``pipeline.params.x``; ``inputs``: upstream handles
+    ``parameters``: literal values, ``pipeline.params.x``, or Jinja templates rendered when the
+    task runs (``{"run_date": "{{ ds }}"}``, :mod:`nbflow.templating`); ``inputs``: upstream handles
     (or ``handle["name"]``). ``timeout`` bounds the whole notebook (its kernel is killed),
     ``cell_timeout`` each cell. ``params_cell="inject_top"`` allows a notebook without a
     ``parameters`` cell (nothing is checked then, as in plain papermill). ``env``: variables
