@@ -411,7 +411,7 @@ def resolve_run_params(
             raise ParameterError(
                 "; ".join(problems.values()),
                 where=f"pipeline '{pipeline}'",
-                hint=f"pass {first}= a value its schema accepts: {json.dumps(by_schema[first], default=str)}",
+                hint=f"pass {first}= a value its schema accepts: {json.dumps(_rules(by_schema[first]), default=str)}",
                 invalid=list(problems),
             )
         raise ParameterError(
@@ -423,6 +423,11 @@ def resolve_run_params(
             invalid=list(problems),
         )
     return resolved
+
+
+def _rules(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON Schema without the words that describe it (title, description): what it accepts."""
+    return {k: v for k, v in schema.items() if k not in ("title", "description")}
 
 
 def resolve_for(source: Any, given: Mapping[str, Any], *, max_bytes: int | None = None) -> dict:

@@ -298,7 +298,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
 def test_param_validation_on_rest_names_the_field_and_the_schema_reason(server: JupyterProc) -> None:
     status, body = server.request("POST", "pipelines/templated/trigger", {"params": {"C": -1}})
     assert status == 400, body
-    assert "-1 is less than the minimum of 0 (schema keyword 'minimum')" in body["fields"]["params.C"], body
+    assert "parameter 'C' is not valid: -1.0 is less than the minimum of 0 (schema keyword 'minimum')" in body["fields"]["params.C"], body
     status, body = server.request("POST", "pipelines/templated/trigger", {"sweep": {"region": ["eu", "fr"]}})
     assert status == 400, body
     assert "sweep point 2 of 2 (region=fr)" in body["message"] and "params.region" in body["fields"], body
@@ -315,62 +315,37 @@ def test_param_validation_on_rest_names_the_field_and_the_schema_reason(server: 
 # --- Airflow's example DAGs through the real command line --------------------------------------
 
 
-def _states(home: Path, run_id: str = "1") -> dict[str, str]:
-    res = nbflow("tasks", run_id, home=home)
-    assert res.returncode == 0, res.stderr
-    states = {}
-    for line in res.stdout.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[1] in ("success", "failed", "skipped", "upstream_failed"):
-            states[words[0]] = words[1]
-    return states
+def _states(run_id: int = 1) -> dict[str, str]:
+    """Each task instance's state in run ``run_id`` of this test's home (``nbflow_home``)."""
+    return {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}
 
 
-def test_example_bash_operator_all_tasks_succeed_with_templated_keys(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    res = nbflow("run", str(EXAMPLES / "example_bash_operator.py"), "-e", "local", "-j", "2", home=home)
+def test_example_bash_operator_all_tasks_succeed_with_templated_keys(nbflow_home: Path) -> None:
+    res = nbflow("run", str(EXAMPLES / "example_bash_operator.py"), "-e", "inline", home=nbflow_home)
     assert res.returncode == 0, res.stdout + res.stderr
     # Airflow's documented states (this_will_skip, exit 99 -> skipped, is not translated yet)
-    assert _states(home) == dict.fromkeys(
+    assert _states() == dict.fromkeys(
         ["runme_0", "runme_1", "runme_2", "also_run_this", "run_after_loop", "run_this_last"], "success"
     )
-    ds_nodash = _logical_date(home).strftime("%Y%m%d")
-    log = nbflow("logs", "1", "runme_1", home=home).stdout
-    assert f"example_bash_operator__runme_1__{ds_nodash}" in log, log
-    assert f"ti_key=example_bash_operator__also_run_this__{ds_nodash}" in nbflow("logs", "1", "also_run_this", home=home).stdout
+    ds_nodash = datetime.fromisoformat(str(api.list_runs(limit=1)[0]["logical_date"])).strftime("%Y%m%d")
+    assert f"example_bash_operator__runme_1__{ds_nodash}" in api.read_log(1, "runme_1")
+    assert f"ti_key=example_bash_operator__also_run_this__{ds_nodash}" in api.read_log(1, "also_run_this")
 
 
-def _logical_date(home: Path) -> datetime:
-    env_home = os.environ.get("NBFLOW_HOME")
-    os.environ["NBFLOW_HOME"] = str(home)
-    api.reset()
-    try:
-        return datetime.fromisoformat(str(api.list_runs(limit=1)[0]["logical_date"]))
-    finally:
-        if env_home is None:
-            os.environ.pop("NBFLOW_HOME")
-        else:
-            os.environ["NBFLOW_HOME"] = env_home
-        api.reset()
-
-
-def test_example_params_trigger_ui_greets_the_given_names_and_refuses_a_bad_form(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_example_params_trigger_ui_greets_the_given_names_and_refuses_a_bad_form(nbflow_home: Path) -> None:
     path = str(EXAMPLES / "example_params_trigger_ui.py")
-    bad = nbflow("run", path, "-e", "inline", "-p", 'names="Ada"', home=home)
+    bad = nbflow("run", path, "-e", "inline", "-p", 'names="Ada"', home=nbflow_home)
     assert bad.returncode == 2 and "parameter 'names' expects list" in bad.stderr, bad.stderr
-    res = nbflow(
-        "run", path, "-e", "local", "-j", "2", "-p", 'names=["Ada", "Bob"]', "-p", "german=false", home=home
-    )
+    res = nbflow("run", path, "-e", "inline", "-p", 'names=["Ada", "Bob"]', "-p", "german=false", home=nbflow_home)
     assert res.returncode == 0, res.stdout + res.stderr
-    states = _states(home)
     mapped = [f"generate_{lang}_greeting" for lang in ("english", "german", "french")]
-    # Airflow: every task succeeds (the branch would skip the German one: another branch of issue 16)
-    assert states == dict.fromkeys(
+    # Airflow: every task succeeds (its branch would skip the German one: another branch of issue 16)
+    assert _states() == dict.fromkeys(
         ["get_names", "select_languages", *mapped, *(f"{m}[{i}]" for m in mapped for i in (0, 1)), "print_greetings"],
         "success",
-    ), states
-    log = nbflow("logs", "1", "print_greetings", home=home).stdout
+    )
+    assert api.list_runs(limit=1)[0]["params"]["names"] == ["Ada", "Bob"]
+    log = api.read_log(1, "print_greetings")
     assert "Hello Ada!" in log and "Bonjour Bob!" in log and "Sehr geehrter" not in log, log
 
 
@@ -402,7 +377,7 @@ def test_the_trigger_form_shows_a_params_title_description_and_choices(tmp_path:
             assert region.locator("option").all_inner_texts() == ["eu", "us"]
             assert region.locator("option:checked").inner_text() == "eu"  # the default is chosen
             c = form.locator('input[name="C"]')
-            assert c.get_attribute("type") == "number" and c.get_attribute("min") == "0"
+            assert c.get_attribute("type") == "number" and "float ≥ 0" in form.inner_text()
             shot(pg, "templates-0-trigger-form")
             # the server's JSON Schema check names the field: the input is marked
             c.fill("-2")

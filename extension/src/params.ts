@@ -47,8 +47,9 @@ const SCHEMA_KINDS: Record<string, string> = {
 };
 
 /** An input for parameter `name` of `type` with its default; a `schema` (a `Param`) with an
- * `enum` makes it a choice, its `minimum`/`maximum` bound a number, its `type` names the kind
- * when the default does not. */
+ * `enum` makes it a choice, and its `type` names the kind when the default does not. (Its other
+ * keywords are the server's to check: its 400 names the parameter and the keyword, and the
+ * input is marked; the row says a number's bounds.) */
 export function paramInput(
   name: string,
   type: string | null | undefined,
@@ -61,12 +62,6 @@ export function paramInput(
     return choiceInput(name, kind, initial, schema);
   }
   const el = h('input', { class: 'jp-mod-styled nbflow-param-input', name, 'data-type': kind });
-  if (typeof schema?.minimum === 'number') {
-    el.min = String(schema.minimum);
-  }
-  if (typeof schema?.maximum === 'number') {
-    el.max = String(schema.maximum);
-  }
   if (kind === 'bool') {
     el.type = 'checkbox';
     el.checked = initial === true;
@@ -221,6 +216,13 @@ export function readParams(inputs: IParamInput[]): Record<string, unknown> {
   return out;
 }
 
+/** A number's bounds as the row says them: " ≥ 0", " ≥ 0 ≤ 10" ("" without). */
+function bounds(schema?: IParamSchema): string {
+  const min = typeof schema?.minimum === 'number' ? ` ≥ ${schema.minimum}` : '';
+  const max = typeof schema?.maximum === 'number' ? ` ≤ ${schema.maximum}` : '';
+  return min + max;
+}
+
 /** A labelled row for a parameter's input (the label names the type; a schema's title names
  * the parameter, its description follows the row); with `sweepable`, a "sweep" toggle after it. */
 export function paramRow(input: IParamInput, help = '', sweepable = false): HTMLElement {
@@ -231,7 +233,7 @@ export function paramRow(input: IParamInput, help = '', sweepable = false): HTML
     { class: 'nbflow-param-row', title: help || description || input.type },
     h('span', { class: 'nbflow-param-name', title: input.name }, title ? `${title} (${input.name})` : input.name),
     input.element,
-    h('span', { class: 'nbflow-param-type' }, input.type)
+    h('span', { class: 'nbflow-param-type' }, input.type + bounds(input.schema))
   );
   if (description) {
     row = h(
