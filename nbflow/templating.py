@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from nbflow.exceptions import DefinitionError
@@ -103,7 +103,9 @@ class Raw(str):
 
 def _date(value: Any, fmt: str) -> str:
     if not isinstance(value, datetime):
-        raise TemplateError(f"a date filter was given {value!r}, not a date", hint="use it on a date: logical_date | ds")
+        raise TemplateError(
+            f"a date filter was given {value!r}, not a date", hint="use it on a date: logical_date | ds"
+        )
     return value.strftime(fmt)
 
 
@@ -226,7 +228,9 @@ def check(text: str, *, task: str, field: str, params: Iterable[str], where: str
             continue  # params[some_expression]: only values can tell
         if node.node.name == "params" and attr not in declared:
             raise TemplateError(
-                f"{label} uses params.{attr}, which the pipeline does not declare", where=where, hint=_names_hint(declared)
+                f"{label} uses params.{attr}, which the pipeline does not declare",
+                where=where,
+                hint=_names_hint(declared),
             )
         if node.node.name == "task" and attr not in _TASK_ATTRIBUTES:
             raise TemplateError(
@@ -321,7 +325,7 @@ def _as_date(value: Any) -> Any:
     if not isinstance(value, datetime):
         return value
     if value.tzinfo is None:  # the store keeps UTC
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return _Date.fromisoformat(value.isoformat())
 
 
@@ -422,7 +426,7 @@ def check_rendering(
     a stand-in date: a :class:`TemplateError` before the run is made when one cannot render."""
     if not templates:
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     context = {"run_id": 0, "logical_date": now, "data_interval_start": now, "data_interval_end": now}
     for task_id, fields in templates.items():
         values = run_values(params, context, task_id=task_id, pipeline=pipeline)

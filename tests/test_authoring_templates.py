@@ -8,7 +8,6 @@ through the CLI with the task states Airflow documents."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import textwrap
 import time
@@ -71,7 +70,7 @@ def test_a_parameter_rendered_into_a_shell_command_is_one_inert_argument_in_ever
 ) -> None:
     path = write_pipeline(TEMPLATED)
     pwned = tmp_path / "pwned"
-    attack = f'"; touch {pwned}; echo "$(touch {pwned})`touch {pwned}`\'; touch {pwned}; \''
+    attack = f"\"; touch {pwned}; echo \"$(touch {pwned})`touch {pwned}`'; touch {pwned}; '"
     run, tasks = _run(path, msg=attack)
     assert run["state"] == "success", tasks
     assert not pwned.exists()  # nothing of the value ran, whatever the quoting it stood in
@@ -90,9 +89,7 @@ def test_raw_opts_out_of_quoting_and_pastes_shell_code(nbflow_home: Path, write_
     assert f"nbflow: $ touch {marker}; echo pasted > raw.txt" in api.read_log(run["id"], "raw")
 
 
-def test_a_shell_task_has_the_run_dates_in_its_environment_and_templated_env(
-    nbflow_home: Path, write_pipeline
-) -> None:
+def test_a_shell_task_has_the_run_dates_in_its_environment_and_templated_env(nbflow_home: Path, write_pipeline) -> None:
     path = write_pipeline(TEMPLATED)
     run, tasks = _run(path)
     assert tasks["env"]["state"] == "success", tasks
@@ -126,7 +123,10 @@ def test_a_notebook_gets_ds_under_its_own_parameter_name(nbflow_home: Path, tmp_
     folder = tmp_path / "nb"
     make_notebook(
         folder / "report.ipynb",
-        [('run_date = "1970-01-01"\nlabel = ""', ["parameters"]), "import nbflow\nnbflow.save('seen', [run_date, label])"],
+        [
+            ('run_date = "1970-01-01"\nlabel = ""', ["parameters"]),
+            "import nbflow\nnbflow.save('seen', [run_date, label])",
+        ],
     )
     (folder / "pipeline.py").write_text(
         textwrap.dedent(
@@ -298,7 +298,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProc]:
 def test_param_validation_on_rest_names_the_field_and_the_schema_reason(server: JupyterProc) -> None:
     status, body = server.request("POST", "pipelines/templated/trigger", {"params": {"C": -1}})
     assert status == 400, body
-    assert "parameter 'C' is not valid: -1.0 is less than the minimum of 0 (schema keyword 'minimum')" in body["fields"]["params.C"], body
+    assert (
+        "parameter 'C' is not valid: -1.0 is less than the minimum of 0 (schema keyword 'minimum')"
+        in body["fields"]["params.C"]
+    ), body
     status, body = server.request("POST", "pipelines/templated/trigger", {"sweep": {"region": ["eu", "fr"]}})
     assert status == 400, body
     assert "sweep point 2 of 2 (region=fr)" in body["message"] and "params.region" in body["fields"], body

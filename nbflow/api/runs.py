@@ -112,10 +112,7 @@ def create_runs(
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
     incremental, force = choose(pipeline, incremental, force)
-    resolved = [
-        resolve_point(pipeline, point, n, len(points), sweep)
-        for n, point in enumerate(points, 1)
-    ]
+    resolved = [resolve_point(pipeline, point, n, len(points), sweep) for n, point in enumerate(points, 1)]
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
     missing = sorted(u for u in external if store.latest_success(pipeline.name, u) is None)

@@ -37,8 +37,8 @@ from nbflow.dag import (
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
-from nbflow.templating import is_template, render_value
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.templating import is_template, render_value
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 

@@ -32,8 +32,8 @@ from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs,
 from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
-from nbflow.templating import render_value
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
+from nbflow.templating import render_value
 
 
 class PythonTask(BaseTask):

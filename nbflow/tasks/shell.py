@@ -13,8 +13,8 @@ from nbflow import procs
 from nbflow.dag import _UNSET, current_pipeline
 from nbflow.fingerprint import digest, stable_repr
 from nbflow.record import AttemptRecord
-from nbflow.templating import TemplateError, render, render_value
 from nbflow.tasks.base import AttemptContext, BaseTask
+from nbflow.templating import TemplateError, render, render_value
 
 
 class ShellTask(BaseTask):
