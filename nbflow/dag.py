@@ -24,8 +24,7 @@ from nbflow.graph import find_cycle, toposort
 from nbflow.mapspec import MapSpec, check_mapping
 from nbflow.refs import OutputRef, ParamRef, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
-from nbflow.templating import templates_of
-from nbflow.typedparams import split_params
+from nbflow.typedparams import run_checks, split_params
 
 TRIGGER_RULES = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed", "always")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -396,7 +395,6 @@ class Pipeline:
         self.on_failure, self.on_success = on_failure, on_success
         #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
         self.incremental = bool(incremental)
-        #: each parameter's default, and the JSON Schema of those given as Param(...)
         self.param_defaults, self.param_schemas = split_params(params or {}, pipeline=name, where=self.where)
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
@@ -527,13 +525,8 @@ class Pipeline:
     def definition(self, prints: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Plain, JSON-able description of the pipeline (stored with each version)."""
         prints = prints or self.task_fingerprints()
-        extra: dict[str, Any] = {}  # only when there are some, so older versions read the same
-        if self.param_schemas:
-            extra["param_schemas"] = self.param_schemas
-        templates = templates_of(self.tasks.values())
-        if templates:
-            extra["templates"] = templates  # rendered with each run's parameters when it is made
-        return extra | {
+        return {
+            **run_checks(self.param_schemas, self.tasks.values()),
             "name": self.name,
             "file": self.file,
             "schedule": self.schedule,

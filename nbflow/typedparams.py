@@ -13,12 +13,13 @@ the scheduler). A default of ``None`` that the schema refuses makes the paramete
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nbflow.exceptions import DefinitionError
+from nbflow.templating import templates_of
 
-__all__ = ["Param", "schema_problem", "split_params"]
+__all__ = ["Param", "run_checks", "schema_problem", "split_params"]
 
 
 class Param:
@@ -105,3 +106,16 @@ def split_params(
             )
         schemas[name] = value.schema
     return defaults, schemas
+
+
+def run_checks(schemas: Mapping[str, Any], tasks: Iterable[Any]) -> dict[str, Any]:
+    """What a pipeline version's definition keeps to check each new run before it is made (see
+    :func:`nbflow.params.resolve_for`): ``param_schemas`` and the tasks' ``templates``, each
+    only when there are some (so the definitions of pipelines without them read as before)."""
+    checks: dict[str, Any] = {}
+    if schemas:
+        checks["param_schemas"] = dict(schemas)
+    templates = templates_of(tasks)
+    if templates:
+        checks["templates"] = templates
+    return checks
