@@ -119,7 +119,9 @@ def test_string_arguments_of_a_task_are_rendered_and_typed_params_pass_through(
 # --- a notebook gets scheduling values under its own parameter names ------------------------------
 
 
-def test_a_notebook_gets_ds_under_its_own_parameter_name(nbflow_home: Path, tmp_path: Path) -> None:
+def test_a_notebook_gets_ds_under_its_own_parameter_name_and_a_templated_output_path(
+    nbflow_home: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "nb"
     make_notebook(
         folder / "report.ipynb",
@@ -134,7 +136,11 @@ def test_a_notebook_gets_ds_under_its_own_parameter_name(nbflow_home: Path, tmp_
             from nbflow import Pipeline, notebook
 
             with Pipeline("nb_dates", params={"region": "eu"}) as pipeline:
-                notebook("report.ipynb", parameters={"run_date": "{{ ds }}", "label": "{{ params.region }}-{{ ds_nodash }}"})
+                notebook(
+                    "report.ipynb",
+                    parameters={"run_date": "{{ ds }}", "label": "{{ params.region }}-{{ ds_nodash }}"},
+                    output_path="reports/{{ params.region }}/report_{{ ds_nodash }}.ipynb",
+                )
             """
         )
     )
@@ -142,6 +148,11 @@ def test_a_notebook_gets_ds_under_its_own_parameter_name(nbflow_home: Path, tmp_
     assert tasks["report"]["state"] == "success", tasks
     logical = datetime.fromisoformat(str(run["logical_date"]))
     assert api.load_output(run["id"], "report")["seen"] == [f"{logical:%Y-%m-%d}", f"us-{logical:%Y%m%d}"]
+    # papermill's output path, templated: a copy of the executed notebook
+    copy = json.loads((folder / "reports" / "us" / f"report_{logical:%Y%m%d}.ipynb").read_text())
+    assert any(
+        "us-" in "".join(c["source"]) for c in copy["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
+    )
 
 
 # --- unknown names: refused at definition time and at trigger time -------------------------------

@@ -38,7 +38,7 @@ from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundErro
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
-from nbflow.templating import is_template, render_value
+from nbflow.templating import TemplateError, is_template, render, render_value
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 
@@ -62,6 +62,7 @@ class NotebookTask(BaseTask):
         env: dict[str, str] | None = None,
         expand: dict[str, Any] | None = None,
         zip: bool = False,
+        output_path: str | None = None,
         **options: Any,
     ):
         site = caller_site()
@@ -83,7 +84,8 @@ class NotebookTask(BaseTask):
         self.cell_timeout = cell_timeout
         self.params_cell = params_cell
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
-        self.declare_templates({"parameters": self.parameters})
+        self.output_path = output_path  # a copy of the output notebook there (a template), as papermill's OUTPUT
+        self.declare_templates({"parameters": self.parameters, "output_path": output_path})
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
 
@@ -231,9 +233,26 @@ class NotebookTask(BaseTask):
             env=self.env or None,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        if self.output_path:
+            self._copy_output(ctx, record)
         if record.ename == "FailNow":
             record.reason = "fail_now"
         return record
+
+    def _copy_output(self, ctx: AttemptContext, record: AttemptRecord) -> None:
+        """Copy the output notebook to ``output_path`` (rendered; relative to the notebook's folder)."""
+        import shutil
+
+        try:
+            target = Path(os.path.dirname(self.path)) / render(
+                self.output_path or "", ctx.template_values(), task=self.task_id, field="output_path"
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f"{ctx.attempt_dir}/output.ipynb", target)
+        except (OSError, TemplateError) as exc:
+            if record.ok:  # a failed attempt keeps its own reason; its notebook is copied when it can be
+                record.ok, record.reason = False, "storage_error" if isinstance(exc, OSError) else "exception"
+                record.message = f"cannot copy the output notebook to output_path: {exc}"
 
 
 def notebook(
@@ -248,6 +267,7 @@ def notebook(
     env: dict[str, str] | None = None,
     expand: dict[str, Any] | None = None,
     zip: bool = False,
+    output_path: str | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -275,6 +295,8 @@ def notebook(
     from the worker's pool of pre-started kernels). ``expand``: parameters to map over, each a
     list of values (or an upstream list): one instance of the notebook per value, per point of
     their cross product, or of their pairs with ``zip=True`` (see :mod:`nbflow.mapspec`).
+    ``output_path``: also copy each attempt's output notebook there, relative to the notebook's
+    folder, as papermill's output path (a template: ``"reports/{{ ds }}/train.ipynb"``).
     """
     return NotebookTask(
         path,
@@ -287,6 +309,7 @@ def notebook(
         env=env,
         expand=expand,
         zip=zip,
+        output_path=output_path,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,
