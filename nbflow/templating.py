@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,10 +109,6 @@ def _date(value: Any, fmt: str) -> str:
     return value.strftime(fmt)
 
 
-def _ts(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else _date(value, "")
-
-
 def _quote_none(value: Any) -> str:
     return value if isinstance(value, Raw) else shlex.quote(str(value))
 
@@ -139,7 +135,7 @@ def _environment() -> Any:
     env.filters.update(
         ds=lambda v: _date(v, "%Y-%m-%d"),
         ds_nodash=lambda v: _date(v, "%Y%m%d"),
-        ts=_ts,
+        ts=lambda v: v.isoformat() if isinstance(v, datetime) else _date(v, ""),
         ts_nodash=lambda v: _date(v, "%Y%m%dT%H%M%S"),
         ts_nodash_with_tz=lambda v: _date(v, "%Y%m%dT%H%M%S%z"),
         raw=Raw,
@@ -295,14 +291,29 @@ def _templates(value: Any, label: str) -> Iterable[tuple[str, str]]:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-class _Params(dict):
-    """The run's parameters, ``params.x`` or ``params["x"]``."""
+class _Params:
+    """The run's parameters, ``params.x`` or ``params["x"]`` (no dict: no method hides ``params.items``)."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = dict(values)
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self[name]
+            return self._values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
 
 
 class _Task:

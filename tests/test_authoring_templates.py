@@ -116,6 +116,35 @@ def test_string_arguments_of_a_task_are_rendered_and_typed_params_pass_through(
     }
 
 
+def test_names_and_date_filters_render_as_airflow_does() -> None:
+    from datetime import UTC
+
+    from nbflow.templating import render, run_values
+
+    start, end = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC), datetime(2026, 3, 5, 5, 6, 7, tzinfo=UTC)
+    context = {"run_id": 42, "logical_date": start, "data_interval_start": start, "data_interval_end": end}
+    values = run_values({"items": "a parameter, not dict.items"}, context, task_id="t", pipeline="p")
+    text = (
+        "{{ ds }} {{ ds_nodash }} {{ ts }} {{ ts_nodash }} {{ ts_nodash_with_tz }} {{ logical_date }} "
+        "{{ data_interval_end | ds }} {{ data_interval_end | ts_nodash }} {{ run_id }} {{ task.name }} "
+        "{{ task.pipeline }} {{ params.items }}"
+    )
+    assert render(text, values, task="t", field="f").split(" ", 11) == [
+        "2026-03-04",
+        "20260304",
+        "2026-03-04T05:06:07+00:00",
+        "20260304T050607",
+        "20260304T050607+0000",
+        "2026-03-04T05:06:07+00:00",
+        "2026-03-05",
+        "20260305T050607",
+        "42",
+        "t",
+        "p",
+        "a parameter, not dict.items",
+    ]
+
+
 # --- a notebook gets scheduling values under its own parameter names ------------------------------
 
 
