@@ -76,15 +76,16 @@ def split_params(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(defaults, schemas)`` of a pipeline's ``params=``: each :class:`Param`'s schema checked
     (a valid JSON Schema whose default fits it, unless the default is None: a required value)."""
-    from jsonschema.exceptions import SchemaError
-    from jsonschema.validators import validator_for
-
     defaults: dict[str, Any] = {}
     schemas: dict[str, dict[str, Any]] = {}
     for name, value in params.items():
         if not isinstance(value, Param):
             defaults[name] = value
             continue
+        # only now: importing jsonschema costs seconds (its format checkers), a pipeline without Param never pays it
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
+
         defaults[name] = value.default
         try:
             json.dumps(value.schema)
