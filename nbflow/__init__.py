@@ -39,6 +39,7 @@ _LAZY = {
     "metric": "nbflow.artifacts",
     "FailNow": "nbflow.exceptions",
     "Skip": "nbflow.exceptions",
+    "Param": "nbflow.typedparams",
     "NbflowError": "nbflow.exceptions",
 }
 

@@ -25,6 +25,7 @@ from nbflow.mapspec import MapSpec, check_mapping
 from nbflow.refs import OutputRef, ParamRef, ParamsView, find_refs, resolve_refs  # noqa: F401 - re-exported
 from nbflow.schedule import Schedule, get_timezone, parse_date, validate_cron
 from nbflow.setupteardown import SetupTeardown
+from nbflow.typedparams import run_checks, split_params
 
 TRIGGER_RULES: tuple[str, ...] = ("all_success", "all_failed", "all_done", "one_success", "one_failed", "none_failed")
 TRIGGER_RULES += ("always", "one_done", "none_failed_min_one_success", "none_skipped", "all_skipped")
@@ -380,7 +381,7 @@ class Pipeline:
         self.on_failure, self.on_success = on_failure, on_success
         #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
         self.incremental = bool(incremental)
-        self.param_defaults: dict[str, Any] = dict(params or {})
+        self.param_defaults, self.param_schemas = split_params(params or {}, pipeline=name, where=self.where)
         for pname in self.param_defaults:
             check_name("parameter", pname, self.where)
         self.default_args = check_default_args(default_args, f"pipeline '{name}'", self.where)
@@ -499,12 +500,15 @@ class Pipeline:
             h.update(repr(self.groups.definition()).encode())
         if self.incremental:  # only when set, so older pipelines keep their version
             h.update(b"incremental")
+        if self.param_schemas:  # likewise: a new description or choice is a new version
+            h.update(repr(sorted((k, repr(v)) for k, v in self.param_schemas.items())).encode())
         return h.hexdigest()[:16]
 
     def definition(self, prints: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Plain, JSON-able description of the pipeline (stored with each version)."""
         prints = prints or self.task_fingerprints()
         return {
+            **run_checks(self.param_schemas, self.tasks.values()),
             "name": self.name,
             "file": self.file,
             "schedule": self.schedule,

@@ -52,6 +52,7 @@ from nbflow.codehash import (
 )
 from nbflow.exceptions import DefinitionError
 from nbflow.refs import ParamRef
+from nbflow.templating import inputs_of, is_template, render, run_values
 
 #: Files larger than this are fingerprinted by size, mtime and a hash of their first and last MiB.
 LARGE_FILE = 64 * 2**20
@@ -241,6 +242,7 @@ class Fingerprinted:
 
     kind: str
     task_id: str
+    pipeline_name: str
     reads: list[str]
     cache: bool
     cache_ttl: float | None
@@ -300,9 +302,18 @@ class Fingerprinted:
         kernel since the pipeline was defined counts); ``memo`` (one decision pass) shares work."""
         memo = {} if memo is None else memo
         parts = {"kind": self.kind, **self.code_parts(memo)}
-        for name in sorted(set(self.received_params(params))):
+        templated, templated_context = inputs_of(text for text, _ in getattr(self, "templates", {}).values())
+        received = set(self.received_params(params)) | (set(params) if "*" in templated else templated & set(params))
+        for name in sorted(received):
             parts[f"param:{name}"] = short(params.get(name), f"parameter {name}")
-        for name in self.received_context():
+        for name in dict.fromkeys([*self.received_context(), *sorted(templated_context)]):
             parts[f"context:{name}"] = short(context.get(name), name)
-        parts.update(reads_parts(self.reads, self.reads_base, memo))
+        parts.update(reads_parts(self.rendered_reads(params, context), self.reads_base, memo))
         return parts
+
+    def rendered_reads(self, params: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
+        """``reads=`` with its templates (``data/{{ ds }}.csv``) rendered for the run."""
+        if not any(is_template(r) for r in self.reads):
+            return self.reads
+        values = run_values(params, context, task_id=self.task_id, pipeline=self.pipeline_name)
+        return [render(r, values, task=self.task_id, field="reads") for r in self.reads]

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # nbformat costs ~1 s to import (jsonschema formats): only wh
 
 from nbflow.exceptions import DefinitionError, NotebookNotFoundError, ParameterError
 from nbflow.paramvalues import _kind, check_run_value, coerce_value, value_type
+from nbflow.templating import check_rendering
+from nbflow.typedparams import schema_problem
 
 __all__ = [
     "ParamSpec",
@@ -45,6 +47,7 @@ __all__ = [
     "check_run_value",
     "coerce_value",
     "resolve_run_params",
+    "resolve_for",
 ]
 
 PARAMETERS_TAG = "parameters"
@@ -369,13 +372,20 @@ def check_kernel(path: str | Path, kernel_name: str | None = None) -> str:
 
 
 def resolve_run_params(
-    declared: Mapping[str, Any], given: Mapping[str, Any], *, pipeline: str, max_bytes: int | None = None
+    declared: Mapping[str, Any],
+    given: Mapping[str, Any],
+    *,
+    pipeline: str,
+    max_bytes: int | None = None,
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Pipeline defaults overlaid with ``given``, each value checked against its default.
 
     Strings (from the command line) are coerced to the default's type; other values must be
-    of that type already (see :func:`check_run_value`). Every bad value is reported at once,
-    in one :class:`ParameterError` whose ``invalid`` names them.
+    of that type already (see :func:`check_run_value`). A parameter with a JSON Schema
+    (``schemas``, from :class:`~nbflow.typedparams.Param`) is then validated against it, its
+    default too. Every bad value is reported at once, in one :class:`ParameterError` whose
+    ``invalid`` names them.
     """
     unknown = sorted(name for name in given if name not in declared)
     if unknown:
@@ -399,8 +409,21 @@ def resolve_run_params(
             resolved[name] = check_run_value(name, value, declared[name], max_bytes=max_bytes)
         except ValueError as exc:
             problems[name] = str(exc)
+    by_schema = {}
+    for name, schema in (schemas or {}).items():
+        problem = None if name in problems else schema_problem(name, resolved.get(name), schema)
+        if problem:
+            by_schema[name] = schema
+            problems[name] = problem if name in given else f"{problem}; no value was given and the default does not fit"
     if problems:
         first = next(iter(problems))
+        if first in by_schema:
+            raise ParameterError(
+                "; ".join(problems.values()),
+                where=f"pipeline '{pipeline}'",
+                hint=f"pass {first}= a value its schema accepts: {json.dumps(_rules(by_schema[first]), default=str)}",
+                invalid=list(problems),
+            )
         raise ParameterError(
             "; ".join(problems.values()),
             where=f"pipeline '{pipeline}'",
@@ -419,3 +442,26 @@ def _value_hint(name: str, default: Any) -> str:
     if isinstance(default, (list, tuple, dict)):
         return f"pass {name}= a JSON {value_type(default)} like {example}; on the command line: -p {shlex.quote(f'{name}={example}')}"
     return f"pass {name}= {_kind(default)} like {example}"
+
+
+def _rules(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON Schema without the words that describe it (title, description): what it accepts."""
+    return {k: v for k, v in schema.items() if k not in ("title", "description")}
+
+
+def resolve_for(source: Any, given: Mapping[str, Any], *, max_bytes: int | None = None) -> dict:
+    """:func:`resolve_run_params` for a pipeline (a ``Pipeline``, or the definition its version
+    stored): its defaults and JSON Schemas, then every template of its tasks rendered with the
+    run's values (:func:`nbflow.templating.check_rendering`), so a run that could not render
+    one is refused before it exists."""
+    if isinstance(source, Mapping):
+        name, defaults = source["name"], source.get("params") or {}
+        schemas, templates = source.get("param_schemas"), source.get("templates")
+    else:
+        from nbflow.templating import templates_of
+
+        name, defaults, schemas = source.name, source.param_defaults, source.param_schemas
+        templates = templates_of(source.tasks.values())
+    resolved = resolve_run_params(defaults, given, pipeline=name, max_bytes=max_bytes, schemas=schemas)
+    check_rendering(templates, resolved, pipeline=name)
+    return resolved

@@ -236,7 +236,7 @@ class Scheduler:
         schedule = pipeline.timetable()
         assert schedule is not None  # only pipelines with a cron get here
         tasks = self._rows_of(pipeline)
-        params = nbparams.resolve_run_params(pipeline.param_defaults, {}, pipeline=pipeline.name)
+        params = nbparams.resolve_for(pipeline, {})
         skip_locked = not self.store.is_sqlite
 
         def write(tx: Any) -> tuple[list[int], datetime | None]:

@@ -8,13 +8,19 @@
  * parameters): the trigger's `sweep` makes one run per point, each value converted and checked
  * by the server as the command line's `--sweep` is (a bad one: a 400 naming the point).
  */
-import { h } from './api';
+import { h, Schemas } from './api';
+
+/** A parameter's JSON Schema (a pipeline's `Param(...)`): its type, title, description, choices. */
+export type IParamSchema = Schemas['ParamSchema'];
 
 /** One parameter's input and how to read it back. */
 export interface IParamInput {
   name: string;
   type: string;
-  element: HTMLInputElement;
+  /** A text, number or checkbox input; a choice (`enum`) is a select (a multiple one to sweep). */
+  element: HTMLInputElement | HTMLSelectElement;
+  /** The parameter's JSON Schema, when it has one (title, description, choices). */
+  schema?: IParamSchema;
   /** The value to send, or throws an Error naming the parameter and what it expects. */
   value(): unknown;
   /** Whether the input holds a sweep's values (see {@link setSweep}). */
@@ -30,9 +36,31 @@ function kindOf(type: string | null | undefined): string {
   return type === 'str' ? 'string' : type || 'null';
 }
 
-/** An input for parameter `name` of `type` with its default. */
-export function paramInput(name: string, type: string | null | undefined, initial: unknown): IParamInput {
-  const kind = kindOf(type);
+/** The kind of input a JSON Schema type asks for (when the default, None, says nothing). */
+const SCHEMA_KINDS: Record<string, string> = {
+  boolean: 'bool',
+  integer: 'int',
+  number: 'float',
+  string: 'string',
+  array: 'list',
+  object: 'dict'
+};
+
+/** An input for parameter `name` of `type` with its default; a `schema` (a `Param`) with an
+ * `enum` makes it a choice, and its `type` names the kind when the default does not. (Its other
+ * keywords are the server's to check: its 400 names the parameter and the keyword, and the
+ * input is marked; the row says a number's bounds.) */
+export function paramInput(
+  name: string,
+  type: string | null | undefined,
+  initial: unknown,
+  schema?: IParamSchema
+): IParamInput {
+  const schemaType = typeof schema?.type === 'string' ? SCHEMA_KINDS[schema.type] : undefined;
+  const kind = kindOf(type) === 'null' && schemaType ? schemaType : kindOf(type);
+  if (schema?.enum?.length) {
+    return choiceInput(name, kind, initial, schema);
+  }
   const el = h('input', { class: 'jp-mod-styled nbflow-param-input', name, 'data-type': kind });
   if (kind === 'bool') {
     el.type = 'checkbox';
@@ -81,6 +109,7 @@ export function paramInput(name: string, type: string | null | undefined, initia
     name,
     type: kind,
     element: el,
+    schema,
     value,
     sweeping: false,
     setSweep(on: boolean): void {
@@ -125,6 +154,39 @@ export function paramInput(name: string, type: string | null | undefined, initia
   return input;
 }
 
+/** A select of the schema's `enum` choices (shown as JSON unless strings); sweeping makes it a
+ * multiple select: one run per chosen value. */
+function choiceInput(name: string, kind: string, initial: unknown, schema: IParamSchema): IParamInput {
+  const choices = schema.enum as unknown[];
+  const el = h('select', { class: 'jp-mod-styled nbflow-param-input nbflow-param-choice', name, 'data-type': kind });
+  choices.forEach((choice, i) => {
+    const option = h('option', { value: String(i) }, typeof choice === 'string' ? choice : JSON.stringify(choice));
+    option.selected = JSON.stringify(choice) === JSON.stringify(initial);
+    el.appendChild(option);
+  });
+  const input: IParamInput = {
+    name,
+    type: kind,
+    element: el,
+    schema,
+    value: () => choices[Number(el.value)],
+    sweeping: false,
+    setSweep(on: boolean): void {
+      input.sweeping = on;
+      el.multiple = on;
+      el.dataset.sweep = String(on);
+    },
+    sweepValues(): unknown[] {
+      const values = Array.from(el.selectedOptions).map(o => choices[Number(o.value)]);
+      if (!values.length) {
+        throw new Error(`${name}: pick the values to sweep (Ctrl+click for several)`);
+      }
+      return values;
+    }
+  };
+  return input;
+}
+
 /** Kinds whose values are JSON text (a sweep of them may be a JSON list). */
 const JSON_KINDS = new Set(['list', 'dict', 'null']);
 
@@ -154,16 +216,33 @@ export function readParams(inputs: IParamInput[]): Record<string, unknown> {
   return out;
 }
 
-/** A labelled row for a parameter's input (the label names the type); with `sweepable`, a
- * "sweep" toggle after it. */
+/** A number's bounds as the row says them: " ≥ 0", " ≥ 0 ≤ 10" ("" without). */
+function bounds(schema?: IParamSchema): string {
+  const min = typeof schema?.minimum === 'number' ? ` ≥ ${schema.minimum}` : '';
+  const max = typeof schema?.maximum === 'number' ? ` ≤ ${schema.maximum}` : '';
+  return min + max;
+}
+
+/** A labelled row for a parameter's input (the label names the type; a schema's title names
+ * the parameter, its description follows the row); with `sweepable`, a "sweep" toggle after it. */
 export function paramRow(input: IParamInput, help = '', sweepable = false): HTMLElement {
-  const row = h(
+  const description = input.schema?.description ?? '';
+  const title = input.schema?.title;
+  let row: HTMLElement = h(
     'label',
-    { class: 'nbflow-param-row', title: help || input.type },
-    h('span', { class: 'nbflow-param-name' }, input.name),
+    { class: 'nbflow-param-row', title: help || description || input.type },
+    h('span', { class: 'nbflow-param-name', title: input.name }, title ? `${title} (${input.name})` : input.name),
     input.element,
-    h('span', { class: 'nbflow-param-type' }, input.type)
+    h('span', { class: 'nbflow-param-type' }, input.type + bounds(input.schema))
   );
+  if (description) {
+    row = h(
+      'div',
+      { class: 'nbflow-param-described' },
+      row,
+      h('div', { class: 'nbflow-param-description' }, description)
+    );
+  }
   if (!sweepable) {
     return row;
   }

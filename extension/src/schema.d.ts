@@ -749,6 +749,14 @@ export interface components {
       schedule?: string | null;
       description?: string;
       params?: components['schemas']['Params'];
+      /** @description present when a parameter is a Param */
+      param_schemas?: {
+        [key: string]: components['schemas']['ParamSchema'];
+      };
+      /** @description present when a task has Jinja templates: {task: {field: [template, rendered for a shell]}}, rendered with each new run's parameters before it is made */
+      templates?: {
+        [key: string]: Record<string, never>;
+      };
       tasks: components['schemas']['TaskDefinition'][];
       /** @description task groups, outer ones first (absent in definitions stored before groups existed) */
       groups?: components['schemas']['GroupDefinition'][];
@@ -785,6 +793,10 @@ export interface components {
       param_types: {
         [key: string]: components['schemas']['ParamType'];
       };
+      /** @description the JSON Schema of each parameter declared as Param(...) (others have none); every run's value is validated against it */
+      param_schemas: {
+        [key: string]: components['schemas']['ParamSchema'];
+      };
       last_run: components['schemas']['Run'] | components['schemas']['Nothing'];
       import_error: components['schemas']['ImportError'] | components['schemas']['Nothing'];
       /** @description why the last run, queued for more than a few seconds, has no driver yet */
@@ -796,6 +808,18 @@ export interface components {
     };
     /** @enum {string} */
     ParamType: 'bool' | 'int' | 'float' | 'string' | 'list' | 'dict' | 'null';
+    /** @description a parameter's JSON Schema, as Param(default, **keywords) gave it */
+    ParamSchema: {
+      type?: string | string[];
+      title?: string;
+      description?: string;
+      /** @description the values it accepts (a choice in the trigger form) */
+      enum?: unknown[];
+      minimum?: number;
+      maximum?: number;
+    } & {
+      [key: string]: unknown;
+    };
     SchedulerState: {
       /** @enum {string} */
       state: 'running' | 'starting' | 'stopped';

@@ -184,7 +184,9 @@ export class PipelinesPanel extends Widget {
       return;
     }
     this.formOpen = p.name;
-    const inputs = Object.entries(p.params || {}).map(([k, v]) => paramInput(k, p.param_types[k], v));
+    const inputs = Object.entries(p.params || {}).map(([k, v]) =>
+      paramInput(k, p.param_types[k], v, p.param_schemas?.[k])
+    );
     const errorBox = h('div', { class: 'nbflow-error' });
     const run = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept nbflow-run', type: 'submit' }, 'Run');
     const cancel = h('button', { class: 'jp-Button jp-mod-styled', type: 'button' }, 'Close');

@@ -122,7 +122,7 @@ def trigger(
         if earlier is not None:
             return int(earlier["id"])
     row = triggerable(store, name, last_good)
-    resolved = nbparams.resolve_run_params(definition.get("params") or {}, dict(params or {}), pipeline=name)
+    resolved = nbparams.resolve_for(definition, dict(params or {}))
     if isinstance(logical_date, str):
         logical_date = parse_date(
             logical_date, pipeline=name, field="logical_date", tz=get_timezone("UTC", pipeline=name)
@@ -232,6 +232,7 @@ def list_pipelines(*, store: Store | None = None) -> list[dict[str, Any]]:
                 "tasks": len(definition["tasks"]),
                 "params": definition.get("params", {}),
                 "param_types": _param_types(definition),
+                "param_schemas": definition.get("param_schemas") or {},
                 "last_run": dict(last[0]) if last else None,
                 "import_error": errors.get(row["file"] or ""),
             }
@@ -290,7 +291,7 @@ def backfill(
         tick = intervals[-1][1]
     refuse_unended(name, intervals, tz)
     version = _pipeline_row(store, name)["latest_version_id"]
-    params = nbparams.resolve_run_params(definition.get("params") or {}, {}, pipeline=name)
+    params = nbparams.resolve_for(definition, {})
     created = store.write(
         lambda tx: tx.create_runs(
             pipeline=name,

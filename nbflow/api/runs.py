@@ -120,10 +120,7 @@ def create_runs(
     if executor is not None:
         executor_class(executor)  # an unknown name fails before anything is written
     incremental, force = choose(pipeline, incremental, force)
-    resolved = [
-        resolve_point(pipeline.param_defaults, pipeline.name, point, n, len(points), sweep)
-        for n, point in enumerate(points, 1)
-    ]
+    resolved = [resolve_point(pipeline, point, n, len(points), sweep) for n, point in enumerate(points, 1)]
     selected = _only_subset(pipeline, only)
     external = {u for tid in selected for u in pipeline.tasks[tid].upstream_ids} - set(selected)
     missing = sorted(u for u in external if store.latest_success(pipeline.name, u) is None)
@@ -167,17 +164,17 @@ def create_runs(
 
 
 def resolve_point(
-    defaults: Mapping[str, Any],
-    pipeline: str,
+    pipeline: Pipeline | Mapping[str, Any],
     point: Mapping[str, Any],
     n: int,
     total: int,
     sweep: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """Run parameters of point ``n`` of ``total`` (see ``resolve_run_params``); a sweep's bad
-    point raises a ParameterError that names the point and says no run was created."""
+    """Run parameters of point ``n`` of ``total`` for ``pipeline`` (a Pipeline or its stored
+    definition; see ``nbflow.params.resolve_for``); a sweep's bad point raises a ParameterError
+    that names the point and says no run was created."""
     try:
-        return nbparams.resolve_run_params(defaults, dict(point), pipeline=pipeline)
+        return nbparams.resolve_for(pipeline, dict(point))
     except ParameterError as exc:
         if sweep is None:
             raise
@@ -204,7 +201,7 @@ def plan_run(
     reason), executing nothing and writing no run (``nbflow run --dry-run``)."""
     store = store or open_store()
     incremental, force = choose(pipeline, incremental, force)
-    resolved = nbparams.resolve_run_params(pipeline.param_defaults, dict(params or {}), pipeline=pipeline.name)
+    resolved = nbparams.resolve_for(pipeline, dict(params or {}))
     selected = _only_subset(pipeline, only)
     return plan(
         store,

@@ -236,9 +236,8 @@ def trigger_sweep(
         if earlier is not None and earlier["sweep_id"] is not None:
             return int(earlier["sweep_id"]), store.sweep_run_ids(earlier["sweep_id"])
     row = triggerable(store, name, last_good)
-    defaults = definition.get("params") or {}
     points = sweep_points(grid, params)
-    resolved = [resolve_point(defaults, name, p, n, len(points), grid) for n, p in enumerate(points, 1)]
+    resolved = [resolve_point(definition, p, n, len(points), grid) for n, p in enumerate(points, 1)]
     converted = {k: [resolved[i][k] for i in range(len(points))] for k in grid}
     converted = {k: list({json.dumps(v, sort_keys=True): v for v in vs}.values()) for k, vs in converted.items()}
     tasks = task_rows(definition)

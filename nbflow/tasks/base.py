@@ -9,10 +9,11 @@ with where and when the attempt ran.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbflow import templating
 from nbflow.artifacts import UpstreamOutput
 from nbflow.dag import Task
 from nbflow.record import AttemptRecord
@@ -48,17 +49,23 @@ class AttemptContext:
         return f"{self.attempt_dir}/artifacts"
 
     def env(self) -> dict[str, str]:
-        """``NBFLOW_*`` variables describing this attempt (for shell commands and subprocesses)."""
+        """``NBFLOW_*`` variables describing this attempt (for shell commands and subprocesses),
+        with the run's dates (``NBFLOW_LOGICAL_DATE``, ``NBFLOW_DS``, ``NBFLOW_DATA_INTERVAL_*``)."""
         env = {
             "NBFLOW_PIPELINE": self.pipeline,
             "NBFLOW_RUN_ID": str(self.run_id),
             "NBFLOW_TASK_ID": self.task_id,
             "NBFLOW_TRY_NUMBER": str(self.try_number),
             "NBFLOW_ARTIFACT_DIR": self.artifact_dir,
+            **templating.env_vars(self.run_context),
         }
         for name, value in self.params.items():
             env[f"NBFLOW_PARAM_{name.upper().replace('-', '_').replace('.', '_')}"] = str(value)
         return env
+
+    def template_values(self) -> dict[str, Any]:
+        """What this attempt's templates render with (:func:`nbflow.templating.run_values`)."""
+        return templating.run_values(self.params, self.run_context, task_id=self.task_id, pipeline=self.pipeline)
 
     def kernel_context_source(self) -> str:
         """Source of the hidden cell that makes ``nbflow.save()`` in a kernel write to this attempt."""
@@ -81,6 +88,21 @@ class BaseTask(Task):
 
     #: Whether the driving process runs this task itself instead of an executor (sensors poke there).
     runs_on_driver = False
+    #: The task's Jinja templates: {field (``command``, ``parameters.run_date``): (text, for a shell?)}
+    templates: dict[str, tuple[str, bool]] = {}
+
+    def declare_templates(self, fields: Mapping[str, Any], shell_fields: Iterable[str] = ()) -> None:
+        """Check the templates inside ``fields`` (name -> value; ``reads=`` always) against the
+        names templates know and the pipeline's parameters (:func:`nbflow.templating.check`), and
+        keep them in :attr:`templates`. Call after ``Task.__init__`` (the task has its id)."""
+        found: dict[str, tuple[str, bool]] = {}
+        where = f"{self.site[0]}:{self.site[1]}"
+        params = list(self.pipeline.param_defaults)
+        for name, value in {**fields, "reads": self.reads}.items():
+            checked = templating.check_value(value, task=self.task_id, field=name, params=params, where=where)
+            found.update((label, (text, name in shell_fields)) for label, text in checked.items())
+        if found:
+            self.templates = found
 
     def execute(self, ctx: AttemptContext) -> AttemptRecord:
         """Run one attempt (template method): prepare, run_attempt, finalize."""

@@ -40,6 +40,7 @@ from nbflow.record import AttemptRecord
 from nbflow.tasks import nbexport
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 from nbflow.tasks.flow import Flow, skipped_in_kernel
+from nbflow.templating import TemplateError, is_template, render, render_value
 
 PARAMS_CELL_MODES = ("strict", "inject_top")
 
@@ -67,6 +68,7 @@ class NotebookTask(Flow, BaseTask):
         cwd: str | os.PathLike[str] | None = None,
         report_mode: bool = False,
         export: str | None = None,
+        output_path: str | None = None,
         **options: Any,
     ):
         site = caller_site()
@@ -94,6 +96,8 @@ class NotebookTask(Flow, BaseTask):
         self.publishes_output_notebook = False  # set when a downstream task asks for .output_notebook
         super().__init__(name or Path(path).stem, site=site, explicit_id=name is not None, **options)
         self.set_flow(branch=branch)
+        self.output_path = output_path  # a copy of the output notebook there (a template), as papermill's OUTPUT
+        self.declare_templates({"parameters": self.parameters, "output_path": output_path})
         if expand:
             self._map_over(dict.fromkeys(expand, "parameters"), zip)
 
@@ -145,7 +149,9 @@ class NotebookTask(Flow, BaseTask):
         self.context_params: list[str] = []
         given = {**self.parameters, **self.inputs}
         deferred = [
-            k for k, v in given.items() if k in mapped or isinstance(v, Task) or any(True for _ in find_refs(v))
+            k
+            for k, v in given.items()
+            if k in mapped or isinstance(v, Task) or any(True for _ in find_refs(v)) or is_template(v)
         ]
         if params_cell == "strict":
             for k in mapped:  # each item of a mapped list has the declared type
@@ -221,8 +227,11 @@ class NotebookTask(Flow, BaseTask):
         from nbflow.tasks.nbrun import run_notebook
 
         try:
+            parameters = self.parameters  # templates rendered before references: values are never templates
+            if self.templates:
+                parameters = render_value(parameters, ctx.template_values(), task=self.task_id, field="parameters")
             values = resolve_refs(
-                {**self.parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
+                {**parameters, **self.inputs}, lambda ref: ctx.upstream[ref.task_id].parameter(ref.key), ctx.params
             )
         except Exception as exc:
             return AttemptRecord.from_exception(exc, reason="input_missing")
@@ -246,6 +255,8 @@ class NotebookTask(Flow, BaseTask):
             report_mode=self.report_mode,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        if self.output_path:
+            self._copy_output(ctx, record)
         return self._papermill_extras(ctx, record)
 
     def _papermill_extras(self, ctx: AttemptContext, record: AttemptRecord) -> AttemptRecord:
@@ -272,6 +283,21 @@ class NotebookTask(Flow, BaseTask):
             record.reason = "fail_now"
         return self.with_saved_choice(skipped_in_kernel(record))
 
+    def _copy_output(self, ctx: AttemptContext, record: AttemptRecord) -> None:
+        """Copy the output notebook to ``output_path`` (rendered; relative to the notebook's folder)."""
+        import shutil
+
+        try:
+            target = Path(os.path.dirname(self.path)) / render(
+                self.output_path or "", ctx.template_values(), task=self.task_id, field="output_path"
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f"{ctx.attempt_dir}/output.ipynb", target)
+        except (OSError, TemplateError) as exc:
+            if record.ok:  # a failed attempt keeps its own reason; its notebook is copied when it can be
+                record.ok, record.reason = False, "storage_error" if isinstance(exc, OSError) else "exception"
+                record.message = f"cannot copy the output notebook to output_path: {exc}"
+
 
 def notebook(
     path: str | os.PathLike[str],
@@ -289,6 +315,7 @@ def notebook(
     cwd: str | os.PathLike[str] | None = None,
     report_mode: bool = False,
     export: str | None = None,
+    output_path: str | None = None,
     retries: int = _UNSET,
     retry_delay: float = _UNSET,
     retry_backoff: bool = _UNSET,
@@ -307,7 +334,8 @@ def notebook(
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
-    ``parameters``: literal values or ``pipeline.params.x``; ``inputs``: upstream handles
+    ``parameters``: literal values, ``pipeline.params.x``, or Jinja templates rendered when the
+    task runs (``{"run_date": "{{ ds }}"}``, :mod:`nbflow.templating`); ``inputs``: upstream handles
     (or ``handle["name"]``). ``timeout`` bounds the whole notebook (its kernel is killed),
     ``cell_timeout`` each cell. ``params_cell="inject_top"`` allows a notebook without a
     ``parameters`` cell (nothing is checked then, as in plain papermill). ``env``: variables
@@ -319,6 +347,8 @@ def notebook(
     the other tasks directly downstream are skipped. ``raise nbflow.Skip("why")`` in a cell ends
     the task ``skipped``.
     ``cwd``, ``report_mode``, ``export="html"``: papermill's options (see :mod:`nbflow.tasks.nbexport`).
+    ``output_path``: also copy each attempt's output notebook there, relative to the notebook's
+    folder, as papermill's output path (a template: ``"reports/{{ ds }}/train.ipynb"``).
     """
     return NotebookTask(
         path,
@@ -335,6 +365,7 @@ def notebook(
         cwd=cwd,
         report_mode=report_mode,
         export=export,
+        output_path=output_path,
         retries=retries,
         retry_delay=retry_delay,
         retry_backoff=retry_backoff,

@@ -8,7 +8,8 @@ the same code is testable in a notebook cell.
 A function that declares a ``params`` argument (not passed in the call) receives the
 run's parameters as a dict; ``logical_date``, ``data_interval_start``,
 ``data_interval_end`` and ``run_id`` arguments receive the run's dates (aware datetimes)
-and id. With ``timeout=`` the function runs in a forked child
+and id. String arguments may be Jinja templates (``load("{{ ds }}")``, see
+:mod:`nbflow.templating`), rendered when the task runs. With ``timeout=`` the function runs in a forked child
 process that is killed when time is up.
 """
 
@@ -33,6 +34,7 @@ from nbflow.record import AttemptRecord
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 from nbflow.tasks.external import check_options, run_elsewhere
 from nbflow.tasks.flow import Flow
+from nbflow.templating import render_value
 
 
 class PythonTask(Flow, BaseTask):
@@ -70,6 +72,7 @@ class PythonTask(Flow, BaseTask):
             branch=branch, short_circuit=short_circuit, ignore_downstream_trigger_rules=ignore_downstream_trigger_rules
         )
         self.set_role(setup=setup, teardown=teardown, setups=setups)
+        self.declare_templates({"args": self.args, "kwargs": self.kwargs})
 
     def references(self) -> list[OutputRef | ParamRef]:
         """References among the call's arguments."""
@@ -120,8 +123,13 @@ class PythonTask(Flow, BaseTask):
             return loaded[ref.task_id, ref.key]
 
         try:
-            args = resolve_refs(self.args, output, ctx.params)
-            kwargs = resolve_refs(self.kwargs, output, ctx.params)
+            args, kwargs = self.args, self.kwargs  # templates rendered before references: values are never templates
+            if self.templates:
+                values = ctx.template_values()
+                args = render_value(args, values, task=self.task_id, field="args")
+                kwargs = render_value(kwargs, values, task=self.task_id, field="kwargs")
+            args = resolve_refs(args, output, ctx.params)
+            kwargs = resolve_refs(kwargs, output, ctx.params)
         except Exception as exc:  # a missing key in an upstream value, an unreadable artifact
             return AttemptRecord.from_exception(exc, reason="input_missing")
         if self.wants_params:

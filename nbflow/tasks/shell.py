@@ -14,15 +14,18 @@ from nbflow.dag import _UNSET, current_pipeline
 from nbflow.fingerprint import digest, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
+from nbflow.templating import TemplateError, render, render_value
 
 
 class ShellTask(BaseTask):
     """A shell command. It fails when the command exits non-zero; it has no value.
 
     The command runs in the pipeline file's folder (or ``cwd``) in its own process
-    group, with ``NBFLOW_RUN_ID``, ``NBFLOW_TASK_ID``, ``NBFLOW_ARTIFACT_DIR`` and one
-    ``NBFLOW_PARAM_<NAME>`` per run parameter in its environment. On timeout the whole
-    group is terminated, then killed.
+    group, with ``NBFLOW_RUN_ID``, ``NBFLOW_TASK_ID``, ``NBFLOW_ARTIFACT_DIR``, the run's
+    dates (``NBFLOW_LOGICAL_DATE``, ``NBFLOW_DS``, ``NBFLOW_DATA_INTERVAL_START``/``_END``) and
+    one ``NBFLOW_PARAM_<NAME>`` per run parameter in its environment. On timeout the whole
+    group is terminated, then killed. The command and the values of ``env`` may be Jinja
+    templates (:mod:`nbflow.templating`); values rendered into the command are shell-quoted.
     """
 
     kind = "shell"
@@ -56,6 +59,7 @@ class ShellTask(BaseTask):
         base = pipeline.base_dir if pipeline else Path.cwd()
         self.cwd = str((base / cwd) if cwd else base)
         super().__init__(name or "shell", explicit_id=name is not None, **options)
+        self.declare_templates({"command": self.command, "env": self.env}, shell_fields=("command",))
 
     def code_fingerprint(self) -> str:
         """Hash of the command and its extra environment."""
@@ -80,13 +84,21 @@ class ShellTask(BaseTask):
 
     def run_attempt(self, ctx: AttemptContext) -> AttemptRecord:
         """Run the command, stream its output into the log, enforce the timeout."""
-        env = {**os.environ, **ctx.env(), **self.env}
+        command, own_env = self.command, self.env
+        if self.templates:
+            values = ctx.template_values()
+            try:
+                command = render(command, values, task=self.task_id, field="command", shell=True)
+                own_env = render_value(own_env, values, task=self.task_id, field="env")
+            except TemplateError as exc:
+                return AttemptRecord.from_exception(exc, reason="input_missing")
+        env = {**os.environ, **ctx.env(), **own_env}
         os.makedirs(os.path.dirname(ctx.log_path), exist_ok=True)
         with open(ctx.log_path, "ab") as log:
-            log.write(f"nbflow: $ {self.command}\n".encode())
+            log.write(f"nbflow: $ {command}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                ["/bin/bash", "-c", self.command],
+                ["/bin/bash", "-c", command],
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -103,7 +115,7 @@ class ShellTask(BaseTask):
                     "task_timeout",
                     f"command exceeded timeout={self.timeout:g}s and was killed",
                     ename="TimeoutError",
-                    evalue=self.command,
+                    evalue=command,
                 )
             except BaseException:
                 procs.terminate(proc.pid, ctx.kill_grace, exited=procs.waiter(proc))
@@ -113,7 +125,7 @@ class ShellTask(BaseTask):
         if code != 0:
             return AttemptRecord.failure(
                 "exit_code",
-                f"command exited with code {code}: {self.command}",
+                f"command exited with code {code}: {command}",
                 ename="CalledProcessError",
                 evalue=f"exit code {code}",
             )
