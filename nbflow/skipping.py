@@ -73,11 +73,11 @@ class Skipping:
         """The trigger rule's verdict for ready ``task`` (a teardown's over its setups too); a
         task a succeeded branch or short-circuit upstream did not follow stays skipped (after a
         re-run cleared it: the first time, :meth:`_skip_or_branch` skipped it already)."""
-        if not task.is_teardown and any(self._not_followed(up, task.task_id) for up in states):
+        own = task.map_parent or task.task_id  # a branch chooses a mapped task, never one instance
+        if not task.is_teardown and any(self._not_followed(up, own) for up in states):
             return T.SKIPPED
         setups: list[TaskState] = []
         if task.trigger_rule == TEARDOWN_RULE:
-            own = task.map_parent or task.task_id
             setups = [self.tis[s].state for s in setups_of(self._role_rows(), own) if s in self.tis]
         return decide(task.trigger_rule, states.values(), setups)
 

@@ -3,10 +3,9 @@
 Airflow's ``BashOperator`` is ``shell()``; its Jinja templates render in nbflow too, and a value
 rendered into a command is shell-quoted. ``{{ task_instance_key_str }}`` (``dag__task__ds_nodash``)
 is written out with nbflow's names. Airflow's ``EmptyOperator`` is a ``@task`` that does nothing.
-
-Left out until it is merged: ``this_will_skip`` (``echo "hello world"; exit 99;`` with
-``skip_on_exit_code=99``, a part of issue 16 built on another branch), which Airflow ends
-``skipped``.
+Airflow's ``BashOperator`` skips on exit code 99 by default; nbflow's ``shell()`` skips only on
+the codes given in ``skip_on_exit_code``. ``this_will_skip`` ends ``skipped``, and so does
+``run_this_last`` (``all_success`` with a skipped upstream), as in Airflow.
 """
 
 from nbflow import Pipeline, shell, task
@@ -38,3 +37,6 @@ with Pipeline(
 
     also_run_this = shell('echo "ti_key={{ task.pipeline }}__{{ task.name }}__{{ ds_nodash }}"', name="also_run_this")
     also_run_this >> last
+
+    this_will_skip = shell('echo "hello world"; exit 99;', name="this_will_skip", skip_on_exit_code=99)
+    this_will_skip >> last

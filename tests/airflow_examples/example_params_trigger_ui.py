@@ -3,9 +3,8 @@ in nbflow: typed, described parameters (``Param``) make the trigger form, and gr
 of names are generated in the chosen languages.
 
 Airflow reads the form's values from ``dag_run.conf``; an nbflow task takes ``params``. Airflow's
-``@task.branch`` (``select_languages``) is issue 16's ``@task(branch=True)``, built on another
-branch: until it is merged, ``select_languages`` is a plain task and each language's task checks
-its own switch, so a language switched off greets nobody (Airflow skips its task).
+``@task.branch`` (``select_languages``) is ``@task(branch=True)``: a language switched off is
+skipped, and ``print_greetings`` (``all_done``) gets nothing from it.
 """
 
 from nbflow import Param, Pipeline, task
@@ -32,21 +31,21 @@ with Pipeline(
     def get_names(params) -> list[str]:
         return params["names"]
 
-    @task
+    @task(branch=True)
     def select_languages(params) -> list[str]:
         return [f"generate_{lang}_greeting" for lang in ("english", "german", "french") if params[lang]]
 
     @task
-    def generate_english_greeting(name: str, params) -> str | None:
-        return f"Hello {name}!" if params["english"] else None
+    def generate_english_greeting(name: str) -> str:
+        return f"Hello {name}!"
 
     @task
-    def generate_german_greeting(name: str, params) -> str | None:
-        return f"Sehr geehrter Herr/Frau {name}." if params["german"] else None
+    def generate_german_greeting(name: str) -> str:
+        return f"Sehr geehrter Herr/Frau {name}."
 
     @task
-    def generate_french_greeting(name: str, params) -> str | None:
-        return f"Bonjour {name}!" if params["french"] else None
+    def generate_french_greeting(name: str) -> str:
+        return f"Bonjour {name}!"
 
     @task(trigger_rule="all_done")
     def print_greetings(greetings1, greetings2, greetings3) -> None:
