@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.artifacts import UpstreamOutput
 from nbflow.incremental import NO_OUTPUTS, Produced, value_style
-from nbflow.mapspec import MapError, display_point, instance, map_sources, mapped_from, points
+from nbflow.mapspec import MapError, display_point, instance, map_sources, mapped_from, points, split_instance_id
 from nbflow.refs import OutputRef, ParamRef
 from nbflow.states import FAILED_STATES, FINISHED, TaskState
 
@@ -272,10 +272,18 @@ class MappedTasks:
                 out.update((kid, self.tis[kid].state) for kid in kids)
         return out
 
+    def _outside_instances(self, up: str) -> list[str]:
+        """The instances of mapped task ``up``, left out of this run, whose outputs it knows
+        (:func:`nbflow.incremental.known_outputs`), in map-index order."""
+        found = [(split[1], tid) for tid in self.produced if (split := split_instance_id(tid)) and split[0] == up]
+        return [tid for _, tid in sorted(found)]
+
     def _upstream_item(self, up: str) -> tuple[str, list[dict[str, Any]]]:
         """What a work item carries of upstream task ``up``: a mapped task's successful instances."""
         style = value_style(self.pipeline, up)
         kids = self.instances.get(up)
+        if kids is None and up not in self.tis and self.pipeline.tasks[up].mapping is not None:
+            kids = self._outside_instances(up)  # left out of this run (--only): its newest success's
         if kids is None:
             return style, list(self.produced.get(up, NO_OUTPUTS).refs)
         done = [kid for kid in kids if kid in self.produced]

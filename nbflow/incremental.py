@@ -152,7 +152,8 @@ def known_outputs(
 ) -> dict[str, Produced]:
     """What the successful or cached ones of task instance ``rows`` give downstream: the outputs
     of the attempts they stand for (one artifact query per run involved); and the newest success
-    of each ``external`` task (upstream of a run of ``--only`` tasks), refused when it has none."""
+    of each ``external`` task (upstream of a run of ``--only`` tasks), refused when it has none
+    (a mapped one with its successful instances of that run, ``task[i]``)."""
     rows = [row for row in rows if TaskState(row["state"]) in SUCCEEDED]
     for up in external:
         row = store.latest_success(pipeline, up)
@@ -163,6 +164,12 @@ def known_outputs(
                 hint=f"run it first, or include it: --only {up} ...",
             )
         rows.append(row)
+        if row.get("map_count") is not None:  # a mapped task: its instances of that run hold the values
+            rows.extend(
+                kid
+                for kid in store.task_instances(row["run_id"])
+                if kid["map_parent"] == up and TaskState(kid["state"]) in SUCCEEDED
+            )
     wanted = {row["task_id"]: (*source_of(row), row["output_digest"]) for row in rows}
     refs: dict[str, list[dict[str, Any]]] = {tid: [] for tid in wanted}
     for run in sorted({run for run, _, _ in wanted.values()}):

@@ -368,6 +368,30 @@ def test_an_incremental_rerun_reuses_each_unchanged_instance(nbflow_home, write_
     assert set(states(third).values()) <= {"cached", "success"} and states(third)["best"] == "cached"
 
 
+def test_only_a_task_downstream_of_a_mapped_task_gets_the_instances_values(nbflow_home, write_pipeline):
+    """--only best (its mapped upstream left out): best gets the list the newest success of the
+    mapped task's instances made, in map-index order (it used to get None)."""
+    source = """
+    from nbflow import Pipeline, task
+
+    @task
+    def train(C):
+        return C * 2
+
+    @task
+    def best(xs):
+        return xs
+
+    with Pipeline("only_map", params={"grid": [3, 1, 2]}) as pipeline:
+        best(train.expand(C=pipeline.params.grid))
+    """
+    p = load_pipeline(write_pipeline(source))
+    assert api.run_pipeline(p, executor="inline").ok
+    only = api.run_pipeline(p, executor="inline", only=["best"])
+    assert only.ok and set(states(only)) == {"best"}
+    assert api.load_output(only.run_id, "best") == [6, 2, 4]  # in map-index order, as in the full run
+
+
 def test_a_notebook_downstream_of_a_mapped_task_loads_the_list(nbflow_home, write_pipeline, tmp_path):
     make_notebook(
         tmp_path / "pipelines" / "report.ipynb",
