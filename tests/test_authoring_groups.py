@@ -389,6 +389,9 @@ def test_airflow_example_task_group_runs_with_airflows_task_ids_and_only_one_tas
         after["section_2.task_1"] == after["section_2.inner_section_2.task_2"] == "section_1.task_2, section_1.task_3"
     )
     assert after["end"] == "section_2.inner_section_2.task_4, section_2.task_1"
+    assert re.search(
+        r"^  section_2\.inner_section_2\.task_2 .*  in group section_2\.inner_section_2  after ", show.stdout, re.M
+    )
     drawn = run_cli("dag", "show", str(example), "-o", str(tmp_path / "dag.dot"), home=home)
     assert drawn.returncode == 0, drawn.stderr
     assert set(_clusters((tmp_path / "dag.dot").read_text())) == {

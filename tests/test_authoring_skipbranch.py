@@ -15,13 +15,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import make_notebook as make_cell_notebook
 
 from nbflow import api
 from nbflow.exceptions import DefinitionError
 from nbflow.loader import load_file, load_pipeline
 from nbflow.rules import decide, run_outcome
 from nbflow.states import RunState, TaskState
+from tests.conftest import make_notebook as make_cell_notebook
 
 EXAMPLES = Path(__file__).parent / "airflow_examples"
 S, C, F, U, K = TaskState.SUCCESS, TaskState.CACHED, TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED
@@ -99,6 +99,11 @@ def test_example_setup_teardown_taskflow_work_fails(tmp_path, nbflow_home):
     assert api.run_details(1)["run"]["state"] == "failed"
     # the teardown ran after the failure, and it is the last task of its chain
     assert rows["my_third_task"]["start_date"] >= rows["my_second_task"]["end_date"]
+    show = nbflow_cli("dag", "show", "example_setup_teardown_taskflow.py", home=nbflow_home, cwd=tmp_path / "dags")
+    assert show.returncode == 0, show.stderr
+    roles = {line.split()[0]: line for line in show.stdout.splitlines()[1:-1]}
+    assert "(setup)" in roles["my_first_task"] and "(teardown)" in roles["my_third_task"]
+    assert "(setup)" not in roles["my_second_task"] and "(teardown)" not in roles["my_second_task"]
 
 
 def test_example_sensors_soft_fail(tmp_path, nbflow_home):

@@ -176,9 +176,11 @@ def cmd_dag_show(args: argparse.Namespace, out: TextIO) -> int:
             f"pipeline {pipeline.name} ({len(definition['tasks'])} tasks, schedule {pipeline.schedule or 'none'})\n"
         )
         for t in definition["tasks"]:
+            group = f"  in group {t['group']}" if t.get("group") else ""
+            role = "  (setup)" if t.get("setup") else "  (teardown)" if t.get("teardown") else ""
             after = f"  after {', '.join(t['upstream'])}" if t["upstream"] else ""
             mapped = f"  mapped over {', '.join(t['mapped'])}" if t.get("mapped") else ""
-            out.write(f"  {t['id']:<20} {t['label']}{after}{mapped}\n")
+            out.write(f"  {t['id']:<20} {t['label']}{group}{role}{after}{mapped}\n")
         out.write("draw it: nbflow dag show PATH -o dag.svg (or .png, .dot)\n")
         return 0
     fmt = Path(args.output).suffix.lstrip(".").lower() or "svg"
