@@ -342,54 +342,42 @@ def test_a_driver_that_stops_mid_mapping_is_resumed_by_the_next_one(nbflow_home,
     assert [t["task_id"] for t in result.tasks].count("square[3]") == 1  # no duplicate rows
 
 
+TRAIN_ALL = """
+from nbflow import Pipeline, task
+
+@task
+def train(C):
+    return C * 2
+
+@task
+def gather(xs):
+    return xs
+
+with Pipeline({name!r}, params={{"grid": {grid!r}}}, incremental={incremental!r}) as pipeline:
+    gather(train.expand(C=pipeline.params.grid))
+"""
+
+
 def test_an_incremental_rerun_reuses_each_unchanged_instance(nbflow_home, write_pipeline):
-    source = """
-    from nbflow import Pipeline, task
-
-    @task
-    def train(C):
-        return C * 2
-
-    @task
-    def best(xs):
-        return max(xs)
-
-    with Pipeline("incr_map", params={"grid": [1, 2, 3]}, incremental=True) as pipeline:
-        best(train.expand(C=pipeline.params.grid))
-    """
-    p = load_pipeline(write_pipeline(source))
+    p = load_pipeline(write_pipeline(TRAIN_ALL.format(name="incr_map", grid=[1, 2, 3], incremental=True)))
     first = api.run_pipeline(p, executor="inline")
-    assert first.ok and api.load_output(first.run_id, "best") == 6
+    assert first.ok and api.load_output(first.run_id, "gather") == [2, 4, 6]
     again = api.run_pipeline(p, params={"grid": [1, 2, 3, 4]}, executor="inline")
     s = states(again)
     assert [s[f"train[{i}]"] for i in range(4)] == ["cached", "cached", "cached", "success"]
-    assert s["best"] == "success" and api.load_output(again.run_id, "best") == 8  # its input changed
+    assert s["gather"] == "success" and api.load_output(again.run_id, "gather") == [2, 4, 6, 8]  # its input changed
     third = api.run_pipeline(p, params={"grid": [1, 2, 3, 4]}, executor="inline")
-    assert set(states(third).values()) <= {"cached", "success"} and states(third)["best"] == "cached"
+    assert set(states(third).values()) <= {"cached", "success"} and states(third)["gather"] == "cached"
 
 
 def test_only_a_task_downstream_of_a_mapped_task_gets_the_instances_values(nbflow_home, write_pipeline):
-    """--only best (its mapped upstream left out): best gets the list the newest success of the
-    mapped task's instances made, in map-index order (it used to get None)."""
-    source = """
-    from nbflow import Pipeline, task
-
-    @task
-    def train(C):
-        return C * 2
-
-    @task
-    def best(xs):
-        return xs
-
-    with Pipeline("only_map", params={"grid": [3, 1, 2]}) as pipeline:
-        best(train.expand(C=pipeline.params.grid))
-    """
-    p = load_pipeline(write_pipeline(source))
+    """--only gather (its mapped upstream left out): gather gets the list the newest success of
+    the mapped task's instances made, in map-index order (it used to get None)."""
+    p = load_pipeline(write_pipeline(TRAIN_ALL.format(name="only_map", grid=[3, 1, 2], incremental=False)))
     assert api.run_pipeline(p, executor="inline").ok
-    only = api.run_pipeline(p, executor="inline", only=["best"])
-    assert only.ok and set(states(only)) == {"best"}
-    assert api.load_output(only.run_id, "best") == [6, 2, 4]  # in map-index order, as in the full run
+    only = api.run_pipeline(p, executor="inline", only=["gather"])
+    assert only.ok and set(states(only)) == {"gather"}
+    assert api.load_output(only.run_id, "gather") == [6, 2, 4]  # in map-index order, as in the full run
 
 
 def test_a_notebook_downstream_of_a_mapped_task_loads_the_list(nbflow_home, write_pipeline, tmp_path):
