@@ -320,9 +320,11 @@ with Pipeline("adopt") as pipeline:
 @pytest.mark.faults
 def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_home, monkeypatch):
     path = write_pipeline(ADOPT)
-    # a driver's lease expires quickly here, so the run can be taken over soon after the kill
+    # a driver's lease expires soon here, so the run can be taken over a few seconds after the
+    # kill; long enough that the first claim below (a Dask client start) comes before it expires
+    lease = 6.0
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
-    monkeypatch.setenv("NBFLOW_ORPHAN_TIMEOUT", "1.5")
+    monkeypatch.setenv("NBFLOW_ORPHAN_TIMEOUT", str(lease))
     api.reset()
     env = {**os.environ, "NBFLOW_HOME": str(nbflow_home), "NBFLOW_DASK_ADDRESS": cluster.address}
     driver = subprocess.Popen(
@@ -336,10 +338,11 @@ def test_restarted_driver_adopts_work_in_flight(cluster, write_pipeline, nbflow_
         time.sleep(0.1)
     run_id = runs[0]["id"]
     os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; the cluster keeps the task
+    killed = time.monotonic()
     driver.wait()
     with pytest.raises(Exception, match="driven by job"):  # its lease is still fresh: no double driving
         api.drive_run(load_pipeline(path), run_id, executor="dask", store=store)
-    time.sleep(1.7)
+    time.sleep(max(0.0, lease + 0.3 - (time.monotonic() - killed)))
     result = api.drive_run(load_pipeline(path), run_id, executor="dask", store=store)
     assert result.ok and api.load_output(run_id, "long") == "finished"
     attempts = api.run_details(run_id)["attempts"]
