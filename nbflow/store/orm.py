@@ -125,6 +125,8 @@ class RunRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     #: the sweep this run is a point of (``nbflow run --sweep``)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
+    #: when the run was found not finished within its pipeline's ``sla`` (reported once)
+    sla_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskInstanceRow(Base):
@@ -292,6 +294,37 @@ class PoolRow(Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
+class ConnectionRow(Base):
+    """A named connection (a database, an API): its password and extra are Fernet tokens."""
+
+    __tablename__ = "connections"
+    name: Mapped[str] = mapped_column(String(250), primary_key=True)
+    conn_type: Mapped[str] = mapped_column(String(50))
+    host: Mapped[str | None] = mapped_column(Text)
+    port: Mapped[int | None] = mapped_column(Integer)
+    login: Mapped[str | None] = mapped_column(Text)
+    #: a Fernet token of the password (never the password itself)
+    password: Mapped[str | None] = mapped_column(Text)
+    schema: Mapped[str | None] = mapped_column(Text)
+    #: a Fernet token of the extra fields' JSON
+    extra: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VariableRow(Base):
+    """A named JSON value tasks read with ``nbflow.variable``; encrypted when a key is configured."""
+
+    __tablename__ = "variables"
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    #: the value's JSON, or a Fernet token of it (``is_encrypted``)
+    value: Mapped[str] = mapped_column(Text)
+    is_encrypted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Declarative types ``__table__`` as a FromClause; a mapped class's table is a Table (insert/update need one).
 pipelines = cast(Table, PipelineRow.__table__)
 pipeline_versions = cast(Table, PipelineVersionRow.__table__)
@@ -304,3 +337,5 @@ metrics = cast(Table, MetricRow.__table__)
 sweeps = cast(Table, SweepRow.__table__)
 import_errors = cast(Table, ImportErrorRow.__table__)
 pools = cast(Table, PoolRow.__table__)
+connections = cast(Table, ConnectionRow.__table__)
+variables = cast(Table, VariableRow.__table__)
