@@ -5,7 +5,7 @@ Authoring API::
     from nbflow import Pipeline, task, notebook, shell
 
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
-``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
+``nbflow.save(name, value)`` publishes one (``asset="model"``: it updates that asset too), ``nbflow.metric(name, value)`` records a
 scalar for ``nbflow compare`` (saved scalars are metrics too). ``raise nbflow.FailNow(...)`` fails a task
 without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. Names are imported lazily
 so ``import nbflow`` stays cheap in kernels.
@@ -40,6 +40,7 @@ _LAZY = {
     "FailNow": "nbflow.exceptions",
     "Skip": "nbflow.exceptions",
     "Param": "nbflow.typedparams",
+    "Asset": "nbflow.assets",
     "NbflowError": "nbflow.exceptions",
 }
 

@@ -9,6 +9,7 @@ Layout of one attempt under the root (a local folder or any fsspec URL)::
         artifacts/NAME.pkl    anything else, cloudpickled
         artifacts/_manifest.json   what a notebook's kernel saved
         artifacts/_metrics.json    the metrics a notebook's kernel recorded
+        artifacts/_assets.json     the assets a notebook's kernel updated (save(..., asset=))
 
 Inside a task, :func:`save` publishes a named value and :func:`load` resolves an
 upstream value that arrived as a reference (or returns a plain value unchanged), so
@@ -27,6 +28,7 @@ import math
 import numbers
 import os
 import posixpath
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ MANIFEST = "_manifest.json"
 #: the saved value under which a notebook task publishes its output notebook's path (``handle.output_notebook``)
 OUTPUT_NOTEBOOK = "_output_notebook"
 METRICS = "_metrics.json"
+ASSETS = "_assets.json"
 #: longest string metric (characters) and metric name
 METRIC_TEXT_LIMIT = 200
 METRIC_NAME_LIMIT = 100
@@ -280,15 +283,23 @@ def current_context() -> dict[str, Any] | None:
     return getattr(_local, "context", None) or _process_context
 
 
-def save(name: str, value: Any) -> Any:
+def save(name: str, value: Any, *, asset: str | None = None) -> Any:
     """Publish ``value`` under ``name`` for downstream tasks; returns ``value``.
 
+    ``asset="model"``: this attempt also updates the asset ``model`` (as ``produces=`` does):
+    when it succeeds, pipelines scheduled on that asset may run (:mod:`nbflow.assets`).
     Outside an nbflow run (a notebook opened by hand) this stores nothing, so the same
     notebook runs interactively unchanged.
     """
     ctx = current_context()
+    if asset is not None:
+        asset = _asset_name(asset)
     if ctx is None:
         return value
+    if asset is not None and asset not in ctx.setdefault("assets", []):
+        ctx["assets"].append(asset)
+        if ctx.get("manifest", False):
+            write_bytes(join(ctx["artifact_dir"], ASSETS), json.dumps(ctx["assets"]).encode(), atomic=True)
     ref = write_value(ctx["artifact_dir"], name, value)
     saved = ctx.setdefault("saved", [])
     saved.append(ref)
@@ -365,6 +376,29 @@ def recorded_metrics(folder: str | None = None) -> list[dict[str, Any]]:
         except FileNotFoundError:
             pass
     return [{"name": n, "value": v} for n, v in merged.items()]
+
+
+def _asset_name(asset: Any) -> str:
+    name = getattr(asset, "name", asset)  # an nbflow.Asset, or its name
+    if not isinstance(name, str) or not name or len(name) > 200 or any(c.isspace() or c == "/" for c in name):
+        raise ValueError(f"asset {asset!r} must be an nbflow.Asset or its name (letters, digits, '_', '.', '-', ':')")
+    return name
+
+
+def recorded_assets(folder: str | None = None, declared: list[str] | None = None) -> list[str]:
+    """The assets an attempt updated, each once: ``declared`` (its task's ``produces``), those
+    this thread's task named with ``save(..., asset=)``, then those a notebook kernel recorded
+    into ``folder`` (its ``_assets.json``; unreadable, it costs these events, not the attempt)."""
+    names: list[str] = list(declared or [])
+    names += [n for n in (current_context() or {}).get("assets", []) if n not in names]
+    if folder is not None:
+        try:
+            names += [n for n in json.loads(read_bytes(join(folder, ASSETS))) if n not in names]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"nbflow: the assets this attempt saved could not be read: {exc}\n")
+    return names
 
 
 def load(value: Any) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from nbflow.assets import Asset, check_assets, split_schedule
 from nbflow.exceptions import DagCycleError, DefinitionError, DuplicateTaskError, ScheduleError, UnknownTaskError
 from nbflow.fingerprint import Fingerprinted
 from nbflow.graph import find_cycle, toposort
@@ -103,6 +104,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "reads": (),
     "cache": True,
     "cache_ttl": None,
+    "produces": (),  # the nbflow.Asset(s) each success updates (nbflow.assets)
 }
 
 
@@ -207,6 +209,7 @@ class Task(Fingerprinted, SetupTeardown):
             str(pipeline.base_dir),
             where,
         )
+        self.produces: tuple[Asset, ...] = check_assets(merged["produces"], f"task '{task_id}'", where)
         self.trigger_rule = merged["trigger_rule"]
         if self.trigger_rule not in TRIGGER_RULES:
             raise DefinitionError(
@@ -338,7 +341,7 @@ class Pipeline:
         self,
         name: str,
         *,
-        schedule: str | None = None,
+        schedule: str | Asset | list[Asset] | None = None,
         params: Mapping[str, Any] | None = None,
         default_args: Mapping[str, Any] | None = None,
         description: str = "",
@@ -359,8 +362,9 @@ class Pipeline:
         file = self.site[0]
         self.file = os.path.abspath(file) if os.path.isfile(file) else None
         self.base_dir = Path(self.file).parent if self.file else Path.cwd()
-        self.schedule = schedule
-        self.cron = validate_cron(schedule, pipeline=name, where=self.where) if schedule is not None else None
+        #: a cron text, or None with the assets whose updates start runs (``schedule=[Asset(...)]``)
+        self.schedule, self.assets = split_schedule(schedule, name, self.where)
+        self.cron = validate_cron(self.schedule, pipeline=name, where=self.where) if self.schedule is not None else None
         self.timezone = timezone
         tz = get_timezone(timezone, pipeline=name, where=self.where)
         self.start_date = parse_date(start_date, pipeline=name, field="start_date", tz=tz, where=self.where)
@@ -498,6 +502,9 @@ class Pipeline:
         h.update(repr((self.schedule, self.timezone, self.start_date, self.end_date, self.catchup)).encode())
         if self.groups:  # only when there are groups (ids, nesting, labels: what the picture shows)
             h.update(repr(self.groups.definition()).encode())
+        produces = {tid: [a.as_dict() for a in t.produces] for tid, t in self.tasks.items() if t.produces}
+        if self.assets or produces:  # only when there are assets, so older pipelines keep their version
+            h.update(repr(([a.as_dict() for a in self.assets], sorted(produces.items()))).encode())
         if self.incremental:  # only when set, so older pipelines keep their version
             h.update(b"incremental")
         if self.param_schemas:  # likewise: a new description or choice is a new version
@@ -521,6 +528,7 @@ class Pipeline:
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
             "incremental": self.incremental,
+            "schedule_assets": [a.as_dict() for a in self.assets],
             "groups": self.groups.definition() if self.groups else [],
             "tasks": [
                 {
@@ -536,6 +544,7 @@ class Pipeline:
                     "trigger_rule": t.trigger_rule,
                     "mapped": t.mapping.names if t.mapping is not None else None,
                     "group": t.group_id,
+                    "produces": [a.as_dict() for a in t.produces],
                     "fingerprint": prints[tid],
                     "where": _site(t.site),
                     **t.role_fields(),  # setup / teardown (with its setups), for a re-run's clear

@@ -553,12 +553,11 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
             self.produced[ti.task_id] = produced(res.artifacts, self.run_id, ti.try_number)
         row, fields = res.to_row(), res.task_fields()
         run_id, tid, try_number = self.run_id, ti.task_id, ti.try_number
-        artifacts, metrics = list(res.artifacts), list(res.metrics)
+        artifacts, metrics, assets = list(res.artifacts), list(res.metrics), list(res.assets) if res.ok else []
 
         def record(tx: Tx, state: str) -> None:
             tx.update_attempt(run_id, tid, try_number, state=state, **row)
-            tx.add_artifacts(run_id, tid, try_number, artifacts)
-            tx.add_metrics(run_id, tid, try_number, metrics)
+            tx.add_outputs(run_id, tid, try_number, artifacts, metrics, assets)  # assets: events only on success
 
         if res.ok:
             fields["output_digest"] = self.produced[tid].digest

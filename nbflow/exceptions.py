@@ -128,6 +128,10 @@ class RunNotFoundError(NbflowError):
     """No run with that id."""
 
 
+class AssetNotFoundError(NbflowError):
+    """No asset with that name (none declared, produced or scheduled on)."""
+
+
 class TryNotFoundError(NbflowError):
     """A task of a run has no attempt with that try number; ``tries`` lists the ones it has."""
 

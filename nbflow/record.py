@@ -44,6 +44,9 @@ class AttemptRecord:
     #: ``{"name", "value"}`` of what it recorded with ``nbflow.metric`` (and scalars it saved):
     #: a finite number, a bool or a short string; the engine writes them to the ``metrics`` table
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    #: names of the assets it updated (the task's ``produces`` and ``save(..., asset=)``); the
+    #: engine records an asset event for each when the attempt succeeded
+    assets: list[str] = field(default_factory=list)
     kernel_pid: int | None = None
     #: a branch or short-circuit task's choice: the ids of the downstream tasks to follow (None:
     #: not a branch, or a short-circuit that goes on); the engine skips the others

@@ -13,6 +13,9 @@ folder. One loop, every ``loop_interval`` seconds or as soon as executor events 
 3. **Create due runs** for unpaused, healthy, scheduled pipelines (see
    :mod:`nbflow.store.scheduling` for why each run is created exactly once). Only the
    pipelines whose next due time has come are looked at: a heap keyed by that time.
+   Pipelines scheduled on assets get a run when all their assets were updated since their
+   last one (:mod:`nbflow.store.assets`), looked at when asset events were added (one query
+   per loop) and every ``parse_interval``.
 4. **Claim runs** no live job drives, every ``loop_interval`` and at once after creating
    runs: queued runs (scheduled, triggered, backfilled, cleared) and runs whose driver's
    lease expired (a scheduler or ``nbflow run`` that was killed). ``max_active_runs`` is
@@ -88,6 +91,8 @@ class Scheduler:
         self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
         self._degraded = False  # the last iteration failed on the database
+        self._asset_stamp: tuple[int, int] | None = None  # asset events (count, newest id) last looked at
+        self._asset_looked = 0.0
 
     @property
     def job_id(self) -> int | None:
@@ -160,7 +165,7 @@ class Scheduler:
             if self._unsynced:  # until a sync is written: a failed write is tried again next loop
                 self.sync_pipelines()
                 self._unsynced = False
-            if self.create_due_runs() or now - self._last_claim >= self.loop_interval:
+            if self.create_due_runs() + self.create_asset_runs() or now - self._last_claim >= self.loop_interval:
                 self._last_claim = now
                 self.claim_runs()
         self.driver.loop_once(max(0.0, self._last_claim + self.loop_interval - time.monotonic()))
@@ -269,6 +274,48 @@ class Scheduler:
         if ids:
             log.info("created %d run(s) of %s", len(ids), pipeline.name)
         return ids
+
+    # -- runs triggered by assets -----------------------------------------------------------------
+    def create_asset_runs(self) -> list[int]:
+        """Create a run (trigger ``asset``) of each pipeline scheduled on assets whose assets
+        were all updated since its last one; looked at when asset events changed (or every
+        ``parse_interval``: a run another scheduler was making, then gave up)."""
+        consumers = [p for n, p in self.loader.pipelines.items() if p.assets and not self.loader.broken(n)]
+        if not consumers:
+            return []
+        stamp, now = self.store.asset_event_stamp(), time.monotonic()
+        if stamp == self._asset_stamp and now - self._asset_looked < self.parse_interval:
+            return []
+        self._asset_stamp, self._asset_looked = stamp, now
+        created: list[int] = []
+        for pipeline in consumers:
+            run_id = self._create_asset_run(pipeline)
+            if run_id is not None:
+                created.append(run_id)
+        return created
+
+    def _create_asset_run(self, pipeline: Pipeline) -> int | None:
+        tasks = self._rows_of(pipeline)
+        params = nbparams.resolve_for(pipeline, {})
+        skip_locked = not self.store.is_sqlite
+
+        def write(tx: Any) -> int | None:
+            row = tx.lock_pipeline(pipeline.name, skip_locked)
+            if row is None or row["is_paused"] or not row["is_active"]:
+                return None  # another scheduler looks at it now, or paused: its events wait
+            return tx.create_asset_run(
+                pipeline=pipeline.name,
+                version_id=row["latest_version_id"],
+                params=params,
+                tasks=tasks,
+                now=utcnow(),  # its logical date: when it is made (not the cron clock)
+                incremental=pipeline.incremental,
+            )
+
+        run_id: int | None = self.store.write(write, what=f"asset run of {pipeline.name}")
+        if run_id is not None:
+            log.info("created run %s of %s: its assets were updated", run_id, pipeline.name)
+        return run_id
 
     # -- driving -----------------------------------------------------------------------------------
     def claim_runs(self) -> list[int]:

@@ -286,6 +286,7 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
     )
     with capture_output(log_path) as log:
         artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
+        task = None
         try:
             task = item.unpack()
         except Exception as exc:  # the worker cannot import what the task needs
@@ -307,9 +308,11 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
         finally:
             saved = [r.as_dict() for r in (artifacts.current_context() or {}).get("saved", [])]
             metrics = _metrics(ctx.artifact_dir)
+            assets = artifacts.recorded_assets(ctx.artifact_dir, [a.name for a in getattr(task, "produces", ())])
             artifacts.unbind()
         record.artifacts = [*saved, *record.artifacts]
         record.metrics = [*metrics, *record.metrics]
+        record.assets = [*assets, *(n for n in record.assets if n not in assets)]  # produces=, save(asset=)
         if not record.ok and record.traceback and record.reason not in ("cell_error", "storage_error"):
             sys.stderr.write(record.traceback)
     if log.error is not None:  # nothing counts as done whose log could not be written

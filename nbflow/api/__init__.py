@@ -13,6 +13,7 @@ from nbflow.api.admin import (
     upgrade_database,
     worker_command,
 )
+from nbflow.api.assets import asset_details, list_assets, run_lineage
 from nbflow.api.compare import compare, compare_columns, compare_csv, compare_rows, format_value, plot_compare
 from nbflow.api.diffs import diff_outputs
 from nbflow.api.driving import drive_existing, drive_queued, drive_run, rerun, run_file, run_pipeline
@@ -102,6 +103,9 @@ __all__ = [
     "StalePipelineError",
     "UpstreamValue",
     "SweepResult",
+    "asset_details",
+    "list_assets",
+    "run_lineage",
     "backfill",
     "background_driver_alive",
     "cancel_run",

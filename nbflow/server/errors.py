@@ -24,6 +24,7 @@ import tornado.web
 
 from nbflow import api
 from nbflow.exceptions import (
+    AssetNotFoundError,
     DatabaseUnavailableError,
     DuplicateRunError,
     InputError,
@@ -44,6 +45,7 @@ log = logging.getLogger("nbflow.server")
 STATUS: tuple[tuple[type[NbflowError], int], ...] = (
     (PipelineNotFoundError, 404),
     (RunNotFoundError, 404),
+    (AssetNotFoundError, 404),
     (UnknownTaskError, 404),
     (TryNotFoundError, 404),
     (OutputNotFoundError, 404),

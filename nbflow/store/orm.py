@@ -325,6 +325,59 @@ class VariableRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AssetRow(Base):
+    """A declared asset (``nbflow.Asset``): its uri and description, from the pipelines that name it."""
+
+    __tablename__ = "assets"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text, default="", server_default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AssetRefRow(Base):
+    """A pipeline's task that produces an asset (``role`` producer), or a pipeline scheduled on it
+    (``role`` consumer, ``task_id`` ""; ``since``: events before it do not count for it)."""
+
+    __tablename__ = "asset_refs"
+    __table_args__ = (Index("ix_asset_refs_pipeline", "pipeline"),)
+    asset: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(250), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AssetEventRow(Base):
+    """An update of an asset: one per successful attempt that produced it (no foreign keys: the
+    lineage outlives the retention of runs)."""
+
+    __tablename__ = "asset_events"
+    __table_args__ = (
+        UniqueConstraint("run_id", "task_id", "try_number", "asset", name="uq_asset_events_attempt"),
+        Index("ix_asset_events_asset", "asset", "id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset: Mapped[str] = mapped_column(String(200))
+    pipeline: Mapped[str] = mapped_column(String(250))
+    run_id: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[str] = mapped_column(String(250))
+    try_number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AssetConsumedRow(Base):
+    """An asset event an asset-triggered run consumed (its lineage); an event is consumed once
+    per consumer pipeline (the primary key)."""
+
+    __tablename__ = "asset_consumed"
+    __table_args__ = (Index("ix_asset_consumed_run", "run_id"), Index("ix_asset_consumed_event", "event_id"))
+    pipeline: Mapped[str] = mapped_column(String(250), primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[int] = mapped_column(Integer)
+    asset: Mapped[str] = mapped_column(String(200))
+
+
 # Declarative types ``__table__`` as a FromClause; a mapped class's table is a Table (insert/update need one).
 pipelines = cast(Table, PipelineRow.__table__)
 pipeline_versions = cast(Table, PipelineVersionRow.__table__)
@@ -339,3 +392,7 @@ import_errors = cast(Table, ImportErrorRow.__table__)
 pools = cast(Table, PoolRow.__table__)
 connections = cast(Table, ConnectionRow.__table__)
 variables = cast(Table, VariableRow.__table__)
+assets = cast(Table, AssetRow.__table__)
+asset_refs = cast(Table, AssetRefRow.__table__)
+asset_events = cast(Table, AssetEventRow.__table__)
+asset_consumed = cast(Table, AssetConsumedRow.__table__)

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, RowMapping, case, delete, func, insert, or
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
 from nbflow.store import orm
+from nbflow.store.assets import AssetReads, AssetTx
 from nbflow.store.orm import utcnow
 
 log = logging.getLogger("nbflow.store")
@@ -47,8 +48,9 @@ class SchedulerBusyError(NbflowError):
     """Another scheduler holds the lease on a database that supports only one."""
 
 
-class SchedulingTx:
-    """Scheduler writes; mixed into :class:`nbflow.store.Tx` (``self.conn`` is the transaction)."""
+class SchedulingTx(AssetTx):
+    """Scheduler writes (with asset-triggered runs: :class:`AssetTx`); mixed into
+    :class:`nbflow.store.Tx` (``self.conn`` is the transaction)."""
 
     conn: Any
 
@@ -133,6 +135,7 @@ class SchedulingTx:
                 is_active=True,
             )
         )
+        self.sync_assets(definition)  # its producers and subscriptions (nbflow.store.assets)
         return version
 
     def deactivate_pipelines(self, names: Iterable[str]) -> None:
@@ -182,8 +185,8 @@ class SchedulingTx:
         self.conn.execute(delete(R).where(R.c.id.in_(run_ids)))
 
 
-class SchedulingReads:
-    """Scheduler reads; mixed into :class:`nbflow.store.Store`."""
+class SchedulingReads(AssetReads):
+    """Scheduler reads (with assets': :class:`AssetReads`); mixed into :class:`nbflow.store.Store`."""
 
     def _all(self, stmt: Any) -> list[RowMapping]:  # provided by Store
         raise NotImplementedError

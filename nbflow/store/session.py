@@ -39,7 +39,7 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration's revision (a test checks it against the migrations folder). Knowing
 #: it lets a process skip loading Alembic when the database is already current.
-SCHEMA_HEAD = "0009_connections"
+SCHEMA_HEAD = "0010_assets"
 SQLITE_BUSY_MS = 30_000
 #: The PostgreSQL advisory lock taken around a schema check and upgrade: a fixed signed 64-bit
 #: key derived from "nbflow-schema" (shown in ``pg_locks`` as classid/objid).

@@ -64,7 +64,7 @@ def _names(text: str) -> list[str]:
 TASK_USAGE = (
     "%%nbflow task NAME [--after A,B] [--inputs x,y] [--outputs a,b] [--retries N] [--retry-delay S]\n"
     "                       [--timeout S] [--cell-timeout S] [--queue Q] [--trigger-rule RULE]\n"
-    "                       [--reads PATH,GLOB] [--cache true|false] [--cache-ttl S]"
+    "                       [--reads PATH,GLOB] [--cache true|false] [--cache-ttl S] [--produces ASSET,...]"
 )
 
 
@@ -95,6 +95,7 @@ def task_parser() -> Parser:
     )
     p.add_argument("--cache", type=_bool, help="false: never reused by an incremental run (side effects)")
     p.add_argument("--cache-ttl", type=float, help="seconds: an incremental run reuses only a younger success")
+    p.add_argument("--produces", type=_names, action="extend", default=[], help="assets each success updates")
     return p
 
 
@@ -278,6 +279,7 @@ def build_pipeline(
                     ("reads", o.reads or None),
                     ("cache", o.cache),
                     ("cache_ttl", o.cache_ttl),
+                    ("produces", o.produces or None),
                 )
                 if v is not None
             }

@@ -331,6 +331,7 @@ def notebook(
     reads: Any = _UNSET,
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
+    produces: Any = _UNSET,
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
@@ -381,4 +382,5 @@ def notebook(
         reads=reads,
         cache=cache,
         cache_ttl=cache_ttl,
+        produces=produces,
     )

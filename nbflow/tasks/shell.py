@@ -154,6 +154,7 @@ def shell(
     reads: Any = _UNSET,
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
+    produces: Any = _UNSET,
 ) -> ShellTask:
     """Add a shell command task to the current pipeline and return its handle.
 
@@ -180,4 +181,5 @@ def shell(
         reads=reads,
         cache=cache,
         cache_ttl=cache_ttl,
+        produces=produces,
     )

@@ -1,0 +1,379 @@
+"""Runs triggered by data (nbflow.Asset): events on success only, a consumer run once all its
+assets were updated (several updates count once), lineage, save(asset=) from a task and a
+notebook, two schedulers on PostgreSQL making exactly one run, the CLI and the REST API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nbflow import api
+from nbflow.assets import Asset
+from nbflow.exceptions import AssetNotFoundError, DefinitionError
+from nbflow.scheduler import Scheduler
+
+PRODUCERS = """
+from pathlib import Path
+import nbflow
+from nbflow import Asset, Pipeline, task
+
+FAIL = Path(__file__).parent / "fail"
+
+with Pipeline("train") as train_pipeline:
+    @task(produces=[Asset("model", uri="file:///models/m.pkl", description="the model")])
+    def fit():
+        if FAIL.exists():
+            raise RuntimeError("no data")
+        return 1
+
+    fit()
+
+with Pipeline("features") as features_pipeline:
+    @task
+    def build():
+        nbflow.save("table", [1, 2], asset="features")
+        return 2
+
+    build()
+"""
+
+CONSUMERS = """
+from nbflow import Asset, Pipeline, task
+
+with Pipeline("report", schedule=[Asset("model")]) as report_pipeline:
+    @task
+    def write():
+        return "report"
+
+    write()
+
+with Pipeline("both", schedule=[Asset("model"), Asset("features")]) as both_pipeline:
+    @task
+    def join():
+        return "both"
+
+    join()
+"""
+
+
+@pytest.fixture
+def dags(tmp_path, nbflow_home, monkeypatch):
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "producers.py").write_text(textwrap.dedent(PRODUCERS))
+    (folder / "consumers.py").write_text(textwrap.dedent(CONSUMERS))
+    monkeypatch.setenv("NBFLOW_DAGS_FOLDER", str(folder))
+    monkeypatch.setenv("NBFLOW_IMPORT_TIMEOUT", "10")
+    monkeypatch.setenv("NBFLOW_HEARTBEAT", "0.2")
+    api.reset()
+    return folder
+
+
+def runs_of(name: str) -> list[dict]:
+    return sorted((dict(r) for r in api.list_runs(name, limit=100)), key=lambda r: r["id"])
+
+
+def drive(sched: Scheduler, until, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        sched.loop_once()
+        if until():
+            return
+    raise AssertionError("timed out")
+
+
+def finished(name: str, count: int):
+    return lambda: len(runs_of(name)) >= count and all(r["state"] in ("success", "failed") for r in runs_of(name))
+
+
+def produce(sched: Scheduler, name: str) -> int:
+    """Trigger a run of producer ``name`` and drive it to its end (and the scheduler's next look)."""
+    before = len(runs_of(name))
+    run_id = api.trigger(name)
+    drive(sched, finished(name, before + 1))
+    sched.loop_once()  # the loop after the producer finished looks at the new events
+    return run_id
+
+
+def test_producer_success_triggers_consumer_once_with_lineage(dags):
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()
+        assert runs_of("report") == []  # no update yet
+        producer = produce(sched, "train")
+        reports = runs_of("report")
+        assert len(reports) == 1 and reports[0]["trigger"] == "asset"
+        assert runs_of("both") == []  # waits for features too
+        lineage = api.run_lineage(reports[0]["id"])
+        assert [(e["asset"], e["pipeline"], e["run_id"], e["task_id"]) for e in lineage] == [
+            ("model", "train", producer, "fit")
+        ]
+        for _ in range(5):  # no new update: no new run
+            sched.loop_once()
+        drive(sched, finished("report", 1))
+        assert len(runs_of("report")) == 1 and runs_of("report")[0]["state"] == "success"
+        assert api.load_output(reports[0]["id"], "write") == "report"
+    finally:
+        sched.close()
+
+
+def test_two_assets_wait_for_both_and_several_updates_count_once(dags):
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()
+        first, second = produce(sched, "train"), produce(sched, "train")  # two updates of model
+        assert runs_of("both") == []  # features not updated yet
+        assert len(runs_of("report")) == 2  # report had run 1 consumed before update 2 came
+        pending = {a["name"]: a["pending"] for a in api.list_assets()}
+        assert pending["model"] == ["both"]
+        features = produce(sched, "features")  # save(..., asset="features") in a @task
+        both = runs_of("both")
+        assert len(both) == 1 and both[0]["trigger"] == "asset"
+        lineage = api.run_lineage(both[0]["id"])
+        assert sorted((e["asset"], e["run_id"]) for e in lineage) == sorted(
+            [("model", first), ("model", second), ("features", features)]
+        )
+        for _ in range(5):
+            sched.loop_once()
+        assert len(runs_of("both")) == 1  # every event consumed: nothing more
+        assert {a["name"]: a["pending"] for a in api.list_assets()}["model"] == []
+    finally:
+        sched.close()
+
+
+def test_failed_producer_records_no_event(dags):
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()
+        (dags / "fail").write_text("x")
+        run_id = produce(sched, "train")
+        assert api.run_details(run_id)["run"]["state"] == "failed"
+        assert runs_of("report") == []
+        model = api.asset_details("model")
+        assert model["events"] == [] and model["last_update"] is None
+        assert model["producers"] == ["train.fit"] and model["consumers"] == ["both", "report"]
+        assert model["uri"] == "file:///models/m.pkl" and model["description"] == "the model"
+        (dags / "fail").unlink()
+        ok = produce(sched, "train")
+        assert [e["run_id"] for e in api.asset_details("model")["events"]] == [ok]
+        assert len(runs_of("report")) == 1
+    finally:
+        sched.close()
+
+
+def test_paused_consumer_keeps_its_updates_for_later(dags):
+    sched = Scheduler(executor="inline", parse_interval=0)
+    sched.start()
+    try:
+        sched.loop_once()
+        api.set_paused("report", True)
+        produce(sched, "train")
+        produce(sched, "train")
+        assert runs_of("report") == []
+        api.set_paused("report", False)
+        sched.loop_once()
+        reports = runs_of("report")
+        assert len(reports) == 1 and len(api.run_lineage(reports[0]["id"])) == 2
+    finally:
+        sched.close()
+
+
+def test_events_only_on_success_exactly_once_per_attempt(nbflow_home, write_pipeline):
+    path = write_pipeline(
+        """
+        from pathlib import Path
+        from nbflow import Asset, Pipeline, shell, task
+
+        MARK = Path(__file__).parent / "tried"
+
+        with Pipeline("retried") as pipeline:
+            @task(retries=1, produces=[Asset("a"), "b"])
+            def flaky():
+                if not MARK.exists():
+                    MARK.write_text("once")
+                    raise RuntimeError("first try fails")
+                return 1
+
+            flaky() >> shell("true", name="sh", produces=[Asset("c")])
+        """
+    )
+    result = api.run_file(path, executor="inline")
+    assert result.state.value == "success"
+    events = api.open_store().asset_events()
+    assert sorted((e["asset"], e["task_id"], e["try_number"]) for e in events) == [
+        ("a", "flaky", 2),
+        ("b", "flaky", 2),
+        ("c", "sh", 1),
+    ]
+    store = api.open_store()  # a second report of the same attempt adds nothing
+    store.write(lambda tx: tx.add_asset_events(result.run_id, "flaky", 2, ["a", "b"]))
+    store.write(lambda tx: tx.add_asset_events(result.run_id, "flaky", 1, ["a"]))  # the failed try: nothing
+    assert len(api.open_store().asset_events()) == 3
+
+
+def test_save_asset_from_a_notebook(nbflow_home, write_pipeline):
+    from tests.conftest import make_notebook
+
+    path = write_pipeline(
+        """
+        from nbflow import Pipeline, notebook
+
+        with Pipeline("nb") as pipeline:
+            notebook("nb.ipynb", name="nb")
+        """
+    )
+    make_notebook(
+        path.parent / "nb.ipynb",
+        [("x = 1", ["parameters"]), "import nbflow\nnbflow.save('table', [1, 2, 3], asset='warehouse.table')"],
+    )
+    result = api.run_file(path, executor="inline")
+    assert result.state.value == "success", result
+    events = api.open_store().asset_events("warehouse.table")
+    assert [(e["pipeline"], e["run_id"], e["task_id"]) for e in events] == [("nb", result.run_id, "nb")]
+    assert api.asset_details("warehouse.table")["producers"] == ["nb.nb"]
+
+
+def test_definition_errors_name_the_pipeline_and_the_fix():
+    from nbflow import Pipeline, task
+
+    with pytest.raises(DefinitionError) as err:
+        Pipeline("bad", schedule=["model"])
+    assert "pipeline 'bad'" in str(err.value) and "nbflow.Asset" in str(err.value)
+    assert "schedule=[nbflow.Asset" in (err.value.hint or "")
+    with pytest.raises(DefinitionError, match="invalid asset name"):
+        Asset("no spaces")
+    with pytest.raises(DefinitionError, match="produces of task 'f'"):
+        with Pipeline("p"):
+
+            @task(produces=[42])
+            def f():
+                return 1
+
+            f()
+    with Pipeline("ok", schedule=Asset("m")) as ok:
+        pass
+    assert ok.assets == (Asset("m"),) and ok.cron is None and ok.definition()["schedule_assets"][0]["name"] == "m"
+
+
+def test_unknown_asset_is_an_error_naming_the_known(nbflow_home):
+    with pytest.raises(AssetNotFoundError, match="no asset named 'nope'"):
+        api.asset_details("nope")
+
+
+def test_cli_lists_assets_and_shows_one(dags):
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()
+        producer = produce(sched, "train")
+    finally:
+        sched.close()
+    report = runs_of("report")[0]["id"]
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-m", "nbflow", "assets"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert "train.fit" in lines["model"] and "both, report" in lines["model"]
+    assert f"run {producer}" in lines["model"] and "both" in lines["model"].split("run")[-1]
+    assert "features" in lines and "-" in lines["features"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "nbflow", "assets", "show", "model"], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"train run {producer}" in shown.stdout and f"report run {report}" in shown.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "nbflow", "assets", "show", "nope"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode != 0 and "no asset named 'nope'" in missing.stderr
+
+
+PG_PRODUCER = """
+from nbflow import Asset, Pipeline, task
+
+with Pipeline("make") as make_pipeline:
+    @task(produces=[Asset("data")])
+    def make():
+        return 1
+
+    make()
+
+with Pipeline("use", schedule=[Asset("data")], max_active_runs=100) as use_pipeline:
+    @task
+    def use():
+        return 2
+
+    use()
+"""
+
+
+@pytest.mark.postgres
+def test_two_schedulers_on_postgres_make_exactly_one_run_per_update(tmp_path, pg_url, nbflow_home):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "pg.py").write_text(textwrap.dedent(PG_PRODUCER))
+    env = {
+        **os.environ,
+        "NBFLOW_HOME": str(nbflow_home),
+        "NBFLOW_DB_URL": pg_url,
+        "NBFLOW_DAGS_FOLDER": str(dags),
+        "NBFLOW_HEARTBEAT": "0.3",
+    }
+    procs = [
+        subprocess.Popen(  # noqa: SIM115
+            [sys.executable, "-m", "nbflow", "scheduler", "-e", "inline"],
+            env=env,
+            stdout=open(tmp_path / f"s{i}.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    store = api.open_store()
+    updates = 4
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not store.asset_refs("data"):
+            time.sleep(0.2)  # the schedulers synced the folder
+        made = []
+        for _ in range(updates):
+            run_id = api.trigger("make")
+            made.append(run_id)
+            deadline = time.time() + 60
+            while time.time() < deadline and len(store.consumed_by(e["id"] for e in store.asset_events("data"))) < len(
+                made
+            ):
+                time.sleep(0.1)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            runs = store.list_runs("use", limit=100)
+            if len(runs) >= 1 and all(r["state"] == "success" for r in runs):
+                break
+            time.sleep(0.3)
+        time.sleep(1.5)  # a duplicate would show up now
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+    logs = "\n".join((tmp_path / f"s{i}.log").read_text() for i in range(2))
+    events = store.asset_events("data")
+    assert len(events) == updates, logs
+    consumed = store.consumed_by(e["id"] for e in events)
+    assert sorted(c["event_id"] for c in consumed) == sorted(e["id"] for e in events)  # each consumed once
+    runs = store.list_runs("use", limit=100)
+    assert {r["trigger"] for r in runs} == {"asset"}
+    assert {c["run_id"] for c in consumed} == {r["id"] for r in runs}  # every run consumed something
+    assert 1 <= len(runs) <= updates
+    assert all(r["state"] == "success" for r in runs), [r["state"] for r in runs]
+    keys = [r["idempotency_key"] for r in runs]
+    assert len(set(keys)) == len(keys) and all(k.startswith("asset:") for k in keys)
