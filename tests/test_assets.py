@@ -424,3 +424,50 @@ def test_concurrent_writers_on_postgres_make_one_run_without_the_pipeline_lock(p
     runs = first.list_runs("use", limit=10)
     assert [r["id"] for r in runs] == made_runs
     assert sorted(e["run_id"] for e in api.run_lineage(made_runs[0])) == sorted(made)
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
+    from tests.jupyter_procs import nbflow_env, start_jupyter
+
+    root = tmp_path / "jroot"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "producers.py").write_text(textwrap.dedent(PRODUCERS))
+    (root / "pipelines" / "consumers.py").write_text(textwrap.dedent(CONSUMERS))
+    env = nbflow_env(root)
+    for key in [k for k in os.environ if k.startswith("NBFLOW_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("NBFLOW_"):
+            monkeypatch.setenv(key, value)
+    api.reset()
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()
+        producer = produce(sched, "train")
+    finally:
+        sched.close()
+    report = runs_of("report")[0]["id"]
+    server = start_jupyter(root, env, "server")
+    try:
+        status, body = server.request("GET", "assets")  # each answer is checked against docs/openapi.yaml
+        assert status == 200
+        assets = {a["name"]: a for a in body["assets"]}
+        assert set(assets) == {"model", "features"}
+        assert assets["model"]["producers"] == ["train.fit"] and assets["model"]["consumers"] == ["both", "report"]
+        assert assets["model"]["last_update"]["run_id"] == producer and assets["model"]["pending"] == ["both"]
+        status, model = server.request("GET", "assets/model?limit=5")
+        assert status == 200 and model["uri"] == "file:///models/m.pkl"
+        assert [(e["run_id"], e["triggered"]) for e in model["events"]] == [
+            (producer, [{"pipeline": "report", "run_id": report}])
+        ]
+        status, missing = server.request("GET", "assets/nope")
+        assert status == 404 and "no asset named 'nope'" in missing["message"]
+        status, details = server.request("GET", f"runs/{report}")
+        assert status == 200
+        assert [(c["asset"], c["run_id"]) for c in details["consumed"]] == [("model", producer)]
+    finally:
+        server.stop()
+        api.reset()

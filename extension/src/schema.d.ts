@@ -480,6 +480,40 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/assets': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Assets (runs triggered by data) with producers, consumers, last update and pending consumers */
+    get: operations['listAssets'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/assets/{name}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** One asset with its newest updates, their producing runs and the runs they triggered */
+    get: operations['assetDetails'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -910,6 +944,64 @@ export interface components {
       /** @description the try has ended: the log grows no more, a reader may stop following it */
       finished: boolean;
     };
+    /** @description an update of an asset: the successful attempt that made it */
+    AssetUpdate: {
+      /** Format: date-time */
+      time: string;
+      /** @description the producing run */
+      run_id: number;
+      pipeline: string;
+      task_id: string;
+    };
+    /** @description an asset (runs triggered by data): who produces it, which pipelines are scheduled on it */
+    Asset: {
+      name: string;
+      uri: string;
+      description: string;
+      /** @description pipeline.task that declare or made an update */
+      producers: string[];
+      /** @description pipelines scheduled on it */
+      consumers: string[];
+      last_update: components['schemas']['AssetUpdate'] | components['schemas']['Nothing'];
+      /** @description consumers with an update of it they have not run for yet */
+      pending: string[];
+    };
+    AssetEvent: {
+      id: number;
+      /** Format: date-time */
+      time: string;
+      /** @description the producing run */
+      run_id: number;
+      pipeline: string;
+      task_id: string;
+      try_number: number;
+      /** @description the asset-triggered runs that consumed this update */
+      triggered: {
+        pipeline: string;
+        run_id: number;
+      }[];
+    };
+    AssetDetails: {
+      name: string;
+      uri: string;
+      description: string;
+      producers: string[];
+      consumers: string[];
+      last_update: components['schemas']['AssetUpdate'] | components['schemas']['Nothing'];
+      pending: string[];
+      /** @description newest first */
+      events: components['schemas']['AssetEvent'][];
+    };
+    /** @description an asset update an asset-triggered run consumed (its lineage) */
+    ConsumedUpdate: {
+      asset: string;
+      /** Format: date-time */
+      time: string;
+      /** @description the producing run */
+      run_id: number;
+      pipeline: string;
+      task_id: string;
+    };
   };
   responses: {
     /** @description an error (see the description at the top) */
@@ -1197,6 +1289,8 @@ export interface operations {
             tasks: components['schemas']['TaskInstance'][];
             attempts: components['schemas']['Attempt'][];
             artifacts: components['schemas']['Artifact'][];
+            /** @description an asset-triggered run's lineage (empty otherwise) */
+            consumed: components['schemas']['ConsumedUpdate'][];
           };
         };
       };
@@ -2017,6 +2111,62 @@ export interface operations {
         };
         content: {
           'application/json': unknown[];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  listAssets: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description every asset, by name */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            assets: components['schemas']['Asset'][];
+          };
+        };
+      };
+      403: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  assetDetails: {
+    parameters: {
+      query?: {
+        /** @description newest updates */
+        limit?: number;
+      };
+      header?: never;
+      path: {
+        /** @description an asset name */
+        name: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the asset and its lineage */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['AssetDetails'];
         };
       };
       400: components['responses']['Error'];

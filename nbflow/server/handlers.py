@@ -35,6 +35,7 @@ from nbflow.server.actions import (
     SchedulerHandler,
     SchedulerStartHandler,
 )
+from nbflow.server.assets import AssetHandler, AssetsHandler
 from nbflow.server.base import NbflowHandler
 from nbflow.server.notebooks import (
     CheckpointsHandler,
@@ -218,6 +219,7 @@ class RunHandler(NbflowHandler):
         details = await self.call(api.run_details, self.run_arg(run_id))
         for artifact in details["artifacts"]:
             artifact["path"] = drive_path(artifact["uri"], missing=None)
+        details["consumed"] = await self.call(api.run_lineage, details["run"]["id"])  # an asset-triggered run's
         self.reply(details)
 
 
@@ -405,6 +407,8 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"contents/{PATH}", ContentsHandler, ("GET",)),
     (r"health", HealthHandler, ("GET",)),
     (r"compare", CompareHandler, ("GET",)),
+    (r"assets", AssetsHandler, ("GET",)),
+    (rf"assets/{NAME}", AssetHandler, ("GET",)),
 ]
 
 
