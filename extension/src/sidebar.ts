@@ -3,7 +3,7 @@
  * not running, with Start), and every pipeline with its last run's state, its schedule in
  * words and next run, why a queued run waits, its import error, and buttons to open its DAG,
  * trigger it (a form of typed parameter inputs, each of which may sweep a list of values) and
- * pause it.
+ * pause it. Below them, the assets (runs triggered by data) with their lineage (./assets.ts).
  */
 import { Widget } from '@lumino/widgets';
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
@@ -22,6 +22,7 @@ import {
   post,
   request
 } from './api';
+import { AssetsSection } from './assets';
 import type { CompareSource } from './compare';
 import { IParamInput, paramInput, paramRow, readTrigger } from './params';
 
@@ -33,12 +34,14 @@ export class PipelinesPanel extends Widget {
   private scheduler = h('div', { class: 'nbflow-scheduler' });
   private timer: number | null = null;
   private formOpen: string | null = null;
+  private assets: AssetsSection;
 
   constructor(
     private openDag: (name: string, runId?: number) => void,
     private openCompare: (source: CompareSource) => void
   ) {
     super();
+    this.assets = new AssetsSection(openDag);
     this.id = 'nbflow-sidebar';
     this.addClass('nbflow-sidebar');
     this.title.caption = 'nbflow pipelines';
@@ -48,7 +51,8 @@ export class PipelinesPanel extends Widget {
       h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh),
       this.scheduler,
       this.status,
-      this.list
+      this.list,
+      this.assets.node
     );
     void this.refresh();
   }
@@ -70,6 +74,7 @@ export class PipelinesPanel extends Widget {
       if (this.formOpen === null) {
         const data = await request<IPipelineList>('pipelines');
         this.render(data.pipelines, data.import_errors);
+        await this.assets.refresh();
       }
       this.status.textContent = '';
     } catch (err) {
