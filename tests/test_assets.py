@@ -471,3 +471,40 @@ def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
     finally:
         server.stop()
         api.reset()
+
+
+def test_cell_task_produces_and_dag_show_and_picture(nbflow_home, tmp_path, write_pipeline):
+    from nbflow.loader import load_pipeline
+    from nbflow.render import to_dot
+    from tests.conftest import make_notebook
+
+    nb = make_notebook(
+        tmp_path / "cells.ipynb",
+        [
+            ("%%nbflow task fit --outputs m --produces model,metrics\nm = 1", []),
+            ("%%nbflow task after --inputs m\nm", []),
+        ],
+    )
+    cells = load_pipeline(nb)
+    assert [a.name for a in cells.task("fit").produces] == ["model", "metrics"] and cells.task("after").produces == ()
+    result = api.run_file(nb, executor="inline")
+    assert result.state.value == "success"
+    assert sorted(e["asset"] for e in api.open_store().asset_events()) == ["metrics", "model"]
+
+    path = write_pipeline(PRODUCERS + CONSUMERS)
+    out = subprocess.run(
+        [sys.executable, "-m", "nbflow", "dag", "show", str(path), "--pipeline", "train"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "produces model" in out
+    out = subprocess.run(
+        [sys.executable, "-m", "nbflow", "dag", "show", str(path), "--pipeline", "both"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "schedule when updated: features, model" in out
+    dot = to_dot(load_pipeline(path, "train").definition())
+    assert '"asset:model" [label="model", shape=cylinder' in dot and '"fit" -> "asset:model" [style=dashed];' in dot

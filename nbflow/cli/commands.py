@@ -172,15 +172,16 @@ def cmd_dag_show(args: argparse.Namespace, out: TextIO) -> int:
     pipeline = load_pipeline(args.path, args.pipeline)
     if not args.output:
         definition = pipeline.definition()
-        out.write(
-            f"pipeline {pipeline.name} ({len(definition['tasks'])} tasks, schedule {pipeline.schedule or 'none'})\n"
-        )
+        assets = ", ".join(a.name for a in pipeline.assets)
+        schedule = pipeline.schedule or (f"when updated: {assets}" if assets else "none")
+        out.write(f"pipeline {pipeline.name} ({len(definition['tasks'])} tasks, schedule {schedule})\n")
         for t in definition["tasks"]:
             group = f"  in group {t['group']}" if t.get("group") else ""
             role = "  (setup)" if t.get("setup") else "  (teardown)" if t.get("teardown") else ""
             after = f"  after {', '.join(t['upstream'])}" if t["upstream"] else ""
             mapped = f"  mapped over {', '.join(t['mapped'])}" if t.get("mapped") else ""
-            out.write(f"  {t['id']:<20} {t['label']}{group}{role}{after}{mapped}\n")
+            produces = f"  produces {', '.join(a['name'] for a in t['produces'])}" if t.get("produces") else ""
+            out.write(f"  {t['id']:<20} {t['label']}{group}{role}{after}{mapped}{produces}\n")
         out.write("draw it: nbflow dag show PATH -o dag.svg (or .png, .dot)\n")
         return 0
     fmt = Path(args.output).suffix.lstrip(".").lower() or "svg"
