@@ -465,6 +465,10 @@ def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
         ]
         status, missing = server.request("GET", "assets/nope")
         assert status == 404 and "no asset named 'nope'" in missing["message"]
+        status, listed = server.request("GET", "pipelines")
+        assert status == 200
+        schedules = {p["name"]: p["schedule_assets"] for p in listed["pipelines"]}
+        assert schedules["both"] == ["features", "model"] and schedules["train"] == []
         status, details = server.request("GET", f"runs/{report}")
         assert status == 200
         assert [(c["asset"], c["run_id"]) for c in details["consumed"]] == [("model", producer)]

@@ -831,6 +831,8 @@ export interface components {
       param_schemas: {
         [key: string]: components['schemas']['ParamSchema'];
       };
+      /** @description the assets whose updates start its runs (schedule=[Asset(...)]); empty otherwise */
+      schedule_assets: string[];
       last_run: components['schemas']['Run'] | components['schemas']['Nothing'];
       import_error: components['schemas']['ImportError'] | components['schemas']['Nothing'];
       /** @description why the last run, queued for more than a few seconds, has no driver yet */

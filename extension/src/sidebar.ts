@@ -148,7 +148,9 @@ export class PipelinesPanel extends Widget {
     };
     const when = p.schedule
       ? `${p.schedule_text}${p.is_paused ? ' (paused)' : p.next_run ? ` · next ${fmtTime(p.next_run)}` : ''}`
-      : 'no schedule';
+      : p.schedule_assets.length
+        ? `when updated: ${p.schedule_assets.join(', ')}${p.is_paused ? ' (paused)' : ''}`
+        : 'no schedule';
     const el = h(
       'div',
       { class: 'nbflow-pipeline', 'data-pipeline': p.name },

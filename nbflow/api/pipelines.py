@@ -233,6 +233,7 @@ def list_pipelines(*, store: Store | None = None) -> list[dict[str, Any]]:
                 "params": definition.get("params", {}),
                 "param_types": _param_types(definition),
                 "param_schemas": definition.get("param_schemas") or {},
+                "schedule_assets": [a["name"] for a in definition.get("schedule_assets") or []],
                 "last_run": dict(last[0]) if last else None,
                 "import_error": errors.get(row["file"] or ""),
             }

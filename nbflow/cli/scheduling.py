@@ -122,7 +122,7 @@ def cmd_dags(args: argparse.Namespace, out: TextIO) -> int:
             (
                 p["name"],
                 state,
-                p["schedule"] or "-",
+                p["schedule"] or (f"assets: {', '.join(p['schedule_assets'])}" if p["schedule_assets"] else "-"),
                 p["tasks"],
                 f"{last['id']} {last['state']}" if last else "-",
                 _fmt_time(p["next_logical_date"]),
