@@ -512,3 +512,18 @@ def test_cell_task_produces_and_dag_show_and_picture(nbflow_home, tmp_path, writ
     assert "schedule when updated: features, model" in out
     dot = to_dot(load_pipeline(path, "train").definition())
     assert '"asset:model" [label="model", shape=cylinder' in dot and '"fit" -> "asset:model" [style=dashed];' in dot
+
+
+def test_a_bare_asset_keeps_the_uri_another_pipeline_gave_it(nbflow_home, write_pipeline):
+    from nbflow.loader import load_pipeline
+
+    path = write_pipeline(PRODUCERS + CONSUMERS)
+    store = api.open_store()
+    for name in ("train", "report", "both", "report"):  # the consumers' bare Asset("model") synced last
+        pipeline = load_pipeline(path, name)
+        store.write(lambda tx, p=pipeline: tx.sync_pipeline(p.definition(), p.fingerprint()))
+    model = api.asset_details("model")
+    assert (model["uri"], model["description"]) == ("file:///models/m.pkl", "the model")
+    assert model["producers"] == ["train.fit"] and model["consumers"] == ["both", "report"]
+    refs = [(r["pipeline"], r["role"]) for r in store.asset_refs("model")]
+    assert sorted(refs) == [("both", "consumer"), ("report", "consumer"), ("train", "producer")]  # once each

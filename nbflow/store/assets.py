@@ -101,7 +101,11 @@ class AssetTx:
 
     def sync_assets(self, definition: dict[str, Any]) -> None:
         """Record the assets a pipeline's definition names, its producing tasks and the assets it
-        is scheduled on (a new subscription counts events from now; a dropped one is forgotten)."""
+        is scheduled on (a new subscription counts events from now; a dropped one is forgotten).
+
+        An asset's ``uri`` and ``description`` are those of the last pipeline that gave them (a
+        bare ``Asset("model")`` keeps them). Rows another scheduler inserted meanwhile are kept.
+        """
         name, now = definition["name"], utcnow()
         consumed = [a["name"] for a in definition.get("schedule_assets") or []]
         declared = {a["name"]: a for a in definition.get("schedule_assets") or []}
@@ -109,9 +113,12 @@ class AssetTx:
         for t in definition["tasks"]:
             declared.update({a["name"]: a for a in t.get("produces") or []})
         for asset in declared.values():
-            fields = {"uri": asset.get("uri") or "", "description": asset.get("description") or "", "updated_at": now}
-            if self.conn.execute(update(AS).where(AS.c.name == asset["name"]).values(**fields)).rowcount == 0:
-                self.conn.execute(insert(AS).values(name=asset["name"], **fields))
+            given = {k: asset[k] for k in ("uri", "description") if asset.get(k)}
+            if self.conn.execute(update(AS).where(AS.c.name == asset["name"]).values(**given, updated_at=now)).rowcount:
+                continue
+            self._insert_once(
+                insert(AS).values(**{"uri": "", "description": "", **given}, name=asset["name"], updated_at=now)
+            )
         rows = self.conn.execute(select(REF).where(REF.c.pipeline == name)).mappings()
         refs = {(r["asset"], r["role"], r["task_id"]) for r in rows}
         wanted = {(a, "consumer", "") for a in consumed} | {(a, "producer", tid) for a, tid in produced}
@@ -121,11 +128,16 @@ class AssetTx:
                     REF.c.asset == asset, REF.c.pipeline == name, REF.c.role == role, REF.c.task_id == tid
                 )
             )
-        new = [
-            {"asset": a, "pipeline": name, "role": role, "task_id": tid, "since": now} for a, role, tid in wanted - refs
-        ]
-        if new:
-            self.conn.execute(insert(REF), new)
+        for a, role, tid in wanted - refs:
+            self._insert_once(insert(REF).values(asset=a, pipeline=name, role=role, task_id=tid, since=now))
+
+    def _insert_once(self, stmt: Any) -> None:
+        """Insert a row unless another transaction (a second scheduler's sync) inserted it."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(stmt)
+        except IntegrityError:
+            pass
 
     def create_asset_run(
         self,
