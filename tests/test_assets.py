@@ -187,7 +187,8 @@ def test_paused_consumer_keeps_its_updates_for_later(dags):
         sched.close()
 
 
-def test_events_only_on_success_exactly_once_per_attempt(nbflow_home, write_pipeline):
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_events_only_on_success_exactly_once_per_attempt(nbflow_home, write_pipeline, executor):
     path = write_pipeline(
         """
         from pathlib import Path
@@ -206,7 +207,7 @@ def test_events_only_on_success_exactly_once_per_attempt(nbflow_home, write_pipe
             flaky() >> shell("true", name="sh", produces=[Asset("c")])
         """
     )
-    result = api.run_file(path, executor="inline")
+    result = api.run_file(path, executor=executor)  # local: the record crosses a process
     assert result.state.value == "success"
     events = api.open_store().asset_events()
     assert sorted((e["asset"], e["task_id"], e["try_number"]) for e in events) == [
