@@ -41,6 +41,7 @@ _LAZY = {
     "Skip": "nbflow.exceptions",
     "Param": "nbflow.typedparams",
     "NbflowError": "nbflow.exceptions",
+    "notify": "nbflow.notifications",
 }
 
 __all__ = [*_LAZY, "__version__", "load_ipython_extension"]
