@@ -384,6 +384,9 @@ class Pipeline:
         self.on_failure, self.on_success, self.on_sla_miss = on_failure, on_success, on_sla_miss
         #: seconds from a run's start within which it should finish, else on_sla_miss (nbflow.sla)
         self.sla = _seconds("sla", sla, self.where)
+        for label, fn in (("on_failure", on_failure), ("on_success", on_success), ("on_sla_miss", on_sla_miss)):
+            if fn is not None and not callable(fn):
+                raise DefinitionError(f"{label} of pipeline '{name}' must be callable", where=self.where)
         #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
         self.incremental = bool(incremental)
         self.param_defaults, self.param_schemas = split_params(params or {}, pipeline=name, where=self.where)

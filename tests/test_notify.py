@@ -215,6 +215,14 @@ def test_sla_miss_is_reported_once_while_the_run_goes_on(nbflow_home, write_pipe
     # another driver (a replica, or one that took the run over) does not report it again
     assert SlaWatch(store).check(result.run_id, pipeline, ended=True) is False
     assert len(log.read_text().splitlines()) == 1
+    import io
+
+    from nbflow.cli import main
+
+    out = io.StringIO()
+    assert main(["runs"], out=out) == 0 and "success, SLA missed" in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    assert main(["tasks", str(result.run_id)], out=out) == 0 and "missed its SLA at" in out.getvalue()
     title, body = notifications.message(ctx)
     assert title == f"nbflow: run {result.run_id} of slow missed its SLA (1s)"
     assert "SLA: 1s from the run's start" in body
@@ -276,3 +284,29 @@ def test_messages_and_masking():
     assert "xoxb" not in notifications.mask_url("slack://xoxb-1234-5678-abcdef/#general")
     assert notifications.mask_url("nosuch://tok3n@host") == "nosuch://***"
     assert "hunter2" not in repr(notifications.notify("mailto://me:hunter2@example.com"))
+
+
+def test_definition_checks():
+    from datetime import timedelta
+
+    from nbflow import Pipeline, notify, task
+    from nbflow.exceptions import DefinitionError
+
+    with pytest.raises(DefinitionError, match="on_sla_miss of pipeline 'p' must be callable"):
+        Pipeline("p", sla=timedelta(minutes=5), on_sla_miss="mailto://x")
+    with pytest.raises(DefinitionError, match="sla must be a number of seconds"):
+        Pipeline("p", sla="soon")
+    with pytest.raises(DefinitionError, match="needs at least one Apprise URL"):
+        notify()
+    hook = notify("json://127.0.0.1:9/hook")
+    with Pipeline("p", sla=timedelta(minutes=5), on_sla_miss=hook, default_args={"on_retry": hook}) as p:
+
+        @task(retries=1)
+        def t():
+            return 1
+
+        t()
+    assert p.sla == 300.0 and p.tasks["t"].on_retry is hook
+    with pytest.raises(DefinitionError, match="on_retry of task 'u' must be callable"):
+        with Pipeline("q"):
+            task(name="u", on_retry="nope")(lambda: 1)()
