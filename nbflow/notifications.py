@@ -42,6 +42,50 @@ MAX_ERROR = 3000  # characters of an error or traceback in a message
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def _bare_mask(url: str) -> str:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return f"{scheme}://***" if scheme and scheme.isalnum() else "***"
+
+
+class _Scrub(logging.Filter):
+    """Masks the URLs of notifications in Apprise's own log records (it prints a URL it cannot
+    load as given, secrets included): each URL, its part before ``?`` and its password."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[str, str] = {}
+
+    def add(self, url: str) -> str:
+        """Register ``url`` (first as ``scheme://***``: masking it may log it); its masked form."""
+        from urllib.parse import urlsplit
+
+        bare = _bare_mask(url)
+        self.secrets.update({url: bare, url.split("?", 1)[0]: bare})
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password and len(password) > 2:
+            self.secrets[password] = "***"
+        shown = mask_url(url)
+        self.secrets.update({url: shown, url.split("?", 1)[0]: shown})
+        return shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        scrubbed = text
+        for raw in sorted(self.secrets, key=len, reverse=True):
+            if raw in scrubbed:
+                scrubbed = scrubbed.replace(raw, self.secrets[raw])
+        if scrubbed != text:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+_scrub = _Scrub()
+logging.getLogger("apprise").addFilter(_scrub)
+
+
 def mask_url(url: str) -> str:
     """``url`` with its secrets hidden: Apprise's privacy form when it knows the URL, else
     only the scheme (``slack://***``): tokens may be anywhere in a URL Apprise cannot parse."""
@@ -50,11 +94,10 @@ def mask_url(url: str) -> str:
 
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if plugin:
-            return str(plugin.url(privacy=True))
+            return str(plugin.url(privacy=True)).split("?", 1)[0]  # the query: Apprise's options, defaults included
     except Exception:  # noqa: BLE001 - masking must not fail
         pass
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    return f"{scheme}://***" if scheme and scheme.isalnum() else "***"
+    return _bare_mask(url)
 
 
 # --- the message ---------------------------------------------------------------------------
@@ -266,7 +309,7 @@ class Notifier:
         with tempfile.TemporaryDirectory(prefix="nbflow-notify-") as folder:
             pages = _html_attachments(ctx, folder) if self.attach else []
             for url in self.urls:
-                shown = mask_url(url)
+                shown = _scrub.add(url)
                 sent[shown] = False
                 try:
                     ap = apprise.Apprise()

@@ -243,7 +243,8 @@ import nbflow
 from nbflow import Pipeline, task
 
 with Pipeline("quiet") as pipeline:
-    @task(on_success=nbflow.notify("json://127.0.0.1:{port}/down", "bogus://s3cr3t-token@nowhere", timeout=2))
+    @task(on_success=nbflow.notify("json://127.0.0.1:{port}/down", "bogus://s3cr3t-token@nowhere",
+                                   "slack://s3cr3tslacktoken", timeout=2))
     def fine():
         return 1
 
@@ -254,6 +255,7 @@ with Pipeline("quiet") as pipeline:
 def test_an_unreachable_target_does_not_fail_the_run_and_is_logged_masked(nbflow_home, write_pipeline, caplog):
     port = free_port()  # nothing listens there
     caplog.set_level(logging.INFO, logger="nbflow.notify")
+    caplog.set_level(logging.DEBUG, logger="apprise")  # Apprise logs a URL it cannot load as given: masked too
     result = api.run_pipeline(load_pipeline(write_pipeline(UNREACHABLE.format(port=port))), executor="inline")
     assert result.state.value == "success"
     assert result.task("fine")["state"] == "success"
@@ -261,6 +263,9 @@ def test_an_unreachable_target_does_not_fail_the_run_and_is_logged_masked(nbflow
     messages = [r.getMessage() for r in caplog.records if r.name == "nbflow.notify"]
     assert any(f"notification to json://127.0.0.1:{port}/down" in m and "failed" in m for m in messages), messages
     assert any("bogus://***" in m and "not a URL Apprise knows" in m for m in messages), messages
+    assert any("slack://***" in m and "not a URL Apprise knows" in m for m in messages), messages
+    apprise_says = [r.getMessage() for r in caplog.records if r.name == "apprise"]
+    assert any("slack://" in m for m in apprise_says), apprise_says  # it names the URL: masked
     assert "s3cr3t" not in caplog.text
 
 
@@ -283,7 +288,12 @@ def test_messages_and_masking():
     assert "hunter2" not in notifications.mask_url("mailto://me:hunter2@example.com")
     assert "xoxb" not in notifications.mask_url("slack://xoxb-1234-5678-abcdef/#general")
     assert notifications.mask_url("nosuch://tok3n@host") == "nosuch://***"
-    assert "hunter2" not in repr(notifications.notify("mailto://me:hunter2@example.com"))
+    notifier = notifications.notify("mailto://me:hunter2@example.com", timeout=3)
+    assert "hunter2" not in repr(notifier)
+    import pickle  # a task's callbacks travel with it to workers
+
+    copy = pickle.loads(pickle.dumps(notifier))
+    assert copy.urls == notifier.urls and copy.timeout == 3.0
 
 
 def test_definition_checks():
