@@ -181,9 +181,12 @@ import json, nbflow
 from datetime import timedelta
 from nbflow import Pipeline, task
 
+alert = nbflow.notify("json://127.0.0.1:{hook}/sla", timeout=5)
+
 def missed(ctx):
     with open({log!r}, "a") as fh:
         fh.write(json.dumps(ctx) + "\\n")
+    alert(ctx)
 
 with Pipeline("slow", sla=timedelta(seconds={sla}), on_sla_miss=missed) as pipeline:
     @task
@@ -196,11 +199,11 @@ with Pipeline("slow", sla=timedelta(seconds={sla}), on_sla_miss=missed) as pipel
 """
 
 
-def test_sla_miss_is_reported_once_while_the_run_goes_on(nbflow_home, write_pipeline, tmp_path, monkeypatch):
+def test_sla_miss_is_reported_once_while_the_run_goes_on(nbflow_home, write_pipeline, tmp_path, monkeypatch, webhook):
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.2")  # the driver's loop turns (and SLA checks) at least this often
     api.reset()
-    log = tmp_path / "sla.jsonl"
-    pipeline = load_pipeline(write_pipeline(SLOW.format(log=str(log), sla=1, nap=4)))
+    log, (hook_port, hooks) = tmp_path / "sla.jsonl", webhook
+    pipeline = load_pipeline(write_pipeline(SLOW.format(log=str(log), sla=1, nap=4, hook=hook_port)))
     result = api.run_pipeline(pipeline, executor="local")
     assert result.state.value == "success"  # a miss does not change the run
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -223,15 +226,17 @@ def test_sla_miss_is_reported_once_while_the_run_goes_on(nbflow_home, write_pipe
     assert main(["runs"], out=out) == 0 and "success, SLA missed" in out.getvalue(), out.getvalue()
     out = io.StringIO()
     assert main(["tasks", str(result.run_id)], out=out) == 0 and "missed its SLA at" in out.getvalue()
-    title, body = notifications.message(ctx)
-    assert title == f"nbflow: run {result.run_id} of slow missed its SLA (1s)"
-    assert "SLA: 1s from the run's start" in body
+    assert notifications.flush(60)
+    assert [(path, body["title"]) for path, body in hooks] == [
+        ("/sla", f"nbflow: run {result.run_id} of slow missed its SLA (1s)")
+    ]
+    assert "SLA: 1s from the run's start" in hooks[0][1]["message"]
 
 
 def test_a_run_within_its_sla_reports_nothing(nbflow_home, write_pipeline, tmp_path):
     log = tmp_path / "sla.jsonl"
     result = api.run_pipeline(
-        load_pipeline(write_pipeline(SLOW.format(log=str(log), sla=120, nap=0))), executor="inline"
+        load_pipeline(write_pipeline(SLOW.format(log=str(log), sla=120, nap=0, hook=free_port()))), executor="inline"
     )
     assert result.state.value == "success"
     assert not log.exists()
@@ -267,6 +272,38 @@ def test_an_unreachable_target_does_not_fail_the_run_and_is_logged_masked(nbflow
     apprise_says = [r.getMessage() for r in caplog.records if r.name == "apprise"]
     assert any("slack://" in m for m in apprise_says), apprise_says  # it names the URL: masked
     assert "s3cr3t" not in caplog.text
+
+
+SILENT = """
+import nbflow
+from nbflow import Pipeline, task
+
+with Pipeline("quiet") as pipeline:
+    @task(on_success=nbflow.notify("json://127.0.0.1:{port}/down", timeout=6))
+    def fine():
+        return 1
+
+    fine()
+"""
+
+
+def test_a_server_that_never_answers_does_not_hold_up_the_run(nbflow_home, write_pipeline, caplog):
+    """A webhook that accepts the connection and never answers: the run ends at once, the
+    message is given up after its timeout on the background thread, and that is logged."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts connections; nobody ever reads or answers
+    port = silent.getsockname()[1]
+    caplog.set_level(logging.INFO, logger="nbflow.notify")
+    try:
+        result = api.run_pipeline(load_pipeline(write_pipeline(SILENT.format(port=port))), executor="inline")
+        assert result.state.value == "success"
+        assert not notifications.flush(0.5)  # still waiting for the silent server, the run over already
+        assert notifications.flush(60)
+    finally:
+        silent.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "nbflow.notify"]
+    assert any(f"notification to json://127.0.0.1:{port}/down failed" in m for m in messages), messages
 
 
 def test_messages_and_masking():
