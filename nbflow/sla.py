@@ -44,10 +44,15 @@ class SlaWatch:
         self._due: dict[int, float] = {}  # run id -> when it misses its SLA (inf: missed already)
 
     def check_all(self, runs: Iterable[tuple[int, Pipeline]]) -> None:
-        """Check every driven run (one read per run with an SLA, the first time; then none until due)."""
+        """Check every driven run (one read per run with an SLA, the first time; then none until
+        due); runs no longer driven (cancelled, failed by an error, taken over) are forgotten."""
+        driven = set()
         for run_id, pipeline in runs:
+            driven.add(run_id)
             if pipeline.sla is not None:
                 self.check(run_id, pipeline)
+        for gone in self._due.keys() - driven:
+            del self._due[gone]
 
     def check(self, run_id: int, pipeline: Pipeline, *, ended: bool = False) -> bool:
         """Whether this call found run ``run_id`` past its SLA and reported it (``ended``: the run

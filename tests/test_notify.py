@@ -357,3 +357,19 @@ def test_definition_checks():
     with pytest.raises(DefinitionError, match="on_retry of task 'u' must be callable"):
         with Pipeline("q"):
             task(name="u", on_retry="nope")(lambda: 1)()
+
+
+def test_sla_miss_is_recorded_once_on_postgres(pg_url, write_pipeline, tmp_path):
+    """The compare-and-set on runs.sla_missed_at on PostgreSQL: the driver that ran the run reported
+    the miss (sla=0: found at the latest when the run ends), two more drivers' watches do not."""
+    log = tmp_path / "sla.jsonl"
+    pipeline = load_pipeline(write_pipeline(SLOW.format(log=str(log), sla=0, nap=0, hook=free_port())))
+    result = api.run_pipeline(pipeline, executor="inline")
+    assert result.state.value == "success"
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == ["sla_miss"]
+    store = api.open_store()
+    first = store.get_run(result.run_id)["sla_missed_at"]
+    assert first is not None
+    assert [SlaWatch(store).check(result.run_id, pipeline, ended=True) for _ in range(2)] == [False, False]
+    assert store.get_run(result.run_id)["sla_missed_at"] == first
+    assert len(log.read_text().splitlines()) == 1
