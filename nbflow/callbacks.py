@@ -9,7 +9,7 @@ one plain dict, the *context*:
   :mod:`nbflow.sla`), ``pipeline``, ``run_id``, ``state``, ``logical_date``;
 * a task's: ``task_id``, ``kind``, ``try_number``, ``max_tries``, ``reason`` (``cell_error``,
   ``task_timeout``, ... see :data:`nbflow.states.REASONS`), ``error``, ``output_uri`` (a notebook
-  task's output notebook), ``log_uri``; a failure's or retry's also ``cell_index`` (the failing
+  task's output notebook), ``log_uri``, ``report_mode`` (when the notebook task has it); a failure's or retry's also ``cell_index`` (the failing
   cell of a notebook task), ``ename``, ``evalue`` and ``traceback``, read from its attempt row;
   a retry's ``next_retry_at``;
 * a pipeline's: ``failed_tasks``, the task context of each task that failed.
@@ -86,6 +86,8 @@ class Callbacks:
         }
         if to is T.UP_FOR_RETRY:
             ctx["next_retry_at"] = _iso(fields.get("next_retry_at"))
+        if getattr(task, "report_mode", False):  # a notebook shown without its code (HTML attachments too)
+            ctx["report_mode"] = True
         self._callbacks.append((fn, ctx))
 
     def _run_callback(self, final: RunState) -> None:
@@ -130,6 +132,8 @@ class Callbacks:
         for tid in ids:
             ti, task, row = self.tis[tid], self.task(tid), rows.get(tid)
             ctx = {"task_id": tid, "kind": task.kind, "try_number": ti.try_number, "max_tries": ti.max_tries}
+            if getattr(task, "report_mode", False):
+                ctx["report_mode"] = True
             if row is not None:
                 ctx.update(reason=row["reason"], error=row["error"], output_uri=row["output_uri"])
             ctx.update(self._attempt_details(tid, ti.try_number))

@@ -195,11 +195,11 @@ def message(ctx: dict[str, Any], ui_url: str = "") -> tuple[str, str]:
 # --- the notebook as HTML ----------------------------------------------------------------------
 
 
-def _notebooks(ctx: dict[str, Any]) -> list[tuple[str, str, int | None]]:
-    """(task id, output notebook URI, try) of the failed notebook tasks a context reports."""
+def _notebooks(ctx: dict[str, Any]) -> list[tuple[str, str, int | None, bool]]:
+    """(task id, output notebook URI, try, report mode) of the notebook tasks a context reports."""
     items = [ctx] if ctx.get("task_id") is not None else list(ctx.get("failed_tasks") or ())
     return [
-        (str(c["task_id"]), str(c["output_uri"]), c.get("try_number"))
+        (str(c["task_id"]), str(c["output_uri"]), c.get("try_number"), bool(c.get("report_mode")))
         for c in items
         if str(c.get("output_uri") or "").endswith(".ipynb")
     ]
@@ -213,14 +213,14 @@ def _html_attachments(ctx: dict[str, Any], folder: str) -> list[str]:
     from nbflow.tasks.nbexport import notebook_html
 
     paths = []
-    for task_id, uri, try_number in _notebooks(ctx):
+    for task_id, uri, try_number, report_mode in _notebooks(ctx):
         try:
             with fsspec.open(uri, "r", encoding="utf-8") as fh:
                 nb = nbformat.read(fh, as_version=4)
             name = f"{ctx.get('pipeline')}-run{ctx.get('run_id')}-{task_id}-try{try_number}.html"
             path = os.path.join(folder, re.sub(r"[^\w.-]", "_", name))
             with open(path, "w", encoding="utf-8") as out:
-                out.write(notebook_html(nb))
+                out.write(notebook_html(nb, exclude_input=report_mode))  # report_mode: no code, as export="html"
             paths.append(path)
         except Exception as exc:  # noqa: BLE001 - the message goes without it
             log.warning("could not attach the output notebook of %s as HTML: %s", task_id, exc)

@@ -373,3 +373,30 @@ def test_sla_miss_is_recorded_once_on_postgres(pg_url, write_pipeline, tmp_path)
     assert [SlaWatch(store).check(result.run_id, pipeline, ended=True) for _ in range(2)] == [False, False]
     assert store.get_run(result.run_id)["sla_missed_at"] == first
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_report_mode_notebooks_are_attached_without_their_code(smtp, tmp_path):
+    """A notebook task with report_mode=True hides its code: so does the page a notification attaches."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    cell = new_code_cell("hidden_code_line = 42\nprint('shown output')")
+    cell.outputs = [new_output("stream", name="stdout", text="shown output\n")]
+    path = tmp_path / "output.ipynb"
+    nbformat.write(new_notebook(cells=[cell]), str(path))
+    port, box = smtp
+    notifier = notifications.notify(
+        f"mailto://127.0.0.1:{port}?mode=insecure&from=nbflow@example.com&to=ops@example.com"
+    )
+    ctx = {"event": "failure", "pipeline": "rep", "run_id": 3, "task_id": "report", "kind": "notebook"}
+    ctx.update(try_number=1, max_tries=1, reason="cell_error", output_uri=str(path))
+    for report_mode in (True, False):
+        sent = notifier.send({**ctx, "report_mode": report_mode})
+        assert list(sent.values()) == [True], sent
+    pages = []
+    for mail in box.messages:
+        (part,) = [p for p in mail.iter_attachments() if p.get_content_type() == "text/html"]
+        page = part.get_content()
+        pages.append(page.decode() if isinstance(page, bytes) else page)
+    assert len(pages) == 2 and all("shown output" in p for p in pages)
+    assert "hidden_code_line" not in pages[0] and "hidden_code_line" in pages[1]
