@@ -565,6 +565,11 @@ export interface components {
       idempotency_key?: string | null;
       /** @description the sweep this run is a point of (nbflow run --sweep, a trigger's sweep) */
       sweep_id?: number | null;
+      /**
+       * Format: date-time
+       * @description when the run was found not finished within its pipeline's sla (reported once, to on_sla_miss)
+       */
+      sla_missed_at?: string | null;
     };
     /** @description a metric: a number, a bool or a short string */
     MetricValue: number | boolean | string;
