@@ -34,6 +34,7 @@ from nbflow.server.actions import (
     MarkHandler,
     SchedulerHandler,
     SchedulerStartHandler,
+    WorkersHandler,
 )
 from nbflow.server.assets import AssetHandler, AssetsHandler
 from nbflow.server.base import NbflowHandler
@@ -407,6 +408,7 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"contents/{PATH}", ContentsHandler, ("GET",)),
     (r"health", HealthHandler, ("GET",)),
     (r"compare", CompareHandler, ("GET",)),
+    (r"workers", WorkersHandler, ("GET",)),
     (r"assets", AssetsHandler, ("GET",)),
     (rf"assets/{NAME}", AssetHandler, ("GET",)),
 ]
