@@ -14,8 +14,8 @@ folder. One loop, every ``loop_interval`` seconds or as soon as executor events 
    :mod:`nbflow.store.scheduling` for why each run is created exactly once). Only the
    pipelines whose next due time has come are looked at: a heap keyed by that time.
    Pipelines scheduled on assets get a run when all their assets were updated since their
-   last one (:mod:`nbflow.store.assets`), looked at when asset events were added (one query
-   per loop) and every ``parse_interval``.
+   last one (:mod:`nbflow.store.assets`), looked at when a newer asset event exists (one
+   indexed query per loop) and every ``parse_interval``.
 4. **Claim runs** no live job drives, every ``loop_interval`` and at once after creating
    runs: queued runs (scheduled, triggered, backfilled, cleared) and runs whose driver's
    lease expired (a scheduler or ``nbflow run`` that was killed). ``max_active_runs`` is
@@ -91,7 +91,7 @@ class Scheduler:
         self._task_rows: dict[str, tuple[Pipeline, list[dict[str, Any]]]] = {}  # pipeline -> (loaded object, its rows)
         self._stop = threading.Event()
         self._degraded = False  # the last iteration failed on the database
-        self._asset_stamp: tuple[int, int] | None = None  # asset events (count, newest id) last looked at
+        self._asset_stamp: int | None = None  # the newest asset event's id when last looked at
         self._asset_looked = 0.0
 
     @property
@@ -278,8 +278,9 @@ class Scheduler:
     # -- runs triggered by assets -----------------------------------------------------------------
     def create_asset_runs(self) -> list[int]:
         """Create a run (trigger ``asset``) of each pipeline scheduled on assets whose assets
-        were all updated since its last one; looked at when asset events changed (or every
-        ``parse_interval``: a run another scheduler was making, then gave up)."""
+        were all updated since its last one; looked at when a newer asset event exists (one
+        query of an index) and every ``parse_interval`` (an event committed late, a run another
+        scheduler was making, then gave up)."""
         consumers = [p for n, p in self.loader.pipelines.items() if p.assets and not self.loader.broken(n)]
         if not consumers:
             return []
