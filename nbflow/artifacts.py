@@ -379,10 +379,9 @@ def recorded_metrics(folder: str | None = None) -> list[dict[str, Any]]:
 
 
 def _asset_name(asset: Any) -> str:
-    name = getattr(asset, "name", asset)  # an nbflow.Asset, or its name
-    if not isinstance(name, str) or not name or len(name) > 200 or any(c.isspace() or c == "/" for c in name):
-        raise ValueError(f"asset {asset!r} must be an nbflow.Asset or its name (letters, digits, '_', '.', '-', ':')")
-    return name
+    from nbflow.assets import check_asset_name  # the same rule as produces= (a DefinitionError with the fix)
+
+    return check_asset_name(getattr(asset, "name", asset))  # an nbflow.Asset, or its name
 
 
 def recorded_assets(folder: str | None = None, declared: list[str] | None = None) -> list[str]:

@@ -528,3 +528,11 @@ def test_a_bare_asset_keeps_the_uri_another_pipeline_gave_it(nbflow_home, write_
     assert model["producers"] == ["train.fit"] and model["consumers"] == ["both", "report"]
     refs = [(r["pipeline"], r["role"]) for r in store.asset_refs("model")]
     assert sorted(refs) == [("both", "consumer"), ("report", "consumer"), ("train", "producer")]  # once each
+
+
+def test_save_refuses_a_bad_asset_name_and_outside_a_run_records_nothing():
+    import nbflow
+
+    with pytest.raises(DefinitionError, match="invalid asset name 'no spaces'"):
+        nbflow.save("x", 1, asset="no spaces")
+    assert nbflow.save("x", 2, asset=Asset("fine")) == 2  # by hand (no run): checked, nothing stored
