@@ -93,6 +93,7 @@ class Scheduler:
         self._degraded = False  # the last iteration failed on the database
         self._asset_stamp: int | None = None  # the newest asset event's id when last looked at
         self._asset_looked = 0.0
+        self._asset_consumers: list[str] = []  # the loaded pipelines scheduled on assets (set by each sync)
 
     @property
     def job_id(self) -> int | None:
@@ -188,6 +189,7 @@ class Scheduler:
             tx.replace_import_errors(self.loader.errors)
 
         self.store.write(write, what="sync pipelines")
+        self._asset_consumers = [name for name, p in loaded.items() if p.assets]
         self._next_due = {name: LOOK_NOW for name in self.loader.pipelines}
         self._due_heap = sorted((at, name) for name, at in self._next_due.items())  # a sorted list is a heap
         for _path, (where, message) in self.loader.errors.items():
@@ -281,7 +283,7 @@ class Scheduler:
         were all updated since its last one; looked at when a newer asset event exists (one
         query of an index) and every ``parse_interval`` (an event committed late, a run another
         scheduler was making, then gave up)."""
-        consumers = [p for n, p in self.loader.pipelines.items() if p.assets and not self.loader.broken(n)]
+        consumers = [self.loader.pipelines[n] for n in self._asset_consumers if n in self.loader.pipelines]
         if not consumers:
             return []
         stamp, now = self.store.asset_event_stamp(), time.monotonic()
