@@ -1,6 +1,6 @@
 """The JupyterLab sidebar's Assets section in headless Debian chromium: an asset with its
-producers and consumers, its lineage on a click, and a run link opening that run's DAG.
-Screenshot: ``test-artifacts/lab-assets.png``."""
+producers and consumers, its lineage on a click, and a run link opening that run's DAG, whose
+header names the updates that triggered it. Screenshots: ``test-artifacts/lab-assets*.png``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,9 @@ def test_sidebar_shows_assets_and_their_lineage(tmp_path, monkeypatch):
             shot(pg, "lab-assets")
             event.locator(f"a:has-text('report run {report}')").click()
             pg.wait_for_selector(".lm-TabBar-tab:has-text('DAG: report')", timeout=30_000)
+            lineage = pg.wait_for_selector(".nbflow-run-lineage", timeout=30_000).inner_text()
+            assert lineage == f"Triggered by asset updates: model (train run {producer})", lineage
+            shot(pg, "lab-assets-dag")
             both = pg.locator('.nbflow-pipeline[data-pipeline="both"] .nbflow-pipeline-meta').inner_text()
             assert "when updated: features, model" in both, both
     finally:

@@ -226,6 +226,22 @@ export class DagView extends Widget {
       );
     }
     this.waiting.textContent = graph.waiting || '';
+    if (run && run.trigger === 'asset') {
+      void this.renderLineage(run.id);
+    }
+  }
+
+  /** An asset-triggered run's lineage under the header: the updates it consumed, by producing run. */
+  private async renderLineage(runId: number): Promise<void> {
+    const details = await request<IRunDetails>(`runs/${runId}`);
+    const updates = details.consumed.map(c => `${c.asset} (${c.pipeline} run ${c.run_id})`);
+    if (this.runId !== runId) {
+      return; // another run is shown by now
+    }
+    this.header.querySelector('.nbflow-run-lineage')?.remove();
+    this.header.append(
+      h('div', { class: 'nbflow-run-lineage' }, `Triggered by asset updates: ${updates.join(', ') || 'none'}`)
+    );
   }
 
   private async renderMain(graph: IGraph, details: IRunDetails | null, q: string): Promise<void> {
