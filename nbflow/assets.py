@@ -21,7 +21,7 @@ from typing import Any
 
 from nbflow.exceptions import DefinitionError
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:]*$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:/]*$")  # a plain name, or a URI as Airflow's Asset("s3://b/k")
 NAME_LIMIT = 200
 
 
@@ -52,12 +52,13 @@ class Asset:
 
 
 def check_asset_name(name: Any, where: str | None = None) -> str:
-    """An asset's name: letters, digits and ``_ . - :``, at most :data:`NAME_LIMIT` characters."""
+    """An asset's name: letters, digits and ``_ . - : /`` (a URI such as ``s3://bucket/key.csv``
+    is a name too, as in Airflow), at most :data:`NAME_LIMIT` characters."""
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > NAME_LIMIT:
         raise DefinitionError(
             f"invalid asset name {name!r}",
             where=where,
-            hint=f"use letters, digits, '_', '.', '-' or ':' (at most {NAME_LIMIT} characters), e.g. Asset('model')",
+            hint=f"use letters, digits, '_', '.', '-', ':' or '/' (at most {NAME_LIMIT} characters), e.g. Asset('model')",
         )
     return name
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -436,6 +437,10 @@ def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
     (root / "pipelines").mkdir(parents=True)
     (root / "pipelines" / "producers.py").write_text(textwrap.dedent(PRODUCERS))
     (root / "pipelines" / "consumers.py").write_text(textwrap.dedent(CONSUMERS))
+    (root / "pipelines" / "uris.py").write_text(
+        'from nbflow import Asset, Pipeline, shell\n\nwith Pipeline("uris") as uris:\n'
+        '    shell("true", name="put", produces=[Asset("s3://bucket/key.csv")])\n'
+    )
     env = nbflow_env(root)
     for key in [k for k in os.environ if k.startswith("NBFLOW_")]:
         monkeypatch.delenv(key)
@@ -456,7 +461,7 @@ def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
         status, body = server.request("GET", "assets")  # each answer is checked against docs/openapi.yaml
         assert status == 200
         assets = {a["name"]: a for a in body["assets"]}
-        assert set(assets) == {"model", "features"}
+        assert set(assets) == {"model", "features", "s3://bucket/key.csv"}
         assert assets["model"]["producers"] == ["train.fit"] and assets["model"]["consumers"] == ["both", "report"]
         assert assets["model"]["last_update"]["run_id"] == producer and assets["model"]["pending"] == ["both"]
         status, model = server.request("GET", "assets/model?limit=5")
@@ -464,6 +469,8 @@ def test_rest_lists_assets_one_asset_and_a_runs_lineage(tmp_path, monkeypatch):
         assert [(e["run_id"], e["triggered"]) for e in model["events"]] == [
             (producer, [{"pipeline": "report", "run_id": report}])
         ]
+        status, uri = server.request("GET", "assets/s3%3A%2F%2Fbucket%2Fkey.csv")  # a URI as a name, escaped
+        assert status == 200 and uri["name"] == "s3://bucket/key.csv" and uri["producers"] == ["uris.put"]
         status, missing = server.request("GET", "assets/nope")
         assert status == 404 and "no asset named 'nope'" in missing["message"]
         status, listed = server.request("GET", "pipelines")
@@ -536,3 +543,41 @@ def test_save_refuses_a_bad_asset_name_and_outside_a_run_records_nothing():
     with pytest.raises(DefinitionError, match="invalid asset name 'no spaces'"):
         nbflow.save("x", 1, asset="no spaces")
     assert nbflow.save("x", 2, asset=Asset("fine")) == 2  # by hand (no run): checked, nothing stored
+
+
+def test_airflow_example_assets_behaves_as_airflow_documents(tmp_path, nbflow_home, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "airflow_examples" / "example_assets.py", folder)
+    monkeypatch.setenv("NBFLOW_DAGS_FOLDER", str(folder))
+    api.reset()
+    sched = Scheduler(executor="inline", parse_interval=60)
+    sched.start()
+    try:
+        sched.loop_once()  # the daily producer's newest interval is due (catchup=False): one run
+        drive(sched, finished("asset_produces_1", 1))
+        sched.loop_once()
+        drive(sched, finished("asset_consumes_1", 1))
+        (consumed,) = runs_of("asset_consumes_1")
+        assert consumed["trigger"] == "asset"
+        producer = runs_of("asset_produces_1")[0]["id"]
+        assert [(e["asset"], e["run_id"]) for e in api.run_lineage(consumed["id"])] == [
+            ("s3://dag1/output_1.txt", producer)
+        ]
+        assert runs_of("asset_consumes_1_and_2") == []  # waits for dag2's asset
+        second = produce(sched, "asset_produces_2")  # no schedule: triggered by hand
+        (both,) = runs_of("asset_consumes_1_and_2")
+        assert sorted(e["run_id"] for e in api.run_lineage(both["id"])) == [producer, second]
+        for _ in range(5):
+            sched.loop_once()
+        assert runs_of("asset_consumes_1_never_scheduled") == []
+        assert runs_of("asset_consumes_unknown_never_scheduled") == []
+        assert len(runs_of("asset_consumes_1")) == 1 and len(runs_of("asset_consumes_1_and_2")) == 1
+    finally:
+        sched.close()
+    dag1 = api.asset_details("s3://dag1/output_1.txt")  # a URI is a name, as in Airflow
+    assert dag1["producers"] == ["asset_produces_1.producing_task_1"]
+    assert dag1["consumers"] == ["asset_consumes_1", "asset_consumes_1_and_2", "asset_consumes_1_never_scheduled"]
+    assert dag1["pending"] == ["asset_consumes_1_never_scheduled"]
