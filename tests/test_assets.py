@@ -581,3 +581,19 @@ def test_airflow_example_assets_behaves_as_airflow_documents(tmp_path, nbflow_ho
     assert dag1["producers"] == ["asset_produces_1.producing_task_1"]
     assert dag1["consumers"] == ["asset_consumes_1", "asset_consumes_1_and_2", "asset_consumes_1_never_scheduled"]
     assert dag1["pending"] == ["asset_consumes_1_never_scheduled"]
+
+
+def test_a_removed_consumer_is_no_consumer_any_more(dags):
+    sched = Scheduler(executor="inline", parse_interval=0)
+    sched.start()
+    try:
+        sched.loop_once()
+        assert api.asset_details("model")["consumers"] == ["both", "report"]
+        (dags / "consumers.py").unlink()
+        sched.loop_once()
+        produce(sched, "train")
+        model = api.asset_details("model")
+        assert model["consumers"] == [] and model["pending"] == [] and len(model["events"]) == 1
+        assert runs_of("report") == []
+    finally:
+        sched.close()

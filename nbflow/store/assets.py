@@ -139,6 +139,10 @@ class AssetTx:
         except IntegrityError:
             pass
 
+    def forget_asset_refs(self, pipelines: Sequence[str]) -> None:
+        """Forget what removed pipelines produce and are scheduled on (synced again if they come back)."""
+        self.conn.execute(delete(REF).where(REF.c.pipeline.in_(list(pipelines))))
+
     def create_asset_run(
         self,
         *,

@@ -145,10 +145,12 @@ class SchedulingTx(AssetTx):
         return version
 
     def deactivate_pipelines(self, names: Iterable[str]) -> None:
-        """Stop scheduling pipelines that are no longer in the DAG folder (history stays)."""
+        """Stop scheduling pipelines that are no longer in the DAG folder (history stays, their
+        asset updates and lineage too; they stop being producers and consumers of assets)."""
         names = list(names)
         if names:
             self.conn.execute(update(P).where(P.c.name.in_(names)).values(is_active=False))
+            self.forget_asset_refs(names)
 
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause or unpause a pipeline; False when there is no such pipeline."""
