@@ -227,13 +227,17 @@ with Pipeline("long") as pipeline:
 """
 
 
-def test_cancelled_run_stops_the_statement_on_the_server(db, write_pipeline, monkeypatch):
+@pytest.mark.parametrize("executor", ["local", "inline"])
+def test_cancelled_run_stops_the_statement_on_the_server(db, write_pipeline, monkeypatch, executor):
+    """local: the worker process is told to stop (its stop hook cancels the statement; PostgreSQL
+    would run it on after the client died). inline: the driving process lives on, the attempt's
+    registered sentinel process is signalled and its watcher cancels the statement."""
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
     api.reset()
     marker = f"nbflow_cancel_{uuid.uuid4().hex[:8]}"
     pipeline = load_pipeline(write_pipeline(CANCEL.format(sleep=db.sleep, marker=marker)))
     results: list[Any] = []
-    driver = threading.Thread(target=lambda: results.append(api.run_pipeline(pipeline, executor="local")), daemon=True)
+    driver = threading.Thread(target=lambda: results.append(api.run_pipeline(pipeline, executor=executor)), daemon=True)
     driver.start()
     deadline = time.monotonic() + 30
     while db.running(marker) == 0 and time.monotonic() < deadline:

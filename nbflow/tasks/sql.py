@@ -140,7 +140,12 @@ class SqlTask(BaseTask):
         )
         try:
             outcome = run_statements(
-                engine, statements, want_rows=self.output != "none", timeout=self.timeout, log=print
+                engine,
+                statements,
+                want_rows=self.output != "none",
+                timeout=self.timeout,
+                log=print,
+                register=ctx.register_process,
             )
         except SqlFailure as exc:
             message = _masked(str(exc), found.password)

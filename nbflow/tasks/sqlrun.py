@@ -12,7 +12,10 @@ So the running statement is cancelled **on the server**:
 - when the task is cancelled: the ``local`` worker told to stop runs its stop hooks
   (:func:`nbflow.procs.stop_hook`) before it exits, and this one cancels the statement: psycopg's
   cancel request for PostgreSQL, ``KILL QUERY <connection id>`` from a second connection for
-  MariaDB/MySQL.
+  MariaDB/MySQL. Where the attempt runs in a thread of a process that lives on (the ``inline``
+  and ``dask`` executors stop an attempt by signalling the process groups it registered), the
+  statement has a **sentinel**: a ``sleep`` process registered as the attempt's, whose end (the
+  cancel's SIGTERM) makes a watching thread cancel the statement.
 
 The engine uses no pool (``NullPool``): the session's timeout setting dies with its connection.
 """
@@ -20,6 +23,7 @@ The engine uses no pool (``NullPool``): the session's timeout setting dies with 
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,8 +120,45 @@ def _timer(seconds: float | None, action: Callable[[], None]) -> Iterator[None]:
         timer.cancel()
 
 
+@contextmanager
+def _sentinel(register: Callable[[int], None], cancel: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, a ``sleep`` process registered with ``register``: when something
+    else ends it (an attempt's cancel signals its registered groups), ``cancel()`` is called."""
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            ["sleep", "2147483647"],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=procs.parent_death_preexec(),  # noqa: PLW1509 - forked on the lasting thread
+        )
+
+    proc = procs.in_lasting_thread(start)
+    done = threading.Event()
+
+    def watch() -> None:
+        proc.wait()
+        if not done.is_set():
+            cancel()
+
+    threading.Thread(target=watch, name="nbflow-sql-sentinel", daemon=True).start()
+    register(proc.pid)
+    try:
+        yield
+    finally:
+        done.set()
+        proc.kill()
+        proc.wait()
+
+
 def run_statements(
-    engine: Any, statements: list[Statement], *, want_rows: bool, timeout: float | None, log: Callable[[str], None]
+    engine: Any,
+    statements: list[Statement],
+    *,
+    want_rows: bool,
+    timeout: float | None,
+    log: Callable[[str], None],
+    register: Callable[[int], None] = lambda pgid: None,
 ) -> Outcome:
     """Run ``statements`` in order in one transaction (committed when all succeed); the last
     one's rows (``want_rows``) or rowcount. :class:`SqlFailure` naming the statement when one fails."""
@@ -132,7 +173,11 @@ def run_statements(
             with conn.begin():
                 canceller = Canceller(engine, conn)
                 backstop = None if timeout is None else timeout + CANCEL_MARGIN
-                with procs.stop_hook(canceller.cancel), _timer(backstop, canceller.cancel):
+                with (
+                    procs.stop_hook(canceller.cancel),
+                    _timer(backstop, canceller.cancel),
+                    _sentinel(register, canceller.cancel),
+                ):
                     _set_timeout(conn, timeout)
                     for number, statement in enumerate(statements, 1):
                         log(
