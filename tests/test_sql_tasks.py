@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -155,6 +156,7 @@ def test_etl_binds_outputs_and_downstream_dataframe(db, write_pipeline):
     metrics, _ = api.run_metrics([result.run_id])
     assert metrics[result.run_id]["extract.rows"] == 2
     assert metrics[result.run_id]["rows.rows"] == 4
+    assert metrics[result.run_id]["load.rows"] == 1  # rows the last INSERT changed
     log = api.read_log(result.run_id, "extract")
     assert "day = :nbflow_p0 AND region = :nbflow_p1" in log and "'north'" in log
     assert "returned 2 row(s)" in log
@@ -330,3 +332,33 @@ def test_missing_connection_and_password_never_shown(nbflow_home, write_pipeline
     assert "s3cret-pw" not in shown
     assert "u:***@127.0.0.1:1/db" in shown
     assert os.environ["NBFLOW_CONN_WAREHOUSE"].endswith("/db")
+
+
+ONE = 'from nbflow import Pipeline, sql\nwith Pipeline("{name}") as pipeline:\n    sql("SELECT 1 AS one", conn="lite", name="q"{extra})\n'
+
+
+def test_missing_driver_and_pandas_name_the_extra(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+    """Inline: the attempt runs in this process, where the driver and pandas are hidden."""
+    monkeypatch.setenv("NBFLOW_CONN_LITE", "mysql://u:pw-123@127.0.0.1:1/db")
+    monkeypatch.setitem(sys.modules, "pymysql", None)  # import pymysql raises ImportError
+    result = _run(write_pipeline, ONE.format(name="nodriver", extra=""), executor="inline")
+    message = _failure(result, "q")["message"]
+    assert "pip install 'nbflow[mysql]'" in message and "pw-123" not in message
+    monkeypatch.setenv("NBFLOW_CONN_LITE", f"sqlite:///{tmp_path}/lite.db")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    result = api.run_pipeline(
+        load_pipeline(write_pipeline(ONE.format(name="nopandas", extra=""), name="p2.py")), executor="inline"
+    )
+    assert "pip install 'nbflow[sql]'" in _failure(result, "q")["message"]
+    rows = ONE.format(name="rows", extra=', output="rows"')
+    result = api.run_pipeline(load_pipeline(write_pipeline(rows, name="p3.py")), executor="inline")
+    assert api.load_output(result.run_id, "q") == [{"one": 1}]  # without pandas: rows work
+
+
+def test_sql_task_is_never_reused_by_an_incremental_run(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+    monkeypatch.setenv("NBFLOW_CONN_LITE", f"sqlite:///{tmp_path}/lite.db")
+    pipeline = load_pipeline(write_pipeline(ONE.format(name="again", extra=', output="scalar"')))
+    first = api.run_pipeline(pipeline, executor="inline")
+    second = api.run_pipeline(pipeline, executor="inline", incremental=True)
+    assert _states(first) == _states(second) == {"q": "success"}
+    assert api.load_output(second.run_id, "q") == 1

@@ -99,6 +99,10 @@ class SqlTask(BaseTask):
         """The SQL text, the connection's name and the output form."""
         return {"sql": digest(self.query), "conn": digest(self.conn), "output": digest(self.output)}
 
+    def never_reused(self) -> str | None:
+        """The database is outside nbflow's fingerprints: an incremental run runs the task again."""
+        return "a SQL task reads and writes a database nbflow cannot fingerprint: it runs in every run"
+
     def label(self) -> str:
         """``sql: <file or first line>``."""
         text = Path(self.path).name if self.path else " ".join(self.query.split())
@@ -130,11 +134,13 @@ class SqlTask(BaseTask):
                 )
         try:
             found = connection(self.conn)
-            engine = _engine(found)
         except ConnectionError_ as exc:
-            return AttemptRecord.failure(
-                "exception", f"{exc}" + (f" ({exc.hint})" if exc.hint else ""), ename="ConnectionError"
-            )
+            return AttemptRecord.failure("exception", f"{exc.message} ({exc.hint})", ename="ConnectionError")
+        try:
+            engine = _engine(found)
+        except ConnectionError_ as exc:  # no driver for its type
+            message = f"{exc.message} ({driver_hint(found.conn_type)})"
+            return AttemptRecord.failure("exception", _masked(message, found.password), ename="ImportError")
         print(
             f"nbflow: sql on connection '{self.conn}' ({found.masked_uri}), {len(statements)} statement(s) from {where}"
         )
