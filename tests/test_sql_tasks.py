@@ -308,6 +308,32 @@ def test_definition_errors(write_pipeline):
         )
 
 
+def test_trigger_time_check_renders_sql_templates(nbflow_home, write_pipeline):
+    source = 'from nbflow import Pipeline, sql\nwith Pipeline("p", params={"cfg": {}}) as pipeline:\n    sql("SELECT {{ params.cfg.bucket | sqlsafe }}", conn="w", name="q")\n'
+    with pytest.raises(TemplateError, match="bucket"):
+        _run(write_pipeline, source, executor="inline")
+    assert api.list_runs() == []
+    ok = api.run_pipeline(
+        load_pipeline(write_pipeline(source, name="ok.py")), params={"cfg": {"bucket": "1"}}, executor="inline"
+    )
+    assert ok.run_id  # sqlsafe passes the trigger-time check (the connection is missing: it then fails)
+    assert "NBFLOW_CONN_W" in _failure(ok, "q")["message"]
+
+
+def test_sqlite_timeout_without_a_server_timeout(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+    """SQLite has no statement timeout: nbflow's backstop interrupts the statement."""
+    monkeypatch.setenv("NBFLOW_CONN_LITE", f"sqlite:///{tmp_path}/lite.db")
+    source = ONE.replace(
+        "SELECT 1 AS one", "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT max(n) FROM c"
+    )
+    started = time.monotonic()
+    result = _run(write_pipeline, source.format(name="spin", extra=", timeout=0.5"), executor="inline")
+    assert time.monotonic() - started < 20
+    attempt = _failure(result, "q")
+    assert attempt["reason"] == "task_timeout", attempt["message"]
+    assert "interrupted" in attempt["message"]
+
+
 def test_missing_connection_and_password_never_shown(nbflow_home, write_pipeline, monkeypatch):
     monkeypatch.delenv("NBFLOW_CONN_WAREHOUSE", raising=False)
     result = _run(

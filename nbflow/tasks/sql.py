@@ -150,7 +150,7 @@ class SqlTask(BaseTask):
                 statements,
                 want_rows=self.output != "none",
                 timeout=self.timeout,
-                log=print,
+                log=lambda line: print(_masked(line, found.password)),
                 register=ctx.register_process,
             )
         except SqlFailure as exc:

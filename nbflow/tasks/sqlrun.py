@@ -74,13 +74,17 @@ class Canceller:
         self.dialect = engine.dialect.name
         self.dbapi = conn.connection.dbapi_connection
         self.server_id: int | None = None
-        self.fired = False
+        self.timed_out = False  # the backstop timer cancelled it (the server's own timeout did not)
         if self.dialect == "mysql":
             self.server_id = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
 
+    def time_out(self) -> None:
+        """The task's time is up and the server has not stopped the statement: cancel it."""
+        self.timed_out = True
+        self.cancel()
+
     def cancel(self) -> None:
         """Ask the server to stop the running statement (idempotent enough: a second ask finds nothing)."""
-        self.fired = True
         if self.dialect == "postgresql":
             cancel = getattr(self.dbapi, "cancel_safe", None)
             if cancel is not None:
@@ -175,7 +179,7 @@ def run_statements(
                 backstop = None if timeout is None else timeout + CANCEL_MARGIN
                 with (
                     procs.stop_hook(canceller.cancel),
-                    _timer(backstop, canceller.cancel),
+                    _timer(backstop, canceller.time_out),
                     _sentinel(register, canceller.cancel),
                 ):
                     _set_timeout(conn, timeout)
@@ -218,9 +222,7 @@ def _failure(
         return SqlFailure(f"the database refused the session: {text}", ename=ename, statement=0)
     statement = statements[number - 1]
     timed_out = timeout is not None and (
-        code in _TIMEOUT_CODES
-        or "statement timeout" in text
-        or (canceller is not None and canceller.fired and "cancel" in text.lower())
+        code in _TIMEOUT_CODES or "statement timeout" in text or (canceller is not None and canceller.timed_out)
     )
     line = statement.line + _line_in(orig, statement) - 1
     where = f"statement {number} of {len(statements)}, line {line}" if len(statements) > 1 else f"line {line}"
