@@ -117,7 +117,7 @@ with Pipeline("etl", params={"region": "north", "evil": "x'; DROP TABLE sales; -
         name="extract",
     )
     evil = sql("SELECT count(*) FROM sales WHERE region = {{ params.evil }}", conn="warehouse", output="scalar", name="evil")
-    rows = sql("SELECT region, amount FROM sales ORDER BY amount", conn="warehouse", output="rows", name="rows")
+    rows = sql("SELECT region, amount FROM sales WHERE region LIKE '%o%' ORDER BY amount", conn="warehouse", output="rows", name="rows")
     load >> [extract, evil, rows]
 
     @task
@@ -179,6 +179,15 @@ def test_sqlsafe_pastes_a_table_name(db, write_pipeline):
     assert _states(result) == {"make": "success", "read": "success"}
     assert api.load_output(result.run_id, "read") == 6
     assert db.scalar("SELECT n FROM metrics_2026") == 3
+    if db.kind == "postgresql":  # a PostgreSQL cast right after a value
+        cast = SQLSAFE.replace(
+            "SELECT n * 2 FROM {{ params.table | sqlsafe }}",
+            "SELECT {{ params.n }}::int + n FROM {{ params.table | sqlsafe }}",
+        )
+        again = api.run_pipeline(
+            load_pipeline(write_pipeline(cast, name="cast.py")), params={"table": "t2"}, executor="local"
+        )
+        assert api.load_output(again.run_id, "read") == 6
 
 
 ERROR = """
@@ -270,8 +279,25 @@ def test_values_render_as_bind_parameters():
     assert binds == {"nbflow_p0": "2026-01-01", "nbflow_p1": "a'; DROP TABLE t; --", "nbflow_p2": 1, "nbflow_p3": 2}
     (statement,) = split_statements(text, binds)
     assert "x =  :nbflow_p1 " in statement.text  # a quoted {{ value }} is the value, unquoted
+    (cast,) = split_statements(*render_sql("SELECT {{ ds }}::date", values, task="t"))
+    assert cast.text == "SELECT :nbflow_p0 ::date" and cast.binds == {"nbflow_p0": "2026-01-01"}
     with pytest.raises(TemplateError, match="inside the SQL string"):
         split_statements(*render_sql("SELECT '{{ ds }}%'", values, task="t"))
+
+
+def test_stop_hooks_run_newest_first_and_survive_errors():
+    from nbflow import procs
+
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("no server")
+
+    with procs.stop_hook(lambda: calls.append("first")), procs.stop_hook(broken):
+        procs.run_stop_hooks()
+    procs.run_stop_hooks()  # none left once the blocks ended
+    assert calls == ["broken", "first"]
 
 
 def test_split_statements_respects_quotes_comments_and_dollar_bodies():

@@ -33,6 +33,7 @@ __all__ = ["SqlSafe", "Statement", "render_sql", "split_statements"]
 BIND_PREFIX = "nbflow_p"
 _COLLECTOR = "__nbflow_sql_binds__"
 _PLACEHOLDER = re.compile(rf":{BIND_PREFIX}\d+")
+_PLACEHOLDER_CAST = re.compile(rf"(:{BIND_PREFIX}\d+)(?=:)")
 
 
 class SqlSafe(str):
@@ -147,7 +148,7 @@ def split_statements(sql: str, binds: Mapping[str, Any] | None = None) -> list[S
     pieces.append((start, len(sql)))
     statements = []
     for begin, end in pieces:
-        text = sql[begin:end]
+        text = _PLACEHOLDER_CAST.sub(r"\1 ", sql[begin:end])  # {{ ds }}::date: SQLAlchemy reads no ':x:' as a bind
         if not _has_code(text):
             continue
         lead = len(text) - len(text.lstrip())
