@@ -414,3 +414,38 @@ def test_sql_task_is_never_reused_by_an_incremental_run(nbflow_home, write_pipel
     second = api.run_pipeline(pipeline, executor="inline", incremental=True)
     assert _states(first) == _states(second) == {"q": "success"}
     assert api.load_output(second.run_id, "q") == 1
+
+
+@pytest.mark.slow
+def test_cancel_on_dask_stops_the_statement_on_the_server(db, write_pipeline, monkeypatch, tmp_path):
+    """dask: the attempt runs in a thread of a `nbflow worker`; the cancel signals the sentinel
+    process it registered, and its watcher cancels the statement."""
+    from tests.test_dask_executor import Cluster, _serve
+
+    monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
+    marker = f"nbflow_dask_{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.worker("w1", "default")  # it inherits NBFLOW_CONN_WAREHOUSE
+        _serve(cluster, 1, monkeypatch)
+        pipeline = load_pipeline(write_pipeline(CANCEL.format(sleep=db.sleep, marker=marker)))
+        results: list[Any] = []
+        driver = threading.Thread(
+            target=lambda: results.append(api.run_pipeline(pipeline, executor="dask")), daemon=True
+        )
+        driver.start()
+        deadline = time.monotonic() + 60
+        while db.running(marker) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert db.running(marker) == 1, "the statement never started"
+        (run,) = api.list_runs("long")
+        api.cancel_run(run["id"])
+        driver.join(60)
+        assert not driver.is_alive()
+        assert results[0].state.value == "cancelled"
+        deadline = time.monotonic() + 5
+        while db.running(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert db.running(marker) == 0, "the statement still runs on the server"
+    finally:
+        cluster.close()
