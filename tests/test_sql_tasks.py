@@ -449,3 +449,25 @@ def test_cancel_on_dask_stops_the_statement_on_the_server(db, write_pipeline, mo
         assert db.running(marker) == 0, "the statement still runs on the server"
     finally:
         cluster.close()
+
+
+def test_dml_with_a_row_output_fails_and_commits_nothing(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "lite.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (n INTEGER)")
+    monkeypatch.setenv("NBFLOW_CONN_LITE", f"sqlite:///{db}")
+    source = ONE.replace("SELECT 1 AS one", "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
+    result = _run(write_pipeline, source.format(name="dml", extra=""), executor="inline")
+    message = _failure(result, "q")["message"]
+    assert "returns no rows" in message and "output='none'" in message
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    done = api.run_pipeline(
+        load_pipeline(write_pipeline(source.format(name="dml2", extra=', output="none"'), name="p2.py")),
+        executor="inline",
+    )
+    assert _states(done) == {"q": "success"} and api.load_output(done.run_id, "q") is None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)

@@ -178,17 +178,12 @@ class SqlTask(BaseTask):
 
     def _stored(self, ctx: AttemptContext, outcome: Any, pandas: Any) -> AttemptRecord:
         value: Any = None
-        if self.output != "none" and outcome.rows is None:
-            return AttemptRecord.failure(
-                "exception",
-                f"the last statement of sql task '{self.task_id}' returns no rows (use output='none' for DDL/DML)",
-            )
-        if self.output == "dataframe":
+        if self.output == "dataframe" and outcome.rows is not None:
             value = pandas.DataFrame.from_records(outcome.rows, columns=outcome.columns)
-        elif self.output == "rows":
+        elif self.output == "rows" and outcome.rows is not None:
             value = [dict(zip(outcome.columns, row, strict=True)) for row in outcome.rows]
-        elif self.output == "scalar":
-            value = outcome.rows[0][0] if outcome.rows else None
+        elif self.output == "scalar" and outcome.rows:
+            value = outcome.rows[0][0]
         record = AttemptRecord(ok=True)
         if outcome.rowcount >= 0:
             print(f"nbflow: sql {'returned' if outcome.rows is not None else 'changed'} {outcome.rowcount} row(s)")

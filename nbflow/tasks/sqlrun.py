@@ -193,6 +193,13 @@ def run_statements(
                         elif want_rows and result.returns_rows:
                             rows = [tuple(r) for r in result.fetchall()]
                             outcome = Outcome(list(result.keys()), rows, len(rows))
+                        elif want_rows:  # raised inside the transaction: what it changed is rolled back
+                            raise SqlFailure(
+                                f"the last statement (line {statement.line}) returns no rows, and the task's "
+                                "output wants them: nothing was committed; use output='none' for DDL/DML",
+                                ename="NoRows",
+                                statement=number,
+                            )
                         else:
                             outcome.rowcount = result.rowcount if result.rowcount is not None else -1
                             result.close()
