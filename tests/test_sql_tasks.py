@@ -240,7 +240,7 @@ with Pipeline("long") as pipeline:
 
 @pytest.mark.parametrize("executor", ["local", "inline"])
 def test_cancelled_run_stops_the_statement_on_the_server(db, write_pipeline, monkeypatch, executor):
-    """local: the worker process is told to stop (its stop hook cancels the statement; PostgreSQL
+    """local (cancelled with `nbflow cancel`): the worker process is told to stop (its stop hook cancels the statement; PostgreSQL
     would run it on after the client died). inline: the driving process lives on, the attempt's
     registered sentinel process is signalled and its watcher cancels the statement."""
     monkeypatch.setenv("NBFLOW_CANCEL_POLL", "0.3")
@@ -255,7 +255,15 @@ def test_cancelled_run_stops_the_statement_on_the_server(db, write_pipeline, mon
         time.sleep(0.1)
     assert db.running(marker) == 1, "the statement never started"
     (run,) = api.list_runs("long")
-    api.cancel_run(run["id"])
+    if executor == "local":  # as a user does, from another process
+        import subprocess
+
+        done = subprocess.run(
+            [sys.executable, "-m", "nbflow", "cancel", str(run["id"])], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    else:
+        api.cancel_run(run["id"])
     driver.join(30)
     assert not driver.is_alive()
     assert results[0].state.value == "cancelled"
