@@ -163,6 +163,20 @@ def test_etl_binds_outputs_and_downstream_dataframe(db, write_pipeline):
     assert "statement 5/5 (line 6)" in api.read_log(result.run_id, "load")
 
 
+def test_error_in_a_sql_file_names_the_file_and_line(db, write_pipeline):
+    path = write_pipeline(
+        'from nbflow import Pipeline, sql\nwith Pipeline("f") as pipeline:\n    sql(path="q/bad.sql", conn="warehouse", output="none")\n'
+    )
+    (path.parent / "q").mkdir()
+    (path.parent / "q" / "bad.sql").write_text(
+        "CREATE TABLE ok (n INTEGER);\n\n-- then a typo\nINSERT INTO ok VALUSE (1);\n"
+    )
+    result = api.run_pipeline(load_pipeline(path), executor="local")
+    attempt = _failure(result, "bad")
+    assert f"{path.parent / 'q' / 'bad.sql'}, statement 2 of 2, line 4" in attempt["message"], attempt["message"]
+    assert "VALUSE" in attempt["evalue"]
+
+
 SQLSAFE = """
 from nbflow import Pipeline, sql
 

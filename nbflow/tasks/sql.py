@@ -152,6 +152,7 @@ class SqlTask(BaseTask):
                 timeout=self.timeout,
                 log=lambda line: print(_masked(line, found.password)),
                 register=ctx.register_process,
+                source=self.path,
             )
         except SqlFailure as exc:
             message = _masked(str(exc), found.password)

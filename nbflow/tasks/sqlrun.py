@@ -163,9 +163,11 @@ def run_statements(
     timeout: float | None,
     log: Callable[[str], None],
     register: Callable[[int], None] = lambda pgid: None,
+    source: str | None = None,
 ) -> Outcome:
     """Run ``statements`` in order in one transaction (committed when all succeed); the last
-    one's rows (``want_rows``) or rowcount. :class:`SqlFailure` naming the statement when one fails."""
+    one's rows (``want_rows``) or rowcount. :class:`SqlFailure` naming the statement (and the
+    ``source`` file, if any) when one fails."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError, StatementError
 
@@ -204,7 +206,7 @@ def run_statements(
                             outcome.rowcount = result.rowcount if result.rowcount is not None else -1
                             result.close()
         except DBAPIError as exc:
-            raise _failure(exc, statements, number, canceller, timeout) from None
+            raise _failure(exc, statements, number, canceller, timeout, source) from None
         except StatementError as exc:  # a bind parameter the text names but nobody gave (a stray ':name')
             raise SqlFailure(
                 f"statement {number} (line {statements[number - 1].line}) cannot be sent: {exc.orig}: "
@@ -219,7 +221,12 @@ _TIMEOUT_CODES = {1969, 3024}  # MariaDB max_statement_time, MySQL max_execution
 
 
 def _failure(
-    exc: Any, statements: list[Statement], number: int, canceller: Canceller | None, timeout: float | None
+    exc: Any,
+    statements: list[Statement],
+    number: int,
+    canceller: Canceller | None,
+    timeout: float | None,
+    source: str | None,
 ) -> SqlFailure:
     orig = exc.orig
     ename = type(orig).__name__
@@ -233,6 +240,7 @@ def _failure(
     )
     line = statement.line + _line_in(orig, statement) - 1
     where = f"statement {number} of {len(statements)}, line {line}" if len(statements) > 1 else f"line {line}"
+    where = f"{source}, {where}" if source else where
     head, _, rest = text.partition("\n")
     if timed_out:
         message = f"the statement exceeded timeout={timeout:g}s and was cancelled on the server ({where}): {head}"
