@@ -493,3 +493,12 @@ def test_dml_with_a_row_output_fails_and_commits_nothing(nbflow_home, write_pipe
     assert _states(done) == {"q": "success"} and api.load_output(done.run_id, "q") is None
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_a_sql_task_in_the_dag_picture(write_pipeline):
+    from nbflow.render import to_dot
+
+    pipeline = load_pipeline(write_pipeline(ONE.format(name="pic", extra="")))
+    (node,) = pipeline.definition()["tasks"]
+    assert node["kind"] == "sql" and node["label"] == "sql: SELECT 1 AS one"
+    assert "shape=cylinder" in to_dot(pipeline.definition()).replace(" ", "").replace('"', "")
