@@ -301,6 +301,14 @@ def test_values_render_as_bind_parameters():
     assert binds == {"nbflow_p0": "2026-01-01", "nbflow_p1": "a'; DROP TABLE t; --", "nbflow_p2": 1, "nbflow_p3": 2}
     (statement,) = split_statements(text, binds)
     assert "x =  :nbflow_p1 " in statement.text  # a quoted {{ value }} is the value, unquoted
+    from datetime import UTC, datetime
+
+    from nbflow.templating import run_values
+
+    when = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
+    run = run_values({"n": 2}, {"logical_date": when, "run_id": 9}, task_id="t", pipeline="p")
+    _, dated = render_sql("SELECT {{ logical_date }}, {{ ds_nodash }}, {{ run_id }}, {{ params.n }}", run, task="t")
+    assert list(dated.values()) == [when, "20260304", 9, 2] and type(dated["nbflow_p0"]) is datetime
     (cast,) = split_statements(*render_sql("SELECT {{ ds }}::date", values, task="t"))
     assert cast.text == "SELECT :nbflow_p0 ::date" and cast.binds == {"nbflow_p0": "2026-01-01"}
     with pytest.raises(TemplateError, match="inside the SQL string"):
