@@ -24,6 +24,7 @@ import {
 } from './api';
 import type { CompareSource } from './compare';
 import { IParamInput, paramInput, paramRow, readTrigger } from './params';
+import { WorkersSection } from './workers';
 
 const POLL_MS = 3000;
 
@@ -33,6 +34,7 @@ export class PipelinesPanel extends Widget {
   private scheduler = h('div', { class: 'nbflow-scheduler' });
   private timer: number | null = null;
   private formOpen: string | null = null;
+  private workers = new WorkersSection(() => this.isVisible);
 
   constructor(
     private openDag: (name: string, runId?: number) => void,
@@ -48,7 +50,8 @@ export class PipelinesPanel extends Widget {
       h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh),
       this.scheduler,
       this.status,
-      this.list
+      this.list,
+      this.workers.node
     );
     void this.refresh();
   }
@@ -57,6 +60,7 @@ export class PipelinesPanel extends Widget {
     if (this.timer !== null) {
       window.clearTimeout(this.timer);
     }
+    this.workers.dispose();
     super.dispose();
   }
 

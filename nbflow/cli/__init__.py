@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from nbflow import __version__
-from nbflow.cli import compare, scheduling
+from nbflow.cli import compare, scheduling, workers
 from nbflow.cli.commands import (
     cmd_cancel,
     cmd_dag_show,
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduling.register_db(db)
     scheduling.register(sub, executor_args)
     compare.register(sub)
+    workers.register(sub)
     return parser
 
 
