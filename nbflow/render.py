@@ -74,7 +74,7 @@ def to_dot(
     ``train [mapped]`` before it expands. Task groups are clusters (``subgraph "cluster_<group>"``,
     nested as the groups are, labelled with the group's name); a group in ``collapsed`` is one node
     instead, with a summary of its tasks' states (see :mod:`nbflow.groups`). The assets a task
-    produces (``produces=``, :mod:`nbflow.assets`) are cylinders after it, on dashed edges."""
+    produces (``produces=``, :mod:`nbflow.assets`) are folders after it, on dashed edges."""
     states, badges = states or {}, badges or {}
     lines = [
         f"digraph {_q(definition['name'])} {{",
@@ -106,7 +106,7 @@ def to_dot(
     produced = [(layout.drawn_as[t["id"]], a["name"]) for t in definition["tasks"] for a in t.get("produces") or []]
     for name in dict.fromkeys(n for _, n in produced):
         lines.append(
-            f'  {_q("asset:" + name)} [label={_q(name)}, shape=cylinder, style="filled", fillcolor="#e8eefc", '
+            f'  {_q("asset:" + name)} [label={_q(name)}, shape=folder, style="filled", fillcolor="#e8eefc", '
             f'class="nbflow-asset", id={_q("asset-" + name)}];'
         )
     lines.extend(f"  {_q(a)} -> {_q('asset:' + n)} [style=dashed];" for a, n in dict.fromkeys(produced))

@@ -519,7 +519,7 @@ def test_cell_task_produces_and_dag_show_and_picture(nbflow_home, tmp_path, writ
     ).stdout
     assert "schedule when updated: features, model" in out
     dot = to_dot(load_pipeline(path, "train").definition())
-    assert '"asset:model" [label="model", shape=cylinder' in dot and '"fit" -> "asset:model" [style=dashed];' in dot
+    assert '"asset:model" [label="model", shape=folder' in dot and '"fit" -> "asset:model" [style=dashed];' in dot
 
 
 def test_a_bare_asset_keeps_the_uri_another_pipeline_gave_it(nbflow_home, write_pipeline):
@@ -597,3 +597,21 @@ def test_a_removed_consumer_is_no_consumer_any_more(dags):
         assert runs_of("report") == []
     finally:
         sched.close()
+
+
+def test_a_sql_task_produces_an_asset(nbflow_home, write_pipeline, monkeypatch, tmp_path):
+    monkeypatch.setenv("NBFLOW_CONN_LITE", f"sqlite:///{tmp_path}/lite.db")
+    path = write_pipeline(
+        """
+        from nbflow import Asset, Pipeline
+        from nbflow.tasks.sql import sql
+
+        with Pipeline("load") as pipeline:
+            sql("CREATE TABLE t (x INTEGER)", conn="lite", output="none", name="ddl", produces=[Asset("warehouse.t")])
+            sql("SELECT * FROM missing", conn="lite", output="rows", name="bad", produces=[Asset("never")])
+        """
+    )
+    result = api.run_file(path, executor="inline")
+    states = {t["task_id"]: t["state"] for t in result.tasks}
+    assert states == {"ddl": "success", "bad": "failed"}
+    assert [(e["asset"], e["task_id"]) for e in api.open_store().asset_events()] == [("warehouse.t", "ddl")]

@@ -231,6 +231,7 @@ def sql(
     reads: Any = _UNSET,
     cache: bool = _UNSET,
     cache_ttl: float | None = _UNSET,
+    produces: Any = _UNSET,
 ) -> SqlTask:
     """Add a SQL task to the current pipeline and return its handle (see the module's text)."""
     return SqlTask(
@@ -255,4 +256,5 @@ def sql(
         reads=reads,
         cache=cache,
         cache_ttl=cache_ttl,
+        produces=produces,
     )
