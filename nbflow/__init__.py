@@ -6,7 +6,8 @@ Authoring API::
 
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
-scalar for ``nbflow compare`` (saved scalars are metrics too). ``raise nbflow.FailNow(...)`` fails a task
+scalar for ``nbflow compare`` (saved scalars are metrics too); ``nbflow.connection("db")`` and
+``nbflow.variable("key", default=...)`` read connections and variables (see nbflow/vault.py). ``raise nbflow.FailNow(...)`` fails a task
 without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. Names are imported lazily
 so ``import nbflow`` stays cheap in kernels.
 
@@ -37,6 +38,8 @@ _LAZY = {
     "load": "nbflow.artifacts",
     "save": "nbflow.artifacts",
     "metric": "nbflow.artifacts",
+    "connection": "nbflow.vault",
+    "variable": "nbflow.vault",
     "FailNow": "nbflow.exceptions",
     "Skip": "nbflow.exceptions",
     "Param": "nbflow.typedparams",
@@ -51,7 +54,19 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name in ("artifacts", "api", "dag", "engine", "config", "states", "store", "worker", "executors", "tasks"):
+    if name in (
+        "artifacts",
+        "vault",
+        "api",
+        "dag",
+        "engine",
+        "config",
+        "states",
+        "store",
+        "worker",
+        "executors",
+        "tasks",
+    ):
         return importlib.import_module(f"nbflow.{name}")
     raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
 

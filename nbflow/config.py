@@ -25,13 +25,14 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
 | kernel_pool      | NBFLOW_KERNEL_POOL      | ``1``: pre-started kernels per worker slot and kernel name (0: off) |
 | venv_cache       | NBFLOW_VENV_CACHE       | ``{home}/venvs``: virtualenvs of ``@task(requirements=...)`` |
+| fernet_key       | NBFLOW_FERNET_KEY       | none: the Fernet key of stored connection secrets (``nbflow connections key``) |
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ class Settings:
     max_infra_retries: int = 2
     kernel_pool: int = 1
     venv_cache: str = ""  # load_settings fills in {home}/venvs
+    fernet_key: str | None = field(
+        default=None, repr=False
+    )  # encrypts connection passwords/extras and variables (nbflow.vault)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -89,6 +93,7 @@ _ENV = {
     "max_infra_retries": "NBFLOW_MAX_INFRA_RETRIES",
     "kernel_pool": "NBFLOW_KERNEL_POOL",
     "venv_cache": "NBFLOW_VENV_CACHE",
+    "fernet_key": "NBFLOW_FERNET_KEY",
 }
 
 

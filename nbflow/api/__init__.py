@@ -77,6 +77,19 @@ from nbflow.api.runs import (
     task_finished,
     task_rows,
 )
+from nbflow.api.secrets import (
+    add_connection,
+    check_connection,
+    delete_connection,
+    delete_variable,
+    get_connection,
+    get_variable,
+    list_connections,
+    list_variables,
+    new_fernet_key,
+    set_variable,
+)
+from nbflow.api.secrets import redact as redact_secrets
 from nbflow.api.sweeps import (
     MAX_SWEEP_POINTS,
     SweepResult,
@@ -135,6 +148,17 @@ __all__ = [
     "list_runs",
     "load_output",
     "log_chunk",
+    "add_connection",
+    "check_connection",
+    "delete_connection",
+    "delete_variable",
+    "get_connection",
+    "get_variable",
+    "list_connections",
+    "list_variables",
+    "new_fernet_key",
+    "set_variable",
+    "redact_secrets",
     "mark_task",
     "next_run",
     "notebook_form",

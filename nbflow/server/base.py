@@ -89,8 +89,10 @@ class NbflowHandler(APIHandler):
         self.finish(json.dumps(self.scrub(data), default=json_default))
 
     def scrub(self, data: Any) -> Any:
-        """``data`` with the server's absolute paths made relative (or named by their setting)."""
-        return PathScrubber.of(self.settings.get("nbflow_root_dir")).scrub(data)
+        """``data`` with the server's absolute paths made relative (or named by their setting) and
+        every secret this process knows of (connections and variables it read, the log reads'
+        stored secrets, ``NBFLOW_CONN_*``) as ``***``."""
+        return api.redact_secrets(PathScrubber.of(self.settings.get("nbflow_root_dir")).scrub(data))
 
     def int_arg(self, name: str, default: int | None, minimum: int = 0, maximum: int = limits.MAX_ID) -> int | None:
         """A whole-number query argument; 400 naming it when it is not one in range."""

@@ -37,6 +37,7 @@ from nbflow.exceptions import (
     TryNotFoundError,
     UnknownTaskError,
 )
+from nbflow.vault import SecretNotFoundError
 
 log = logging.getLogger("nbflow.server")
 
@@ -47,6 +48,7 @@ STATUS: tuple[tuple[type[NbflowError], int], ...] = (
     (UnknownTaskError, 404),
     (TryNotFoundError, 404),
     (OutputNotFoundError, 404),
+    (SecretNotFoundError, 404),
     (DuplicateRunError, 409),
     (StateConflictError, 409),
     (DatabaseUnavailableError, 503),
