@@ -315,6 +315,7 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
         if not record.ok and record.traceback and record.reason not in ("cell_error", "storage_error"):
             sys.stderr.write(record.traceback)
     vault.scrub_files(log_path, record.output_uri)  # what kernels and subprocesses wrote: secrets as ***
+    record.message, record.evalue, record.traceback = vault.redact_each(record.message, record.evalue, record.traceback)
     if log.error is not None:  # nothing counts as done whose log could not be written
         record = AttemptRecord.storage_failure(log.error, log_path)
     return record.stamp(

@@ -86,6 +86,7 @@ from nbflow.api.secrets import (
     get_variable,
     list_connections,
     list_variables,
+    mask_stored_secrets,
     new_fernet_key,
     set_variable,
 )
@@ -159,6 +160,7 @@ __all__ = [
     "new_fernet_key",
     "set_variable",
     "redact_secrets",
+    "mask_stored_secrets",
     "mark_task",
     "next_run",
     "notebook_form",
