@@ -24,6 +24,7 @@ import {
 } from './api';
 import type { CompareSource } from './compare';
 import { IParamInput, paramInput, paramRow, readTrigger } from './params';
+import { SecretsSection } from './secrets';
 
 const POLL_MS = 3000;
 
@@ -33,6 +34,8 @@ export class PipelinesPanel extends Widget {
   private scheduler = h('div', { class: 'nbflow-scheduler' });
   private timer: number | null = null;
   private formOpen: string | null = null;
+  private secrets = new SecretsSection();
+  private polls = 0;
 
   constructor(
     private openDag: (name: string, runId?: number) => void,
@@ -48,7 +51,8 @@ export class PipelinesPanel extends Widget {
       h('div', { class: 'nbflow-sidebar-header' }, h('h2', {}, 'nbflow pipelines'), refresh),
       this.scheduler,
       this.status,
-      this.list
+      this.list,
+      this.secrets.node
     );
     void this.refresh();
   }
@@ -70,6 +74,9 @@ export class PipelinesPanel extends Widget {
       if (this.formOpen === null) {
         const data = await request<IPipelineList>('pipelines');
         this.render(data.pipelines, data.import_errors);
+      }
+      if (this.polls++ % 5 === 0 || this.secrets.node.hasAttribute('open')) {
+        void this.secrets.refresh();
       }
       this.status.textContent = '';
     } catch (err) {
