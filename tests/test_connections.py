@@ -174,6 +174,16 @@ def test_help_texts_have_examples() -> None:
         assert "examples:" in out.getvalue() and "NBFLOW_" in out.getvalue()
 
 
+def test_connections_test_of_sqlite_and_of_a_type_that_is_no_database(key: str, tmp_path: Path) -> None:
+    api.add_connection("local", uri=f"sqlite:///{tmp_path}/local.db")
+    assert vault.connection("local").sqlalchemy_url == f"sqlite:///{tmp_path}/local.db"
+    code, out = cli("connections", "test", "local")
+    assert code == 0 and out.startswith("OK: ") and "SELECT 1" in out
+    api.add_connection("hook", conn_type="http", host="api.example.com", password="http-pw-1234")
+    code, out = cli("connections", "test", "hook")
+    assert code == 1 and "can only test SQL databases" in out and "http-pw-1234" not in out
+
+
 def test_connections_test_opens_the_real_postgresql(key: str) -> None:
     pytest.importorskip("psycopg")
     with socket.socket() as probe:

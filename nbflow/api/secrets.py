@@ -133,8 +133,13 @@ def delete_connection(name: str, store: Store | None = None) -> None:
 
 def check_connection(name: str) -> tuple[bool, str]:
     """Open connection ``name`` (for a SQLAlchemy type: connect and ``SELECT 1``): (ok, what happened)."""
+    from sqlalchemy.dialects import registry
+    from sqlalchemy.exc import NoSuchModuleError
+
     conn = vault.connection(name)
-    if conn.conn_type not in connections.SQLALCHEMY_DRIVERS and "+" not in conn.conn_type:
+    try:
+        registry.load(connections.SQLALCHEMY_DRIVERS.get(conn.conn_type, conn.conn_type).split("+")[0])
+    except NoSuchModuleError:
         return False, f"connection '{name}' is a '{conn.conn_type}' connection: nbflow can only test SQL databases"
     try:
         engine = conn.engine(pool_pre_ping=False)
