@@ -38,15 +38,13 @@ _LAZY = {
     "load": "nbflow.artifacts",
     "save": "nbflow.artifacts",
     "metric": "nbflow.artifacts",
-    "connection": "nbflow.vault",
-    "variable": "nbflow.vault",
     "FailNow": "nbflow.exceptions",
     "Skip": "nbflow.exceptions",
     "Param": "nbflow.typedparams",
     "NbflowError": "nbflow.exceptions",
 }
 
-__all__ = [*_LAZY, "__version__", "load_ipython_extension"]
+__all__ = [*_LAZY, "__version__", "connection", "load_ipython_extension", "variable"]
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +71,26 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def connection(name: str) -> Any:
+    """Connection ``name`` (:func:`nbflow.vault.connection`): in a task, from its work item or
+    ``NBFLOW_CONN_<NAME>``; outside a run (a notebook opened by hand), the metadata database too."""
+    return _vault().connection(name)
+
+
+def variable(key: str, default: Any = ...) -> Any:
+    """Variable ``key`` (:func:`nbflow.vault.variable`, the same places), else ``default`` when one is given."""
+    return _vault().variable(key) if default is ... else _vault().variable(key, default)
+
+
+def _vault() -> Any:
+    from nbflow import vault
+
+    if vault.carried() is None:  # not inside an attempt: this process may read the store itself
+        import nbflow.api.secrets  # noqa: F401 - plugs the store into the lookups
+
+    return vault
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -227,6 +227,26 @@ def test_a_connection_from_the_environment(key: str, monkeypatch: pytest.MonkeyP
         vault.connection("nope")
 
 
+def test_outside_a_run_nbflow_connection_reads_the_store(key: str, nbflow_home: Path) -> None:
+    """A notebook opened by hand (no work item): ``nbflow.connection`` and ``nbflow.variable`` find
+    the stored ones (the package root plugs the store in); a default stands in for a missing one."""
+    import os
+    import subprocess
+    import sys
+
+    api.add_connection("warehouse", uri="postgresql://etl:by-hand-pw-5@wh.example.com/dw")
+    api.set_variable("threshold", {"x": 1})
+    code = (
+        "import nbflow; c = nbflow.connection('warehouse'); "
+        "print(c.host, c.password == 'by-hand-pw-5', nbflow.variable('threshold'), nbflow.variable('nope', None))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=os.environ.copy(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["wh.example.com", "True", "{'x':", "1}", "None"]
+
+
 # --- inside a pipeline: what the work item carries -------------------------------------------------
 
 WORK_ITEM = """
