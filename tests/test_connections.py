@@ -333,3 +333,49 @@ def test_templates_may_name_conn_and_var_at_definition(write_pipeline) -> None:
         """
     )
     assert load_pipeline(path).tasks["say"].templates  # accepted: conn and var are known names
+
+
+# --- Dask: secrets cross the network as Fernet tokens, workers decrypt with their own key ---------
+
+DASK = """
+from nbflow import Pipeline, task
+
+with Pipeline("dask_secrets") as pipeline:
+    @task
+    def opens():
+        import os, sys
+        import nbflow
+        conn = nbflow.connection("warehouse")
+        print("password", conn.password)
+        return {"ok": conn.password == "dask-s3cret-pw", "host": conn.host, "limit": nbflow.variable("limit"),
+                "store": "nbflow.store" in sys.modules, "pid": os.getpid()}
+    opens()
+"""
+
+
+@pytest.mark.slow
+def test_a_task_on_dask_workers_gets_the_tokens_and_decrypts_with_the_workers_key(
+    key: str, tmp_path: Path, write_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudpickle
+
+    from nbflow.worker import WorkItem
+    from tests.test_dask_executor import Cluster, _serve
+
+    api.add_connection("warehouse", uri="postgresql://etl:dask-s3cret-pw@wh.example.com/dw")
+    api.set_variable("limit", 3)
+    bundle = work_item_bundle(api.open_store())
+    item = WorkItem("k", "p", 1, "t", 1, None, {}, {}, str(tmp_path), 1.0, context={"secrets": bundle}, payload=b"")
+    wire = cloudpickle.dumps(item)  # what the Dask client sends the scheduler and a worker
+    assert b"dask-s3cret-pw" not in wire and b"gAAAAA" in wire
+    cluster = Cluster(tmp_path)
+    cluster.worker("w1", "default")  # started with this test's NBFLOW_FERNET_KEY in its environment
+    try:
+        _serve(cluster, 1, monkeypatch)
+        result = api.run_pipeline(load_pipeline(write_pipeline(DASK)), executor="dask")
+    finally:
+        cluster.close()
+    assert result.ok, [(t["task_id"], t["error"]) for t in result.tasks]
+    value = api.load_output(result.run_id, "opens")
+    assert value["ok"] and value["host"] == "wh.example.com" and value["limit"] == 3 and not value["store"]
+    assert "password ***" in api.read_log(result.run_id, "opens")
