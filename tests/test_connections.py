@@ -150,6 +150,8 @@ def test_cli_add_list_get_delete_masks_the_password(key: str) -> None:
     assert code == 0 and [c["name"] for c in api.list_connections()] == ["warehouse"]
     code, out = cli("connections", "delete", "shop")
     assert code == 2
+    code, out = cli("connections", "add", "dw2", "--uri", "postgresql://etl@db/dw", "--password", "kept-out-of-uri")
+    assert code == 0 and vault.connection("dw2").password == "kept-out-of-uri" and "kept-out" not in out
     code, out = cli("connections", "key")
     assert code == 0 and len(out.strip()) == 44
 

@@ -82,8 +82,10 @@ def add_connection(
             raise InputError("extra", f"extra is not JSON: {exc}") from None
     if extra is not None and not isinstance(extra, Mapping):
         raise InputError("extra", 'extra must be a JSON object, e.g. \'{"sslmode": "require"}\'')
-    if uri:
+    if uri:  # fields given beside the URI win (e.g. --password kept out of the URI)
         conn = Connection.from_uri(name, uri)
+        given = {"conn_type": conn_type, "host": host, "port": port, "login": login, "password": password}
+        conn = replace(conn, **{k: v for k, v in {**given, "schema": schema}.items() if v is not None})
         if extra:
             conn = replace(conn, extra={**conn.extra, **extra})
     elif conn_type:
