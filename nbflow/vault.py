@@ -61,7 +61,7 @@ VAR_PREFIX = "NBFLOW_VAR_"
 MAKE_KEY = (
     'make one with: nbflow connections key  (or python -c "from cryptography.fernet import Fernet; '
     'print(Fernet.generate_key().decode())"), then export NBFLOW_FERNET_KEY=<it> for the CLI, '
-    "the server and every worker"
+    "the scheduler, the server and every worker"
 )
 
 
