@@ -122,6 +122,8 @@ def test_a_wrong_key_names_the_connection_and_never_shows_invalid_token(key: str
     assert "InvalidToken" not in text and caught.value.__cause__ is None
     code, out = cli("connections", "get", "warehouse")
     assert code == 2 and "Traceback" not in out
+    (listed,) = api.list_connections()  # still listed, masked, saying why it cannot be read
+    assert listed["password"] == "***" and "not the key it was encrypted with" in listed["description"]
     with pytest.raises(SecretsError, match="variable 'threshold'"):
         vault.variable("threshold")
     monkeypatch.setenv("NBFLOW_FERNET_KEY", "not-a-key")

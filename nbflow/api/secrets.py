@@ -84,7 +84,13 @@ def add_connection(
         raise InputError("extra", 'extra must be a JSON object, e.g. \'{"sslmode": "require"}\'')
     if uri:  # fields given beside the URI win (e.g. --password kept out of the URI)
         conn = Connection.from_uri(name, uri)
-        given = {"conn_type": conn_type, "host": host, "port": port, "login": login, "password": password}
+        given: dict[str, Any] = {
+            "conn_type": conn_type,
+            "host": host,
+            "port": port,
+            "login": login,
+            "password": password,
+        }
         conn = replace(conn, **{k: v for k, v in {**given, "schema": schema}.items() if v is not None})
         if extra:
             conn = replace(conn, extra={**conn.extra, **extra})
@@ -100,16 +106,18 @@ def add_connection(
 
 
 def list_connections(store: Store | None = None) -> list[dict[str, Any]]:
-    """Every stored connection, masked, by name."""
-    return [masked(c) for c in _decoded(store or open_store())]
-
-
-def _decoded(store: Store) -> list[Connection]:
+    """Every stored connection, masked, by name; one this process cannot decrypt (no key, another
+    key) is listed with its password ``***``, no extra and the reason in its description."""
     found = []
-    for row in stored.connection_rows(store):
-        conn = vault.decode_connection(row)
+    for row in stored.connection_rows(store or open_store()):
+        try:
+            conn = vault.decode_connection(row)
+        except vault.SecretsError as exc:
+            fields = {k: row[k] for k in ("conn_type", "host", "port", "login", "schema")}
+            conn = Connection(row["name"], password=MASK if row["password"] else None, **fields)
+            conn = replace(conn, description=f"({exc.message}) {row['description']}".strip())
         vault.mask_connection(conn)
-        found.append(conn)
+        found.append(masked(conn))
     return found
 
 
