@@ -8,7 +8,8 @@ Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
 scalar for ``nbflow compare`` (saved scalars are metrics too); ``nbflow.connection("db")`` and
 ``nbflow.variable("key", default=...)`` read connections and variables (see nbflow/vault.py). ``raise nbflow.FailNow(...)`` fails a task
-without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. Names are imported lazily
+without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. ``nbflow.notify(url, ...)``
+makes an ``on_failure=``/``on_retry=``/``on_sla_miss=`` callback sending a message (Apprise). Names are imported lazily
 so ``import nbflow`` stays cheap in kernels.
 
 In Jupyter: ``%load_ext nbflow`` (see ``%nbflow?``); ``pipeline.run()`` runs a pipeline with a
@@ -42,6 +43,7 @@ _LAZY = {
     "Skip": "nbflow.exceptions",
     "Param": "nbflow.typedparams",
     "NbflowError": "nbflow.exceptions",
+    "notify": "nbflow.notifications",
 }
 
 __all__ = [*_LAZY, "__version__", "connection", "load_ipython_extension", "variable"]

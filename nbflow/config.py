@@ -25,6 +25,7 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | max_infra_retries| NBFLOW_MAX_INFRA_RETRIES| ``2``: tries lost with their worker or driver that consume no retry |
 | kernel_pool      | NBFLOW_KERNEL_POOL      | ``1``: pre-started kernels per worker slot and kernel name (0: off) |
 | venv_cache       | NBFLOW_VENV_CACHE       | ``{home}/venvs``: virtualenvs of ``@task(requirements=...)`` |
+| ui_url           | NBFLOW_UI_URL           | none: the Jupyter server's URL (``http://host:8888/``) that notifications link to |
 | fernet_key       | NBFLOW_FERNET_KEY       | none: the Fernet key of stored connection secrets (``nbflow connections key``) |
 """
 
@@ -63,6 +64,7 @@ class Settings:
     max_infra_retries: int = 2
     kernel_pool: int = 1
     venv_cache: str = ""  # load_settings fills in {home}/venvs
+    ui_url: str = ""  # the Jupyter server (with nbflow's extension) that notifications link to
     fernet_key: str | None = field(
         default=None, repr=False
     )  # encrypts connection passwords/extras and variables (nbflow.vault)
@@ -93,6 +95,7 @@ _ENV = {
     "max_infra_retries": "NBFLOW_MAX_INFRA_RETRIES",
     "kernel_pool": "NBFLOW_KERNEL_POOL",
     "venv_cache": "NBFLOW_VENV_CACHE",
+    "ui_url": "NBFLOW_UI_URL",
     "fernet_key": "NBFLOW_FERNET_KEY",
 }
 

@@ -99,6 +99,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "pool_slots": 1,
     "on_failure": None,
     "on_success": None,
+    "on_retry": None,  # called when a failed attempt will be tried again
     # incremental runs (nbflow.fingerprint): files the task reads, whether and how long it may be reused
     "reads": (),
     "cache": True,
@@ -187,8 +188,8 @@ class Task(Fingerprinted, SetupTeardown):
         self.pool_slots = int(merged["pool_slots"])
         if self.pool_slots < 1:
             raise DefinitionError(f"pool_slots of task '{task_id}' must be >= 1", where=where)
-        self.on_failure, self.on_success = merged["on_failure"], merged["on_success"]
-        for label in ("on_failure", "on_success"):
+        for label in ("on_failure", "on_success", "on_retry"):
+            setattr(self, label, merged[label])
             if getattr(self, label) is not None and not callable(getattr(self, label)):
                 raise DefinitionError(f"{label} of task '{task_id}' must be callable", where=where)
         self.resources = dict(merged["resources"] or {})
@@ -352,6 +353,8 @@ class Pipeline:
         on_failure: Callable[..., Any] | None = None,
         on_success: Callable[..., Any] | None = None,
         incremental: bool = False,
+        sla: Any = None,
+        on_sla_miss: Callable[..., Any] | None = None,
     ):
         self.site = caller_site()
         self.where = _site(self.site)
@@ -378,7 +381,12 @@ class Pipeline:
                 )
         self.max_active_runs = max_active_runs
         self.max_active_tasks = max_active_tasks
-        self.on_failure, self.on_success = on_failure, on_success
+        self.on_failure, self.on_success, self.on_sla_miss = on_failure, on_success, on_sla_miss
+        #: seconds from a run's start within which it should finish, else on_sla_miss (nbflow.sla)
+        self.sla = _seconds("sla", sla, self.where)
+        for label, fn in (("on_failure", on_failure), ("on_success", on_success), ("on_sla_miss", on_sla_miss)):
+            if fn is not None and not callable(fn):
+                raise DefinitionError(f"{label} of pipeline '{name}' must be callable", where=self.where)
         #: runs of this pipeline reuse what is up to date unless asked otherwise (scheduled runs too)
         self.incremental = bool(incremental)
         self.param_defaults, self.param_schemas = split_params(params or {}, pipeline=name, where=self.where)

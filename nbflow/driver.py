@@ -43,6 +43,7 @@ from nbflow.engine import Listener, RunEngine
 from nbflow.exceptions import RunTakenOverError
 from nbflow.executors.base import Event, Executor, key_run_id
 from nbflow.loader import load_pipeline
+from nbflow.sla import SlaWatch
 from nbflow.states import RunState
 from nbflow.store import Store
 from nbflow.store.session import is_transient
@@ -112,6 +113,7 @@ class Driver:
         self._outage_since: float | None = None  # monotonic start of the current outage
         self._retry_at = 0.0  # monotonic time of the next database try during an outage
         self._backoff = OUTAGE_BACKOFF
+        self._sla = SlaWatch(store, clock)  # Pipeline(sla=...): checked each turn and when a run ends
         self._watch = CancelWatch(
             self.store,
             self.settings.cancel_poll,
@@ -269,6 +271,7 @@ class Driver:
             self._collect(events)
             self._step_due()
             self._check_cancels()
+            self._sla.check_all((run_id, run.pipeline) for run_id, run in self.runs.items())
         except Exception as exc:
             if not is_outage(exc):
                 raise
@@ -350,6 +353,7 @@ class Driver:
         run = self.runs[run_id]
         assert run.engine is not None
         self.ended[run_id] = run.engine.finish()
+        self._sla.check(run_id, run.pipeline, ended=True)
         del self.runs[run_id]
 
     def _check_cancels(self) -> None:

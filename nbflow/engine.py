@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbflow.artifacts import attempt_dir
+from nbflow.callbacks import Callbacks
 from nbflow.config import Settings
 from nbflow.dag import Pipeline
 from nbflow.exceptions import RunTakenOverError, UnknownTaskError
@@ -108,7 +109,7 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
+class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping, Callbacks):
     """Drives the run ``run_id`` of ``pipeline`` on ``executor`` until every task finished."""
 
     def __init__(
@@ -232,9 +233,7 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
         final = self._outcome()  # nbflow.skipping: teardowns left out
         self.store.write(lambda tx: tx.set_run_state(self.run_id, final), what="run end")
         self.state = final
-        callback = self.pipeline.on_success if final is RunState.SUCCESS else self.pipeline.on_failure
-        if callback is not None and final is not RunState.CANCELLED:
-            _call_back(callback, {"pipeline": self.pipeline.name, "run_id": self.run_id, "state": final.value})
+        self._run_callback(final)  # nbflow.callbacks
         self._close()
         return final
 
@@ -359,7 +358,7 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
             for listener in self.listeners:
                 listener(note)
         for fn, ctx in callbacks:
-            _call_back(fn, ctx)
+            self._call_back(fn, ctx)
 
     def _op(self, fn: Callable[[Tx], Any], task_id: str | None = None) -> None:
         self._ops.append((fn, task_id))
@@ -379,11 +378,7 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
         run_id, tid = self.run_id, ti.task_id
         self._op(lambda tx: tx.set_task_state(run_id, tid, to, expect_try=expect_try, **fields), tid)
         self._note(ti, fields.get("error") or "", fields.get("duration"), fields.get("hostname"))
-        task = self.task(tid)
-        callback = task.on_success if to is T.SUCCESS else task.on_failure if to is T.FAILED else None
-        if callback is not None:
-            ctx = {"pipeline": self.pipeline.name, "run_id": run_id, "task_id": tid, "state": to.value}
-            self._callbacks.append((callback, {**ctx, "try_number": ti.try_number, "error": fields.get("error")}))
+        self._task_callback(ti, to, fields)  # nbflow.callbacks: on_success, on_failure, on_retry
         if to in FINISHED and not was_finished:
             self._finished(ti)
 
@@ -618,10 +613,3 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping):
             ti.state, ti.try_number = stored, row["try_number"]
             if stored in FINISHED and not was_finished:
                 self._finished(ti)
-
-
-def _call_back(fn: Callable[..., Any], ctx: dict[str, Any]) -> None:
-    try:
-        fn(ctx)
-    except Exception:  # a notification must never break the run
-        log.exception("callback %r failed for %s", fn, ctx)

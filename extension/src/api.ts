@@ -39,6 +39,7 @@ export type IDebugCopy = Json<'/runs/{run_id}/tasks/{task_id}/debug', 'post', 20
 export type IRunWithCounts = Schemas['RunWithCounts'];
 export type IComparison = Schemas['Comparison'];
 export type INotebookDiff = Json<'/runs/{run_id}/tasks/{task_id}/diff', 'get', 200>;
+export type IWorkers = Schemas['Workers'];
 
 /** The JupyterLab drive through which output notebooks open (the server's read-only
  * `nbflow/api/contents` of the artifact root: no `allow_hidden` needed). */

@@ -225,6 +225,23 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/workers': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** The cluster's workers with what they run now, and queues no worker serves (nbflow workers) */
+    get: operations['listWorkers'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
   '/health': {
     parameters: {
       query?: never;
@@ -620,9 +637,60 @@ export interface components {
       idempotency_key?: string | null;
       /** @description the sweep this run is a point of (nbflow run --sweep, a trigger's sweep) */
       sweep_id?: number | null;
+      /**
+       * Format: date-time
+       * @description when the run was found not finished within its pipeline's sla (reported once, to on_sla_miss)
+       */
+      sla_missed_at?: string | null;
     };
     /** @description a metric: a number, a bool or a short string */
     MetricValue: number | boolean | string;
+    Workers: {
+      /** @description the cluster's engine: dask */
+      engine: string;
+      /** @description the scheduler's address (null: none is configured, see note) */
+      address: string | null;
+      /** @description the Dask dashboard link */
+      dashboard: string | null;
+      /** @description why there is no list: no cluster configured, or it cannot be reached */
+      note: string | null;
+      reachable: boolean;
+      workers: {
+        engine: string;
+        name: string;
+        address: string;
+        host: string;
+        /** @description queues it serves; empty: the cluster does not route by queue, it runs all */
+        queues: string[];
+        slots: number;
+        resources: {
+          [key: string]: number;
+        };
+        /** @description bytes in use */
+        memory: number | null;
+        memory_limit: number | null;
+        /** @description percent */
+        cpu: number | null;
+        /** @description seconds since its last heartbeat */
+        last_seen_s: number | null;
+        /** @description the attempts it runs now */
+        running: {
+          pipeline: string;
+          run_id: number;
+          task_id: string;
+          try_number: number;
+          state: string;
+        }[];
+      }[];
+      /** @description queues with tasks waiting that no worker can take */
+      unserved: {
+        queue: string;
+        waiting: number;
+        why: string;
+        /** @description the nbflow worker command that starts a worker for it */
+        command: string;
+      }[];
+    };
     Comparison: {
       /** @description with ?task=: the mapped task whose instances are the rows */
       task?: string;
@@ -1592,6 +1660,33 @@ export interface operations {
       400: components['responses']['Error'];
       403: components['responses']['Error'];
       404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  listWorkers: {
+    parameters: {
+      query?: {
+        /** @description a Dask scheduler address (default NBFLOW_DASK_ADDRESS) */
+        scheduler?: string;
+      };
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the workers view */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Workers'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
       500: components['responses']['Error'];
       503: components['responses']['Error'];
     };

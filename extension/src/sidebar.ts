@@ -25,6 +25,7 @@ import {
 import type { CompareSource } from './compare';
 import { IParamInput, paramInput, paramRow, readTrigger } from './params';
 import { SecretsSection } from './secrets';
+import { WorkersSection } from './workers';
 
 const POLL_MS = 3000;
 
@@ -34,6 +35,7 @@ export class PipelinesPanel extends Widget {
   private scheduler = h('div', { class: 'nbflow-scheduler' });
   private timer: number | null = null;
   private formOpen: string | null = null;
+  private workers = new WorkersSection(() => this.isVisible);
   private secrets = new SecretsSection();
   private polls = 0;
 
@@ -52,6 +54,7 @@ export class PipelinesPanel extends Widget {
       this.scheduler,
       this.status,
       this.list,
+      this.workers.node,
       this.secrets.node
     );
     void this.refresh();
@@ -61,6 +64,7 @@ export class PipelinesPanel extends Widget {
     if (this.timer !== null) {
       window.clearTimeout(this.timer);
     }
+    this.workers.dispose();
     super.dispose();
   }
 

@@ -102,6 +102,7 @@ from nbflow.api.sweeps import (
     trigger_sweep,
 )
 from nbflow.api.upstream import UpstreamValue, upstream_values
+from nbflow.api.workers import Worker, WorkersView, list_workers
 from nbflow.tasks.cellspec import kernel_pipeline_name
 
 __all__ = [
@@ -205,4 +206,7 @@ __all__ = [
     "upstream_values",
     "waiting_reason",
     "worker_command",
+    "Worker",
+    "WorkersView",
+    "list_workers",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from nbflow import __version__
-from nbflow.cli import compare, scheduling, secrets
+from nbflow.cli import compare, scheduling, secrets, workers
 from nbflow.cli.commands import (
     cmd_cancel,
     cmd_dag_show,
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduling.register(sub, executor_args)
     compare.register(sub)
     secrets.register(sub)
+    workers.register(sub)
     return parser
 
 

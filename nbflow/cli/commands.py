@@ -209,7 +209,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
             (
                 r["id"],
                 r["pipeline"],
-                r["state"],
+                r["state"] + (", SLA missed" if r.get("sla_missed_at") else ""),
                 r["trigger"],
                 _fmt_time(r["logical_date"]),
                 _fmt_time(r["created_at"]),
@@ -233,7 +233,8 @@ def cmd_tasks(args: argparse.Namespace, out: TextIO) -> int:
 
     details = api.run_details(args.run)
     run = details["run"]
-    out.write(f"run {run['id']} of {run['pipeline']}: {run['state']} (params {run['params']})\n\n")
+    missed = f", missed its SLA at {_fmt_time(run['sla_missed_at'])}" if run.get("sla_missed_at") else ""
+    out.write(f"run {run['id']} of {run['pipeline']}: {run['state']}{missed} (params {run['params']})\n\n")
     arts: dict[str, list[str]] = {}
     for a in details["artifacts"]:
         arts.setdefault(a["task_id"], []).append(a["name"])

@@ -135,3 +135,18 @@ class SchedulerStartHandler(NbflowHandler):
         self.body()
         pid = await self.call(api.start_scheduler, cwd=self.settings.get("nbflow_cwd"))
         self.reply({**await self.call(api.scheduler_state), "managed": self.managed, "started": pid})
+
+
+class WorkersHandler(NbflowHandler):
+    """``GET /nbflow/api/workers[?scheduler=ADDRESS]``: the cluster's workers (``nbflow workers``'s data)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """Each worker with host, queues, slots, what it runs now, memory, CPU and heartbeat;
+        queues with waiting tasks that no worker serves, with the command that starts one."""
+        address = self.get_query_argument("scheduler", None)
+        if address is not None:
+            limits.text("scheduler", address, max_length=500)
+        view = await self.call(api.list_workers, address=address)
+        self.reply(view.as_dict())

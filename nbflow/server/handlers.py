@@ -34,6 +34,7 @@ from nbflow.server.actions import (
     MarkHandler,
     SchedulerHandler,
     SchedulerStartHandler,
+    WorkersHandler,
 )
 from nbflow.server.base import NbflowHandler
 from nbflow.server.notebooks import (
@@ -406,6 +407,7 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (rf"contents/{PATH}", ContentsHandler, ("GET",)),
     (r"health", HealthHandler, ("GET",)),
     (r"compare", CompareHandler, ("GET",)),
+    (r"workers", WorkersHandler, ("GET",)),
     (r"connections", ConnectionsHandler, ("GET", "POST")),
     (rf"connections/{NAME}", ConnectionHandler, ("GET", "DELETE")),
     (r"variables", VariablesHandler, ("GET",)),

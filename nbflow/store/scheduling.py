@@ -116,6 +116,12 @@ class SchedulingTx:
         )
         return res.rowcount == 1
 
+    def mark_sla_missed(self, run_id: int, at: datetime) -> bool:
+        """Record that a run missed its SLA, once: compare-and-set on ``sla_missed_at IS NULL``
+        (True for the one writer that set it, across drivers)."""
+        res = self.conn.execute(update(R).where(R.c.id == run_id, R.c.sla_missed_at.is_(None)).values(sla_missed_at=at))
+        return res.rowcount == 1
+
     # -- pipelines -------------------------------------------------------------------------
     def sync_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
         """Record a loaded pipeline with its schedule settings; returns its version id."""

@@ -28,6 +28,7 @@ from nbflow.store.reuse import ReuseReads
 from nbflow.store.scheduling import SchedulingReads, SchedulingTx
 from nbflow.store.session import ensure_schema, get_engine, retrying
 from nbflow.store.sweeps import SweepReads, SweepTx
+from nbflow.store.workers import WorkerReads
 
 log = logging.getLogger("nbflow.store")
 T = TypeVar("T")
@@ -319,7 +320,7 @@ class Tx(SchedulingTx, ManualTx, SweepTx, MappingTx):
         self.set_run_state(run_id, RunState.FAILED, note=note)
 
 
-class Store(SchedulingReads, ReuseReads, SweepReads):
+class Store(SchedulingReads, ReuseReads, SweepReads, WorkerReads):
     """Reads and writes of one metadata database (SQLite by default, or PostgreSQL)."""
 
     def __init__(

@@ -20,7 +20,15 @@ from typing import Any
 from nbflow.artifacts import OUTPUT_NOTEBOOK
 from nbflow.exceptions import DefinitionError
 
-__all__ = ["EXPORT_FORMATS", "OUTPUT_NOTEBOOK", "check_cwd", "check_export", "export_html", "export_path"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "OUTPUT_NOTEBOOK",
+    "check_cwd",
+    "check_export",
+    "export_html",
+    "export_path",
+    "notebook_html",
+]
 
 EXPORT_FORMATS = ("html",)
 
@@ -58,13 +66,21 @@ def export_html(output_notebook: str, *, exclude_input: bool = False) -> str:
     """Write ``output.html`` beside ``output_notebook`` (the code cells' sources left out with
     ``exclude_input``, as papermill's report mode hides them); returns its path."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    exporter: Any = HTMLExporter(template_name="lab", exclude_input=exclude_input)
-    html, _ = exporter.from_notebook_node(nbformat.read(output_notebook, as_version=4))
+    html = notebook_html(nbformat.read(output_notebook, as_version=4), exclude_input=exclude_input)
     target = export_path(output_notebook)
     tmp = f"{target}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(html)
     os.replace(tmp, target)  # never a half-written page under the served name
     return target
+
+
+def notebook_html(nb: Any, *, exclude_input: bool = False) -> str:
+    """A notebook (an ``nbformat`` node) as one HTML page: nbconvert's ``HTMLExporter``, the
+    ``lab`` template (also the page a notification attaches, :mod:`nbflow.notifications`)."""
+    from nbconvert import HTMLExporter
+
+    exporter: Any = HTMLExporter(template_name="lab", exclude_input=exclude_input)
+    html, _ = exporter.from_notebook_node(nb)
+    return str(html)

@@ -144,6 +144,7 @@ def sensor(
     trigger_rule: str = _UNSET,
     on_failure: Any = _UNSET,
     on_success: Any = _UNSET,
+    on_retry: Any = _UNSET,
 ) -> SensorTask:
     """Add a sensor to the current pipeline and return its handle.
 
@@ -163,4 +164,5 @@ def sensor(
         trigger_rule=trigger_rule,
         on_failure=on_failure,
         on_success=on_success,
+        on_retry=on_retry,
     )
