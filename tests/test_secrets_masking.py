@@ -48,7 +48,7 @@ NOTEBOOK_PIPELINE = """
 from nbflow import Pipeline, notebook
 
 with Pipeline("nb_secrets") as pipeline:
-    notebook("uses_conn.ipynb", name="report")
+    notebook("uses_conn.ipynb", name="report", output_path="copies/report.ipynb", export="html")
 """
 
 
@@ -79,6 +79,9 @@ def test_a_notebook_that_prints_a_password_has_it_masked_in_its_output_notebook_
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "password is ***" in outputs and "postgresql://etl:***@wh:5432/dw" in outputs
     assert "token *** threshold 7" in outputs
+    copy, page = path.parent / "copies" / "report.ipynb", Path(row["output_uri"]).with_suffix(".html")
+    for other in (copy.read_text(), page.read_text()):  # papermill's output path and the HTML export
+        assert "password is ***" in other and SECRET not in other and "xoxb-1234567890" not in other
     context = nb.metadata["nbflow"]["context"]
     assert "carry_file" in context and "gAAAA" not in context  # only a file's path in the metadata
     carried_file = context.split("carry_file(")[1].split(")")[0].strip("'\"")
