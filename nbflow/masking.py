@@ -59,6 +59,17 @@ def mask_secret(value: Any, name: str | None = None) -> None:
                     _pattern = None
 
 
+def masked_value(value: Any, name: str = "") -> Any:
+    """``value`` as shown: ``***`` when ``name`` is sensitive, else with its sensitive fields ``***``."""
+    if is_sensitive(name):
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: masked_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked_value(v) for v in value]
+    return value
+
+
 def _strings(value: Any, *, all_: bool) -> Iterable[str]:
     if isinstance(value, str):
         if all_:

@@ -232,12 +232,11 @@ def _mask_carried(bundle: Mapping[str, Any]) -> None:
             mask_connection(decode_connection({**row, "name": name}))
         except (SecretsError, ValueError):
             pass  # the task hears of it when it opens the connection
-    for key, row in bundle["variables"].items():
-        if is_sensitive(key):
-            try:
-                mask_secret(decode_variable(key, row))
-            except (SecretsError, ValueError):
-                pass
+    for key, row in bundle["variables"].items():  # a sensitive key's value; any value's sensitive fields
+        try:
+            mask_secret(decode_variable(key, row), name=key)
+        except (SecretsError, ValueError):
+            pass
 
 
 def _carried_connection(name: str) -> Connection | None:
@@ -288,8 +287,7 @@ def variable(key: str, default: Any = _MISSING) -> Any:
             hint=f"set it: nbflow variables set {key} VALUE, or export {var_env_name(key)}=VALUE, "
             f"or give a default: nbflow.variable({key!r}, default=...)",
         )
-    if is_sensitive(key):
-        mask_secret(value)
+    mask_secret(value, name=key)  # all of it for a sensitive key, else its sensitive fields (a dict's "password")
     return value
 
 

@@ -82,12 +82,15 @@ def test_variables_are_json_and_encrypted_with_a_key(backend: str) -> None:
     api.set_variable("threshold", 0.75)
     api.set_variable("regions", ["eu", "us"])
     api.set_variable("db_password", "hunter2-long")
+    api.set_variable("service", {"url": "https://svc", "auth": {"api_key": "svc-key-4242"}})
     with api.open_store().engine.connect() as db:
         rows = {r["key"]: r for r in db.execute(sa.text("SELECT * FROM variables")).mappings()}
     assert all(r["is_encrypted"] for r in rows.values()) and "hunter2-long" not in rows["db_password"]["value"]
     assert vault.variable("threshold") == 0.75 and vault.variable("regions") == ["eu", "us"]
     listed = {v["key"]: v["value"] for v in api.list_variables()}
-    assert listed == {"db_password": "***", "regions": ["eu", "us"], "threshold": 0.75}
+    service = {"url": "https://svc", "auth": {"api_key": "***"}}  # a sensitive field inside a value too
+    assert listed == {"db_password": "***", "regions": ["eu", "us"], "service": service, "threshold": 0.75}
+    assert vault.redact("key is svc-key-4242") == "key is ***"
     assert api.get_variable("db_password", reveal=True)["value"] == "hunter2-long"
     api.delete_variable("threshold")
     assert vault.variable("threshold", default=0.5) == 0.5

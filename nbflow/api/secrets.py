@@ -19,6 +19,7 @@ from nbflow import connections, vault
 from nbflow.api.runs import open_store
 from nbflow.connections import Connection, ConnectionError_
 from nbflow.exceptions import InputError
+from nbflow.masking import masked_value
 from nbflow.store import Store
 from nbflow.store import secrets as stored
 from nbflow.vault import MASK, SecretNotFoundError
@@ -179,13 +180,11 @@ def set_variable(key: str, value: Any, description: str = "", store: Store | Non
 
 
 def _shown(key: str, value: Any, description: str = "", *, reveal: bool = False) -> dict[str, Any]:
-    sensitive = vault.is_sensitive(key)
-    if sensitive:
-        vault.mask_secret(value)
+    vault.mask_secret(value, name=key)
     return {
         "key": key,
-        "value": MASK if sensitive and not reveal else value,
-        "sensitive": sensitive,
+        "value": value if reveal else masked_value(value, key),
+        "sensitive": vault.is_sensitive(key),
         "description": description,
     }
 
@@ -240,11 +239,10 @@ def mask_stored_secrets(store: Store | None = None) -> None:
         except vault.SecretsError:
             continue
     for row in stored.variable_rows(store):
-        if vault.is_sensitive(row["key"]):
-            try:
-                vault.mask_secret(vault.decode_variable(row["key"], row))
-            except vault.SecretsError:
-                continue
+        try:
+            vault.mask_secret(vault.decode_variable(row["key"], row), name=row["key"])
+        except vault.SecretsError:
+            continue
 
 
 def redact(data: Any) -> Any:
