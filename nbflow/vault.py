@@ -217,21 +217,19 @@ def mask_environment() -> None:
         try:
             if env.startswith(connections.ENV_PREFIX):
                 mask_connection(Connection.from_uri(env, text))
-            elif env.startswith(VAR_PREFIX) and is_sensitive(env[len(VAR_PREFIX) :]):
-                mask_secret(parse_value(text))
+            elif env.startswith(VAR_PREFIX):
+                mask_secret(parse_value(text), name=env[len(VAR_PREFIX) :])
         except ConnectionError_:
             pass
 
 
 def _mask_carried(bundle: Mapping[str, Any]) -> None:
     mask_environment()
-    if not fernet_key():
-        return  # nothing can be decrypted here, so nothing secret can be printed from it either
     for name, row in bundle["connections"].items():
         try:
             mask_connection(decode_connection({**row, "name": name}))
         except (SecretsError, ValueError):
-            pass  # the task hears of it when it opens the connection
+            pass  # no key, another key: the task hears of it when it opens the connection
     for key, row in bundle["variables"].items():  # a sensitive key's value; any value's sensitive fields
         try:
             mask_secret(decode_variable(key, row), name=key)
