@@ -86,6 +86,9 @@ class Connection:
         """The connection as a URI, password included (never print it: :attr:`masked_uri`)."""
         return self._uri(self.password)
 
+    def __repr__(self) -> str:  # never the password (a print, a traceback's locals, a log line)
+        return f"Connection({self.name!r}, {self.masked_uri!r})"
+
     @property
     def masked_uri(self) -> str:
         """The URI with the password as ``***``: safe to show."""

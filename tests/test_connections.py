@@ -73,6 +73,7 @@ def test_password_and_extra_are_fernet_tokens_in_the_row(backend: str) -> None:
     conn = vault.connection("warehouse")  # this process has the store (api plugged it in)
     assert conn.password == PASSWORD and conn.extra == {"sslmode": "require", "api_key": "k-123456"}
     assert conn.schema == "dw" and conn.port == 5432
+    assert PASSWORD not in repr(conn) and "etl:***@db.example.com" in repr(conn)
     shown = api.get_connection("warehouse")
     assert shown["password"] == "***" and shown["extra"] == {"sslmode": "require", "api_key": "***"}
     assert PASSWORD not in json.dumps(shown) and "postgresql://etl:***@db.example.com:5432/dw" in shown["uri"]
