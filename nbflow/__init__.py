@@ -2,7 +2,7 @@
 
 Authoring API::
 
-    from nbflow import Pipeline, task, notebook, shell
+    from nbflow import Pipeline, task, notebook, shell, sql
 
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one, ``nbflow.metric(name, value)`` records a
@@ -32,6 +32,7 @@ _LAZY = {
     "task": "nbflow.tasks.python",
     "notebook": "nbflow.tasks.notebook",
     "shell": "nbflow.tasks.shell",
+    "sql": "nbflow.tasks.sql",
     "group": "nbflow.groups",
     "sensor": "nbflow.tasks.sensor",
     "file_exists": "nbflow.tasks.sensor",

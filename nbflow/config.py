@@ -14,6 +14,8 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | db_retries       | NBFLOW_DB_RETRIES       | ``8`` retries of a locked database   |
 | cancel_poll      | NBFLOW_CANCEL_POLL      | ``2`` s between checks for a cancel  |
 | dask_address     | NBFLOW_DASK_ADDRESS     | none: start a local Dask cluster     |
+| celery_broker    | NBFLOW_CELERY_BROKER    | none: the ``celery`` executor's broker (``redis://``, ``amqp://``) |
+| celery_backend   | NBFLOW_CELERY_BACKEND   | the broker (Redis) or ``rpc://`` (RabbitMQ) |
 | dags_folder      | NBFLOW_DAGS_FOLDER      | ``./pipelines``                      |
 | import_timeout   | NBFLOW_IMPORT_TIMEOUT   | ``30`` s to import one pipeline file |
 | heartbeat        | NBFLOW_HEARTBEAT        | ``2`` s between scheduler heartbeats |
@@ -65,6 +67,8 @@ class Settings:
     kernel_pool: int = 1
     venv_cache: str = ""  # load_settings fills in {home}/venvs
     ui_url: str = ""  # the Jupyter server (with nbflow's extension) that notifications link to
+    celery_broker: str | None = None
+    celery_backend: str | None = None  # None: the broker for Redis, rpc:// for RabbitMQ
     fernet_key: str | None = field(
         default=None, repr=False
     )  # encrypts connection passwords/extras and variables (nbflow.vault)
@@ -84,6 +88,8 @@ _ENV = {
     "db_retries": "NBFLOW_DB_RETRIES",
     "cancel_poll": "NBFLOW_CANCEL_POLL",
     "dask_address": "NBFLOW_DASK_ADDRESS",
+    "celery_broker": "NBFLOW_CELERY_BROKER",
+    "celery_backend": "NBFLOW_CELERY_BACKEND",
     "dags_folder": "NBFLOW_DAGS_FOLDER",
     "import_timeout": "NBFLOW_IMPORT_TIMEOUT",
     "heartbeat": "NBFLOW_HEARTBEAT",

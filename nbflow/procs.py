@@ -15,6 +15,7 @@ process (never on a short-lived one, whose end would kill the child at once).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing.process
 import os
@@ -23,7 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +40,8 @@ __all__ = [
     "in_lasting_thread",
     "KILL_WAIT",
     "POLL",
+    "stop_hook",
+    "run_stop_hooks",
 ]
 
 KILL_WAIT = 5.0  # seconds to wait for a group leader to exit after SIGKILL
@@ -256,3 +259,29 @@ def in_lasting_thread(fn: Callable[[], T]) -> T:
     return its result or raise its exception: children forked there with
     :func:`parent_death_preexec` live until this process ends, not until the caller's thread does."""
     return _lasting.run(fn)
+
+
+# --- what a process told to stop must undo elsewhere first ------------------------------------------
+
+_stop_hooks: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def stop_hook(hook: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, ``hook()`` is called if this process is told to stop (a ``local``
+    worker's SIGTERM, before it kills its children and exits): for work that lives outside it,
+    e.g. a SQL task's statement running on a database server, which a dead client does not stop."""
+    _stop_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _stop_hooks.remove(hook)
+
+
+def run_stop_hooks() -> None:
+    """Call every :func:`stop_hook` registered now (newest first); their errors are ignored."""
+    for hook in reversed(list(_stop_hooks)):
+        try:
+            hook()
+        except Exception:  # noqa: BLE001,S110 - the process is stopping: the other hooks still run
+            pass

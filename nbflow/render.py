@@ -27,7 +27,14 @@ STATE_COLORS = {
     "skipped": "#e0e0e0",
     "cancelled": "#bdbdbd",
 }
-KIND_SHAPES = {"python": "box", "notebook": "note", "shell": "cds", "sensor": "hexagon", "cell": "component"}
+KIND_SHAPES = {
+    "python": "box",
+    "notebook": "note",
+    "shell": "cds",
+    "sensor": "hexagon",
+    "cell": "component",
+    "sql": "cylinder",
+}
 
 
 def fmt_duration(seconds: float | None) -> str:

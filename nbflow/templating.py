@@ -137,6 +137,7 @@ def _environment() -> Any:
         ts_nodash=lambda v: _date(v, "%Y%m%dT%H%M%S"),
         ts_nodash_with_tz=lambda v: _date(v, "%Y%m%dT%H%M%S%z"),
         raw=Raw,
+        sqlsafe=str,  # a SQL task's value pasted as SQL (nbflow.tasks.sqlrender); elsewhere as it is
         _nbflow_sh_none=_quote_none,
         _nbflow_sh_double=_quote_double,
         _nbflow_sh_single=_quote_single,

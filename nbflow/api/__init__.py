@@ -7,6 +7,7 @@ given) and returns plain data or small dataclasses; no printing here.
 from nbflow.api.admin import (
     SchedulerStarted,
     SchemaUpgrade,
+    celery_worker_command,
     database_trouble,
     reset,
     serve_scheduler,
@@ -206,6 +207,7 @@ __all__ = [
     "upstream_values",
     "waiting_reason",
     "worker_command",
+    "celery_worker_command",
     "Worker",
     "WorkersView",
     "list_workers",

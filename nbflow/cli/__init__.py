@@ -194,18 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "worker",
-        help="start a Dask worker that serves nbflow queues",
-        description="A thin wrapper around `dask worker`: queue Q is advertised as the Dask resource queue-Q, so tasks with queue='Q' run only on workers that serve it.",
-        epilog="example: nbflow worker --scheduler tcp://10.0.0.5:8786 --queue gpu --queue default --nthreads 1 --resources GPU=1",
+        help="start a Dask (or Celery) worker that serves nbflow queues",
+        description="A thin wrapper around `dask worker`: queue Q is advertised as the Dask resource queue-Q, so tasks "
+        "with queue='Q' run only on workers that serve it. With --engine celery, a wrapper around `celery worker`: "
+        "it consumes the Celery queues Q (broker from --broker or NBFLOW_CELERY_BROKER), runs attempts in threads.",
+        epilog="examples:\n"
+        "  nbflow worker --scheduler tcp://10.0.0.5:8786 --queue gpu --queue default --nthreads 1 --resources GPU=1\n"
+        "  nbflow worker --engine celery --broker redis://10.0.0.5:6379/0 --queue gpu --nthreads 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scheduler", required=True, help="address of the Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--engine", choices=("dask", "celery"), default="dask", help="the executor it serves (default dask)")
+    p.add_argument("--scheduler", help="dask: address of the Dask scheduler, e.g. tcp://host:8786 (required)")
+    p.add_argument("--broker", help="celery: the broker URL (default NBFLOW_CELERY_BROKER)")
     p.add_argument("--queue", "-q", action="append", help="a queue to serve (repeatable; default: default)")
     p.add_argument("--nthreads", type=int, default=1, help="tasks this worker runs at once (default 1)")
-    p.add_argument("--nworkers", type=int, help="worker processes to start (default 1)")
-    p.add_argument("--name", help="worker name (shown in `nbflow tasks`)")
+    p.add_argument("--nworkers", type=int, help="dask: worker processes to start (default 1)")
+    p.add_argument("--name", help="worker name (shown in `nbflow tasks` and `nbflow workers`)")
     p.add_argument(
-        "--resources", action="append", metavar="NAME=AMOUNT", help="extra resources, e.g. GPU=1 (repeatable)"
+        "--resources", action="append", metavar="NAME=AMOUNT", help="dask: extra resources, e.g. GPU=1 (repeatable)"
     )
     p.set_defaults(func=cmd_worker)
 

@@ -300,21 +300,35 @@ def cmd_cancel(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
-    """Replace this process with a Dask worker that advertises nbflow queues as resources."""
+    """Replace this process with a Dask worker that advertises nbflow queues as resources, or a
+    Celery worker that consumes them (``--engine celery``)."""
     import os
 
     from nbflow import api
 
     queues = args.queue or ["default"]
-    argv, env = api.worker_command(
-        args.scheduler,
-        queues=queues,
-        nthreads=args.nthreads,
-        name=args.name,
-        nworkers=args.nworkers,
-        resources=args.resources or (),
-    )
-    out.write(f"nbflow worker: serving queues {', '.join(queues)} for {args.scheduler}\n")
+    if args.engine == "celery":
+        if args.resources or args.nworkers:
+            raise NbflowError(
+                "--resources and --nworkers are Dask's", hint="start more Celery workers, or raise --nthreads"
+            )
+        argv, env = api.celery_worker_command(queues=queues, nthreads=args.nthreads, name=args.name, broker=args.broker)
+        out.write(f"nbflow worker: serving queues {', '.join(queues)} on Celery\n")
+    else:
+        if not args.scheduler:
+            raise NbflowError(
+                "a Dask worker needs the scheduler's address",
+                hint="nbflow worker --scheduler tcp://HOST:8786 (or --engine celery for a Celery worker)",
+            )
+        argv, env = api.worker_command(
+            args.scheduler,
+            queues=queues,
+            nthreads=args.nthreads,
+            name=args.name,
+            nworkers=args.nworkers,
+            resources=args.resources or (),
+        )
+        out.write(f"nbflow worker: serving queues {', '.join(queues)} for {args.scheduler}\n")
     out.flush()
     os.execvpe(argv[0], argv, env)
     return 0  # not reached

@@ -21,7 +21,7 @@ from typing import Any
 
 from nbflow.config import get_settings
 from nbflow.record import AttemptRecord
-from nbflow.worker import WorkItem
+from nbflow.worker import WorkItem, read_started
 
 
 @dataclass
@@ -137,3 +137,20 @@ def drain(events: queue.Queue[Event], timeout: float | None) -> list[Event]:
 def now() -> float:
     """Wall-clock seconds (the time base of events)."""
     return time.time()
+
+
+def finished(result: AttemptRecord) -> Event:
+    """The ``finished`` event of a worker's result record."""
+    return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
+
+
+def worker_lost(key: str, folder: str | None, message: str) -> Event:
+    """A ``worker_lost`` event: ``started`` (with the marker's host and pid) when the worker
+    had begun the attempt, else not (it waited in the dead worker's queue); ``folder`` None:
+    not known here, the engine counts it as started."""
+    if folder is None:
+        return Event("lost", key, now(), reason="worker_lost", message=message)
+    marker = read_started(folder)
+    if marker is None or marker.get("key") != key:
+        return Event("lost", key, now(), reason="worker_lost", message=message, started=False)
+    return Event("lost", key, now(), marker["host"], marker["pid"], reason="worker_lost", message=message, started=True)

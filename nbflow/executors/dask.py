@@ -46,7 +46,7 @@ import time
 from typing import Any
 
 from nbflow.config import get_settings
-from nbflow.executors.base import Event, Executor, drain, now
+from nbflow.executors.base import Event, Executor, drain, finished, now, worker_lost
 from nbflow.executors.daskconf import (  # noqa: F401 - WORKER_CONFIG and worker_environment: imported from here
     EMBEDDED_AT_LEAST_ONCE,
     EXACTLY_ONCE,
@@ -57,7 +57,7 @@ from nbflow.executors.daskconf import (  # noqa: F401 - WORKER_CONFIG and worker
 from nbflow.executors.waiting import queue_resource, served_queues, waiting_note
 from nbflow.record import AttemptRecord
 from nbflow.tasks import kernelpool
-from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_result, read_started, run_work_item
+from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_result, run_work_item
 
 log = logging.getLogger("nbflow.executors.dask")
 
@@ -279,7 +279,7 @@ class DaskExecutor(Executor):
             self.start()
         result = read_result(attempt_folder)
         if result is not None:
-            self._events.put(_finished(result))
+            self._events.put(finished(result))
             return True
         state = self.client.run_on_scheduler(_key_state, key=key)
         if state in (None, "forgotten", "released", "erred"):
@@ -312,7 +312,7 @@ class DaskExecutor(Executor):
             self._adopted.pop(result.key, None)
             self._unreported.pop(result.key, None)
             self._ended_keys.append(result.key)
-        self._events.put(_finished(result))
+        self._events.put(finished(result))
 
     def _sweep(self) -> None:
         """Look at the futures in flight (a status read, no message): those that ended
@@ -343,7 +343,7 @@ class DaskExecutor(Executor):
             return
         result = read_result(adopted) if adopted else None
         if result is not None:  # an adopted attempt whose future was released after it ended
-            self._events.put(_finished(result))
+            self._events.put(finished(result))
             return
         message = f"the scheduler lost the task ({future.status})"
         if future.status == "error":
@@ -351,7 +351,7 @@ class DaskExecutor(Executor):
                 message = _describe(future.exception(timeout=10))
             except Exception as err:  # noqa: BLE001 - the client lost the scheduler
                 message = _describe(err)
-        self._events.put(_lost(key, folder, message))
+        self._events.put(worker_lost(key, folder, message))
 
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
@@ -399,7 +399,7 @@ class DaskExecutor(Executor):
                     folder = self._folders.pop(key, None)
                     self._ended_keys.append(key)
                 result = read_result(folder) if folder else None  # it ended: the worker wrote how
-                self._events.put(_finished(result) if result is not None else _lost(key, folder, _describe(exc)))
+                self._events.put(finished(result) if result is not None else worker_lost(key, folder, _describe(exc)))
 
     def _check_adopted(self) -> None:
         with self._lock:
@@ -421,21 +421,6 @@ class DaskExecutor(Executor):
         except Exception as exc:  # noqa: BLE001 - a worker that is gone has nothing to kill
             log.warning("could not ask the workers to kill %s: %s", key, exc)
         future.cancel()
-
-
-def _finished(result: AttemptRecord) -> Event:
-    return Event("finished", result.key, result.ended_at, result.hostname, result.pid, result=result)
-
-
-def _lost(key: str, folder: str | None, message: str) -> Event:
-    """A ``worker_lost`` event: ``started`` (with the marker's host and pid) when the worker
-    had begun the attempt, else not (it waited in the dead worker's queue)."""
-    if folder is None:  # not known here: the engine counts it as started
-        return Event("lost", key, now(), reason="worker_lost", message=message)
-    marker = read_started(folder)
-    if marker is None or marker.get("key") != key:
-        return Event("lost", key, now(), reason="worker_lost", message=message, started=False)
-    return Event("lost", key, now(), marker["host"], marker["pid"], reason="worker_lost", message=message, started=True)
 
 
 def _describe(exc: BaseException) -> str:

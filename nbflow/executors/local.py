@@ -49,7 +49,9 @@ from nbflow.worker import HOSTNAME, WorkItem, run_work_item
 
 
 def _kill_children_and_exit(signum: int, _frame: Any) -> None:
-    """SIGTERM in a worker: kill what it started (kernels, shells), then exit."""
+    """SIGTERM in a worker: stop what it runs elsewhere (a SQL statement on its server: the stop
+    hooks), kill what it started (kernels, shells), then exit."""
+    procs.run_stop_hooks()
     procs.kill_descendants()
     os._exit(128 + signum)
 

@@ -1,7 +1,7 @@
 """Task kinds, registered under the entry-point group ``nbflow.task_kinds``.
 
 Built in: ``python`` (``@task``), ``notebook`` (``notebook(...)``), ``shell``
-(``shell(...)``), ``cell`` (notebook cells: ``%%nbflow task`` or ``nbflow:task=NAME`` tags).
+(``shell(...)``), ``sql`` (``sql(...)``), ``cell`` (notebook cells: ``%%nbflow task`` or ``nbflow:task=NAME`` tags).
 A plugin adds a kind by subclassing :class:`nbflow.tasks.base.BaseTask` and declaring an
 entry point.
 """
@@ -20,6 +20,7 @@ _BUILTIN = {
     "python": "nbflow.tasks.python:PythonTask",
     "notebook": "nbflow.tasks.notebook:NotebookTask",
     "shell": "nbflow.tasks.shell:ShellTask",
+    "sql": "nbflow.tasks.sql:SqlTask",
     "sensor": "nbflow.tasks.sensor:SensorTask",
     "cell": "nbflow.tasks.cell:CellTask",
 }
