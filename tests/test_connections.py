@@ -387,3 +387,31 @@ def test_a_task_on_dask_workers_gets_the_tokens_and_decrypts_with_the_workers_ke
     value = api.load_output(result.run_id, "opens")
     assert value["ok"] and value["host"] == "wh.example.com" and value["limit"] == 3 and not value["store"]
     assert "password ***" in api.read_log(result.run_id, "opens")
+
+
+SQL_TASK = """
+from nbflow import Pipeline, sql
+
+with Pipeline("sql_stored_conn") as pipeline:
+    sql("SELECT {{ var.base }} + 1 AS x", conn="maria", output="scalar", name="plus_one")
+    sql("SELECT 2 AS y", conn="pg", output="scalar", name="two")
+"""
+
+
+def test_sql_tasks_open_stored_connections_from_the_work_item(key: str, write_pipeline) -> None:
+    """The sql() task kind (another engineer's) looks its connection up in the worker: a stored
+    one (password encrypted) reaches it with the work item, on the real MariaDB and PostgreSQL."""
+    pytest.importorskip("pymysql")
+    if not _mariadb_reachable():
+        pytest.skip("MariaDB is not reachable at 127.0.0.1:3306")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 5432)) != 0:
+            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    api.add_connection("maria", conn_type="mysql", host="127.0.0.1", port=3306, login="root", schema="mysql")
+    api.add_connection("pg", uri="postgresql://postgres:sql-task-pw-8@127.0.0.1:5432/test")
+    api.set_variable("base", 41)
+    result = api.run_pipeline(load_pipeline(write_pipeline(SQL_TASK)), executor="local")
+    assert result.ok, [(t["task_id"], t["error"]) for t in result.tasks]
+    assert api.load_output(result.run_id, "plus_one") == 42 and api.load_output(result.run_id, "two") == 2
+    log = api.read_log(result.run_id, "two")
+    assert "postgresql://postgres:***@127.0.0.1:5432/test" in log and "sql-task-pw-8" not in log
