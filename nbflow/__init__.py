@@ -6,7 +6,8 @@ Authoring API::
 
 Inside a notebook task: ``nbflow.load(x)`` resolves an upstream value,
 ``nbflow.save(name, value)`` publishes one (``asset="model"``: it updates that asset too), ``nbflow.metric(name, value)`` records a
-scalar for ``nbflow compare`` (saved scalars are metrics too). ``raise nbflow.FailNow(...)`` fails a task
+scalar for ``nbflow compare`` (saved scalars are metrics too); ``nbflow.connection("db")`` and
+``nbflow.variable("key", default=...)`` read connections and variables (see nbflow/vault.py). ``raise nbflow.FailNow(...)`` fails a task
 without retries; ``raise nbflow.Skip("why")`` ends it ``skipped``. ``nbflow.notify(url, ...)``
 makes an ``on_failure=``/``on_retry=``/``on_sla_miss=`` callback sending a message (Apprise). Names are imported lazily
 so ``import nbflow`` stays cheap in kernels.
@@ -47,7 +48,7 @@ _LAZY = {
     "notify": "nbflow.notifications",
 }
 
-__all__ = [*_LAZY, "__version__", "load_ipython_extension"]
+__all__ = [*_LAZY, "__version__", "connection", "load_ipython_extension", "variable"]
 
 
 def __getattr__(name: str) -> Any:
@@ -55,13 +56,45 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name in ("artifacts", "api", "dag", "engine", "config", "states", "store", "worker", "executors", "tasks"):
+    if name in (
+        "artifacts",
+        "vault",
+        "api",
+        "dag",
+        "engine",
+        "config",
+        "states",
+        "store",
+        "worker",
+        "executors",
+        "tasks",
+    ):
         return importlib.import_module(f"nbflow.{name}")
     raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+def connection(name: str) -> Any:
+    """Connection ``name`` (:func:`nbflow.vault.connection`): in a task, from its work item or
+    ``NBFLOW_CONN_<NAME>``; outside a run (a notebook opened by hand), the metadata database too."""
+    return _vault().connection(name)
+
+
+def variable(key: str, default: Any = ...) -> Any:
+    """Variable ``key`` (:func:`nbflow.vault.variable`, the same places), else ``default`` when one is given."""
+    return _vault().variable(key) if default is ... else _vault().variable(key, default)
+
+
+def _vault() -> Any:
+    from nbflow import vault
+
+    if vault.carried() is None:  # not inside an attempt: this process may read the store itself
+        import nbflow.api.secrets  # noqa: F401 - plugs the store into the lookups
+
+    return vault
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -28,13 +28,14 @@ Precedence (highest first): environment variable, ``[tool.nbflow]``, default.
 | kernel_pool      | NBFLOW_KERNEL_POOL      | ``1``: pre-started kernels per worker slot and kernel name (0: off) |
 | venv_cache       | NBFLOW_VENV_CACHE       | ``{home}/venvs``: virtualenvs of ``@task(requirements=...)`` |
 | ui_url           | NBFLOW_UI_URL           | none: the Jupyter server's URL (``http://host:8888/``) that notifications link to |
+| fernet_key       | NBFLOW_FERNET_KEY       | none: the Fernet key of stored connection secrets (``nbflow connections key``) |
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class Settings:
     ui_url: str = ""  # the Jupyter server (with nbflow's extension) that notifications link to
     celery_broker: str | None = None
     celery_backend: str | None = None  # None: the broker for Redis, rpc:// for RabbitMQ
+    fernet_key: str | None = field(
+        default=None, repr=False
+    )  # encrypts connection passwords/extras and variables (nbflow.vault)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -98,6 +102,7 @@ _ENV = {
     "kernel_pool": "NBFLOW_KERNEL_POOL",
     "venv_cache": "NBFLOW_VENV_CACHE",
     "ui_url": "NBFLOW_UI_URL",
+    "fernet_key": "NBFLOW_FERNET_KEY",
 }
 
 

@@ -86,6 +86,9 @@ class Connection:
         """The connection as a URI, password included (never print it: :attr:`masked_uri`)."""
         return self._uri(self.password)
 
+    def __repr__(self) -> str:  # never the password (a print, a traceback's locals, a log line)
+        return f"Connection({self.name!r}, {self.masked_uri!r})"
+
     @property
     def masked_uri(self) -> str:
         """The URI with the password as ``***``: safe to show."""
@@ -158,20 +161,28 @@ def from_env(name: str, environ: Mapping[str, str] | None = None) -> Connection 
 
 #: the lookups after the environment, in order (the store's, plugged in by the api layer)
 _LOOKUPS: list[Callable[[str], Connection | None]] = []
+#: the lookups before the environment (what the running task's work item carries: nbflow.vault)
+_FIRST: list[Callable[[str], Connection | None]] = []
 
 
-def set_lookup(lookup: Callable[[str], Connection | None]) -> None:
-    """Add a place connections are found after the environment (the metadata database)."""
-    if lookup not in _LOOKUPS:
-        _LOOKUPS.append(lookup)
+def set_lookup(lookup: Callable[[str], Connection | None], *, first: bool = False) -> None:
+    """Add a place connections are found after the environment (the metadata database), or
+    before it (``first``: the work item's connections, which :mod:`nbflow.vault` plugs in)."""
+    lookups = _FIRST if first else _LOOKUPS
+    if lookup not in lookups:
+        lookups.append(lookup)
 
 
 def connection(name: str) -> Connection:
     """Connection ``name``, from the environment or the places :func:`set_lookup` added.
 
-    Raises :class:`ConnectionError_` naming where it looked and how to add it.
+    Raises :class:`ConnectionError_` naming where it looked and how to add it. In a task,
+    ``nbflow.connection`` (:func:`nbflow.vault.connection`) also masks its password in logs.
     """
-    found = from_env(name)
+    found = None
+    for lookup in _FIRST:
+        found = found or lookup(name)
+    found = found or from_env(name)
     for lookup in _LOOKUPS:
         if found is not None:
             break

@@ -58,7 +58,8 @@ from nbflow.sensing import SensorPoking
 from nbflow.skipping import Skipping
 from nbflow.states import ADOPTABLE, FAILED_STATES, FINISHED, RunState, TaskState
 from nbflow.store import Store, Tx
-from nbflow.tasks.base import BaseTask
+from nbflow.store.secrets import work_item_bundle
+from nbflow.tasks.base import CONTEXT_NAMES, BaseTask
 from nbflow.worker import WorkItem
 
 log = logging.getLogger("nbflow.engine")
@@ -258,12 +259,8 @@ class RunEngine(SensorPoking, LostWork, MappedTasks, Skipping, Callbacks):
         run = self.store.get_run(self.run_id)
         self.params = dict(run["params"])
         self.decider = Decider.for_run(self.store, self.pipeline, run, self.settings.artifact_root, self.clock)
-        self.context = {
-            "run_id": self.run_id,
-            "logical_date": run["logical_date"],
-            "data_interval_start": run["data_interval_start"],
-            "data_interval_end": run["data_interval_end"],
-        }
+        self.context = {"run_id": self.run_id, **{k: run[k] for k in CONTEXT_NAMES if k != "run_id"}}
+        self.context["secrets"] = work_item_bundle(self.store)  # as stored: tokens, decrypted by workers
         rows = self.store.task_instances(self.run_id)
         for row in self._keep_instance_rows(rows):
             if row["task_id"] not in self.pipeline.tasks:

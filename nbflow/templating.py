@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbflow.exceptions import DefinitionError
+from nbflow.vault import template_namespace
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -62,14 +63,11 @@ BUILTIN_NAMES: dict[str, str] = {
 }
 _TASK_ATTRIBUTES = ("name", "task_id", "pipeline")
 
-#: Names later features add to every template (name -> its value from the run's values);
-#: see :func:`register_name`.
-_EXTRA: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+#: Names features add to every template (name -> its value from the run's values); see
+#: :func:`register_name`. ``conn.NAME.host``, ``var.KEY``: connections and variables (nbflow.vault).
+_EXTRA: dict[str, Callable[[Mapping[str, Any]], Any]] = {k: template_namespace(k) for k in ("conn", "var")}
 #: Names reserved for a feature this installation does not have: name -> why it is refused.
-_UNAVAILABLE: dict[str, str] = {
-    "var": "variables are not configured in this nbflow (they come with connections and variables); "
-    "pass the value as a pipeline parameter and write {{ params.NAME }}",
-}
+_UNAVAILABLE: dict[str, str] = {}
 
 
 def register_name(name: str, value: Callable[[Mapping[str, Any]], Any]) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from nbflow import artifacts, codeship, procs
+from nbflow import artifacts, codeship, procs, vault
 from nbflow.artifacts import UpstreamOutput, attempt_dir
 from nbflow.record import STORAGE_ERRNOS, AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
@@ -287,6 +287,7 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
     with capture_output(log_path) as log:
         artifacts.bind(artifact_dir=ctx.artifact_dir, pipeline=item.pipeline, run_id=item.run_id, task_id=item.task_id)
         task = None
+        vault.carry(item.context.get("secrets") or {})  # the connections/variables it may open (see nbflow.vault)
         try:
             task = item.unpack()
         except Exception as exc:  # the worker cannot import what the task needs
@@ -310,11 +311,14 @@ def _run_in(item: WorkItem, folder: str, register: Callable[[int], None]) -> Att
             metrics = _metrics(ctx.artifact_dir)
             assets = artifacts.recorded_assets(ctx.artifact_dir, [a.name for a in getattr(task, "produces", ())])
             artifacts.unbind()
+            vault.carry(None)
         record.artifacts = [*saved, *record.artifacts]
         record.metrics = [*metrics, *record.metrics]
         record.assets = [*assets, *(n for n in record.assets if n not in assets)]  # produces=, save(asset=)
         if not record.ok and record.traceback and record.reason not in ("cell_error", "storage_error"):
             sys.stderr.write(record.traceback)
+    vault.scrub_files(log_path, record.output_uri)  # what kernels and subprocesses wrote: secrets as ***
+    record.message, record.evalue, record.traceback = vault.redact_each(record.message, record.evalue, record.traceback)
     if log.error is not None:  # nothing counts as done whose log could not be written
         record = AttemptRecord.storage_failure(log.error, log_path)
     return record.stamp(
@@ -353,7 +357,8 @@ class _LazyLog(io.TextIOBase):
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
                 # line-buffered, so `nbflow logs --follow` sees lines as they are printed
                 self._fh = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
-            return self._fh.write(text)
+            self._fh.write(vault.redact(text))
+            return len(text)
         except OSError as exc:
             self.error = exc
             return len(text)

@@ -193,7 +193,6 @@ def test_a_notebook_gets_ds_under_its_own_parameter_name_and_a_templated_output_
         ('shell("echo {{ params.mgs }}", name="t")', "params.mgs, which the pipeline does not declare"),
         ('shell("echo {{ yesterday_ds }}", name="t")', "unknown name 'yesterday_ds'"),
         ('shell("echo hi", name="t", env={"X": "{{ dss }}"})', "in env.X of task 't' uses unknown name 'dss'"),
-        ('shell("echo {{ var.api_key }}", name="t")', "variables are not configured"),
         ('shell("echo {{ task.owner }}", name="t")', "task.owner; a task has name, task_id, pipeline"),
         ('shell("echo hi", name="t", reads=["data/{{ dz }}.csv"])', "in reads[0] of task 't' uses unknown name 'dz'"),
         ('task(lambda d: d, name="t")("{{ ds_no_dash }}")', "in args[0] of task 't' uses unknown name 'ds_no_dash'"),

@@ -95,6 +95,7 @@ def _sample_path(pattern: str) -> str:
         ("name", "quick"),
         ("run_id", "1"),
         ("task_id", "first"),
+        ("key", "threshold"),
         ("path", "quick/run-1/nb/try-1/output.ipynb"),
     ):
         path = re.sub(rf"\(\?P<{group}>[^)]*\)", value, path)

@@ -531,6 +531,78 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  '/connections': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Stored connections, masked (passwords and sensitive extra fields as ***) */
+    get: operations['listConnections'];
+    put?: never;
+    /** Store a connection from a URI or its fields (replacing one of that name); password and extra are Fernet-encrypted (400 without NBFLOW_FERNET_KEY) */
+    post: operations['addConnection'];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/connections/{name}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** One connection, masked (stored, else NBFLOW_CONN_<NAME> of the server) */
+    get: operations['getConnection'];
+    put?: never;
+    post?: never;
+    /** Delete a stored connection */
+    delete: operations['deleteConnection'];
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/variables': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** Stored variables (sensitive values as ***) */
+    get: operations['listVariables'];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  '/variables/{key}': {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    /** One variable (stored, else NBFLOW_VAR_<KEY> of the server); a sensitive one's value is *** */
+    get: operations['getVariable'];
+    /** Set a variable to any JSON value (encrypted when NBFLOW_FERNET_KEY is set; required for a sensitive key) */
+    put: operations['setVariable'];
+    post?: never;
+    /** Delete a variable */
+    delete: operations['deleteVariable'];
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1072,6 +1144,49 @@ export interface components {
       pipeline: string;
       task_id: string;
     };
+    /** @description a connection as every answer shows it: the password, sensitive extra fields (api_key, token, secret ...) and the URI's password as *** */
+    Connection: {
+      name: string;
+      /** @description postgresql, mysql, sqlite, http ... (the URI's scheme) */
+      conn_type: string;
+      host: string | null;
+      port: number | null;
+      login: string | null;
+      /**
+       * @description *** when the connection has one
+       * @enum {string|null}
+       */
+      password: '***' | null;
+      /** @description the database (the URI's path) */
+      schema: string | null;
+      extra: {
+        [key: string]: unknown;
+      };
+      description: string;
+      /** @description Airflow's URI form, the password as *** */
+      uri: string;
+      /**
+       * @description stored, or NBFLOW_CONN_<NAME> of the server
+       * @enum {string}
+       */
+      source: 'database' | 'environment';
+      /** @description POST: a connection of that name was replaced */
+      replaced?: boolean;
+    };
+    Variable: {
+      key: string;
+      /** @description any JSON value; *** when the key looks sensitive (password, secret, token, api_key ...) */
+      value: unknown;
+      sensitive: boolean;
+      description: string;
+      /**
+       * @description NBFLOW_VAR_<KEY> of the server (not stored)
+       * @enum {string}
+       */
+      source?: 'environment';
+      /** @description PUT: the variable existed */
+      replaced?: boolean;
+    };
   };
   responses: {
     /** @description an error (see the description at the top) */
@@ -1085,6 +1200,10 @@ export interface components {
     };
   };
   parameters: {
+    /** @description a variable key (at most 250 characters) */
+    key: string;
+    /** @description a connection name (at most 250 characters) */
+    conn: string;
     /** @description a pipeline name (at most 250 characters, no control characters) */
     name: string;
     run: number;
@@ -2264,6 +2383,259 @@ export interface operations {
         };
         content: {
           'application/json': components['schemas']['AssetDetails'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  listConnections: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the connections by name */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            connections: components['schemas']['Connection'][];
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  addConnection: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        'application/json': {
+          name: string;
+          /** @description type://login:password@host:port/schema?extra=value */
+          uri?: string;
+          conn_type?: string;
+          host?: string;
+          port?: number;
+          login?: string;
+          password?: string;
+          schema?: string;
+          extra?: {
+            [key: string]: unknown;
+          };
+          description?: string;
+        };
+      };
+    };
+    responses: {
+      /** @description the connection as stored, masked */
+      201: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Connection'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  getConnection: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description a connection name (at most 250 characters) */
+        name: components['parameters']['conn'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the connection */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Connection'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  deleteConnection: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description a connection name (at most 250 characters) */
+        name: components['parameters']['conn'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description deleted */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            name: string;
+            deleted: boolean;
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  listVariables: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the variables by key */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            variables: components['schemas']['Variable'][];
+          };
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  getVariable: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description a variable key (at most 250 characters) */
+        key: components['parameters']['key'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description the variable */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Variable'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  setVariable: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description a variable key (at most 250 characters) */
+        key: components['parameters']['key'];
+      };
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        'application/json': {
+          /** @description any JSON value */
+          value: unknown;
+          description?: string;
+        };
+      };
+    };
+    responses: {
+      /** @description the variable as shown */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': components['schemas']['Variable'];
+        };
+      };
+      400: components['responses']['Error'];
+      403: components['responses']['Error'];
+      404: components['responses']['Error'];
+      413: components['responses']['Error'];
+      500: components['responses']['Error'];
+      503: components['responses']['Error'];
+    };
+  };
+  deleteVariable: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description a variable key (at most 250 characters) */
+        key: components['parameters']['key'];
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description deleted */
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          'application/json': {
+            key: string;
+            deleted: boolean;
+          };
         };
       };
       400: components['responses']['Error'];

@@ -25,6 +25,7 @@ import {
 import { AssetsSection } from './assets';
 import type { CompareSource } from './compare';
 import { IParamInput, paramInput, paramRow, readTrigger } from './params';
+import { SecretsSection } from './secrets';
 import { WorkersSection } from './workers';
 
 const POLL_MS = 3000;
@@ -37,6 +38,8 @@ export class PipelinesPanel extends Widget {
   private formOpen: string | null = null;
   private workers = new WorkersSection(() => this.isVisible);
   private assets: AssetsSection;
+  private secrets = new SecretsSection();
+  private polls = 0;
 
   constructor(
     private openDag: (name: string, runId?: number) => void,
@@ -55,7 +58,8 @@ export class PipelinesPanel extends Widget {
       this.status,
       this.list,
       this.workers.node,
-      this.assets.node
+      this.assets.node,
+      this.secrets.node
     );
     void this.refresh();
   }
@@ -79,6 +83,9 @@ export class PipelinesPanel extends Widget {
         const data = await request<IPipelineList>('pipelines');
         this.render(data.pipelines, data.import_errors);
         await this.assets.refresh();
+      }
+      if (this.polls++ % 5 === 0 || this.secrets.node.hasAttribute('open')) {
+        void this.secrets.refresh();
       }
       this.status.textContent = '';
     } catch (err) {

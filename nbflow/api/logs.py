@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nbflow import vault
 from nbflow.api.runs import open_store
+from nbflow.api.secrets import mask_stored_secrets
 from nbflow.config import Settings
 from nbflow.exceptions import TryNotFoundError, UnknownTaskError
 from nbflow.store import Store
@@ -111,7 +113,9 @@ def log_chunk(
         else:
             start, end, data, cut = _range(fh, size, offset, limit)
     finished = attempt["end_date"] is not None
-    return LogChunk(data.decode("utf-8", errors="replace"), start, end, size, cut, attempt["try_number"], finished)
+    mask_stored_secrets(store)  # a log written live by a kernel or a subprocess is masked as it is read
+    text = vault.redact(data.decode("utf-8", errors="replace"))
+    return LogChunk(text, start, end, size, cut, attempt["try_number"], finished)
 
 
 def _range(fh: Any, size: int, offset: int, limit: int | None) -> tuple[int, int, bytes, bool]:

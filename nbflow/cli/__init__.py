@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from nbflow import __version__
-from nbflow.cli import assets, compare, scheduling, workers
+from nbflow.cli import assets, compare, scheduling, secrets, workers
 from nbflow.cli.commands import (
     cmd_cancel,
     cmd_dag_show,
@@ -42,6 +42,8 @@ examples:
   nbflow trigger ml_chain -p C=0.5                          queue a run for the scheduler
   nbflow backfill ml_chain --start 2026-01-01 --end 2026-01-31
   nbflow assets show model                                  an asset's updates and the runs they triggered
+  nbflow connections add warehouse --uri postgresql://etl:pw@db/dw   a connection (NBFLOW_FERNET_KEY)
+  nbflow variables set threshold 0.75                       a variable tasks read with nbflow.variable
 
 settings come from NBFLOW_HOME (default ./.nbflow), NBFLOW_DB_URL (default SQLite under
 NBFLOW_HOME), NBFLOW_ARTIFACT_ROOT, NBFLOW_EXECUTOR, NBFLOW_PARALLELISM, or [tool.nbflow]
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduling.register_db(db)
     scheduling.register(sub, executor_args)
     compare.register(sub)
+    secrets.register(sub)
     workers.register(sub)
     assets.register(sub)
     return parser

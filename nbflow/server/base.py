@@ -32,6 +32,14 @@ from nbflow.server.paths import PathScrubber
 CALL_TIMEOUT = 30.0
 
 
+def _learn_stored_secrets() -> None:
+    """Teach the masker the stored secrets (re-read at most every few seconds; log reads do it too)."""
+    try:
+        api.mask_stored_secrets()
+    except Exception:  # noqa: BLE001 - a database outage or a wrong key: the secrets known so far still mask
+        pass
+
+
 @tornado.web.stream_request_body
 class NbflowHandler(APIHandler):
     """Base: bounded bodies, JSON answers, facade calls in a thread, errors mapped to statuses."""
@@ -89,8 +97,11 @@ class NbflowHandler(APIHandler):
         self.finish(json.dumps(self.scrub(data), default=json_default))
 
     def scrub(self, data: Any) -> Any:
-        """``data`` with the server's absolute paths made relative (or named by their setting)."""
-        return PathScrubber.of(self.settings.get("nbflow_root_dir")).scrub(data)
+        """``data`` with the server's absolute paths made relative (or named by their setting) and
+        every secret this process knows of (connections and variables it read, the log reads'
+        stored secrets, ``NBFLOW_CONN_*``) as ``***``."""
+        tornado.ioloop.IOLoop.current().run_in_executor(None, _learn_stored_secrets)  # never blocks the loop
+        return api.redact_secrets(PathScrubber.of(self.settings.get("nbflow_root_dir")).scrub(data))
 
     def int_arg(self, name: str, default: int | None, minimum: int = 0, maximum: int = limits.MAX_ID) -> int | None:
         """A whole-number query argument; 400 naming it when it is not one in range."""

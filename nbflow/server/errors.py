@@ -38,6 +38,7 @@ from nbflow.exceptions import (
     TryNotFoundError,
     UnknownTaskError,
 )
+from nbflow.vault import SecretNotFoundError
 
 log = logging.getLogger("nbflow.server")
 
@@ -49,6 +50,7 @@ STATUS: tuple[tuple[type[NbflowError], int], ...] = (
     (UnknownTaskError, 404),
     (TryNotFoundError, 404),
     (OutputNotFoundError, 404),
+    (SecretNotFoundError, 404),
     (DuplicateRunError, 409),
     (StateConflictError, 409),
     (DatabaseUnavailableError, 503),

@@ -50,6 +50,7 @@ from nbflow.server.notebooks import (
     drive_path,
     output_drive_path,
 )
+from nbflow.server.secrets import ConnectionHandler, ConnectionsHandler, VariableHandler, VariablesHandler
 
 #: seconds ``GET health`` may take, whatever the database does
 HEALTH_TIMEOUT = 0.6
@@ -411,6 +412,10 @@ ROUTES: list[tuple[str, type[NbflowHandler], tuple[str, ...]]] = [
     (r"workers", WorkersHandler, ("GET",)),
     (r"assets", AssetsHandler, ("GET",)),
     (rf"assets/{NAME}", AssetHandler, ("GET",)),
+    (r"connections", ConnectionsHandler, ("GET", "POST")),
+    (rf"connections/{NAME}", ConnectionHandler, ("GET", "DELETE")),
+    (r"variables", VariablesHandler, ("GET",)),
+    (r"variables/(?P<key>[^/]+)", VariableHandler, ("GET", "PUT", "DELETE")),
 ]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow import templating
+from nbflow import templating, vault
 from nbflow.artifacts import UpstreamOutput
 from nbflow.dag import Task
 from nbflow.record import AttemptRecord
@@ -79,8 +79,9 @@ class AttemptContext:
         return (
             "# nbflow: where nbflow.save() writes in this run\n"
             "import nbflow as _nbflow\n"
-            f"_nbflow.artifacts.bind(process_wide=True, manifest=True, **{json.dumps(bind_args)})"
-        )
+            f"_nbflow.artifacts.bind(process_wide=True, manifest=True, **{json.dumps(bind_args)})\n"
+            + vault.kernel_source()  # nbflow.connection/variable: the work item's (a file, never the source)
+        ).rstrip()
 
 
 class BaseTask(Task):

@@ -36,6 +36,7 @@ from nbflow.dag import (
 )
 from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundError
 from nbflow.fingerprint import notebook_cell_parts, short
+from nbflow.masking import scrub_files
 from nbflow.record import AttemptRecord
 from nbflow.tasks import nbexport
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
@@ -255,6 +256,7 @@ class NotebookTask(Flow, BaseTask):
             report_mode=self.report_mode,
         )
         record.artifacts = [ref.as_dict() for ref in read_manifest(ctx.artifact_dir)]
+        scrub_files(f"{ctx.attempt_dir}/output.ipynb")  # secrets as *** before any copy or export
         if self.output_path:
             self._copy_output(ctx, record)
         return self._papermill_extras(ctx, record)
