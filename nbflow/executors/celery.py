@@ -21,6 +21,7 @@ that already run Celery. The same :class:`~nbflow.worker.WorkItem` and result re
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -37,9 +38,9 @@ MISSED_PINGS = 2  # pings a worker may miss before its attempts are lost
 QUEUES_INTERVAL = 5.0  # seconds between two looks at which queues the workers consume
 
 
-def start_command(queue: str) -> str:
-    """The command that starts a Celery worker for nbflow ``queue``."""
-    return f"nbflow worker --engine celery --queue {queue}"
+def start_command(qname: str) -> str:
+    """The command that starts a Celery worker for nbflow queue ``qname``."""
+    return f"nbflow worker --engine celery --queue {qname}"
 
 
 class CeleryExecutor(Executor):
@@ -57,7 +58,8 @@ class CeleryExecutor(Executor):
         self.broker = broker
         self.app: Any = None
         self._lock = threading.Lock()
-        self._events: Any = None
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._outbox: queue.Queue[WorkItem] = queue.Queue()  # submitted, for the follow thread to send
         #: key -> (queue, attempt folder, host it started on or None)
         self._flight: dict[str, tuple[str, str, str | None]] = {}
         self._noted: dict[str, str] = {}  # key -> the note last said about it (the watch thread's)
@@ -66,14 +68,11 @@ class CeleryExecutor(Executor):
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        import queue
-
         from nbflow.executors.celeryapp import make_app
 
         if self.app is not None:
             return
         self.app = make_app(self.broker)
-        self._events = queue.Queue()
         for target in (self._follow, self._watch):
             thread = threading.Thread(target=target, name=f"nbflow-celery{target.__name__}", daemon=True)
             thread.start()
@@ -94,12 +93,11 @@ class CeleryExecutor(Executor):
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
-        from nbflow.executors.celeryapp import TASK, encode
-
+        """Hand the attempt to the follow thread, which sends it (see :meth:`_follow`)."""
         folder = attempt_paths(item)[0]
         with self._lock:
             self._flight[item.key] = (item.queue, folder, None)
-        self.app.send_task(TASK, args=[encode(item)], task_id=item.key, queue=item.queue)
+        self._outbox.put(item)
 
     def adopt(self, key: str, attempt_folder: str) -> bool:
         """Follow an attempt a previous driver sent: by its result file, or its state."""
@@ -141,15 +139,25 @@ class CeleryExecutor(Executor):
 
     # -- following -----------------------------------------------------------------------------
     def _follow(self) -> None:
-        """Read the states of the attempts in flight (a thread; pings and queue checks wait for
-        replies, so they run on a thread of their own: :meth:`_watch`)."""
-        while not self._stop.wait(FOLLOW_INTERVAL):
-            with self._lock:
-                flight = dict(self._flight)
-            if not flight:
-                continue
+        """Send the submitted attempts and read their states (a thread). One thread does both:
+        the ``rpc://`` backend delivers results to the thread that sent the task. Pings and
+        queue checks wait for replies, so they run on a thread of their own (:meth:`_watch`)."""
+        from nbflow.executors.celeryapp import TASK, encode
+
+        while not self._stop.is_set():
             try:
-                self._read_states(flight)
+                items = [self._outbox.get(timeout=FOLLOW_INTERVAL)]
+                while not self._outbox.empty():
+                    items.append(self._outbox.get_nowait())
+            except queue.Empty:
+                items = []
+            try:
+                for item in items:
+                    self.app.send_task(TASK, args=[encode(item)], task_id=item.key, queue=item.queue)
+                with self._lock:
+                    flight = dict(self._flight)
+                if flight:
+                    self._read_states(flight)
             except Exception as exc:  # noqa: BLE001 - the broker or backend is away: try again
                 log.warning("celery executor: %s: %s", type(exc).__name__, exc)
 
@@ -168,7 +176,7 @@ class CeleryExecutor(Executor):
     def _read_states(self, flight: dict[str, tuple[str, str, str | None]]) -> None:
         from nbflow.executors.celeryapp import DUPLICATE
 
-        for key, (queue, folder, host) in flight.items():
+        for key, (qname, folder, host) in flight.items():
             result = self.app.AsyncResult(key)
             state = result.state
             if state == "STARTED" and host is None:
@@ -177,7 +185,7 @@ class CeleryExecutor(Executor):
                 with self._lock:
                     if key not in self._flight:
                         continue
-                    self._flight[key] = (queue, folder, host)
+                    self._flight[key] = (qname, folder, host)
                 self._events.put(Event("started", key, now(), host, info.get("pid")))
             elif state == "SUCCESS":
                 value = result.result
@@ -185,7 +193,7 @@ class CeleryExecutor(Executor):
                     self._end(key, worker_lost(key, folder, "its celery worker died; the broker delivered it again"))
                 else:
                     self._end(key, finished(AttemptRecord.from_dict(value)))
-            elif state == "PENDING" and not queue and (record := read_result(folder)) is not None:
+            elif state == "PENDING" and not qname and (record := read_result(folder)) is not None:
                 self._end(key, finished(record))  # adopted: an rpc:// backend shows this driver no state
             elif state == "FAILURE":
                 self._end(key, worker_lost(key, folder, f"{type(result.result).__name__}: {result.result}"))
@@ -224,15 +232,15 @@ class CeleryExecutor(Executor):
             return
         replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         served = {q["name"] for queues in replies.values() for q in queues}
-        for key, queue in waiting.items():
-            if queue in served:
+        for key, qname in waiting.items():
+            if qname in served:
                 note = ""
             elif not replies:
-                note = f"waiting: no celery worker is running; start one with: {start_command(queue)}"
+                note = f"waiting: no celery worker is running; start one with: {start_command(qname)}"
             else:
                 note = (
-                    f"waiting: no celery worker consumes queue '{queue}' (consumed: {', '.join(sorted(served))}); "
-                    f"start one with: {start_command(queue)}"
+                    f"waiting: no celery worker consumes queue '{qname}' (consumed: {', '.join(sorted(served))}); "
+                    f"start one with: {start_command(qname)}"
                 )
             if self._noted.get(key, "") != note:
                 self._noted[key] = note
