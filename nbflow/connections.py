@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from nbflow.exceptions import NbflowError
 
-__all__ = ["Connection", "ConnectionError_", "connection", "env_name", "from_env", "set_lookup"]
+__all__ = ["Connection", "ConnectionError_", "connection", "env_name", "from_env", "masked_url", "set_lookup"]
 
 ENV_PREFIX = "NBFLOW_CONN_"
 #: a connection type's SQLAlchemy driver when the URI names none (``postgresql`` -> psycopg 3)
@@ -59,14 +59,14 @@ class Connection:
         parts = urlsplit(uri.strip())
         if not parts.scheme:
             raise ConnectionError_(
-                f"connection '{name}': {_mask_in(uri)!r} is not a URI (no type:// in front)",
+                f"connection '{name}': {masked_url(uri)!r} is not a URI (no type:// in front)",
                 hint="write it as type://login:password@host:port/schema, e.g. postgresql://me:pw@db:5432/warehouse",
             )
         try:
             port = parts.port
         except ValueError:
             raise ConnectionError_(
-                f"connection '{name}': the port of {_mask_in(uri)!r} is not a number",
+                f"connection '{name}': the port of {masked_url(uri)!r} is not a number",
                 hint="write host:5432, or leave the port out",
             ) from None
         path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
@@ -140,8 +140,8 @@ class Connection:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def _mask_in(uri: str) -> str:
-    """``uri`` with any password in it as ``***`` (for error messages about a bad URI)."""
+def masked_url(uri: str) -> str:
+    """``uri`` with any password in it as ``***`` (a broker's URL, a bad connection URI in an error)."""
     parts = urlsplit(uri)
     if parts.password is None:
         return uri

@@ -4,6 +4,7 @@ worker consumes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 from nbflow import api
 from nbflow.loader import load_pipeline
 from tests.conftest import pid_alive
+from tests.openapi_check import check_answer
 
 pytestmark = pytest.mark.slow
 celery = pytest.importorskip("celery", reason="celery is not installed (pip install -e '.[dev]')")
@@ -220,6 +222,7 @@ with Pipeline("sleeper") as pipeline:
 
 
 def test_cancel_kills_the_running_shell_on_its_worker(workers, write_pipeline, tmp_path):
+    """Also: while it runs, the workers view names the attempt its worker runs."""
     workers.start("w1", "default")
     pidfile = tmp_path / "nap.pid"
     pipeline = load_pipeline(write_pipeline(SLEEPER.format(pidfile=pidfile)))
@@ -232,6 +235,8 @@ def test_cancel_kills_the_running_shell_on_its_worker(workers, write_pipeline, t
         time.sleep(0.05)
     shell_pid = int(pidfile.read_text())
     run_id = api.list_runs()[0]["id"]
+    running = api.list_workers(engine="celery").workers[0].running
+    assert running == [{"pipeline": "sleeper", "run_id": run_id, "task_id": "nap", "try_number": 1, "state": "running"}]
     api.cancel_run(run_id)
     thread.join(60)
     assert not thread.is_alive()
@@ -271,6 +276,18 @@ def test_a_queue_no_worker_consumes_is_said_until_one_comes(workers, write_pipel
         time.sleep(0.1)
     assert "no celery worker consumes queue 'bigmem' (consumed: default)" in note, note
     assert "nbflow worker --engine celery --queue bigmem" in note
+    view = api.list_workers(engine="celery")  # nbflow workers --engine celery, GET workers?engine=celery
+    assert [(w.name.split("@")[0], w.queues, w.slots) for w in view.workers] == [("w1", ["default"], 1)]
+    assert view.workers[0].running == [] and view.workers[0].memory
+    assert view.unserved == [
+        {
+            "queue": "bigmem",
+            "waiting": 1,
+            "why": "no worker consumes queue 'bigmem' (consumed: default)",
+            "command": "nbflow worker --engine celery --queue bigmem",
+        }
+    ]
+    check_answer("GET", "workers", 200, "application/json", json.loads(json.dumps(view.as_dict())))
     workers.start("b1", "bigmem")
     thread.join(60)
     assert box["result"].ok and api.load_output(box["result"].run_id, "crunch") == 42

@@ -680,8 +680,8 @@ export interface components {
     /** @description a metric: a number, a bool or a short string */
     MetricValue: number | boolean | string;
     Workers: {
-      /** @description the cluster's engine: dask */
-      engine: string;
+      /** @enum {string} */
+      engine: 'dask' | 'celery';
       /** @description the scheduler's address (null: none is configured, see note) */
       address: string | null;
       /** @description the Dask dashboard link */
@@ -700,10 +700,10 @@ export interface components {
         resources: {
           [key: string]: number;
         };
-        /** @description bytes in use */
+        /** @description bytes in use (celery: the peak resident size) */
         memory: number | null;
         memory_limit: number | null;
-        /** @description percent */
+        /** @description percent (dask: now; celery: the average since the worker started) */
         cpu: number | null;
         /** @description seconds since its last heartbeat */
         last_seen_s: number | null;
@@ -1763,7 +1763,9 @@ export interface operations {
   listWorkers: {
     parameters: {
       query?: {
-        /** @description a Dask scheduler address (default NBFLOW_DASK_ADDRESS) */
+        /** @description whose workers (default celery when NBFLOW_EXECUTOR=celery, else dask) */
+        engine?: 'dask' | 'celery';
+        /** @description a Dask scheduler address (default NBFLOW_DASK_ADDRESS); with engine=celery the broker (default NBFLOW_CELERY_BROKER) */
         scheduler?: string;
       };
       header?: never;

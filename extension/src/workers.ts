@@ -61,7 +61,8 @@ export class WorkersSection {
       parts.push(h('div', { class: 'nbflow-workers-note' }, view.note));
     }
     if (view.address && view.reachable) {
-      const head = h('div', { class: 'nbflow-workers-cluster' }, `${view.engine} cluster ${view.address}`);
+      const where = view.engine === 'celery' ? 'workers on broker' : 'cluster';
+      const head = h('div', { class: 'nbflow-workers-cluster' }, `${view.engine} ${where} ${view.address}`);
       if (view.dashboard) {
         head.append(' · ', h('a', { href: view.dashboard, target: '_blank', rel: 'noopener' }, 'dashboard'));
       }

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbflow.api.runs import open_store
+from nbflow.connections import masked_url
 from nbflow.executors.waiting import queue_resource, start_command, unmet
 from nbflow.store import Store
 
@@ -54,11 +55,17 @@ class WorkersView:
         return asdict(self)
 
 
-def list_workers(*, address: str | None = None, store: Store | None = None, timeout: float = 5.0) -> WorkersView:
-    """The workers view of the Dask cluster at ``address`` (default: ``NBFLOW_DASK_ADDRESS``)."""
+def list_workers(
+    *, address: str | None = None, engine: str | None = None, store: Store | None = None, timeout: float = 5.0
+) -> WorkersView:
+    """The workers view of the Dask cluster at ``address`` (default: ``NBFLOW_DASK_ADDRESS``),
+    or of the Celery workers on the broker (``engine="celery"``, the default when
+    ``NBFLOW_EXECUTOR=celery``; ``address``: the broker, default ``NBFLOW_CELERY_BROKER``)."""
     from nbflow.executors.daskinfo import cluster_workers
 
     store = store or open_store()
+    if (engine or ("celery" if store.settings.executor == "celery" else ENGINE)) == "celery":
+        return _celery_view(address, store, timeout)
     address = address or store.settings.dask_address
     if not address:
         return WorkersView(
@@ -119,3 +126,66 @@ def _unserved(workers: list[Worker], store: Store, address: str) -> list[dict[st
         for queue, count in sorted(waiting.items())
         if (why := unmet(queue, {}, advertised)) is not None
     ]
+
+
+def _celery_view(broker: str | None, store: Store, timeout: float) -> WorkersView:
+    """The Celery half of :func:`list_workers`."""
+    from nbflow.executors.celery import celery_workers
+    from nbflow.executors.celery import start_command as celery_command
+    from nbflow.executors.celeryapp import broker_and_backend
+
+    engine = "celery"
+    broker = broker or store.settings.celery_broker
+    if not broker:
+        return WorkersView(
+            engine,
+            None,
+            None,
+            [],
+            [],
+            note="no Celery broker is configured (NBFLOW_CELERY_BROKER): set it to redis://HOST:6379/0 or "
+            "amqp://USER:PASSWORD@HOST:5672// and start workers with `nbflow worker --engine celery --queue NAME`",
+        )
+    shown = masked_url(broker_and_backend(broker)[0])
+    try:
+        found = celery_workers(broker, min(timeout, 2.0))
+    except OSError as exc:
+        return WorkersView(
+            engine, shown, None, [], [], note=f"the Celery broker at {shown} cannot be reached ({exc})", reachable=False
+        )
+    attempts = {row["executor_key"]: row for row in store.attempts_by_key([k for w in found for k in w["processing"]])}
+    workers = [
+        Worker(
+            engine,
+            w["name"],
+            w["name"],
+            w["host"],
+            w["queues"],
+            w["slots"],
+            {},
+            w["memory"],
+            None,
+            w["cpu"],
+            0.0,  # it answered just now
+            running=[
+                {k: attempts[key][k] for k in ("pipeline", "run_id", "task_id", "try_number", "state")}
+                for key in w["processing"]
+                if key in attempts
+            ],
+        )
+        for w in found
+    ]
+    served = {q for w in workers for q in w.queues}
+    waiting = store.waiting_by_queue(engine, default=store.settings.executor == engine)
+    unserved = [
+        {
+            "queue": queue,
+            "waiting": count,
+            "why": f"no worker consumes queue '{queue}'"
+            + (f" (consumed: {', '.join(sorted(served))})" if served else ""),
+            "command": celery_command(queue),
+        }
+        for queue, count in sorted(waiting.items())
+        if queue not in served
+    ]
+    return WorkersView(engine, shown, None, workers, unserved)

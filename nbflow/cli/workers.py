@@ -26,7 +26,7 @@ def cmd_workers(args: argparse.Namespace, out: TextIO) -> int:
     from nbflow import api
     from nbflow.cli.commands import _table
 
-    view = api.list_workers(address=args.scheduler)
+    view = api.list_workers(address=args.scheduler, engine=args.engine)
     if args.json:
         out.write(json.dumps(view.as_dict(), indent=2, default=str) + "\n")
         return 0 if view.reachable else 1
@@ -63,12 +63,23 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "workers",
         help="list the cluster's workers and what they run now",
-        description="Every worker of the Dask cluster at NBFLOW_DASK_ADDRESS (or --scheduler): host, queues, slots, "
+        description="Every worker of the Dask cluster at NBFLOW_DASK_ADDRESS (or --scheduler), or the Celery workers on "
+        "the broker (--engine celery): host, queues, slots, "
         "the attempts it runs now (pipeline/run/task#try), memory, CPU and last heartbeat. Queues with tasks waiting "
         "that no worker serves are flagged with the `nbflow worker` command that starts one.",
-        epilog="examples:\n  nbflow workers\n  nbflow workers --scheduler tcp://10.0.0.5:8786 --json",
+        epilog="examples:\n  nbflow workers\n  nbflow workers --scheduler tcp://10.0.0.5:8786 --json\n"
+        "  nbflow workers --engine celery --scheduler redis://10.0.0.5:6379/0",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scheduler", help="address of the Dask scheduler (default NBFLOW_DASK_ADDRESS)")
+    p.add_argument(
+        "--engine",
+        choices=("dask", "celery"),
+        help="whose workers (default: celery when NBFLOW_EXECUTOR=celery, else dask)",
+    )
+    p.add_argument(
+        "--scheduler",
+        help="address of the Dask scheduler (default NBFLOW_DASK_ADDRESS); with --engine celery, the broker "
+        "(default NBFLOW_CELERY_BROKER)",
+    )
     p.add_argument("--json", action="store_true", help="print the view as JSON (the REST API's shape)")
     p.set_defaults(func=cmd_workers)

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+from nbflow.connections import masked_url
 from nbflow.executors.base import Event, Executor, drain, finished, now, worker_lost
 from nbflow.record import AttemptRecord
 from nbflow.worker import WorkItem, attempt_paths, read_result
@@ -89,7 +90,7 @@ class CeleryExecutor(Executor):
         from nbflow.executors.celeryapp import broker_and_backend
 
         broker, _ = broker_and_backend(self.broker)
-        return f"celery (broker {_masked(broker)})"
+        return f"celery (broker {masked_url(broker)})"
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, item: WorkItem) -> None:
@@ -247,8 +248,34 @@ class CeleryExecutor(Executor):
                 self._events.put(Event("note", key, now(), message=note))
 
 
-def _masked(url: str) -> str:
-    from urllib.parse import urlsplit
+def celery_workers(broker: str | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """The workers that answer on the broker (``name``, ``host``, ``queues``, ``slots``, the
+    attempt keys they run as ``processing``, ``memory`` (peak RSS, bytes), ``cpu`` (average
+    percent since the worker started)); raises OSError when the broker cannot be reached."""
+    from nbflow.executors.celeryapp import make_app
 
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@", 1) if parts.password else url
+    app = make_app(broker)
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        stats = inspect.stats() or {}
+        queues = inspect.active_queues() or {}
+        active = inspect.active() or {}
+    finally:
+        app.close()
+    workers = []
+    for name, info in sorted(stats.items()):
+        usage = info.get("rusage") or {}
+        uptime = float(info.get("uptime") or 0)
+        cpu_s = float(usage.get("utime", 0)) + float(usage.get("stime", 0))
+        workers.append(
+            {
+                "name": name,
+                "host": name.split("@", 1)[-1],
+                "queues": sorted(q["name"] for q in queues.get(name, [])),
+                "slots": int((info.get("pool") or {}).get("max-concurrency") or 0),
+                "processing": [t["id"] for t in active.get(name, [])],
+                "memory": int(usage["maxrss"]) * 1024 if usage.get("maxrss") else None,  # KiB on Linux
+                "cpu": 100.0 * cpu_s / uptime if uptime > 0 else None,
+            }
+        )
+    return workers

@@ -138,7 +138,7 @@ class SchedulerStartHandler(NbflowHandler):
 
 
 class WorkersHandler(NbflowHandler):
-    """``GET /nbflow/api/workers[?scheduler=ADDRESS]``: the cluster's workers (``nbflow workers``'s data)."""
+    """``GET /nbflow/api/workers[?engine=dask|celery][&scheduler=ADDRESS]``: the workers (``nbflow workers``'s data)."""
 
     @tornado.web.authenticated
     @authorized
@@ -148,5 +148,10 @@ class WorkersHandler(NbflowHandler):
         address = self.get_query_argument("scheduler", None)
         if address is not None:
             limits.text("scheduler", address, max_length=500)
-        view = await self.call(api.list_workers, address=address)
+        engine = self.get_query_argument("engine", None)
+        if engine not in (None, "dask", "celery"):
+            raise limits.bad_input(
+                "engine", f"'engine' must be 'dask' or 'celery', got {limits.text_preview(engine)!r}"
+            )
+        view = await self.call(api.list_workers, address=address, engine=engine)
         self.reply(view.as_dict())

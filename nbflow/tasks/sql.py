@@ -33,6 +33,7 @@ from nbflow.artifacts import write_value
 from nbflow.dag import _UNSET, current_pipeline
 from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import digest
+from nbflow.masking import redact
 from nbflow.record import AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
 from nbflow.tasks.sqlrender import render_sql, split_statements
@@ -140,7 +141,7 @@ class SqlTask(BaseTask):
             engine = _engine(found)
         except ConnectionError_ as exc:  # no driver for its type
             message = f"{exc.message} ({driver_hint(found.conn_type)})"
-            return AttemptRecord.failure("exception", _masked(message, found.password), ename="ImportError")
+            return AttemptRecord.failure("exception", redact(message, [found.password or ""]), ename="ImportError")
         print(
             f"nbflow: sql on connection '{self.conn}' ({found.masked_uri}), {len(statements)} statement(s) from {where}"
         )
@@ -150,12 +151,12 @@ class SqlTask(BaseTask):
                 statements,
                 want_rows=self.output != "none",
                 timeout=self.timeout,
-                log=lambda line: print(_masked(line, found.password)),
+                log=lambda line: print(redact(line, [found.password or ""])),
                 register=ctx.register_process,
                 source=self.path,
             )
         except SqlFailure as exc:
-            message = _masked(str(exc), found.password)
+            message = redact(str(exc), [found.password or ""])
             print(f"nbflow: sql failed: {message}")
             return AttemptRecord.failure(
                 "task_timeout" if exc.timed_out else "exception",
@@ -166,12 +167,12 @@ class SqlTask(BaseTask):
         except Exception as exc:  # the server unreachable, a missing driver at connect time
             record = AttemptRecord.from_exception(exc)
             hint = driver_hint(found.conn_type) if isinstance(exc, ImportError) else ""
-            record.message = _masked(
-                f"sql task '{self.task_id}' cannot run on connection '{self.conn}': {exc}", found.password
+            record.message = redact(
+                f"sql task '{self.task_id}' cannot run on connection '{self.conn}': {exc}", [found.password or ""]
             )
             record.message += f" ({hint})" if hint else ""
             record.evalue = record.message
-            record.traceback = _masked(record.traceback or "", found.password) or None
+            record.traceback = redact(record.traceback or "", [found.password or ""]) or None
             return record
         finally:
             engine.dispose()
@@ -202,10 +203,6 @@ def _engine(found: Any) -> Any:
     from sqlalchemy.pool import NullPool
 
     return found.engine(poolclass=NullPool)
-
-
-def _masked(text: str, password: str | None) -> str:
-    return text.replace(password, "***") if password else text
 
 
 def sql(
