@@ -543,6 +543,13 @@ def mapping_group(cfg: Config) -> list[Row]:
     return run(cfg)
 
 
+def celery_group(cfg: Config) -> list[Row]:
+    """nbflow on celery vs on dask: fan-out, chain, hand-off (:mod:`benchmarks.celerybench`)."""
+    from benchmarks.celerybench import celery_group as run
+
+    return run(cfg)
+
+
 def scheduler_group(cfg: Config) -> list[Row]:
     """The scheduler's loop on a simulated clock, and trigger-to-start latency (:mod:`benchmarks.schedbench`)."""
     from benchmarks.schedbench import scheduler_group as run
@@ -562,6 +569,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "scheduler": scheduler_group,
     "incremental": incremental_group,
     "mapping": mapping_group,
+    "celery": celery_group,
 }
 
 REFERENCES = [

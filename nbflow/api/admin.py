@@ -110,12 +110,13 @@ def celery_worker_command(
     *, queues: Sequence[str] = ("default",), nthreads: int = 1, name: str | None = None, broker: str | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of a Celery worker that consumes nbflow ``queues``
-    (attempts in ``nthreads`` threads; ``broker`` or ``NBFLOW_CELERY_BROKER``)."""
+    (``nthreads`` attempts at once, each in a process of its prefork pool; ``broker`` or
+    ``NBFLOW_CELERY_BROKER``)."""
     from nbflow.executors.celeryapp import broker_and_backend
 
     broker, backend = broker_and_backend(broker)
     argv = [sys.executable, "-m", "celery", "-A", "nbflow.executors.celeryapp", "worker", "--loglevel", "WARNING"]
-    argv += ["-Q", ",".join(queues), "--pool", "threads", "--concurrency", str(nthreads)]
+    argv += ["-Q", ",".join(queues), "--pool", "prefork", "--concurrency", str(nthreads)]
     argv += ["--hostname", f"{name or 'nbflow'}@%h", "--without-gossip", "--without-mingle"]
     return argv, {**os.environ, "NBFLOW_CELERY_BROKER": broker, "NBFLOW_CELERY_BACKEND": backend}
 

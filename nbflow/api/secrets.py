@@ -225,14 +225,14 @@ _known_lock = threading.Lock()
 def mask_stored_secrets(store: Store | None = None) -> None:
     """Teach this process's masker the stored secrets (passwords, sensitive extras and
     variables), read at most every :data:`KNOWN_TTL` seconds; with no key, only the environment's."""
+    vault.mask_environment()  # NBFLOW_CONN_* of this process
+    if not vault.fernet_key():
+        return  # nothing stored can be read: the database is not asked
     store = store or open_store()
     with _known_lock:
         if time.monotonic() - _known_at.get(store.url, -KNOWN_TTL) < KNOWN_TTL:
             return
         _known_at[store.url] = time.monotonic()
-    vault.mask_environment()  # NBFLOW_CONN_* of this process
-    if not vault.fernet_key():
-        return
     for row in stored.connection_rows(store):
         try:
             vault.mask_connection(vault.decode_connection(row))

@@ -12,8 +12,8 @@ that already run Celery. The same :class:`~nbflow.worker.WorkItem` and result re
   (``worker_lost``: nbflow retries it). The broker later hands its unacknowledged message to
   another worker, which finds the attempt already begun and drops it (see
   :mod:`nbflow.executors.celeryapp`): exactly one success per attempt.
-* **Cancelling.** An attempt not begun is revoked; a running one is killed by the worker that
-  runs it (the ``nbflow_kill`` remote-control command), whose record then says ``cancelled``.
+* **Cancelling.** Revoking: an attempt not begun is dropped, a running one's pool process is
+  killed with the kernel or shell it started.
 * **A restarted driver** adopts attempts in flight: their state is in the result backend and
   their record in ``result.json`` (``durable_results``).
 """
@@ -33,7 +33,7 @@ from nbflow.worker import WorkItem, attempt_paths, read_result
 
 log = logging.getLogger("nbflow.executors.celery")
 
-FOLLOW_INTERVAL = 0.1  # seconds between two reads of the states of the attempts in flight
+FOLLOW_INTERVAL = 0.005  # seconds between two reads of the states of the attempts in flight (one MGET on Redis)
 PING_INTERVAL = 2.0  # seconds between two pings of the workers that run attempts
 MISSED_PINGS = 2  # pings a worker may miss before its attempts are lost
 QUEUES_INTERVAL = 5.0  # seconds between two looks at which queues the workers consume
@@ -116,23 +116,18 @@ class CeleryExecutor(Executor):
         return True
 
     def cancel(self, key: str) -> None:
-        """Revoke an attempt not begun (it is lost, cancelled); kill a running one where it runs."""
+        """Revoke the attempt: one not begun is dropped (lost, cancelled, at once); a running
+        one's pool process is killed with its kernel or shell (then REVOKED: lost, cancelled)."""
         with self._lock:
             flight = self._flight.get(key)
         if flight is None or self.app is None:
             return
-        if flight[2] is None:
-            self.app.control.revoke(key)
-            with self._lock:
-                self._flight.pop(key, None)
-            self._events.put(Event("lost", key, now(), reason="cancelled", message="cancelled"))
-            return
         try:
-            self.app.control.broadcast(
-                "nbflow_kill", arguments={"key": key, "grace": self.kill_grace}, destination=[flight[2]]
-            )
+            self.app.control.revoke(key, terminate=flight[2] is not None, signal="SIGTERM")
         except Exception as exc:  # noqa: BLE001 - a broker that is gone: the attempt is lost anyway
-            log.warning("could not ask worker %s to kill %s: %s", flight[2], key, exc)
+            log.warning("could not revoke %s: %s", key, exc)
+        if flight[2] is None:
+            self._end(key, Event("lost", key, now(), reason="cancelled", message="cancelled"))
 
     def poll(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` for events, then return all that are ready."""
@@ -174,14 +169,33 @@ class CeleryExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - the broker is away: try again
                 log.warning("celery executor: %s: %s", type(exc).__name__, exc)
 
+    def _states(self, keys: list[str]) -> dict[str, tuple[str, Any]]:
+        """``{key: (state, result or info)}``: with a key-value backend (Redis) in one ``MGET``,
+        else one look per key (``rpc://`` answers from the messages this thread received)."""
+        backend = self.app.backend
+        if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
+            raws = backend.mget([backend.get_key_for_task(k) for k in keys])
+            out: dict[str, tuple[str, Any]] = {}
+            for key, raw in zip(keys, raws, strict=True):
+                meta = backend.decode_result(raw) if raw else {"status": "PENDING", "result": None}
+                if meta["status"] == "FAILURE":  # the exception as Celery rebuilds it
+                    out[key] = ("FAILURE", self.app.AsyncResult(key).result)
+                else:
+                    out[key] = (str(meta["status"]), meta.get("result"))
+            return out
+        found: dict[str, tuple[str, Any]] = {}
+        for key in keys:
+            result = self.app.AsyncResult(key)
+            found[key] = (str(result.state), result.result)
+        return found
+
     def _read_states(self, flight: dict[str, tuple[str, str, str | None]]) -> None:
         from nbflow.executors.celeryapp import DUPLICATE
 
-        for key, (qname, folder, host) in flight.items():
-            result = self.app.AsyncResult(key)
-            state = result.state
+        for key, (state, value) in self._states(list(flight)).items():
+            qname, folder, host = flight[key]
             if state == "STARTED" and host is None:
-                info = result.info if isinstance(result.info, dict) else {}
+                info = value if isinstance(value, dict) else {}
                 host = str(info.get("hostname") or "")
                 with self._lock:
                     if key not in self._flight:
@@ -189,7 +203,6 @@ class CeleryExecutor(Executor):
                     self._flight[key] = (qname, folder, host)
                 self._events.put(Event("started", key, now(), host, info.get("pid")))
             elif state == "SUCCESS":
-                value = result.result
                 if value == DUPLICATE:  # its message came back: the worker that began it died first
                     self._end(key, worker_lost(key, folder, "its celery worker died; the broker delivered it again"))
                 else:
@@ -197,7 +210,7 @@ class CeleryExecutor(Executor):
             elif state == "PENDING" and not qname and (record := read_result(folder)) is not None:
                 self._end(key, finished(record))  # adopted: an rpc:// backend shows this driver no state
             elif state == "FAILURE":
-                self._end(key, worker_lost(key, folder, f"{type(result.result).__name__}: {result.result}"))
+                self._end(key, worker_lost(key, folder, f"{type(value).__name__}: {value}"))
             elif state == "REVOKED":
                 self._end(key, Event("lost", key, now(), reason="cancelled", message="cancelled"))
 

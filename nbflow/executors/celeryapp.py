@@ -10,9 +10,10 @@ and ``NBFLOW_CELERY_BACKEND`` (default: the broker for Redis, ``rpc://`` for Rab
   again. nbflow has by then recorded that try ``worker_lost`` (the driver sees the worker go) and
   started another under a new key, so the redelivered copy finds the attempt's ``started.json``
   and does nothing: never a second success. Celery's own retries are not used.
-* **Threads.** A worker runs attempts in threads (``--pool threads``, like a Dask worker), so the
-  ``nbflow_kill`` remote-control command reaches the process that runs them: it kills the
-  attempt's kernel or shell process groups as a Dask worker's ``kill_attempt`` does.
+* **Processes.** A worker runs each attempt in a process of its prefork pool (``--nthreads N``
+  is ``--concurrency N``); Celery's thread pool waits up to 2 s between messages when it may
+  take one at a time, as late acks need. Cancelling revokes the attempt with ``terminate``:
+  the pool process is killed, and the kernels and shell commands it started die with it.
 * **Messages.** JSON, with the work item pickled inside it (base64; the task's code is
   cloudpickled as on Dask), so the broker must be trusted as a Dask scheduler is: anyone who
   can publish to it can run code on the workers. Results are the record as JSON.
@@ -27,12 +28,11 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.worker.control import control_command
 
 from nbflow.config import get_settings
 from nbflow.exceptions import NbflowError
 from nbflow.tasks import kernelpool
-from nbflow.worker import WorkItem, attempt_paths, kill_attempt, mark_started, read_started, run_work_item
+from nbflow.worker import WorkItem, attempt_paths, mark_started, read_started, run_work_item
 
 TASK = "nbflow.run_attempt"
 #: what the task returns for a message delivered again after its worker died (not run twice)
@@ -94,16 +94,10 @@ def _run_attempt(task: Any, message: str) -> dict[str, Any] | str:
         return DUPLICATE
     hostname = task.request.hostname or "celery"
     mark_started(item, hostname, os.getpid())
-    kernelpool.activate(slots=int(task.app.conf.worker_concurrency or 1))
+    kernelpool.activate(slots=1)  # one attempt at a time in each pool process
     result = run_work_item(item)
     result.hostname = hostname
     return result.to_dict()
-
-
-@control_command(args=[("key", str), ("grace", float)], signature="<key> <grace>")
-def nbflow_kill(state: Any, key: str, grace: float) -> dict[str, Any]:
-    """Remote control: kill attempt ``key``'s process groups if this worker runs it."""
-    return {"ok": kill_attempt(key, float(grace))}
 
 
 _app: Celery | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,21 @@ from nbflow.server.paths import PathScrubber
 CALL_TIMEOUT = 30.0
 
 
+_learning = threading.Lock()  # held while one thread reads the stored secrets
+
+
 def _learn_stored_secrets() -> None:
-    """Teach the masker the stored secrets (re-read at most every few seconds; log reads do it too)."""
+    """Teach the masker the stored secrets (re-read at most every few seconds; log reads do it
+    too). One read at a time: answers come faster than a hung database, and each read waiting
+    on it would hold a thread and a connection."""
+    if not _learning.acquire(blocking=False):
+        return
     try:
         api.mask_stored_secrets()
     except Exception:  # noqa: BLE001 - a database outage or a wrong key: the secrets known so far still mask
         pass
+    finally:
+        _learning.release()
 
 
 @tornado.web.stream_request_body
