@@ -49,6 +49,9 @@ EXPECTED_ROWS = {
     "incremental-decision-1000",
     "incremental-decision-3000",
     "incremental-decision-flatness",
+    "celery-wide",
+    "celery-chain",
+    "celery-handoff",
 }
 # rows that have no baseline of their own (a CPU or SQL count, a latency, a time per task)
 NO_BASELINE = {
