@@ -510,12 +510,3 @@ def test_a_sql_task_in_the_dag_picture(write_pipeline):
     (node,) = pipeline.definition()["tasks"]
     assert node["kind"] == "sql" and node["label"] == "sql: SELECT 1 AS one"
     assert "shape=cylinder" in to_dot(pipeline.definition()).replace(" ", "").replace('"', "")
-
-
-def test_sql_factory_takes_every_task_option():
-    import inspect
-
-    from nbflow.dag import TASK_OPTIONS
-    from nbflow.tasks.sql import sql
-
-    assert set(TASK_OPTIONS) <= set(inspect.signature(sql).parameters)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from nbflow import params as nbparams
 from nbflow.dag import (
-    _UNSET,
     OutputRef,
     ParamRef,
     Task,
@@ -38,6 +37,7 @@ from nbflow.exceptions import DefinitionError, NbflowError, NotebookNotFoundErro
 from nbflow.fingerprint import notebook_cell_parts, short
 from nbflow.masking import scrub_files
 from nbflow.record import AttemptRecord
+from nbflow.taskoptions import TaskOptions
 from nbflow.tasks import nbexport
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 from nbflow.tasks.flow import Flow, skipped_in_kernel
@@ -318,23 +318,7 @@ def notebook(
     report_mode: bool = False,
     export: str | None = None,
     output_path: str | None = None,
-    retries: int = _UNSET,
-    retry_delay: float = _UNSET,
-    retry_backoff: bool = _UNSET,
-    max_retry_delay: float = _UNSET,
-    timeout: float | None = _UNSET,
-    queue: str = _UNSET,
-    trigger_rule: str = _UNSET,
-    resources: dict[str, float] | None = _UNSET,
-    pool: str | None = _UNSET,
-    pool_slots: int = _UNSET,
-    on_failure: Any = _UNSET,
-    on_success: Any = _UNSET,
-    on_retry: Any = _UNSET,
-    reads: Any = _UNSET,
-    cache: bool = _UNSET,
-    cache_ttl: float | None = _UNSET,
-    produces: Any = _UNSET,
+    **options: Unpack[TaskOptions],
 ) -> NotebookTask:
     """Add a notebook task to the current pipeline and return its handle.
 
@@ -353,6 +337,9 @@ def notebook(
     ``cwd``, ``report_mode``, ``export="html"``: papermill's options (see :mod:`nbflow.tasks.nbexport`).
     ``output_path``: also copy each attempt's output notebook there, relative to the notebook's
     folder, as papermill's output path (a template: ``"reports/{{ ds }}/train.ipynb"``).
+
+    The options every task kind takes (``retries``, ``timeout``, ``queue``, ``pool``,
+    ``on_failure`` ...) are :class:`nbflow.taskoptions.TaskOptions`.
     """
     return NotebookTask(
         path,
@@ -370,21 +357,5 @@ def notebook(
         report_mode=report_mode,
         export=export,
         output_path=output_path,
-        retries=retries,
-        retry_delay=retry_delay,
-        retry_backoff=retry_backoff,
-        max_retry_delay=max_retry_delay,
-        timeout=timeout,
-        queue=queue,
-        trigger_rule=trigger_rule,
-        resources=resources,
-        pool=pool,
-        pool_slots=pool_slots,
-        on_failure=on_failure,
-        on_success=on_success,
-        on_retry=on_retry,
-        reads=reads,
-        cache=cache,
-        cache_ttl=cache_ttl,
-        produces=produces,
+        **options,
     )

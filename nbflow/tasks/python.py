@@ -23,14 +23,15 @@ import os
 import sys
 from collections.abc import Callable
 from types import CodeType
-from typing import Any
+from typing import Any, Unpack
 
 from nbflow import procs
 from nbflow.artifacts import write_value
-from nbflow.dag import _UNSET, OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
+from nbflow.dag import OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
 from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
+from nbflow.taskoptions import TaskOptions
 from nbflow.tasks.base import CONTEXT_NAMES, AttemptContext, BaseTask
 from nbflow.tasks.external import check_options, run_elsewhere
 from nbflow.tasks.flow import Flow
@@ -301,23 +302,6 @@ def task(
     fn: Callable[..., Any] | None = None,
     *,
     name: str | None = None,
-    retries: int = _UNSET,
-    retry_delay: float = _UNSET,
-    retry_backoff: bool = _UNSET,
-    max_retry_delay: float = _UNSET,
-    timeout: float | None = _UNSET,
-    queue: str = _UNSET,
-    trigger_rule: str = _UNSET,
-    resources: dict[str, float] | None = _UNSET,
-    pool: str | None = _UNSET,
-    pool_slots: int = _UNSET,
-    on_failure: Any = _UNSET,
-    on_success: Any = _UNSET,
-    on_retry: Any = _UNSET,
-    reads: Any = _UNSET,
-    cache: bool = _UNSET,
-    cache_ttl: float | None = _UNSET,
-    produces: Any = _UNSET,
     branch: bool = False,
     short_circuit: bool = False,
     ignore_downstream_trigger_rules: bool = True,
@@ -326,6 +310,7 @@ def task(
     setups: Any = None,
     python: str | os.PathLike[str] | None = None,
     requirements: list[str] | None = None,
+    **common: Unpack[TaskOptions],
 ) -> Any:
     """Decorate a function as a task: ``@task`` or ``@task(retries=1, timeout=60, queue="gpu")``.
 
@@ -335,26 +320,13 @@ def task(
     ``setup=True``, ``teardown=True`` (with ``setups=[...]``): see :mod:`nbflow.setupteardown`.
     ``python=``: run it in that interpreter; ``requirements=``: in a cached virtualenv with
     those packages (see :mod:`nbflow.tasks.external`).
+
+    The options every task kind takes (``retries``, ``timeout``, ``queue``, ``pool``,
+    ``on_failure`` ...) are :class:`nbflow.taskoptions.TaskOptions`.
     """
-    options = {
+    options: dict[str, Any] = {
         "name": name,
-        "retries": retries,
-        "retry_delay": retry_delay,
-        "retry_backoff": retry_backoff,
-        "max_retry_delay": max_retry_delay,
-        "timeout": timeout,
-        "queue": queue,
-        "trigger_rule": trigger_rule,
-        "resources": resources,
-        "pool": pool,
-        "pool_slots": pool_slots,
-        "on_failure": on_failure,
-        "on_success": on_success,
-        "on_retry": on_retry,
-        "reads": reads,
-        "cache": cache,
-        "cache_ttl": cache_ttl,
-        "produces": produces,
+        **common,
         "branch": branch,
         "short_circuit": short_circuit,
         "ignore_downstream_trigger_rules": ignore_downstream_trigger_rules,

@@ -7,12 +7,13 @@ import os
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from nbflow import procs
-from nbflow.dag import _UNSET, current_pipeline
+from nbflow.dag import current_pipeline
 from nbflow.fingerprint import digest, stable_repr
 from nbflow.record import AttemptRecord
+from nbflow.taskoptions import TaskOptions
 from nbflow.tasks.base import AttemptContext, BaseTask
 from nbflow.templating import TemplateError, render, render_value
 
@@ -139,27 +140,14 @@ def shell(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     skip_on_exit_code: int | Iterable[int] | None = None,
-    retries: int = _UNSET,
-    retry_delay: float = _UNSET,
-    retry_backoff: bool = _UNSET,
-    max_retry_delay: float = _UNSET,
-    timeout: float | None = _UNSET,
-    queue: str = _UNSET,
-    trigger_rule: str = _UNSET,
-    resources: dict[str, float] | None = _UNSET,
-    pool: str | None = _UNSET,
-    pool_slots: int = _UNSET,
-    on_failure: Any = _UNSET,
-    on_success: Any = _UNSET,
-    on_retry: Any = _UNSET,
-    reads: Any = _UNSET,
-    cache: bool = _UNSET,
-    cache_ttl: float | None = _UNSET,
-    produces: Any = _UNSET,
+    **options: Unpack[TaskOptions],
 ) -> ShellTask:
     """Add a shell command task to the current pipeline and return its handle.
 
     ``skip_on_exit_code`` (an int or a list): exit codes that end the task ``skipped``, not failed.
+
+    The options every task kind takes (``retries``, ``timeout``, ``queue``, ``pool``,
+    ``on_failure`` ...) are :class:`nbflow.taskoptions.TaskOptions`.
     """
     return ShellTask(
         command,
@@ -167,21 +155,5 @@ def shell(
         env=env,
         cwd=cwd,
         skip_on_exit_code=skip_on_exit_code,
-        retries=retries,
-        retry_delay=retry_delay,
-        retry_backoff=retry_backoff,
-        max_retry_delay=max_retry_delay,
-        timeout=timeout,
-        queue=queue,
-        trigger_rule=trigger_rule,
-        resources=resources,
-        pool=pool,
-        pool_slots=pool_slots,
-        on_failure=on_failure,
-        on_success=on_success,
-        on_retry=on_retry,
-        reads=reads,
-        cache=cache,
-        cache_ttl=cache_ttl,
-        produces=produces,
+        **options,
     )

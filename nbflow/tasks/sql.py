@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from nbflow.artifacts import write_value
-from nbflow.dag import _UNSET, current_pipeline
+from nbflow.dag import current_pipeline
 from nbflow.exceptions import DefinitionError
 from nbflow.fingerprint import digest
 from nbflow.masking import redact
 from nbflow.record import AttemptRecord
+from nbflow.taskoptions import TaskOptions
 from nbflow.tasks.base import AttemptContext, BaseTask
 from nbflow.tasks.sqlrender import render_sql, split_statements
 from nbflow.templating import TemplateError
@@ -212,46 +213,18 @@ def sql(
     path: str | None = None,
     output: str = "dataframe",
     name: str | None = None,
-    retries: int = _UNSET,
-    retry_delay: float = _UNSET,
-    retry_backoff: bool = _UNSET,
-    max_retry_delay: float = _UNSET,
-    timeout: float | None = _UNSET,
-    queue: str = _UNSET,
-    trigger_rule: str = _UNSET,
-    resources: dict[str, float] | None = _UNSET,
-    pool: str | None = _UNSET,
-    pool_slots: int = _UNSET,
-    on_failure: Any = _UNSET,
-    on_success: Any = _UNSET,
-    on_retry: Any = _UNSET,
-    reads: Any = _UNSET,
-    cache: bool = _UNSET,
-    cache_ttl: float | None = _UNSET,
-    produces: Any = _UNSET,
+    **options: Unpack[TaskOptions],
 ) -> SqlTask:
-    """Add a SQL task to the current pipeline and return its handle (see the module's text)."""
+    """Add a SQL task to the current pipeline and return its handle (see the module's text).
+
+    The options every task kind takes (``retries``, ``timeout``, ``queue``, ``pool``,
+    ``on_failure`` ...) are :class:`nbflow.taskoptions.TaskOptions`.
+    """
     return SqlTask(
         query,
         conn=conn,
         path=path,
         output=output,
         name=name,
-        retries=retries,
-        retry_delay=retry_delay,
-        retry_backoff=retry_backoff,
-        max_retry_delay=max_retry_delay,
-        timeout=timeout,
-        queue=queue,
-        trigger_rule=trigger_rule,
-        resources=resources,
-        pool=pool,
-        pool_slots=pool_slots,
-        on_failure=on_failure,
-        on_success=on_success,
-        on_retry=on_retry,
-        reads=reads,
-        cache=cache,
-        cache_ttl=cache_ttl,
-        produces=produces,
+        **options,
     )
