@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 FLAGS = [
@@ -19,6 +21,19 @@ FLAGS = [
     "--no-first-run",
     "--disable-dev-shm-usage",
 ]
+
+
+def require_browser() -> Any:
+    """``playwright.sync_api``, or skip the calling test module saying what is missing (call it
+    at module level: ``sync_api = require_browser()``)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
+    )
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
+        )
+    return sync_api
 
 
 @contextlib.contextmanager

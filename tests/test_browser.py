@@ -14,18 +14,12 @@ import psutil
 import pytest
 
 from tests.jupyter_procs import JupyterProc, nbflow_env, register_pipelines, start_jupyter
-from tests.lab_browser import ARTIFACTS, CHROMIUM, lab_page
+from tests.lab_browser import ARTIFACTS, lab_page, require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EXAMPLE = Path(__file__).parent.parent / "notebooks" / "ml_pipeline"
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
-)
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
-    )
+sync_api = require_browser()
 pytest.importorskip("sklearn", reason="the example pipeline needs scikit-learn (pip install -e '.[examples]')")
 
 # a run that is still running when the test clicks "Cancel run": its shell command sleeps for

@@ -12,17 +12,11 @@ import pytest
 from nbflow import api
 from nbflow.scheduler import Scheduler
 from tests.jupyter_procs import nbflow_env, start_jupyter
-from tests.lab_browser import CHROMIUM, lab_page, shot
+from tests.lab_browser import lab_page, require_browser, shot
 from tests.test_assets import CONSUMERS, PRODUCERS, produce, runs_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
-)
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
-    )
+sync_api = require_browser()
 
 
 def test_sidebar_shows_assets_and_their_lineage(tmp_path, monkeypatch):

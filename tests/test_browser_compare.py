@@ -24,18 +24,12 @@ from tests.jupyter_procs import (
     start_jupyter,
     stop_nbflow_processes,
 )
-from tests.lab_browser import CHROMIUM, lab_page, shot
+from tests.lab_browser import lab_page, require_browser, shot
 from tests.test_server_diff import SCORED, score_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
-)
+sync_api = require_browser()
 pytest.importorskip("nbdime", reason="nbdime is a dependency of nbflow (pip install -e .)")
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
-    )
 if not (TREE_LABEXTENSION / "package.json").exists():
     pytest.skip("the extension is not built in this tree: cd extension && jlpm build", allow_module_level=True)
 

@@ -11,16 +11,10 @@ import pytest
 
 from nbflow import vault
 from tests.jupyter_procs import TREE_LABEXTENSION, JupyterProc, nbflow_env, start_jupyter, stop_nbflow_processes
-from tests.lab_browser import CHROMIUM, lab_page, shot
+from tests.lab_browser import lab_page, require_browser, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
-)
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
-    )
+sync_api = require_browser()
 if not (TREE_LABEXTENSION / "package.json").exists():
     pytest.skip("the extension is not built in this tree: cd extension && jlpm build", allow_module_level=True)
 

@@ -13,19 +13,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.jupyter_procs import JupyterProc, nbflow_env, start_jupyter
-from tests.lab_browser import CHROMIUM, lab_page, shot
+from tests.lab_browser import lab_page, require_browser, shot
 from tests.test_dask_executor import Cluster
 from tests.test_workers_view import BUSY
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Python playwright is not installed (pip install -e '.[dev]')"
-)
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
-    )
+sync_api = require_browser()
 
 
 @pytest.fixture(scope="module")
