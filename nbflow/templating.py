@@ -381,7 +381,7 @@ def render(text: str, values: Mapping[str, Any], *, task: str, field: str, shell
         params = values.get("params") or {}
         raise TemplateError(
             f"template {text!r} in {field} of task '{task}' cannot render: {exc.message}",
-            hint=_names_hint(params),
+            hint=getattr(exc, "hint", None) or _names_hint(params),  # a secret's own fix (vault), else the names
         ) from None
     except JinjaError as exc:  # a syntax error, or the sandbox refusing an unsafe operation
         raise TemplateError(f"template {text!r} in {field} of task '{task}' cannot render: {exc}") from None

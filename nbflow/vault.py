@@ -323,7 +323,9 @@ class _Namespace:
         try:
             return connection(name) if self._kind == "conn" else variable(name)
         except (ConnectionError_, SecretsError) as exc:
-            raise UndefinedError(f"{self._kind}.{name}: {exc.message}") from None
+            undefined = UndefinedError(f"{self._kind}.{name}: {exc.message}")
+            undefined.hint = exc.hint  # type: ignore[attr-defined]  # the template error's hint: the fix for this
+            raise undefined from None
 
 
 def template_namespace(kind: str) -> Callable[[Mapping[str, Any]], Any]:

@@ -28,10 +28,13 @@ def started_driver(store: Store, run_ids: Sequence[int], executor: str | None, p
     try:
         driver.start()
     except Exception as exc:
-        note = f"executor '{name}' could not start: {type(exc).__name__}: {exc}"
+        said = exc.message if isinstance(exc, NbflowError) else str(exc)  # its hint goes in the hint, once
+        note = f"executor '{name}' could not start: {type(exc).__name__}: {said}"
         store.write(lambda tx: [tx.set_run_state(r, RunState.FAILED, note=note) for r in run_ids], what="runs failed")
         which = f"run {run_ids[0]}" if len(run_ids) == 1 else f"runs {', '.join(map(str, run_ids))}"
-        raise NbflowError(f"{which}: {note}", hint="check the executor's settings (e.g. NBFLOW_DASK_ADDRESS)") from exc
+        settings = {"dask": "NBFLOW_DASK_ADDRESS", "celery": "NBFLOW_CELERY_BROKER"}.get(name, "NBFLOW_EXECUTOR")
+        hint = getattr(exc, "hint", None) or f"check the executor's settings (e.g. {settings})"
+        raise NbflowError(f"{which}: {note}", hint=hint) from exc
     return driver
 
 
