@@ -280,3 +280,35 @@ def test_expire_jobs_marks_expired_leases_dead_and_a_beat_revives(nbflow_home):
     assert set(store.live_jobs(30)) == {fresh}
     store.write(lambda tx: tx.heartbeat(old))  # it was only slow: beating again makes it live
     assert set(store.live_jobs(30)) == {old, fresh}
+
+
+@pytest.mark.postgres
+def test_two_schedulers_recording_a_new_pipeline_at_once_both_succeed(pg_url):
+    """A new pipeline (and its first version) synced by two schedulers at the same moment: the
+    second one's inserts wait for the first's transaction, find the rows taken, and it keeps
+    them instead of failing its sync on the primary key."""
+    first, second = Store(), Store()
+    definition = {"name": "raced", "file": None, "schedule": None}
+    inside, release = threading.Event(), threading.Event()
+    got: dict[str, int] = {}
+
+    def hold(tx):  # the first scheduler records the pipeline, then stays inside its transaction
+        version = tx.upsert_pipeline(definition, "fp1")
+        inside.set()
+        assert release.wait(30)
+        return version
+
+    holder = threading.Thread(target=lambda: got.update(first=first.write(hold)))
+    holder.start()
+    assert inside.wait(30)
+    racer = threading.Thread(
+        target=lambda: got.update(second=second.write(lambda tx: tx.upsert_pipeline(definition, "fp1")))
+    )
+    racer.start()
+    time.sleep(1.0)  # the second one's insert now waits on the first's uncommitted row
+    assert racer.is_alive()
+    release.set()
+    holder.join(30)
+    racer.join(30)
+    assert got["first"] == got["second"]
+    assert [p["name"] for p in second.list_pipelines()] == ["raced"]

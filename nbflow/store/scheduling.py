@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, case, delete, func, insert, or_, select, text, true, update
+from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import RunState
@@ -31,8 +32,9 @@ from nbflow.store.assets import AssetReads, AssetTx
 from nbflow.store.orm import utcnow
 
 log = logging.getLogger("nbflow.store")
-P, R, TI, A, ART, JOB, ERR, POOL = (
+P, V, R, TI, A, ART, JOB, ERR, POOL = (
     orm.pipelines,
+    orm.pipeline_versions,
     orm.runs,
     orm.task_instances,
     orm.task_attempts,
@@ -125,9 +127,38 @@ class SchedulingTx(AssetTx):
         return res.rowcount == 1
 
     # -- pipelines -------------------------------------------------------------------------
+    def upsert_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
+        """Record a pipeline and, when its fingerprint is new, a version; returns the version id.
+
+        Two schedulers syncing a new pipeline (or version) at once both find no row: each insert
+        runs in a savepoint, and the one that loses the race reads the winner's row instead of
+        failing its whole sync."""
+        name, now = definition["name"], utcnow()
+        fields = {"file": definition.get("file"), "schedule": definition.get("schedule"), "updated_at": now}
+        fields["description"] = definition.get("description") or ""
+        if self.conn.execute(select(P.c.name).where(P.c.name == name)).first() is None:
+            self._insert_once(insert(P).values(name=name, is_paused=False, created_at=now, **fields))
+        version = select(V.c.id).where(V.c.pipeline == name, V.c.fingerprint == fingerprint)
+        version_id = self.conn.execute(version).scalar()
+        if version_id is None:
+            self._insert_once(
+                insert(V).values(pipeline=name, fingerprint=fingerprint, definition=definition, created_at=now)
+            )
+            version_id = self.conn.execute(version).scalar_one()
+        self.conn.execute(update(P).where(P.c.name == name).values(latest_version_id=version_id, **fields))
+        return int(version_id)
+
+    def _insert_once(self, stmt: Any) -> None:
+        """Insert a row another transaction may have inserted meanwhile (then keep that one)."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(stmt)
+        except IntegrityError:
+            log.info("a row inserted concurrently by another scheduler: kept (%s)", stmt.table.name)
+
     def sync_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
         """Record a loaded pipeline with its schedule settings; returns its version id."""
-        version = self.upsert_pipeline(definition, fingerprint)  # type: ignore[attr-defined]
+        version = self.upsert_pipeline(definition, fingerprint)
         self.conn.execute(
             update(P)
             .where(P.c.name == definition["name"])

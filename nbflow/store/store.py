@@ -52,25 +52,6 @@ class Tx(SchedulingTx, ManualTx, SweepTx, MappingTx):
     def __init__(self, conn: Connection):
         self.conn = conn
 
-    # -- pipelines -----------------------------------------------------------------------
-    def upsert_pipeline(self, definition: dict[str, Any], fingerprint: str) -> int:
-        """Record a pipeline and, when its fingerprint is new, a version; returns the version id."""
-        name, now = definition["name"], utcnow()
-        row = self.conn.execute(select(P.c.name).where(P.c.name == name)).first()
-        fields = {"file": definition.get("file"), "schedule": definition.get("schedule"), "updated_at": now}
-        fields["description"] = definition.get("description") or ""
-        if row is None:
-            self.conn.execute(insert(P).values(name=name, is_paused=False, created_at=now, **fields))
-        version_id = self.conn.execute(
-            select(V.c.id).where(V.c.pipeline == name, V.c.fingerprint == fingerprint)
-        ).scalar()
-        if version_id is None:
-            version_id = self.conn.execute(
-                insert(V).values(pipeline=name, fingerprint=fingerprint, definition=definition, created_at=now)
-            ).inserted_primary_key[0]
-        self.conn.execute(update(P).where(P.c.name == name).values(latest_version_id=version_id, **fields))
-        return int(version_id)
-
     # -- runs ------------------------------------------------------------------------------
     def create_runs(
         self,
