@@ -27,6 +27,7 @@ masks every secret a work item carries (the kernel opens them in another process
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -211,36 +212,62 @@ def kernel_source() -> str:
     return f"_nbflow.vault.carry_file({path!r})"
 
 
+#: what the masker has been taught already (environment entries, carried rows as stored): every
+#: attempt carries its run's rows, and decrypting them again per attempt would cost each task start
+_masked: set[tuple[str, str, str]] = set()
+
+
 def mask_environment() -> None:
     """Mask the passwords of this process's ``NBFLOW_CONN_<NAME>`` connections and sensitive ``NBFLOW_VAR_``s."""
     for env, text in os.environ.items():
+        if not env.startswith((connections.ENV_PREFIX, VAR_PREFIX)) or ("env", env, text) in _masked:
+            continue
+        _masked.add(("env", env, text))
         try:
             if env.startswith(connections.ENV_PREFIX):
                 mask_connection(Connection.from_uri(env, text))
-            elif env.startswith(VAR_PREFIX):
+            else:
                 mask_secret(parse_value(text), name=env[len(VAR_PREFIX) :])
         except ConnectionError_:
             pass
 
 
 def _mask_carried(bundle: Mapping[str, Any]) -> None:
+    """Mask what a bundle carries (each row once per process, as stored: a changed row is new)."""
     mask_environment()
     for name, row in bundle["connections"].items():
-        try:
-            mask_connection(decode_connection({**row, "name": name}))
-        except (SecretsError, ValueError):
-            pass  # no key, another key: the task hears of it when it opens the connection
+        _mask_once("connection", name, row, functools.partial(_mask_connection_row, name, row))
     for key, row in bundle["variables"].items():  # a sensitive key's value; any value's sensitive fields
-        try:
-            mask_secret(decode_variable(key, row), name=key)
-        except (SecretsError, ValueError):
-            pass
+        _mask_once("variable", key, row, functools.partial(_mask_variable_row, key, row))
+
+
+def _mask_once(kind: str, name: str, row: Mapping[str, Any], mask: Callable[[], None]) -> None:
+    seen = (kind, name, json.dumps(row, sort_keys=True, default=str))
+    if seen in _masked:
+        return
+    try:
+        mask()
+    except (SecretsError, ValueError):
+        return  # no key, another key: the task hears of it when it opens the connection
+    _masked.add(seen)
+
+
+def _mask_connection_row(name: str, row: Mapping[str, Any]) -> None:
+    mask_connection(_decode_connection_row(name, row))
+
+
+def _mask_variable_row(key: str, row: Mapping[str, Any]) -> None:
+    mask_secret(decode_variable(key, row), name=key)
+
+
+def _decode_connection_row(name: str, row: Mapping[str, Any]) -> Connection:
+    return decode_connection({**row, "name": name})
 
 
 def _carried_connection(name: str) -> Connection | None:
     bundle = carried()
     row = bundle["connections"].get(name) if bundle else None
-    return None if row is None else decode_connection({**row, "name": name})
+    return None if row is None else _decode_connection_row(name, row)
 
 
 connections.set_lookup(_carried_connection, first=True)

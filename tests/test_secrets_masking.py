@@ -194,3 +194,28 @@ def test_the_rest_api_never_returns_a_password(server: JupyterProc) -> None:
     assert status == 200 and gone == {"name": "warehouse", "deleted": True}
     assert server.request("DELETE", "variables/threshold")[0] == 200
     assert server.request("GET", "variables/threshold")[0] == 404
+
+
+def test_a_carried_bundle_is_decrypted_once_per_process_and_a_changed_row_again(key, monkeypatch) -> None:
+    """Every attempt of a run carries the same rows: the worker masks them at its first attempt
+    only (no Fernet work per task start), and a row whose stored token changed is masked anew."""
+    first, second = "carried-pw-one", "carried-pw-two"
+
+    def bundle(password: str) -> dict:
+        row = {"conn_type": "postgresql", "host": "db", "port": 5432, "login": "etl", "schema": "dw"}
+        return {
+            "connections": {"dw": {**row, "password": vault.encrypt(password, "p"), "extra": None}},
+            "variables": {},
+        }
+
+    decrypted: list[str] = []
+    real = vault.decrypt
+    monkeypatch.setattr(vault, "decrypt", lambda token, what: decrypted.append(what) or real(token, what))
+    one = bundle(first)
+    for _ in range(3):  # three attempts of one run
+        vault.carry(one)
+        vault.carry(None)
+    assert len(decrypted) == 1 and vault.redact(f"pw={first}") == "pw=***"
+    vault.carry(bundle(second))  # the password was changed (a new token)
+    vault.carry(None)
+    assert len(decrypted) == 2 and vault.redact(f"pw={second}") == "pw=***"
