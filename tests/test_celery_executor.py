@@ -285,7 +285,7 @@ def test_a_queue_no_worker_consumes_is_said_until_one_comes(workers, write_pipel
         {
             "queue": "bigmem",
             "waiting": 1,
-            "why": "no worker consumes queue 'bigmem' (consumed: default)",
+            "why": "no celery worker consumes queue 'bigmem' (consumed: default)",
             "command": "nbflow worker --engine celery --queue bigmem",
         }
     ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from nbflow.api.runs import open_store
 from nbflow.connections import masked_url
+from nbflow.executors.base import ClusterWorker
 from nbflow.executors.waiting import queue_resource, start_command, unmet
 from nbflow.store import Store
 
@@ -91,11 +92,18 @@ def list_workers(
             f"start one with: dask scheduler --port {address.rsplit(':', 1)[-1]}",
             reachable=False,
         )
-    keys = [k for w in cluster.workers for k in w.processing]
-    attempts = {row["executor_key"]: row for row in store.attempts_by_key(keys)}
-    workers = [
+    workers = _running(ENGINE, cluster.workers, store)
+    return WorkersView(ENGINE, address, cluster.dashboard, workers, _unserved(workers, store, address))
+
+
+def _running(engine: str, found: list[ClusterWorker], store: Store) -> list[Worker]:
+    """The workers as the view shows them: each with the attempts it runs (the store's rows of
+    the executor keys it processes: pipeline, run, task, try, state)."""
+    attempts = {row["executor_key"]: row for row in store.attempts_by_key([k for w in found for k in w.processing])}
+    shown = ("pipeline", "run_id", "task_id", "try_number", "state")
+    return [
         Worker(
-            ENGINE,
+            engine,
             w.name,
             w.address,
             w.host,
@@ -106,15 +114,10 @@ def list_workers(
             w.memory_limit,
             w.cpu,
             w.last_seen_s,
-            running=[
-                {k: attempts[key][k] for k in ("pipeline", "run_id", "task_id", "try_number", "state")}
-                for key in w.processing
-                if key in attempts
-            ],
+            running=[{k: attempts[key][k] for k in shown} for key in w.processing if key in attempts],
         )
-        for w in cluster.workers
+        for w in found
     ]
-    return WorkersView(ENGINE, address, cluster.dashboard, workers, _unserved(workers, store, address))
 
 
 def _unserved(workers: list[Worker], store: Store, address: str) -> list[dict[str, Any]]:
@@ -130,7 +133,7 @@ def _unserved(workers: list[Worker], store: Store, address: str) -> list[dict[st
 
 def _celery_view(broker: str | None, store: Store, timeout: float) -> WorkersView:
     """The Celery half of :func:`list_workers`."""
-    from nbflow.executors.celery import celery_workers
+    from nbflow.executors.celery import celery_workers, unconsumed
     from nbflow.executors.celery import start_command as celery_command
     from nbflow.executors.celeryapp import broker_and_backend
 
@@ -153,39 +156,12 @@ def _celery_view(broker: str | None, store: Store, timeout: float) -> WorkersVie
         return WorkersView(
             engine, shown, None, [], [], note=f"the Celery broker at {shown} cannot be reached ({exc})", reachable=False
         )
-    attempts = {row["executor_key"]: row for row in store.attempts_by_key([k for w in found for k in w["processing"]])}
-    workers = [
-        Worker(
-            engine,
-            w["name"],
-            w["name"],
-            w["host"],
-            w["queues"],
-            w["slots"],
-            {},
-            w["memory"],
-            None,
-            w["cpu"],
-            0.0,  # it answered just now
-            running=[
-                {k: attempts[key][k] for k in ("pipeline", "run_id", "task_id", "try_number", "state")}
-                for key in w["processing"]
-                if key in attempts
-            ],
-        )
-        for w in found
-    ]
+    workers = _running(engine, found, store)
     served = {q for w in workers for q in w.queues}
     waiting = store.waiting_by_queue(engine, default=store.settings.executor == engine)
     unserved = [
-        {
-            "queue": queue,
-            "waiting": count,
-            "why": f"no worker consumes queue '{queue}'"
-            + (f" (consumed: {', '.join(sorted(served))})" if served else ""),
-            "command": celery_command(queue),
-        }
+        {"queue": queue, "waiting": count, "why": why, "command": celery_command(queue)}
         for queue, count in sorted(waiting.items())
-        if queue not in served
+        if (why := unconsumed(queue, served, bool(workers))) is not None
     ]
     return WorkersView(engine, shown, None, workers, unserved)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.config import get_settings
@@ -39,6 +39,25 @@ class Event:
     #: of a ``lost`` attempt: whether its worker had begun it (None: not known, taken as begun).
     #: One that had not waited in the dead worker's queue and is resubmitted, charging nothing.
     started: bool | None = None
+
+
+@dataclass
+class ClusterWorker:
+    """One worker as its cluster reports it (a Dask scheduler, a Celery broker's replies);
+    ``processing``: the executor keys (attempt keys) it runs now."""
+
+    address: str
+    name: str
+    host: str
+    slots: int
+    queues: list[str]
+    resources: dict[str, float]
+    memory: int | None
+    memory_limit: int | None
+    cpu: float | None
+    #: seconds since the cluster last heard from the worker
+    last_seen_s: float | None
+    processing: list[str] = field(default_factory=list)
 
 
 class Executor(ABC):

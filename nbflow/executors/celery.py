@@ -27,16 +27,26 @@ import time
 from typing import Any
 
 from nbflow.connections import masked_url
-from nbflow.executors.base import Event, Executor, drain, finished, now, worker_lost
+from nbflow.executors.base import ClusterWorker, Event, Executor, drain, finished, now, worker_lost
 from nbflow.record import AttemptRecord
 from nbflow.worker import WorkItem, attempt_paths, read_result
 
 log = logging.getLogger("nbflow.executors.celery")
 
 FOLLOW_INTERVAL = 0.005  # seconds between two reads of the states of the attempts in flight (one MGET on Redis)
+IDLE_WAIT = 0.5  # seconds the follow thread waits for a submission when nothing is in flight
 PING_INTERVAL = 2.0  # seconds between two pings of the workers that run attempts
 MISSED_PINGS = 2  # pings a worker may miss before its attempts are lost
 QUEUES_INTERVAL = 5.0  # seconds between two looks at which queues the workers consume
+
+
+def unconsumed(qname: str, consumed: set[str], any_worker: bool) -> str | None:
+    """Why no Celery worker takes a message of queue ``qname`` (None: one consumes it)."""
+    if qname in consumed:
+        return None
+    if not any_worker:
+        return "no celery worker is running"
+    return f"no celery worker consumes queue '{qname}' (consumed: {', '.join(sorted(consumed))})"
 
 
 def start_command(qname: str) -> str:
@@ -141,8 +151,10 @@ class CeleryExecutor(Executor):
         from nbflow.executors.celeryapp import TASK, encode
 
         while not self._stop.is_set():
-            try:
-                items = [self._outbox.get(timeout=FOLLOW_INTERVAL)]
+            with self._lock:
+                idle = not self._flight
+            try:  # nothing in flight: wait for a submission (waking now and then to see the stop)
+                items = [self._outbox.get(timeout=IDLE_WAIT if idle else FOLLOW_INTERVAL)]
                 while not self._outbox.empty():
                     items.append(self._outbox.get_nowait())
             except queue.Empty:
@@ -247,24 +259,17 @@ class CeleryExecutor(Executor):
         replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
         served = {q["name"] for queues in replies.values() for q in queues}
         for key, qname in waiting.items():
-            if qname in served:
-                note = ""
-            elif not replies:
-                note = f"waiting: no celery worker is running; start one with: {start_command(qname)}"
-            else:
-                note = (
-                    f"waiting: no celery worker consumes queue '{qname}' (consumed: {', '.join(sorted(served))}); "
-                    f"start one with: {start_command(qname)}"
-                )
+            why = unconsumed(qname, served, bool(replies))
+            note = "" if why is None else f"waiting: {why}; start one with: {start_command(qname)}"
             if self._noted.get(key, "") != note:
                 self._noted[key] = note
                 self._events.put(Event("note", key, now(), message=note))
 
 
-def celery_workers(broker: str | None = None, timeout: float = 2.0) -> list[dict[str, Any]]:
-    """The workers that answer on the broker (``name``, ``host``, ``queues``, ``slots``, the
-    attempt keys they run as ``processing``, ``memory`` (peak RSS, bytes), ``cpu`` (average
-    percent since the worker started)); raises OSError when the broker cannot be reached."""
+def celery_workers(broker: str | None = None, timeout: float = 2.0) -> list[ClusterWorker]:
+    """The workers that answer on the broker: queues, slots, the attempts they run, ``memory``
+    (peak RSS) and ``cpu`` (average percent since the worker started); ``last_seen_s`` 0: they
+    just answered. Raises OSError when the broker cannot be reached."""
     from nbflow.executors.celeryapp import make_app
 
     app = make_app(broker)
@@ -281,14 +286,18 @@ def celery_workers(broker: str | None = None, timeout: float = 2.0) -> list[dict
         uptime = float(info.get("uptime") or 0)
         cpu_s = float(usage.get("utime", 0)) + float(usage.get("stime", 0))
         workers.append(
-            {
-                "name": name,
-                "host": name.split("@", 1)[-1],
-                "queues": sorted(q["name"] for q in queues.get(name, [])),
-                "slots": int((info.get("pool") or {}).get("max-concurrency") or 0),
-                "processing": [t["id"] for t in active.get(name, [])],
-                "memory": int(usage["maxrss"]) * 1024 if usage.get("maxrss") else None,  # KiB on Linux
-                "cpu": 100.0 * cpu_s / uptime if uptime > 0 else None,
-            }
+            ClusterWorker(
+                address=name,
+                name=name,
+                host=name.split("@", 1)[-1],
+                slots=int((info.get("pool") or {}).get("max-concurrency") or 0),
+                queues=sorted(q["name"] for q in queues.get(name, [])),
+                resources={},
+                memory=int(usage["maxrss"]) * 1024 if usage.get("maxrss") else None,  # KiB on Linux
+                memory_limit=None,
+                cpu=100.0 * cpu_s / uptime if uptime > 0 else None,
+                last_seen_s=0.0,
+                processing=[t["id"] for t in active.get(name, [])],
+            )
         )
     return workers

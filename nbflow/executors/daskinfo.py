@@ -9,29 +9,12 @@ executor keys, so the store says which pipeline, run, task and try they are).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from nbflow.executors.base import ClusterWorker
 from nbflow.executors.waiting import QUEUE_PREFIX
-
-
-@dataclass
-class DaskWorker:
-    """One worker as the scheduler reports it."""
-
-    address: str
-    name: str
-    host: str
-    slots: int
-    queues: list[str]
-    resources: dict[str, float]
-    memory: int | None
-    memory_limit: int | None
-    cpu: float | None
-    #: seconds since the scheduler last heard from the worker
-    last_seen_s: float | None
-    processing: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -40,7 +23,7 @@ class DaskCluster:
 
     address: str
     dashboard: str | None
-    workers: list[DaskWorker]
+    workers: list[ClusterWorker]
 
 
 def _dashboard(address: str, info: dict[str, Any]) -> str | None:
@@ -65,7 +48,7 @@ def cluster_workers(address: str, timeout: float = 5.0) -> DaskCluster:
         resources = {str(k): float(v) for k, v in (w.get("resources") or {}).items()}
         last_seen = w.get("last_seen")
         workers.append(
-            DaskWorker(
+            ClusterWorker(
                 address=addr,
                 name=str(w.get("name", addr)),
                 host=str(w.get("host") or urlsplit(addr).hostname or ""),
