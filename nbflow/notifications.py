@@ -312,7 +312,10 @@ class Notifier:
                 shown = _scrub.add(url)
                 sent[shown] = False
                 try:
-                    ap = apprise.Apprise()
+                    # on this thread, in order (it is a sender thread of its own; the sockets'
+                    # timeouts bound each try): Apprise's thread pools refuse work once the
+                    # interpreter shuts down, which is when a short `nbflow run` sends at exit
+                    ap = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
                     if not ap.add(url):
                         log.warning("notification to %s not sent: not a URL Apprise knows", shown)
                         continue

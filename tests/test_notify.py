@@ -400,3 +400,38 @@ def test_report_mode_notebooks_are_attached_without_their_code(smtp, tmp_path):
         pages.append(page.decode() if isinstance(page, bytes) else page)
     assert len(pages) == 2 and all("shown output" in p for p in pages)
     assert "hidden_code_line" not in pages[0] and "hidden_code_line" in pages[1]
+
+
+QUICK_FAIL = """
+import nbflow
+from nbflow import Pipeline, task
+
+with Pipeline("quick_fail", on_failure=nbflow.notify("json://127.0.0.1:{port}/cli")) as pipeline:
+    @task
+    def boom():
+        raise ValueError("no input")
+
+    boom()
+"""
+
+
+def test_a_short_cli_run_still_sends_its_notification_before_the_process_exits(webhook, write_pipeline, nbflow_home):
+    """`nbflow run` of a run that fails at once: the message is sent while the process exits
+    (Apprise's own thread pool refused work during interpreter shutdown; it was lost)."""
+    import os
+    import subprocess
+    import sys
+
+    port, got = webhook
+    path = write_pipeline(QUICK_FAIL.format(port=port))
+    env = {**os.environ, "NBFLOW_HOME": str(nbflow_home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbflow", "run", str(path), "-e", "inline"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failed (see apprise's log)" not in proc.stderr, proc.stderr
+    assert [(p, body["title"]) for p, body in got] == [("/cli", "nbflow: run 1 of quick_fail failed (boom)")]
