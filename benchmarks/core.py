@@ -550,6 +550,13 @@ def celery_group(cfg: Config) -> list[Row]:
     return run(cfg)
 
 
+def cluster_group(cfg: Config) -> list[Row]:
+    """Namespace hosts with an object-store root vs 127.0.0.1 (:mod:`benchmarks.clusterbench`)."""
+    from benchmarks.clusterbench import cluster_group as run
+
+    return run(cfg)
+
+
 def scheduler_group(cfg: Config) -> list[Row]:
     """The scheduler's loop on a simulated clock, and trigger-to-start latency (:mod:`benchmarks.schedbench`)."""
     from benchmarks.schedbench import scheduler_group as run
@@ -570,6 +577,7 @@ GROUPS: dict[str, Callable[[Config], list[Row]]] = {
     "incremental": incremental_group,
     "mapping": mapping_group,
     "celery": celery_group,
+    "cluster": cluster_group,
 }
 
 REFERENCES = [

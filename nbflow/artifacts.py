@@ -30,8 +30,11 @@ import os
 import posixpath
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from nbflow.exceptions import StoreError
 
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
@@ -129,12 +132,43 @@ def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
         return
     import fsspec  # only for URL roots: its import costs every notebook kernel ~50 ms
 
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)  # fsspec paths are '/'-separated
-    with fs.open(f"{path}.tmp" if atomic else path, "wb") as fh:
-        fh.write(data)
-    if atomic:
-        fs.mv(f"{path}.tmp", path)
+    with store_errors(uri, "write"):
+        fs, path = fsspec.core.url_to_fs(uri)
+        if is_object_store(fs):  # one PUT: an object appears whole or not at all, and needs no folder
+            fs.pipe_file(path, data)
+            return
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)  # fsspec paths are '/'-separated
+        with fs.open(f"{path}.tmp" if atomic else path, "wb") as fh:
+            fh.write(data)
+        if atomic:
+            fs.mv(f"{path}.tmp", path)
+
+
+#: fsspec protocols of object stores: no folders to make, and one PUT is atomic
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "memory"})
+
+
+def is_object_store(fs: Any) -> bool:
+    """Whether an fsspec filesystem is an object store (see :data:`OBJECT_STORES`)."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & OBJECT_STORES)
+
+
+def upload_folder(local: str, uri: str) -> None:
+    """Copy every file under the local folder ``local`` to the same relative paths under the
+    URL ``uri``, in one batch (an object store gets one PUT per file and nothing else); the
+    store's errors are a :class:`~nbflow.exceptions.StoreError` naming ``uri``."""
+    import fsspec
+
+    files = [os.path.join(top, name) for top, _, names in os.walk(local) for name in names]
+    with store_errors(uri, "upload"):
+        fs, path = fsspec.core.url_to_fs(uri)
+        targets = [f"{path.rstrip('/')}/{os.path.relpath(f, local).replace(os.sep, '/')}" for f in files]
+        if not is_object_store(fs):
+            for folder in {posixpath.dirname(t) for t in targets} | {path}:
+                fs.makedirs(folder, exist_ok=True)
+        if files:
+            fs.put(files, targets)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -144,8 +178,26 @@ def read_bytes(uri: str) -> bytes:
             return fh.read()
     import fsspec
 
-    with fsspec.open(uri, "rb") as fh:
+    with store_errors(uri, "read"), fsspec.open(uri, "rb") as fh:
         return fh.read()
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, action: str) -> Iterator[None]:
+    """Around I/O on a URL root: the store client's own errors (botocore's
+    ``ConnectTimeoutError``, an ``OSError`` naming no file ...) become a
+    :class:`~nbflow.exceptions.StoreError` naming ``uri``; a missing file stays
+    ``FileNotFoundError``, an ``OSError`` that names its file passes as it is."""
+    try:
+        yield
+    except (FileNotFoundError, StoreError):
+        raise
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise StoreError(action, uri, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - every client has its own exception classes
+        raise StoreError(action, uri, exc) from exc
 
 
 def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -177,3 +178,14 @@ class FailNow(Exception):
 class Skip(Exception):
     """Raise inside a task (a function, a notebook cell, a cell task) to end it ``skipped`` with
     the message as its reason: no retry, never a failure; downstream tasks follow their trigger rules."""
+
+
+class StoreError(OSError):
+    """A file under a URL artifact root (``s3://`` ...) could not be read or written because
+    the store's client failed (unreachable, timed out, refused): an ``OSError`` (errno EIO)
+    whose ``filename`` is the URL, so an attempt it stops ends ``storage_error`` and its
+    retries apply. ``action`` is what was tried: read, write or upload."""
+
+    def __init__(self, action: str, uri: str, cause: BaseException):
+        super().__init__(errno.EIO, f"{type(cause).__name__}: {cause}", uri)
+        self.action = action

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nbflow.exceptions import FailNow, Skip
+from nbflow.exceptions import FailNow, Skip, StoreError
 
 __all__ = ["AttemptRecord", "RECORD_FIELDS", "ATTEMPT_COLUMNS", "TASK_COLUMNS", "STORAGE_ERRNOS"]
 
@@ -99,12 +99,17 @@ class AttemptRecord:
 
     @classmethod
     def storage_failure(cls, exc: OSError, path: str | None = None) -> AttemptRecord:
-        """A ``storage_error``: the attempt folder (the artifact root) refused a write; names
-        what could not be written and the OS error."""
+        """A ``storage_error``: the artifact root refused a write (or, for a store behind a URL,
+        could not be reached: :class:`~nbflow.exceptions.StoreError`); names what could not be
+        written or read, and the OS or store client's error."""
         where = path or exc.filename or "the attempt folder"
+        action, also = (
+            (exc.action, " and that this host reaches its store") if isinstance(exc, StoreError) else ("write", "")
+        )
         return cls.failure(
             "storage_error",
-            f"cannot write {where}: {exc.strerror or exc} (errno {exc.errno}); check the artifact root (NBFLOW_ARTIFACT_ROOT)",
+            f"cannot {action} {where}: {exc.strerror or exc} (errno {exc.errno}); "
+            f"check the artifact root (NBFLOW_ARTIFACT_ROOT){also}",
             ename=type(exc).__name__,
             evalue=str(exc),
         )

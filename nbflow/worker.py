@@ -204,10 +204,10 @@ def write_result(result: AttemptRecord, folder: str) -> None:
 
 
 def read_result(folder: str) -> AttemptRecord | None:
-    """The result record a worker stored for an attempt, if any."""
+    """The result record a worker stored for an attempt; None when there is none or it cannot be read now."""
     try:
         return AttemptRecord.from_dict(json.loads(artifacts.read_bytes(f"{folder}/result.json")))
-    except FileNotFoundError:
+    except OSError:  # missing, or its store away (StoreError): asked again later
         return None
 
 
@@ -243,14 +243,10 @@ def _run(item: WorkItem, register: Callable[[int], None]) -> AttemptRecord:
     import shutil
     import tempfile
 
-    import fsspec
-
     staging = tempfile.mkdtemp(prefix="nbflow-attempt-")
     try:
         result = _run_in(item, staging, register)
-        fs, path = fsspec.core.url_to_fs(remote)
-        fs.makedirs(path, exist_ok=True)
-        fs.put(staging.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+        artifacts.upload_folder(staging, remote)  # a store away: storage_error, never a success without its files
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     moved = lambda uri: uri and uri.replace(staging, remote)  # noqa: E731

@@ -1,0 +1,156 @@
+"""The ``cluster`` group: nbflow across namespace hosts with an object-store root vs on 127.0.0.1.
+
+The namespace cluster is ``tests/cluster/netcluster.py``'s: a Dask scheduler host, moto's S3
+server on a host of its own, two worker hosts (``nbflow worker --nthreads 1``) that share no
+disk with this process, the artifact root ``s3://nbflow/bench-N``. The baseline is the same
+shape on 127.0.0.1: ``LocalCluster(2 workers x 1 thread)`` (:func:`benchmarks.daskbench.shared_cluster`)
+with a local artifact root. Both are started once, untimed; nbflow drives both from this
+process, on a fresh database each run. Rows: 200 no-op tasks (reported: every attempt on the
+object store writes its start marker, uploads its folder and its result record, so the no-op
+ratio is mostly those round trips) and 16 trivial notebooks (target <= 1.5x).
+
+Runs only where network namespaces can be made (root, iproute2): elsewhere the rows are SKIP
+with the reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.core import BenchmarkError, Config, Row, _verdict, fresh_home
+from benchmarks.daskbench import _name, shared_cluster
+
+NOTEBOOK_TARGET = 1.5  # notebooks on the namespace cluster with an S3 root / on 127.0.0.1 with a local root
+REPO = Path(__file__).resolve().parent.parent
+ROWS = ("cluster-wide", "cluster-notebook")
+_roots = itertools.count()
+
+
+def _run(pipeline: Any, address: str, artifact_root: str | None) -> float:
+    """Seconds of one dask run at ``address`` on a fresh database (artifacts under ``artifact_root``)."""
+    from nbflow import api
+
+    with fresh_home():
+        saved = os.environ.get("NBFLOW_DASK_ADDRESS")
+        os.environ["NBFLOW_DASK_ADDRESS"] = address
+        if artifact_root:
+            os.environ["NBFLOW_ARTIFACT_ROOT"] = artifact_root
+        api.reset()
+        try:
+            api.open_store()
+            t0 = time.perf_counter()
+            result = api.run_pipeline(pipeline, executor="dask")
+            elapsed = time.perf_counter() - t0
+        finally:
+            if saved is not None:
+                os.environ["NBFLOW_DASK_ADDRESS"] = saved
+        if not result.ok:
+            bad = [(t["task_id"], t["state"], t["error"]) for t in result.tasks if t["state"] != "success"][:3]
+            raise BenchmarkError(f"run of {pipeline.name} ended {result.state.value}: {bad}")
+    return elapsed
+
+
+def _alternate(repeat: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """``repeat`` measurements of each side, the order alternated (noise falls on both)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(repeat):
+        if i % 2 == 0:
+            a.append(ours())
+            b.append(theirs())
+        else:
+            b.append(theirs())
+            a.append(ours())
+    return a, b
+
+
+def cluster_group(cfg: Config) -> list[Row]:
+    """200 no-op tasks and 16 notebooks: namespace hosts + object store vs 127.0.0.1 + local disk."""
+    import fsspec.config
+
+    from benchmarks import dags
+    from tests.cluster import netcluster
+
+    why = netcluster.unavailable()
+    if why:
+        return [Row(name, "cluster", why, None, None, "s", None, "", verdict="SKIP", note=why) for name in ROWS]
+    n, k = (50, 4) if cfg.quick else (200, 16)
+    repeat = 1 if cfg.quick else 3
+    saved_s3 = fsspec.config.conf.get("s3")
+    with tempfile.TemporaryDirectory(prefix="nbflow-bench-hosts-") as root:
+        t0 = time.perf_counter()
+        with netcluster.NetCluster(Path(root)) as hosts, shared_cluster() as (local, local_s):
+            address = hosts.dask_scheduler()
+            hosts.object_store()
+            extra = {"PYTHONPATH": str(REPO)}  # the benchmark's task functions, as an image would ship them
+            for name in ("w1", "w2"):
+                hosts.worker(name, ["default"], dags=False, env=extra)
+            hosts.wait_workers(["w1", "w2"])
+            hosts_s = time.perf_counter() - t0
+            fsspec.config.conf["s3"] = json.loads(hosts.s3_env()["FSSPEC_S3"])
+            try:
+
+                def remote(pipeline: Any) -> float:
+                    return _run(pipeline, address, f"s3://{netcluster.BUCKET}/bench-{next(_roots)}")
+
+                def here(pipeline: Any) -> float:
+                    return _run(pipeline, local.scheduler_address, None)
+
+                for run in (remote, here):  # warm-up, untimed: imports and a first kernel on every worker
+                    run(dags.wide(4, _name("warm")))
+                    run(dags.notebooks(2, _name("warm_nb")))
+                wide_remote, wide_here = _alternate(
+                    repeat, lambda: remote(dags.wide(n, _name("wide"))), lambda: here(dags.wide(n, _name("wide")))
+                )
+                nb_remote, nb_here = _alternate(
+                    repeat,
+                    lambda: remote(dags.notebooks(k, _name("nb"))),
+                    lambda: here(dags.notebooks(k, _name("nb"))),
+                )
+            finally:
+                if saved_s3 is None:
+                    fsspec.config.conf.pop("s3", None)
+                else:
+                    fsspec.config.conf["s3"] = saved_s3
+    wide_r, wide_h = min(wide_remote), min(wide_here)
+    nb_r, nb_h = statistics.median(nb_remote), statistics.median(nb_here)
+    setup = (
+        f"2 worker hosts x 1 thread in network namespaces, moto S3 (set up in {hosts_s:.1f} s, untimed) vs "
+        f"LocalCluster 2x1 on 127.0.0.1 ({local_s:.1f} s, untimed)"
+    )
+    return [
+        Row(
+            name="cluster-wide",
+            group="cluster",
+            compares=f"{n} no-op tasks: namespace hosts + s3:// root vs 127.0.0.1 + local root, per task",
+            nbflow=wide_r / n * 1000,
+            baseline=wide_h / n * 1000,
+            unit="ms/task",
+            result=wide_r / wide_h,
+            result_unit="x",
+            note=f"best of {repeat}: {wide_r:.2f} s vs {wide_h:.2f} s; {setup}",
+            details={"hosts_runs_s": wide_remote, "local_runs_s": wide_here},
+        ),
+        Row(
+            name="cluster-notebook",
+            group="cluster",
+            compares=f"{k} trivial notebooks: namespace hosts + s3:// root vs 127.0.0.1 + local root",
+            nbflow=nb_r,
+            baseline=nb_h,
+            unit="s",
+            result=nb_r / nb_h,
+            result_unit="x",
+            target=f"<= {NOTEBOOK_TARGET:g}x",
+            verdict=_verdict(nb_r / nb_h <= NOTEBOOK_TARGET),
+            note=f"median of {repeat}; per notebook {nb_r / k * 1000:.0f} vs {nb_h / k * 1000:.0f} ms",
+            details={"hosts_runs_s": nb_remote, "local_runs_s": nb_here},
+        ),
+    ]
