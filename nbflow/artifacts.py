@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.exceptions import StoreError
+from nbflow.exceptions import ArtifactStoreError
 
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
@@ -157,7 +157,7 @@ def is_object_store(fs: Any) -> bool:
 def upload_folder(local: str, uri: str) -> None:
     """Copy every file under the local folder ``local`` to the same relative paths under the
     URL ``uri``, in one batch (an object store gets one PUT per file and nothing else); the
-    store's errors are a :class:`~nbflow.exceptions.StoreError` naming ``uri``."""
+    store's errors are a :class:`~nbflow.exceptions.ArtifactStoreError` naming ``uri``."""
     import fsspec
 
     files = [os.path.join(top, name) for top, _, names in os.walk(local) for name in names]
@@ -186,18 +186,18 @@ def read_bytes(uri: str) -> bytes:
 def store_errors(uri: str, action: str) -> Iterator[None]:
     """Around I/O on a URL root: the store client's own errors (botocore's
     ``ConnectTimeoutError``, an ``OSError`` naming no file ...) become a
-    :class:`~nbflow.exceptions.StoreError` naming ``uri``; a missing file stays
+    :class:`~nbflow.exceptions.ArtifactStoreError` naming ``uri``; a missing file stays
     ``FileNotFoundError``, an ``OSError`` that names its file passes as it is."""
     try:
         yield
-    except (FileNotFoundError, StoreError):
+    except (FileNotFoundError, ArtifactStoreError):
         raise
     except OSError as exc:
         if exc.filename:
             raise
-        raise StoreError(action, uri, exc) from exc
+        raise ArtifactStoreError(action, uri, exc) from exc
     except Exception as exc:  # noqa: BLE001 - every client has its own exception classes
-        raise StoreError(action, uri, exc) from exc
+        raise ArtifactStoreError(action, uri, exc) from exc
 
 
 def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:

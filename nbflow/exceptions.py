@@ -180,7 +180,7 @@ class Skip(Exception):
     the message as its reason: no retry, never a failure; downstream tasks follow their trigger rules."""
 
 
-class StoreError(OSError):
+class ArtifactStoreError(OSError):
     """A file under a URL artifact root (``s3://`` ...) could not be read or written because
     the store's client failed (unreachable, timed out, refused): an ``OSError`` (errno EIO)
     whose ``filename`` is the URL, so an attempt it stops ends ``storage_error`` and its

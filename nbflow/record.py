@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nbflow.exceptions import FailNow, Skip, StoreError
+from nbflow.exceptions import ArtifactStoreError, FailNow, Skip
 
 __all__ = ["AttemptRecord", "RECORD_FIELDS", "ATTEMPT_COLUMNS", "TASK_COLUMNS", "STORAGE_ERRNOS"]
 
@@ -100,11 +100,13 @@ class AttemptRecord:
     @classmethod
     def storage_failure(cls, exc: OSError, path: str | None = None) -> AttemptRecord:
         """A ``storage_error``: the artifact root refused a write (or, for a store behind a URL,
-        could not be reached: :class:`~nbflow.exceptions.StoreError`); names what could not be
+        could not be reached: :class:`~nbflow.exceptions.ArtifactStoreError`); names what could not be
         written or read, and the OS or store client's error."""
         where = path or exc.filename or "the attempt folder"
         action, also = (
-            (exc.action, " and that this host reaches its store") if isinstance(exc, StoreError) else ("write", "")
+            (exc.action, " and that this host reaches its store")
+            if isinstance(exc, ArtifactStoreError)
+            else ("write", "")
         )
         return cls.failure(
             "storage_error",

@@ -207,7 +207,7 @@ def read_result(folder: str) -> AttemptRecord | None:
     """The result record a worker stored for an attempt; None when there is none or it cannot be read now."""
     try:
         return AttemptRecord.from_dict(json.loads(artifacts.read_bytes(f"{folder}/result.json")))
-    except OSError:  # missing, or its store away (StoreError): asked again later
+    except OSError:  # missing, or its store away (ArtifactStoreError): asked again later
         return None
 
 

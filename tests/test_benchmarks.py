@@ -52,6 +52,8 @@ EXPECTED_ROWS = {
     "celery-wide",
     "celery-chain",
     "celery-handoff",
+    "cluster-wide",
+    "cluster-notebook",
 }
 # rows that have no baseline of their own (a CPU or SQL count, a latency, a time per task)
 NO_BASELINE = {

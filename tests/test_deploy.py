@@ -180,6 +180,26 @@ def test_every_setting_the_recipes_pass_is_one_nbflow_reads():
     assert not unknown, f"settings nbflow does not read: {unknown}"
 
 
+def test_every_dask_setting_the_recipes_pass_is_one_dask_has():
+    """``DASK_A__B_C`` is Dask's key ``a.b-c`` (dask.config's own reading of the environment);
+    a misspelled one would be ignored without a word."""
+    import dask.config
+    import distributed  # noqa: F401 - loads distributed's defaults into dask.config
+
+    texts = [path.read_text() for path in (DEPLOY / "kubernetes").glob("*")] + [(DEPLOY / "compose.yaml").read_text()]
+    passed = {name for text in texts for name in re.findall(r"\b(DASK_[A-Z_]+)\b", text)}
+    assert {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"} <= passed
+    for name in passed:
+        parsed = dask.config.collect_env({name: "1"})
+        key = ".".join(_only_key(parsed))
+        assert dask.config.get(key, default=KeyError) is not KeyError, f"{name}: Dask has no setting {key}"
+
+
+def _only_key(tree: dict[str, Any]) -> list[str]:
+    [(key, value)] = tree.items()
+    return [key, *(_only_key(value) if isinstance(value, dict) else [])]
+
+
 def test_every_command_the_recipes_run_parses():
     from distributed.cli.dask_scheduler import main as dask_scheduler
     from jupyter_server.auth.identity import IdentityProvider

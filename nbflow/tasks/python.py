@@ -28,7 +28,7 @@ from typing import Any, Unpack
 from nbflow import procs
 from nbflow.artifacts import write_value
 from nbflow.dag import OutputRef, ParamRef, current_pipeline, find_refs, resolve_refs, to_refs
-from nbflow.exceptions import DefinitionError, StoreError
+from nbflow.exceptions import ArtifactStoreError, DefinitionError
 from nbflow.fingerprint import Unhashable, digest, function_parts, stable_repr
 from nbflow.record import AttemptRecord
 from nbflow.taskoptions import TaskOptions
@@ -131,7 +131,7 @@ class PythonTask(Flow, BaseTask):
                 kwargs = render_value(kwargs, values, task=self.task_id, field="kwargs")
             args = resolve_refs(args, output, ctx.params)
             kwargs = resolve_refs(kwargs, output, ctx.params)
-        except StoreError as exc:  # the artifact store is away: retries apply, as to a failed write
+        except ArtifactStoreError as exc:  # the artifact store is away: retries apply, as to a failed write
             return AttemptRecord.storage_failure(exc)
         except Exception as exc:  # a missing key in an upstream value, an unreadable artifact
             return AttemptRecord.from_exception(exc, reason="input_missing")
