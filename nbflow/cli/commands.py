@@ -174,7 +174,8 @@ def cmd_dag_show(args: argparse.Namespace, out: TextIO) -> int:
         definition = pipeline.definition()
         assets = ", ".join(a.name for a in pipeline.assets)
         schedule = pipeline.schedule or (f"when updated: {assets}" if assets else "none")
-        out.write(f"pipeline {pipeline.name} ({len(definition['tasks'])} tasks, schedule {schedule})\n")
+        count = len(definition["tasks"])
+        out.write(f"pipeline {pipeline.name} ({count} task{'' if count == 1 else 's'}, schedule {schedule})\n")
         for t in definition["tasks"]:
             group = f"  in group {t['group']}" if t.get("group") else ""
             role = "  (setup)" if t.get("setup") else "  (teardown)" if t.get("teardown") else ""
