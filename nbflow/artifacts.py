@@ -30,11 +30,10 @@ import os
 import posixpath
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.exceptions import ArtifactStoreError
+from nbflow.remotefs import is_object_store, store_errors
 
 REF_PREFIX = "nbflow-artifact:"
 MANIFEST = "_manifest.json"
@@ -144,33 +143,6 @@ def write_bytes(uri: str, data: bytes, *, atomic: bool = False) -> None:
             fs.mv(f"{path}.tmp", path)
 
 
-#: fsspec protocols of object stores: no folders to make, and one PUT is atomic
-OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "memory"})
-
-
-def is_object_store(fs: Any) -> bool:
-    """Whether an fsspec filesystem is an object store (see :data:`OBJECT_STORES`)."""
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & OBJECT_STORES)
-
-
-def upload_folder(local: str, uri: str) -> None:
-    """Copy every file under the local folder ``local`` to the same relative paths under the
-    URL ``uri``, in one batch (an object store gets one PUT per file and nothing else); the
-    store's errors are a :class:`~nbflow.exceptions.ArtifactStoreError` naming ``uri``."""
-    import fsspec
-
-    files = [os.path.join(top, name) for top, _, names in os.walk(local) for name in names]
-    with store_errors(uri, "upload"):
-        fs, path = fsspec.core.url_to_fs(uri)
-        targets = [f"{path.rstrip('/')}/{os.path.relpath(f, local).replace(os.sep, '/')}" for f in files]
-        if not is_object_store(fs):
-            for folder in {posixpath.dirname(t) for t in targets} | {path}:
-                fs.makedirs(folder, exist_ok=True)
-        if files:
-            fs.put(files, targets)
-
-
 def read_bytes(uri: str) -> bytes:
     """The contents of a file at a path or fsspec URL (FileNotFoundError when missing)."""
     if _is_local(uri):
@@ -180,24 +152,6 @@ def read_bytes(uri: str) -> bytes:
 
     with store_errors(uri, "read"), fsspec.open(uri, "rb") as fh:
         return fh.read()
-
-
-@contextlib.contextmanager
-def store_errors(uri: str, action: str) -> Iterator[None]:
-    """Around I/O on a URL root: the store client's own errors (botocore's
-    ``ConnectTimeoutError``, an ``OSError`` naming no file ...) become a
-    :class:`~nbflow.exceptions.ArtifactStoreError` naming ``uri``; a missing file stays
-    ``FileNotFoundError``, an ``OSError`` that names its file passes as it is."""
-    try:
-        yield
-    except (FileNotFoundError, ArtifactStoreError):
-        raise
-    except OSError as exc:
-        if exc.filename:
-            raise
-        raise ArtifactStoreError(action, uri, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - every client has its own exception classes
-        raise ArtifactStoreError(action, uri, exc) from exc
 
 
 def read_value(ref: ArtifactRef | dict[str, Any]) -> Any:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from nbflow import artifacts, codeship, procs, vault
+from nbflow import artifacts, codeship, procs, remotefs, vault
 from nbflow.artifacts import UpstreamOutput, attempt_dir
 from nbflow.record import STORAGE_ERRNOS, AttemptRecord
 from nbflow.tasks.base import AttemptContext, BaseTask
@@ -246,7 +246,7 @@ def _run(item: WorkItem, register: Callable[[int], None]) -> AttemptRecord:
     staging = tempfile.mkdtemp(prefix="nbflow-attempt-")
     try:
         result = _run_in(item, staging, register)
-        artifacts.upload_folder(staging, remote)  # a store away: storage_error, never a success without its files
+        remotefs.upload_folder(staging, remote)  # a store away: storage_error, never a success without its files
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     moved = lambda uri: uri and uri.replace(staging, remote)  # noqa: E731

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import fsspec.config
 import pytest
 
-from nbflow import Pipeline, api, artifacts, task
+from nbflow import Pipeline, api, artifacts, remotefs, task
 from nbflow.exceptions import ArtifactStoreError
 from nbflow.loader import load_pipeline
 from nbflow.worker import read_result
@@ -53,7 +53,7 @@ def away(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_an_object_store_gets_whole_objects_without_temporary_names(live: str) -> None:
     fs, _ = fsspec.core.url_to_fs(f"s3://{live}")
-    assert artifacts.is_object_store(fs) and not artifacts.is_object_store(fsspec.filesystem("file"))
+    assert remotefs.is_object_store(fs) and not remotefs.is_object_store(fsspec.filesystem("file"))
     artifacts.write_bytes(f"s3://{live}/run-1/t/try-1/result.json", b'{"ok": true}', atomic=True)
     assert fs.find(live) == [f"{live}/run-1/t/try-1/result.json"]  # no result.json.tmp, no folder markers
     assert artifacts.read_bytes(f"s3://{live}/run-1/t/try-1/result.json") == b'{"ok": true}'
@@ -66,7 +66,7 @@ def test_upload_folder_sends_every_file_at_its_relative_path(live: str, tmp_path
     (tmp_path / "log.txt").write_text("hello\n")
     (tmp_path / "artifacts" / "return.json").write_text("42")
     (tmp_path / "empty").mkdir()
-    artifacts.upload_folder(str(tmp_path), f"s3://{live}/run-1/t/try-1")
+    remotefs.upload_folder(str(tmp_path), f"s3://{live}/run-1/t/try-1")
     fs, _ = fsspec.core.url_to_fs(f"s3://{live}")
     assert sorted(fs.find(live)) == [f"{live}/run-1/t/try-1/artifacts/return.json", f"{live}/run-1/t/try-1/log.txt"]
     assert fs.cat(f"{live}/run-1/t/try-1/artifacts/return.json") == b"42"
@@ -85,7 +85,7 @@ def test_an_unreachable_store_is_a_store_error_naming_the_url(away: None, tmp_pa
     assert caught.value.action == "read"
     (tmp_path / "log.txt").write_text("x")
     with pytest.raises(ArtifactStoreError) as caught:
-        artifacts.upload_folder(str(tmp_path), "s3://nbflow/run-1/t/try-1")
+        remotefs.upload_folder(str(tmp_path), "s3://nbflow/run-1/t/try-1")
     assert caught.value.action == "upload" and caught.value.filename == "s3://nbflow/run-1/t/try-1"
     assert read_result("s3://nbflow/run-1/t/try-1") is None  # asked again later, not an error in the driver
 

@@ -159,7 +159,7 @@ def test_the_pool_never_holds_more_than_its_size_and_drains(pool, probe, tmp_pat
     finally:
         stop.set()
         watcher.join()
-    assert most == 1
+    assert most <= 1  # (0 too: under load the runs may take each kernel before the watcher sees it)
     assert pool.wait_ready(60)
     pids = [k.pid for k in pool.kernels()]
     assert len(pids) == 1 and pid_alive(pids[0])

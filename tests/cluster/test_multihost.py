@@ -117,9 +117,14 @@ def test_worker_hosts_share_no_disk_and_cannot_reach_the_database(cluster: NetCl
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 
 
-def test_ml_example_runs_on_workers_without_a_shared_disk(cluster: NetCluster) -> None:
-    done = nbflow(cluster, "run", str(cluster.dags / "ml_cluster.py"), "-p", "C=0.5")
-    run_id = run_id_of(done.stdout)
+@pytest.fixture(scope="module")
+def ml_run(cluster: NetCluster) -> int:
+    """The ML example run once on the cluster (``nbflow run ... -p C=0.5``): its run id."""
+    return run_id_of(nbflow(cluster, "run", str(cluster.dags / "ml_cluster.py"), "-p", "C=0.5").stdout)
+
+
+def test_ml_example_runs_on_workers_without_a_shared_disk(cluster: NetCluster, ml_run: int) -> None:
+    run_id = ml_run
     rows = attempts(cluster, run_id)
     assert {(a["task_id"], a["state"]) for a in rows} == {
         (t, "success") for t in ("prepare", "train", "evaluate", "report", "archive", "on_gpu")
@@ -149,11 +154,10 @@ def test_ml_example_runs_on_workers_without_a_shared_disk(cluster: NetCluster) -
         assert api.load_output(run_id, "on_gpu")["host"] == cluster.hosts["gpu"].netns
 
 
-def test_rest_api_reads_runs_from_the_object_store(cluster: NetCluster) -> None:
+def test_rest_api_reads_runs_from_the_object_store(cluster: NetCluster, ml_run: int) -> None:
     from tests.jupyter_procs import start_jupyter
 
-    done = nbflow(cluster, "run", str(cluster.dags / "ml_cluster.py"), "-p", "C=2.0")
-    run_id = run_id_of(done.stdout)
+    run_id = ml_run
     env = {**cluster.driver_env(), "NBFLOW_DAGS_FOLDER": str(cluster.dags), "NBFLOW_MANAGE_SCHEDULER": "0"}
     server = start_jupyter(cluster.driver_folder, env)
     try:
@@ -162,7 +166,7 @@ def test_rest_api_reads_runs_from_the_object_store(cluster: NetCluster) -> None:
         outputs = {a["task_id"]: a["output_uri"] for a in details["attempts"] if a["output_uri"]}
         assert outputs["train"] == f"s3://nbflow/runs/ml_cluster/run-{run_id}/train/try-1/output.ipynb"
         status, log = server.request("GET", f"runs/{run_id}/tasks/report/log")
-        assert status == 200 and "C=2.0: accuracy" in json.dumps(log)
+        assert status == 200 and "C=0.5: accuracy" in json.dumps(log)
     finally:
         server.stop()
 
