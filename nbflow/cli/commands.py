@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     started = time.time()
 
     def on_start(ex: Any) -> None:
-        out.write(f"nbflow: run {run_id} of {pipeline.name} ({progress.total} tasks) on {ex.describe()}\n")
+        out.write(f"nbflow: run {run_id} of {pipeline.name} ({_n_tasks(progress.total)}) on {ex.describe()}\n")
         out.write(f"  if this process dies: {ex.guarantee}\n")
         out.flush()
 
@@ -174,8 +174,7 @@ def cmd_dag_show(args: argparse.Namespace, out: TextIO) -> int:
         definition = pipeline.definition()
         assets = ", ".join(a.name for a in pipeline.assets)
         schedule = pipeline.schedule or (f"when updated: {assets}" if assets else "none")
-        count = len(definition["tasks"])
-        out.write(f"pipeline {pipeline.name} ({count} task{'' if count == 1 else 's'}, schedule {schedule})\n")
+        out.write(f"pipeline {pipeline.name} ({_n_tasks(len(definition['tasks']))}, schedule {schedule})\n")
         for t in definition["tasks"]:
             group = f"  in group {t['group']}" if t.get("group") else ""
             role = "  (setup)" if t.get("setup") else "  (teardown)" if t.get("teardown") else ""
@@ -348,3 +347,8 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # --- parser ------------------------------------------------------------------------------------
+
+
+def _n_tasks(count: int) -> str:
+    """``1 task``, ``3 tasks``."""
+    return f"{count} task{'' if count == 1 else 's'}"
