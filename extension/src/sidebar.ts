@@ -174,7 +174,7 @@ export class PipelinesPanel extends Widget {
       h(
         'div',
         { class: 'nbflow-pipeline-meta', title: p.schedule || '' },
-        `${when} · ${p.tasks} tasks${p.last_run ? ` · run ${p.last_run.id}` : ''}`
+        `${when} · ${p.tasks} task${p.tasks === 1 ? '' : 's'}${p.last_run ? ` · run ${p.last_run.id}` : ''}`
       ),
       ...(p.waiting ? [h('div', { class: 'nbflow-waiting' }, p.waiting)] : []),
       ...(p.import_error
