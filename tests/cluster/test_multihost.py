@@ -167,6 +167,10 @@ def test_rest_api_reads_runs_from_the_object_store(cluster: NetCluster, ml_run: 
         assert outputs["train"] == f"s3://nbflow/runs/ml_cluster/run-{run_id}/train/try-1/output.ipynb"
         status, log = server.request("GET", f"runs/{run_id}/tasks/report/log")
         assert status == 200 and "C=0.5: accuracy" in json.dumps(log)
+        # the output notebook through the extension's read-only drive, from the store
+        status, model = server.request("GET", f"contents/ml_cluster/run-{run_id}/train/try-1/output.ipynb")
+        assert status == 200 and model["type"] == "notebook" and model["writable"] is False
+        assert any("LogisticRegression" in "".join(cell["source"]) for cell in model["content"]["cells"])
     finally:
         server.stop()
 
