@@ -1,13 +1,13 @@
 """The ``cluster`` group: nbflow across namespace hosts with an object-store root vs on 127.0.0.1.
 
-The namespace cluster is ``tests/cluster/netcluster.py``'s: a Dask scheduler host, moto's S3
-server on a host of its own, two worker hosts (``nbflow worker --nthreads 1``) that share no
+The namespace cluster is ``tests/cluster/netcluster.py``'s: a Dask scheduler host,
+moto's S3 server on a host of its own, two worker hosts (``nbflow worker --nthreads 1``) that share no
 disk with this process, the artifact root ``s3://nbflow/bench-N``. The baseline is the same
-shape on 127.0.0.1: ``LocalCluster(2 workers x 1 thread)`` (:func:`benchmarks.daskbench.shared_cluster`)
-with a local artifact root. Both are started once, untimed; nbflow drives both from this
-process, on a fresh database each run. Rows: 200 no-op tasks (reported: every attempt on the
-object store writes its start marker, uploads its folder and its result record, so the no-op
-ratio is mostly those round trips) and 16 trivial notebooks (target <= 1.5x).
+processes on 127.0.0.1 (:func:`loopback_cluster`: a ``dask scheduler`` and two ``nbflow worker
+--nthreads 1``) with a local artifact root. Both are started once, untimed; nbflow drives both
+from this process, on a fresh database each run. Rows: 200 no-op tasks (reported: every attempt
+on the object store PUTs its start marker and its result record, and moto is a Python server, so
+the no-op ratio is mostly those round trips) and 16 trivial notebooks (target <= 1.5x).
 
 Runs only where network namespaces can be made (root, iproute2): elsewhere the rows are SKIP
 with the reason.
@@ -15,18 +15,23 @@ with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import BenchmarkError, Config, Row, _verdict, fresh_home
-from benchmarks.daskbench import _name, shared_cluster
+from benchmarks.core import BenchmarkError, Config, Row, _verdict, alternate, fresh_home
+from benchmarks.daskbench import _name
 
 NOTEBOOK_TARGET = 1.5  # notebooks on the namespace cluster with an S3 root / on 127.0.0.1 with a local root
 REPO = Path(__file__).resolve().parent.parent
@@ -58,18 +63,43 @@ def _run(pipeline: Any, address: str, artifact_root: str | None) -> float:
     return elapsed
 
 
-def _alternate(repeat: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[list[float], list[float]]:
-    """``repeat`` measurements of each side, the order alternated (noise falls on both)."""
-    a: list[float] = []
-    b: list[float] = []
-    for i in range(repeat):
-        if i % 2 == 0:
-            a.append(ours())
-            b.append(theirs())
-        else:
-            b.append(theirs())
-            a.append(ours())
-    return a, b
+@contextlib.contextmanager
+def loopback_cluster() -> Iterator[str]:
+    """A ``dask scheduler`` and two ``nbflow worker --nthreads 1`` processes on 127.0.0.1 (the
+    namespace cluster's processes without the namespaces); its address, all killed after."""
+    from distributed import Client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    commands = [[*scheduler, "--dashboard-address", "127.0.0.1:0"]]
+    commands += [["nbflow", "worker", "--scheduler", address, "--name", f"here{i}", "--nthreads", "1"] for i in (1, 2)]
+    procs: list[subprocess.Popen] = []
+    try:
+        for argv in commands:
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+            if len(procs) == 1:
+                time.sleep(1)  # the scheduler listens before the workers knock
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=90)
+        yield address
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def cluster_group(cfg: Config) -> list[Row]:
@@ -85,9 +115,10 @@ def cluster_group(cfg: Config) -> list[Row]:
     n, k = (50, 4) if cfg.quick else (200, 16)
     repeat = 1 if cfg.quick else 3
     saved_s3 = fsspec.config.conf.get("s3")
-    with tempfile.TemporaryDirectory(prefix="nbflow-bench-hosts-") as root:
-        t0 = time.perf_counter()
-        with netcluster.NetCluster(Path(root)) as hosts, shared_cluster() as (local, local_s):
+    t0 = time.perf_counter()
+    with loopback_cluster() as local_address, tempfile.TemporaryDirectory(prefix="nbflow-bench-hosts-") as root:
+        local_s, t0 = time.perf_counter() - t0, time.perf_counter()
+        with netcluster.NetCluster(Path(root)) as hosts:
             address = hosts.dask_scheduler()
             hosts.object_store()
             extra = {"PYTHONPATH": str(REPO)}  # the benchmark's task functions, as an image would ship them
@@ -102,15 +133,15 @@ def cluster_group(cfg: Config) -> list[Row]:
                     return _run(pipeline, address, f"s3://{netcluster.BUCKET}/bench-{next(_roots)}")
 
                 def here(pipeline: Any) -> float:
-                    return _run(pipeline, local.scheduler_address, None)
+                    return _run(pipeline, local_address, None)
 
                 for run in (remote, here):  # warm-up, untimed: imports and a first kernel on every worker
                     run(dags.wide(4, _name("warm")))
                     run(dags.notebooks(2, _name("warm_nb")))
-                wide_remote, wide_here = _alternate(
+                wide_remote, wide_here = alternate(
                     repeat, lambda: remote(dags.wide(n, _name("wide"))), lambda: here(dags.wide(n, _name("wide")))
                 )
-                nb_remote, nb_here = _alternate(
+                nb_remote, nb_here = alternate(
                     repeat,
                     lambda: remote(dags.notebooks(k, _name("nb"))),
                     lambda: here(dags.notebooks(k, _name("nb"))),
@@ -124,7 +155,7 @@ def cluster_group(cfg: Config) -> list[Row]:
     nb_r, nb_h = statistics.median(nb_remote), statistics.median(nb_here)
     setup = (
         f"2 worker hosts x 1 thread in network namespaces, moto S3 (set up in {hosts_s:.1f} s, untimed) vs "
-        f"LocalCluster 2x1 on 127.0.0.1 ({local_s:.1f} s, untimed)"
+        f"the same processes on 127.0.0.1 ({local_s:.1f} s, untimed)"
     )
     return [
         Row(

@@ -163,6 +163,20 @@ def measured_again(fn: Callable[[], Any], failures: list[str], tries: int = 3) -
     raise AssertionError("unreachable")
 
 
+def alternate(repeat: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """``repeat`` measurements of each side, which goes first alternating (noise falls on both)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(repeat):
+        if i % 2 == 0:
+            a.append(ours())
+            b.append(theirs())
+        else:
+            b.append(theirs())
+            a.append(ours())
+    return a, b
+
+
 def clock(fn: Callable[[], Any], repeat: int = 5) -> float:
     """Best wall time of ``fn()`` over ``repeat`` calls."""
     out = []
@@ -466,15 +480,7 @@ def notebook_group(cfg: Config) -> list[Row]:
     api.reset()
     try:
         run_papermill(), run_nbflow()  # warm-up: imports and first kernel start, for both
-        nb_times: list[float] = []
-        pm_times: list[float] = []
-        for i in range(cfg.notebook_repeat):
-            if i % 2 == 0:
-                nb_times.append(run_nbflow())
-                pm_times.append(run_papermill())
-            else:
-                pm_times.append(run_papermill())
-                nb_times.append(run_nbflow())
+        nb_times, pm_times = alternate(cfg.notebook_repeat, run_nbflow, run_papermill)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
         if saved is None:

@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import BenchmarkError, Config, Row, _verdict, best, measured_again, nbflow_run
+from benchmarks.core import BenchmarkError, Config, Row, _verdict, alternate, best, measured_again, nbflow_run
 
 DASK_WIDE_TARGET = 1.5  # nbflow per-task cost / raw Dask per-task cost on the fan-out
 HANDOFF_TARGET_MS = 15.0  # median parent end -> child start
@@ -232,8 +232,6 @@ def _notebooks(cfg: Config, address: str) -> list[Row]:
     def run_nbflow(count: int) -> float:
         return nbflow_run(dags.notebooks(count, _name("notebooks")), "dask")
 
-    nb_times: list[float] = []
-    pool_times: list[float] = []
     failures: list[str] = []
 
     def again(fn: Any) -> float:  # the baseline's TCP kernels only; nbflow's runs are measured once
@@ -244,13 +242,9 @@ def _notebooks(cfg: Config, address: str) -> list[Row]:
             # warm-up, untimed: papermill imports and a first kernel start in each process
             again(lambda: run_pool(pool, 2))
             run_nbflow(2)
-            for i in range(cfg.dask_notebook_repeat):
-                if i % 2 == 0:
-                    nb_times.append(run_nbflow(k))
-                    pool_times.append(again(lambda: run_pool(pool, k)))
-                else:
-                    pool_times.append(again(lambda: run_pool(pool, k)))
-                    nb_times.append(run_nbflow(k))
+            nb_times, pool_times = alternate(
+                cfg.dask_notebook_repeat, lambda: run_nbflow(k), lambda: again(lambda: run_pool(pool, k))
+            )
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     if not nb_times:
