@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -292,14 +291,14 @@ class NetCluster:
                     raise TimeoutError(f"workers {sorted(set(names) - seen)} never joined: {logs}")
                 time.sleep(0.3)
 
-    def driver_env(self, artifact_root: str | None = None) -> dict[str, str]:
+    def driver_env(self) -> dict[str, str]:
         """The scheduler host's environment: its own NBFLOW_HOME (SQLite), the Dask scheduler,
-        the artifact root (``s3://nbflow/runs`` by default) and the store's settings."""
+        the artifact root ``s3://nbflow/runs`` and the store's settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NBFLOW_", "FSSPEC_"))}
         env.update(self.s3_env())
         env.update(
             NBFLOW_HOME=str(self.home),
-            NBFLOW_ARTIFACT_ROOT=artifact_root or f"s3://{BUCKET}/runs",
+            NBFLOW_ARTIFACT_ROOT=f"s3://{BUCKET}/runs",
             NBFLOW_EXECUTOR="dask",
             NBFLOW_DASK_ADDRESS=str(self.dask_address),
             NBFLOW_KILL_GRACE="2",
@@ -336,8 +335,3 @@ def _wait_port(address: str, port: int, timeout: float, log: Any) -> None:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {address}:{port} after {timeout:.0f} s: {log()[-2000:]}")
-
-
-def http_get(url: str, timeout: float = 5) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a test cluster address
-        return answer.read()
