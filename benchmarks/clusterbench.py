@@ -112,7 +112,7 @@ def cluster_group(cfg: Config) -> list[Row]:
     why = netcluster.unavailable()
     if why:
         return [Row(name, "cluster", why, None, None, "s", None, "", verdict="SKIP", note=why) for name in ROWS]
-    n, k = (50, 4) if cfg.quick else (200, 16)
+    n, k = (20, 2) if cfg.quick else (200, 16)
     repeat = 1 if cfg.quick else 3
     saved_s3 = fsspec.config.conf.get("s3")
     t0 = time.perf_counter()

@@ -250,12 +250,12 @@ def test_object_store_unreachable_for_30_s(cluster: NetCluster) -> None:
         assert "s3://nbflow/runs/outage/" in attempt["message"] and "NBFLOW_ARTIFACT_ROOT" in attempt["message"]
     s3 = cluster.s3fs()
     successes = [a for a in rows if a["state"] == "success"]
-    assert sorted(a["task_id"] for a in successes) == [f"step_{i}" for i in range(6)]  # one success each
+    assert sorted(a["task_id"] for a in successes) == [f"step_{i}" for i in range(4)]  # one success each
     for attempt in successes:  # none recorded without its output
         folder = f"nbflow/runs/outage/run-{run_id}/{attempt['task_id']}/try-{attempt['try_number']}"
         assert s3.exists(f"{folder}/artifacts/return.json"), folder
     with as_driver(cluster) as api:
-        assert api.load_output(run_id, "step_5") == 6
+        assert api.load_output(run_id, "step_3") == 4
 
 
 def test_a_cut_link_is_one_lost_try_then_one_success_elsewhere(cluster: NetCluster) -> None:

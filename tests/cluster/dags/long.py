@@ -1,4 +1,4 @@
-"""One task of ~10 s, retried once: the host running it loses its link mid-task."""
+"""One task of ~6 s, retried once: the host running it loses its link mid-task."""
 
 import socket
 import time
@@ -8,7 +8,7 @@ from nbflow import Pipeline, task
 
 @task(retries=1, retry_delay=0)
 def slow() -> str:
-    time.sleep(10)
+    time.sleep(6)
     return socket.gethostname()
 
 
