@@ -30,37 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import BenchmarkError, Config, Row, _verdict, alternate, fresh_home
+from benchmarks.core import Config, Row, _verdict, alternate, nbflow_run
 from benchmarks.daskbench import _name
 
 NOTEBOOK_TARGET = 1.5  # notebooks on the namespace cluster with an S3 root / on 127.0.0.1 with a local root
 REPO = Path(__file__).resolve().parent.parent
 ROWS = ("cluster-wide", "cluster-notebook")
 _roots = itertools.count()
-
-
-def _run(pipeline: Any, address: str, artifact_root: str | None) -> float:
-    """Seconds of one dask run at ``address`` on a fresh database (artifacts under ``artifact_root``)."""
-    from nbflow import api
-
-    with fresh_home():
-        saved = os.environ.get("NBFLOW_DASK_ADDRESS")
-        os.environ["NBFLOW_DASK_ADDRESS"] = address
-        if artifact_root:
-            os.environ["NBFLOW_ARTIFACT_ROOT"] = artifact_root
-        api.reset()
-        try:
-            api.open_store()
-            t0 = time.perf_counter()
-            result = api.run_pipeline(pipeline, executor="dask")
-            elapsed = time.perf_counter() - t0
-        finally:
-            if saved is not None:
-                os.environ["NBFLOW_DASK_ADDRESS"] = saved
-        if not result.ok:
-            bad = [(t["task_id"], t["state"], t["error"]) for t in result.tasks if t["state"] != "success"][:3]
-            raise BenchmarkError(f"run of {pipeline.name} ended {result.state.value}: {bad}")
-    return elapsed
 
 
 @contextlib.contextmanager
@@ -130,10 +106,13 @@ def cluster_group(cfg: Config) -> list[Row]:
             try:
 
                 def remote(pipeline: Any) -> float:
-                    return _run(pipeline, address, f"s3://{netcluster.BUCKET}/bench-{next(_roots)}")
+                    root = f"s3://{netcluster.BUCKET}/bench-{next(_roots)}"
+                    return nbflow_run(
+                        pipeline, "dask", settings={"NBFLOW_DASK_ADDRESS": address, "NBFLOW_ARTIFACT_ROOT": root}
+                    )
 
                 def here(pipeline: Any) -> float:
-                    return _run(pipeline, local_address, None)
+                    return nbflow_run(pipeline, "dask", settings={"NBFLOW_DASK_ADDRESS": local_address})
 
                 for run in (remote, here):  # warm-up, untimed: imports and a first kernel on every worker
                     run(dags.wide(4, _name("warm")))

@@ -119,14 +119,16 @@ def _reset_nbflow() -> None:
 
 
 @contextmanager
-def fresh_home() -> Iterator[Path]:
-    """A new temporary ``NBFLOW_HOME`` (SQLite database and artifacts), removed afterwards."""
+def fresh_home(settings: dict[str, str] | None = None) -> Iterator[Path]:
+    """A new temporary ``NBFLOW_HOME`` (SQLite database and artifacts), removed afterwards;
+    ``settings``: more ``NBFLOW_*`` variables for the block (restored after it)."""
     names = ("NBFLOW_HOME", "NBFLOW_DB_URL", "NBFLOW_ARTIFACT_ROOT", "NBFLOW_EXECUTOR", "NBFLOW_PARALLELISM")
-    saved = {k: os.environ.get(k) for k in names}
+    saved = {k: os.environ.get(k) for k in (*names, *(settings or {}))}
     home = Path(tempfile.mkdtemp(prefix="nbflow-bench-"))
     for k in names:
         os.environ.pop(k, None)
     os.environ["NBFLOW_HOME"] = str(home)
+    os.environ.update(settings or {})
     _reset_nbflow()
     try:
         yield home
@@ -188,15 +190,20 @@ def clock(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 
 def nbflow_run(
-    pipeline: Any, executor: str, parallelism: int | None = None, after: Callable[[Any], Any] | None = None
+    pipeline: Any,
+    executor: str,
+    parallelism: int | None = None,
+    after: Callable[[Any], Any] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> float:
     """Seconds of one ``api.run_pipeline`` on a fresh home (database opened before the clock).
 
-    ``after(result)`` is called, untimed, while the home (its database and artifacts) still exists.
+    ``after(result)`` is called, untimed, while the home (its database and artifacts) still
+    exists; ``settings``: more ``NBFLOW_*`` variables for the run (see :func:`fresh_home`).
     """
     from nbflow import api
 
-    with fresh_home():
+    with fresh_home(settings):
         api.open_store()
         t0 = time.perf_counter()
         result = api.run_pipeline(pipeline, executor=executor, parallelism=parallelism)

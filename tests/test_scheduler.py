@@ -21,6 +21,7 @@ import pytest
 from nbflow import api
 from nbflow.exceptions import ScheduleError
 from nbflow.scheduler import Scheduler
+from tests.waiting import wait_for
 
 UTC = UTC
 
@@ -304,16 +305,6 @@ def ended(run_id: int) -> bool:
 
 def task_states(run_id: int) -> dict[str, str]:
     return {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_trigger_is_picked_up_and_duplicates_are_refused(dags):

@@ -23,6 +23,7 @@ import pytest
 
 from tests.cluster import netcluster
 from tests.cluster.netcluster import NetCluster
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -195,16 +196,6 @@ def test_a_host_that_cannot_import_the_pipelines_module_says_so(cluster: NetClus
     assert "No module named 'helpers'" in message and "must be importable on every worker" in message
 
 
-def _wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _start_run(cluster: NetCluster, pipeline: str) -> tuple[subprocess.Popen, int]:
     """``nbflow run`` in the background; (the process, its run id)."""
     proc = subprocess.Popen(
@@ -227,7 +218,7 @@ def _running(cluster: NetCluster, run_id: int, task: str) -> dict[str, Any] | No
 def test_object_store_unreachable_for_30_s(cluster: NetCluster) -> None:
     proc, run_id = _start_run(cluster, "outage.py")
     try:
-        _wait_for(lambda: _running(cluster, run_id, "step_1"), 60, "step_1 to start")
+        wait_for(lambda: _running(cluster, run_id, "step_1"), 60, "step_1 to start", interval=0.3)
         cluster.cut("s3")
         time.sleep(30)
         cluster.restore("s3")
@@ -261,12 +252,15 @@ def test_object_store_unreachable_for_30_s(cluster: NetCluster) -> None:
 def test_a_cut_link_is_one_lost_try_then_one_success_elsewhere(cluster: NetCluster) -> None:
     proc, run_id = _start_run(cluster, "long.py")
     try:
-        first = _wait_for(lambda: _running(cluster, run_id, "slow"), 60, "the task to start")
+        first = wait_for(lambda: _running(cluster, run_id, "slow"), 60, "the task to start", interval=0.3)
         time.sleep(1)
         lost = host_of(cluster, first)
         cluster.cut(lost)
-        retry = _wait_for(
-            lambda: (a := _running(cluster, run_id, "slow")) and a["try_number"] == 2 and a, 90, "the retry to start"
+        retry = wait_for(
+            lambda: (a := _running(cluster, run_id, "slow")) and a["try_number"] == 2 and a,
+            90,
+            "the retry to start",
+            interval=0.3,
         )
         assert host_of(cluster, retry) != lost
         # The link comes back while the retry runs: the lost host's worker (its first attempt

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from nbflow import api
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -57,15 +58,6 @@ def start_scheduler(env, log):
     )
 
 
-def wait_for(predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_scheduler_killed_mid_run_resumes_after_restart(tmp_path, nbflow_home, monkeypatch):
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -83,10 +75,10 @@ def test_scheduler_killed_mid_run_resumes_after_restart(tmp_path, nbflow_home, m
     log = open(tmp_path / "scheduler.log", "ab")  # noqa: SIM115
     first = start_scheduler(env, log)
     try:
-        wait_for(lambda: api.list_pipelines())
+        wait_for(lambda: api.list_pipelines(), timeout=60)
         run_id = api.trigger("survivor", start=False)
         state = lambda: {t["task_id"]: t["state"] for t in api.run_details(run_id)["tasks"]}  # noqa: E731
-        wait_for(lambda: state().get("slow") == "running")
+        wait_for(lambda: state().get("slow") == "running", timeout=60)
         os.killpg(first.pid, signal.SIGKILL)  # the scheduler and its worker processes die
         first.wait()
         time.sleep(2.5)  # its lease expires
