@@ -186,6 +186,11 @@ class ArtifactStoreError(OSError):
     whose ``filename`` is the URL, so an attempt it stops ends ``storage_error`` and its
     retries apply. ``action`` is what was tried: read, write or upload."""
 
+    hint = "check NBFLOW_ARTIFACT_ROOT and that this host reaches its store (endpoint, credentials); then try again"
+
     def __init__(self, action: str, uri: str, cause: BaseException):
         super().__init__(errno.EIO, f"{type(cause).__name__}: {cause}", uri)
         self.action = action
+
+    def __str__(self) -> str:
+        return f"cannot {self.action} {self.filename}: {self.strerror}"

@@ -102,16 +102,17 @@ class AttemptRecord:
         """A ``storage_error``: the artifact root refused a write (or, for a store behind a URL,
         could not be reached: :class:`~nbflow.exceptions.ArtifactStoreError`); names what could not be
         written or read, and the OS or store client's error."""
-        where = path or exc.filename or "the attempt folder"
-        action, also = (
-            (exc.action, " and that this host reaches its store")
-            if isinstance(exc, ArtifactStoreError)
-            else ("write", "")
-        )
+        if isinstance(exc, ArtifactStoreError):  # it says what it tried where, and the fix
+            message = f"{exc}; {exc.hint}"
+        else:
+            where = path or exc.filename or "the attempt folder"
+            message = (
+                f"cannot write {where}: {exc.strerror or exc} (errno {exc.errno}); "
+                "check the artifact root (NBFLOW_ARTIFACT_ROOT)"
+            )
         return cls.failure(
             "storage_error",
-            f"cannot {action} {where}: {exc.strerror or exc} (errno {exc.errno}); "
-            f"check the artifact root (NBFLOW_ARTIFACT_ROOT){also}",
+            message,
             ename=type(exc).__name__,
             evalue=str(exc),
         )

@@ -141,3 +141,30 @@ def test_inputs_that_cannot_be_read_are_a_storage_error_too(nbflow_home, live, w
     attempt = [a for a in api.run_details(first.run_id)["attempts"] if a["task_id"] == "use"][-1]
     assert attempt["try_number"] == 2 and attempt["reason"] == "storage_error"
     assert attempt["message"].startswith(f"cannot read s3://{live}/runs/inputs_away/run-{first.run_id}/make/try-1/")
+
+
+def test_the_front_doors_say_the_store_is_away_instead_of_a_traceback(
+    nbflow_home, away: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nbflow.cli import main
+    from nbflow.server.errors import to_api_error
+
+    monkeypatch.setenv("NBFLOW_ARTIFACT_ROOT", "s3://nbflow/runs")
+    api.reset()
+
+    @task
+    def talk() -> None:
+        print("hello")
+
+    with Pipeline("store_away") as pipeline:
+        talk()
+    run_id = api.run_pipeline(pipeline, executor="inline").run_id
+    assert main(["logs", str(run_id), "talk"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith(f"error: cannot read s3://nbflow/runs/store_away/run-{run_id}/talk/try-1/log.txt: ")
+    assert "hint: check NBFLOW_ARTIFACT_ROOT and that this host reaches its store" in said
+    with pytest.raises(ArtifactStoreError) as caught:
+        api.read_log(run_id, "talk")
+    answer = to_api_error(caught.value, context="GET log")  # the REST API: an outage (503), not a bug (500)
+    assert answer.status_code == 503
+    assert answer.body["message"] == str(caught.value) and "NBFLOW_ARTIFACT_ROOT" in answer.body["hint"]

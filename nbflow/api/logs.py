@@ -17,6 +17,7 @@ from nbflow.api.runs import open_store
 from nbflow.api.secrets import mask_stored_secrets
 from nbflow.config import Settings
 from nbflow.exceptions import TryNotFoundError, UnknownTaskError
+from nbflow.remotefs import store_errors
 from nbflow.store import Store
 
 #: bytes read per step when looking backwards for line ends
@@ -103,15 +104,16 @@ def log_chunk(
     uri = attempt["log_uri"] or _default_log(store.settings, run["pipeline"], run_id, task_id, attempt["try_number"])
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(uri)
-    if not fs.exists(path):
-        return LogChunk("", 0, 0, 0, False, attempt["try_number"], attempt["end_date"] is not None)
-    with fs.open(path, "rb") as fh:
-        size = fs.size(path)
-        if tail is not None:
-            start, end, data, cut = _tail(fh, size, tail, limit)
-        else:
-            start, end, data, cut = _range(fh, size, offset, limit)
+    with store_errors(uri, "read"):  # a store that is away: ArtifactStoreError, said as such by the front doors
+        fs, path = fsspec.core.url_to_fs(uri)
+        if not fs.exists(path):
+            return LogChunk("", 0, 0, 0, False, attempt["try_number"], attempt["end_date"] is not None)
+        with fs.open(path, "rb") as fh:
+            size = fs.size(path)
+            if tail is not None:
+                start, end, data, cut = _tail(fh, size, tail, limit)
+            else:
+                start, end, data, cut = _range(fh, size, offset, limit)
     finished = attempt["end_date"] is not None
     mask_stored_secrets(store)  # a log written live by a kernel or a subprocess is masked as it is read
     text = vault.redact(data.decode("utf-8", errors="replace"))

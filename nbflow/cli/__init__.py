@@ -23,7 +23,7 @@ from nbflow.cli.commands import (
     cmd_tasks,
     cmd_worker,
 )
-from nbflow.exceptions import NbflowError
+from nbflow.exceptions import ArtifactStoreError, NbflowError
 
 EPILOG = """\
 examples:
@@ -283,6 +283,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return args.func(args, out)
     except NbflowError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except ArtifactStoreError as exc:  # logs, outputs, notebooks on a store this host cannot reach now
+        sys.stderr.write(f"error: {exc}\n  hint: {exc.hint}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted: running tasks were cancelled\n")

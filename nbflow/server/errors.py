@@ -24,6 +24,7 @@ import tornado.web
 
 from nbflow import api
 from nbflow.exceptions import (
+    ArtifactStoreError,
     AssetNotFoundError,
     DatabaseUnavailableError,
     DuplicateRunError,
@@ -98,6 +99,9 @@ def to_api_error(exc: BaseException, *, context: str = "") -> ApiError:
             log.error("%s: %s", context, exc, exc_info=exc)
             return ApiError(500, "the nbflow database cannot be used; the server's log says why", hint=DB_HINT)
         return _typed(exc, status)
+    if isinstance(exc, ArtifactStoreError):  # the object store of the artifact root is away: an outage, not a bug
+        log.warning("%s: %s", context, exc)
+        return ApiError(503, str(exc), hint=exc.hint)
     trouble = api.database_trouble(exc)
     if trouble is not None and trouble[0] == "outage":
         log.warning("%s: database outage: %s", context, getattr(exc, "orig", exc))
